@@ -1,0 +1,1 @@
+//! tfmc runtime.
