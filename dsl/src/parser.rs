@@ -1,0 +1,496 @@
+//! Parsing: `.tfm` text → [`ast::File`], via the pest grammar in `tfm.pest`.
+//!
+//! Invariants: never panics on any input (pest's tree shape is guaranteed by the grammar;
+//! every `expect`/`unwrap` here is on a child the grammar rule requires). Syntax errors become
+//! one [`Diagnostic`] with the position and what was expected, in words.
+
+use crate::ast::*;
+use crate::diagnostic::Diagnostic;
+use crate::span::{FileId, Span};
+use pest::Parser as _;
+use pest::iterators::Pair;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "src/tfm.pest"]
+struct TfmParser;
+
+type P<'a> = Pair<'a, Rule>;
+
+/// Nesting deeper than this is rejected instead of risking a stack overflow.
+const MAX_DEPTH: usize = 200;
+
+/// Parses one file's text. `file` is the id the spans will carry.
+pub fn parse_file(text: &str, file: FileId) -> Result<File, Diagnostic> {
+    if let Some(pos) = too_deep(text) {
+        let span = Span::new(file, pos, pos + 1);
+        return Err(Diagnostic::error("expression nested too deeply", span, "nesting limit reached here")
+            .with_hint(format!("at most {MAX_DEPTH} levels of brackets are allowed")));
+    }
+    let mut pairs = TfmParser::parse(Rule::file, text).map_err(|e| syntax_error(e, file, text))?;
+    // The `file` rule always produces exactly one pair.
+    let root = pairs.next().expect("file rule yields one pair");
+    let b = Builder { file };
+    let mut items = Vec::new();
+    for p in root.into_inner() {
+        if p.as_rule() == Rule::item {
+            items.push(b.item(p)?);
+        }
+    }
+    Ok(File { items })
+}
+
+/// Position of the first bracket nested deeper than [`MAX_DEPTH`], if any.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(i);
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn rule_name(r: &Rule) -> Option<&'static str> {
+    Some(match r {
+        Rule::ident => "a name",
+        Rule::int_lit => "an integer",
+        Rule::float_lit => "a number",
+        Rule::string => "a quoted path",
+        Rule::dtype => "a type (f16, bf16, f32, f64, i32, i64, bool)",
+        Rule::item | Rule::kernel_item | Rule::param_item | Rule::reduction_item | Rule::use_item => {
+            "an item (`kernel`, `param`, `reduction`, `use`)"
+        }
+        Rule::stmt | Rule::assign_stmt | Rule::call_stmt | Rule::index_decl | Rule::lhs => "a statement",
+        Rule::expr | Rule::atom | Rule::unary | Rule::postfix | Rule::if_expr | Rule::or_expr => "an expression",
+        Rule::cmp_op => "a comparison",
+        Rule::add_op | Rule::mul_op | Rule::or_op | Rule::and_op => "an operator",
+        Rule::EOI => "end of file",
+        Rule::where_clause => "`where`",
+        Rule::dim => "a dimension",
+        Rule::tensor_decl | Rule::tensor_decls => "a tensor declaration `NAME: f32[DIMS]`",
+        Rule::outputs => "outputs `(NAME: f32[DIMS])`",
+        Rule::literal => "a literal",
+        Rule::identity_clause => "`identity = ...`",
+        Rule::combine_clause => "`combine(a, b) { ... }`",
+        Rule::let_stmt => "`let`",
+        Rule::field | Rule::field_list => "a field `name: type`",
+        Rule::call_args | Rule::call_arg | Rule::named_arg => "an argument",
+        Rule::doc_line | Rule::docs => return None,
+        _ => return None,
+    })
+}
+
+fn syntax_error(e: pest::error::Error<Rule>, file: FileId, text: &str) -> Diagnostic {
+    use pest::error::{ErrorVariant, InputLocation};
+    let pos = match e.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let end = text[pos..].chars().next().map_or(pos, |c| pos + c.len_utf8());
+    let span = Span::new(file, pos, end);
+    let found = match text[pos..].chars().next() {
+        None => "end of file".to_string(),
+        Some(_) => {
+            let tok: String = text[pos..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if tok.is_empty() {
+                format!("`{}`", text[pos..].chars().next().unwrap_or(' '))
+            } else {
+                format!("`{tok}`")
+            }
+        }
+    };
+    let expected = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            let mut names: Vec<&str> = positives.iter().filter_map(rule_name).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        }
+        ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    let label = if expected.is_empty() {
+        "unexpected here".to_string()
+    } else {
+        format!("expected {}", join_or(&expected))
+    };
+    let mut d = Diagnostic::error(format!("syntax error: unexpected {found}"), span, label);
+    if found == "`=`" || found == "`(`" {
+        d = d.with_hint("a definition is `T[i, j] = expr` (scalars: `T[] = expr`); a call is `O = kernel(A, B)`");
+    }
+    d
+}
+
+fn join_or(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {}", init.join(", "), last),
+    }
+}
+
+struct Builder {
+    file: FileId,
+}
+
+impl Builder {
+    fn span(&self, p: &P) -> Span {
+        let s = p.as_span();
+        Span::new(self.file, s.start(), s.end())
+    }
+
+    fn ident(&self, p: P) -> Ident {
+        Ident { name: p.as_str().to_string(), span: self.span(&p) }
+    }
+
+    fn docs(&self, p: P) -> Vec<String> {
+        p.into_inner()
+            .map(|d| {
+                let s = d.as_str().trim_start_matches("///");
+                s.strip_prefix(' ').unwrap_or(s).trim_end().to_string()
+            })
+            .collect()
+    }
+
+    fn item(&self, p: P) -> Result<Item, Diagnostic> {
+        let mut inner = p.into_inner();
+        let first = inner.next().expect("item has a child");
+        if first.as_rule() == Rule::use_item {
+            let s = first.into_inner().next().expect("use has a string");
+            let raw = s.as_str();
+            return Ok(Item::Use(UseItem { path: raw[1..raw.len() - 1].to_string(), span: self.span(&s) }));
+        }
+        let docs = self.docs(first);
+        let body = inner.next().expect("item has a body after docs");
+        Ok(match body.as_rule() {
+            Rule::param_item => Item::Param(self.param(body, docs)?),
+            Rule::reduction_item => Item::Reduction(self.reduction(body, docs)?),
+            _ => Item::Kernel(self.kernel(body, docs)?),
+        })
+    }
+
+    fn param(&self, p: P, docs: Vec<String>) -> Result<ParamItem, Diagnostic> {
+        let span = self.span(&p);
+        let mut it = p.into_inner();
+        let name = self.ident(it.next().expect("param name"));
+        let dt = it.next().expect("param type");
+        let dtype_span = self.span(&dt);
+        let dtype = DType::parse(dt.as_str()).expect("grammar only admits dtypes");
+        let default = match it.next() {
+            Some(l) => Some((self.literal(l.clone())?, self.span(&l))),
+            None => None,
+        };
+        Ok(ParamItem { docs, name, dtype, dtype_span, default, span })
+    }
+
+    fn literal(&self, p: P) -> Result<Lit, Diagnostic> {
+        let span = self.span(&p);
+        let mut negative = false;
+        let mut value = None;
+        for c in p.into_inner() {
+            match c.as_rule() {
+                Rule::neg => negative = true,
+                _ => value = Some(self.lit_atom(c)?),
+            }
+        }
+        let v = value.expect("literal has a value");
+        Ok(match (negative, v) {
+            (false, v) => v,
+            (true, Lit::Int(i)) => Lit::Int(-i),
+            (true, Lit::Float(f)) => Lit::Float(-f),
+            (true, Lit::Bool(_)) => {
+                return Err(Diagnostic::error("cannot negate a boolean literal", span, "`-` applied to a boolean"));
+            }
+        })
+    }
+
+    fn lit_atom(&self, p: P) -> Result<Lit, Diagnostic> {
+        let span = self.span(&p);
+        Ok(match p.as_rule() {
+            Rule::int_lit => Lit::Int(p.as_str().parse::<i64>().map_err(|_| {
+                Diagnostic::error("integer literal out of range", span, "does not fit in i64")
+                    .with_hint("integers are 64-bit signed; write a float literal (`1e30`) for large values")
+            })?),
+            Rule::float_lit => Lit::Float(p.as_str().parse::<f64>().map_err(|_| {
+                Diagnostic::error("malformed float literal", span, "not a number")
+            })?),
+            Rule::inf_lit => Lit::Float(f64::INFINITY),
+            Rule::true_lit => Lit::Bool(true),
+            _ => Lit::Bool(false),
+        })
+    }
+
+    fn reduction(&self, p: P, docs: Vec<String>) -> Result<ReductionItem, Diagnostic> {
+        let span = self.span(&p);
+        let mut it = p.into_inner();
+        let name = self.ident(it.next().expect("reduction name"));
+        let fields = it
+            .next()
+            .expect("field list")
+            .into_inner()
+            .map(|f| {
+                let mut fi = f.into_inner();
+                let name = self.ident(fi.next().expect("field name"));
+                let dtype = DType::parse(fi.next().expect("field type").as_str()).expect("dtype");
+                Field { name, dtype }
+            })
+            .collect();
+        let identity = self.expr(it.next().expect("identity").into_inner().next().expect("identity expr"))?;
+        let mut comb = it.next().expect("combine").into_inner();
+        let a = self.ident(comb.next().expect("operand a"));
+        let b = self.ident(comb.next().expect("operand b"));
+        let mut lets = Vec::new();
+        let mut result = None;
+        for c in comb {
+            if c.as_rule() == Rule::let_stmt {
+                let mut li = c.into_inner();
+                let n = self.ident(li.next().expect("let name"));
+                let e = self.expr(li.next().expect("let value"))?;
+                lets.push((n, e));
+            } else {
+                result = Some(self.expr(c)?);
+            }
+        }
+        let result = result.expect("combine ends with an expression");
+        Ok(ReductionItem { docs, name, fields, identity, operands: (a, b), lets, result, span })
+    }
+
+    fn tensor_decl(&self, p: P) -> TensorDecl {
+        let span = self.span(&p);
+        let mut it = p.into_inner();
+        let name = self.ident(it.next().expect("tensor name"));
+        let dtype = DType::parse(it.next().expect("tensor dtype").as_str()).expect("dtype");
+        let dims = it.map(|d| self.dim(d)).collect();
+        TensorDecl { name, dtype, dims, span }
+    }
+
+    fn dim(&self, p: P) -> Dim {
+        let c = p.into_inner().next().expect("dim child");
+        let span = self.span(&c);
+        match c.as_rule() {
+            Rule::ident => Dim::Named(self.ident(c)),
+            // An over-long literal becomes -1 and is reported by the checker as a bad size.
+            _ => Dim::Fixed(c.as_str().parse().unwrap_or(-1), span),
+        }
+    }
+
+    fn kernel(&self, p: P, docs: Vec<String>) -> Result<KernelItem, Diagnostic> {
+        let span = self.span(&p);
+        let mut name = None;
+        let mut args = Vec::new();
+        let mut outputs = Vec::new();
+        let mut filter = None;
+        let mut body = Vec::new();
+        for c in p.into_inner() {
+            match c.as_rule() {
+                Rule::ident => name = Some(self.ident(c)),
+                Rule::tensor_decls => args = c.into_inner().map(|d| self.tensor_decl(d)).collect(),
+                Rule::outputs => {
+                    let o = c.into_inner().next().expect("outputs child");
+                    outputs = match o.as_rule() {
+                        Rule::tensor_decls => o.into_inner().map(|d| self.tensor_decl(d)).collect(),
+                        _ => vec![self.tensor_decl(o)],
+                    };
+                }
+                Rule::where_clause => filter = Some(self.where_clause(c)?),
+                _ => body.push(self.stmt(c)?),
+            }
+        }
+        let name = name.expect("kernel name");
+        Ok(KernelItem { docs, name, args, outputs, filter, body, span })
+    }
+
+    fn where_clause(&self, p: P) -> Result<Expr, Diagnostic> {
+        self.expr(p.into_inner().next().expect("where expr"))
+    }
+
+    fn stmt(&self, p: P) -> Result<Stmt, Diagnostic> {
+        let c = p.into_inner().next().expect("stmt child");
+        let span = self.span(&c);
+        match c.as_rule() {
+            Rule::index_decl => {
+                let mut it = c.into_inner();
+                let name = self.ident(it.next().expect("index name"));
+                let range = self.dim(it.next().expect("index range"));
+                Ok(Stmt::Index { name, range, span })
+            }
+            Rule::call_stmt => {
+                let mut idents = Vec::new();
+                let mut args = Vec::new();
+                let mut params = Vec::new();
+                for x in c.into_inner() {
+                    match x.as_rule() {
+                        Rule::ident => idents.push(self.ident(x)),
+                        _ => {
+                            for a in x.into_inner() {
+                                let a = a.into_inner().next().expect("call arg child");
+                                if a.as_rule() == Rule::named_arg {
+                                    let mut ni = a.into_inner();
+                                    let n = self.ident(ni.next().expect("named arg name"));
+                                    let e = self.expr(ni.next().expect("named arg value"))?;
+                                    params.push((n, e));
+                                } else {
+                                    args.push(self.ident(a));
+                                }
+                            }
+                        }
+                    }
+                }
+                // The grammar guarantees at least one output and a callee.
+                let callee = idents.pop().expect("callee");
+                Ok(Stmt::Call(Call { outputs: idents, callee, args, params, span }))
+            }
+            _ => {
+                let mut lhs = Vec::new();
+                let mut rhs = None;
+                let mut filter = None;
+                for x in c.into_inner() {
+                    match x.as_rule() {
+                        Rule::lhs => {
+                            let lspan = self.span(&x);
+                            let mut li = x.into_inner();
+                            let tensor = self.ident(li.next().expect("lhs tensor"));
+                            let indices = li.map(|i| self.ident(i)).collect();
+                            lhs.push(Lhs { tensor, indices, span: lspan });
+                        }
+                        Rule::scan_expr => {
+                            let sspan = self.span(&x);
+                            let mut si = x.into_inner();
+                            let index = self.ident(si.next().expect("scan index"));
+                            let init = self.expr(si.next().expect("scan init"))?;
+                            let body = self.expr(si.next().expect("scan body"))?;
+                            rhs = Some(Rhs::Scan { index, init, body, span: sspan });
+                        }
+                        Rule::where_clause => filter = Some(self.where_clause(x)?),
+                        _ => rhs = Some(Rhs::Expr(self.expr(x)?)),
+                    }
+                }
+                let rhs = rhs.expect("assignment has a right-hand side");
+                Ok(Stmt::Assign(Assign { lhs, rhs, filter, span }))
+            }
+        }
+    }
+
+    fn expr(&self, p: P) -> Result<Expr, Diagnostic> {
+        let span = self.span(&p);
+        match p.as_rule() {
+            Rule::expr => self.expr(p.into_inner().next().expect("expr child")),
+            Rule::if_expr => {
+                let mut it = p.into_inner();
+                let c = self.expr(it.next().expect("cond"))?;
+                let a = self.expr(it.next().expect("then"))?;
+                let b = self.expr(it.next().expect("else"))?;
+                Ok(Expr { kind: ExprKind::If(Box::new(c), Box::new(a), Box::new(b)), span })
+            }
+            Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::add_expr | Rule::mul_expr => {
+                let mut it = p.into_inner();
+                let mut acc = self.expr(it.next().expect("lhs operand"))?;
+                while let Some(op) = it.next() {
+                    let rhs = self.expr(it.next().expect("rhs operand"))?;
+                    let op = match op.as_str() {
+                        "+" => BinOp::Add,
+                        "-" => BinOp::Sub,
+                        "*" => BinOp::Mul,
+                        "/" => BinOp::Div,
+                        "%" => BinOp::Rem,
+                        "==" => BinOp::Eq,
+                        "!=" => BinOp::Ne,
+                        "<" => BinOp::Lt,
+                        "<=" => BinOp::Le,
+                        ">" => BinOp::Gt,
+                        ">=" => BinOp::Ge,
+                        "&&" => BinOp::And,
+                        _ => BinOp::Or,
+                    };
+                    let s = acc.span.to(rhs.span);
+                    acc = Expr { kind: ExprKind::Binary(op, Box::new(acc), Box::new(rhs)), span: s };
+                }
+                Ok(acc)
+            }
+            Rule::unary => {
+                let parts: Vec<P> = p.into_inner().collect();
+                let (ops, last) = parts.split_at(parts.len() - 1);
+                let mut e = self.expr(last[0].clone())?;
+                for op in ops.iter().rev() {
+                    let u = if op.as_str() == "-" { UnOp::Neg } else { UnOp::Not };
+                    let s = self.span(op).to(e.span);
+                    // Fold `-literal` so `-inf` and `-1` are literals.
+                    e = match (u, &e.kind) {
+                        (UnOp::Neg, ExprKind::Lit(Lit::Int(i))) => Expr { kind: ExprKind::Lit(Lit::Int(-i)), span: s },
+                        (UnOp::Neg, ExprKind::Lit(Lit::Float(f))) => {
+                            Expr { kind: ExprKind::Lit(Lit::Float(-f)), span: s }
+                        }
+                        _ => Expr { kind: ExprKind::Unary(u, Box::new(e)), span: s },
+                    };
+                }
+                Ok(e)
+            }
+            Rule::postfix => {
+                let mut it = p.into_inner();
+                let base = self.expr(it.next().expect("postfix atom"))?;
+                Ok(match it.next() {
+                    Some(f) => Expr { kind: ExprKind::Field { base: Box::new(base), field: self.ident(f) }, span },
+                    None => base,
+                })
+            }
+            Rule::atom => self.expr(p.into_inner().next().expect("atom child")),
+            Rule::int_lit | Rule::float_lit | Rule::inf_lit | Rule::true_lit | Rule::false_lit => {
+                Ok(Expr { kind: ExprKind::Lit(self.lit_atom(p)?), span })
+            }
+            Rule::reduce_expr => {
+                let mut op = None;
+                let mut indices = Vec::new();
+                let mut filter = None;
+                let mut body = Vec::new();
+                for c in p.into_inner() {
+                    match c.as_rule() {
+                        Rule::ident if op.is_none() => op = Some(self.ident(c)),
+                        Rule::ident => indices.push(self.ident(c)),
+                        Rule::where_clause => filter = Some(Box::new(self.where_clause(c)?)),
+                        _ => body.push(self.expr(c)?),
+                    }
+                }
+                let op = op.expect("reduction op");
+                Ok(Expr { kind: ExprKind::Reduce { op, indices, filter, body }, span })
+            }
+            Rule::call_expr => {
+                let mut it = p.into_inner();
+                let func = self.ident(it.next().expect("function name"));
+                let args = it.map(|a| self.expr(a)).collect::<Result<_, _>>()?;
+                Ok(Expr { kind: ExprKind::Call { func, args }, span })
+            }
+            Rule::cast_expr => {
+                let mut it = p.into_inner();
+                let dtype = DType::parse(it.next().expect("cast type").as_str()).expect("dtype");
+                let arg = self.expr(it.next().expect("cast arg"))?;
+                Ok(Expr { kind: ExprKind::Cast { dtype, arg: Box::new(arg) }, span })
+            }
+            Rule::access => {
+                let has_brackets = p.as_str().trim_end().ends_with(']');
+                let mut it = p.into_inner();
+                let name = self.ident(it.next().expect("access name"));
+                if has_brackets {
+                    let subs = it.map(|a| self.expr(a)).collect::<Result<_, _>>()?;
+                    Ok(Expr { kind: ExprKind::Access { tensor: name, subs }, span })
+                } else {
+                    Ok(Expr { kind: ExprKind::Name(name), span })
+                }
+            }
+            Rule::tuple_or_paren => {
+                let mut elems = p.into_inner().map(|a| self.expr(a)).collect::<Result<Vec<_>, _>>()?;
+                if elems.len() == 1 {
+                    Ok(elems.pop().expect("one element"))
+                } else {
+                    Ok(Expr { kind: ExprKind::Tuple(elems), span })
+                }
+            }
+            r => unreachable!("grammar produced unexpected expression rule {r:?}"),
+        }
+    }
+}
