@@ -1,1 +1,26 @@
-fn main() {}
+//! The `tfmc` command line: `check`, `run`, `inputs`. Thin: parsing arguments, calling the
+//! library, printing diagnostics to stderr and results to stdout/files.
+//!
+//! Exit codes: 0 success; 1 the program or its inputs were rejected (diagnostics printed);
+//! 2 bad command-line usage (clap).
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            if !msg.is_empty() {
+                eprint!("{msg}");
+                if !msg.ends_with('\n') {
+                    eprintln!();
+                }
+            }
+            ExitCode::from(1)
+        }
+    }
+}

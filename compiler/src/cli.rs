@@ -1,0 +1,208 @@
+//! Command-line interface definitions and the implementation of each subcommand.
+//!
+//! Every failure is returned as the text to print on stderr (already rendered); nothing
+//! is written to an output path unless the whole command succeeded (writes are atomic).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tfmc_runtime::{Scalar, Tensor};
+
+/// tfmc — a compiler for attention variants written as cascades of Einsums.
+///
+/// Write an attention variant in a few lines of `.tfm` (see docs/language.md), check it,
+/// and run it on tensors stored in `.npz` files.
+///
+/// Examples:
+///   tfmc check lib/*.tfm
+///   tfmc inputs lib/sdpa.tfm --kernel sdpa --dims B=1,H=2,P=16,M=16,E=8,F=8 --out in.npz
+///   tfmc run lib/sdpa.tfm --kernel sdpa --inputs in.npz --out out.npz
+///   tfmc run lib/window.tfm --kernel window --inputs in.npz --param W=64 --out out.npz
+#[derive(Parser, Debug)]
+#[command(name = "tfmc", version, verbatim_doc_comment)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check `.tfm` files: exit 0 when all are valid, else print diagnostics and exit 1.
+    Check {
+        /// Files to check (each with the files it `use`s).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        emit: EmitArgs,
+    },
+    /// Run one kernel on inputs from an `.npz` file and write its outputs to an `.npz` file.
+    ///
+    /// Inputs are matched to the kernel's arguments by name; symbolic dimensions are bound
+    /// from their shapes. Outputs are written under the kernel's output names.
+    Run {
+        /// The `.tfm` file.
+        file: PathBuf,
+        /// Kernel to run.
+        #[arg(long, short)]
+        kernel: String,
+        /// `.npz` file with one array per kernel argument.
+        #[arg(long, short)]
+        inputs: PathBuf,
+        /// Where to write the outputs (`.npz`); written atomically.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Set a param: `--param W=128` (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = Backend::Interp)]
+        backend: Backend,
+        #[command(flatten)]
+        emit: EmitArgs,
+    },
+    /// Write random inputs for a kernel to an `.npz` file (for trying a kernel out).
+    Inputs {
+        /// The `.tfm` file.
+        file: PathBuf,
+        /// Kernel whose arguments to generate.
+        #[arg(long, short)]
+        kernel: String,
+        /// Sizes of the symbolic dimensions: `--dims B=1,H=2,P=16`.
+        #[arg(long, value_name = "DIM=SIZE,...")]
+        dims: String,
+        /// Random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Where to write the `.npz`.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+/// Execution backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// The f64 reference interpreter (the correctness oracle).
+    Interp,
+}
+
+#[derive(Args, Debug)]
+struct EmitArgs {
+    /// Print an intermediate stage to stdout: `ast` (parsed syntax) or `checked` (resolved,
+    /// typed program).
+    #[arg(long, value_enum)]
+    emit: Option<Stage>,
+}
+
+/// Dumpable stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Stage {
+    /// The syntax tree, as parsed.
+    Ast,
+    /// The checked program.
+    Checked,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Check { files, emit } => {
+            let mut failed = String::new();
+            for f in &files {
+                match check_one(f, emit.emit) {
+                    Ok(()) => {}
+                    Err(e) => failed.push_str(&e),
+                }
+            }
+            if failed.is_empty() { Ok(()) } else { Err(failed) }
+        }
+        Command::Run { file, kernel, inputs, out, params, backend, emit } => {
+            let program = load(&file, emit.emit)?;
+            let params = parse_params(&params)?;
+            let inputs = tfmc_runtime::read_npz(&inputs).map_err(|e| format!("error: {e}\n"))?;
+            let outputs = match backend {
+                Backend::Interp => tfmc::interp::run(&program, &kernel, &inputs, &params).map_err(|e| format!("error: {e}\n"))?,
+            };
+            tfmc_runtime::write_npz(&out, &outputs).map_err(|e| format!("error: {e}\n"))?;
+            print_summary(&outputs, &out);
+            Ok(())
+        }
+        Command::Inputs { file, kernel, dims, seed, out } => {
+            let program = load(&file, None)?;
+            let dims = parse_dims(&dims)?;
+            let tensors = crate_random_inputs(&program, &kernel, &dims, seed)?;
+            tfmc_runtime::write_npz(&out, &tensors).map_err(|e| format!("error: {e}\n"))?;
+            print_summary(&tensors, &out);
+            Ok(())
+        }
+    }
+}
+
+fn check_one(path: &Path, emit: Option<Stage>) -> Result<(), String> {
+    load(path, emit).map(|_| ())
+}
+
+/// Loads and checks a file, printing warnings and the requested dump.
+fn load(path: &Path, emit: Option<Stage>) -> Result<tfmc::Program, String> {
+    if emit == Some(Stage::Ast) {
+        let l = tfmc::load::load_files(path).map_err(|d| d.render())?;
+        for (_, f) in &l.files {
+            println!("{f:#?}");
+        }
+    }
+    let (program, warnings) = tfmc::load_with_warnings(path).map_err(|d| d.render())?;
+    if !warnings.is_empty() {
+        eprint!("{}", tfm_dsl::diagnostic::render_all(&warnings, &program.sources));
+    }
+    if emit == Some(Stage::Checked) {
+        print!("{}", tfmc::hir::print::print_program(&program));
+    }
+    Ok(program)
+}
+
+fn parse_params(list: &[String]) -> Result<BTreeMap<String, Scalar>, String> {
+    let mut out = BTreeMap::new();
+    for item in list {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(format!("error: malformed --param '{item}': expected NAME=VALUE, e.g. --param W=128\n"));
+        };
+        let v = value.trim();
+        let scalar = if let Ok(i) = v.parse::<i64>() {
+            Scalar::I(i)
+        } else if let Ok(f) = v.parse::<f64>() {
+            Scalar::F(f)
+        } else if let Ok(b) = v.parse::<bool>() {
+            Scalar::B(b)
+        } else {
+            return Err(format!("error: --param {name}: '{v}' is not a number or bool\n"));
+        };
+        out.insert(name.trim().to_string(), scalar);
+    }
+    Ok(out)
+}
+
+fn parse_dims(spec: &str) -> Result<BTreeMap<String, usize>, String> {
+    let mut out = BTreeMap::new();
+    for part in spec.split(',').filter(|s| !s.trim().is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(format!("error: malformed --dims entry '{part}': expected DIM=SIZE\n"));
+        };
+        let n: usize = v.trim().parse().map_err(|_| format!("error: --dims {k}: '{v}' is not a size\n"))?;
+        out.insert(k.trim().to_string(), n);
+    }
+    Ok(out)
+}
+
+fn crate_random_inputs(program: &tfmc::Program, kernel: &str, dims: &BTreeMap<String, usize>, seed: u64) -> Result<BTreeMap<String, Tensor>, String> {
+    tfmc::inputs::random_inputs(program, kernel, dims, seed).map_err(|e| format!("error: {e}\n"))
+}
+
+fn print_summary(tensors: &BTreeMap<String, Tensor>, out: &Path) {
+    for (name, t) in tensors {
+        let v = t.to_f64_vec();
+        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+        let range = if v.is_empty() { "empty".to_string() } else { format!("min {lo:.6e}, max {hi:.6e}") };
+        println!("{name}: {}{:?} ({range})", t.dtype(), t.shape());
+    }
+    println!("wrote {}", out.display());
+}

@@ -1,0 +1,89 @@
+//! Random inputs for a kernel, for trying kernels out and for tests: every argument gets a
+//! tensor of its declared dtype with shape from user-given dimension sizes.
+//!
+//! Values: floats uniform in [-1, 1), integers uniform in 0..4, bools fair coin flips —
+//! fine for attention math, not for index tensors with structure (offsets), which callers
+//! must build themselves.
+
+use crate::dtype::to_runtime;
+use crate::hir::{Extent, Program};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::collections::BTreeMap;
+use tfmc_runtime::{Tensor, TensorData};
+
+/// Why inputs could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum InputsError {
+    /// No such kernel.
+    #[error("no kernel '{name}' in the program; kernels: {available}")]
+    UnknownKernel {
+        /// Requested name.
+        name: String,
+        /// Comma-separated list.
+        available: String,
+    },
+    /// A dimension of the kernel has no size.
+    #[error("no size for dimension '{dim}' of kernel '{kernel}' (pass it, e.g. --dims {dim}=8)")]
+    MissingDim {
+        /// Dimension.
+        dim: String,
+        /// Kernel.
+        kernel: String,
+    },
+    /// A size was given for a dimension the kernel does not have.
+    #[error("kernel '{kernel}' has no dimension '{dim}'; its dimensions: {available}")]
+    UnknownDim {
+        /// Dimension.
+        dim: String,
+        /// Kernel.
+        kernel: String,
+        /// Comma-separated list.
+        available: String,
+    },
+}
+
+/// Random tensors for every input of `kernel`, with `dims` giving each symbolic size.
+pub fn random_inputs(
+    program: &Program,
+    kernel: &str,
+    dims: &BTreeMap<String, usize>,
+    seed: u64,
+) -> Result<BTreeMap<String, Tensor>, InputsError> {
+    let Some((_, k)) = program.kernel(kernel) else {
+        let available: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
+        return Err(InputsError::UnknownKernel { name: kernel.to_string(), available: available.join(", ") });
+    };
+    for name in dims.keys() {
+        if !k.dims.iter().any(|d| &d.name == name) {
+            let available: Vec<&str> = k.dims.iter().map(|d| d.name.as_str()).collect();
+            return Err(InputsError::UnknownDim { dim: name.clone(), kernel: kernel.to_string(), available: available.join(", ") });
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = BTreeMap::new();
+    for &t in &k.inputs {
+        let info = &k.tensors[t.index()];
+        let mut shape = Vec::new();
+        for e in &info.shape {
+            shape.push(match e {
+                Extent::Const(n) => *n as usize,
+                Extent::Dim(d) => {
+                    let name = &k.dims[d.index()].name;
+                    *dims.get(name).ok_or_else(|| InputsError::MissingDim { dim: name.clone(), kernel: kernel.to_string() })?
+                }
+            });
+        }
+        let n: usize = shape.iter().product();
+        let data = if info.dtype.is_float() {
+            TensorData::F((0..n).map(|_| rng.random_range(-1.0..1.0)).collect())
+        } else if info.dtype.is_int() {
+            TensorData::I((0..n).map(|_| rng.random_range(0..4)).collect())
+        } else {
+            TensorData::B((0..n).map(|_| rng.random_bool(0.5)).collect())
+        };
+        // Shape and data length agree by construction, and the variant matches the dtype.
+        let tensor = Tensor::new(to_runtime(info.dtype), shape, data).expect("consistent random tensor");
+        out.insert(info.name.clone(), tensor);
+    }
+    Ok(out)
+}
