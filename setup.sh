@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs what building and testing tfmc needs on Debian 12 (run as root, or with sudo).
+# Idempotent: every step checks first and is skipped when already done (a no-op run takes well
+# under 5 s). The tested recipe behind each step is shared/docs/setup.md.
+#
+#   - apt: LLVM 22 with Polly (for the LLVM backends; linked statically by llvm-sys) plus the
+#     libraries it links, a C compiler, and python3-venv;
+#   - .venv: nvidia-cuda-nvcc-cu12 (ptxas, for offline PTX validation) and numpy (test
+#     cross-checks);
+#   - cargo must already be installed (rustup cannot be downloaded here).
+#
+# The build needs no environment variables: .cargo/config.toml sets LLVM_SYS_221_PREFIX.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+LLVM_PREFIX=/usr/lib/llvm-22
+NVCC_WHEEL=nvidia-cuda-nvcc-cu12==12.9.86
+did=()
+
+say() { printf 'setup.sh: %s\n' "$*"; }
+
+# --- apt packages ------------------------------------------------------------------------
+apt_pkgs=()
+if ! command -v llvm-config-22 >/dev/null 2>&1 || [ ! -f "$LLVM_PREFIX/lib/libPolly.a" ]; then
+    apt_pkgs+=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev libffi-dev libxml2-dev)
+fi
+if ! command -v cc >/dev/null 2>&1; then
+    apt_pkgs+=(gcc libc6-dev)
+fi
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_pkgs+=(python3 python3-venv)
+fi
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { say "error: need root (or sudo) to apt-get install ${apt_pkgs[*]}" >&2; exit 1; }
+        sudo=(sudo)
+    fi
+    say "installing apt packages: ${apt_pkgs[*]}"
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${apt_pkgs[@]}"
+    did+=("apt-get install ${apt_pkgs[*]}")
+fi
+
+# --- rust ----------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        say "error: cargo is installed in $HOME/.cargo/bin but not on PATH; run: export PATH=\"\$HOME/.cargo/bin:\$PATH\"" >&2
+    else
+        say "error: cargo not found; install Rust >= 1.95 (e.g. with rustup) and re-run" >&2
+    fi
+    exit 1
+fi
+
+# --- python venv (ptxas + numpy) -----------------------------------------------------------
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c '' >/dev/null 2>&1; then
+    say "creating .venv"
+    python3 -m venv --clear .venv
+    did+=("python3 -m venv .venv")
+fi
+pip_pkgs=()
+ptxas=$(compgen -G '.venv/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas' || true)
+[ -n "$ptxas" ] || pip_pkgs+=("$NVCC_WHEEL")
+.venv/bin/python -c 'import numpy' >/dev/null 2>&1 || pip_pkgs+=(numpy)
+if [ ${#pip_pkgs[@]} -gt 0 ]; then
+    say "pip installing into .venv: ${pip_pkgs[*]}"
+    .venv/bin/python -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
+    did+=("pip install ${pip_pkgs[*]}")
+fi
+
+if [ ${#did[@]} -eq 0 ]; then
+    say "everything already installed (llvm-config-22, cargo, .venv with ptxas and numpy)"
+else
+    for d in "${did[@]}"; do say "did: $d"; done
+fi
