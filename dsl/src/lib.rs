@@ -7,6 +7,7 @@
 pub mod ast;
 pub mod diagnostic;
 pub mod parser;
+pub mod print;
 pub mod span;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
