@@ -1,0 +1,290 @@
+//! The reference interpreter: runs a checked kernel on concrete tensors, in `f64`, with plain
+//! loops. It is the oracle every rewrite and backend is tested against, so it follows
+//! `docs/language.md` literally and is never clever.
+//!
+//! Semantics (beyond the HIR invariants, which it assumes):
+//! - Values: every float dtype is an `f64` and is never rounded inside the interpreter (not
+//!   even by a cast to a narrower float); integers are `i64` that must stay within their
+//!   dtype's range (an overflowing `+ - *`, `abs`, `neg`, int-to-narrower-int cast or sum is
+//!   an error, never a wrap); bools are bools. Kernel outputs are rounded to their dtype only
+//!   when they are written out ([`tfmc_runtime::Tensor::set`] semantics).
+//! - Statements run in order. An assignment visits its left-hand indices in row-major order;
+//!   a point exists when all its filters hold (a filter that reads a missing point does not
+//!   hold) and its value exists. Locals are dense with a presence mask.
+//! - Absence: reading a point that does not exist makes the innermost scope point not exist:
+//!   a reduction skips that point (for a user reduction, when any field's body is absent), a
+//!   statement does not define that point. Reads of inputs always exist. Points of a kernel
+//!   output that do not exist are written as 0 (`false`).
+//! - Only the taken branch of `if` is evaluated; `&&`/`||` short-circuit.
+//! - Float `/` is IEEE except `0 / 0 = 0`; float `%` rounds the quotient toward negative
+//!   infinity like Python. Integer `/` and `%` round toward negative infinity; integer
+//!   division by zero is an error.
+//! - Casts: float to int truncates toward zero and saturates (NaN gives 0); bool to number is
+//!   0/1; number to bool is `!= 0` (NaN is true).
+//! - Built-in reductions: `sum` (0), `prod` (1), `max` (-inf or the integer minimum), `min`
+//!   (+inf or the integer maximum); NaN propagates through `max`/`min` (also the functions).
+//!   User reductions start from the identity and fold `acc = combine(acc, lift(point))` in
+//!   row-major order; used in an expression they give field 0.
+//! - A scan reads its target `c` steps back along the scanned index; before the start it
+//!   evaluates `init` at the current point; a look-back to a point that does not exist is
+//!   absent.
+//! - A call passes the caller's tensors as dense arrays (absent points read as 0), binds the
+//!   callee's dims from their shapes, evaluates param overrides in the caller, and runs the
+//!   callee with its own outputs' absent points as 0; the callee sees unrounded values.
+//!
+//! Errors carry the source location as `file:line:col`.
+
+mod eval;
+mod exec;
+mod ops;
+mod store;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_errors;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use tfm_dsl::Span;
+use tfmc_runtime::{Scalar, Tensor};
+
+use crate::bind::{BindError, bind, resolve_params};
+use crate::dtype::to_runtime;
+use crate::hir::{Extent, IndexId, Kernel, Program, Stmt};
+use eval::Env;
+use store::Buf;
+
+/// How deeply kernel calls may nest before the interpreter gives up.
+pub const MAX_CALL_DEPTH: usize = 64;
+
+/// Why a kernel could not be run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RunError {
+    /// The inputs or params do not fit the kernel.
+    #[error(transparent)]
+    Bind(Box<BindError>),
+    /// No kernel of that name.
+    #[error("unknown kernel '{name}'; kernels: {available}")]
+    UnknownKernel {
+        /// The name asked for.
+        name: String,
+        /// The program's kernels, comma-separated (or `none`).
+        available: String,
+    },
+    /// A subscript outside its dimension.
+    #[error("subscript {axis} of '{tensor}' is {value}, outside 0..{size} (at {loc})")]
+    OutOfRange {
+        /// The tensor read.
+        tensor: String,
+        /// Position of the subscript (0-based).
+        axis: usize,
+        /// Its value.
+        value: i64,
+        /// The dimension's size.
+        size: usize,
+        /// `file:line:col` of the subscript.
+        loc: String,
+    },
+    /// Integer `/` or `%` by zero.
+    #[error("integer division by zero (at {loc})")]
+    DivByZero {
+        /// `file:line:col` of the operation.
+        loc: String,
+    },
+    /// An integer result outside its dtype's range.
+    #[error("{what} (at {loc})")]
+    Overflow {
+        /// `i32 overflow in 2147483647 + 1`.
+        what: String,
+        /// `file:line:col` of the operation.
+        loc: String,
+    },
+    /// A value that must exist reads a point that does not.
+    #[error("the {what} reads a point that does not exist (at {loc})")]
+    Absent {
+        /// What needed the value.
+        what: String,
+        /// `file:line:col` of the expression.
+        loc: String,
+    },
+    /// A called kernel does not fit its arguments.
+    #[error("in the call of '{callee}' (at {loc}): {source}")]
+    Call {
+        /// The callee.
+        callee: String,
+        /// `file:line:col` of the call.
+        loc: String,
+        /// What did not fit.
+        source: Box<BindError>,
+    },
+    /// A callee's output does not have the shape of the caller's tensor.
+    #[error("tensor '{tensor}' has shape {expected:?} but the call gives {got:?} (at {loc})")]
+    ShapeMismatch {
+        /// The caller's tensor.
+        tensor: String,
+        /// Its shape.
+        expected: Vec<usize>,
+        /// The callee output's shape.
+        got: Vec<usize>,
+        /// `file:line:col` of the call.
+        loc: String,
+    },
+    /// Calls nested too deeply.
+    #[error("kernel calls nested deeper than {depth} (at {loc})")]
+    TooDeep {
+        /// The limit.
+        depth: usize,
+        /// `file:line:col` of the call.
+        loc: String,
+    },
+    /// A tensor with more elements than fit in memory.
+    #[error("tensor '{tensor}' of shape {shape:?} is too large")]
+    TooLarge {
+        /// The tensor.
+        tensor: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// The program breaks an invariant the checker should have established.
+    #[error("internal error: {what} (at {loc})")]
+    Internal {
+        /// What went wrong.
+        what: String,
+        /// `file:line:col`, if known.
+        loc: String,
+    },
+}
+
+impl From<BindError> for RunError {
+    fn from(e: BindError) -> RunError {
+        RunError::Bind(Box::new(e))
+    }
+}
+
+/// Runs `kernel` of `program` on named inputs with param values (defaults apply to params not
+/// given) and returns its outputs by name, each of its declared dtype.
+pub fn run(
+    program: &Program,
+    kernel: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+) -> Result<BTreeMap<String, Tensor>, RunError> {
+    let Some((_, k)) = program.kernel(kernel) else {
+        let names: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
+        return Err(RunError::UnknownKernel {
+            name: kernel.to_string(),
+            available: if names.is_empty() { "none".to_string() } else { names.join(", ") },
+        });
+    };
+    let bindings = bind(k, inputs)?;
+    let params = resolve_params(program, k, params)?;
+    let args: Vec<Buf<'_>> = k
+        .inputs
+        .iter()
+        .map(|t| {
+            let tensor = &inputs[&k.tensors[t.index()].name];
+            Buf::full(tensor.shape().to_vec(), Cow::Borrowed(tensor.data()))
+        })
+        .collect();
+    let outputs = run_kernel(program, k, args, bindings.dims, params, 0)?;
+    let mut out = BTreeMap::new();
+    for (&t, buf) in k.outputs.iter().zip(outputs) {
+        let info = &k.tensors[t.index()];
+        let dtype = to_runtime(info.dtype);
+        let mut tensor = Tensor::zeros(dtype, buf.shape.clone());
+        for flat in 0..tensor.len() {
+            if let Some(v) = buf.get(flat) {
+                tensor.set(flat, v);
+            }
+        }
+        out.insert(info.name.clone(), tensor);
+    }
+    Ok(out)
+}
+
+/// One kernel invocation: bound dims, param values and the tensors defined so far.
+pub(crate) struct Frame<'a> {
+    program: &'a Program,
+    kernel: &'a Kernel,
+    /// Size of each dim, by `DimId`.
+    dims: Vec<i64>,
+    /// Value of each param, by `ParamId`.
+    params: Vec<Scalar>,
+    /// Each tensor once defined, by `TensorId`.
+    bufs: Vec<Option<Buf<'a>>>,
+    /// Call nesting depth (0 for the kernel that was asked for).
+    depth: usize,
+}
+
+impl Frame<'_> {
+    /// The size of an extent (a negative fixed size counts as 0).
+    fn extent(&self, e: Extent) -> i64 {
+        match e {
+            Extent::Dim(d) => self.dims.get(d.index()).copied().unwrap_or(0),
+            Extent::Const(c) => c.max(0),
+        }
+    }
+
+    /// The range of an index.
+    fn index_extent(&self, i: IndexId) -> i64 {
+        self.kernel.indices.get(i.index()).map_or(0, |info| self.extent(info.extent))
+    }
+
+    /// `file:line:col` of a span.
+    fn loc(&self, span: Span) -> String {
+        location(self.program, span)
+    }
+}
+
+/// Renders the start of `span` as `file:line:col` (1-based; the column counts characters).
+pub fn location(program: &Program, span: Span) -> String {
+    let Some((_, file)) = program.sources.files().find(|(id, _)| *id == span.file) else {
+        return "<unknown>".to_string();
+    };
+    let start = (span.start as usize).min(file.text.len());
+    let before = file.text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("{}:{line}:{col}", file.name)
+}
+
+/// Runs `kernel` with bound inputs (in declaration order), dims and params; returns its
+/// outputs in declaration order, fully present (points that did not exist are 0).
+fn run_kernel<'a>(
+    program: &'a Program,
+    kernel: &'a Kernel,
+    inputs: Vec<Buf<'a>>,
+    dims: Vec<i64>,
+    params: Vec<Scalar>,
+    depth: usize,
+) -> Result<Vec<Buf<'static>>, RunError> {
+    let mut bufs: Vec<Option<Buf<'a>>> = (0..kernel.tensors.len()).map(|_| None).collect();
+    for (&t, b) in kernel.inputs.iter().zip(inputs) {
+        bufs[t.index()] = Some(b);
+    }
+    let mut frame = Frame { program, kernel, dims, params, bufs, depth };
+    let mut env = Env::new(kernel.indices.len());
+    for s in &kernel.stmts {
+        match s {
+            Stmt::Assign(a) => exec::assign(&mut frame, a, &mut env)?,
+            Stmt::Call(c) => exec::call(&mut frame, c, &mut env)?,
+        }
+    }
+    let mut out = Vec::with_capacity(kernel.outputs.len());
+    for &t in &kernel.outputs {
+        let buf = match frame.bufs[t.index()].take() {
+            Some(b) => b.into_dense(),
+            None => {
+                let info = &kernel.tensors[t.index()];
+                let shape: Vec<usize> = info.shape.iter().map(|&e| frame.extent(e) as usize).collect();
+                Buf::empty(info.dtype, shape.clone())
+                    .ok_or_else(|| RunError::TooLarge { tensor: info.name.clone(), shape })?
+                    .into_dense()
+            }
+        };
+        out.push(buf);
+    }
+    Ok(out)
+}
