@@ -10,6 +10,7 @@ mod expr;
 mod globals;
 mod infer;
 mod kernel;
+mod laws;
 mod reduction;
 pub mod types;
 
@@ -80,7 +81,14 @@ pub fn check_program(sources: SourceMap, files: &[(FileId, ast::File)]) -> Resul
     }
     // Every kernel was checked without error, so each slot holds a kernel.
     let kernels: Vec<Kernel> = state.done.into_iter().map(|k| k.flatten().expect("checked kernel")).collect();
-    Ok((Program { sources, params: g.params, reductions, kernels }, warnings))
+    let program = Program { sources, params: g.params, reductions, kernels };
+    let law_errors = laws::check_laws(&program);
+    if !law_errors.is_empty() {
+        let mut items = law_errors;
+        items.extend(warnings);
+        return Err(Diagnostics { items, sources: program.sources });
+    }
+    Ok((program, warnings))
 }
 
 fn check_param(p: &ast::ParamItem, diags: &mut Vec<Diagnostic>) -> Option<Param> {

@@ -34,6 +34,7 @@
 //!
 //! Errors carry the source location as `file:line:col`.
 
+mod combine;
 mod eval;
 mod exec;
 mod ops;
@@ -55,6 +56,8 @@ use crate::dtype::to_runtime;
 use crate::hir::{Extent, IndexId, Kernel, Program, Stmt};
 use eval::Env;
 use store::Buf;
+
+pub use combine::{reduction_combine, reduction_identity};
 
 /// How deeply kernel calls may nest before the interpreter gives up.
 pub const MAX_CALL_DEPTH: usize = 64;
