@@ -1,7 +1,7 @@
 //! Linear attention, RetNet retention and Mamba's selective scan; parallel ≡ recurrent forms.
 
 use tfmc_conformance::reference::{self as r, Nd};
-use tfmc_conformance::{Inputs, assert_nd_close, load_lib, rand_nd, run_out};
+use tfmc_conformance::{Inputs, assert_nd_close, load_lib, map_f32, rand_nd, run_out};
 
 use crate::{SEQ_SHAPES, SHAPES, TOL, qkv, rng};
 
@@ -42,8 +42,7 @@ fn linear_causal_scan_equals_quadratic_form() {
     for (i, shape) in SEQ_SHAPES.into_iter().enumerate() {
         // Inputs in [-3, 3) so that both branches of elu are exercised.
         let (q, k, v) = qkv(&mut rng(1100 + i as u64), self_shape(shape));
-        let scale = |x: Nd| Nd::new(&x.shape, x.data.iter().map(|a| a * 3.0).collect());
-        let (q, k) = (scale(q), scale(k));
+        let (q, k) = (map_f32(&q, |a| a * 3.0), map_f32(&k, |a| a * 3.0));
         let scan = run_out(
             &program,
             "linear_causal_scan",

@@ -2,7 +2,7 @@
 
 use tfmc_conformance::reference::{self as r, Nd};
 use tfmc_conformance::{
-    Inputs, Tol, assert_nd_close, load_lib, param_f32, param_i64, rand_nd, run_out,
+    Inputs, Tol, assert_nd_close, load_lib, map_f32, param_f32, param_i64, rand_nd, run_out,
 };
 
 use crate::{SHAPES, TOL, qkv, rng};
@@ -37,10 +37,7 @@ fn sdpa_with_huge_logits_stays_finite() {
     let program = load_lib("sdpa.tfm");
     let shape = [1, 2, 7, 13, 4, 3];
     let (q, k, v) = qkv(&mut rng(110), shape);
-    let q = Nd::new(
-        &q.shape,
-        q.data.iter().map(|x| (x * 2e4) as f32 as f64).collect(),
-    );
+    let q = map_f32(&q, |x| x * 2e4);
     let want = r::sdpa(&q, &k, &v);
     let got = run_out(&program, "sdpa", &inputs(&q, &k, &v), &[], "O");
     assert!(
@@ -73,15 +70,7 @@ fn causal_rows_see_only_the_past() {
         }
     }
     // Changing keys/values at m > 3 leaves rows p <= 3 unchanged, bit for bit.
-    let perturb = |x: &Nd| {
-        Nd::new(
-            &x.shape,
-            x.data
-                .iter()
-                .map(|a| (a * 3.0 + 0.5) as f32 as f64)
-                .collect(),
-        )
-    };
+    let perturb = |x: &Nd| map_f32(x, |a| a * 3.0 + 0.5);
     let (mut k2, mut v2) = (perturb(&k), perturb(&v));
     for h in 0..2 {
         for m in 0..=3 {
@@ -250,10 +239,7 @@ fn softcap_matches_reference() {
     let program = load_lib("softcap.tfm");
     for (i, shape) in SHAPES.into_iter().enumerate() {
         let (q, k, v) = qkv(&mut rng(710 + i as u64), shape);
-        let q = Nd::new(
-            &q.shape,
-            q.data.iter().map(|x| (x * 40.0) as f32 as f64).collect(),
-        );
+        let q = map_f32(&q, |x| x * 40.0);
         let got = run_out(&program, "softcap", &inputs(&q, &k, &v), &[], "O");
         assert_nd_close(
             &format!("softcap 30 {shape:?}"),

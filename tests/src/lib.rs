@@ -118,6 +118,15 @@ pub fn rand_nd(rng: &mut StdRng, shape: &[usize], lo: f64, hi: f64) -> Nd {
     Nd::new(shape, data)
 }
 
+/// `f` applied elementwise, each result rounded to f32 (inputs must stay f32-representable so
+/// that the interpreter and the reference see the same values).
+pub fn map_f32(x: &Nd, f: impl Fn(f64) -> f64) -> Nd {
+    Nd::new(
+        &x.shape,
+        x.data.iter().map(|&a| f(a) as f32 as f64).collect(),
+    )
+}
+
 /// The multi-index of a row-major offset.
 pub fn unravel(shape: &[usize], mut flat: usize) -> Vec<usize> {
     let mut ix = vec![0; shape.len()];
