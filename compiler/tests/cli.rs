@@ -1,0 +1,330 @@
+//! The `tfmc` binary end to end: exit codes, what goes to stderr, and that a failed `run`
+//! leaves no output file. Commands run with the workspace root as working directory, so
+//! paths in messages are the relative ones a user types (`lib/sdpa.tfm`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tfmc_runtime::{DType, Tensor, TensorData};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `tfmc ARGS` in the workspace root.
+fn tfmc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tfmc"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("the tfmc binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A fresh scratch directory for one test (removed when dropped).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("tfmc-cli-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn str(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn f32_tensor(shape: &[usize], seed: usize) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data = (0..n).map(|i| (((i * 7 + seed * 13) % 17) as f64 - 8.0) / 8.0).collect();
+    Tensor::new(DType::F32, shape.to_vec(), TensorData::F(data)).expect("consistent tensor")
+}
+
+/// Writes an `.npz` with the given f32 arrays.
+fn write_inputs(path: &Path, arrays: &[(&str, &[usize])]) {
+    let mut m = BTreeMap::new();
+    for (i, (name, shape)) in arrays.iter().enumerate() {
+        m.insert(name.to_string(), f32_tensor(shape, i));
+    }
+    tfmc_runtime::write_npz(path, &m).expect("write inputs");
+}
+
+/// Runs `tfmc run lib/sdpa.tfm` on `arrays`; returns the output and whether `out.npz` exists.
+fn run_sdpa(test: &str, kernel: &str, arrays: &[(&str, &[usize])]) -> (Output, bool) {
+    let s = Scratch::new(test);
+    write_inputs(&s.path("in.npz"), arrays);
+    let o = tfmc(&["run", "lib/sdpa.tfm", "--kernel", kernel, "--inputs", &s.str("in.npz"), "--out", &s.str("out.npz")]);
+    let exists = s.path("out.npz").exists();
+    (o, exists)
+}
+
+#[test]
+fn check_good_file_exits_0_silently() {
+    let o = tfmc(&["check", "lib/sdpa.tfm"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn check_several_good_files() {
+    let o = tfmc(&["check", "lib/sdpa.tfm", "lib/causal.tfm", "lib/model.tfm"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn check_bad_file_exits_1_with_located_error() {
+    let o = tfmc(&["check", "tests/check/014_index_range_mismatch.tfm"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error: index 'p' ranges over P but dimension 2 of 'K' is M"), "stderr: {e}");
+    assert!(e.contains("tests/check/014_index_range_mismatch.tfm:3:52"), "stderr: {e}");
+    assert_eq!(stdout(&o), "");
+}
+
+#[test]
+fn check_reports_every_bad_file_and_fails_if_any_is_bad() {
+    let o = tfmc(&["check", "lib/sdpa.tfm", "tests/check/006_unknown_tensor.tfm", "tests/check/012_implicit_summation.tfm"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("tests/check/006_unknown_tensor.tfm:3:38"), "stderr: {e}");
+    assert!(e.contains("tests/check/012_implicit_summation.tfm:3:17"), "stderr: {e}");
+}
+
+#[test]
+fn check_syntax_error_exits_1() {
+    let o = tfmc(&["check", "tests/check/004_stray_token.tfm"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error: syntax error"), "stderr: {e}");
+    assert!(e.contains("tests/check/004_stray_token.tfm:3:22"), "stderr: {e}");
+}
+
+#[test]
+fn check_missing_file_exits_1_naming_it() {
+    let o = tfmc(&["check", "no/such/file.tfm"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error:"), "stderr: {e}");
+    assert!(e.contains("no/such/file.tfm"), "stderr: {e}");
+    assert!(e.contains("cannot read"), "stderr: {e}");
+}
+
+#[test]
+fn check_prints_warnings_but_succeeds() {
+    let s = Scratch::new("warn");
+    let f = s.path("unused.tfm");
+    std::fs::write(&f, "kernel k(X: f32[N]) -> (Y: f32[N]) {\n    T[n] = X[n] * 2.0\n    Y[n] = X[n]\n}\n").expect("write");
+    let o = tfmc(&["check", &s.str("unused.tfm")]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("warning: tensor 'T' is never used"), "stderr: {e}");
+}
+
+#[test]
+fn help_mentions_the_subcommands() {
+    let o = tfmc(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let h = stdout(&o);
+    for word in ["check", "run", "inputs"] {
+        assert!(h.contains(word), "--help does not mention {word}:\n{h}");
+    }
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let o = tfmc(&[]);
+    assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(&o));
+    let o = tfmc(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(&o));
+    let o = tfmc(&["run", "lib/sdpa.tfm"]);
+    assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(&o));
+}
+
+const Q: &[usize] = &[1, 2, 3, 4];
+const K: &[usize] = &[1, 2, 5, 4];
+const V: &[usize] = &[1, 2, 5, 6];
+
+#[test]
+fn run_with_missing_input_fails_naming_it() {
+    let (o, wrote) = run_sdpa("missing", "sdpa", &[("Q", Q), ("K", K)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error:") && e.contains("missing input 'V'"), "stderr: {e}");
+    assert!(!wrote, "a failed run wrote its output file");
+}
+
+#[test]
+fn run_with_extra_input_fails_naming_it() {
+    let (o, wrote) = run_sdpa("extra", "sdpa", &[("Q", Q), ("K", K), ("V", V), ("Bias", &[1, 2])]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error:") && e.contains("'Bias'"), "stderr: {e}");
+    assert!(!wrote, "a failed run wrote its output file");
+}
+
+#[test]
+fn run_with_misshapen_input_fails_naming_it() {
+    // K's last dimension (E) disagrees with Q's.
+    let (o, wrote) = run_sdpa("shape", "sdpa", &[("Q", Q), ("K", &[1, 2, 5, 3]), ("V", V)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error:") && e.contains("dimension E") && e.contains("K"), "stderr: {e}");
+    assert!(!wrote, "a failed run wrote its output file");
+}
+
+#[test]
+fn run_with_wrong_rank_fails_naming_it() {
+    let (o, wrote) = run_sdpa("rank", "sdpa", &[("Q", Q), ("K", K), ("V", &[2, 5, 6])]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error:") && e.contains("'V'") && e.contains("rank"), "stderr: {e}");
+    assert!(!wrote, "a failed run wrote its output file");
+}
+
+#[test]
+fn run_unknown_kernel_fails_naming_it() {
+    let (o, wrote) = run_sdpa("kernel", "sdpaa", &[("Q", Q), ("K", K), ("V", V)]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error:") && e.contains("'sdpaa'") && e.contains("sdpa"), "stderr: {e}");
+    assert!(!wrote, "a failed run wrote its output file");
+}
+
+#[test]
+fn run_missing_inputs_file_fails_naming_it() {
+    let s = Scratch::new("noinputs");
+    let o = tfmc(&["run", "lib/sdpa.tfm", "--kernel", "sdpa", "--inputs", &s.str("nope.npz"), "--out", &s.str("out.npz")]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error:") && e.contains("nope.npz"), "stderr: {e}");
+    assert!(!s.path("out.npz").exists());
+}
+
+#[test]
+fn run_bad_program_fails_before_reading_inputs() {
+    let s = Scratch::new("badprog");
+    let o = tfmc(&[
+        "run",
+        "tests/check/014_index_range_mismatch.tfm",
+        "--kernel",
+        "scores",
+        "--inputs",
+        &s.str("nope.npz"),
+        "--out",
+        &s.str("out.npz"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("tests/check/014_index_range_mismatch.tfm:3:52"), "stderr: {e}");
+    assert!(!s.path("out.npz").exists());
+}
+
+#[test]
+fn run_unknown_param_fails_naming_it() {
+    let s = Scratch::new("param");
+    write_inputs(&s.path("in.npz"), &[("Q", Q), ("K", K), ("V", V)]);
+    let o = tfmc(&[
+        "run",
+        "lib/window.tfm",
+        "--kernel",
+        "window",
+        "--inputs",
+        &s.str("in.npz"),
+        "--param",
+        "Wx=3",
+        "--out",
+        &s.str("out.npz"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("error:") && e.contains("'Wx'"), "stderr: {e}");
+    assert!(!s.path("out.npz").exists());
+}
+
+#[test]
+fn inputs_then_run_round_trip() {
+    let s = Scratch::new("roundtrip");
+    let o = tfmc(&["inputs", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "B=1,H=2,P=3,M=5,E=4,F=6", "--out", &s.str("in.npz")]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let inputs = tfmc_runtime::read_npz(&s.path("in.npz")).expect("read inputs");
+    let names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+    assert_eq!(names, ["K", "Q", "V"]);
+    assert_eq!(inputs["Q"].shape(), [1, 2, 3, 4]);
+    assert_eq!(inputs["V"].shape(), [1, 2, 5, 6]);
+
+    let o = tfmc(&["run", "lib/sdpa.tfm", "--kernel", "sdpa", "--inputs", &s.str("in.npz"), "--out", &s.str("out.npz")]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert!(stdout(&o).contains("wrote"), "stdout: {}", stdout(&o));
+    let out = tfmc_runtime::read_npz(&s.path("out.npz")).expect("read outputs");
+    let names: Vec<&str> = out.keys().map(String::as_str).collect();
+    assert_eq!(names, ["O"]);
+    let o_t = &out["O"];
+    assert_eq!(o_t.shape(), [1, 2, 3, 6]);
+    assert_eq!(o_t.dtype(), DType::F32);
+    // Softmax weights are convex, so each output lies within the range of V's column.
+    let v = inputs["V"].to_f64_vec();
+    let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+    for x in o_t.to_f64_vec() {
+        assert!(x.is_finite() && x >= lo - 1e-6 && x <= hi + 1e-6, "output {x} outside [{lo}, {hi}]");
+    }
+}
+
+#[test]
+fn inputs_unknown_dim_and_missing_dim_fail() {
+    let s = Scratch::new("dims");
+    let o = tfmc(&["inputs", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "B=1,H=2,P=3,M=5,E=4", "--out", &s.str("in.npz")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("'F'"), "stderr: {}", stderr(&o));
+    let o = tfmc(&["inputs", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "B=1,H=2,P=3,M=5,E=4,F=6,Z=2", "--out", &s.str("in.npz")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("'Z'"), "stderr: {}", stderr(&o));
+    assert!(!s.path("in.npz").exists());
+}
+
+/// Expressions nested below the documented bracket limit (200) must check, not crash.
+/// Today the AST builder's recursion overflows the stack at about 40 nested parentheses in a
+/// debug build (about 10 in a 2 MiB test thread), so this is ignored until that is fixed.
+#[test]
+#[ignore = "known bug: deep (but allowed) nesting overflows the stack in tfm_dsl::parser::Builder::expr"]
+fn nesting_below_the_limit_checks() {
+    let s = Scratch::new("deep");
+    let depth = 190;
+    let body = format!("{}X[n]{}", "(".repeat(depth), " + 1.0)".repeat(depth));
+    std::fs::write(s.path("deep.tfm"), format!("kernel deep(X: f32[N]) -> (Y: f32[N]) {{\n    Y[n] = {body}\n}}\n")).expect("write");
+    let o = tfmc(&["check", &s.str("deep.tfm")]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+}
+
+/// Long flat expressions (no brackets) must not crash the checker either.
+#[test]
+#[ignore = "known bug: a sum of 1000 terms or 2000 unary minuses overflows the stack (recursive checker)"]
+fn long_flat_expressions_check() {
+    let s = Scratch::new("flat");
+    let sum = format!("X[n]{}", " + X[n]".repeat(5000));
+    let neg = format!("{}X[n]", "-".repeat(5000));
+    let text = format!("kernel a(X: f32[N]) -> (Y: f32[N]) {{\n    Y[n] = {sum}\n}}\nkernel b(X: f32[N]) -> (Y: f32[N]) {{\n    Y[n] = {neg}\n}}\n");
+    std::fs::write(s.path("flat.tfm"), text).expect("write");
+    let o = tfmc(&["check", &s.str("flat.tfm")]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+}
