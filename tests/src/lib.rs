@@ -75,7 +75,8 @@ pub fn param_f32(v: f32) -> Scalar {
     Scalar::F(f64::from(v))
 }
 
-/// Runs `kernel` of `program` in the interpreter; panics with the error on failure.
+/// Runs `kernel` of `program` in the interpreter (`run_exact`: unrounded f64 outputs); panics
+/// with the error on failure.
 pub fn run(
     program: &tfmc::Program,
     kernel: &str,
@@ -84,7 +85,7 @@ pub fn run(
 ) -> BTreeMap<String, Tensor> {
     let params: BTreeMap<String, Scalar> =
         params.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    match tfmc::interp::run(program, kernel, &inputs.0, &params) {
+    match tfmc::interp::run_exact(program, kernel, &inputs.0, &params) {
         Ok(outputs) => outputs,
         Err(e) => panic!("interpreting kernel `{kernel}` failed: {e}"),
     }

@@ -167,12 +167,34 @@ impl From<BindError> for RunError {
 }
 
 /// Runs `kernel` of `program` on named inputs with param values (defaults apply to params not
-/// given) and returns its outputs by name, each of its declared dtype.
+/// given) and returns its outputs by name, each of its declared dtype (values rounded to it).
 pub fn run(
     program: &Program,
     kernel: &str,
     inputs: &BTreeMap<String, Tensor>,
     params: &BTreeMap<String, Scalar>,
+) -> Result<BTreeMap<String, Tensor>, RunError> {
+    run_with(program, kernel, inputs, params, false)
+}
+
+/// Like [`run`], but float outputs are returned as `f64` tensors holding the interpreter's
+/// exact f64 values, not rounded to the declared dtype: the oracle's own answer, for comparing
+/// against references at f64 tolerance. Integer and bool outputs keep their dtype.
+pub fn run_exact(
+    program: &Program,
+    kernel: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+) -> Result<BTreeMap<String, Tensor>, RunError> {
+    run_with(program, kernel, inputs, params, true)
+}
+
+fn run_with(
+    program: &Program,
+    kernel: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+    exact: bool,
 ) -> Result<BTreeMap<String, Tensor>, RunError> {
     let Some((_, k)) = program.kernel(kernel) else {
         let names: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
@@ -195,7 +217,7 @@ pub fn run(
     let mut out = BTreeMap::new();
     for (&t, buf) in k.outputs.iter().zip(outputs) {
         let info = &k.tensors[t.index()];
-        let dtype = to_runtime(info.dtype);
+        let dtype = if exact && info.dtype.is_float() { tfmc_runtime::DType::F64 } else { to_runtime(info.dtype) };
         let mut tensor = Tensor::zeros(dtype, buf.shape.clone());
         for flat in 0..tensor.len() {
             if let Some(v) = buf.get(flat) {
