@@ -1,6 +1,6 @@
 //! tfmc: the compiler for attention variants written in `.tfm`.
 //!
-//! Pipeline (one function per stage, in order): [`load::load_files`] (read + parse + follow
+//! Pipeline (one function per stage, in order): [`load::load_files()`] (read + parse + follow
 //! `use`) → [`check::check_program`] (names, indices, shapes, dtypes, filters → [`hir`]) →
 //! [`interp`] (the f64 reference interpreter, the correctness oracle). Later stages (IR,
 //! rewrites, schedule, backends) consume the same [`hir::Program`].
@@ -24,13 +24,42 @@ pub fn load(path: &std::path::Path) -> Result<Program, Diagnostics> {
 
 /// Like [`load`], also returning warnings.
 pub fn load_with_warnings(path: &std::path::Path) -> Result<(Program, Vec<Diagnostic>), Diagnostics> {
-    let l = load::load_files(path)?;
-    check::check_program(l.sources, &l.files)
+    with_stack(|| {
+        let l = load::load_files(path)?;
+        check::check_program(l.sources, &l.files)
+    })
 }
 
 /// Parses and checks a program given as text (`use` paths resolve against the working
 /// directory). `name` is shown in diagnostics.
 pub fn load_str(name: &str, text: &str) -> Result<Program, Diagnostics> {
-    let l = load::load_text(name, text)?;
-    check::check_program(l.sources, &l.files).map(|(p, _)| p)
+    with_stack(|| {
+        let l = load::load_text(name, text)?;
+        check::check_program(l.sources, &l.files).map(|(p, _)| p)
+    })
+}
+
+/// Stack size for the recursive passes (parser, checker, interpreter). Expression depth is
+/// bounded by the parser (`tfm_dsl::parser::MAX_EXPR_DEPTH`), and this leaves a wide margin
+/// for that depth in unoptimized builds, whatever the caller's own stack (test threads have
+/// 2 MiB). Only touched pages are committed.
+const STACK_BYTES: usize = 256 << 20;
+
+/// Runs `f` on a thread with a [`STACK_BYTES`] stack (or on this thread if one cannot be
+/// spawned), so deeply nested but legal input cannot overflow the caller's stack.
+pub(crate) fn with_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let cell = std::sync::Mutex::new(Some(f));
+    let take = || cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let spawned = std::thread::scope(|scope| {
+        let h = std::thread::Builder::new().stack_size(STACK_BYTES).spawn_scoped(scope, || take().map(|f| f())).ok()?;
+        match h.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    match spawned {
+        Some(v) => v,
+        // The thread could not be spawned, so the closure is still in the cell.
+        None => (take().expect("closure not yet run"))(),
+    }
 }

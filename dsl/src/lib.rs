@@ -5,6 +5,7 @@
 //! shapes and types are the checker's job (crate `tfmc`, module `check`).
 
 pub mod ast;
+pub mod depth;
 pub mod diagnostic;
 pub mod parser;
 pub mod print;

@@ -16,15 +16,19 @@ struct TfmParser;
 
 type P<'a> = Pair<'a, Rule>;
 
-/// Nesting deeper than this is rejected instead of risking a stack overflow.
-const MAX_DEPTH: usize = 200;
+/// Bracket nesting deeper than this is rejected before parsing (no stack overflow).
+pub const MAX_DEPTH: usize = 100;
+
+/// Expression trees deeper than this (operators, calls, brackets together) are rejected
+/// after parsing, so later recursive passes stay within their stack.
+pub const MAX_EXPR_DEPTH: usize = 256;
 
 /// Parses one file's text. `file` is the id the spans will carry.
 pub fn parse_file(text: &str, file: FileId) -> Result<File, Diagnostic> {
     if let Some(pos) = too_deep(text) {
         let span = Span::new(file, pos, pos + 1);
         return Err(Diagnostic::error("expression nested too deeply", span, "nesting limit reached here")
-            .with_hint(format!("at most {MAX_DEPTH} levels of brackets are allowed")));
+            .with_hint(format!("at most {MAX_DEPTH} levels of brackets are allowed; split the expression into several statements")));
     }
     let mut pairs = TfmParser::parse(Rule::file, text).map_err(|e| syntax_error(e, file, text))?;
     // The `file` rule always produces exactly one pair.
@@ -36,14 +40,32 @@ pub fn parse_file(text: &str, file: FileId) -> Result<File, Diagnostic> {
             items.push(b.item(p)?);
         }
     }
-    Ok(File { items })
+    let f = File { items };
+    crate::depth::check_depth(&f, MAX_EXPR_DEPTH)?;
+    Ok(f)
 }
 
-/// Position of the first bracket nested deeper than [`MAX_DEPTH`], if any.
+/// Position of the first bracket nested deeper than [`MAX_DEPTH`], if any. Brackets in
+/// comments and string literals do not count.
 fn too_deep(text: &str) -> Option<usize> {
     let mut depth = 0usize;
-    for (i, c) in text.char_indices() {
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
         match c {
+            '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => {
+                for (_, n) in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                for (_, n) in chars.by_ref() {
+                    if n == '"' || n == '\n' {
+                        break;
+                    }
+                }
+            }
             '(' | '[' | '{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {

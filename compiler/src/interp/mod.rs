@@ -196,6 +196,17 @@ fn run_with(
     params: &BTreeMap<String, Scalar>,
     exact: bool,
 ) -> Result<BTreeMap<String, Tensor>, RunError> {
+    // Evaluation recurses over expression trees; run it on a thread with a known-large stack.
+    crate::with_stack(|| run_on_this_thread(program, kernel, inputs, params, exact))
+}
+
+fn run_on_this_thread(
+    program: &Program,
+    kernel: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+    exact: bool,
+) -> Result<BTreeMap<String, Tensor>, RunError> {
     let Some((_, k)) = program.kernel(kernel) else {
         let names: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
         return Err(RunError::UnknownKernel {
