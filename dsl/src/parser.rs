@@ -30,6 +30,9 @@ pub fn parse_file(text: &str, file: FileId) -> Result<File, Diagnostic> {
         return Err(Diagnostic::error("expression nested too deeply", span, "nesting limit reached here")
             .with_hint(format!("at most {MAX_DEPTH} levels of brackets are allowed; split the expression into several statements")));
     }
+    // Track token attempts so syntax errors point at the missing `]`, `=`, `)` (cheap for
+    // files of this size; it only records the furthest position).
+    pest::set_error_detail(true);
     let mut pairs = TfmParser::parse(Rule::file, text).map_err(|e| syntax_error(e, file, text))?;
     // The `file` rule always produces exactly one pair.
     let root = pairs.next().expect("file rule yields one pair");
@@ -111,42 +114,75 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
 
 fn syntax_error(e: pest::error::Error<Rule>, file: FileId, text: &str) -> Diagnostic {
     use pest::error::{ErrorVariant, InputLocation};
-    let pos = match e.location {
+    let mut pos = match e.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     };
-    let end = text[pos..].chars().next().map_or(pos, |c| pos + c.len_utf8());
-    let span = Span::new(file, pos, end);
-    let found = match text[pos..].chars().next() {
-        None => "end of file".to_string(),
-        Some(_) => {
-            let tok: String = text[pos..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if tok.is_empty() {
-                format!("`{}`", text[pos..].chars().next().unwrap_or(' '))
-            } else {
-                format!("`{tok}`")
-            }
-        }
-    };
-    let expected = match &e.variant {
-        ErrorVariant::ParsingError { positives, .. } => {
-            let mut names: Vec<&str> = positives.iter().filter_map(rule_name).collect();
-            names.sort_unstable();
-            names.dedup();
-            names
-        }
+    let mut expected: Vec<String> = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.iter().filter_map(rule_name).map(str::to_string).collect(),
         ErrorVariant::CustomError { .. } => Vec::new(),
     };
-    let label = if expected.is_empty() {
-        "unexpected here".to_string()
-    } else {
-        format!("expected {}", join_or(&expected))
+    // pest reports the furthest *rule* attempt; literal tokens (`]`, `=`, `)`) reach further.
+    // Prefer the furthest position any token was tried at, with the tokens tried there.
+    if let Some(att) = e.parse_attempts() {
+        let tokens: Vec<String> = att
+            .expected_tokens()
+            .into_iter()
+            .map(|t| t.to_string())
+            // Keep structural punctuation only: operators are covered by the rule names ("an
+            // operator"), and keyword tokens come from `!keyword` look-aheads, not expectations.
+            .filter(|t| PUNCTUATION.contains(&t.as_str()))
+            .map(|t| format!("`{t}`"))
+            .collect();
+        if att.max_position > pos && !tokens.is_empty() {
+            pos = att.max_position;
+            expected = tokens;
+        } else if att.max_position == pos {
+            expected.extend(tokens);
+        }
+    }
+    expected.sort_unstable();
+    expected.dedup();
+    // Point at the next token, past whitespace and comments.
+    let pos = skip_trivia(text, pos.min(text.len()));
+    let found_tok: String = text[pos..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let found = match text[pos..].chars().next() {
+        None => "end of file".to_string(),
+        Some(c) if found_tok.is_empty() => format!("`{c}`"),
+        Some(_) => format!("`{found_tok}`"),
     };
+    let len = if found_tok.is_empty() { text[pos..].chars().next().map_or(0, char::len_utf8) } else { found_tok.len() };
+    let span = Span::new(file, pos, pos + len);
+    let refs: Vec<&str> = expected.iter().map(String::as_str).collect();
+    let label = if refs.is_empty() { "unexpected here".to_string() } else { format!("expected {}", join_or(&refs)) };
     let mut d = Diagnostic::error(format!("syntax error: unexpected {found}"), span, label);
-    if found == "`=`" || found == "`(`" {
+    if (found == "`=`" || found == "`(`") && expected.iter().any(|x| x == "a statement") {
         d = d.with_hint("a definition is `T[i, j] = expr` (scalars: `T[] = expr`); a call is `O = kernel(A, B)`");
     }
+    if found == "`<`" || found == "`>`" || text[pos..].starts_with("==") || text[pos..].starts_with("!=") {
+        d = d.with_hint("comparisons do not chain: write `a < b && b < c`");
+    }
+    if found == "end of file" && expected.iter().any(|x| x == "`}`") {
+        d = d.with_hint("a `{` is not closed");
+    }
     d
+}
+
+/// Tokens worth naming in "expected ..." labels.
+const PUNCTUATION: [&str; 11] = ["]", ")", "}", "[", "(", "{", "=", ",", "->", ":", "where"];
+
+/// The first position at or after `pos` that is not whitespace or inside a `//` comment.
+fn skip_trivia(text: &str, mut pos: usize) -> usize {
+    loop {
+        let rest = &text[pos..];
+        let trimmed = rest.trim_start();
+        pos += rest.len() - trimmed.len();
+        if trimmed.starts_with("//") {
+            pos += trimmed.find('\n').unwrap_or(trimmed.len());
+        } else {
+            return pos;
+        }
+    }
 }
 
 fn join_or(items: &[&str]) -> String {
@@ -494,15 +530,14 @@ impl Builder {
                 Ok(Expr { kind: ExprKind::Cast { dtype, arg: Box::new(arg) }, span })
             }
             Rule::access => {
-                let has_brackets = p.as_str().trim_end().ends_with(']');
                 let mut it = p.into_inner();
                 let name = self.ident(it.next().expect("access name"));
-                if has_brackets {
-                    let subs = it.map(|a| self.expr(a)).collect::<Result<_, _>>()?;
-                    Ok(Expr { kind: ExprKind::Access { tensor: name, subs }, span })
-                } else {
-                    Ok(Expr { kind: ExprKind::Name(name), span })
-                }
+                let subs = it.map(|a| self.expr(a)).collect::<Result<_, _>>()?;
+                Ok(Expr { kind: ExprKind::Access { tensor: name, subs }, span })
+            }
+            Rule::name => {
+                let name = self.ident(p.into_inner().next().expect("name ident"));
+                Ok(Expr { kind: ExprKind::Name(name), span })
             }
             Rule::tuple_or_paren => {
                 let mut elems = p.into_inner().map(|a| self.expr(a)).collect::<Result<Vec<_>, _>>()?;
