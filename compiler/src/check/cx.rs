@@ -10,6 +10,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tfm_dsl::ast;
 use tfm_dsl::{Diagnostic, Span};
 
+/// `1 dimension`, `2 dimensions`.
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else if word.ends_with('x') { format!("{n} {}ices", &word[..word.len() - 2]) } else { format!("{n} {word}s") }
+}
+
+/// `1 value was`, `2 values were`.
+pub fn plural_verb(n: usize, word: &str) -> String {
+    format!("{} {}", plural(n, word), if n == 1 { "was" } else { "were" })
+}
+
 /// Marker: the error has been reported as a diagnostic.
 #[derive(Clone, Copy, Debug)]
 pub struct Reported;
@@ -96,6 +106,9 @@ pub struct Cx<'g, 'a> {
     pub fields: Vec<(String, crate::hir::DType)>,
     /// The kernel body, for inferring index ranges from uses.
     pub body: &'a [ast::Stmt],
+    /// Every name the kernel uses as an index somewhere (left-hand sides, reductions,
+    /// declarations): a lower-case name outside this set is unknown, not an unbound index.
+    pub index_universe: BTreeSet<String>,
 }
 
 impl<'g, 'a> Cx<'g, 'a> {
@@ -121,6 +134,7 @@ impl<'g, 'a> Cx<'g, 'a> {
             locals: HashMap::new(),
             fields: Vec::new(),
             body,
+            index_universe: BTreeSet::new(),
         }
     }
 
@@ -156,6 +170,20 @@ impl<'g, 'a> Cx<'g, 'a> {
             return Some(("a param", Some(p.span)));
         }
         None
+    }
+
+    /// The diagnostic for a name that means nothing here, listing what is in scope.
+    pub fn unknown_name_diag(&self, name: &str, span: Span) -> Diagnostic {
+        let mut params: Vec<&str> = self.g.param_by_name.keys().map(String::as_str).collect();
+        params.sort_unstable();
+        let dims: Vec<&str> = self.dims.iter().map(|d| d.name.as_str()).collect();
+        let list = |v: &[&str]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let mut d = Diagnostic::error(format!("unknown name '{name}'"), span, "not a tensor, dimension, param or index");
+        let similar = params.iter().chain(&dims).copied().chain(self.tensor_by_name.keys().map(String::as_str)).find(|c| c.eq_ignore_ascii_case(name));
+        if let Some(c) = similar {
+            d = d.with_hint(format!("did you mean '{c}'? names are case-sensitive"));
+        }
+        d.with_hint(format!("params: {}; dimensions: {}; indices in scope: {}", list(&params), list(&dims), self.bound_names()))
     }
 
     /// True if `name` is currently bound as an index.

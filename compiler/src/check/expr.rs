@@ -4,7 +4,7 @@
 //! comparison operands agree, subscripts are i64, implicit conversions are explicit casts,
 //! and every bare index is bound by the statement or an enclosing reduction.
 
-use super::cx::{CResult, Cx, LocalName};
+use super::cx::{CResult, Cx, LocalName, plural, plural_verb};
 use super::infer;
 use super::types::{Ty, coerce, converts_implicitly, join};
 use crate::hir::{BinOp, DType, Expr, ExprKind, Extent, Func, Lit, Reduce, ReduceOp, UnOp};
@@ -151,9 +151,7 @@ impl<'g, 'a> Cx<'g, 'a> {
         if let Some(d) = self.dim_by_name.get(&n.name) {
             return Ok((mk(ExprKind::Dim(*d), DType::I64, span), Ty::strong(DType::I64)));
         }
-        let looks_like_index = self.index_by_name.contains_key(&n.name)
-            || self.index_decls.contains_key(&n.name)
-            || n.name.starts_with(|c: char| c.is_ascii_lowercase());
+        let looks_like_index = self.index_by_name.contains_key(&n.name) || self.index_universe.contains(&n.name);
         let d = if looks_like_index {
             let hint = format!(
                 "indices in scope: {}; add '{}' to the left-hand side or reduce over it: `sum[{}](...)`",
@@ -163,7 +161,7 @@ impl<'g, 'a> Cx<'g, 'a> {
             );
             Diagnostic::error(format!("index '{}' is not bound here", n.name), span, "not bound by this statement").with_hint(hint)
         } else {
-            Diagnostic::error(format!("unknown name '{}'", n.name), span, "not a tensor, dimension, param or index")
+            self.unknown_name_diag(&n.name, span)
         };
         Err(self.err(d))
     }
@@ -282,7 +280,7 @@ impl<'g, 'a> Cx<'g, 'a> {
         if subs.len() != info.shape.len() {
             return Err(self.err(
                 Diagnostic::error(
-                    format!("tensor '{}' has {} dimensions but {} subscripts were given", tensor.name, info.shape.len(), subs.len()),
+                    format!("tensor '{}' has {} but {} given", tensor.name, plural(info.shape.len(), "dimension"), plural_verb(subs.len(), "subscript")),
                     span,
                     format!("expected {} subscripts", info.shape.len()),
                 )
@@ -505,7 +503,7 @@ impl<'g, 'a> Cx<'g, 'a> {
                 if body.len() != fields.len() {
                     return Err(self.err(
                         Diagnostic::error(
-                            format!("reduction '{}' has {} fields but {} values were given", op.name, fields.len(), body.len()),
+                            format!("reduction '{}' has {} but {} given", op.name, plural(fields.len(), "field"), plural_verb(body.len(), "value")),
                             span,
                             format!("expected {} values", fields.len()),
                         )

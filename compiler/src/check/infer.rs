@@ -149,3 +149,89 @@ pub fn reduced_names(e: &Expr, out: &mut std::collections::BTreeSet<String>) {
         ExprKind::Lit(_) | ExprKind::Name(_) => {}
     }
 }
+
+/// Every name used as an index somewhere in a kernel body: left-hand indices, scan indices,
+/// reduced indices, and names written bare as a subscript (`Q[p, e]`).
+pub fn binder_names(body: &[Stmt]) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for s in body {
+        if let Stmt::Assign(a) = s {
+            let mut roots: Vec<&Expr> = a.filter.iter().collect();
+            match &a.rhs {
+                Rhs::Expr(e) => roots.push(e),
+                Rhs::Scan { init, body, .. } => roots.extend([init, body]),
+            }
+            for r in roots {
+                bare_subscripts(r, &mut out);
+            }
+            for l in &a.lhs {
+                out.extend(l.indices.iter().map(|i| i.name.clone()));
+            }
+            match &a.rhs {
+                Rhs::Expr(e) => reduced_names(e, &mut out),
+                Rhs::Scan { index, init, body, .. } => {
+                    out.insert(index.name.clone());
+                    reduced_names(init, &mut out);
+                    reduced_names(body, &mut out);
+                }
+            }
+            if let Some(f) = &a.filter {
+                reduced_names(f, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// The span of the first bare use of `name` in `e`.
+pub fn find_name(e: &Expr, name: &str) -> Option<tfm_dsl::Span> {
+    let mut stack = vec![e];
+    while let Some(x) = stack.pop() {
+        match &x.kind {
+            ExprKind::Name(n) if n.name == name => return Some(n.span),
+            ExprKind::Lit(_) | ExprKind::Name(_) => {}
+            ExprKind::Access { subs, .. } => stack.extend(subs),
+            ExprKind::Field { base, .. } => stack.push(base),
+            ExprKind::Call { args, .. } => stack.extend(args),
+            ExprKind::Cast { arg, .. } => stack.push(arg),
+            ExprKind::Reduce { filter, body, .. } => {
+                stack.extend(body);
+                stack.extend(filter.as_deref());
+            }
+            ExprKind::Unary(_, a) => stack.push(a),
+            ExprKind::Binary(_, a, b) => stack.extend([&**a, &**b]),
+            ExprKind::If(c, a, b) => stack.extend([&**c, &**a, &**b]),
+            ExprKind::Tuple(xs) => stack.extend(xs),
+        }
+    }
+    None
+}
+
+/// Names written bare as a subscript anywhere in `e`.
+fn bare_subscripts(e: &Expr, out: &mut std::collections::BTreeSet<String>) {
+    let mut stack = vec![e];
+    while let Some(x) = stack.pop() {
+        match &x.kind {
+            ExprKind::Access { subs, .. } => {
+                for s in subs {
+                    if let ExprKind::Name(n) = &s.kind {
+                        out.insert(n.name.clone());
+                    }
+                }
+                stack.extend(subs);
+            }
+            ExprKind::Lit(_) | ExprKind::Name(_) => {}
+            ExprKind::Field { base, .. } => stack.push(base),
+            ExprKind::Call { args, .. } => stack.extend(args),
+            ExprKind::Cast { arg, .. } => stack.push(arg),
+            ExprKind::Reduce { filter, body, .. } => {
+                stack.extend(body);
+                stack.extend(filter.as_deref());
+            }
+            ExprKind::Unary(_, a) => stack.push(a),
+            ExprKind::Binary(_, a, b) => stack.extend([&**a, &**b]),
+            ExprKind::If(c, a, b) => stack.extend([&**c, &**a, &**b]),
+            ExprKind::Tuple(xs) => stack.extend(xs),
+        }
+    }
+}

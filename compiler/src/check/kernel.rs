@@ -5,7 +5,7 @@
 //! Invariant: on return without new errors, the `hir::Kernel` satisfies every invariant
 //! listed in `hir`.
 
-use super::cx::{CResult, Cx, Pending, ScanCx};
+use super::cx::{CResult, Cx, Pending, ScanCx, plural, plural_verb};
 use super::infer;
 use super::types::{Ty, coerce, converts_implicitly};
 use crate::hir::{self, DType, DimId, DimInfo, Extent, Role, TensorId, TensorInfo};
@@ -177,9 +177,11 @@ impl<'g, 'a> Cx<'g, 'a> {
     fn assign_rhs(&mut self, a: &'a ast::Assign, lhs: &[hir::IndexId], targets: &[TensorId]) -> CResult<(Vec<hir::Expr>, hir::Rhs)> {
         let (filters, _) = self.attach_pending()?;
         let is_scan = matches!(a.rhs, ast::Rhs::Scan { .. });
-        if is_scan && !filters.is_empty() {
+        if is_scan && let Some(f) = filters.first() {
+            let origin = if self.pending.iter().any(|p| p.from_kernel && p.used) { "this kernel filter restricts the scan" } else { "restricts the scan" };
             return Err(self.err(
-                Diagnostic::error("a filter cannot restrict a scan statement", a.span, "filtered scan")
+                Diagnostic::error("a filter cannot restrict a scan statement", f.span, origin)
+                    .with_label(a.lhs[0].span, "defined by a scan")
                     .with_hint("filter the inputs of the recurrence, or a statement that reads its result"),
             ));
         }
@@ -253,7 +255,7 @@ impl<'g, 'a> Cx<'g, 'a> {
                         if info.shape.len() != lhs.len() {
                             return Err(self.err(
                                 Diagnostic::error(
-                                    format!("output '{name}' has {} dimensions but {} indices were given", info.shape.len(), lhs.len()),
+                                    format!("output '{name}' has {} but {} given", plural(info.shape.len(), "dimension"), plural_verb(lhs.len(), "index")),
                                     l.span,
                                     format!("expected {} indices", info.shape.len()),
                                 )
@@ -305,6 +307,14 @@ impl<'g, 'a> Cx<'g, 'a> {
                     .with_hint("a recurrence runs along one of the indices it defines"),
             ));
         };
+        let mut init_names = BTreeSet::new();
+        infer::index_names(self, init, &mut init_names);
+        if init_names.contains(&index.name) {
+            return Err(self.err(
+                Diagnostic::error(format!("the init of a scan cannot use the scanned index '{}'", index.name), init.span, "uses the scanned index")
+                    .with_hint(format!("init is the value read before the start (`{} - c < 0`); it may use the other left-hand indices", index.name)),
+            ));
+        }
         // `init` is evaluated with the other left-hand indices bound, not the scanned one.
         let saved = std::mem::take(&mut self.bound);
         self.bound = lhs.iter().copied().filter(|i| *i != idx).collect();
@@ -347,7 +357,7 @@ impl<'g, 'a> Cx<'g, 'a> {
         if c.args.len() != callee.inputs.len() {
             return Err(self.err(
                 Diagnostic::error(
-                    format!("kernel '{}' takes {} tensors, {} were given", callee.name, callee.inputs.len(), c.args.len()),
+                    format!("kernel '{}' takes {} but {} given", callee.name, plural(callee.inputs.len(), "tensor"), plural_verb(c.args.len(), "argument")),
                     c.span,
                     "wrong number of arguments",
                 )
@@ -357,7 +367,7 @@ impl<'g, 'a> Cx<'g, 'a> {
         if c.outputs.len() != callee.outputs.len() {
             return Err(self.err(
                 Diagnostic::error(
-                    format!("kernel '{}' returns {} tensors, {} names were given", callee.name, callee.outputs.len(), c.outputs.len()),
+                    format!("kernel '{}' returns {} but {} given", callee.name, plural(callee.outputs.len(), "tensor"), plural_verb(c.outputs.len(), "name")),
                     c.span,
                     "wrong number of results",
                 )
@@ -378,7 +388,7 @@ impl<'g, 'a> Cx<'g, 'a> {
             if info.dtype != p.dtype || info.shape.len() != p.shape.len() {
                 return Err(self.err(
                     Diagnostic::error(
-                        format!("argument '{}' is {}{} but '{}' expects {} {}{}", a.name, info.dtype, self.shape_text(&info.shape), callee.name, p.name, p.dtype, callee_shape(callee, &p.shape)),
+                        format!("argument '{}' is {}{} but '{}' expects `{}: {}{}`", a.name, info.dtype, self.shape_text(&info.shape), callee.name, p.name, p.dtype, callee_shape(callee, &p.shape)),
                         a.span,
                         "mismatched argument",
                     )

@@ -97,7 +97,8 @@ fn check_param(p: &ast::ParamItem, diags: &mut Vec<Diagnostic>) -> Option<Param>
             Diagnostic::error(format!("param '{}' cannot be {}", p.name.name, p.dtype), p.dtype_span, "unsupported param type")
                 .with_hint("params are i32, i64, f32, f64 or bool; convert where it is used"),
         );
-        return None;
+        // Still declare it (as f32) so its uses do not cascade into more errors.
+        return Some(Param { name: p.name.name.clone(), dtype: hir::DType::F32, default: None, docs: p.docs.clone(), span: p.span });
     }
     let default = match p.default {
         None => None,
@@ -117,9 +118,11 @@ fn check_param(p: &ast::ParamItem, diags: &mut Vec<Diagnostic>) -> Option<Param>
                     Diagnostic::error(format!("param '{}' is {} but its default is {what}", p.name.name, p.dtype), span, "wrong default")
                         .with_label(p.dtype_span, "declared type"),
                 );
-                return None;
+                // Still declare it (without default) so its uses do not cascade.
+                None
+            } else {
+                Some(types::convert_lit(lit, p.dtype))
             }
-            Some(types::convert_lit(lit, p.dtype))
         }
     };
     Some(Param { name: p.name.name.clone(), dtype: p.dtype, default, docs: p.docs.clone(), span: p.span })
@@ -202,6 +205,8 @@ fn check_kernel(g: &Globals, k: &ast::KernelItem, done: &[Option<Option<Kernel>>
             cx.index_decls.insert(name.name.clone(), (extent, *span));
         }
     }
+    cx.index_universe = infer::binder_names(&k.body);
+    cx.index_universe.extend(cx.index_decls.keys().cloned());
     let kfilters: Vec<&ast::Expr> = k.filter.as_ref().map(kernel::conjuncts).unwrap_or_default();
     let mut kfilter_used = vec![false; kfilters.len()];
     let mut stmts = Vec::new();
@@ -251,6 +256,15 @@ fn check_kernel(g: &Globals, k: &ast::KernelItem, done: &[Option<Option<Kernel>>
         }
     }
     for (f, used) in kfilters.iter().zip(&kfilter_used) {
+        let mut names = BTreeSet::new();
+        infer::index_names(&cx, f, &mut names);
+        if let Some(unknown) = names.iter().find(|n| !cx.index_universe.contains(*n))
+            && let Some(span) = infer::find_name(f, unknown)
+        {
+            let d = cx.unknown_name_diag(unknown, span);
+            cx.err(d);
+            return None;
+        }
         if !used {
             cx.err(
                 Diagnostic::error("this kernel filter applies to no statement", f.span, "never applies")
