@@ -64,6 +64,9 @@ fn description(path: &Path) -> String {
 
 /// Loads `path` and returns its rendered diagnostics (`None` when it checks).
 fn diagnose(path: &Path) -> Option<(String, tfmc::Diagnostics)> {
+    // Used files are named relative to the working directory: make that the repo root (every
+    // test in this binary wants the same directory, so parallel tests agree).
+    std::env::set_current_dir(root()).expect("repo root exists");
     match tfmc::load(path) {
         Ok(_) => None,
         Err(d) => Some((relative(&d.render()), d)),

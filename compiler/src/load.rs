@@ -34,7 +34,8 @@ pub fn load_text(name: &str, text: &str) -> Result<Loaded, Diagnostics> {
 struct Loader {
     sources: SourceMap,
     files: Vec<(FileId, File)>,
-    stack: Vec<PathBuf>,
+    /// Files being loaded (canonical path, display name), outermost first.
+    stack: Vec<(PathBuf, String)>,
     errors: Vec<Diagnostic>,
 }
 
@@ -52,9 +53,11 @@ impl Loader {
             Ok(c) => c,
             Err(e) => return self.io_error(&display, &e, from),
         };
-        if self.stack.contains(&canon) {
+        if let Some(at) = self.stack.iter().position(|(c, _)| *c == canon) {
+            let mut chain: Vec<&str> = self.stack[at..].iter().map(|(_, n)| n.as_str()).collect();
+            chain.push(&self.stack[at].1);
             let d = match from {
-                Some(s) => Diagnostic::error(format!("`use` cycle: '{display}' uses itself"), s, "cycle closes here")
+                Some(s) => Diagnostic::error(format!("`use` cycle: {}", chain.join(" → ")), s, "cycle closes here")
                     .with_hint("files may not use each other in a cycle; move shared kernels to a third file"),
                 None => Diagnostic::error_nospan(format!("`use` cycle through '{display}'")),
             };
@@ -68,9 +71,9 @@ impl Loader {
             Ok(t) => t,
             Err(e) => return self.io_error(&display, &e, from),
         };
-        let id = self.sources.add(display, Some(&canon), text);
+        let id = self.sources.add(display.clone(), Some(&canon), text);
         let dir = canon.parent().map(Path::to_path_buf).unwrap_or_default();
-        self.stack.push(canon);
+        self.stack.push((canon, display));
         self.parse_and_follow(id, &dir);
         self.stack.pop();
     }
@@ -89,7 +92,7 @@ impl Loader {
         self.files.push((id, file));
         for (p, span) in uses {
             let target = dir.join(&p);
-            self.load(&target, target.display().to_string(), Some(span));
+            self.load(&target, display_name(&target), Some(span));
         }
     }
 
@@ -101,4 +104,30 @@ impl Loader {
         };
         self.errors.push(d);
     }
+}
+
+/// How a used file is named in diagnostics: relative to the working directory when it is
+/// under it, with `.` and `..` resolved.
+fn display_name(path: &Path) -> String {
+    let full = std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path));
+    let rel = std::env::current_dir().ok().and_then(|cwd| {
+        let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
+        full.strip_prefix(&cwd).ok().map(Path::to_path_buf)
+    });
+    rel.unwrap_or(full).display().to_string()
+}
+
+/// Resolves `.` and `..` lexically (for paths that do not exist).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

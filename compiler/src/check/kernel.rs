@@ -361,7 +361,7 @@ impl<'g, 'a> Cx<'g, 'a> {
                     c.span,
                     "wrong number of arguments",
                 )
-                .with_label(callee.span, "defined here"),
+                .with_label(callee.name_span, "defined here"),
             ));
         }
         if c.outputs.len() != callee.outputs.len() {
@@ -371,7 +371,7 @@ impl<'g, 'a> Cx<'g, 'a> {
                     c.span,
                     "wrong number of results",
                 )
-                .with_label(callee.span, "defined here"),
+                .with_label(callee.name_span, "defined here"),
             ));
         }
         // Unify the callee's dims with the argument shapes.
@@ -478,7 +478,7 @@ impl<'g, 'a> Cx<'g, 'a> {
             if !callee.params_used.contains(&pid) {
                 return Err(self.err(
                     Diagnostic::error(format!("kernel '{}' does not use param '{}'", callee.name, name.name), name.span, "has no effect")
-                        .with_label(callee.span, "kernel defined here"),
+                        .with_label(callee.name_span, "kernel defined here"),
                 ));
             }
             let dt = p.dtype;

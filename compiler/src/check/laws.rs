@@ -36,10 +36,10 @@ pub fn check_laws(program: &Program) -> Vec<Diagnostic> {
             for (left, what) in [(true, "combine(identity, x)"), (false, "combine(x, identity)")] {
                 let r = if left { combine(&identity, &x) } else { combine(&x, &identity) };
                 if let Some(r) = r
-                    && !agree(&r, &x, false)
+                    && let Some(k) = disagreement(&r, &x, false)
                 {
                     out.push(
-                        Diagnostic::error(format!("the identity of reduction '{}' is not neutral", red.name), red.identity[0].span, "not an identity")
+                        Diagnostic::error(format!("the identity of reduction '{}' is not neutral", red.name), red.identity[k].span, "not an identity")
                             .with_note(format!("{what} = {} for x = {}", show(&r), show(&x)))
                             .with_hint("the identity must satisfy combine(identity, x) = x = combine(x, identity)"),
                     );
@@ -51,9 +51,10 @@ pub fn check_laws(program: &Program) -> Vec<Diagnostic> {
             }
             let (Some(xy), Some(yz)) = (combine(&x, &y), combine(&y, &z)) else { continue };
             let (Some(l), Some(r)) = (combine(&xy, &z), combine(&x, &yz)) else { continue };
-            if !agree(&l, &r, true) {
+            if let Some(k) = disagreement(&l, &r, true) {
+                let field = &red.fields[k].0;
                 out.push(
-                    Diagnostic::error(format!("reduction '{}' is not associative", red.name), red.result[0].span, "combine is not associative")
+                    Diagnostic::error(format!("reduction '{}' is not associative", red.name), red.result[k].span, format!("field '{field}' is not associative"))
                         .with_note(format!(
                             "for x = {}, y = {}, z = {}: combine(combine(x, y), z) = {} but combine(x, combine(y, z)) = {}",
                             show(&x),
@@ -71,13 +72,14 @@ pub fn check_laws(program: &Program) -> Vec<Diagnostic> {
     out
 }
 
-fn agree(a: &[Scalar], b: &[Scalar], skip_nonfinite: bool) -> bool {
-    a.iter().zip(b).all(|(x, y)| {
+/// The first field where the states differ beyond tolerance, if any.
+fn disagreement(a: &[Scalar], b: &[Scalar], skip_nonfinite: bool) -> Option<usize> {
+    a.iter().zip(b).position(|(x, y)| {
         let (x, y) = (x.as_f64(), y.as_f64());
         if !x.is_finite() || !y.is_finite() {
-            return skip_nonfinite || x == y || (x.is_nan() && y.is_nan());
+            return !(skip_nonfinite || x == y || (x.is_nan() && y.is_nan()));
         }
-        (x - y).abs() <= 1e-6 * 1f64.max(x.abs()).max(y.abs())
+        (x - y).abs() > 1e-6 * 1f64.max(x.abs()).max(y.abs())
     })
 }
 

@@ -292,5 +292,6 @@ fn check_kernel(g: &Globals, k: &ast::KernelItem, done: &[Option<Option<Kernel>>
         params_used: params_used.into_iter().collect(),
         stmts,
         span: k.span,
+        name_span: k.name.span,
     })
 }

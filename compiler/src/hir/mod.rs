@@ -198,6 +198,8 @@ pub struct Kernel {
     pub stmts: Vec<Stmt>,
     /// Declaration.
     pub span: Span,
+    /// The kernel's name where it is declared.
+    pub name_span: Span,
 }
 
 /// A statement.

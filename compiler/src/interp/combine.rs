@@ -22,6 +22,7 @@ fn empty_kernel(program: &Program, id: ReductionId) -> Kernel {
         params_used: Vec::new(),
         stmts: Vec::new(),
         span,
+        name_span: span,
     }
 }
 
