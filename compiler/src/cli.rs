@@ -88,8 +88,9 @@ enum Backend {
 
 #[derive(Args, Debug)]
 struct EmitArgs {
-    /// Print an intermediate stage to stdout: `ast` (parsed syntax) or `checked` (resolved,
-    /// typed program).
+    /// Print an intermediate stage to stdout: `ast` (the parsed syntax, re-printed in canonical
+    /// form, one file after another) or `checked` (the resolved, typed program: index ranges,
+    /// explicit casts, and the filters each statement and reduction received).
     #[arg(long, value_enum)]
     emit: Option<Stage>,
 }
@@ -97,7 +98,7 @@ struct EmitArgs {
 /// Dumpable stages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Stage {
-    /// The syntax tree, as parsed.
+    /// The syntax tree, as parsed (re-printed in canonical form).
     Ast,
     /// The checked program.
     Checked,
@@ -146,8 +147,9 @@ fn check_one(path: &Path, emit: Option<Stage>) -> Result<(), String> {
 fn load(path: &Path, emit: Option<Stage>) -> Result<tfmc::Program, String> {
     if emit == Some(Stage::Ast) {
         let l = tfmc::load::load_files(path).map_err(|d| d.render())?;
-        for (_, f) in &l.files {
-            println!("{f:#?}");
+        for (id, f) in &l.files {
+            println!("// {}", l.sources.get(*id).name);
+            print!("{}", tfm_dsl::print::print_file(f));
         }
     }
     let (program, warnings) = tfmc::load_with_warnings(path).map_err(|d| d.render())?;
