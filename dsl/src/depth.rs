@@ -6,6 +6,7 @@ use crate::ast::{Expr, ExprKind, File, Item, Rhs, Stmt};
 use crate::diagnostic::Diagnostic;
 
 /// Errors on the first expression deeper than `limit`.
+#[allow(clippy::result_large_err)] // called once per file; the caller boxes it
 pub fn check_depth(file: &File, limit: usize) -> Result<(), Diagnostic> {
     let mut roots: Vec<&Expr> = Vec::new();
     for item in &file.items {

@@ -16,6 +16,9 @@ struct TfmParser;
 
 type P<'a> = Pair<'a, Rule>;
 
+/// Parser results box their diagnostic: it is large and errors are rare.
+type PResult<T> = Result<T, Box<Diagnostic>>;
+
 /// Bracket nesting deeper than this is rejected before parsing (no stack overflow).
 pub const MAX_DEPTH: usize = 100;
 
@@ -24,11 +27,16 @@ pub const MAX_DEPTH: usize = 100;
 pub const MAX_EXPR_DEPTH: usize = 256;
 
 /// Parses one file's text. `file` is the id the spans will carry.
+#[allow(clippy::result_large_err)] // the public API hands out the diagnostic itself
 pub fn parse_file(text: &str, file: FileId) -> Result<File, Diagnostic> {
+    parse_file_boxed(text, file).map_err(|d| *d)
+}
+
+fn parse_file_boxed(text: &str, file: FileId) -> PResult<File> {
     if let Some(pos) = too_deep(text) {
         let span = Span::new(file, pos, pos + 1);
-        return Err(Diagnostic::error("expression nested too deeply", span, "nesting limit reached here")
-            .with_hint(format!("at most {MAX_DEPTH} levels of brackets are allowed; split the expression into several statements")));
+        return Err(Box::new(Diagnostic::error("expression nested too deeply", span, "nesting limit reached here")
+            .with_hint(format!("at most {MAX_DEPTH} levels of brackets are allowed; split the expression into several statements"))));
     }
     // Track token attempts so syntax errors point at the missing `]`, `=`, `)` (cheap for
     // files of this size; it only records the furthest position).
@@ -44,7 +52,7 @@ pub fn parse_file(text: &str, file: FileId) -> Result<File, Diagnostic> {
         }
     }
     let f = File { items };
-    crate::depth::check_depth(&f, MAX_EXPR_DEPTH)?;
+    crate::depth::check_depth(&f, MAX_EXPR_DEPTH).map_err(Box::new)?;
     Ok(f)
 }
 
@@ -216,7 +224,7 @@ impl Builder {
             .collect()
     }
 
-    fn item(&self, p: P) -> Result<Item, Diagnostic> {
+    fn item(&self, p: P) -> PResult<Item> {
         let mut inner = p.into_inner();
         let first = inner.next().expect("item has a child");
         if first.as_rule() == Rule::use_item {
@@ -233,7 +241,7 @@ impl Builder {
         })
     }
 
-    fn param(&self, p: P, docs: Vec<String>) -> Result<ParamItem, Diagnostic> {
+    fn param(&self, p: P, docs: Vec<String>) -> PResult<ParamItem> {
         let span = self.span(&p);
         let mut it = p.into_inner();
         let name = self.ident(it.next().expect("param name"));
@@ -247,7 +255,7 @@ impl Builder {
         Ok(ParamItem { docs, name, dtype, dtype_span, default, span })
     }
 
-    fn literal(&self, p: P) -> Result<Lit, Diagnostic> {
+    fn literal(&self, p: P) -> PResult<Lit> {
         let span = self.span(&p);
         let mut negative = false;
         let mut value = None;
@@ -263,12 +271,12 @@ impl Builder {
             (true, Lit::Int(i)) => Lit::Int(-i),
             (true, Lit::Float(f)) => Lit::Float(-f),
             (true, Lit::Bool(_)) => {
-                return Err(Diagnostic::error("cannot negate a boolean literal", span, "`-` applied to a boolean"));
+                return Err(Box::new(Diagnostic::error("cannot negate a boolean literal", span, "`-` applied to a boolean")));
             }
         })
     }
 
-    fn lit_atom(&self, p: P) -> Result<Lit, Diagnostic> {
+    fn lit_atom(&self, p: P) -> PResult<Lit> {
         let span = self.span(&p);
         Ok(match p.as_rule() {
             Rule::int_lit => Lit::Int(p.as_str().parse::<i64>().map_err(|_| {
@@ -284,7 +292,7 @@ impl Builder {
         })
     }
 
-    fn reduction(&self, p: P, docs: Vec<String>) -> Result<ReductionItem, Diagnostic> {
+    fn reduction(&self, p: P, docs: Vec<String>) -> PResult<ReductionItem> {
         let span = self.span(&p);
         let mut it = p.into_inner();
         let name = self.ident(it.next().expect("reduction name"));
@@ -338,7 +346,7 @@ impl Builder {
         }
     }
 
-    fn kernel(&self, p: P, docs: Vec<String>) -> Result<KernelItem, Diagnostic> {
+    fn kernel(&self, p: P, docs: Vec<String>) -> PResult<KernelItem> {
         let span = self.span(&p);
         let mut name = None;
         let mut args = Vec::new();
@@ -364,11 +372,11 @@ impl Builder {
         Ok(KernelItem { docs, name, args, outputs, filter, body, span })
     }
 
-    fn where_clause(&self, p: P) -> Result<Expr, Diagnostic> {
+    fn where_clause(&self, p: P) -> PResult<Expr> {
         self.expr(p.into_inner().next().expect("where expr"))
     }
 
-    fn stmt(&self, p: P) -> Result<Stmt, Diagnostic> {
+    fn stmt(&self, p: P) -> PResult<Stmt> {
         let c = p.into_inner().next().expect("stmt child");
         let span = self.span(&c);
         match c.as_rule() {
@@ -435,7 +443,7 @@ impl Builder {
         }
     }
 
-    fn expr(&self, p: P) -> Result<Expr, Diagnostic> {
+    fn expr(&self, p: P) -> PResult<Expr> {
         let span = self.span(&p);
         match p.as_rule() {
             Rule::expr => self.expr(p.into_inner().next().expect("expr child")),
