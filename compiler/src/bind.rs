@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 
 use tfmc_runtime::{Scalar, Tensor};
 
-use crate::dtype::from_runtime;
 use crate::hir::print::tensor_type;
 use crate::hir::{DType, Extent, Kernel, Lit, Program, TensorId};
 
@@ -193,7 +192,7 @@ pub fn bind(kernel: &Kernel, inputs: &BTreeMap<String, Tensor>) -> Result<Bindin
     }
     for &tid in &kernel.inputs {
         let info = &kernel.tensors[tid.index()];
-        let got = from_runtime(inputs[&info.name].dtype());
+        let got = inputs[&info.name].dtype();
         check_rank(kernel, tid, inputs[&info.name].shape())?;
         if got != info.dtype {
             return Err(BindError::WrongDType {

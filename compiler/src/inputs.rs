@@ -5,7 +5,6 @@
 //! fine for attention math, not for index tensors with structure (offsets), which callers
 //! must build themselves.
 
-use crate::dtype::to_runtime;
 use crate::hir::{Extent, Program};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::BTreeMap;
@@ -82,7 +81,7 @@ pub fn random_inputs(
             TensorData::B((0..n).map(|_| rng.random_bool(0.5)).collect())
         };
         // Shape and data length agree by construction, and the variant matches the dtype.
-        let tensor = Tensor::new(to_runtime(info.dtype), shape, data).expect("consistent random tensor");
+        let tensor = Tensor::new(info.dtype, shape, data).expect("consistent random tensor");
         out.insert(info.name.clone(), tensor);
     }
     Ok(out)

@@ -7,7 +7,6 @@
 
 pub mod bind;
 pub mod check;
-pub mod dtype;
 pub mod hir;
 pub mod inputs;
 pub mod interp;

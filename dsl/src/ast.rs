@@ -44,69 +44,9 @@ pub struct UseItem {
     pub span: Span,
 }
 
-/// A scalar type or tensor element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DType {
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// IEEE single.
-    F32,
-    /// IEEE double.
-    F64,
-    /// 32-bit signed integer.
-    I32,
-    /// 64-bit signed integer.
-    I64,
-    /// Boolean.
-    Bool,
-}
-
-impl DType {
-    /// Parses a dtype keyword (`f32`, `bool`, ...).
-    pub fn parse(s: &str) -> Option<DType> {
-        Some(match s {
-            "f16" => DType::F16,
-            "bf16" => DType::BF16,
-            "f32" => DType::F32,
-            "f64" => DType::F64,
-            "i32" => DType::I32,
-            "i64" => DType::I64,
-            "bool" => DType::Bool,
-            _ => return None,
-        })
-    }
-
-    /// The keyword for this dtype.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-            DType::I32 => "i32",
-            DType::I64 => "i64",
-            DType::Bool => "bool",
-        }
-    }
-
-    /// True for the floating-point types.
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F16 | DType::BF16 | DType::F32 | DType::F64)
-    }
-
-    /// True for the integer types.
-    pub fn is_int(self) -> bool {
-        matches!(self, DType::I32 | DType::I64)
-    }
-}
-
-impl std::fmt::Display for DType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// A scalar type or tensor element type: the runtime's, so the language and the artifacts
+/// it produces agree by construction (`f16 bf16 f32 f64 i32 i64 bool`).
+pub use tfmc_runtime::DType;
 
 /// A literal value.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -52,7 +52,6 @@ use tfm_dsl::Span;
 use tfmc_runtime::{Scalar, Tensor};
 
 use crate::bind::{BindError, bind, resolve_params};
-use crate::dtype::to_runtime;
 use crate::hir::{Extent, IndexId, Kernel, Program, Stmt};
 use eval::Env;
 use store::Buf;
@@ -228,7 +227,7 @@ fn run_on_this_thread(
     let mut out = BTreeMap::new();
     for (&t, buf) in k.outputs.iter().zip(outputs) {
         let info = &k.tensors[t.index()];
-        let dtype = if exact && info.dtype.is_float() { tfmc_runtime::DType::F64 } else { to_runtime(info.dtype) };
+        let dtype = if exact && info.dtype.is_float() { tfmc_runtime::DType::F64 } else { info.dtype };
         let mut tensor = Tensor::zeros(dtype, buf.shape.clone());
         for flat in 0..tensor.len() {
             if let Some(v) = buf.get(flat) {
