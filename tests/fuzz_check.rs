@@ -273,13 +273,13 @@ enum Mutation {
 fn mutation() -> impl Strategy<Value = Mutation> {
     let pos = any::<usize>();
     prop_oneof![
-        1 => (pos.clone(), 1usize..6).prop_map(|(at, len)| Mutation::Delete { at, len }),
-        1 => (pos.clone(), 1usize..12).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
-        1 => (pos.clone(), pos.clone(), 1usize..6).prop_map(|(a, b, len)| Mutation::Swap { a, b, len }),
-        3 => (pos.clone(), pos.clone()).prop_map(|(at, with)| Mutation::Rename { at, with }),
-        2 => (pos.clone(), vocab_token()).prop_map(|(at, tok)| Mutation::Insert { at, tok }),
-        2 => (pos.clone(), vocab_token()).prop_map(|(at, tok)| Mutation::Replace { at, tok }),
-        6 => (pos.clone(), pos).prop_map(|(at, pick)| Mutation::Sibling { at, pick }),
+        1 => (pos, 1usize..6).prop_map(|(at, len)| Mutation::Delete { at, len }),
+        1 => (pos, 1usize..12).prop_map(|(at, len)| Mutation::Duplicate { at, len }),
+        1 => (pos, pos, 1usize..6).prop_map(|(a, b, len)| Mutation::Swap { a, b, len }),
+        3 => (pos, pos).prop_map(|(at, with)| Mutation::Rename { at, with }),
+        2 => (pos, vocab_token()).prop_map(|(at, tok)| Mutation::Insert { at, tok }),
+        2 => (pos, vocab_token()).prop_map(|(at, tok)| Mutation::Replace { at, tok }),
+        6 => (pos, pos).prop_map(|(at, pick)| Mutation::Sibling { at, pick }),
     ]
 }
 
@@ -412,21 +412,38 @@ where
     }
 }
 
+/// Runs `f` on a thread with a 256 MiB stack, like `tfmc::load_str` does for its own work:
+/// unoptimized, the pest parser (called directly for the printer check) needs more than a
+/// test thread's 2 MiB for a few dozen nested brackets.
+fn on_big_stack(f: impl FnOnce() + Send + 'static) {
+    let h = std::thread::Builder::new().stack_size(256 << 20).spawn(f).expect("spawn");
+    if let Err(panic) = h.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 #[test]
 fn token_soup_never_panics() {
-    fuzz("token soup", (soup(), any::<u64>()), |(text, seed)| exercise(&text, seed));
+    on_big_stack(|| fuzz("token soup", (soup(), any::<u64>()), |(text, seed)| exercise(&text, seed)));
 }
 
 #[test]
 fn mutated_files_never_panic() {
-    let muts = prop_oneof![3 => prop::collection::vec(mutation(), 1..=1), 1 => prop::collection::vec(mutation(), 2..5)];
-    let strategy = (prop::bool::weighted(0.8), any::<usize>(), muts, any::<u64>());
-    fuzz("mutated files", strategy, |(good, file, muts, seed)| exercise(&mutated(good, file, &muts), seed));
+    on_big_stack(|| {
+        let muts =
+            prop_oneof![3 => prop::collection::vec(mutation(), 1..=1), 1 => prop::collection::vec(mutation(), 2..5)];
+        let strategy = (prop::bool::weighted(0.8), any::<usize>(), muts, any::<u64>());
+        fuzz("mutated files", strategy, |(good, file, muts, seed)| exercise(&mutated(good, file, &muts), seed));
+    });
 }
 
 /// Every seed file, unmutated, also goes through the whole pipeline.
 #[test]
 fn seed_files_never_panic() {
+    on_big_stack(seed_files_never_panic_inner);
+}
+
+fn seed_files_never_panic_inner() {
     let (mut checked, mut runs) = (0, 0);
     for (i, toks) in seeds().files.iter().enumerate() {
         let s = exercise(&unlex(toks), i as u64);
@@ -440,6 +457,10 @@ fn seed_files_never_panic() {
 /// Minimized inputs that once panicked (one per file) stay fixed.
 #[test]
 fn fuzz_regressions_never_panic() {
+    on_big_stack(fuzz_regressions_never_panic_inner);
+}
+
+fn fuzz_regressions_never_panic_inner() {
     for p in tfm_files(&repo().join("tests/fuzz_regressions")) {
         let text = std::fs::read_to_string(&p).unwrap_or_default();
         for seed in 0..8 {

@@ -33,10 +33,17 @@ pub fn parse_file(text: &str, file: FileId) -> Result<File, Diagnostic> {
 }
 
 fn parse_file_boxed(text: &str, file: FileId) -> PResult<File> {
-    if let Some(pos) = too_deep(text) {
-        let span = Span::new(file, pos, pos + 1);
-        return Err(Box::new(Diagnostic::error("expression nested too deeply", span, "nesting limit reached here")
-            .with_hint(format!("at most {MAX_DEPTH} levels of brackets are allowed; split the expression into several statements"))));
+    if let Some(deep) = too_deep(text) {
+        let (pos, hint) = match deep {
+            TooDeep::Brackets(pos) => (pos, format!("at most {MAX_DEPTH} levels of brackets are allowed")),
+            TooDeep::Ifs(pos) => (pos, format!("at most {MAX_EXPR_DEPTH} levels of brackets and nested `if`s are allowed")),
+        };
+        let end = if text[pos..].starts_with("if") { pos + 2 } else { pos + 1 };
+        let span = Span::new(file, pos, end);
+        return Err(Box::new(
+            Diagnostic::error("expression nested too deeply", span, "nesting limit reached here")
+                .with_hint(format!("{hint}; split the expression into several statements")),
+        ));
     }
     // Track token attempts so syntax errors point at the missing `]`, `=`, `)` (cheap for
     // files of this size; it only records the furthest position).
@@ -56,38 +63,82 @@ fn parse_file_boxed(text: &str, file: FileId) -> PResult<File> {
     Ok(f)
 }
 
-/// Position of the first bracket nested deeper than [`MAX_DEPTH`], if any. Brackets in
-/// comments and string literals do not count.
-fn too_deep(text: &str) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
+/// Why the text is too deeply nested to hand to pest, which recurses once per bracket and
+/// once per nested `if` (an `else if` chain has no brackets).
+enum TooDeep {
+    /// More than [`MAX_DEPTH`] open brackets.
+    Brackets(usize),
+    /// More than [`MAX_EXPR_DEPTH`] open brackets and `if`s together.
+    Ifs(usize),
+}
+
+/// The first place nested too deeply, if any. Brackets and `if`s in comments and string
+/// literals do not count. An `if` stays open until the bracket around it closes or, at its
+/// own bracket level, until a `,`, a lone `=` or a `where` (which no expression contains):
+/// an upper bound of the real nesting, since the else-branch runs to the end of the
+/// expression.
+fn too_deep(text: &str) -> Option<TooDeep> {
+    let b = text.as_bytes();
+    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    // Open `if`s per open bracket (index 0: outside all brackets) and their total.
+    let mut ifs: Vec<usize> = vec![0];
+    let mut open_ifs = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let at = i;
+        i += 1;
         match c {
-            '/' if chars.peek().is_some_and(|(_, n)| *n == '/') => {
-                for (_, n) in chars.by_ref() {
-                    if n == '\n' {
-                        break;
+            b'/' if b.get(i) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                while i < b.len() && b[i] != b'"' && b[i] != b'\n' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'(' | b'[' | b'{' => {
+                ifs.push(0);
+                if ifs.len() - 1 > MAX_DEPTH {
+                    return Some(TooDeep::Brackets(at));
+                }
+            }
+            b')' | b']' | b'}' if ifs.len() > 1 => open_ifs -= ifs.pop().unwrap_or(0),
+            b',' => open_ifs -= std::mem::take(ifs.last_mut().expect("level 0 is never popped")),
+            b'=' if !matches!(b.get(i), Some(b'=')) && (at == 0 || !b"=!<>".contains(&b[at - 1])) => {
+                open_ifs -= std::mem::take(ifs.last_mut().expect("level 0 is never popped"));
+            }
+            _ if is_ident(c) && (at == 0 || !is_ident(b[at - 1])) => {
+                while i < b.len() && is_ident(b[i]) {
+                    i += 1;
+                }
+                match &b[at..i] {
+                    b"if" => {
+                        *ifs.last_mut().expect("level 0 is never popped") += 1;
+                        open_ifs += 1;
+                        if ifs.len() - 1 + open_ifs > MAX_EXPR_DEPTH {
+                            return Some(TooDeep::Ifs(at));
+                        }
                     }
+                    b"where" => open_ifs -= std::mem::take(ifs.last_mut().expect("level 0 is never popped")),
+                    _ => {}
                 }
             }
-            '"' => {
-                for (_, n) in chars.by_ref() {
-                    if n == '"' || n == '\n' {
-                        break;
-                    }
-                }
-            }
-            '(' | '[' | '{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Some(i);
-                }
-            }
-            ')' | ']' | '}' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
     None
+}
+
+/// An operator chain longer than [`MAX_EXPR_DEPTH`] (`a + a + ...`, `- - ... x`): it would
+/// make a tree deeper than the limit that `depth::check_depth` enforces.
+fn too_long(span: Span) -> Box<Diagnostic> {
+    Box::new(Diagnostic::error("expression nested too deeply", span, "nesting limit reached here").with_hint(format!(
+        "at most {MAX_EXPR_DEPTH} levels of operators, calls and brackets are allowed; split the expression into several statements"
+    )))
 }
 
 fn rule_name(r: &Rule) -> Option<&'static str> {
@@ -457,7 +508,12 @@ impl Builder {
             Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::add_expr | Rule::mul_expr => {
                 let mut it = p.into_inner();
                 let mut acc = self.expr(it.next().expect("lhs operand"))?;
+                let mut n = 0;
                 while let Some(op) = it.next() {
+                    n += 1;
+                    if n > MAX_EXPR_DEPTH {
+                        return Err(too_long(self.span(&op)));
+                    }
                     let rhs = self.expr(it.next().expect("rhs operand"))?;
                     let op = match op.as_str() {
                         "+" => BinOp::Add,
@@ -482,6 +538,10 @@ impl Builder {
             Rule::unary => {
                 let parts: Vec<P> = p.into_inner().collect();
                 let (ops, last) = parts.split_at(parts.len() - 1);
+                // Never build (nor drop, recursively) a tree deeper than the limit.
+                if ops.len() > MAX_EXPR_DEPTH {
+                    return Err(too_long(self.span(&ops[0])));
+                }
                 let mut e = self.expr(last[0].clone())?;
                 for op in ops.iter().rev() {
                     let u = if op.as_str() == "-" { UnOp::Neg } else { UnOp::Not };

@@ -147,7 +147,8 @@ fn write_expr(out: &mut String, e: &Expr, min: u8) {
                 UnOp::Neg => '-',
                 UnOp::Not => '!',
             });
-            write_expr(out, x, PREC_POSTFIX);
+            // `--x`, `!-x`: the grammar takes any number of prefix operators.
+            write_expr(out, x, PREC_UNARY);
         }
         ExprKind::Binary(op, a, b) => {
             let p = binop_prec(*op);
@@ -159,12 +160,12 @@ fn write_expr(out: &mut String, e: &Expr, min: u8) {
             write_expr(out, b, p + 1);
         }
         ExprKind::If(c, a, b) => {
-            // Nested `if`s in the condition or the then-branch parse without parentheses but
-            // read badly; the else-branch chains (`else if`).
+            // Each part is a whole expression: `if if a then b else c then ...` parses, and
+            // extra parentheses could push a file over the bracket limit.
             out.push_str("if ");
-            write_expr(out, c, PREC_OR);
+            write_expr(out, c, PREC_IF);
             out.push_str(" then ");
-            write_expr(out, a, PREC_OR);
+            write_expr(out, a, PREC_IF);
             out.push_str(" else ");
             write_expr(out, b, PREC_IF);
         }

@@ -186,8 +186,51 @@ fn tfm_files(dir: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Runs `f` on a thread with a 256 MiB stack: unoptimized, the pest parser needs far more
+/// than a test thread's 2 MiB for a few dozen nested brackets (`tfmc::load*` does the same).
+fn on_big_stack(f: impl FnOnce() + Send + 'static) {
+    let h = std::thread::Builder::new().stack_size(256 << 20).spawn(f).expect("spawn");
+    if let Err(panic) = h.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Deep `else if` chains and long operator chains are diagnosed, never a stack overflow
+/// (pest recurses per nested `if`; a deep tree would also overflow when dropped).
+#[test]
+fn deep_input_is_rejected_not_crashed() {
+    on_big_stack(|| {
+        let kernel = |e: &str| format!("kernel k(X: f32[N]) -> (O: f32[N]) {{\n    O[n] = {e}\n}}\n");
+        let ok = [
+            format!("{}X[n]", "if X[n] > 0.0 then 1.0 else ".repeat(200)),
+            format!("{}X[n]{}", "if ".repeat(120), " then 1.0 else 2.0".repeat(120)),
+            format!("{}X[n]", "-".repeat(200)),
+        ];
+        for e in &ok {
+            let ast = parse_file(&kernel(e), FileId(0)).unwrap_or_else(|d| panic!("{}", d.message));
+            round_trip(&ast).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let deep = [
+            format!("{}X[n]", "if X[n] > 0.0 then 1.0 else ".repeat(3_000)),
+            format!("{}X[n]{}", "if ".repeat(3_000), " then 1.0 else 2.0".repeat(3_000)),
+            format!("{}X[n]", "-".repeat(5_000)),
+            format!("{}X[n]", "!".repeat(5_000)),
+            format!("X[n]{}", " + X[n]".repeat(5_000)),
+            format!("{}X[n]{}", "(".repeat(3_000), ")".repeat(3_000)),
+        ];
+        for e in &deep {
+            let err = parse_file(&kernel(e), FileId(0)).expect_err("too deep");
+            assert!(err.message.contains("nested too deeply"), "{}", err.message);
+        }
+    });
+}
+
 #[test]
 fn repository_files_round_trip() {
+    on_big_stack(repository_files_round_trip_inner);
+}
+
+fn repository_files_round_trip_inner() {
     let mut checked = 0;
     let mut failures = Vec::new();
     for dir in ["lib", "tests/ok", "tests/check", "tests/fuzz_regressions"] {
