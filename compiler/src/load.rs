@@ -16,8 +16,13 @@ pub struct Loaded {
     pub files: Vec<(FileId, File)>,
 }
 
-/// Reads and parses `path` and every file it uses.
+/// Reads and parses `path` and every file it uses (on a large-stack thread, like every
+/// public entry point of the front end).
 pub fn load_files(path: &Path) -> Result<Loaded, Diagnostics> {
+    crate::with_stack(|| load_files_here(path))
+}
+
+fn load_files_here(path: &Path) -> Result<Loaded, Diagnostics> {
     let mut l = Loader { sources: SourceMap::new(), files: Vec::new(), stack: Vec::new(), errors: Vec::new() };
     l.load(path, path.display().to_string(), None);
     l.finish()
@@ -25,6 +30,10 @@ pub fn load_files(path: &Path) -> Result<Loaded, Diagnostics> {
 
 /// Parses `text` as a file named `name`; `use` paths resolve against the current directory.
 pub fn load_text(name: &str, text: &str) -> Result<Loaded, Diagnostics> {
+    crate::with_stack(|| load_text_here(name, text))
+}
+
+fn load_text_here(name: &str, text: &str) -> Result<Loaded, Diagnostics> {
     let mut l = Loader { sources: SourceMap::new(), files: Vec::new(), stack: Vec::new(), errors: Vec::new() };
     let id = l.sources.add(name, None, text.to_string());
     l.parse_and_follow(id, Path::new("."));
