@@ -308,6 +308,25 @@ pub struct Expr {
     pub span: Span,
 }
 
+impl Expr {
+    /// The direct sub-expressions, in source order (subscripts, arguments, operands, a
+    /// reduction's body then its filter).
+    pub fn children(&self) -> Vec<&Expr> {
+        match &self.kind {
+            ExprKind::Lit(_) | ExprKind::Name(_) => Vec::new(),
+            ExprKind::Access { subs, .. } => subs.iter().collect(),
+            ExprKind::Field { base, .. } => vec![base],
+            ExprKind::Call { args, .. } => args.iter().collect(),
+            ExprKind::Cast { arg, .. } => vec![arg],
+            ExprKind::Reduce { filter, body, .. } => body.iter().chain(filter.as_deref()).collect(),
+            ExprKind::Unary(_, a) => vec![a],
+            ExprKind::Binary(_, a, b) => vec![a, b],
+            ExprKind::If(c, a, b) => vec![c, a, b],
+            ExprKind::Tuple(xs) => xs.iter().collect(),
+        }
+    }
+}
+
 /// The expression forms.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExprKind {

@@ -2,7 +2,7 @@
 //! `MAX_EXPR_DEPTH` deep. Measured with an explicit stack (no recursion), so a pathological
 //! input cannot overflow the stack here, and every later recursive pass is bounded.
 
-use crate::ast::{Expr, ExprKind, File, Item, Rhs, Stmt};
+use crate::ast::{Expr, File, Item, Rhs, Stmt};
 use crate::diagnostic::Diagnostic;
 
 /// Errors on the first expression deeper than `limit`.
@@ -55,31 +55,7 @@ fn deeper_than<'e>(root: &'e Expr, limit: usize) -> Option<&'e Expr> {
         if d > limit {
             return Some(e);
         }
-        let mut push = |x: &'e Expr| stack.push((x, d + 1));
-        match &e.kind {
-            ExprKind::Lit(_) | ExprKind::Name(_) => {}
-            ExprKind::Access { subs, .. } => subs.iter().for_each(&mut push),
-            ExprKind::Field { base, .. } => push(base),
-            ExprKind::Call { args, .. } => args.iter().for_each(&mut push),
-            ExprKind::Cast { arg, .. } => push(arg),
-            ExprKind::Reduce { filter, body, .. } => {
-                body.iter().for_each(&mut push);
-                if let Some(f) = filter {
-                    push(f);
-                }
-            }
-            ExprKind::Unary(_, a) => push(a),
-            ExprKind::Binary(_, a, b) => {
-                push(a);
-                push(b);
-            }
-            ExprKind::If(c, a, b) => {
-                push(c);
-                push(a);
-                push(b);
-            }
-            ExprKind::Tuple(xs) => xs.iter().for_each(&mut push),
-        }
+        stack.extend(e.children().into_iter().map(|c| (c, d + 1)));
     }
     None
 }

@@ -49,32 +49,17 @@ fn extent_of(cx: &Cx, tensor: &str, pos: usize) -> Option<Extent> {
 }
 
 fn find_in_expr(cx: &Cx, e: &Expr, name: &str) -> Option<Extent> {
-    match &e.kind {
-        ExprKind::Access { tensor, subs } => {
-            for (pos, s) in subs.iter().enumerate() {
-                if let ExprKind::Name(n) = &s.kind
-                    && n.name == name
-                    && let Some(x) = extent_of(cx, &tensor.name, pos)
-                {
-                    return Some(x);
-                }
+    if let ExprKind::Access { tensor, subs } = &e.kind {
+        for (pos, s) in subs.iter().enumerate() {
+            if let ExprKind::Name(n) = &s.kind
+                && n.name == name
+                && let Some(x) = extent_of(cx, &tensor.name, pos)
+            {
+                return Some(x);
             }
-            subs.iter().find_map(|s| find_in_expr(cx, s, name))
         }
-        ExprKind::Field { base, .. } => find_in_expr(cx, base, name),
-        ExprKind::Call { args, .. } => args.iter().find_map(|a| find_in_expr(cx, a, name)),
-        ExprKind::Cast { arg, .. } => find_in_expr(cx, arg, name),
-        ExprKind::Reduce { filter, body, .. } => {
-            body.iter().find_map(|b| find_in_expr(cx, b, name)).or_else(|| filter.as_ref().and_then(|f| find_in_expr(cx, f, name)))
-        }
-        ExprKind::Unary(_, a) => find_in_expr(cx, a, name),
-        ExprKind::Binary(_, a, b) => find_in_expr(cx, a, name).or_else(|| find_in_expr(cx, b, name)),
-        ExprKind::If(c, a, b) => {
-            find_in_expr(cx, c, name).or_else(|| find_in_expr(cx, a, name)).or_else(|| find_in_expr(cx, b, name))
-        }
-        ExprKind::Tuple(xs) => xs.iter().find_map(|x| find_in_expr(cx, x, name)),
-        ExprKind::Lit(_) | ExprKind::Name(_) => None,
     }
+    e.children().into_iter().find_map(|c| find_in_expr(cx, c, name))
 }
 
 /// Names in `e` that would be indices: bare names that are not tensors, dims, params or
@@ -86,67 +71,31 @@ pub fn index_names(cx: &Cx, e: &Expr, out: &mut std::collections::BTreeSet<Strin
                 out.insert(n.name.clone());
             }
         }
-        ExprKind::Access { subs, .. } => subs.iter().for_each(|s| index_names(cx, s, out)),
-        ExprKind::Field { base, .. } => index_names(cx, base, out),
-        ExprKind::Call { args, .. } => args.iter().for_each(|a| index_names(cx, a, out)),
-        ExprKind::Cast { arg, .. } => index_names(cx, arg, out),
-        ExprKind::Reduce { indices, filter, body, .. } => {
+        ExprKind::Reduce { indices, .. } => {
             let mut inner = std::collections::BTreeSet::new();
-            body.iter().for_each(|b| index_names(cx, b, &mut inner));
-            if let Some(f) = filter {
-                index_names(cx, f, &mut inner);
+            for c in e.children() {
+                index_names(cx, c, &mut inner);
             }
             for i in indices {
                 inner.remove(&i.name);
             }
             out.extend(inner);
         }
-        ExprKind::Unary(_, a) => index_names(cx, a, out),
-        ExprKind::Binary(_, a, b) => {
-            index_names(cx, a, out);
-            index_names(cx, b, out);
+        _ => {
+            for c in e.children() {
+                index_names(cx, c, out);
+            }
         }
-        ExprKind::If(c, a, b) => {
-            index_names(cx, c, out);
-            index_names(cx, a, out);
-            index_names(cx, b, out);
-        }
-        ExprKind::Tuple(xs) => xs.iter().for_each(|x| index_names(cx, x, out)),
-        ExprKind::Lit(_) => {}
     }
 }
 
 /// Names of all indices reduced anywhere inside `e`.
 pub fn reduced_names(e: &Expr, out: &mut std::collections::BTreeSet<String>) {
-    let mut walk = |x: &Expr| reduced_names(x, out);
-    match &e.kind {
-        ExprKind::Reduce { indices, filter, body, .. } => {
-            for i in indices {
-                out.insert(i.name.clone());
-            }
-            for b in body {
-                reduced_names(b, out);
-            }
-            if let Some(f) = filter {
-                reduced_names(f, out);
-            }
-        }
-        ExprKind::Access { subs, .. } => subs.iter().for_each(walk),
-        ExprKind::Field { base, .. } => walk(base),
-        ExprKind::Call { args, .. } => args.iter().for_each(walk),
-        ExprKind::Cast { arg, .. } => walk(arg),
-        ExprKind::Unary(_, a) => walk(a),
-        ExprKind::Binary(_, a, b) => {
-            reduced_names(a, out);
-            reduced_names(b, out);
-        }
-        ExprKind::If(c, a, b) => {
-            reduced_names(c, out);
-            reduced_names(a, out);
-            reduced_names(b, out);
-        }
-        ExprKind::Tuple(xs) => xs.iter().for_each(walk),
-        ExprKind::Lit(_) | ExprKind::Name(_) => {}
+    if let ExprKind::Reduce { indices, .. } = &e.kind {
+        out.extend(indices.iter().map(|i| i.name.clone()));
+    }
+    for c in e.children() {
+        reduced_names(c, out);
     }
 }
 
@@ -189,19 +138,7 @@ pub fn find_name(e: &Expr, name: &str) -> Option<tfm_dsl::Span> {
     while let Some(x) = stack.pop() {
         match &x.kind {
             ExprKind::Name(n) if n.name == name => return Some(n.span),
-            ExprKind::Lit(_) | ExprKind::Name(_) => {}
-            ExprKind::Access { subs, .. } => stack.extend(subs),
-            ExprKind::Field { base, .. } => stack.push(base),
-            ExprKind::Call { args, .. } => stack.extend(args),
-            ExprKind::Cast { arg, .. } => stack.push(arg),
-            ExprKind::Reduce { filter, body, .. } => {
-                stack.extend(body);
-                stack.extend(filter.as_deref());
-            }
-            ExprKind::Unary(_, a) => stack.push(a),
-            ExprKind::Binary(_, a, b) => stack.extend([&**a, &**b]),
-            ExprKind::If(c, a, b) => stack.extend([&**c, &**a, &**b]),
-            ExprKind::Tuple(xs) => stack.extend(xs),
+            _ => stack.extend(x.children()),
         }
     }
     None
@@ -211,27 +148,9 @@ pub fn find_name(e: &Expr, name: &str) -> Option<tfm_dsl::Span> {
 fn bare_subscripts(e: &Expr, out: &mut std::collections::BTreeSet<String>) {
     let mut stack = vec![e];
     while let Some(x) = stack.pop() {
-        match &x.kind {
-            ExprKind::Access { subs, .. } => {
-                for s in subs {
-                    if let ExprKind::Name(n) = &s.kind {
-                        out.insert(n.name.clone());
-                    }
-                }
-                stack.extend(subs);
-            }
-            ExprKind::Lit(_) | ExprKind::Name(_) => {}
-            ExprKind::Field { base, .. } => stack.push(base),
-            ExprKind::Call { args, .. } => stack.extend(args),
-            ExprKind::Cast { arg, .. } => stack.push(arg),
-            ExprKind::Reduce { filter, body, .. } => {
-                stack.extend(body);
-                stack.extend(filter.as_deref());
-            }
-            ExprKind::Unary(_, a) => stack.push(a),
-            ExprKind::Binary(_, a, b) => stack.extend([&**a, &**b]),
-            ExprKind::If(c, a, b) => stack.extend([&**c, &**a, &**b]),
-            ExprKind::Tuple(xs) => stack.extend(xs),
+        if let ExprKind::Access { subs, .. } = &x.kind {
+            out.extend(subs.iter().filter_map(|s| if let ExprKind::Name(n) = &s.kind { Some(n.name.clone()) } else { None }));
         }
+        stack.extend(x.children());
     }
 }
