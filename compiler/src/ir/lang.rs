@@ -1,0 +1,139 @@
+//! The IR's expression language: a small set of primitive ops over named index spaces, as an
+//! egg `Language`, so the same terms are printed, verified, interpreted and rewritten.
+//!
+//! Forms (s-expressions; `I` an index symbol, `T` a tensor symbol):
+//! - leaves: numbers (`1`, `0.5`, `inf`, `-inf`), `true`/`false`, symbols;
+//! - `(idx I)` an index's value, `(dim D)` a dimension's size, `(param W)` a param;
+//! - `(read T s1 .. sk)` gather: element of tensor `T` at integer subscript terms;
+//! - maps: `+ - * / % neg not < <= > >= == != && || (if c a b) (call f x ..) (cast dt x)`;
+//! - `(where F x)` filter: `x` where `F` holds, no point otherwise;
+//! - reductions `(sum I lo hi F body)`, `max`, `min`, `prod`: over `I` in `lo..hi` where `F`;
+//! - `(ured R k I lo hi F b1 .. bn)`: field `k` of user reduction `R`;
+//! - `(osm I lo hi F s v)`: the fused one-pass online softmax, `Σ_I softmax_I(s) · v`, with a
+//!   running max and rescaled running sums (FuseMax's 1-pass cascade);
+//! - `(prev T c)`: in a scan body, the scan's own value `c` steps back.
+//!
+//! Invariant: a reduction binds `I` in `F` and `body` only (not in `lo`/`hi`); an inner binder
+//! may shadow an outer index of the same name (inlining keeps names when nothing is captured).
+
+use egg::{Id, Symbol, define_language};
+use std::fmt;
+use std::str::FromStr;
+
+/// A numeric or boolean constant with total equality (floats compared by bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Const {
+    /// An integer.
+    Int(i64),
+    /// A float, by its bits (so it can be hashed).
+    Float(u64),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl Const {
+    /// A float constant.
+    pub fn float(x: f64) -> Const {
+        Const::Float(x.to_bits())
+    }
+
+    /// The value as f64.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Const::Int(i) => i as f64,
+            Const::Float(b) => f64::from_bits(b),
+            Const::Bool(b) => f64::from(u8::from(b)),
+        }
+    }
+}
+
+impl fmt::Display for Const {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Const::Int(i) => write!(f, "{i}"),
+            Const::Bool(b) => write!(f, "{b}"),
+            Const::Float(bits) => {
+                let x = f64::from_bits(*bits);
+                if x.is_infinite() {
+                    f.write_str(if x > 0.0 { "inf" } else { "-inf" })
+                } else if x.is_nan() {
+                    f.write_str("nan")
+                } else {
+                    // `{:?}` always shows a `.` or an exponent, so it parses back as a float.
+                    write!(f, "{x:?}")
+                }
+            }
+        }
+    }
+}
+
+impl FromStr for Const {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Const, ()> {
+        match s {
+            "true" => return Ok(Const::Bool(true)),
+            "false" => return Ok(Const::Bool(false)),
+            "inf" => return Ok(Const::float(f64::INFINITY)),
+            "-inf" => return Ok(Const::float(f64::NEG_INFINITY)),
+            "nan" => return Ok(Const::float(f64::NAN)),
+            _ => {}
+        }
+        if let Ok(i) = s.parse::<i64>() {
+            return Ok(Const::Int(i));
+        }
+        if s.contains(['.', 'e', 'E']) && s.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+            return s.parse::<f64>().map(Const::float).map_err(|_| ());
+        }
+        Err(())
+    }
+}
+
+define_language! {
+    /// One IR node. See the module docs for the meaning of each form.
+    pub enum Tfm {
+        "idx" = Idx(Id),
+        "dim" = Dim(Id),
+        "param" = Param(Id),
+        "read" = Read(Box<[Id]>),
+        "+" = Add([Id; 2]),
+        "-" = Sub([Id; 2]),
+        "*" = Mul([Id; 2]),
+        "/" = Div([Id; 2]),
+        "%" = Rem([Id; 2]),
+        "neg" = Neg(Id),
+        "not" = Not(Id),
+        "<" = Lt([Id; 2]),
+        "<=" = Le([Id; 2]),
+        ">" = Gt([Id; 2]),
+        ">=" = Ge([Id; 2]),
+        "==" = Eq([Id; 2]),
+        "!=" = Ne([Id; 2]),
+        "&&" = And([Id; 2]),
+        "||" = Or([Id; 2]),
+        "if" = If([Id; 3]),
+        "call" = Call(Box<[Id]>),
+        "cast" = Cast([Id; 2]),
+        "where" = Where([Id; 2]),
+        "sum" = Sum([Id; 5]),
+        "max" = Max([Id; 5]),
+        "min" = Min([Id; 5]),
+        "prod" = Prod([Id; 5]),
+        "ured" = URed(Box<[Id]>),
+        "osm" = Osm([Id; 6]),
+        "prev" = Prev([Id; 2]),
+        Const(Const),
+        Symbol(Symbol),
+    }
+}
+
+impl Tfm {
+    /// For a reduction node (`sum max min prod osm`), its `[index, lo, hi, filter]` children.
+    pub fn reduction_head(&self) -> Option<[Id; 4]> {
+        match self {
+            Tfm::Sum(c) | Tfm::Max(c) | Tfm::Min(c) | Tfm::Prod(c) => Some([c[0], c[1], c[2], c[3]]),
+            Tfm::Osm(c) => Some([c[0], c[1], c[2], c[3]]),
+            Tfm::URed(c) if c.len() >= 6 => Some([c[2], c[3], c[4], c[5]]),
+            _ => None,
+        }
+    }
+}
