@@ -9,6 +9,7 @@ pub mod bind;
 pub mod check;
 pub mod hir;
 pub mod ir;
+pub mod optimize;
 pub mod inputs;
 pub mod interp;
 pub mod load;

@@ -1,0 +1,26 @@
+//! Softmax: normalization hoisting and the online-softmax derivation (FuseMax's 1-pass
+//! cascade; Lean Attention's associative (m, l, o) combine). The pattern is the *shape* of
+//! the cascade — any logits `s` (ALiBi bias, softcap, L2 distance, GQA reads), any filter `F`
+//! and bounds, any values `v` — not a template for one kernel.
+
+use super::{both, not_free, total};
+use crate::ir::lang::Tfm;
+use crate::optimize::analysis::FreeIndices;
+use egg::{Rewrite, rewrite};
+
+/// The softmax rules.
+pub fn rules() -> Vec<Rewrite<Tfm, FreeIndices>> {
+    vec![
+        // sum_i(a * (n / d)) => sum_i(a * n) / d    when d is free of i and never absent
+        rewrite!("hoist-div-right"; "(sum ?i ?lo ?hi ?f (* ?a (/ ?n ?d)))" => "(/ (sum ?i ?lo ?hi ?f (* ?a ?n)) ?d)"
+            if both(not_free("?i", &["?d"]), total("?d"))),
+        // sum_i(n / d) => sum_i(n) / d              when d is free of i and never absent
+        rewrite!("hoist-div"; "(sum ?i ?lo ?hi ?f (/ ?n ?d))" => "(/ (sum ?i ?lo ?hi ?f ?n) ?d)"
+            if both(not_free("?i", &["?d"]), total("?d"))),
+        // sum_i(exp(s - max_i s) * v) / sum_i(exp(s - max_i s)) => osm_i(s, v)   (one pass)
+        rewrite!("online-softmax";
+            "(/ (sum ?i ?lo ?hi ?f (* (call exp (- ?s (max ?i ?lo ?hi ?f ?s))) ?v))
+                (sum ?i ?lo ?hi ?f (call exp (- ?s (max ?i ?lo ?hi ?f ?s)))))"
+            => "(osm ?i ?lo ?hi ?f ?s ?v)"),
+    ]
+}
