@@ -18,6 +18,7 @@ use tfmc_runtime::{Scalar, Tensor};
 ///   tfmc inputs lib/sdpa.tfm --kernel sdpa --dims B=1,H=2,P=16,M=16,E=8,F=8 --out in.npz
 ///   tfmc run lib/sdpa.tfm --kernel sdpa --inputs in.npz --out out.npz
 ///   tfmc run lib/window.tfm --kernel window --inputs in.npz --param W=64 --out out.npz
+///   tfmc explain lib/sdpa.tfm --kernel sdpa --dims P=4096,M=4096
 #[derive(Parser, Debug)]
 #[command(name = "tfmc", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -60,6 +61,23 @@ enum Command {
         #[command(flatten)]
         emit: EmitArgs,
     },
+    /// Show what the optimizer does to a kernel: the cascade before and after, the rewrite
+    /// rules that fired, passes over each reduced index (3 → 1 for softmax attention),
+    /// estimated flops and bytes, and the e-graph statistics.
+    Explain {
+        /// The `.tfm` file.
+        file: PathBuf,
+        /// Kernel to explain.
+        #[arg(long, short)]
+        kernel: String,
+        /// Sizes for the estimates: `--dims P=4096,M=4096,E=64` (others: B=1, H=8, P/M/T=4096,
+        /// E/F=64, D=512, N=16, anything else 256).
+        #[arg(long, value_name = "DIM=SIZE,...")]
+        dims: Option<String>,
+        /// Set a param for the estimates: `--param W=128` (repeatable; defaults otherwise).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
     /// Write random inputs for a kernel to an `.npz` file (for trying a kernel out).
     Inputs {
         /// The `.tfm` file.
@@ -89,8 +107,10 @@ enum Backend {
 #[derive(Args, Debug)]
 struct EmitArgs {
     /// Print an intermediate stage to stdout: `ast` (the parsed syntax, re-printed in canonical
-    /// form, one file after another) or `checked` (the resolved, typed program: index ranges,
-    /// explicit casts, and the filters each statement and reduction received).
+    /// form, one file after another), `checked` (the resolved, typed program: index ranges,
+    /// explicit casts, and the filters each statement and reduction received), `ir` (each
+    /// kernel lowered to a verified cascade of tensor definitions, calls inlined) or `dot` (the
+    /// same cascades as graphviz digraphs: `tfmc check f.tfm --emit=dot | dot -Tsvg`).
     #[arg(long, value_enum)]
     emit: Option<Stage>,
 }
@@ -102,6 +122,10 @@ enum Stage {
     Ast,
     /// The checked program.
     Checked,
+    /// Every kernel lowered to the IR (a cascade of tensor definitions), verified.
+    Ir,
+    /// The IR cascades as graphviz digraphs (one per kernel).
+    Dot,
 }
 
 /// Runs a parsed command line.
@@ -126,6 +150,26 @@ pub fn run(cli: Cli) -> Result<(), String> {
             };
             tfmc_runtime::write_npz(&out, &outputs).map_err(|e| format!("error: {e}\n"))?;
             print_summary(&outputs, &out);
+            Ok(())
+        }
+        Command::Explain { file, kernel, dims, params } => {
+            let program = load(&file, None)?;
+            let mut opts = tfmc::optimize::Options::for_program(&program);
+            if let Some(d) = dims {
+                for (k, v) in parse_dims(&d)? {
+                    opts.dims.insert(k, v as i64);
+                }
+            }
+            for (k, v) in parse_params(&params)? {
+                let x = match v {
+                    Scalar::F(x) => x,
+                    Scalar::I(i) => i as f64,
+                    Scalar::B(b) => f64::from(u8::from(b)),
+                };
+                opts.params.insert(k, x);
+            }
+            let text = tfmc::optimize::explain::explain(&program, &kernel, &opts).map_err(|e| format!("error: {e}\n"))?;
+            print!("{text}");
             Ok(())
         }
         Command::Inputs { file, kernel, dims, seed, out } => {
@@ -156,10 +200,27 @@ fn load(path: &Path, emit: Option<Stage>) -> Result<tfmc::Program, String> {
     if !warnings.is_empty() {
         eprint!("{}", tfm_dsl::diagnostic::render_all(&warnings, &program.sources));
     }
-    if emit == Some(Stage::Checked) {
-        print!("{}", tfmc::hir::print::print_program(&program));
+    match emit {
+        Some(Stage::Checked) => print!("{}", tfmc::hir::print::print_program(&program)),
+        Some(stage @ (Stage::Ir | Stage::Dot)) => print!("{}", emit_ir(&program, stage)?),
+        _ => {}
     }
     Ok(program)
+}
+
+/// Every kernel of `program` lowered and verified, as text (`Ir`) or graphviz (`Dot`).
+/// Printed only when all kernels lower, so a failure leaves stdout empty.
+fn emit_ir(program: &tfmc::Program, stage: Stage) -> Result<String, String> {
+    let mut out = String::new();
+    for k in &program.kernels {
+        let c = tfmc::ir::lower::lower(program, &k.name).map_err(|e| format!("error: {e}\n"))?;
+        tfmc::ir::verify::verify(&c).map_err(|e| format!("error: {e}\n"))?;
+        out.push_str(&match stage {
+            Stage::Dot => tfmc::ir::dot::to_dot(&c),
+            _ => tfmc::ir::print::print_cascade(&c),
+        });
+    }
+    Ok(out)
 }
 
 fn parse_params(list: &[String]) -> Result<BTreeMap<String, Scalar>, String> {

@@ -47,6 +47,9 @@ impl Const {
     }
 }
 
+/// Prints so that [`Const::from_str`] gives back the same value, floats bit for bit: the
+/// shortest decimal that round-trips (always with a `.` or an exponent), `inf`, `-inf`, `nan`
+/// for the default NaN and `nan:0x<bits>` for any other.
 impl fmt::Display for Const {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -57,7 +60,8 @@ impl fmt::Display for Const {
                 if x.is_infinite() {
                     f.write_str(if x > 0.0 { "inf" } else { "-inf" })
                 } else if x.is_nan() {
-                    f.write_str("nan")
+                    // The default NaN prints as `nan`; any other NaN keeps its bits.
+                    if *bits == f64::NAN.to_bits() { f.write_str("nan") } else { write!(f, "nan:0x{bits:016x}") }
                 } else {
                     // `{:?}` always shows a `.` or an exponent, so it parses back as a float.
                     write!(f, "{x:?}")
@@ -77,6 +81,12 @@ impl FromStr for Const {
             "-inf" => return Ok(Const::float(f64::NEG_INFINITY)),
             "nan" => return Ok(Const::float(f64::NAN)),
             _ => {}
+        }
+        if let Some(hex) = s.strip_prefix("nan:0x") {
+            return match u64::from_str_radix(hex, 16) {
+                Ok(bits) if f64::from_bits(bits).is_nan() => Ok(Const::Float(bits)),
+                _ => Err(()),
+            };
         }
         if let Ok(i) = s.parse::<i64>() {
             return Ok(Const::Int(i));

@@ -9,8 +9,10 @@
 //! - `graph` has an edge `a → b` exactly when `b` reads `a`, and `order` is a topological
 //!   order of it; outputs are nodes with `Role::Output`.
 
+pub mod dot;
 pub mod lang;
 pub mod lower;
+pub mod parse;
 pub mod print;
 pub mod verify;
 
@@ -184,3 +186,5 @@ pub fn reads_of(def: &Def) -> Vec<String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod verify_tests;

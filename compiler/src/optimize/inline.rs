@@ -15,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Inlines every `Def::Expr` local into its readers and drops it; returns the new cascade.
 pub fn inline_locals(c: &Cascade) -> Cascade {
+    let mut renamed: Vec<(String, String)> = Vec::new();
     let mut defs: HashMap<String, (Vec<String>, RecExpr<Tfm>)> = HashMap::new();
     let mut out = c.clone();
     let mut keep = Vec::new();
@@ -22,10 +23,12 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
         let node = &c.graph[ix];
         let new_def = match &node.def {
             Def::Input => Def::Input,
-            Def::Expr(e) => Def::Expr(substitute(e, &defs)),
-            Def::Scan { index, init, body } => {
-                Def::Scan { index: index.clone(), init: substitute(init, &defs), body: substitute(body, &defs) }
-            }
+            Def::Expr(e) => Def::Expr(substitute(e, &defs, &mut renamed)),
+            Def::Scan { index, init, body } => Def::Scan {
+                index: index.clone(),
+                init: substitute(init, &defs, &mut renamed),
+                body: substitute(body, &defs, &mut renamed),
+            },
         };
         let inlinable = matches!(node.role, crate::ir::Role::Local) && matches!(new_def, Def::Expr(_));
         if let (true, Def::Expr(e)) = (inlinable, &new_def) {
@@ -34,6 +37,14 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
             keep.push(ix);
         }
         out.graph[ix].def = new_def;
+    }
+    // Renamed binders range like the index they were renamed from.
+    for (fresh, original) in renamed {
+        if out.range(&fresh).is_none()
+            && let Some(size) = out.range(&original).cloned()
+        {
+            out.ranges.push((fresh, size));
+        }
     }
     // Drop the inlined locals.
     out.graph.retain_nodes(|g, ix| !defs.contains_key(&g[ix].name));
@@ -45,7 +56,11 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
 }
 
 /// `e` with every read of a tensor in `defs` replaced by its definition.
-fn substitute(e: &RecExpr<Tfm>, defs: &HashMap<String, (Vec<String>, RecExpr<Tfm>)>) -> RecExpr<Tfm> {
+fn substitute(
+    e: &RecExpr<Tfm>,
+    defs: &HashMap<String, (Vec<String>, RecExpr<Tfm>)>,
+    renamed: &mut Vec<(String, String)>,
+) -> RecExpr<Tfm> {
     let mut out = RecExpr::default();
     let mut map: Vec<Id> = Vec::with_capacity(e.as_ref().len());
     for node in e.as_ref() {
@@ -58,7 +73,7 @@ fn substitute(e: &RecExpr<Tfm>, defs: &HashMap<String, (Vec<String>, RecExpr<Tfm
                 match defs.get(&name) {
                     Some((indices, def)) => {
                         let subs: Vec<Id> = ch[1..].iter().map(|c| map[usize::from(*c)]).collect();
-                        splice_with(&mut out, def, indices, &subs)
+                        splice_with(&mut out, def, indices, &subs, renamed)
                     }
                     None => out.add(node.clone().map_children(|c| map[usize::from(c)])),
                 }
@@ -73,19 +88,25 @@ fn substitute(e: &RecExpr<Tfm>, defs: &HashMap<String, (Vec<String>, RecExpr<Tfm
 /// Copies `def` into `out`, replacing `(idx v)` for each left-hand index `v` by the matching
 /// subscript term (already in `out`), renaming a reduction index only where a substituted
 /// term mentions it (it would be captured).
-fn splice_with(out: &mut RecExpr<Tfm>, def: &RecExpr<Tfm>, indices: &[String], subs: &[Id]) -> Id {
+fn splice_with(out: &mut RecExpr<Tfm>, def: &RecExpr<Tfm>, indices: &[String], subs: &[Id], renamed: &mut Vec<(String, String)>) -> Id {
     let mut subst: HashMap<String, (Id, BTreeSet<String>)> = HashMap::new();
     for (v, &t) in indices.iter().zip(subs) {
         let mut free = BTreeSet::new();
         free_names(out, t, &mut free);
         subst.insert(v.clone(), (t, free));
     }
-    copy(out, def, Id::from(def.as_ref().len() - 1), &subst)
+    copy(out, def, Id::from(def.as_ref().len() - 1), &subst, renamed)
 }
 
 /// Copies subterm `id` of `def` under `subst` (index name → replacement term and its free
 /// names; a renamed binder maps to `(idx fresh)` with an empty free set).
-fn copy(out: &mut RecExpr<Tfm>, def: &RecExpr<Tfm>, id: Id, subst: &HashMap<String, (Id, BTreeSet<String>)>) -> Id {
+fn copy(
+    out: &mut RecExpr<Tfm>,
+    def: &RecExpr<Tfm>,
+    id: Id,
+    subst: &HashMap<String, (Id, BTreeSet<String>)>,
+    renamed: &mut Vec<(String, String)>,
+) -> Id {
     let node = &def[id];
     match node {
         Tfm::Idx(s) => {
@@ -102,13 +123,13 @@ fn copy(out: &mut RecExpr<Tfm>, def: &RecExpr<Tfm>, id: Id, subst: &HashMap<Stri
             let Some([i, lo, hi, _]) = node.reduction_head() else {
                 let mut n = node.clone();
                 for c in n.children_mut() {
-                    *c = copy(out, def, *c, subst);
+                    *c = copy(out, def, *c, subst, renamed);
                 }
                 return out.add(n);
             };
             let name = sym(def, i);
-            let lo2 = copy(out, def, lo, subst);
-            let hi2 = copy(out, def, hi, subst);
+            let lo2 = copy(out, def, lo, subst, renamed);
+            let hi2 = copy(out, def, hi, subst, renamed);
             // Inside the binder `name` is the bound index; a substituted term that mentions
             // `name` would be captured, so then the binder gets a fresh name.
             let mut inner = subst.clone();
@@ -122,6 +143,7 @@ fn copy(out: &mut RecExpr<Tfm>, def: &RecExpr<Tfm>, id: Id, subst: &HashMap<Stri
                 let s = out.add(Tfm::Symbol(Symbol::from(fresh.as_str())));
                 let t = out.add(Tfm::Idx(s));
                 inner.insert(name.clone(), (t, BTreeSet::new()));
+                renamed.push((fresh.clone(), name.clone()));
                 fresh
             } else {
                 name
@@ -135,7 +157,7 @@ fn copy(out: &mut RecExpr<Tfm>, def: &RecExpr<Tfm>, id: Id, subst: &HashMap<Stri
                 } else if *c == hi {
                     hi2
                 } else {
-                    copy(out, def, *c, &inner)
+                    copy(out, def, *c, &inner, renamed)
                 };
             }
             out.add(n)

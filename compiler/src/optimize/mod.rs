@@ -11,7 +11,9 @@
 
 pub mod analysis;
 pub mod cost;
+pub mod explain;
 pub mod inline;
+pub mod normalize;
 pub mod passes;
 pub mod rules;
 
@@ -110,7 +112,8 @@ pub struct Report {
 pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), VerifyError> {
     verify(c)?;
     let mut report = Report { passes_before: passes::passes_as_written(c), ..Report::default() };
-    let fused = inline::inline_locals(c);
+    let mut fused = inline::inline_locals(c);
+    map_exprs(&mut fused, normalize::float_filters);
     verify(&fused)?;
     let sizes = sizes_for(c, opts);
 
@@ -174,10 +177,23 @@ pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), Verify
             }
         };
     }
+    map_exprs(&mut out, normalize::filters_to_bounds);
     out.relink();
     verify(&out)?;
     report.passes_after = passes::passes_fused(&out);
     Ok((out, report))
+}
+
+/// Applies `f` to every expression of every node.
+fn map_exprs(c: &mut Cascade, f: impl Fn(&RecExpr<Tfm>) -> RecExpr<Tfm>) {
+    for ix in c.graph.node_indices().collect::<Vec<_>>() {
+        let node = &mut c.graph[ix];
+        node.def = match &node.def {
+            Def::Input => Def::Input,
+            Def::Expr(e) => Def::Expr(f(e)),
+            Def::Scan { index, init, body } => Def::Scan { index: index.clone(), init: f(init), body: f(body) },
+        };
+    }
 }
 
 fn exprs(def: &Def) -> Vec<&RecExpr<Tfm>> {
@@ -189,7 +205,7 @@ fn exprs(def: &Def) -> Vec<&RecExpr<Tfm>> {
 }
 
 /// Concrete sizes for the cost model.
-fn sizes_for(c: &Cascade, opts: &Options) -> cost::Sizes {
+pub(crate) fn sizes_for(c: &Cascade, opts: &Options) -> cost::Sizes {
     let mut s = cost::Sizes::default();
     for d in &c.dims {
         let v = opts.dims.get(d).copied().unwrap_or(opts.default_dim);

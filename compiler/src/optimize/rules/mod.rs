@@ -2,12 +2,15 @@
 //! one-line comment. Conditions consult the [`super::analysis`] facts, so no rule moves a term
 //! across a binder of an index it depends on, or distributes over a possibly-absent value.
 //!
+//! Filters are normalized outside the e-graph (see `super::normalize`): moving `where`s into
+//! reduction filters and filters into bounds always pays off, and as rules their `&&`
+//! combinations grow without end.
+//!
 //! To add a rule: put it in the topic's file with its law, give it a soundness test in
 //! `optimize/tests.rs` (interpret before and after on random inputs), and, if it should fire
 //! on a `lib/` kernel, a golden `explain` snapshot shows it.
 
 pub mod contraction;
-pub mod filters;
 pub mod fusion;
 pub mod softmax;
 
@@ -21,7 +24,6 @@ pub fn all() -> Vec<Rewrite<Tfm, FreeIndices>> {
     v.extend(fusion::rules());
     v.extend(softmax::rules());
     v.extend(contraction::rules());
-    v.extend(filters::rules());
     v
 }
 

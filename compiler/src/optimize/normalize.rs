@@ -1,0 +1,270 @@
+//! Deterministic normalizations that always pay off, run outside the e-graph (as e-graph
+//! rules their `&&` combinations blow up):
+//! - [`float_filters`], before saturation: a `where` travels out of strict operations
+//!   (arithmetic, functions, casts, comparisons; not out of `if` branches, which are lazy)
+//!   and, at the top of a reduction's body, joins the reduction's filter — absent points are
+//!   skipped either way. Conjunctions are flattened and deduplicated (terms are hash-consed).
+//! - [`filters_to_bounds`], after extraction: a filter conjunct that bounds the reduction's
+//!   own index by a term free of it becomes `lo`/`hi` (`m <= p` → `hi = min(hi, p + 1)`;
+//!   `p - m < W` → `lo = max(lo, p - W + 1)`), so masked points are never visited.
+
+use super::inline::free_names;
+use crate::ir::lang::{Const, Tfm};
+use egg::{Id, Language, RecExpr, Symbol};
+use std::collections::{BTreeSet, HashMap};
+
+/// A hash-consing builder: identical subterms get the same id.
+struct Hc {
+    out: RecExpr<Tfm>,
+    seen: HashMap<Tfm, Id>,
+}
+
+impl Hc {
+    fn new() -> Hc {
+        Hc { out: RecExpr::default(), seen: HashMap::new() }
+    }
+
+    fn add(&mut self, n: Tfm) -> Id {
+        if let Some(&id) = self.seen.get(&n) {
+            return id;
+        }
+        let id = self.out.add(n.clone());
+        self.seen.insert(n, id);
+        id
+    }
+
+    fn konst(&mut self, c: Const) -> Id {
+        self.add(Tfm::Const(c))
+    }
+
+    /// Conjuncts of `id` (flattening `&&`, dropping `true`).
+    fn conjuncts(&self, id: Id, out: &mut Vec<Id>) {
+        match &self.out[id] {
+            Tfm::And([a, b]) => {
+                self.conjuncts(*a, out);
+                self.conjuncts(*b, out);
+            }
+            Tfm::Const(Const::Bool(true)) => {}
+            _ => {
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+    }
+
+    fn and_all(&mut self, parts: &[Id]) -> Id {
+        let mut acc: Option<Id> = None;
+        for &p in parts {
+            acc = Some(match acc {
+                None => p,
+                Some(a) => self.add(Tfm::And([a, p])),
+            });
+        }
+        acc.unwrap_or_else(|| self.konst(Const::Bool(true)))
+    }
+
+    fn and(&mut self, a: Id, b: Id) -> Id {
+        let mut parts = Vec::new();
+        self.conjuncts(a, &mut parts);
+        self.conjuncts(b, &mut parts);
+        self.and_all(&parts)
+    }
+}
+
+/// Child positions `[index, lo, hi, filter]` and the body positions of a reduction node.
+fn slots(n: &Tfm) -> Option<([usize; 4], std::ops::Range<usize>)> {
+    match n {
+        Tfm::Sum(_) | Tfm::Max(_) | Tfm::Min(_) | Tfm::Prod(_) => Some(([0, 1, 2, 3], 4..5)),
+        Tfm::Osm(_) => Some(([0, 1, 2, 3], 4..6)),
+        Tfm::URed(c) if c.len() >= 7 => Some(([2, 3, 4, 5], 6..c.len())),
+        _ => None,
+    }
+}
+
+/// True for operations whose result is absent when any operand is.
+fn strict(n: &Tfm) -> bool {
+    matches!(
+        n,
+        Tfm::Add(_)
+            | Tfm::Sub(_)
+            | Tfm::Mul(_)
+            | Tfm::Div(_)
+            | Tfm::Rem(_)
+            | Tfm::Neg(_)
+            | Tfm::Not(_)
+            | Tfm::Lt(_)
+            | Tfm::Le(_)
+            | Tfm::Gt(_)
+            | Tfm::Ge(_)
+            | Tfm::Eq(_)
+            | Tfm::Ne(_)
+            | Tfm::Call(_)
+            | Tfm::Cast(_)
+            | Tfm::Read(_)
+    )
+}
+
+/// Floats `where` filters out of strict operations and into reduction filters.
+pub fn float_filters(e: &RecExpr<Tfm>) -> RecExpr<Tfm> {
+    let mut hc = Hc::new();
+    let mut map: Vec<Id> = Vec::with_capacity(e.as_ref().len());
+    for node in e.as_ref() {
+        let n = node.clone().map_children(|c| map[usize::from(c)]);
+        let id = float_node(&mut hc, n);
+        map.push(id);
+    }
+    hc.out
+}
+
+fn float_node(hc: &mut Hc, n: Tfm) -> Id {
+    // where g (where h x) => where (g && h) x
+    if let Tfm::Where([g, x]) = n {
+        if let Tfm::Where([h, y]) = hc.out[x].clone() {
+            let gh = hc.and(g, h);
+            return hc.add(Tfm::Where([gh, y]));
+        }
+        return hc.add(Tfm::Where([g, x]));
+    }
+    if strict(&n) {
+        // Pull the filters of `where` operands out: op(.., where g x, ..) => where g op(.., x, ..).
+        let mut conds = Vec::new();
+        let mut n = n;
+        for c in n.children_mut() {
+            if let Tfm::Where([g, x]) = hc.out[*c].clone() {
+                hc.conjuncts(g, &mut conds);
+                *c = x;
+            }
+        }
+        let inner = hc.add(n);
+        if conds.is_empty() {
+            return inner;
+        }
+        let g = hc.and_all(&conds);
+        return hc.add(Tfm::Where([g, inner]));
+    }
+    // A reduction's body `where g b` joins its filter.
+    if let Some(([_, _, _, fs], bodies)) = slots(&n) {
+        let mut n = n;
+        let children = n.children().to_vec();
+        let mut conds = Vec::new();
+        let mut new_children = children.clone();
+        for k in bodies {
+            if let Tfm::Where([g, x]) = hc.out[children[k]].clone() {
+                hc.conjuncts(g, &mut conds);
+                new_children[k] = x;
+            }
+        }
+        if !conds.is_empty() {
+            let mut all = Vec::new();
+            hc.conjuncts(children[fs], &mut all);
+            for c in conds {
+                if !all.contains(&c) {
+                    all.push(c);
+                }
+            }
+            new_children[fs] = hc.and_all(&all);
+        }
+        for (slot, c) in n.children_mut().iter_mut().enumerate() {
+            *c = new_children[slot];
+        }
+        return hc.add(n);
+    }
+    hc.add(n)
+}
+
+/// Moves filter conjuncts that bound a reduction's own index into its `lo`/`hi`.
+pub fn filters_to_bounds(e: &RecExpr<Tfm>) -> RecExpr<Tfm> {
+    let mut hc = Hc::new();
+    let mut map: Vec<Id> = Vec::with_capacity(e.as_ref().len());
+    for node in e.as_ref() {
+        let n = node.clone().map_children(|c| map[usize::from(c)]);
+        let id = bound_node(&mut hc, n);
+        map.push(id);
+    }
+    hc.out
+}
+
+fn sym_of(hc: &Hc, id: Id) -> Option<Symbol> {
+    match &hc.out[id] {
+        Tfm::Symbol(s) => Some(*s),
+        _ => None,
+    }
+}
+
+/// `Some(e)` if `x` is `(idx i)`.
+fn is_idx(hc: &Hc, x: Id, i: Symbol) -> bool {
+    matches!(&hc.out[x], Tfm::Idx(s) if sym_of(hc, *s) == Some(i))
+}
+
+fn free_of(hc: &Hc, x: Id, i: Symbol) -> bool {
+    let mut free = BTreeSet::new();
+    free_names(&hc.out, x, &mut free);
+    !free.contains(i.as_str())
+}
+
+fn call2(hc: &mut Hc, f: &str, a: Id, b: Id) -> Id {
+    let s = hc.add(Tfm::Symbol(Symbol::from(f)));
+    hc.add(Tfm::Call(vec![s, a, b].into_boxed_slice()))
+}
+
+fn bound_node(hc: &mut Hc, n: Tfm) -> Id {
+    let Some(([is, ls, hs, fs], _)) = slots(&n) else { return hc.add(n) };
+    let ch = n.children().to_vec();
+    let (i, lo, hi, f) = (ch[is], ch[ls], ch[hs], ch[fs]);
+    let Some(isym) = sym_of(hc, i) else { return hc.add(n) };
+    let mut conjs = Vec::new();
+    hc.conjuncts(f, &mut conjs);
+    let (mut lo2, mut hi2) = (lo, hi);
+    let mut rest = Vec::new();
+    let one = hc.konst(Const::Int(1));
+    for c in conjs {
+        let moved = match hc.out[c].clone() {
+            // i <= e  =>  hi = min(hi, e + 1)
+            Tfm::Le([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) => {
+                let e1 = hc.add(Tfm::Add([b, one]));
+                hi2 = call2(hc, "min", hi2, e1);
+                true
+            }
+            // i < e  =>  hi = min(hi, e)
+            Tfm::Lt([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) => {
+                hi2 = call2(hc, "min", hi2, b);
+                true
+            }
+            // i >= e  =>  lo = max(lo, e)
+            Tfm::Ge([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) => {
+                lo2 = call2(hc, "max", lo2, b);
+                true
+            }
+            // i > e  =>  lo = max(lo, e + 1)
+            Tfm::Gt([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) => {
+                let e1 = hc.add(Tfm::Add([b, one]));
+                lo2 = call2(hc, "max", lo2, e1);
+                true
+            }
+            // e - i < w  =>  lo = max(lo, e - w + 1)
+            Tfm::Lt([d, w]) if free_of(hc, w, isym) => match hc.out[d].clone() {
+                Tfm::Sub([e, x]) if is_idx(hc, x, isym) && free_of(hc, e, isym) => {
+                    let ew = hc.add(Tfm::Sub([e, w]));
+                    let ew1 = hc.add(Tfm::Add([ew, one]));
+                    lo2 = call2(hc, "max", lo2, ew1);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !moved {
+            rest.push(c);
+        }
+    }
+    let f2 = hc.and_all(&rest);
+    let mut n = n;
+    let slots_new = [(ls, lo2), (hs, hi2), (fs, f2)];
+    for (slot, c) in n.children_mut().iter_mut().enumerate() {
+        if let Some((_, v)) = slots_new.iter().find(|(k, _)| *k == slot) {
+            *c = *v;
+        }
+    }
+    hc.add(n)
+}
