@@ -37,7 +37,7 @@
 mod combine;
 mod eval;
 mod exec;
-mod ops;
+pub(crate) mod ops;
 mod store;
 
 #[cfg(test)]

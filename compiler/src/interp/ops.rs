@@ -13,7 +13,7 @@ use crate::hir::{BinOp, DType, Func, ReduceOp, UnOp};
 
 /// Why a scalar operation failed (the caller adds the source location).
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum OpError {
+pub(crate) enum OpError {
     /// Integer `/` or `%` by zero.
     DivByZero,
     /// The exact integer result does not fit in the dtype; the text shows the operation.
@@ -50,7 +50,7 @@ fn floor_rem(a: i64, b: i64) -> i64 {
 }
 
 /// Float division with `0 / 0 = 0`.
-pub(super) fn fdiv(a: f64, b: f64) -> f64 {
+pub(crate) fn fdiv(a: f64, b: f64) -> f64 {
     if a == 0.0 && b == 0.0 { 0.0 } else { a / b }
 }
 
@@ -61,7 +61,7 @@ fn frem(a: f64, b: f64) -> f64 {
 }
 
 /// A binary operator on operands of dtype `d` (the non-short-circuit path of `&&`/`||`).
-pub(super) fn binary(op: BinOp, d: DType, a: Scalar, b: Scalar) -> Result<Scalar, OpError> {
+pub(crate) fn binary(op: BinOp, d: DType, a: Scalar, b: Scalar) -> Result<Scalar, OpError> {
     use BinOp::*;
     if op.is_comparison() {
         return Ok(Scalar::B(compare(op, d, a, b)));
@@ -120,7 +120,7 @@ fn compare(op: BinOp, d: DType, a: Scalar, b: Scalar) -> bool {
 }
 
 /// A unary operator on an operand of dtype `d`.
-pub(super) fn unary(op: UnOp, d: DType, a: Scalar) -> Result<Scalar, OpError> {
+pub(crate) fn unary(op: UnOp, d: DType, a: Scalar) -> Result<Scalar, OpError> {
     match op {
         UnOp::Not => Ok(Scalar::B(!a.as_bool())),
         UnOp::Neg if d.is_float() => Ok(Scalar::F(-a.as_f64())),
@@ -136,7 +136,7 @@ pub(super) fn unary(op: UnOp, d: DType, a: Scalar) -> Result<Scalar, OpError> {
 /// target's range (NaN gives 0); an integer that does not fit a narrower integer type is an
 /// overflow; bool to number is 0/1; number to bool is `!= 0` (NaN is true). Floats are not
 /// rounded to narrower float types.
-pub(super) fn cast(a: Scalar, to: DType) -> Result<Scalar, OpError> {
+pub(crate) fn cast(a: Scalar, to: DType) -> Result<Scalar, OpError> {
     if to.is_float() {
         return Ok(Scalar::F(a.as_f64()));
     }
@@ -166,13 +166,14 @@ fn fmin(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() { f64::NAN } else { a.min(b) }
 }
 
-fn fmax(a: f64, b: f64) -> f64 {
+/// The larger of two floats, NaN if either is.
+pub(crate) fn fmax(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() { f64::NAN } else { a.max(b) }
 }
 
 /// An elementwise function with result dtype `d`; `y` is the second argument of the binary
 /// functions and ignored otherwise.
-pub(super) fn func(f: Func, d: DType, x: Scalar, y: Scalar) -> Result<Scalar, OpError> {
+pub(crate) fn func(f: Func, d: DType, x: Scalar, y: Scalar) -> Result<Scalar, OpError> {
     if d.is_int() {
         return int_func(f, d, x.as_i64(), y.as_i64()).map(Scalar::I);
     }
@@ -243,7 +244,7 @@ fn int_func(f: Func, d: DType, x: i64, y: i64) -> Result<i64, OpError> {
 }
 
 /// The identity of a built-in reduction over dtype `d` (`User` is not built in).
-pub(super) fn identity(op: ReduceOp, d: DType) -> Scalar {
+pub(crate) fn identity(op: ReduceOp, d: DType) -> Scalar {
     let (lo, hi) = int_range(d);
     match (op, d.is_float(), d.is_int()) {
         (ReduceOp::Sum, true, _) => Scalar::F(0.0),
@@ -261,7 +262,7 @@ pub(super) fn identity(op: ReduceOp, d: DType) -> Scalar {
 
 /// `acc ⊕ x` for a built-in reduction over dtype `d` (max/min propagate NaN; on `bool`, max
 /// is `||` and min is `&&`).
-pub(super) fn combine(op: ReduceOp, d: DType, acc: Scalar, x: Scalar) -> Result<Scalar, OpError> {
+pub(crate) fn combine(op: ReduceOp, d: DType, acc: Scalar, x: Scalar) -> Result<Scalar, OpError> {
     match op {
         ReduceOp::Sum => binary(BinOp::Add, d, acc, x),
         ReduceOp::Prod => binary(BinOp::Mul, d, acc, x),

@@ -10,6 +10,7 @@
 //!   order of it; outputs are nodes with `Role::Output`.
 
 pub mod dot;
+pub mod eval;
 pub mod lang;
 pub mod lower;
 pub mod parse;

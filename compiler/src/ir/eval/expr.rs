@@ -1,0 +1,404 @@
+//! Evaluating compiled [`Op`]s at one point of a node's index space, recursively by `Id`
+//! (expression depth is bounded by the parser, and the whole run is on `crate::with_stack`).
+//!
+//! A value is `Ok`, [`Flow::Absent`] (it read a point that does not exist, or a `where`
+//! failed: the innermost scope point does not exist) or [`Flow::Error`]. Reductions bind their
+//! index in [`Env::idx`] (saving the outer value of a shadowed index and restoring it after),
+//! evaluate their bounds in the enclosing scope, and skip points whose filter is false or
+//! absent or whose body is absent. Nothing here allocates per point: user-reduction states
+//! live on [`Env::stack`], which only grows to the deepest nesting once.
+
+use egg::Id;
+use tfm_dsl::Span;
+use tfmc_runtime::Scalar;
+
+use super::compile::{Head, Op};
+use super::store::Store;
+use crate::hir::{self, BinOp, DType, ExprKind, Lit, Program, ReduceOp};
+use crate::interp::RunError;
+use crate::interp::ops::{self, OpError};
+
+/// Why an expression has no value.
+#[derive(Debug)]
+pub(super) enum Flow {
+    /// It read a point that does not exist (or a filter failed).
+    Absent,
+    /// A run-time error.
+    Error(Box<RunError>),
+}
+
+impl From<RunError> for Flow {
+    fn from(e: RunError) -> Flow {
+        Flow::Error(Box::new(e))
+    }
+}
+
+/// Mutable evaluation state: index values by slot and the user-reduction stack.
+pub(super) struct Env {
+    /// Current value of every index, by slot.
+    pub idx: Vec<i64>,
+    /// User-reduction states, lifted points and `let`s.
+    pub stack: Vec<Scalar>,
+}
+
+/// The scan being executed: its partly written target and the current point.
+pub(super) struct ScanPoint<'s> {
+    /// The scan's target, written up to the current point.
+    pub target: &'s Store<'s>,
+    /// Flat offset of the current point.
+    pub flat: usize,
+    /// Stride of the scanned index in the target.
+    pub stride: usize,
+    /// Current value of the scanned index.
+    pub t: i64,
+    /// The compiled `init`, evaluated at the current point for a look-back before the start.
+    pub init: &'s [Op],
+}
+
+/// Evaluates the ops of one node.
+pub(super) struct Eval<'s> {
+    /// The program (user reductions' combines).
+    pub program: &'s Program,
+    /// Param values by `ParamId` (for user reductions' combines).
+    pub params: &'s [Scalar],
+    /// Every tensor defined so far, by slot.
+    pub stores: &'s [Option<Store<'s>>],
+    /// Tensor names by slot (for error messages).
+    pub names: &'s [String],
+    /// Where errors happen (`IR node 'S' of cascade 'sdpa'`).
+    pub loc: &'s str,
+    /// The running scan, when the node is one.
+    pub scan: Option<ScanPoint<'s>>,
+}
+
+fn root(ops: &[Op]) -> Id {
+    Id::from(ops.len().saturating_sub(1))
+}
+
+impl Eval<'_> {
+    fn op_err(&self, e: OpError) -> Flow {
+        let loc = self.loc.to_string();
+        Flow::from(match e {
+            OpError::DivByZero => RunError::DivByZero { loc },
+            OpError::Overflow(what) => RunError::Overflow { what, loc },
+            OpError::Unsupported(what) => RunError::Internal { what, loc },
+        })
+    }
+
+    fn internal(&self, what: &str) -> Flow {
+        Flow::from(super::internal(what, self.loc))
+    }
+
+    /// The value of the root of `ops` at the current point.
+    pub fn root(&self, ops: &[Op], env: &mut Env) -> Result<Scalar, Flow> {
+        self.eval(ops, root(ops), env)
+    }
+
+    /// True if the filter at `id` holds; an absent filter does not hold.
+    fn holds(&self, ops: &[Op], id: Id, env: &mut Env) -> Result<bool, Box<RunError>> {
+        match self.eval(ops, id, env) {
+            Ok(v) => Ok(v.as_bool()),
+            Err(Flow::Absent) => Ok(false),
+            Err(Flow::Error(e)) => Err(e),
+        }
+    }
+
+    /// Evaluates the op at `id`.
+    pub fn eval(&self, ops: &[Op], id: Id, env: &mut Env) -> Result<Scalar, Flow> {
+        match &ops[usize::from(id)] {
+            Op::Sym(s) => Err(self.internal(&format!("symbol '{s}' used as a value"))),
+            Op::Const(v) => Ok(*v),
+            Op::Idx(slot) => Ok(Scalar::I(env.idx[*slot])),
+            Op::Read { tensor, subs } => self.read(ops, *tensor, subs, env),
+            Op::Unary { op, d, a } => {
+                let x = self.eval(ops, *a, env)?;
+                ops::unary(*op, *d, x).map_err(|e| self.op_err(e))
+            }
+            Op::Binary { op, d, a, b } => {
+                let x = self.eval(ops, *a, env)?;
+                let y = self.eval(ops, *b, env)?;
+                ops::binary(*op, *d, x, y).map_err(|e| self.op_err(e))
+            }
+            Op::And(a, b) => {
+                if self.eval(ops, *a, env)?.as_bool() {
+                    self.eval(ops, *b, env)
+                } else {
+                    Ok(Scalar::B(false))
+                }
+            }
+            Op::Or(a, b) => {
+                if self.eval(ops, *a, env)?.as_bool() {
+                    Ok(Scalar::B(true))
+                } else {
+                    self.eval(ops, *b, env)
+                }
+            }
+            Op::If(c, a, b) => {
+                if self.eval(ops, *c, env)?.as_bool() {
+                    self.eval(ops, *a, env)
+                } else {
+                    self.eval(ops, *b, env)
+                }
+            }
+            Op::Call { f, d, x, y } => {
+                let x = self.eval(ops, *x, env)?;
+                let y = match y {
+                    Some(y) => self.eval(ops, *y, env)?,
+                    None => x,
+                };
+                ops::func(*f, *d, x, y).map_err(|e| self.op_err(e))
+            }
+            Op::Cast { to, x } => {
+                let v = self.eval(ops, *x, env)?;
+                ops::cast(v, *to).map_err(|e| self.op_err(e))
+            }
+            Op::Where { filter, x } => {
+                if self.holds(ops, *filter, env).map_err(Flow::Error)? {
+                    self.eval(ops, *x, env)
+                } else {
+                    Err(Flow::Absent)
+                }
+            }
+            Op::Reduce { op, d, head, body } => self.reduce(ops, *op, *d, head, *body, env),
+            Op::URed { red, field, identity, head, bodies } => self.ured(ops, *red, *field, identity, head, bodies, env),
+            Op::Osm { head, s, v } => self.osm(ops, head, *s, *v, env),
+            Op::Prev { back } => self.prev(*back, env),
+        }
+    }
+
+    /// `tensor[subs]`: every subscript checked against its dimension, in order.
+    fn read(&self, ops: &[Op], tensor: usize, subs: &[Id], env: &mut Env) -> Result<Scalar, Flow> {
+        let Some(st) = self.stores.get(tensor).and_then(Option::as_ref) else {
+            return Err(self.internal("tensor read before it is defined"));
+        };
+        let mut flat = 0usize;
+        for (axis, &s) in subs.iter().enumerate() {
+            let v = self.eval(ops, s, env)?.as_i64();
+            let size = st.shape[axis];
+            if v < 0 || v as u64 >= size as u64 {
+                return Err(Flow::from(RunError::OutOfRange {
+                    tensor: self.names[tensor].clone(),
+                    axis,
+                    value: v,
+                    size,
+                    loc: self.loc.to_string(),
+                }));
+            }
+            flat += v as usize * st.strides[axis];
+        }
+        st.get(flat).ok_or(Flow::Absent)
+    }
+
+    /// The scan target `back` steps back along the scanned index, or `init` before the start.
+    fn prev(&self, back: i64, env: &mut Env) -> Result<Scalar, Flow> {
+        let Some(sc) = &self.scan else { return Err(self.internal("`prev` outside a scan")) };
+        if sc.t < back {
+            // `init` is evaluated without the scan: it may not look back itself.
+            let plain = Eval { scan: None, ..*self };
+            return plain.root(sc.init, env);
+        }
+        // sc.t >= back, so this stays inside the current row of the target.
+        sc.target.get(sc.flat - back as usize * sc.stride).ok_or(Flow::Absent)
+    }
+
+    /// Runs `f` at every point of the head's range where its filter holds, with the index
+    /// bound (the outer value of the slot is restored after). An absent bound makes the
+    /// range empty (as a filter reading that point would); a bound outside the index's
+    /// declared range is an error.
+    fn each(
+        &self,
+        ops: &[Op],
+        head: &Head,
+        env: &mut Env,
+        mut f: impl FnMut(&mut Env) -> Result<(), Box<RunError>>,
+    ) -> Result<(), Flow> {
+        let bound = |id: Id, env: &mut Env| match self.eval(ops, id, env) {
+            Ok(v) => Ok(Some(v.as_i64())),
+            Err(Flow::Absent) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let (Some(lo), Some(hi)) = (bound(head.lo, env)?, bound(head.hi, env)?) else { return Ok(()) };
+        if lo < hi && (lo < 0 || head.range.is_some_and(|r| hi > r)) {
+            let range = head.range.map_or("its range".to_string(), |r| format!("0..{r}"));
+            return Err(self.internal(&format!("reduction over '{}' runs over {lo}..{hi}, outside {range}", head.name)));
+        }
+        let saved = env.idx[head.slot];
+        let mut run = || {
+            for i in lo..hi {
+                env.idx[head.slot] = i;
+                if self.holds(ops, head.filter, env)? {
+                    f(env)?;
+                }
+            }
+            Ok(())
+        };
+        let r = run();
+        env.idx[head.slot] = saved;
+        r.map_err(Flow::Error)
+    }
+
+    /// A built-in reduction of dtype `d`.
+    fn reduce(&self, ops: &[Op], op: ReduceOp, d: DType, head: &Head, body: Id, env: &mut Env) -> Result<Scalar, Flow> {
+        let mut acc = ops::identity(op, d);
+        self.each(ops, head, env, |env| match self.eval(ops, body, env) {
+            Ok(x) => {
+                acc = ops::combine(op, d, acc, x).map_err(|e| flow_error(self.op_err(e)))?;
+                Ok(())
+            }
+            Err(Flow::Absent) => Ok(()),
+            Err(Flow::Error(e)) => Err(e),
+        })?;
+        Ok(acc)
+    }
+
+    /// The one-pass online softmax `Σ_I softmax_I(s) · v`: a running max `mx`, normalizer
+    /// `l` and weighted sum `o`, rescaled by `exp(mx - mx')` whenever the max grows. While the
+    /// max is still `-inf` (no point or only `-inf` logits) the scale is 1 and a point adds
+    /// nothing, so no NaN arises there; the result is `o / l` with `0 / 0 = 0`.
+    fn osm(&self, ops: &[Op], head: &Head, s: Id, v: Id, env: &mut Env) -> Result<Scalar, Flow> {
+        let (mut mx, mut l, mut o) = (f64::NEG_INFINITY, 0.0f64, 0.0f64);
+        self.each(ops, head, env, |env| {
+            let point = |env: &mut Env| -> Result<(f64, f64), Flow> {
+                let sv = self.eval(ops, s, env)?.as_f64();
+                let vv = self.eval(ops, v, env)?.as_f64();
+                Ok((sv, vv))
+            };
+            let (sv, vv) = match point(env) {
+                Ok(p) => p,
+                Err(Flow::Absent) => return Ok(()),
+                Err(Flow::Error(e)) => return Err(e),
+            };
+            let m = ops::fmax(mx, sv);
+            let (scale, w) = if m == f64::NEG_INFINITY { (1.0, 0.0) } else { ((mx - m).exp(), (sv - m).exp()) };
+            l = l * scale + w;
+            o = o * scale + w * vv;
+            mx = m;
+            Ok(())
+        })?;
+        Ok(Scalar::F(ops::fdiv(o, l)))
+    }
+
+    /// Field `field` of user reduction `red`: the identity folded with `combine(acc, lift)`
+    /// over the points in order, a point skipped when any of its lifted values is absent.
+    #[allow(clippy::too_many_arguments)]
+    fn ured(
+        &self,
+        ops: &[Op],
+        red: usize,
+        field: usize,
+        identity: &[Scalar],
+        head: &Head,
+        bodies: &[Id],
+        env: &mut Env,
+    ) -> Result<Scalar, Flow> {
+        let Some(r) = self.program.reductions.get(red) else { return Err(self.internal("unknown reduction")) };
+        let start = env.stack.len();
+        env.stack.extend_from_slice(identity);
+        let res = self.each(ops, head, env, |env| {
+            let x = env.stack.len();
+            for &b in bodies {
+                match self.eval(ops, b, env) {
+                    Ok(v) => env.stack.push(v),
+                    Err(Flow::Absent) => {
+                        env.stack.truncate(x);
+                        return Ok(());
+                    }
+                    Err(Flow::Error(e)) => return Err(e),
+                }
+            }
+            self.combine(r, start, env)
+        });
+        let v = env.stack.get(start + field).copied();
+        env.stack.truncate(start);
+        res?;
+        v.ok_or_else(|| self.internal("empty reduction state"))
+    }
+
+    /// `combine(acc, x)` with `acc` at `stack[start..start + n]` and `x` right after it;
+    /// leaves the new state at `start` and the stack at `start + n`.
+    fn combine(&self, r: &hir::Reduction, start: usize, env: &mut Env) -> Result<(), Box<RunError>> {
+        let n = r.fields.len();
+        for e in &r.lets {
+            let v = self.local(e, &env.stack[start..])?;
+            env.stack.push(v);
+        }
+        let res = env.stack.len();
+        for e in &r.result {
+            let v = self.local(e, &env.stack[start..])?;
+            env.stack.push(v);
+        }
+        for k in 0..n {
+            env.stack[start + k] = env.stack[res + k];
+        }
+        env.stack.truncate(start + n);
+        Ok(())
+    }
+
+    /// A combine expression (literals, params, locals, operators, functions, casts) with
+    /// `locals` = [acc fields, x fields, lets], evaluated as the HIR interpreter does.
+    fn local(&self, e: &hir::Expr, locals: &[Scalar]) -> Result<Scalar, Box<RunError>> {
+        let err = |x: OpError, span: Span| -> Box<RunError> {
+            let loc = crate::interp::location(self.program, span);
+            Box::new(match x {
+                OpError::DivByZero => RunError::DivByZero { loc },
+                OpError::Overflow(what) => RunError::Overflow { what, loc },
+                OpError::Unsupported(what) => RunError::Internal { what, loc },
+            })
+        };
+        let bad = |what: &str| -> Box<RunError> {
+            Box::new(RunError::Internal { what: what.to_string(), loc: crate::interp::location(self.program, e.span) })
+        };
+        Ok(match &e.kind {
+            ExprKind::Lit(l) => lit_value(*l, e.dtype),
+            ExprKind::Param(p) => self.params.get(p.index()).copied().ok_or_else(|| bad("unknown param"))?,
+            ExprKind::Local(i) => locals.get(*i).copied().ok_or_else(|| bad("local outside a combine"))?,
+            ExprKind::Unary(op, a) => ops::unary(*op, a.dtype, self.local(a, locals)?).map_err(|x| err(x, e.span))?,
+            ExprKind::Binary(BinOp::And, a, b) => {
+                if self.local(a, locals)?.as_bool() { self.local(b, locals)? } else { Scalar::B(false) }
+            }
+            ExprKind::Binary(BinOp::Or, a, b) => {
+                if self.local(a, locals)?.as_bool() { Scalar::B(true) } else { self.local(b, locals)? }
+            }
+            ExprKind::Binary(op, a, b) => {
+                let x = self.local(a, locals)?;
+                let y = self.local(b, locals)?;
+                ops::binary(*op, a.dtype, x, y).map_err(|x| err(x, e.span))?
+            }
+            ExprKind::If(c, a, b) => {
+                if self.local(c, locals)?.as_bool() { self.local(a, locals)? } else { self.local(b, locals)? }
+            }
+            ExprKind::Call(f, args) => {
+                let x = match args.first() {
+                    Some(a) => self.local(a, locals)?,
+                    None => return Err(bad("function call without arguments")),
+                };
+                let y = match args.get(1) {
+                    Some(b) => self.local(b, locals)?,
+                    None => x,
+                };
+                ops::func(*f, e.dtype, x, y).map_err(|x| err(x, e.span))?
+            }
+            ExprKind::Cast(a) => ops::cast(self.local(a, locals)?, e.dtype).map_err(|x| err(x, e.span))?,
+            _ => return Err(bad("a combine reads a tensor, an index or a reduction")),
+        })
+    }
+}
+
+fn flow_error(f: Flow) -> Box<RunError> {
+    match f {
+        Flow::Error(e) => e,
+        Flow::Absent => Box::new(RunError::Internal { what: "absent value".to_string(), loc: String::new() }),
+    }
+}
+
+/// A literal as a value of dtype `d` (as the HIR interpreter reads literals).
+fn lit_value(l: Lit, d: DType) -> Scalar {
+    let v = crate::bind::lit_scalar(l);
+    if d.is_float() {
+        Scalar::F(v.as_f64())
+    } else if d.is_int() {
+        Scalar::I(v.as_i64())
+    } else {
+        Scalar::B(v.as_bool())
+    }
+}
