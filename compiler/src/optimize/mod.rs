@@ -40,6 +40,8 @@ pub struct Options {
     pub default_dim: i64,
     /// Param values for the cost model (missing ones use defaults, else 64).
     pub params: BTreeMap<String, f64>,
+    /// Only run the rules with these names (all when `None`); for testing one rule at a time.
+    pub only_rules: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             dims: default_dims(),
             default_dim: 256,
             params: BTreeMap::new(),
+            only_rules: None,
         }
     }
 }
@@ -136,7 +139,7 @@ pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), Verify
         .with_node_limit(opts.node_limit)
         .with_iter_limit(opts.iter_limit)
         .with_time_limit(opts.time_limit)
-        .run(&rules::all());
+        .run(&rules::all().into_iter().filter(|r| opts.only_rules.as_ref().is_none_or(|only| only.iter().any(|n| n == r.name.as_str()))).collect::<Vec<_>>());
     for it in &runner.iterations {
         for (rule, n) in &it.applied {
             *report.rules_fired.entry(rule.to_string()).or_insert(0) += n;
@@ -224,5 +227,7 @@ pub(crate) fn sizes_for(c: &Cascade, opts: &Options) -> cost::Sizes {
     s
 }
 
+#[cfg(test)]
+mod soundness;
 #[cfg(test)]
 mod tests;
