@@ -58,6 +58,10 @@ enum Command {
         /// Execution backend.
         #[arg(long, value_enum, default_value_t = Backend::Interp)]
         backend: Backend,
+        /// Interpret the optimized cascade (fused, online softmax, filters as bounds: see
+        /// `tfmc explain`) instead of the program as written; the results agree up to rounding.
+        #[arg(long)]
+        optimized: bool,
         #[command(flatten)]
         emit: EmitArgs,
     },
@@ -141,11 +145,17 @@ pub fn run(cli: Cli) -> Result<(), String> {
             }
             if failed.is_empty() { Ok(()) } else { Err(failed) }
         }
-        Command::Run { file, kernel, inputs, out, params, backend, emit } => {
+        Command::Run { file, kernel, inputs, out, params, backend, optimized, emit } => {
             let program = load(&file, emit.emit)?;
             let params = parse_params(&params)?;
             let inputs = tfmc_runtime::read_npz(&inputs).map_err(|e| format!("error: {e}\n"))?;
             let outputs = match backend {
+                Backend::Interp if optimized => {
+                    let lowered = tfmc::ir::lower::lower(&program, &kernel).map_err(|e| format!("error: {e}\n"))?;
+                    let opts = tfmc::optimize::Options::for_program(&program);
+                    let (c, _) = tfmc::optimize::optimize(&lowered, &opts).map_err(|e| format!("error: {e}\n"))?;
+                    tfmc::ir::eval::run_cascade(&c, &program, &inputs, &params, false).map_err(|e| format!("error: {e}\n"))?
+                }
                 Backend::Interp => tfmc::interp::run(&program, &kernel, &inputs, &params).map_err(|e| format!("error: {e}\n"))?,
             };
             tfmc_runtime::write_npz(&out, &outputs).map_err(|e| format!("error: {e}\n"))?;
@@ -169,7 +179,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 opts.params.insert(k, x);
             }
             let text = tfmc::optimize::explain::explain(&program, &kernel, &opts).map_err(|e| format!("error: {e}\n"))?;
-            print!("{text}");
+            out(&text);
             Ok(())
         }
         Command::Inputs { file, kernel, dims, seed, out } => {
@@ -192,8 +202,7 @@ fn load(path: &Path, emit: Option<Stage>) -> Result<tfmc::Program, String> {
     if emit == Some(Stage::Ast) {
         let l = tfmc::load::load_files(path).map_err(|d| d.render())?;
         for (id, f) in &l.files {
-            println!("// {}", l.sources.get(*id).name);
-            print!("{}", tfm_dsl::print::print_file(f));
+            out(&format!("// {}\n{}", l.sources.get(*id).name, tfm_dsl::print::print_file(f)));
         }
     }
     let (program, warnings) = tfmc::load_with_warnings(path).map_err(|d| d.render())?;
@@ -201,8 +210,8 @@ fn load(path: &Path, emit: Option<Stage>) -> Result<tfmc::Program, String> {
         eprint!("{}", tfm_dsl::diagnostic::render_all(&warnings, &program.sources));
     }
     match emit {
-        Some(Stage::Checked) => print!("{}", tfmc::hir::print::print_program(&program)),
-        Some(stage @ (Stage::Ir | Stage::Dot)) => print!("{}", emit_ir(&program, stage)?),
+        Some(Stage::Checked) => out(&tfmc::hir::print::print_program(&program)),
+        Some(stage @ (Stage::Ir | Stage::Dot)) => out(&emit_ir(&program, stage)?),
         _ => {}
     }
     Ok(program)
@@ -260,12 +269,26 @@ fn crate_random_inputs(program: &tfmc::Program, kernel: &str, dims: &BTreeMap<St
     tfmc::inputs::random_inputs(program, kernel, dims, seed).map_err(|e| format!("error: {e}\n"))
 }
 
-fn print_summary(tensors: &BTreeMap<String, Tensor>, out: &Path) {
+fn print_summary(tensors: &BTreeMap<String, Tensor>, path: &Path) {
     for (name, t) in tensors {
         let v = t.to_f64_vec();
         let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
         let range = if v.is_empty() { "empty".to_string() } else { format!("min {lo:.6e}, max {hi:.6e}") };
-        println!("{name}: {}{:?} ({range})", t.dtype(), t.shape());
+        out(&format!("{name}: {}{:?} ({range})\n", t.dtype(), t.shape()));
     }
-    println!("wrote {}", out.display());
+    out(&format!("wrote {}\n", path.display()));
+}
+
+/// Writes `text` to stdout. A closed pipe (`tfmc ... | head`) ends the program quietly, as
+/// for other Unix tools, instead of panicking like `print!`.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
 }

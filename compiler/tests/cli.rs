@@ -345,3 +345,38 @@ fn long_flat_expressions_check_or_are_rejected_cleanly() {
         }
     }
 }
+
+/// `tfmc explain` shows the 3-pass cascade become one pass, the rule that did it, and the
+/// egg statistics.
+#[test]
+fn explain_shows_three_passes_become_one() {
+    let o = tfmc(&["explain", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "P=512,M=512"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("online-softmax"), "{text}");
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["m", "3", "1"]), "{text}");
+    assert!(text.contains("P=512") && text.contains("stopped: saturated"), "{text}");
+    let o = tfmc(&["explain", "lib/sdpa.tfm", "--kernel", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nope"), "stderr: {}", stderr(&o));
+}
+
+/// `tfmc run --optimized` interprets the optimized cascade and agrees with the plain run.
+#[test]
+fn run_optimized_agrees_with_run() {
+    let s = Scratch::new("optimized");
+    let inputs = s.str("in.npz");
+    let o = tfmc(&["inputs", "lib/window.tfm", "--kernel", "window", "--dims", "B=1,H=2,P=9,M=9,E=4,F=3", "--out", &inputs]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let (plain, opt) = (s.str("plain.npz"), s.str("opt.npz"));
+    for (out, extra) in [(&plain, None), (&opt, Some("--optimized"))] {
+        let mut args = vec!["run", "lib/window.tfm", "--kernel", "window", "--inputs", &inputs, "--param", "W=3", "--out", out];
+        args.extend(extra);
+        let o = tfmc(&args);
+        assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    }
+    let a = tfmc_runtime::read_npz(std::path::Path::new(&plain)).expect("plain output");
+    let b = tfmc_runtime::read_npz(std::path::Path::new(&opt)).expect("optimized output");
+    let diff = a["O"].max_abs_diff(&b["O"]).expect("same shape");
+    assert!(diff <= 1e-6, "optimized and plain runs differ by {diff}");
+}

@@ -7,6 +7,8 @@
 //! - `(read T s1 .. sk)` gather: element of tensor `T` at integer subscript terms;
 //! - maps: `+ - * / % neg not < <= > >= == != && || (if c a b) (call f x ..) (cast dt x)`;
 //! - `(where F x)` filter: `x` where `F` holds, no point otherwise;
+//! - `(dense x)`: `x`, or 0 of its type where `x` has no point (a kernel call's arguments and
+//!   results are dense tensors, so inlined calls read and write through `dense`);
 //! - reductions `(sum I lo hi F body)`, `max`, `min`, `prod`: over `I` in `lo..hi` where `F`;
 //! - `(ured R k I lo hi F b1 .. bn)`: field `k` of user reduction `R`;
 //! - `(osm I lo hi F s v)`: the fused one-pass online softmax, `Σ_I softmax_I(s) · v`, with a
@@ -124,6 +126,7 @@ define_language! {
         "call" = Call(Box<[Id]>),
         "cast" = Cast([Id; 2]),
         "where" = Where([Id; 2]),
+        "dense" = Dense(Id),
         "sum" = Sum([Id; 5]),
         "max" = Max([Id; 5]),
         "min" = Min([Id; 5]),

@@ -59,6 +59,9 @@ struct Env {
     dims: Vec<Size>,
     /// Param overrides: param id → expression (in the caller's names) to splice in.
     params: HashMap<u32, RecExpr<Tfm>>,
+    /// In an inlined callee: its inputs (read through `dense`) and outputs (written through
+    /// `dense`), by `TensorId` — a call passes and returns dense tensors.
+    dense: Vec<bool>,
 }
 
 impl Env {
@@ -68,6 +71,7 @@ impl Env {
             indices: k.indices.iter().map(|i| i.name.clone()).collect(),
             dims: k.dims.iter().map(|d| Size::Dim(d.name.clone())).collect(),
             params: HashMap::new(),
+            dense: vec![false; k.tensors.len()],
         }
     }
 
@@ -133,13 +137,15 @@ impl Lowering<'_> {
                 Rhs::Expr(e) => {
                     let mut b = Builder { program: self.program, k, env, out: RecExpr::default() };
                     let v = b.expr(e)?;
-                    b.filtered(&a.filters, v)?;
+                    let v = b.filtered(&a.filters, v)?;
+                    b.densify(env.dense[t.index()], v);
                     Def::Expr(b.out)
                 }
                 Rhs::Tuple(r) => {
                     let mut b = Builder { program: self.program, k, env, out: RecExpr::default() };
                     let v = b.reduce(r, field, a.span)?;
-                    b.filtered(&a.filters, v)?;
+                    let v = b.filtered(&a.filters, v)?;
+                    b.densify(env.dense[t.index()], v);
                     Def::Expr(b.out)
                 }
                 Rhs::Scan { index, init, body } => {
@@ -201,7 +207,16 @@ impl Lowering<'_> {
             b.expr(value)?;
             params.insert(pid.0, b.out);
         }
-        let callee_env = Env { tensors, indices, dims, params };
+        // Arguments that are the caller's locals may have points that do not exist; the callee
+        // reads them as dense (absent = 0). Inputs always exist, so they need no wrapper.
+        let mut dense = vec![false; callee.tensors.len()];
+        for (arg, &p) in c.args.iter().zip(&callee.inputs) {
+            dense[p.index()] = k.tensors[arg.index()].role == Role::Local || env.dense[arg.index()];
+        }
+        for t in &callee.outputs {
+            dense[t.index()] = true;
+        }
+        let callee_env = Env { tensors, indices, dims, params, dense };
         let first = self.nodes.len();
         self.kernel(callee, &callee_env, false)?;
         // The callee's outputs are the caller's call targets: give them the caller's roles.
@@ -240,6 +255,13 @@ impl Builder<'_> {
                 self.out.add(Tfm::Dim(d))
             }
             Size::Fixed(n) => self.konst(Const::Int(*n)),
+        }
+    }
+
+    /// Wraps the root `v` in `(dense v)` when `on` (an inlined call's result).
+    fn densify(&mut self, on: bool, v: Id) {
+        if on {
+            self.out.add(Tfm::Dense(v));
         }
     }
 
@@ -304,7 +326,10 @@ impl Builder<'_> {
                 for s in subs {
                     ch.push(self.expr(s)?);
                 }
-                self.out.add(Tfm::Read(ch.into_boxed_slice()))
+                let r = self.out.add(Tfm::Read(ch.into_boxed_slice()));
+                // A callee reads its arguments as dense tensors.
+                let is_arg = self.env.dense[tensor.index()] && matches!(self.k.tensors[tensor.index()].role, Role::Input(_));
+                if is_arg { self.out.add(Tfm::Dense(r)) } else { r }
             }
             ExprKind::ScanPrev { tensor, offset } => {
                 let t = self.sym(&self.env.tensors[tensor.index()].clone());

@@ -153,7 +153,7 @@ impl Cascade {
             });
             if pending.len() == before {
                 // A cycle: the verifier reports it; keep the rest in their old order.
-                order.extend(pending.drain(..));
+                order.append(&mut pending);
             }
         }
         self.order = order;
@@ -166,7 +166,8 @@ pub fn reads_of(def: &Def) -> Vec<String> {
     let mut scan = |e: &RecExpr<Tfm>| {
         for node in e.as_ref() {
             if let Tfm::Read(c) = node
-                && let Tfm::Symbol(s) = &e[c[0]]
+                && let Some(first) = c.first()
+                && let Tfm::Symbol(s) = &e[*first]
             {
                 out.push(s.as_str().to_string());
             }

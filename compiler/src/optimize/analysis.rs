@@ -43,6 +43,7 @@ impl Analysis<Tfm> for FreeIndices {
                 }
                 Facts { free, partial: false, symbol: None }
             }
+            Tfm::Dense(x) => Facts { free: d(x).free.clone(), partial: false, symbol: None },
             Tfm::Where([f, x]) => {
                 let mut free = d(f).free.clone();
                 free.extend(d(x).free.iter().copied());

@@ -72,7 +72,8 @@ fn depth(e: &RecExpr<Tfm>, id: Id, memo: &mut BTreeMap<Id, BTreeMap<String, usiz
     if let Some([i, ..]) = node.reduction_head()
         && let Tfm::Symbol(s) = &e[i]
     {
-        let slot = acc.entry(s.as_str().to_string()).or_insert(0);
+        // A binder renamed to avoid capture (`e'`) counts as the index it came from.
+        let slot = acc.entry(s.as_str().trim_end_matches('\'').to_string()).or_insert(0);
         *slot += 1;
     }
     memo.insert(id, acc.clone());

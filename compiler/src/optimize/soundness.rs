@@ -121,6 +121,28 @@ fn fully_masked_rows_give_zero() {
     assert!(out["O"].to_f64_vec().iter().all(|x| *x == 0.0));
 }
 
+/// Inlined calls keep the HIR's call semantics: arguments and results are dense tensors
+/// (points that do not exist read as 0), also when the callee filters.
+#[test]
+fn inlined_calls_pass_and_return_dense_tensors() {
+    let text = r#"
+        kernel callee(X: f32[N]) -> (Y: f32[N]) {
+            Y[p] = X[p] where p > 0
+        }
+        kernel caller(X: f32[N]) -> (O: f32[], Z: f32[N]) {
+            Y = callee(X)
+            O[] = sum[n](Y[n] + 1.0)
+            Xm[n] = X[n] where n < 2
+            Z = callee(Xm)
+        }
+    "#;
+    let program = crate::load_str("calls.tfm", text).expect("checks");
+    for size in [1usize, 3, 6] {
+        let inputs = inputs_for(&program, "caller", |_| size, 21);
+        check(&program, "caller", &Options::for_program(&program), &inputs, &BTreeMap::new(), &format!("dense calls n={size}"));
+    }
+}
+
 /// Each rule alone, on a program where it fires: it fires, and the result is unchanged.
 #[test]
 fn each_rule_alone_is_sound() {

@@ -102,6 +102,13 @@ pub(super) enum Op {
         /// Operand.
         x: Id,
     },
+    /// `x`, or the zero of `d` where `x` is absent.
+    Dense {
+        /// The value.
+        x: Id,
+        /// Its dtype.
+        d: DType,
+    },
     /// `x` where `filter` holds, absent otherwise.
     Where {
         /// The filter.
@@ -301,6 +308,7 @@ impl Cx<'_> {
                 (Op::Cast { to, x: *x }, strong(to))
             }
             Tfm::Where([f, x]) => (Op::Where { filter: *f, x: *x }, self.ty(*x)),
+            Tfm::Dense(x) => (Op::Dense { x: *x, d: self.ty(*x).dtype }, self.ty(*x)),
             Tfm::Sum(c) | Tfm::Prod(c) | Tfm::Max(c) | Tfm::Min(c) => {
                 let op = match node {
                     Tfm::Sum(_) => ReduceOp::Sum,

@@ -152,6 +152,10 @@ impl Eval<'_> {
                 let v = self.eval(ops, *x, env)?;
                 ops::cast(v, *to).map_err(|e| self.op_err(e))
             }
+            Op::Dense { x, d } => match self.eval(ops, *x, env) {
+                Err(Flow::Absent) => Ok(crate::bind::zero(*d)),
+                other => other,
+            },
             Op::Where { filter, x } => {
                 if self.holds(ops, *filter, env).map_err(Flow::Error)? {
                     self.eval(ops, *x, env)
@@ -253,10 +257,12 @@ impl Eval<'_> {
 
     /// The one-pass online softmax `Σ_I softmax_I(s) · v`: a running max `mx`, normalizer
     /// `l` and weighted sum `o`, rescaled by `exp(mx - mx')` whenever the max grows. While the
-    /// max is still `-inf` (no point or only `-inf` logits) the scale is 1 and a point adds
-    /// nothing, so no NaN arises there; the result is `o / l` with `0 / 0 = 0`.
+    /// max is still `-inf` the scale is 1 and a point adds nothing; the result is `o / l` with
+    /// `0 / 0 = 0` (no point: 0). To be an exact rewrite of the naive cascade, a row whose
+    /// points all have `-inf` logits is NaN, as `exp(-inf - max) = exp(-inf + inf)` is there.
     fn osm(&self, ops: &[Op], head: &Head, s: Id, v: Id, env: &mut Env) -> Result<Scalar, Flow> {
         let (mut mx, mut l, mut o) = (f64::NEG_INFINITY, 0.0f64, 0.0f64);
+        let mut any = false;
         self.each(ops, head, env, |env| {
             let point = |env: &mut Env| -> Result<(f64, f64), Flow> {
                 let sv = self.eval(ops, s, env)?.as_f64();
@@ -268,6 +274,7 @@ impl Eval<'_> {
                 Err(Flow::Absent) => return Ok(()),
                 Err(Flow::Error(e)) => return Err(e),
             };
+            any = true;
             let m = ops::fmax(mx, sv);
             let (scale, w) = if m == f64::NEG_INFINITY { (1.0, 0.0) } else { ((mx - m).exp(), (sv - m).exp()) };
             l = l * scale + w;
@@ -275,6 +282,9 @@ impl Eval<'_> {
             mx = m;
             Ok(())
         })?;
+        if any && mx == f64::NEG_INFINITY {
+            return Ok(Scalar::F(f64::NAN));
+        }
         Ok(Scalar::F(ops::fdiv(o, l)))
     }
 

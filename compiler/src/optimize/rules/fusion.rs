@@ -15,6 +15,8 @@ pub fn rules() -> Vec<Rewrite<Tfm, FreeIndices>> {
         rewrite!("mul-assoc-left"; "(* ?a (* ?b ?c))" => "(* (* ?a ?b) ?c)"),
         // (a * b) * c => a * (b * c)
         rewrite!("mul-assoc-right"; "(* (* ?a ?b) ?c)" => "(* ?a (* ?b ?c))"),
+        // dense(x) => x                          when x always has a value
+        rewrite!("dense-total"; "(dense ?x)" => "?x" if super::total("?x")),
     ];
     v
 }
