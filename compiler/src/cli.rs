@@ -62,6 +62,9 @@ enum Command {
         /// `tfmc explain`) instead of the program as written; the results agree up to rounding.
         #[arg(long)]
         optimized: bool,
+        /// With `--optimized`: split reductions over an index into chunks (`--split m=64`).
+        #[arg(long, value_name = "INDEX=CHUNK", requires = "optimized")]
+        split: Option<String>,
         #[command(flatten)]
         emit: EmitArgs,
     },
@@ -81,6 +84,10 @@ enum Command {
         /// Set a param for the estimates: `--param W=128` (repeatable; defaults otherwise).
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
+        /// Split every reduction over an index into independent chunks, as for decode:
+        /// `--split m=256` (the chunks combine with the online-softmax rescaling).
+        #[arg(long, value_name = "INDEX=CHUNK")]
+        split: Option<String>,
     },
     /// Write random inputs for a kernel to an `.npz` file (for trying a kernel out).
     Inputs {
@@ -145,14 +152,15 @@ pub fn run(cli: Cli) -> Result<(), String> {
             }
             if failed.is_empty() { Ok(()) } else { Err(failed) }
         }
-        Command::Run { file, kernel, inputs, out, params, backend, optimized, emit } => {
+        Command::Run { file, kernel, inputs, out, params, backend, optimized, split, emit } => {
             let program = load(&file, emit.emit)?;
             let params = parse_params(&params)?;
             let inputs = tfmc_runtime::read_npz(&inputs).map_err(|e| format!("error: {e}\n"))?;
             let outputs = match backend {
                 Backend::Interp if optimized => {
                     let lowered = tfmc::ir::lower::lower(&program, &kernel).map_err(|e| format!("error: {e}\n"))?;
-                    let opts = tfmc::optimize::Options::for_program(&program);
+                    let mut opts = tfmc::optimize::Options::for_program(&program);
+                    opts.split = split.as_deref().map(parse_split).transpose()?;
                     let (c, _) = tfmc::optimize::optimize(&lowered, &opts).map_err(|e| format!("error: {e}\n"))?;
                     tfmc::ir::eval::run_cascade(&c, &program, &inputs, &params, false).map_err(|e| format!("error: {e}\n"))?
                 }
@@ -162,9 +170,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
             print_summary(&outputs, &out);
             Ok(())
         }
-        Command::Explain { file, kernel, dims, params } => {
+        Command::Explain { file, kernel, dims, params, split } => {
             let program = load(&file, None)?;
             let mut opts = tfmc::optimize::Options::for_program(&program);
+            opts.split = split.as_deref().map(parse_split).transpose()?;
             if let Some(d) = dims {
                 for (k, v) in parse_dims(&d)? {
                     opts.dims.insert(k, v as i64);
@@ -251,6 +260,16 @@ fn parse_params(list: &[String]) -> Result<BTreeMap<String, Scalar>, String> {
         out.insert(name.trim().to_string(), scalar);
     }
     Ok(out)
+}
+
+fn parse_split(spec: &str) -> Result<(String, i64), String> {
+    let bad = || format!("error: malformed --split '{spec}': expected INDEX=CHUNK with CHUNK >= 1, e.g. --split m=256\n");
+    let (i, n) = spec.split_once('=').ok_or_else(bad)?;
+    let n: i64 = n.trim().parse().map_err(|_| bad())?;
+    if n < 1 || i.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok((i.trim().to_string(), n))
 }
 
 fn parse_dims(spec: &str) -> Result<BTreeMap<String, usize>, String> {

@@ -16,6 +16,7 @@ pub mod inline;
 pub mod normalize;
 pub mod passes;
 pub mod rules;
+pub mod split;
 
 use crate::ir::lang::Tfm;
 use crate::ir::verify::{VerifyError, verify};
@@ -42,6 +43,8 @@ pub struct Options {
     pub params: BTreeMap<String, f64>,
     /// Only run the rules with these names (all when `None`); for testing one rule at a time.
     pub only_rules: Option<Vec<String>>,
+    /// Split every reduction over this index into chunks of this many points (decode).
+    pub split: Option<(String, i64)>,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             default_dim: 256,
             params: BTreeMap::new(),
             only_rules: None,
+            split: None,
         }
     }
 }
@@ -181,6 +185,9 @@ pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), Verify
         };
     }
     map_exprs(&mut out, normalize::filters_to_bounds);
+    if let Some((index, chunk)) = &opts.split {
+        out = split::split(&out, index, *chunk);
+    }
     out.relink();
     verify(&out)?;
     report.passes_after = passes::passes_fused(&out);

@@ -14,17 +14,17 @@ use egg::{Id, Language, RecExpr, Symbol};
 use std::collections::{BTreeSet, HashMap};
 
 /// A hash-consing builder: identical subterms get the same id.
-struct Hc {
-    out: RecExpr<Tfm>,
+pub(super) struct Hc {
+    pub(super) out: RecExpr<Tfm>,
     seen: HashMap<Tfm, Id>,
 }
 
 impl Hc {
-    fn new() -> Hc {
+    pub(super) fn new() -> Hc {
         Hc { out: RecExpr::default(), seen: HashMap::new() }
     }
 
-    fn add(&mut self, n: Tfm) -> Id {
+    pub(super) fn add(&mut self, n: Tfm) -> Id {
         if let Some(&id) = self.seen.get(&n) {
             return id;
         }
@@ -33,7 +33,7 @@ impl Hc {
         id
     }
 
-    fn konst(&mut self, c: Const) -> Id {
+    pub(super) fn konst(&mut self, c: Const) -> Id {
         self.add(Tfm::Const(c))
     }
 

@@ -193,3 +193,40 @@ fn each_rule_alone_is_sound() {
     let inputs = inputs_for(&program, "contract", |_| 4, 5);
     check(&program, "contract", &opts, &inputs, &BTreeMap::new(), "rule mul-out-of-sum");
 }
+
+/// Split reduction for decode: p = 1 over a long m, chunk sizes 1, 8 and more than m, with
+/// bounds (causal, window), masked rows and huge logits; the split cascade equals the oracle.
+#[test]
+fn split_reduction_is_sound() {
+    for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("gqa.tfm", "gqa"), ("linear.tfm", "linear")] {
+        let program = load_lib(file);
+        for chunk in [1, 8, 64] {
+            let mut opts = Options::for_program(&program);
+            opts.split = Some(("m".to_string(), chunk));
+            let (after, _) = optimize(&lower(&program, kernel).expect("lowers"), &opts).expect("optimizes");
+            assert!(after.range("m_chunk").is_some(), "{kernel}: not split");
+            for (p, m) in [(1, 37), (3, 8), (1, 1)] {
+                let inputs = inputs_for(&program, kernel, |d| match d {
+                    "P" => p,
+                    "M" => m,
+                    "H" => 2,
+                    "G" => 1,
+                    _ => 3,
+                }, 5);
+                let windows: Vec<BTreeMap<String, Scalar>> = if kernel == "window" {
+                    vec![[("W".to_string(), Scalar::I(0))].into(), [("W".to_string(), Scalar::I(5))].into()]
+                } else {
+                    vec![BTreeMap::new()]
+                };
+                for params in windows {
+                    check(&program, kernel, &opts, &inputs, &params, &format!("{kernel} split {chunk} p={p} m={m} {params:?}"));
+                }
+                let mut big = inputs.clone();
+                let q = big["Q"].clone();
+                let scaled: Vec<f64> = q.to_f64_vec().iter().map(|x| x * 3e4).collect();
+                big.insert("Q".into(), Tensor::from_f64(DType::F32, q.shape().to_vec(), scaled).expect("f32"));
+                check(&program, kernel, &opts, &big, &BTreeMap::new(), &format!("{kernel} split {chunk} ±1e4"));
+            }
+        }
+    }
+}
