@@ -64,14 +64,18 @@ impl CostFunction<Tfm> for WorkCost<'_> {
             free.extend(g[*c].data.free.iter().copied());
         }
         let mut points = self.sizes.space(&free);
-        if let Some([i, lo, hi, _]) = enode.reduction_head() {
+        if let Some([i, lo, hi, f]) = enode.reduction_head() {
             let bound = g[i].data.symbol;
             if let Some(b) = bound {
                 // `free` includes the bound index (it is free in the body); replace its full
                 // range by the estimated trip count.
                 let full = self.sizes.index.get(b.as_str()).copied().unwrap_or(1.0).max(1.0);
                 let trip = trip_count(g, self.sizes, lo, hi).unwrap_or(full).clamp(0.0, full);
-                if free.contains(&b) {
+                if matches!(enode, Tfm::Sum(_)) && is_prefix(g, enode, b, f) {
+                    // A causal prefix sum free of the query index becomes a running sum
+                    // (`optimize::prefix`): one step per query point, not one per key.
+                    points /= full;
+                } else if free.contains(&b) {
                     points = points / full * trip.max(1.0);
                 }
                 let reduces_again = enode
@@ -85,6 +89,24 @@ impl CostFunction<Tfm> for WorkCost<'_> {
         }
         points * weight(enode) + children
     }
+}
+
+/// True if the sum `enode` over `b` has filter `b <= q` for another index `q` and a body free
+/// of `q` (and starts at 0): the shape `optimize::prefix` turns into a scan.
+fn is_prefix(g: &Graph, enode: &Tfm, b: Symbol, f: Id) -> bool {
+    let Tfm::Sum([_, lo, _, _, body]) = enode else { return false };
+    let starts_at_zero = g[*lo].nodes.iter().any(|n| matches!(n, Tfm::Const(Const::Int(0))));
+    let idx_of = |id: Id| {
+        g[id].nodes.iter().find_map(|n| match n {
+            Tfm::Idx(s) => g[*s].data.symbol,
+            _ => None,
+        })
+    };
+    starts_at_zero
+        && g[f].nodes.iter().any(|n| match n {
+            Tfm::Le([x, y]) => idx_of(*x) == Some(b) && idx_of(*y).is_some_and(|q| q != b && !g[*body].data.free.contains(&q)),
+            _ => false,
+        })
 }
 
 /// True if class `id` contains a reduction over index `b` (up to a small depth).

@@ -15,6 +15,7 @@ pub mod explain;
 pub mod inline;
 pub mod normalize;
 pub mod passes;
+pub mod prefix;
 pub mod rules;
 pub mod split;
 
@@ -185,6 +186,7 @@ pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), Verify
         };
     }
     map_exprs(&mut out, normalize::filters_to_bounds);
+    out = prefix::prefix_scans(&out);
     if let Some((index, chunk)) = &opts.split {
         out = split::split(&out, index, *chunk);
     }
