@@ -126,7 +126,8 @@ pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), Verify
     let sizes = sizes_for(c, opts);
 
     // Every term of the fused cascade goes into one e-graph.
-    let mut egraph = Graph::default();
+    let tensors = fused.graph.node_weights().map(|n| (n.name.clone(), n.dtype)).collect();
+    let mut egraph = Graph::new(FreeIndices { tensors });
     let mut roots: Vec<(petgraph::graph::NodeIndex, usize, Id)> = Vec::new();
     for &ix in &fused.order {
         for (k, e) in exprs(&fused.graph[ix].def).into_iter().enumerate() {

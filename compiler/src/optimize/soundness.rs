@@ -230,3 +230,22 @@ fn split_reduction_is_sound() {
         }
     }
 }
+
+/// `Σ n/d = (Σ n)/d` holds for reals only: integer `/` floors, so it must not fire on ints.
+#[test]
+fn integer_division_is_not_hoisted() {
+    let text = r#"
+        kernel q(N: i64[P, M], D: i64[P]) -> (O: i64[P]) {
+            O[p] = sum[m](N[p, m] / D[p]) where D[p] != 0
+        }
+    "#;
+    let program = crate::load_str("ints.tfm", text).expect("checks");
+    let (_, report) = optimize(&lower(&program, "q").expect("lowers"), &Options::for_program(&program)).expect("opt");
+    assert!(!report.rules_fired.contains_key("hoist-div"), "{report:?}");
+    let inputs: BTreeMap<String, Tensor> = [
+        ("N".to_string(), Tensor::new(DType::I64, vec![2, 3], TensorData::I(vec![1, 1, 1, 5, -7, 3])).expect("N")),
+        ("D".to_string(), Tensor::new(DType::I64, vec![2], TensorData::I(vec![2, 3])).expect("D")),
+    ]
+    .into();
+    check(&program, "q", &Options::for_program(&program), &inputs, &BTreeMap::new(), "integer hoist");
+}

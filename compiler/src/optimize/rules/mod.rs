@@ -45,6 +45,12 @@ pub fn total(x: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
     move |g, _, s| !g[s[x]].data.partial
 }
 
+/// Condition: `?x` is a float (laws of real arithmetic hold; integer `/` floors).
+pub fn float(x: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    let x = var(x);
+    move |g, _, s| g[s[x]].data.kind == super::analysis::Kind::Float
+}
+
 /// Both conditions.
 pub fn both(
     a: impl Fn(&mut Graph, Id, &Subst) -> bool,
