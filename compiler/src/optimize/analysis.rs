@@ -52,6 +52,12 @@ pub struct Facts {
     pub symbol: Option<Symbol>,
     /// The kind of value.
     pub kind: Kind,
+    /// True if evaluating it can never raise a run-time error: every read is at bare indices
+    /// (always in range), no integer division. Only safe terms may move out of the filter or
+    /// range that guards them.
+    pub safe: bool,
+    /// True if the class contains a bare `(idx i)`.
+    pub is_idx: bool,
 }
 
 /// The analysis: knows each tensor's dtype (by name) to type reads.
@@ -70,11 +76,26 @@ impl Analysis<Tfm> for FreeIndices {
     fn make(egraph: &mut Graph, enode: &Tfm, _id: Id) -> Facts {
         let mut facts = Self::make_scope(egraph, enode);
         facts.kind = kind_of(egraph, enode);
+        facts.is_idx = matches!(enode, Tfm::Idx(_));
+        let all_safe = enode.children().iter().all(|c| egraph[*c].data.safe);
+        facts.safe = all_safe
+            && match enode {
+                Tfm::Read(ch) => ch[1..].iter().all(|c| egraph[*c].data.is_idx),
+                Tfm::Div(_) | Tfm::Rem(_) => facts.kind == Kind::Float,
+                Tfm::Cast([t, _]) => {
+                    let target = egraph[*t].data.symbol.map(|s| s.as_str().to_string());
+                    !matches!(target.as_deref(), Some("i32"))
+                }
+                _ => true,
+            };
         facts
     }
 
     fn merge(&mut self, a: &mut Facts, b: Facts) -> DidMerge {
-        let before = (a.free.len(), a.partial, a.symbol, a.kind);
+        let before = (a.free.len(), a.partial, a.symbol, a.kind, a.safe, a.is_idx);
+        // Conservative: the extracted term may be any member, so all must be safe.
+        a.safe &= b.safe;
+        a.is_idx |= b.is_idx;
         a.free.extend(b.free.iter().copied());
         a.partial |= b.partial;
         if a.symbol.is_none() {
@@ -83,8 +104,12 @@ impl Analysis<Tfm> for FreeIndices {
         if a.kind == Kind::Unknown {
             a.kind = b.kind;
         }
-        let changed_a = before != (a.free.len(), a.partial, a.symbol, a.kind);
-        let changed_b = b.free.len() < a.free.len() || (a.partial && !b.partial) || (b.kind == Kind::Unknown && a.kind != Kind::Unknown);
+        let changed_a = before != (a.free.len(), a.partial, a.symbol, a.kind, a.safe, a.is_idx);
+        let changed_b = b.free.len() < a.free.len()
+            || (a.partial && !b.partial)
+            || (b.kind == Kind::Unknown && a.kind != Kind::Unknown)
+            || (b.safe && !a.safe)
+            || (a.is_idx && !b.is_idx);
         DidMerge(changed_a, changed_b)
     }
 }
@@ -125,19 +150,19 @@ impl FreeIndices {
     fn make_scope(egraph: &Graph, enode: &Tfm) -> Facts {
         let d = |id: &Id| &egraph[*id].data;
         match enode {
-            Tfm::Symbol(s) => Facts { free: BTreeSet::new(), partial: false, symbol: Some(*s), kind: Kind::Unknown },
+            Tfm::Symbol(s) => Facts { free: BTreeSet::new(), partial: false, symbol: Some(*s), kind: Kind::Unknown, safe: true, is_idx: false },
             Tfm::Idx(s) => {
                 let mut free = BTreeSet::new();
                 if let Some(sym) = d(s).symbol {
                     free.insert(sym);
                 }
-                Facts { free, partial: false, symbol: None, kind: Kind::Unknown }
+                Facts { free, partial: false, symbol: None, kind: Kind::Unknown, safe: true, is_idx: false }
             }
-            Tfm::Dense(x) => Facts { free: d(x).free.clone(), partial: false, symbol: None, kind: Kind::Unknown },
+            Tfm::Dense(x) => Facts { free: d(x).free.clone(), partial: false, symbol: None, kind: Kind::Unknown, safe: true, is_idx: false },
             Tfm::Where([f, x]) => {
                 let mut free = d(f).free.clone();
                 free.extend(d(x).free.iter().copied());
-                Facts { free, partial: true, symbol: None, kind: Kind::Unknown }
+                Facts { free, partial: true, symbol: None, kind: Kind::Unknown, safe: true, is_idx: false }
             }
             _ => {
                 if let Some([i, lo, hi, _]) = enode.reduction_head() {
@@ -155,7 +180,7 @@ impl FreeIndices {
                     inner.extend(d(&hi).free.iter().copied());
                     // A reduction skips absent points, so it always has a value.
                     let partial = d(&lo).partial || d(&hi).partial;
-                    return Facts { free: inner, partial, symbol: None, kind: Kind::Unknown };
+                    return Facts { free: inner, partial, symbol: None, kind: Kind::Unknown, safe: true, is_idx: false };
                 }
                 let mut free = BTreeSet::new();
                 let mut partial = false;
@@ -163,7 +188,7 @@ impl FreeIndices {
                     free.extend(d(c).free.iter().copied());
                     partial |= d(c).partial;
                 }
-                Facts { free, partial, symbol: None, kind: Kind::Unknown }
+                Facts { free, partial, symbol: None, kind: Kind::Unknown, safe: true, is_idx: false }
             }
         }
     }

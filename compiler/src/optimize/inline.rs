@@ -82,7 +82,9 @@ fn substitute(
         };
         map.push(id);
     }
-    out
+    // Replaced reads leave their tensor symbols unused: keep only what the root reaches.
+    let root = *map.last().expect("non-empty expression");
+    super::normalize::compact(&out, root)
 }
 
 /// Copies `def` into `out`, replacing `(idx v)` for each left-hand index `v` by the matching

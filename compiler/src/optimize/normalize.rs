@@ -6,7 +6,10 @@
 //!   skipped either way. Conjunctions are flattened and deduplicated (terms are hash-consed).
 //! - [`filters_to_bounds`], after extraction: a filter conjunct that bounds the reduction's
 //!   own index by a term free of it becomes `lo`/`hi` (`m <= p` → `hi = min(hi, p + 1)`;
-//!   `p - m < W` → `lo = max(lo, p - W + 1)`), so masked points are never visited.
+//!   `p - m < W` → `lo = max(lo, p - W + 1)`), so masked points are never visited. Only a
+//!   bound that cannot fail moves (reads at bare indices, no division): bounds are evaluated
+//!   even when the range is empty or an earlier conjunct (`n + 1 < N && m < Len[n + 1]`)
+//!   would have short-circuited.
 
 use super::inline::free_names;
 use crate::ir::lang::{Const, Tfm};
@@ -64,6 +67,12 @@ impl Hc {
         acc.unwrap_or_else(|| self.konst(Const::Bool(true)))
     }
 
+    /// The expression rooted at `root`, compacted so the root is the last node (hash-consing
+    /// can make the root an earlier node, and earlier passes may leave unused nodes).
+    pub(super) fn finish(self, root: Id) -> RecExpr<Tfm> {
+        compact(&self.out, root)
+    }
+
     fn and(&mut self, a: Id, b: Id) -> Id {
         let mut parts = Vec::new();
         self.conjuncts(a, &mut parts);
@@ -114,7 +123,31 @@ pub fn float_filters(e: &RecExpr<Tfm>) -> RecExpr<Tfm> {
         let id = float_node(&mut hc, n);
         map.push(id);
     }
-    hc.out
+    let root = *map.last().expect("non-empty expression");
+    hc.finish(root)
+}
+
+/// The nodes of `e` reachable from `root`, in order, with `root` last.
+pub fn compact(e: &RecExpr<Tfm>, root: Id) -> RecExpr<Tfm> {
+    let mut keep = vec![false; e.as_ref().len()];
+    keep[usize::from(root)] = true;
+    for k in (0..=usize::from(root)).rev() {
+        if keep[k] {
+            for c in e[Id::from(k)].children() {
+                keep[usize::from(*c)] = true;
+            }
+        }
+    }
+    let mut out = RecExpr::default();
+    let mut map: Vec<Option<Id>> = vec![None; e.as_ref().len()];
+    for k in 0..=usize::from(root) {
+        if keep[k] {
+            // Children precede their parent and are kept, so they are mapped already.
+            let n = e[Id::from(k)].clone().map_children(|c| map[usize::from(c)].expect("child kept"));
+            map[k] = Some(out.add(n));
+        }
+    }
+    out
 }
 
 fn float_node(hc: &mut Hc, n: Tfm) -> Id {
@@ -182,7 +215,8 @@ pub fn filters_to_bounds(e: &RecExpr<Tfm>) -> RecExpr<Tfm> {
         let id = bound_node(&mut hc, n);
         map.push(id);
     }
-    hc.out
+    let root = *map.last().expect("non-empty expression");
+    hc.finish(root)
 }
 
 fn sym_of(hc: &Hc, id: Id) -> Option<Symbol> {
@@ -195,6 +229,21 @@ fn sym_of(hc: &Hc, id: Id) -> Option<Symbol> {
 /// `Some(e)` if `x` is `(idx i)`.
 fn is_idx(hc: &Hc, x: Id, i: Symbol) -> bool {
     matches!(&hc.out[x], Tfm::Idx(s) if sym_of(hc, *s) == Some(i))
+}
+
+/// True if evaluating `x` cannot raise a run-time error: reads only at bare indices, no
+/// division or remainder (bounds are integers, whose division can fail).
+fn safe_term(hc: &Hc, x: Id) -> bool {
+    let mut stack = vec![x];
+    while let Some(id) = stack.pop() {
+        let n = &hc.out[id];
+        match n {
+            Tfm::Read(ch) if !ch[1..].iter().all(|c| matches!(hc.out[*c], Tfm::Idx(_))) => return false,
+            Tfm::Div(_) | Tfm::Rem(_) | Tfm::Prev(_) | Tfm::Where(_) => return false,
+            _ => stack.extend(n.children().iter().copied()),
+        }
+    }
+    true
 }
 
 fn free_of(hc: &Hc, x: Id, i: Symbol) -> bool {
@@ -221,30 +270,30 @@ fn bound_node(hc: &mut Hc, n: Tfm) -> Id {
     for c in conjs {
         let moved = match hc.out[c].clone() {
             // i <= e  =>  hi = min(hi, e + 1)
-            Tfm::Le([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) => {
+            Tfm::Le([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) && safe_term(hc, b) => {
                 let e1 = hc.add(Tfm::Add([b, one]));
                 hi2 = call2(hc, "min", hi2, e1);
                 true
             }
             // i < e  =>  hi = min(hi, e)
-            Tfm::Lt([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) => {
+            Tfm::Lt([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) && safe_term(hc, b) => {
                 hi2 = call2(hc, "min", hi2, b);
                 true
             }
             // i >= e  =>  lo = max(lo, e)
-            Tfm::Ge([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) => {
+            Tfm::Ge([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) && safe_term(hc, b) => {
                 lo2 = call2(hc, "max", lo2, b);
                 true
             }
             // i > e  =>  lo = max(lo, e + 1)
-            Tfm::Gt([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) => {
+            Tfm::Gt([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) && safe_term(hc, b) => {
                 let e1 = hc.add(Tfm::Add([b, one]));
                 lo2 = call2(hc, "max", lo2, e1);
                 true
             }
             // e - i < w  =>  lo = max(lo, e - w + 1)
-            Tfm::Lt([d, w]) if free_of(hc, w, isym) => match hc.out[d].clone() {
-                Tfm::Sub([e, x]) if is_idx(hc, x, isym) && free_of(hc, e, isym) => {
+            Tfm::Lt([d, w]) if free_of(hc, w, isym) && safe_term(hc, w) => match hc.out[d].clone() {
+                Tfm::Sub([e, x]) if is_idx(hc, x, isym) && free_of(hc, e, isym) && safe_term(hc, e) => {
                     let ew = hc.add(Tfm::Sub([e, w]));
                     let ew1 = hc.add(Tfm::Add([ew, one]));
                     lo2 = call2(hc, "max", lo2, ew1);

@@ -48,7 +48,8 @@ fn split_expr(e: &RecExpr<Tfm>, index: &str, chunk: i64, cname: &str) -> RecExpr
         let id = split_node(&mut hc, n, index, chunk, cname);
         map.push(id);
     }
-    hc.out
+    let root = *map.last().expect("non-empty expression");
+    hc.finish(root)
 }
 
 fn split_node(hc: &mut Hc, n: Tfm, index: &str, chunk: i64, cname: &str) -> Id {

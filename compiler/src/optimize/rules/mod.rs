@@ -51,6 +51,12 @@ pub fn float(x: &'static str) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
     move |g, _, s| g[s[x]].data.kind == super::analysis::Kind::Float
 }
 
+/// Condition: none of `xs` can raise a run-time error (so they may move out of a guard).
+pub fn safe(xs: &'static [&'static str]) -> impl Fn(&mut Graph, Id, &Subst) -> bool {
+    let xs: Vec<Var> = xs.iter().map(|x| var(x)).collect();
+    move |g, _, s| xs.iter().all(|x| g[s[*x]].data.safe)
+}
+
 /// Both conditions.
 pub fn both(
     a: impl Fn(&mut Graph, Id, &Subst) -> bool,

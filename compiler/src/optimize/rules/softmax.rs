@@ -3,7 +3,7 @@
 //! the cascade — any logits `s` (ALiBi bias, softcap, L2 distance, GQA reads), any filter `F`
 //! and bounds, any values `v` — not a template for one kernel.
 
-use super::{both, float, not_free, total};
+use super::{both, float, not_free, safe, total};
 use crate::ir::lang::Tfm;
 use crate::optimize::analysis::FreeIndices;
 use egg::{Rewrite, rewrite};
@@ -13,10 +13,10 @@ pub fn rules() -> Vec<Rewrite<Tfm, FreeIndices>> {
     vec![
         // sum_i(a * (n / d)) => sum_i(a * n) / d    when d is a float free of i, never absent
         rewrite!("hoist-div-right"; "(sum ?i ?lo ?hi ?f (* ?a (/ ?n ?d)))" => "(/ (sum ?i ?lo ?hi ?f (* ?a ?n)) ?d)"
-            if both(both(not_free("?i", &["?d"]), total("?d")), float("?d"))),
+            if both(both(not_free("?i", &["?d"]), total("?d")), both(float("?d"), safe(&["?d"])))),
         // sum_i(n / d) => sum_i(n) / d              when d is a float free of i, never absent
         rewrite!("hoist-div"; "(sum ?i ?lo ?hi ?f (/ ?n ?d))" => "(/ (sum ?i ?lo ?hi ?f ?n) ?d)"
-            if both(both(not_free("?i", &["?d"]), total("?d")), float("?d"))),
+            if both(both(not_free("?i", &["?d"]), total("?d")), both(float("?d"), safe(&["?d"])))),
         // sum_i(exp(s - max_i s) * v) / sum_i(exp(s - max_i s)) => osm_i(s, v)   (one pass)
         rewrite!("online-softmax";
             "(/ (sum ?i ?lo ?hi ?f (* (call exp (- ?s (max ?i ?lo ?hi ?f ?s))) ?v))
