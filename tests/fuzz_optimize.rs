@@ -48,6 +48,7 @@ const KNOWN_DISCREPANCIES: &[&str] = &[
     // 0 * inf).
     "004_inf_times_empty_sum.tfm",
     "006_distributing_over_inf.tfm",
+    "011_safe_inf_factor_out_of_empty_sum.tfm",
     // Reassociation turns an exact 0 / 0 (= 0) into tiny / tiny.
     "005_zero_over_zero_amplifies_rounding.tfm",
     // Fusion skips points no output needs, and the errors there (the oracle computes them).
@@ -76,7 +77,7 @@ fn known(program: &Program, case: &Case, f: &Finding) -> Option<&'static str> {
         _ if (non_finite_case || non_finite_value) && gone_without(&["mul-into-sum", "mul-out-of-sum"], true) => {
             listed("004_inf_times_empty_sum.tfm")
                 .or_else(|| listed("006_distributing_over_inf.tfm"))
-                .or_else(|| listed("010_hoisted_factor_inf_on_empty_row.tfm"))
+                .or_else(|| listed("011_safe_inf_factor_out_of_empty_sum.tfm"))
         }
         Kind::Failure if f.sig == "optimized fails" && gone_without(&["mul-out-of-sum", "hoist-div", "hoist-div-right"], true) => {
             listed("009_hoist_out_of_guarded_sum.tfm")
