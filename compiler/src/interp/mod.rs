@@ -38,7 +38,7 @@ mod combine;
 mod eval;
 mod exec;
 pub(crate) mod ops;
-mod store;
+pub(crate) mod store;
 
 #[cfg(test)]
 mod tests;
@@ -228,13 +228,7 @@ fn run_on_this_thread(
     for (&t, buf) in k.outputs.iter().zip(outputs) {
         let info = &k.tensors[t.index()];
         let dtype = if exact && info.dtype.is_float() { tfmc_runtime::DType::F64 } else { info.dtype };
-        let mut tensor = Tensor::zeros(dtype, buf.shape.clone());
-        for flat in 0..tensor.len() {
-            if let Some(v) = buf.get(flat) {
-                tensor.set(flat, v);
-            }
-        }
-        out.insert(info.name.clone(), tensor);
+        out.insert(info.name.clone(), buf.to_tensor(dtype));
     }
     Ok(out)
 }

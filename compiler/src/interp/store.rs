@@ -1,4 +1,5 @@
-//! Dense tensor storage with a presence mask, as the interpreter holds every tensor.
+//! Dense tensor storage with a presence mask, as the interpreters (HIR and IR) hold every
+//! tensor.
 //!
 //! Invariants: `data` has `product(shape)` elements of the kind of the tensor's dtype (the
 //! interpreter never rounds floats: a local `f16` holds any `f64`); `strides` are the
@@ -7,13 +8,13 @@
 
 use std::borrow::Cow;
 
-use tfmc_runtime::{Scalar, TensorData};
+use tfmc_runtime::{Scalar, Tensor, TensorData};
 
 use crate::hir::DType;
 
 /// One tensor's elements and which of them exist.
 #[derive(Clone, Debug)]
-pub(super) struct Buf<'a> {
+pub(crate) struct Buf<'a> {
     /// Sizes, outermost first.
     pub shape: Vec<usize>,
     /// Row-major strides of `shape`.
@@ -25,7 +26,7 @@ pub(super) struct Buf<'a> {
 }
 
 /// Row-major strides of `shape`.
-pub(super) fn strides(shape: &[usize]) -> Vec<usize> {
+pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];
     for k in (0..shape.len().saturating_sub(1)).rev() {
         s[k] = s[k + 1] * shape[k + 1];
@@ -34,6 +35,27 @@ pub(super) fn strides(shape: &[usize]) -> Vec<usize> {
 }
 
 impl<'a> Buf<'a> {
+    /// A fully present view of an input tensor (borrowed).
+    pub fn input(t: &'a Tensor) -> Buf<'a> {
+        Buf::full(t.shape().to_vec(), Cow::Borrowed(t.data()))
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// A kernel output of `dtype`: present points set (rounded to `dtype`), absent ones 0.
+    pub fn to_tensor(&self, dtype: DType) -> Tensor {
+        let mut t = Tensor::zeros(dtype, self.shape.clone());
+        for flat in 0..self.len() {
+            if let Some(v) = self.get(flat) {
+                t.set(flat, v);
+            }
+        }
+        t
+    }
+
     /// A fully present buffer over existing data (whose length matches `shape`).
     pub fn full(shape: Vec<usize>, data: Cow<'a, TensorData>) -> Buf<'a> {
         Buf { strides: strides(&shape), shape, data, present: None }

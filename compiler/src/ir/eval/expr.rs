@@ -13,7 +13,7 @@ use tfm_dsl::Span;
 use tfmc_runtime::Scalar;
 
 use super::compile::{Head, Op};
-use super::store::Store;
+use crate::interp::store::Buf as Store;
 use crate::hir::{self, BinOp, DType, ExprKind, Lit, Program, ReduceOp};
 use crate::interp::RunError;
 use crate::interp::ops::{self, OpError};

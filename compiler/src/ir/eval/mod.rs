@@ -26,7 +26,6 @@
 
 mod compile;
 mod expr;
-mod store;
 
 #[cfg(test)]
 mod tests;
@@ -41,7 +40,7 @@ use crate::bind::{bind, resolve_params};
 use crate::interp::RunError;
 use compile::{Op, Scope, This};
 use expr::{Env, Eval, Flow, ScanPoint};
-use store::Store;
+use crate::interp::store::Buf as Store;
 
 /// An internal error (a broken IR invariant) at `loc`.
 fn internal(what: &str, loc: &str) -> RunError {
