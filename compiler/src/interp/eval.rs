@@ -16,10 +16,10 @@ use super::store::Buf;
 use super::{Frame, RunError};
 use crate::hir::{BinOp, DType, Expr, ExprKind, IndexId, Lit, Reduce, ReduceOp, ReductionId, TensorId};
 
-/// Why an expression has no value.
+/// Why an expression has no value (shared with the IR interpreter, `ir::eval`).
 #[derive(Debug)]
-pub(super) enum Flow {
-    /// It read a point that does not exist.
+pub(crate) enum Flow {
+    /// It read a point that does not exist (or a filter failed).
     Absent,
     /// A run-time error.
     Error(Box<RunError>),

@@ -35,7 +35,7 @@
 //! Errors carry the source location as `file:line:col`.
 
 mod combine;
-mod eval;
+pub(crate) mod eval;
 mod exec;
 pub(crate) mod ops;
 pub(crate) mod store;

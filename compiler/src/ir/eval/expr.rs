@@ -16,22 +16,8 @@ use super::compile::{Head, Op};
 use crate::interp::store::Buf as Store;
 use crate::hir::{self, BinOp, DType, ExprKind, Lit, Program, ReduceOp};
 use crate::interp::RunError;
+pub(super) use crate::interp::eval::Flow;
 use crate::interp::ops::{self, OpError};
-
-/// Why an expression has no value.
-#[derive(Debug)]
-pub(super) enum Flow {
-    /// It read a point that does not exist (or a filter failed).
-    Absent,
-    /// A run-time error.
-    Error(Box<RunError>),
-}
-
-impl From<RunError> for Flow {
-    fn from(e: RunError) -> Flow {
-        Flow::Error(Box::new(e))
-    }
-}
 
 /// Mutable evaluation state: index values by slot and the user-reduction stack.
 pub(super) struct Env {
