@@ -10,6 +10,8 @@ pub mod check;
 pub mod hir;
 pub mod ir;
 pub mod optimize;
+#[cfg(test)]
+mod testing;
 pub mod inputs;
 pub mod interp;
 pub mod load;

@@ -1,17 +1,7 @@
 //! Lowering and verifier tests over the whole standard library.
 
 use super::{lower::lower, print::print_cascade, verify::verify};
-
-fn lib_programs() -> Vec<(String, crate::Program)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("lib/ exists")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tfm"))
-        .collect();
-    files.sort();
-    files.into_iter().map(|p| (p.display().to_string(), crate::load(&p).expect("lib file checks"))).collect()
-}
+use crate::testing::lib_programs;
 
 #[test]
 fn every_lib_kernel_lowers_and_verifies() {
@@ -29,7 +19,7 @@ fn every_lib_kernel_lowers_and_verifies() {
 
 #[test]
 fn sdpa_text_form() {
-    let program = crate::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib/sdpa.tfm")).expect("checks");
+    let program = crate::testing::lib("sdpa.tfm");
     let c = lower(&program, "sdpa").expect("lowers");
     let text = print_cascade(&c);
     assert!(text.contains("local G[b, h, p]: f32[B, H, P] = (max m 0 (dim M) true (read S (idx b) (idx h) (idx p) (idx m)))"), "{text}");

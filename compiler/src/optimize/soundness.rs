@@ -7,12 +7,9 @@ use super::{Options, optimize};
 use crate::inputs::random_inputs;
 use crate::ir::eval::run_cascade;
 use crate::ir::lower::lower;
+use crate::testing::{lib, lib_programs};
 use std::collections::BTreeMap;
 use tfmc_runtime::{DType, Scalar, Tensor, TensorData};
-
-fn load_lib(file: &str) -> crate::Program {
-    crate::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib").join(file)).expect("lib file checks")
-}
 
 /// Relative difference scaled by the larger magnitude of the expected tensor (at least 1e-300).
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, rtol: f64) {
@@ -75,13 +72,8 @@ fn optimized_equals_unoptimized_on_every_lib_kernel() {
             _ => 5,
         },
     ];
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("lib/").map(|e| e.expect("entry").path()).collect();
-    files.retain(|p| p.extension().is_some_and(|x| x == "tfm"));
-    files.sort();
     let mut n = 0;
-    for path in files {
-        let program = crate::load(&path).expect("checks");
+    for (_, program) in lib_programs() {
         let opts = Options::for_program(&program);
         for k in &program.kernels {
             for (s, shape) in shapes.iter().enumerate() {
@@ -98,7 +90,7 @@ fn optimized_equals_unoptimized_on_every_lib_kernel() {
 #[test]
 fn huge_logits_stay_finite_and_equal() {
     for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("alibi.tfm", "alibi")] {
-        let program = load_lib(file);
+        let program = lib(file);
         let mut inputs = inputs_for(&program, kernel, |d| if d == "P" || d == "M" { 9 } else { 3 }, 11);
         let q = inputs["Q"].clone();
         let scaled: Vec<f64> = q.to_f64_vec().iter().map(|x| x * 3e4).collect();
@@ -112,7 +104,7 @@ fn huge_logits_stay_finite_and_equal() {
 /// A window of 0 masks every key: every output row is 0, before and after.
 #[test]
 fn fully_masked_rows_give_zero() {
-    let program = load_lib("window.tfm");
+    let program = lib("window.tfm");
     let inputs = inputs_for(&program, "window", |d| if d == "P" || d == "M" { 6 } else { 2 }, 3);
     let params: BTreeMap<String, Scalar> = [("W".to_string(), Scalar::I(0))].into();
     check(&program, "window", &Options::for_program(&program), &inputs, &params, "window W=0");
@@ -162,7 +154,7 @@ fn each_rule_alone_is_sound() {
     "#;
     let text = PROGRAMS;
     let program = crate::load_str("rules.tfm", text).expect("checks");
-    let sdpa = load_lib("sdpa.tfm");
+    let sdpa = lib("sdpa.tfm");
     // (rule under test, rules it needs to reach its pattern, program, kernel)
     let cases: [(&str, &[&str], &crate::Program, &str); 8] = [
         ("hoist-div-right", &[], &program, "hoist"),
@@ -199,7 +191,7 @@ fn each_rule_alone_is_sound() {
 #[test]
 fn split_reduction_is_sound() {
     for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("gqa.tfm", "gqa"), ("linear.tfm", "linear")] {
-        let program = load_lib(file);
+        let program = lib(file);
         for chunk in [1, 8, 64] {
             let mut opts = Options::for_program(&program);
             opts.split = Some(("m".to_string(), chunk));

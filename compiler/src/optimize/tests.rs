@@ -5,10 +5,7 @@ use super::{Options, Report, optimize};
 use crate::ir::lower::lower;
 use crate::ir::print::print_cascade;
 use crate::ir::{Cascade, Def};
-
-fn lib(file: &str) -> crate::Program {
-    crate::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib").join(file)).expect("lib file checks")
-}
+use crate::testing::lib;
 
 fn opt(file: &str, kernel: &str) -> (Cascade, Report) {
     let p = lib(file);

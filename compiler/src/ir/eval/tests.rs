@@ -13,17 +13,7 @@ use super::run_cascade;
 use crate::interp::{RunError, run, run_exact};
 use crate::ir::lang::Tfm;
 use crate::ir::{Cascade, Def, lower::lower, verify::verify};
-
-fn lib_programs() -> Vec<(String, crate::Program)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("lib/ exists")
-        .map(|e| e.expect("dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tfm"))
-        .collect();
-    files.sort();
-    files.into_iter().map(|p| (p.display().to_string(), crate::load(&p).expect("lib file checks"))).collect()
-}
+use crate::testing::lib_programs;
 
 /// Asserts `got` has the outputs of `want`, elementwise within `rel` of the larger of the
 /// element's magnitude and 1 (NaN equals NaN); returns the largest relative difference.
