@@ -7,14 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// `lib/*.tfm`, sorted, relative to the repo root (made the working directory).
 fn lib_files() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::set_current_dir(&root).expect("repo root exists");
-    let mut files: Vec<_> = std::fs::read_dir("lib")
-        .expect("lib/ exists")
-        .map(|e| e.expect("readable dir entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tfm"))
-        .collect();
-    files.sort();
+    std::env::set_current_dir(tfmc_conformance::repo_root()).expect("repo root exists");
+    let files = tfmc_conformance::tfm_files(Path::new("lib"));
     assert!(files.len() >= 12, "expected the whole standard library, found {files:?}");
     files
 }

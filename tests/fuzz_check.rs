@@ -17,10 +17,10 @@
 
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use tfm_dsl::FileId;
 use tfm_dsl::print::print_file;
 use tfmc::hir::{Extent, Program};
+use tfmc_conformance::{inline_uses, tfm_files};
 use tfmc_runtime::Scalar;
 
 // ---- the pipeline under test ----
@@ -190,39 +190,7 @@ fn unlex(toks: &[Tok]) -> String {
 
 // ---- seed files ----
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn tfm_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.extension().is_some_and(|x| x == "tfm"));
-    v.sort();
-    v
-}
-
-/// The file's text with every `use "x"` line replaced by the text of `x` (once per file), so
-/// the mutated program does not depend on the working directory.
-fn inlined(path: &Path, seen: &mut Vec<PathBuf>) -> String {
-    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut out = String::new();
-    for line in text.lines() {
-        let used = line.trim().strip_prefix("use \"").and_then(|r| r.strip_suffix('"'));
-        match used.map(|u| dir.join(u)).and_then(|p| std::fs::canonicalize(p).ok()) {
-            Some(p) if seen.contains(&p) => {}
-            Some(p) => {
-                seen.push(p.clone());
-                out.push_str(&inlined(&p, seen));
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
+use tfmc_conformance::repo_root as repo;
 
 /// Lexed seed files: `lib/`, `tests/ok/`, `tests/check/`; those that check first.
 struct Seeds {
@@ -237,7 +205,7 @@ fn seeds() -> &'static Seeds {
         let (mut good, mut bad) = (Vec::new(), Vec::new());
         for dir in ["lib", "tests/ok", "tests/check"] {
             for p in tfm_files(&repo().join(dir)) {
-                let text = inlined(&p, &mut Vec::new());
+                let text = inline_uses(&p, &mut Vec::new());
                 let toks = lex(&text);
                 if tfmc::load_str("seed.tfm", &text).is_ok() {
                     good.push(toks);

@@ -11,6 +11,42 @@ use rand::rngs::StdRng;
 use reference::Nd;
 use tfmc_runtime::{DType, Scalar, Tensor, TensorData};
 
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `.tfm` files directly in `dir`, sorted (none if `dir` cannot be read).
+pub fn tfm_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|x| x == "tfm"));
+    v.sort();
+    v
+}
+
+/// The file's text with every `use "x"` line replaced by the text of `x` (once per file,
+/// tracked in `seen`), so a derived program does not depend on the working directory.
+pub fn inline_uses(path: &std::path::Path, seen: &mut Vec<PathBuf>) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else { return String::new() };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut out = String::new();
+    for line in text.lines() {
+        let used = line.trim().strip_prefix("use \"").and_then(|r| r.strip_suffix('"'));
+        match used.map(|u| dir.join(u)).and_then(|p| std::fs::canonicalize(p).ok()) {
+            Some(p) if seen.contains(&p) => {}
+            Some(p) => {
+                seen.push(p.clone());
+                out.push_str(&inline_uses(&p, seen));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Path of a file of the standard library (`lib/` at the workspace root).
 pub fn lib_path(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
