@@ -10,6 +10,7 @@ pub mod check;
 pub mod hir;
 pub mod ir;
 pub mod optimize;
+pub mod schedule;
 #[cfg(test)]
 mod testing;
 pub mod inputs;

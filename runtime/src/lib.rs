@@ -5,10 +5,14 @@
 //!
 //! Module map:
 //! - [`tensor`]: [`DType`], [`TensorData`], [`Scalar`], [`Tensor`], [`TensorError`];
+//! - [`manifest`]: the artifact manifest and kernel ABI ([`manifest::Manifest`]);
+//! - [`parallel`]: the thread pool JIT-compiled kernels call (`tfmc_parallel_for`);
 //! - [`npz`]: [`read_npz`], [`write_npz`], [`read_npy`], [`write_npy`], [`IoError`];
 //! - private: `npy` (the array codec), `npy_header` (header parser), `atomic` (atomic writes).
 
 mod atomic;
+pub mod manifest;
+pub mod parallel;
 mod npy;
 mod npy_header;
 pub mod npz;

@@ -1,0 +1,466 @@
+//! KIR, the kernel IR: a scheduled loop nest, the one thing every code generator consumes
+//! (LLVM for CPU, Cranelift; NVPTX later). The schedule ([`super`]) decides loop order,
+//! tiles, parallel loops and local buffers; a backend only translates these constructs.
+//!
+//! A [`Func`] is one kernel with the packed C ABI
+//! `int32_t f(void *const *bufs, const int64_t *dims, const uint64_t *params)`:
+//! `bufs` holds one pointer per argument buffer (inputs then outputs), `dims` the size of
+//! every symbolic dim, `params` one 8-byte slot per runtime param (an `int64_t` for integer
+//! and bool params, a `double` for float params). It returns 0, or a [`fail_code`].
+//!
+//! Semantics:
+//! - Values have a [`Ty`]; `Bool` is `i1`. Buffers hold [`Ty`] elements in memory (`Bool` as
+//!   one byte 0/1; `F16`/`BF16` in their own formats): a load of `F16`/`BF16` yields `F32`,
+//!   a store of `F32` into one rounds to nearest even.
+//! - Every variable is a mutable scalar local of its declared type ([`Func::vars`]), assigned
+//!   by [`Stmt::Set`]. A variable is always set before it is read (the schedule guarantees).
+//!   The kernel's dims and params are variables set on entry from the ABI arrays.
+//! - [`Stmt::Parallel`] runs its body for `var` in `0..n` on the thread pool
+//!   (`tfmc_parallel_for`), iterations in any order and concurrently: the body may read any
+//!   variable set before the loop, its own writes to variables are private to the iteration
+//!   (a backend outlines the body and passes the variables it reads by value). Iterations
+//!   store to disjoint elements. `Parallel` never nests inside another `Parallel`.
+//! - [`BufKind::Heap`] buffers are allocated by [`Stmt::Alloc`] (kernel level, outside any
+//!   `Parallel`) and freed when the kernel returns, however it returns. [`BufKind::Stack`]
+//!   buffers are fixed-size arrays local to the function or to each parallel iteration that
+//!   uses them; their contents are unspecified until stored.
+//! - [`Stmt::Fail`] stops the kernel: the first failure's code is returned (other parallel
+//!   iterations may still run to completion; their stores do not matter).
+//! - Arithmetic follows the IEEE / two's-complement rules of the operand type: integer
+//!   `Div`/`Rem` truncate (the schedule guards zero divisors and overflow explicitly with
+//!   [`BinOp::AddOverflows`] and friends), float `Rem` is C's `fmod`, `Min`/`Max` on floats
+//!   return NaN if either operand is NaN. A float → integer [`Expr::Cast`] truncates toward
+//!   zero and saturates (NaN gives 0). Float ops may be contracted into FMAs; a `Binary`
+//!   with `reassoc` may also be reassociated (the schedule sets it only on reduction
+//!   accumulators, where the result is documented to be order-dependent).
+
+use std::fmt;
+
+/// A value or element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ty {
+    /// A boolean (`i1`; one byte in memory).
+    Bool,
+    /// 32-bit signed integer.
+    I32,
+    /// 64-bit signed integer (indices, dims, sizes).
+    I64,
+    /// IEEE half (memory only: loads give `F32`).
+    F16,
+    /// bfloat16 (memory only: loads give `F32`).
+    BF16,
+    /// IEEE single.
+    F32,
+    /// IEEE double.
+    F64,
+}
+
+impl Ty {
+    /// The type a load of this element type yields (`F16`/`BF16` widen to `F32`).
+    pub fn value(self) -> Ty {
+        match self {
+            Ty::F16 | Ty::BF16 => Ty::F32,
+            t => t,
+        }
+    }
+
+    /// True for the float types.
+    pub fn is_float(self) -> bool {
+        matches!(self, Ty::F16 | Ty::BF16 | Ty::F32 | Ty::F64)
+    }
+
+    /// True for the integer types.
+    pub fn is_int(self) -> bool {
+        matches!(self, Ty::I32 | Ty::I64)
+    }
+
+    /// Bytes per element in memory.
+    pub fn size(self) -> u64 {
+        match self {
+            Ty::Bool => 1,
+            Ty::F16 | Ty::BF16 => 2,
+            Ty::I32 | Ty::F32 => 4,
+            Ty::I64 | Ty::F64 => 8,
+        }
+    }
+
+    /// The language dtype of the same name.
+    pub fn from_dtype(d: tfmc_runtime::DType) -> Ty {
+        use tfmc_runtime::DType as D;
+        match d {
+            D::F16 => Ty::F16,
+            D::BF16 => Ty::BF16,
+            D::F32 => Ty::F32,
+            D::F64 => Ty::F64,
+            D::I32 => Ty::I32,
+            D::I64 => Ty::I64,
+            D::Bool => Ty::Bool,
+        }
+    }
+}
+
+impl fmt::Display for Ty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ty::Bool => "bool",
+            Ty::I32 => "i32",
+            Ty::I64 => "i64",
+            Ty::F16 => "f16",
+            Ty::BF16 => "bf16",
+            Ty::F32 => "f32",
+            Ty::F64 => "f64",
+        })
+    }
+}
+
+/// A variable: an index into [`Func::vars`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Var(pub u32);
+
+/// A buffer: an index into [`Func::bufs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Buf(pub u32);
+
+/// A constant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Const {
+    /// A boolean.
+    Bool(bool),
+    /// An `i32`.
+    I32(i32),
+    /// An `i64`.
+    I64(i64),
+    /// An `f32`.
+    F32(f32),
+    /// An `f64`.
+    F64(f64),
+}
+
+impl Const {
+    /// Its type.
+    pub fn ty(self) -> Ty {
+        match self {
+            Const::Bool(_) => Ty::Bool,
+            Const::I32(_) => Ty::I32,
+            Const::I64(_) => Ty::I64,
+            Const::F32(_) => Ty::F32,
+            Const::F64(_) => Ty::F64,
+        }
+    }
+}
+
+/// A unary operation; the result has the operand's type unless noted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    /// `-x` (integers wrap; the schedule checks overflow first).
+    Neg,
+    /// Logical not (`Bool`).
+    Not,
+    /// `|x|` (floats).
+    Abs,
+    /// `√x`.
+    Sqrt,
+    /// `⌊x⌋`.
+    Floor,
+    /// `⌈x⌉`.
+    Ceil,
+    /// Round half to even (floats).
+    RoundEven,
+    /// `e^x` through the C library (`exp`/`expf`); the schedule expands f32 `exp` inline.
+    Exp,
+    /// `2^x`.
+    Exp2,
+    /// `ln x`.
+    Log,
+    /// `log2 x`.
+    Log2,
+    /// `ln(1 + x)` (libm `log1p`).
+    Log1p,
+    /// `e^x - 1` (libm `expm1`).
+    Expm1,
+    /// `tanh x` (libm).
+    Tanh,
+    /// `erf x` (libm).
+    Erf,
+    /// `sin x`.
+    Sin,
+    /// `cos x`.
+    Cos,
+    /// True if `x` is NaN (result `Bool`).
+    IsNan,
+}
+
+/// A binary operation on two operands of the same type; comparisons give `Bool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    /// `a + b` (integers wrap).
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b` (integers: truncating; never by 0 or `MIN / -1`, the schedule guards).
+    Div,
+    /// Remainder with the sign of `a` (integers: truncating; floats: `fmod`).
+    Rem,
+    /// Smaller (floats: NaN if either is NaN).
+    Min,
+    /// Larger (floats: NaN if either is NaN).
+    Max,
+    /// `a^b` (floats, libm `pow`).
+    Pow,
+    /// `atan2(a, b)` (floats, libm).
+    Atan2,
+    /// `a < b` (floats: ordered, false on NaN).
+    Lt,
+    /// `a <= b`.
+    Le,
+    /// `a > b`.
+    Gt,
+    /// `a >= b`.
+    Ge,
+    /// `a == b` (floats: ordered).
+    Eq,
+    /// `a != b` (floats: unordered, true on NaN).
+    Ne,
+    /// Non-short-circuit `&` on `Bool`.
+    And,
+    /// Non-short-circuit `|` on `Bool`.
+    Or,
+    /// Shift left (integers; the amount is in range).
+    Shl,
+    /// True if `a + b` overflows the (integer) operand type (result `Bool`).
+    AddOverflows,
+    /// True if `a - b` overflows.
+    SubOverflows,
+    /// True if `a * b` overflows.
+    MulOverflows,
+}
+
+impl BinOp {
+    /// True if the result is `Bool` whatever the operand type.
+    pub fn is_predicate(self) -> bool {
+        use BinOp::*;
+        matches!(self, Lt | Le | Gt | Ge | Eq | Ne | AddOverflows | SubOverflows | MulOverflows)
+    }
+}
+
+/// An expression: pure (no side effects, no failure), evaluated where it stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// A constant.
+    Const(Const),
+    /// The current value of a variable.
+    Var(Var),
+    /// Element `index` (an `I64` expression, in bounds: the schedule checks) of a buffer.
+    Load {
+        /// The buffer.
+        buf: Buf,
+        /// Element index.
+        index: Box<Expr>,
+    },
+    /// A unary operation.
+    Unary {
+        /// The operation.
+        op: UnOp,
+        /// Operand.
+        x: Box<Expr>,
+    },
+    /// A binary operation.
+    Binary {
+        /// The operation.
+        op: BinOp,
+        /// Left operand.
+        a: Box<Expr>,
+        /// Right operand (same type as `a`).
+        b: Box<Expr>,
+        /// May be reassociated (reduction accumulators only).
+        reassoc: bool,
+    },
+    /// `if c then a else b`, both evaluated (`c` is `Bool`, `a` and `b` of one type).
+    Select {
+        /// Condition.
+        c: Box<Expr>,
+        /// Value if true.
+        a: Box<Expr>,
+        /// Value if false.
+        b: Box<Expr>,
+    },
+    /// Numeric conversion to a value type (float → int truncates and saturates, NaN → 0;
+    /// int → int sign-extends or truncates; `Bool` → number is 0/1; number → `Bool` is
+    /// `!= 0`, true for NaN).
+    Cast {
+        /// Target type (never `F16`/`BF16`).
+        to: Ty,
+        /// Operand.
+        x: Box<Expr>,
+    },
+    /// Reinterprets the bits (`I32` ↔ `F32`, `I64` ↔ `F64`).
+    Bitcast {
+        /// Target type.
+        to: Ty,
+        /// Operand.
+        x: Box<Expr>,
+    },
+}
+
+/// A sequence of statements.
+pub type Block = Vec<Stmt>;
+
+/// A statement.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    /// `var = value`.
+    Set {
+        /// The variable.
+        var: Var,
+        /// Its new value (of the variable's type).
+        value: Expr,
+    },
+    /// `buf[index] = value`.
+    Store {
+        /// The buffer.
+        buf: Buf,
+        /// Element index (`I64`, in bounds).
+        index: Expr,
+        /// The value (of the buffer's value type).
+        value: Expr,
+    },
+    /// `for var in lo..hi { body }` (`I64`; empty when `hi <= lo`; `var` is not set after).
+    For {
+        /// Loop variable (`I64`).
+        var: Var,
+        /// First value.
+        lo: Expr,
+        /// End, exclusive (evaluated once).
+        hi: Expr,
+        /// Body.
+        body: Block,
+    },
+    /// `for var in 0..n` run in parallel (see the module docs).
+    Parallel {
+        /// Iteration variable (`I64`).
+        var: Var,
+        /// Number of iterations (`I64`, evaluated once).
+        n: Expr,
+        /// Body.
+        body: Block,
+    },
+    /// `if cond { then } else { els }`.
+    If {
+        /// Condition (`Bool`).
+        cond: Expr,
+        /// Taken when true.
+        then: Block,
+        /// Taken when false.
+        els: Block,
+    },
+    /// Allocates heap buffer `buf` with `len` (`I64`) elements, zero-filled. Fails with
+    /// [`FailKind::OutOfMemory`] when `len` is negative, its byte size overflows, or the
+    /// allocation fails. Only at kernel level (not inside `Parallel`), once per buffer.
+    Alloc {
+        /// A [`BufKind::Heap`] buffer.
+        buf: Buf,
+        /// Number of elements.
+        len: Expr,
+    },
+    /// Stops the kernel with this code (see [`fail_code`]).
+    Fail {
+        /// The code returned.
+        code: u32,
+    },
+}
+
+/// Where a buffer lives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufKind {
+    /// Argument `i` of the ABI's `bufs` array (inputs, then outputs).
+    Arg(usize),
+    /// Allocated by [`Stmt::Alloc`], freed on return.
+    Heap,
+    /// A fixed-size local array of this many elements, one per function or parallel
+    /// iteration that uses it.
+    Stack(u32),
+}
+
+/// A buffer's declaration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufDecl {
+    /// Name, for dumps and errors (`Q`, `O.acc`).
+    pub name: String,
+    /// Element type in memory.
+    pub elem: Ty,
+    /// Where it lives.
+    pub kind: BufKind,
+}
+
+/// A variable's declaration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VarDecl {
+    /// Name, for dumps (`p`, `m.max`).
+    pub name: String,
+    /// Its type (a value type: never `F16`/`BF16`).
+    pub ty: Ty,
+}
+
+pub use tfmc_runtime::manifest::FailKind;
+
+/// The code a kernel returns for a failure of `kind` at site `site` (an index into
+/// [`Func::sites`]): `kind | site << 8`. 0 means success.
+pub fn fail_code(kind: FailKind, site: u32) -> u32 {
+    kind as u32 | (site << 8)
+}
+
+/// One kernel, scheduled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Func {
+    /// Kernel name (the exported symbol is chosen by the backend's caller).
+    pub name: String,
+    /// Every variable.
+    pub vars: Vec<VarDecl>,
+    /// Every buffer.
+    pub bufs: Vec<BufDecl>,
+    /// Variables set on entry from `dims[k]` (`I64`), in ABI order.
+    pub dims: Vec<Var>,
+    /// Variables set on entry from `params[k]`, in ABI order (an `I64` slot is converted to
+    /// an `I32`/`Bool` variable, an `F64` slot to an `F32` one).
+    pub params: Vec<Var>,
+    /// Number of argument buffers (`BufKind::Arg(0..n)`).
+    pub n_args: usize,
+    /// Human-readable descriptions of failure sites, indexed by a code's site.
+    pub sites: Vec<String>,
+    /// The body.
+    pub body: Block,
+}
+
+impl Func {
+    /// The type of `e`.
+    pub fn ty(&self, e: &Expr) -> Ty {
+        match e {
+            Expr::Const(c) => c.ty(),
+            Expr::Var(v) => self.vars[v.0 as usize].ty,
+            Expr::Load { buf, .. } => self.bufs[buf.0 as usize].elem.value(),
+            Expr::Unary { op: UnOp::IsNan, .. } => Ty::Bool,
+            Expr::Unary { x, .. } => self.ty(x),
+            Expr::Binary { op, a, .. } => {
+                if op.is_predicate() {
+                    Ty::Bool
+                } else {
+                    self.ty(a)
+                }
+            }
+            Expr::Select { a, .. } => self.ty(a),
+            Expr::Cast { to, .. } | Expr::Bitcast { to, .. } => *to,
+        }
+    }
+
+    /// The declaration of `v`.
+    pub fn var(&self, v: Var) -> &VarDecl {
+        &self.vars[v.0 as usize]
+    }
+
+    /// The declaration of `b`.
+    pub fn buf(&self, b: Buf) -> &BufDecl {
+        &self.bufs[b.0 as usize]
+    }
+}
