@@ -1,0 +1,230 @@
+/*
+ * tfmc C runtime: linked into every AOT-compiled CPU artifact (a shared library).
+ *
+ * Owns the artifact's thread pool:
+ *
+ *   void    tfmc_parallel_for(void (*body)(void *ctx, int64_t lo, int64_t hi),
+ *                             void *ctx, int64_t n);
+ *   void    tfmc_set_num_threads(int32_t n);
+ *   int32_t tfmc_get_num_threads(void);
+ *
+ * Contract of tfmc_parallel_for (the same as the host's, runtime/src/parallel.rs): runs
+ * body(ctx, lo, hi) over disjoint chunks [lo, hi) covering [0, n) exactly once each, possibly
+ * concurrently, and returns when every chunk has finished (all the body's writes are then
+ * visible to the caller). n <= 0 does nothing.
+ *
+ * Design and invariants:
+ * - The pool is created lazily on first use (pthread_once). Its size (threads including the
+ *   caller) is TFMC_NUM_THREADS when that is a whole number in 1..TFMC_MAX_THREADS, else the
+ *   number of online processors. tfmc_set_num_threads changes it later (n <= 0 restores the
+ *   default); workers are only ever added, surplus ones sleep.
+ * - One job runs at a time. A call made while another is running (from a worker, i.e. a
+ *   nested parallel loop, or from any other thread) runs serially on its caller: no deadlock,
+ *   no waiting.
+ * - The caller participates. Chunks (about 4 per thread, at least one iteration each) are
+ *   claimed with an atomic counter: dynamic load balancing.
+ * - A worker registers for a job (under the mutex) before claiming chunks and deregisters
+ *   after; the caller closes the job once the counter is exhausted and waits until no worker
+ *   is registered, so no worker can touch a job's body, ctx or counter after the call returns.
+ * - No allocation per call; the only per-call synchronisation is one mutex/condvar handshake
+ *   per participating worker.
+ * - Not fork-safe: a child of a fork must not call into the pool (as with OpenMP runtimes).
+ *
+ * Plain C11 + pthreads; compiles cleanly with -Wall -Wextra.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sysconf(_SC_NPROCESSORS_ONLN) under -std=c11 */
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+/* Upper bound on the pool size (threads including the caller). */
+#define TFMC_MAX_THREADS 1024
+/* Chunks handed out per participating thread. */
+#define TFMC_CHUNKS_PER_THREAD 4
+
+typedef void (*tfmc_body_fn)(void *ctx, int64_t lo, int64_t hi);
+
+static pthread_once_t tfmc_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t tfmc_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tfmc_wake = PTHREAD_COND_INITIALIZER; /* workers wait for a job */
+static pthread_cond_t tfmc_idle = PTHREAD_COND_INITIALIZER; /* caller waits for workers */
+
+/* Pool size wanted (threads including the caller); read without the mutex. */
+static atomic_int tfmc_num_threads = 1;
+/* Worker threads started so far (guarded by tfmc_mu). */
+static int tfmc_spawned = 0;
+/* Set while a job runs: later calls run serially. */
+static atomic_flag tfmc_busy = ATOMIC_FLAG_INIT;
+/* True on pool workers: nested calls run serially. */
+static _Thread_local int tfmc_in_worker = 0;
+
+/* The current job (fields other than next_chunk guarded by tfmc_mu). */
+static uint64_t tfmc_generation = 0; /* bumped for every job */
+static int tfmc_job_open = 0;        /* workers may still register */
+static int tfmc_job_workers = 0;     /* workers with id < this take part */
+static int tfmc_active = 0;          /* registered workers */
+static tfmc_body_fn tfmc_job_body = NULL;
+static void *tfmc_job_ctx = NULL;
+static int64_t tfmc_job_n = 0;
+static int64_t tfmc_job_chunk = 1;
+static int64_t tfmc_job_nchunks = 0;
+static atomic_int_fast64_t tfmc_next_chunk = 0;
+
+/* Claims and runs chunks of the current job until none is left. */
+static void tfmc_run_chunks(tfmc_body_fn body, void *ctx, int64_t n, int64_t chunk,
+                            int64_t nchunks) {
+    for (;;) {
+        int64_t i = atomic_fetch_add_explicit(&tfmc_next_chunk, 1, memory_order_relaxed);
+        if (i >= nchunks) {
+            return;
+        }
+        int64_t lo = i * chunk;
+        int64_t hi = (n - lo < chunk) ? n : lo + chunk;
+        body(ctx, lo, hi);
+    }
+}
+
+static void *tfmc_worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    tfmc_in_worker = 1;
+    pthread_mutex_lock(&tfmc_mu);
+    uint64_t seen = tfmc_generation;
+    for (;;) {
+        while (tfmc_generation == seen) {
+            pthread_cond_wait(&tfmc_wake, &tfmc_mu);
+        }
+        seen = tfmc_generation;
+        if (!tfmc_job_open || id >= tfmc_job_workers) {
+            continue;
+        }
+        tfmc_body_fn body = tfmc_job_body;
+        void *ctx = tfmc_job_ctx;
+        int64_t n = tfmc_job_n, chunk = tfmc_job_chunk, nchunks = tfmc_job_nchunks;
+        tfmc_active++;
+        pthread_mutex_unlock(&tfmc_mu);
+        tfmc_run_chunks(body, ctx, n, chunk, nchunks);
+        pthread_mutex_lock(&tfmc_mu);
+        if (--tfmc_active == 0) {
+            pthread_cond_signal(&tfmc_idle);
+        }
+    }
+    return NULL;
+}
+
+/* Starts workers until tfmc_spawned == want - 1 (or thread creation fails). Holds tfmc_mu. */
+static void tfmc_spawn_locked(int want) {
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0) {
+        return;
+    }
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    while (tfmc_spawned < want - 1) {
+        pthread_t t;
+        if (pthread_create(&t, &attr, tfmc_worker, (void *)(intptr_t)tfmc_spawned) != 0) {
+            break;
+        }
+        tfmc_spawned++;
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static int tfmc_clamp_threads(long n) {
+    if (n < 1) {
+        return 1;
+    }
+    if (n > TFMC_MAX_THREADS) {
+        return TFMC_MAX_THREADS;
+    }
+    return (int)n;
+}
+
+/* TFMC_NUM_THREADS if valid, else the online processor count. */
+static int tfmc_default_threads(void) {
+    const char *s = getenv("TFMC_NUM_THREADS");
+    if (s != NULL && *s != '\0') {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno == 0 && end != NULL && *end == '\0' && v >= 1 && v <= TFMC_MAX_THREADS) {
+            return (int)v;
+        }
+    }
+    return tfmc_clamp_threads(sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+static void tfmc_init(void) {
+    int n = tfmc_default_threads();
+    pthread_mutex_lock(&tfmc_mu);
+    tfmc_spawn_locked(n);
+    atomic_store(&tfmc_num_threads, tfmc_spawned + 1);
+    pthread_mutex_unlock(&tfmc_mu);
+}
+
+void tfmc_set_num_threads(int32_t n) {
+    pthread_once(&tfmc_once, tfmc_init);
+    int want = n <= 0 ? tfmc_default_threads() : tfmc_clamp_threads(n);
+    pthread_mutex_lock(&tfmc_mu);
+    tfmc_spawn_locked(want);
+    atomic_store(&tfmc_num_threads, want <= tfmc_spawned + 1 ? want : tfmc_spawned + 1);
+    pthread_mutex_unlock(&tfmc_mu);
+}
+
+int32_t tfmc_get_num_threads(void) {
+    pthread_once(&tfmc_once, tfmc_init);
+    return atomic_load(&tfmc_num_threads);
+}
+
+void tfmc_parallel_for(tfmc_body_fn body, void *ctx, int64_t n) {
+    if (n <= 0) {
+        return;
+    }
+    if (tfmc_in_worker) {
+        body(ctx, 0, n);
+        return;
+    }
+    pthread_once(&tfmc_once, tfmc_init);
+    int threads = atomic_load(&tfmc_num_threads);
+    if (threads <= 1 || n == 1 || atomic_flag_test_and_set(&tfmc_busy)) {
+        body(ctx, 0, n);
+        return;
+    }
+    int64_t want_chunks = (int64_t)threads * TFMC_CHUNKS_PER_THREAD;
+    int64_t chunk = n / want_chunks + (n % want_chunks != 0);
+    int64_t nchunks = (n - 1) / chunk + 1;
+    int workers = threads - 1;
+    if ((int64_t)workers > nchunks - 1) {
+        workers = (int)(nchunks - 1);
+    }
+
+    pthread_mutex_lock(&tfmc_mu);
+    tfmc_job_body = body;
+    tfmc_job_ctx = ctx;
+    tfmc_job_n = n;
+    tfmc_job_chunk = chunk;
+    tfmc_job_nchunks = nchunks;
+    tfmc_job_workers = workers;
+    atomic_store_explicit(&tfmc_next_chunk, 0, memory_order_relaxed);
+    tfmc_job_open = 1;
+    tfmc_generation++;
+    pthread_cond_broadcast(&tfmc_wake);
+    pthread_mutex_unlock(&tfmc_mu);
+
+    tfmc_run_chunks(body, ctx, n, chunk, nchunks);
+
+    /* Every chunk is claimed: close the job and wait for the registered workers. */
+    pthread_mutex_lock(&tfmc_mu);
+    tfmc_job_open = 0;
+    while (tfmc_active > 0) {
+        pthread_cond_wait(&tfmc_idle, &tfmc_mu);
+    }
+    tfmc_job_body = NULL;
+    tfmc_job_ctx = NULL;
+    pthread_mutex_unlock(&tfmc_mu);
+    atomic_flag_clear(&tfmc_busy);
+}
