@@ -109,12 +109,18 @@ mod tests {
     fn rejects_damage() {
         let s = sealed(b"hello world");
         assert!(matches!(unseal(&s[..10]), Err(ArtifactError::NotSealed)));
-        assert!(matches!(unseal(b"hello world"), Err(ArtifactError::NotSealed)));
+        assert!(matches!(
+            unseal(b"hello world"),
+            Err(ArtifactError::NotSealed)
+        ));
         // A byte cut from the front: magic intact, length wrong.
         assert!(matches!(unseal(&s[1..]), Err(ArtifactError::Length { .. })));
         let mut flipped = s.clone();
         flipped[3] ^= 0x10;
-        assert!(matches!(unseal(&flipped), Err(ArtifactError::Checksum { .. })));
+        assert!(matches!(
+            unseal(&flipped),
+            Err(ArtifactError::Checksum { .. })
+        ));
         let mut v2 = s.clone();
         let at = s.len() - TRAILER_LEN + 8;
         v2[at] = 2;

@@ -42,7 +42,9 @@ pub enum ArtifactError {
         actual: u64,
     },
     /// The payload's CRC-32 differs from the one recorded: the file is corrupted.
-    #[error("checksum mismatch (recorded {recorded:#010x}, computed {computed:#010x}): the file is corrupted")]
+    #[error(
+        "checksum mismatch (recorded {recorded:#010x}, computed {computed:#010x}): the file is corrupted"
+    )]
     Checksum {
         /// CRC-32 recorded in the trailer.
         recorded: u32,
@@ -70,7 +72,9 @@ pub enum ArtifactError {
         expected: &'static str,
     },
     /// The manifest's format version is not the one this runtime reads.
-    #[error("manifest format version {found}, this runtime reads version {expected} (rebuild the artifact with a matching tfmc)")]
+    #[error(
+        "manifest format version {found}, this runtime reads version {expected} (rebuild the artifact with a matching tfmc)"
+    )]
     Version {
         /// The manifest's `version`.
         found: u32,
@@ -173,7 +177,10 @@ pub enum RuntimeError {
         ty: String,
     },
     /// An input name the kernel does not have.
-    #[error("kernel '{kernel}' has no input '{input}'; its inputs are {}", list(expected))]
+    #[error(
+        "kernel '{kernel}' has no input '{input}'; its inputs are {}",
+        list(expected)
+    )]
     UnexpectedInput {
         /// The kernel.
         kernel: String,
@@ -221,7 +228,9 @@ pub enum RuntimeError {
         got: usize,
     },
     /// A symbolic dim given two sizes.
-    #[error("{arg} of kernel '{kernel}': dimension {axis} ({dim}) is {got}, but {first_arg} gives {dim} = {first}")]
+    #[error(
+        "{arg} of kernel '{kernel}': dimension {axis} ({dim}) is {got}, but {first_arg} gives {dim} = {first}"
+    )]
     DimMismatch {
         /// The kernel.
         kernel: String,
@@ -239,7 +248,9 @@ pub enum RuntimeError {
         first: usize,
     },
     /// A dim that is the size of no input, so it cannot be inferred.
-    #[error("kernel '{kernel}': dim '{dim}' is not the size of any input, so it cannot be inferred")]
+    #[error(
+        "kernel '{kernel}': dim '{dim}' is not the size of any input, so it cannot be inferred"
+    )]
     UnboundDim {
         /// The kernel.
         kernel: String,
@@ -269,7 +280,10 @@ pub enum RuntimeError {
         got: Vec<usize>,
     },
     /// A param name the kernel does not have.
-    #[error("kernel '{kernel}' has no param '{param}'; its params are {}", list(params))]
+    #[error(
+        "kernel '{kernel}' has no param '{param}'; its params are {}",
+        list(params)
+    )]
     UnknownParam {
         /// The kernel.
         kernel: String,

@@ -5,23 +5,31 @@
 //!
 //! Module map:
 //! - [`tensor`]: [`DType`], [`TensorData`], [`Scalar`], [`Tensor`], [`TensorError`];
-//! - [`manifest`]: the artifact manifest and kernel ABI ([`manifest::Manifest`]);
+//! - [`manifest`]: the artifact manifest and kernel ABI ([`manifest::Manifest`]), its JSON form
+//!   and C header ([`manifest::c_header`]);
 //! - [`aot`]: the C runtime linked into AOT artifacts and the checksum trailer ([`aot::seal`]);
+//! - [`call`]: validated calls of a kernel's packed entry ([`call::call`], [`call::call_native`],
+//!   [`call::bind_dims`]), shared by the JIT and artifacts;
+//! - [`native`]: [`NativeTensor`], a tensor in the kernel ABI's element format;
 //! - [`error`]: [`ArtifactError`], [`RuntimeError`];
 //! - [`parallel`]: the thread pool JIT-compiled kernels call (`tfmc_parallel_for`);
 //! - [`npz`]: [`read_npz`], [`write_npz`], [`read_npy`], [`write_npy`], [`IoError`];
-//! - private: `npy` (the array codec), `npy_header` (header parser), `atomic` (atomic writes).
+//! - private: `header` (the C header), `npy` (the array codec), `npy_header` (header parser), `atomic` (atomic writes).
 
 pub mod aot;
 mod atomic;
+pub mod call;
 pub mod error;
+mod header;
 pub mod manifest;
-pub mod parallel;
+pub mod native;
 mod npy;
 mod npy_header;
 pub mod npz;
+pub mod parallel;
 pub mod tensor;
 
 pub use error::{ArtifactError, RuntimeError};
+pub use native::NativeTensor;
 pub use npz::{IoError, read_npy, read_npz, write_npy, write_npz};
 pub use tensor::{DType, Scalar, Tensor, TensorData, TensorError};

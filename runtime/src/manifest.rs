@@ -13,8 +13,22 @@
 //! failure code: `kind | site << 8`, `kind` one of [`FailKind`]'s values and `site` an index
 //! into `k.sites`. The typed wrapper `{k.symbol}(inputs.., outputs.., dims.., params..)`
 //! takes the same things as separate C arguments.
+//!
+//! Besides the types (whose fields and serialized form are the format, fixed by
+//! [`FORMAT_VERSION`]) this module owns their JSON form ([`Manifest::to_json`],
+//! [`Manifest::from_json`]), consistency checks ([`Manifest::validate`],
+//! [`KernelManifest::validate`]) and the C header of an artifact ([`c_header`], written in
+//! `header.rs`).
+
+use std::collections::BTreeSet;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::ArtifactError;
+use crate::tensor::DType;
+
+pub use crate::header::{c_elem_type, c_header, c_param_type};
 
 /// The manifest format version this runtime reads and the compiler writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -165,5 +179,175 @@ impl FailKind {
             FailKind::BadDims => "negative dimension",
             FailKind::Internal => "internal compiler error",
         }
+    }
+}
+
+impl Manifest {
+    /// The manifest as pretty-printed JSON (what is embedded in an artifact).
+    pub fn to_json(&self) -> String {
+        // Serializing these plain structs cannot fail (no maps, no custom serializers). A
+        // non-finite float default would be written as `null`; `validate` rejects those.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Parses a manifest from JSON. Only the syntax and the schema are checked here; see
+    /// [`Manifest::validate`] for the format, version and consistency.
+    pub fn from_json(json: &str) -> Result<Manifest, ArtifactError> {
+        Ok(serde_json::from_str(json)?)
+    }
+
+    /// Checks the format name and version, then every kernel ([`KernelManifest::validate`])
+    /// and that kernel names and symbols are distinct. The target is not checked here (that is
+    /// the loader's business).
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        if self.format != FORMAT_NAME {
+            return Err(ArtifactError::Format {
+                found: self.format.clone(),
+                expected: FORMAT_NAME,
+            });
+        }
+        if self.version != FORMAT_VERSION {
+            return Err(ArtifactError::Version {
+                found: self.version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        distinct("kernel", self.kernels.iter().map(|k| k.name.as_str()))
+            .and_then(|()| distinct("symbol", self.kernels.iter().map(|k| k.symbol.as_str())))
+            .map_err(ArtifactError::InvalidManifest)?;
+        for k in &self.kernels {
+            k.validate()
+                .map_err(|e| ArtifactError::InvalidManifest(format!("kernel '{}': {e}", k.name)))?;
+        }
+        Ok(())
+    }
+}
+
+impl KernelManifest {
+    /// Checks that the entry is consistent: the symbol is a C identifier; argument, dim and
+    /// param names are distinct; dtype names are known; every symbolic dim of a shape is in
+    /// `dims`; fixed sizes are not negative; each param's default fits its dtype.
+    pub fn validate(&self) -> Result<(), String> {
+        if !is_c_identifier(&self.symbol) {
+            return Err(format!("symbol '{}' is not a C identifier", self.symbol));
+        }
+        distinct("input", self.inputs.iter().map(|t| t.name.as_str()))?;
+        distinct("output", self.outputs.iter().map(|t| t.name.as_str()))?;
+        distinct("dim", self.dims.iter().map(String::as_str))?;
+        distinct("param", self.params.iter().map(|p| p.name.as_str()))?;
+        for (what, t) in self
+            .inputs
+            .iter()
+            .map(|t| ("input", t))
+            .chain(self.outputs.iter().map(|t| ("output", t)))
+        {
+            t.dtype()
+                .ok_or_else(|| format!("{what} '{}' has unknown dtype '{}'", t.name, t.dtype))?;
+            for d in &t.shape {
+                match d {
+                    DimSpec::Dim(name) if !self.dims.contains(name) => {
+                        return Err(format!(
+                            "{what} '{}' uses dim '{name}', which is not in dims",
+                            t.name
+                        ));
+                    }
+                    DimSpec::Fixed(n) if *n < 0 => {
+                        return Err(format!("{what} '{}' has negative size {n}", t.name));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for p in &self.params {
+            let dtype = DType::parse(&p.dtype)
+                .ok_or_else(|| format!("param '{}' has unknown dtype '{}'", p.name, p.dtype))?;
+            if !p.default.fits(dtype) {
+                return Err(format!(
+                    "param '{}' of dtype {dtype} has default {}",
+                    p.name, p.default
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The input spec called `name`.
+    pub fn input(&self, name: &str) -> Option<&TensorSpec> {
+        self.inputs.iter().find(|t| t.name == name)
+    }
+}
+
+/// Fails on the first name that occurs twice.
+fn distinct<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(format!("{what} '{n}' occurs twice"));
+        }
+    }
+    Ok(())
+}
+
+/// True for `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_c_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl TensorSpec {
+    /// The dtype, if its name is known.
+    pub fn dtype(&self) -> Option<DType> {
+        DType::parse(&self.dtype)
+    }
+
+    /// The type as written in `.tfm`, e.g. `f32[B, H, P, E]` (`f32[]` for a scalar).
+    pub fn type_string(&self) -> String {
+        let dims: Vec<String> = self.shape.iter().map(ToString::to_string).collect();
+        format!("{}[{}]", self.dtype, dims.join(", "))
+    }
+}
+
+impl fmt::Display for DimSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DimSpec::Dim(name) => f.write_str(name),
+            DimSpec::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl ParamValue {
+    /// True when a param of `dtype` can hold this value: bools for `bool`, integers in range
+    /// for `i32`/`i64`, finite floats (JSON has no infinities or NaN) or integers for float
+    /// dtypes.
+    pub fn fits(self, dtype: DType) -> bool {
+        match self {
+            ParamValue::Bool(_) => dtype == DType::Bool,
+            ParamValue::Int(x) => match dtype {
+                DType::I32 => i32::try_from(x).is_ok(),
+                DType::I64 => true,
+                d => d.is_float(),
+            },
+            ParamValue::Float(x) => dtype.is_float() && x.is_finite(),
+        }
+    }
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Bool(b) => write!(f, "{b}"),
+            ParamValue::Int(i) => write!(f, "{i}"),
+            ParamValue::Float(x) => write!(f, "{x:?}"),
+        }
+    }
+}
+
+impl fmt::Display for FailKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
     }
 }

@@ -1,0 +1,372 @@
+//! Calling a compiled kernel's packed entry with validation: shared by the JIT (which hands
+//! over a raw [`PackedFn`]) and by loaded artifacts ([`crate::artifact::Kernel`]).
+//!
+//! Everything the ABI (see [`crate::manifest`]) leaves to the caller is checked here before the
+//! kernel runs, so that a wrong call is an error, never out-of-bounds memory access: the
+//! manifest entry is consistent ([`KernelManifest::validate`]); inputs come in the right
+//! number, dtypes and ranks; fixed sizes match; each symbolic dim has one size across all its
+//! uses and fits `int64_t`; output buffers have the dtypes and shapes those dims give; params
+//! are known and of the right kind (missing ones take the manifest default). Output buffers
+//! are zero-filled before the call. A non-zero return code becomes [`RuntimeError::Kernel`].
+
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+
+use crate::error::RuntimeError;
+use crate::manifest::{DimSpec, FailKind, KernelManifest, ParamValue};
+use crate::native::NativeTensor;
+use crate::tensor::{DType, Scalar, Tensor};
+
+/// The packed entry `{symbol}_packed` of a compiled kernel (see [`crate::manifest`]).
+pub type PackedFn =
+    unsafe extern "C" fn(bufs: *const *mut c_void, dims: *const i64, params: *const u64) -> i32;
+
+/// The kernel's manifest entry checked, as a [`RuntimeError`].
+fn validate(k: &KernelManifest) -> Result<(), RuntimeError> {
+    k.validate().map_err(|reason| RuntimeError::BadManifest {
+        kernel: k.name.clone(),
+        reason,
+    })
+}
+
+/// The sizes of `k.dims` (in order) given the shapes of all inputs, by position.
+///
+/// Ranks must match, fixed sizes be exact, each symbolic dim have one size across all its
+/// uses, and every dim be the size of some input (else [`RuntimeError::UnboundDim`]).
+pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, RuntimeError> {
+    validate(k)?;
+    if shapes.len() != k.inputs.len() {
+        return Err(RuntimeError::InputCount {
+            kernel: k.name.clone(),
+            expected: k.inputs.len(),
+            got: shapes.len(),
+        });
+    }
+    // For each dim: its size and the argument that bound it.
+    let mut bound: Vec<Option<(usize, &str)>> = vec![None; k.dims.len()];
+    for (spec, shape) in k.inputs.iter().zip(shapes) {
+        let arg = || format!("input '{}'", spec.name);
+        if shape.len() != spec.shape.len() {
+            return Err(RuntimeError::Rank {
+                kernel: k.name.clone(),
+                arg: arg(),
+                ty: spec.type_string(),
+                got: shape.to_vec(),
+            });
+        }
+        for (axis, (d, &size)) in spec.shape.iter().zip(shape.iter()).enumerate() {
+            match d {
+                DimSpec::Fixed(n) => {
+                    if u64::try_from(*n).ok() != u64::try_from(size).ok() {
+                        return Err(RuntimeError::FixedDim {
+                            kernel: k.name.clone(),
+                            arg: arg(),
+                            axis,
+                            expected: *n,
+                            got: size,
+                        });
+                    }
+                }
+                DimSpec::Dim(name) => {
+                    // `validate` guarantees every symbolic dim is in `k.dims`.
+                    let Some(i) = k.dims.iter().position(|d| d == name) else {
+                        continue;
+                    };
+                    match bound[i] {
+                        None => bound[i] = Some((size, &spec.name)),
+                        Some((first, _)) if first == size => {}
+                        Some((first, first_arg)) => {
+                            return Err(RuntimeError::DimMismatch {
+                                kernel: k.name.clone(),
+                                arg: arg(),
+                                axis,
+                                dim: name.clone(),
+                                got: size,
+                                first_arg: format!("input '{first_arg}'"),
+                                first,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    k.dims
+        .iter()
+        .zip(&bound)
+        .map(|(dim, b)| match b {
+            None => Err(RuntimeError::UnboundDim {
+                kernel: k.name.clone(),
+                dim: dim.clone(),
+            }),
+            Some((size, arg)) => i64::try_from(*size).map_err(|_| RuntimeError::TooLarge {
+                kernel: k.name.clone(),
+                arg: format!("input '{arg}'"),
+                shape: vec![*size],
+            }),
+        })
+        .collect()
+}
+
+/// The shapes of `k`'s outputs given the sizes of its dims (from [`bind_dims`]).
+pub fn output_shapes(k: &KernelManifest, dims: &[i64]) -> Result<Vec<Vec<usize>>, RuntimeError> {
+    validate(k)?;
+    k.outputs
+        .iter()
+        .map(|spec| {
+            spec.shape
+                .iter()
+                .map(|d| {
+                    let size = match d {
+                        DimSpec::Fixed(n) => Some(*n),
+                        DimSpec::Dim(name) => k
+                            .dims
+                            .iter()
+                            .position(|x| x == name)
+                            .and_then(|i| dims.get(i).copied()),
+                    };
+                    size.and_then(|s| usize::try_from(s).ok()).ok_or_else(|| {
+                        RuntimeError::BadManifest {
+                            kernel: k.name.clone(),
+                            reason: format!(
+                                "output '{}' has dim '{d}' with no valid size among {} dims given",
+                                spec.name,
+                                dims.len()
+                            ),
+                        }
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Zero-filled output buffers for `k` with the given dim sizes.
+pub fn alloc_outputs(k: &KernelManifest, dims: &[i64]) -> Result<Vec<NativeTensor>, RuntimeError> {
+    let shapes = output_shapes(k, dims)?;
+    k.outputs
+        .iter()
+        .zip(shapes)
+        .map(|(spec, shape)| {
+            let dtype = spec_dtype(k, &spec.dtype)?;
+            NativeTensor::zeros(dtype, shape.clone()).map_err(|_| RuntimeError::TooLarge {
+                kernel: k.name.clone(),
+                arg: format!("output '{}'", spec.name),
+                shape,
+            })
+        })
+        .collect()
+}
+
+/// The dtype called `name` in `k`'s manifest.
+fn spec_dtype(k: &KernelManifest, name: &str) -> Result<DType, RuntimeError> {
+    DType::parse(name).ok_or_else(|| RuntimeError::BadManifest {
+        kernel: k.name.clone(),
+        reason: format!("unknown dtype '{name}'"),
+    })
+}
+
+/// The ABI's param slots: one per `k.params`, from `params` or the manifest default. Float
+/// params accept floats and integers (rounded to the param's dtype, passed as a `double`);
+/// integer params accept integers in range; bool params accept bools.
+pub fn pack_params(
+    k: &KernelManifest,
+    params: &BTreeMap<String, Scalar>,
+) -> Result<Vec<u64>, RuntimeError> {
+    if let Some(unknown) = params
+        .keys()
+        .find(|n| !k.params.iter().any(|p| &p.name == *n))
+    {
+        return Err(RuntimeError::UnknownParam {
+            kernel: k.name.clone(),
+            param: unknown.clone(),
+            params: k.params.iter().map(|p| p.name.clone()).collect(),
+        });
+    }
+    k.params
+        .iter()
+        .map(|p| {
+            let dtype = spec_dtype(k, &p.dtype)?;
+            let value = params.get(&p.name).copied().unwrap_or(match p.default {
+                ParamValue::Bool(b) => Scalar::B(b),
+                ParamValue::Int(i) => Scalar::I(i),
+                ParamValue::Float(x) => Scalar::F(x),
+            });
+            let slot = match (dtype, value) {
+                (d, Scalar::F(x)) if d.is_float() => Some(d.round_f64(x).to_bits()),
+                (d, Scalar::I(i)) if d.is_float() => Some(d.round_f64(i as f64).to_bits()),
+                (DType::I64, Scalar::I(i)) => Some(i as u64),
+                (DType::I32, Scalar::I(i)) => i32::try_from(i).ok().map(|i| i64::from(i) as u64),
+                (DType::Bool, Scalar::B(b)) => Some(u64::from(b)),
+                _ => None,
+            };
+            slot.ok_or_else(|| RuntimeError::ParamType {
+                kernel: k.name.clone(),
+                param: p.name.clone(),
+                dtype: p.dtype.clone(),
+                value: match value {
+                    Scalar::F(x) => format!("the float {x:?}"),
+                    Scalar::I(i) => format!("the integer {i}"),
+                    Scalar::B(b) => format!("the bool {b}"),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Maps a kernel's return code to `Ok` (0) or the failure it reports.
+pub fn check_return(k: &KernelManifest, code: i32) -> Result<(), RuntimeError> {
+    if code == 0 {
+        return Ok(());
+    }
+    let bits = code as u32;
+    let Some(kind) = FailKind::from_code(bits) else {
+        return Err(RuntimeError::UnknownFailure {
+            kernel: k.name.clone(),
+            code,
+        });
+    };
+    let site = usize::try_from(bits >> 8)
+        .ok()
+        .and_then(|i| k.sites.get(i))
+        .cloned()
+        .unwrap_or_else(|| "unknown site".to_string());
+    Err(RuntimeError::Kernel {
+        kernel: k.name.clone(),
+        kind,
+        site,
+    })
+}
+
+/// Calls `entry` on ABI-format tensors after checking them against `k` (see the module docs).
+/// `outputs` must be allocated by the caller with the right dtypes and shapes
+/// ([`alloc_outputs`] makes them); they are zero-filled, then written by the kernel.
+///
+/// # Safety
+/// `entry` must be the packed entry of a kernel compiled with manifest entry `k` (the code
+/// then only touches the buffers within the shapes checked here), safe to call from this
+/// thread.
+pub unsafe fn call_native(
+    entry: PackedFn,
+    k: &KernelManifest,
+    inputs: &[&NativeTensor],
+    outputs: &mut [NativeTensor],
+    params: &BTreeMap<String, Scalar>,
+) -> Result<(), RuntimeError> {
+    validate(k)?;
+    if inputs.len() != k.inputs.len() {
+        return Err(RuntimeError::InputCount {
+            kernel: k.name.clone(),
+            expected: k.inputs.len(),
+            got: inputs.len(),
+        });
+    }
+    for (spec, t) in k.inputs.iter().zip(inputs) {
+        let expected = spec_dtype(k, &spec.dtype)?;
+        if t.dtype() != expected {
+            return Err(RuntimeError::DType {
+                kernel: k.name.clone(),
+                arg: format!("input '{}'", spec.name),
+                expected,
+                got: t.dtype(),
+            });
+        }
+    }
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+    let dims = bind_dims(k, &shapes)?;
+    if outputs.len() != k.outputs.len() {
+        return Err(RuntimeError::OutputCount {
+            kernel: k.name.clone(),
+            expected: k.outputs.len(),
+            got: outputs.len(),
+        });
+    }
+    let out_shapes = output_shapes(k, &dims)?;
+    for ((spec, t), shape) in k.outputs.iter().zip(outputs.iter()).zip(out_shapes) {
+        let expected = spec_dtype(k, &spec.dtype)?;
+        if t.dtype() != expected {
+            return Err(RuntimeError::DType {
+                kernel: k.name.clone(),
+                arg: format!("output '{}'", spec.name),
+                expected,
+                got: t.dtype(),
+            });
+        }
+        if t.shape() != shape.as_slice() {
+            return Err(RuntimeError::OutputShape {
+                kernel: k.name.clone(),
+                output: spec.name.clone(),
+                expected: shape,
+                got: t.shape().to_vec(),
+            });
+        }
+    }
+    let params = pack_params(k, params)?;
+    let mut bufs: Vec<*mut c_void> = inputs
+        .iter()
+        .map(|t| t.as_ptr().cast_mut().cast::<c_void>())
+        .collect();
+    for t in outputs.iter_mut() {
+        t.bytes_mut().fill(0);
+        bufs.push(t.as_mut_ptr().cast());
+    }
+    // SAFETY: the caller guarantees `entry` is `k`'s packed entry. Every buffer is live for
+    // the call, has the dtype and shape the manifest gives for the dims passed (checked
+    // above), and outputs are uniquely borrowed; the arrays have one entry per input+output,
+    // dim and param. Inputs are passed as `*mut` only because the ABI's array type is shared:
+    // the kernel treats them as const.
+    let code = unsafe { entry(bufs.as_ptr(), dims.as_ptr(), params.as_ptr()) };
+    check_return(k, code)
+}
+
+/// Calls `entry` with inputs by name: every input of `k` must be given, with its exact dtype
+/// (no implicit conversion), and no other; returns the outputs by name.
+///
+/// # Safety
+/// As [`call_native`].
+pub unsafe fn call(
+    entry: PackedFn,
+    k: &KernelManifest,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+    validate(k)?;
+    if let Some(name) = inputs.keys().find(|n| k.input(n).is_none()) {
+        return Err(RuntimeError::UnexpectedInput {
+            kernel: k.name.clone(),
+            input: name.clone(),
+            expected: k.inputs.iter().map(|t| t.name.clone()).collect(),
+        });
+    }
+    let mut native = Vec::with_capacity(k.inputs.len());
+    for spec in &k.inputs {
+        let Some(t) = inputs.get(&spec.name) else {
+            return Err(RuntimeError::MissingInput {
+                kernel: k.name.clone(),
+                input: spec.name.clone(),
+                ty: spec.type_string(),
+            });
+        };
+        let expected = spec_dtype(k, &spec.dtype)?;
+        if t.dtype() != expected {
+            return Err(RuntimeError::DType {
+                kernel: k.name.clone(),
+                arg: format!("input '{}'", spec.name),
+                expected,
+                got: t.dtype(),
+            });
+        }
+        native.push(NativeTensor::from_tensor(t)?);
+    }
+    let refs: Vec<&NativeTensor> = native.iter().collect();
+    let shapes: Vec<&[usize]> = native.iter().map(|t| t.shape()).collect();
+    let dims = bind_dims(k, &shapes)?;
+    let mut outputs = alloc_outputs(k, &dims)?;
+    // SAFETY: forwarded from the caller.
+    unsafe { call_native(entry, k, &refs, &mut outputs, params) }?;
+    k.outputs
+        .iter()
+        .zip(&outputs)
+        .map(|(spec, t)| Ok((spec.name.clone(), t.to_tensor()?)))
+        .collect()
+}
