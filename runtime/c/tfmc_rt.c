@@ -29,6 +29,9 @@
  * - No allocation per call; the only per-call synchronisation is one mutex/condvar handshake
  *   per participating worker.
  * - Not fork-safe: a child of a fork must not call into the pool (as with OpenMP runtimes).
+ * - Never unloaded once the pool exists: workers run this library's code forever, so before
+ *   starting them the library pins itself (dlopen of its own file with RTLD_NODELETE); a
+ *   dlclose after that leaves it mapped. Link with -pthread (and -ldl on glibc < 2.34).
  *
  * Plain C11 + pthreads; compiles cleanly with -Wall -Wextra.
  */
@@ -36,6 +39,7 @@
 #define _GNU_SOURCE /* sysconf(_SC_NPROCESSORS_ONLN) under -std=c11 */
 #endif
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -158,7 +162,17 @@ static int tfmc_default_threads(void) {
     return tfmc_clamp_threads(sysconf(_SC_NPROCESSORS_ONLN));
 }
 
+/* Makes dlclose leave this library mapped: its workers' code must stay. */
+static void tfmc_pin_library(void) {
+    Dl_info info;
+    if (dladdr((const void *)&tfmc_once, &info) != 0 && info.dli_fname != NULL) {
+        /* The handle is kept on purpose: RTLD_NODELETE pins the object for good. */
+        (void)dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+    }
+}
+
 static void tfmc_init(void) {
+    tfmc_pin_library();
     int n = tfmc_default_threads();
     pthread_mutex_lock(&tfmc_mu);
     tfmc_spawn_locked(n);

@@ -1,4 +1,5 @@
-//! tfmc runtime: the tensor container ([`Tensor`]) and its `.npy`/`.npz` I/O.
+//! tfmc runtime: the tensor container ([`Tensor`]) and its `.npy`/`.npz` I/O, and loading and
+//! running compiled kernels (CPU artifacts, and JIT entries through [`call`]).
 //!
 //! This crate must never depend on LLVM (or any code generator): everything that loads,
 //! stores or compares tensors links it, including tools that run without a compiler.
@@ -8,6 +9,9 @@
 //! - [`manifest`]: the artifact manifest and kernel ABI ([`manifest::Manifest`]), its JSON form
 //!   and C header ([`manifest::c_header`]);
 //! - [`aot`]: the C runtime linked into AOT artifacts and the checksum trailer ([`aot::seal`]);
+//! - [`artifact`]: [`Artifact`] (open, validate and load a sealed CPU artifact) and its
+//!   [`artifact::Kernel`]s;
+//! - [`features`]: host architecture and CPU-feature checks for an artifact's target;
 //! - [`call`]: validated calls of a kernel's packed entry ([`call::call`], [`call::call_native`],
 //!   [`call::bind_dims`]), shared by the JIT and artifacts;
 //! - [`native`]: [`NativeTensor`], a tensor in the kernel ABI's element format;
@@ -17,9 +21,11 @@
 //! - private: `header` (the C header), `npy` (the array codec), `npy_header` (header parser), `atomic` (atomic writes).
 
 pub mod aot;
+pub mod artifact;
 mod atomic;
 pub mod call;
 pub mod error;
+pub mod features;
 mod header;
 pub mod manifest;
 pub mod native;
@@ -29,6 +35,7 @@ pub mod npz;
 pub mod parallel;
 pub mod tensor;
 
+pub use artifact::{Artifact, Kernel};
 pub use error::{ArtifactError, RuntimeError};
 pub use native::NativeTensor;
 pub use npz::{IoError, read_npy, read_npz, write_npy, write_npz};
