@@ -105,12 +105,16 @@ fn manifest_of(file: &object::File<'_>) -> Result<Manifest, ArtifactError> {
             expected: FORMAT_NAME,
         });
     }
-    let version = value.get("version").and_then(|v| v.as_u64());
-    if version != Some(u64::from(FORMAT_VERSION)) {
+    let version = value
+        .get("version")
+        .and_then(|v| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| {
+            ArtifactError::InvalidManifest("no 'version' (a 32-bit unsigned integer)".into())
+        })?;
+    if version != FORMAT_VERSION {
         return Err(ArtifactError::Version {
-            found: version
-                .and_then(|v| u32::try_from(v).ok())
-                .unwrap_or(u32::MAX),
+            found: version,
             expected: FORMAT_VERSION,
         });
     }

@@ -21,7 +21,7 @@ mod sealed {
 }
 
 /// A Rust type that is exactly the ABI element of one dtype (`f32`, `f64`, `i32`, `i64`,
-/// [`f16`], [`bf16`]; `bool` tensors are viewed as bytes with [`NativeTensor::as_bool_bytes`]).
+/// [`half::f16`], [`half::bf16`]; `bool` tensors are viewed as bytes with [`NativeTensor::as_bool_bytes`]).
 pub trait Element: Copy + sealed::Sealed + 'static {
     /// The dtype whose elements this type holds.
     const DTYPE: DType;

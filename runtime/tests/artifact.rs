@@ -372,3 +372,45 @@ fn header_of_the_test_manifest_compiles() {
         c.to_str().unwrap(),
     ]);
 }
+
+#[test]
+fn corrupted_payloads_never_panic() {
+    // Re-sealed after damage, so the checksum passes and the ELF and JSON parsers see it.
+    // (`read_manifest` only: loading a malformed ELF is the loader's business, and a sealed
+    // artifact is trusted not to be one, see `artifact`'s module docs.)
+    let sealed = std::fs::read(good_lib()).unwrap();
+    let payload = tfmc_runtime::aot::unseal(&sealed).unwrap().to_vec();
+    let reseal = |p: &[u8]| {
+        let mut v = p.to_vec();
+        v.extend_from_slice(&tfmc_runtime::aot::trailer(p));
+        v
+    };
+    let read = tfmc_runtime::artifact::read_manifest;
+    assert!(read(&reseal(&payload)).is_ok());
+    let step = (payload.len() / 300).max(1);
+    for cut in (0..payload.len()).step_by(step) {
+        let _ = read(&reseal(&payload[..cut]));
+    }
+    // A cheap deterministic generator (xorshift) for positions and values.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..2000 {
+        let mut p = payload.clone();
+        for _ in 0..1 + next() % 4 {
+            // Mostly the ELF header and the section/symbol tables near the end.
+            let len = p.len() as u64;
+            let at = match next() % 3 {
+                0 => next() % len.min(256),
+                1 => len - 1 - next() % len.min(4096),
+                _ => next() % len,
+            } as usize;
+            p[at] = next() as u8;
+        }
+        let _ = read(&reseal(&p));
+    }
+}

@@ -80,7 +80,8 @@ fn thread_count_from_environment_is_used() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    let status = std::process::Command::new(exe)
+    // Captured, so the child's "test result" line does not count as another test.
+    let out = std::process::Command::new(exe)
         .args([
             "--exact",
             "thread_count_from_environment_is_used",
@@ -88,7 +89,12 @@ fn thread_count_from_environment_is_used() {
         ])
         .env("TFMC_POOL_CHILD", "1")
         .env("TFMC_NUM_THREADS", "3")
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    assert!(
+        out.status.success(),
+        "child failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
