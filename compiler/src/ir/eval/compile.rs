@@ -27,7 +27,7 @@ use crate::ir::lang::{Const, Tfm};
 
 /// A reduction's head: the index it binds, its bounds and its filter.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Head {
+pub(crate) struct Head {
     /// Slot of the bound index in [`super::expr::Env::idx`].
     pub slot: usize,
     /// The index's name (for error messages).
@@ -44,7 +44,7 @@ pub(super) struct Head {
 
 /// One resolved node of a definition; children are ids into the same `Vec<Op>`.
 #[derive(Clone, Debug)]
-pub(super) enum Op {
+pub(crate) enum Op {
     /// A symbol (only meaningful as a child of the forms that name things).
     Sym(Symbol),
     /// A literal, a dim's size or a param's value.
@@ -154,10 +154,17 @@ pub(super) enum Op {
         /// How far back (≥ 1).
         back: i64,
     },
+    /// A dim's size, by name (only in [`Scope::symbolic`] compilation, for code generators).
+    Dim(Symbol),
+    /// A param's value, by `ParamId` index (only in symbolic compilation).
+    Param {
+        /// The param's index in the program.
+        id: usize,
+    },
 }
 
 /// Names resolved for the whole cascade, shared by the definitions being compiled.
-pub(super) struct Scope<'a> {
+pub(crate) struct Scope<'a> {
     /// The program (params, functions, reductions).
     pub program: &'a Program,
     /// Param values by `ParamId`.
@@ -170,6 +177,11 @@ pub(super) struct Scope<'a> {
     pub slots: HashMap<Symbol, usize>,
     /// Tensors defined so far: name → (slot, dtype, rank).
     pub tensors: HashMap<&'a str, (usize, DType, usize)>,
+    /// Dims and params stay symbolic ([`Op::Dim`], [`Op::Param`]) instead of becoming
+    /// constants: code generators compile a kernel once for every size and param value
+    /// (`dims` and `params` are then unused, except that user-reduction identities take
+    /// `params`).
+    pub symbolic: bool,
 }
 
 impl Scope<'_> {
@@ -181,7 +193,7 @@ impl Scope<'_> {
 }
 
 /// The node being compiled: what `prev` refers to.
-pub(super) struct This<'a> {
+pub(crate) struct This<'a> {
     /// Its name.
     pub name: &'a str,
     /// Its dtype.
@@ -191,7 +203,18 @@ pub(super) struct This<'a> {
 }
 
 /// Compiles `e` (children before parents, as in every `RecExpr`); the root is the last op.
-pub(super) fn compile(e: &RecExpr<Tfm>, scope: &mut Scope<'_>, this: &This<'_>, loc: &str) -> Result<Vec<Op>, RunError> {
+pub(crate) fn compile(e: &RecExpr<Tfm>, scope: &mut Scope<'_>, this: &This<'_>, loc: &str) -> Result<Vec<Op>, RunError> {
+    compile_typed(e, scope, this, loc).map(|(ops, _)| ops)
+}
+
+/// Like [`compile`], also returning each op's dtype (a literal's is its weak default:
+/// `i64`, `f32` or `bool`; its consumer's operand dtype says how it is used).
+pub(crate) fn compile_typed(
+    e: &RecExpr<Tfm>,
+    scope: &mut Scope<'_>,
+    this: &This<'_>,
+    loc: &str,
+) -> Result<(Vec<Op>, Vec<DType>), RunError> {
     let nodes = e.as_ref();
     if nodes.is_empty() {
         return Err(internal("empty expression", loc));
@@ -204,7 +227,7 @@ pub(super) fn compile(e: &RecExpr<Tfm>, scope: &mut Scope<'_>, this: &This<'_>, 
         ops.push(op);
         tys.push(ty);
     }
-    Ok(ops)
+    Ok((ops, tys.iter().map(|t| t.dtype).collect()))
 }
 
 /// The types computed so far, for one node's rule.
@@ -260,6 +283,9 @@ impl Cx<'_> {
             }
             Tfm::Dim(s) => {
                 let name = self.sym(*s, "`dim`'s argument")?;
+                if scope.symbolic {
+                    return Ok((Op::Dim(name), strong(DType::I64)));
+                }
                 let Some(&v) = scope.dims.get(name.as_str()) else {
                     return Err(internal(&format!("unknown dimension '{name}'"), self.loc));
                 };
@@ -270,6 +296,9 @@ impl Cx<'_> {
                 let Some((id, p)) = scope.program.param(name.as_str()) else {
                     return Err(internal(&format!("unknown param '{name}'"), self.loc));
                 };
+                if scope.symbolic {
+                    return Ok((Op::Param { id: id.index() }, strong(p.dtype)));
+                }
                 let v = scope.params.get(id.index()).copied().unwrap_or(crate::bind::zero(p.dtype));
                 (Op::Const(v), strong(p.dtype))
             }

@@ -153,6 +153,7 @@ impl Eval<'_> {
             Op::URed { red, field, identity, head, bodies } => self.ured(ops, *red, *field, identity, head, bodies, env),
             Op::Osm { head, s, v } => self.osm(ops, head, *s, *v, env),
             Op::Prev { back } => self.prev(*back, env),
+            Op::Dim(_) | Op::Param { .. } => Err(self.internal("a symbolic dim or param in the interpreter")),
         }
     }
 

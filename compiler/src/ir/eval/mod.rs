@@ -24,7 +24,7 @@
 //!
 //! Errors are [`RunError`]s located as `IR node 'S' of cascade 'sdpa'` (the IR has no spans).
 
-mod compile;
+pub(crate) mod compile;
 mod expr;
 
 #[cfg(test)]
@@ -113,6 +113,7 @@ fn run_here(
         ranges,
         slots: HashMap::new(),
         tensors: HashMap::new(),
+        symbolic: false,
     };
     let mut steps = Vec::with_capacity(c.order.len());
     for (slot, &ix) in c.order.iter().enumerate() {

@@ -1,0 +1,279 @@
+//! Operators, casts and elementwise functions in KIR, with the interpreter's semantics
+//! (`interp::ops`): integer results outside their dtype fail with `Overflow`, integer `/`
+//! and `%` floor and fail on a zero divisor, float `/` has `0/0 = 0`, float `%` is floored,
+//! min/max propagate NaN, float → int casts truncate and saturate.
+//!
+//! Float math computes in the dtype's own precision (`f32` for `f32`/`f16`/`bf16`), not in
+//! `f64` like the interpreter; tests compare with magnitude-scaled tolerances. `f32` `exp`
+//! is expanded inline ([`exp_f32`]) so loops over it vectorize.
+
+use egg::Id;
+
+use super::ScheduleError;
+use super::build::{Builder, e};
+use super::kir::{BinOp as K, Const, Expr, FailKind, Ty, UnOp as KU};
+use super::lower::{Cx, Def, vty};
+use crate::hir::{BinOp, DType, Func, UnOp};
+
+impl Cx<'_> {
+    /// Fails with `Overflow` when `cond` may hold (not when the analysis proves it false).
+    fn overflow_if(&mut self, cond: Expr, what: &str) {
+        let site = format!("{what} overflows (in {})", self.loc);
+        self.b.fail_if(cond, FailKind::Overflow, site);
+    }
+
+    /// `a op b` on integers of type `ty`, failing where the exact result does not fit.
+    fn checked(&mut self, op: K, ovf: K, ty: Ty, a: Expr, b: Expr, what: &str) -> Expr {
+        let bound = if ty == Ty::I32 { (i32::MIN as i128, i32::MAX as i128) } else { (i64::MIN as i128, i64::MAX as i128) };
+        let x = e::bin(op, a.clone(), b.clone());
+        if !self.within(&x, bound.0, bound.1) {
+            self.overflow_if(e::bin(ovf, a, b), what);
+        }
+        x
+    }
+
+    /// A unary operator.
+    pub(super) fn unary(&mut self, d: Def<'_>, op: UnOp, dt: DType, a: Id) -> Result<Expr, ScheduleError> {
+        let ty = vty(dt);
+        let x = self.lower_as(d, a, if op == UnOp::Not { Ty::Bool } else { ty })?;
+        Ok(match op {
+            UnOp::Not => e::un(KU::Not, x),
+            UnOp::Neg => self.neg(ty, x),
+        })
+    }
+
+    fn neg(&mut self, ty: Ty, x: Expr) -> Expr {
+        if ty.is_int() {
+            let zero = e::num(ty, 0.0);
+            self.checked(K::Sub, K::SubOverflows, ty, zero, x, "negation")
+        } else {
+            e::un(KU::Neg, x)
+        }
+    }
+
+    /// A binary operator (never `&&`/`||`, which are short-circuit ops).
+    pub(super) fn binary(&mut self, d: Def<'_>, op: BinOp, dt: DType, a: Id, b: Id) -> Result<Expr, ScheduleError> {
+        let ty = vty(dt);
+        let x = self.lower_as(d, a, ty)?;
+        let y = self.lower_as(d, b, ty)?;
+        Ok(self.bin_values(op, ty, x, y))
+    }
+
+    /// `x op y` on values of type `ty`.
+    pub(super) fn bin_values(&mut self, op: BinOp, ty: Ty, x: Expr, y: Expr) -> Expr {
+        let cmp = |k: K| e::bin(k, x.clone(), y.clone());
+        match op {
+            BinOp::Lt => return cmp(K::Lt),
+            BinOp::Le => return cmp(K::Le),
+            BinOp::Gt => return cmp(K::Gt),
+            BinOp::Ge => return cmp(K::Ge),
+            BinOp::Eq => return cmp(K::Eq),
+            BinOp::Ne => return cmp(K::Ne),
+            BinOp::And => return cmp(K::And),
+            BinOp::Or => return cmp(K::Or),
+            _ => {}
+        }
+        if ty.is_float() {
+            return match op {
+                BinOp::Add => e::add(x, y),
+                BinOp::Sub => e::sub(x, y),
+                BinOp::Mul => e::mul(x, y),
+                BinOp::Div => fdiv(ty, x, y),
+                _ => {
+                    // Floored: the remainder takes the divisor's sign.
+                    let r = e::bin(K::Rem, x, y.clone());
+                    let zero = e::num(ty, 0.0);
+                    let fix = e::bin(
+                        K::And,
+                        e::bin(K::Ne, r.clone(), zero.clone()),
+                        e::bin(K::Ne, e::bin(K::Lt, r.clone(), zero.clone()), e::bin(K::Lt, y.clone(), zero)),
+                    );
+                    e::select(fix, e::add(r.clone(), y), r)
+                }
+            };
+        }
+        match op {
+            BinOp::Add => self.checked(K::Add, K::AddOverflows, ty, x, y, "integer +"),
+            BinOp::Sub => self.checked(K::Sub, K::SubOverflows, ty, x, y, "integer -"),
+            BinOp::Mul => self.checked(K::Mul, K::MulOverflows, ty, x, y, "integer *"),
+            _ => self.int_div(op == BinOp::Div, ty, x, y),
+        }
+    }
+
+    /// Floor division or floor modulo of integers.
+    fn int_div(&mut self, div: bool, ty: Ty, x: Expr, y: Expr) -> Expr {
+        let zero = e::num(ty, 0.0);
+        let site = format!("integer {} (in {})", if div { "/" } else { "%" }, self.loc);
+        let nonzero = self.within(&y, 1, i64::MAX as i128) || self.within(&y, i64::MIN as i128, -1);
+        if !nonzero {
+            self.b.fail_if(e::bin(K::Eq, y.clone(), zero.clone()), FailKind::DivByZero, site);
+        }
+        let min = if ty == Ty::I32 { Expr::Const(Const::I32(i32::MIN)) } else { Expr::Const(Const::I64(i64::MIN)) };
+        let minus1 = e::num(ty, -1.0);
+        // MIN / -1 overflows; MIN % -1 is 0 (the truncating remainder would trap).
+        let special = e::bin(K::And, e::bin(K::Eq, x.clone(), min), e::bin(K::Eq, y.clone(), minus1.clone()));
+        let may_special = !(self.within(&y, 0, i64::MAX as i128) || self.within(&x, i64::MIN as i128 + 1, i64::MAX as i128));
+        if div && may_special {
+            self.overflow_if(special.clone(), "integer /");
+        }
+        // Safe operands for the truncating ops: y is never 0 or (-1 with x = MIN) here.
+        let ys = if may_special { e::select(special, e::num(ty, 1.0), y.clone()) } else { y.clone() };
+        let q = e::bin(K::Div, x.clone(), ys.clone());
+        let r = e::bin(K::Rem, x.clone(), ys);
+        let adjust = e::bin(
+            K::And,
+            e::bin(K::Ne, r.clone(), zero.clone()),
+            e::bin(K::Ne, e::bin(K::Lt, r.clone(), zero.clone()), e::bin(K::Lt, y.clone(), zero)),
+        );
+        if div { e::select(adjust, e::sub(q.clone(), e::num(ty, 1.0)), q) } else { e::select(adjust, e::add(r.clone(), y), r) }
+    }
+
+    /// A conversion to dtype `to`.
+    pub(super) fn cast(&mut self, d: Def<'_>, to: DType, x: Id) -> Result<Expr, ScheduleError> {
+        let from = vty(d.tys[usize::from(x)]);
+        let v = self.lower_as(d, x, from)?;
+        let to_ty = vty(to);
+        if from.is_int() && to_ty.is_int() && to_ty == Ty::I32 && from == Ty::I64 {
+            let lo = e::bin(K::Lt, v.clone(), e::i64(i32::MIN as i64));
+            let hi = e::bin(K::Gt, v.clone(), e::i64(i32::MAX as i64));
+            if !self.within(&v, i32::MIN as i128, i32::MAX as i128) {
+                self.overflow_if(e::bin(K::Or, lo, hi), "conversion to i32");
+            }
+        }
+        Ok(if from == to_ty { v } else { e::cast(to_ty, v) })
+    }
+
+    /// An elementwise function of result dtype `dt`.
+    pub(super) fn call(&mut self, d: Def<'_>, f: Func, dt: DType, x: Id, y: Option<Id>) -> Result<Expr, ScheduleError> {
+        let ty = vty(dt);
+        let a = self.lower_as(d, x, ty)?;
+        let b = match y {
+            Some(y) => Some(self.lower_as(d, y, ty)?),
+            None => None,
+        };
+        if ty.is_int() {
+            return Ok(self.int_func(f, ty, a, b));
+        }
+        let b = b.unwrap_or_else(|| a.clone());
+        Ok(float_func(&mut self.b, f, ty, a, b))
+    }
+
+    fn int_func(&mut self, f: Func, ty: Ty, a: Expr, b: Option<Expr>) -> Expr {
+        let zero = e::num(ty, 0.0);
+        let b = b.unwrap_or_else(|| a.clone());
+        match f {
+            Func::Neg => self.neg(ty, a),
+            // `0 - x` overflows exactly when `abs(x)` does (x = MIN).
+            Func::Abs => {
+                let n = self.neg(ty, a.clone());
+                e::select(e::bin(K::Lt, a.clone(), zero), n, a)
+            }
+            Func::Sign => e::select(
+                e::bin(K::Gt, a.clone(), zero.clone()),
+                e::num(ty, 1.0),
+                e::select(e::bin(K::Lt, a, zero.clone()), e::num(ty, -1.0), zero),
+            ),
+            Func::Relu => e::bin(K::Max, a, zero),
+            Func::Min => e::bin(K::Min, a, b),
+            Func::Max => e::bin(K::Max, a, b),
+            // The checker only lets integer-accepting functions through.
+            _ => a,
+        }
+    }
+}
+
+/// `a / b` with `0 / 0 = 0`.
+pub(crate) fn fdiv(ty: Ty, a: Expr, b: Expr) -> Expr {
+    let zero = e::num(ty, 0.0);
+    let both = e::bin(K::And, e::bin(K::Eq, a.clone(), zero.clone()), e::bin(K::Eq, b.clone(), zero.clone()));
+    e::select(both, zero, e::bin(K::Div, a, b))
+}
+
+/// `e^x`: inline for `f32` (vectorizable), libm for `f64`.
+pub(crate) fn exp(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
+    if ty == Ty::F32 { exp_f32(bld, x) } else { e::un(KU::Exp, x) }
+}
+
+/// `e^x` in `f32` without a library call: `2^n · p(r)` with `n = round(x·log2 e)`,
+/// `r = x - n·ln 2` in two parts (Cody–Waite), `p` a degree-6 polynomial (about 1 ulp on
+/// the reduced range). `x` is clamped to `[-86, 88.72]` first so `2^(n-1)` is a normal
+/// float; below -87.34 gives 0 (also `-inf`), above 88.72 gives `inf`, NaN stays NaN. In
+/// `[-87.34, -86]` the result is off by at most 1e-37 absolute.
+pub(crate) fn exp_f32(bld: &mut Builder, x: Expr) -> Expr {
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let x = match x {
+        v @ (Expr::Var(_) | Expr::Const(_)) => v,
+        x => e::var(bld.let_("exp.x", x)),
+    };
+    let xc = e::var(bld.let_("exp.xc", e::bin(K::Max, e::bin(K::Min, x.clone(), c(88.72)), c(-86.0))));
+    let n = e::var(bld.let_("exp.n", e::un(KU::RoundEven, e::mul(xc.clone(), c(std::f32::consts::LOG2_E)))));
+    let r = e::var(bld.let_("exp.r", e::sub(e::sub(xc, e::mul(n.clone(), c(0.693_145_75))), e::mul(n.clone(), c(1.428_606_8e-6)))));
+    // Horner for e^r on |r| <= ln2/2.
+    let coeffs = [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+    let mut p = c(coeffs[0]);
+    for &k in &coeffs[1..] {
+        p = e::add(e::mul(p, r.clone()), c(k));
+    }
+    // 2^(n-1) from its exponent bits (n - 1 in -125..=127), times 2.
+    let bits = e::bin(K::Shl, e::add(e::cast(Ty::I32, n), Expr::Const(Const::I32(126))), Expr::Const(Const::I32(23)));
+    let scale = Expr::Bitcast { to: Ty::F32, x: Box::new(bits) };
+    let y = e::mul(e::mul(p, scale), c(2.0));
+    let y = e::select(e::bin(K::Lt, x.clone(), c(-87.34)), c(0.0), y);
+    e::select(e::bin(K::Gt, x, c(88.722_84)), c(f32::INFINITY), y)
+}
+
+/// A float elementwise function of type `ty`; `b` is the second argument of binary ones.
+pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -> Expr {
+    let c = |v: f64| e::num(ty, v);
+    let a = match a {
+        v @ (Expr::Var(_) | Expr::Const(_)) => v,
+        x => e::var(bld.let_("arg", x)),
+    };
+    let sigmoid = |bld: &mut Builder, x: Expr| {
+        // 1/(1+e^-x) for x >= 0, e^x/(1+e^x) otherwise: no overflow.
+        let en = exp(bld, ty, e::un(KU::Neg, e::un(KU::Abs, x.clone())));
+        let en = e::var(bld.let_("exp", en));
+        let pos = e::bin(K::Div, c(1.0), e::add(c(1.0), en.clone()));
+        let neg = e::bin(K::Div, en.clone(), e::add(c(1.0), en));
+        e::select(e::bin(K::Ge, x, c(0.0)), pos, neg)
+    };
+    match f {
+        Func::Exp => exp(bld, ty, a),
+        Func::Exp2 => e::un(KU::Exp2, a),
+        Func::Log => e::un(KU::Log, a),
+        Func::Log2 => e::un(KU::Log2, a),
+        Func::Log1p => e::un(KU::Log1p, a),
+        Func::Sqrt => e::un(KU::Sqrt, a),
+        Func::Rsqrt => e::bin(K::Div, c(1.0), e::un(KU::Sqrt, a)),
+        Func::Abs => e::un(KU::Abs, a),
+        Func::Neg => e::un(KU::Neg, a),
+        Func::Sign => e::select(
+            e::bin(K::Gt, a.clone(), c(0.0)),
+            c(1.0),
+            e::select(e::bin(K::Lt, a.clone(), c(0.0)), c(-1.0), a),
+        ),
+        Func::Floor => e::un(KU::Floor, a),
+        Func::Ceil => e::un(KU::Ceil, a),
+        Func::Tanh => e::un(KU::Tanh, a),
+        Func::Sigmoid => sigmoid(bld, a),
+        Func::Relu => e::bin(K::Max, a, c(0.0)),
+        Func::Gelu => {
+            let erf = e::un(KU::Erf, e::mul(a.clone(), c(std::f64::consts::FRAC_1_SQRT_2)));
+            e::mul(e::mul(c(0.5), a), e::add(c(1.0), erf))
+        }
+        Func::Elu => e::select(e::bin(K::Gt, a.clone(), c(0.0)), a.clone(), e::un(KU::Expm1, a)),
+        Func::Silu => e::mul(a.clone(), sigmoid(bld, a)),
+        Func::Softplus => {
+            let pos = e::add(a.clone(), e::un(KU::Log1p, exp(bld, ty, e::un(KU::Neg, a.clone()))));
+            let neg = e::un(KU::Log1p, exp(bld, ty, a.clone()));
+            e::select(e::bin(K::Gt, a, c(0.0)), pos, neg)
+        }
+        Func::Erf => e::un(KU::Erf, a),
+        Func::Sin => e::un(KU::Sin, a),
+        Func::Cos => e::un(KU::Cos, a),
+        Func::Pow => e::bin(K::Pow, a, b),
+        Func::Min => e::bin(K::Min, a, b),
+        Func::Max => e::bin(K::Max, a, b),
+        Func::Atan2 => e::bin(K::Atan2, a, b),
+    }
+}

@@ -1,0 +1,361 @@
+//! The kernel-level schedule: the prologue (dims, params, buffers, strides), then one loop
+//! nest per node of the cascade in order — the tiled attention plan where it applies, else
+//! the generic plan described in [`super`].
+
+use std::collections::{HashMap, HashSet};
+
+use egg::{Id, Symbol};
+use tfmc_runtime::Scalar;
+
+use super::build::{Builder, e};
+use super::kir::{BinOp as K, BufKind, Expr, FailKind, Ty};
+use super::lower::{Cx, Def, IdxVar, MAX_DIM, ScanCx, TensorInfo, vty};
+use super::{ArgInfo, ScheduleError, ScheduleOptions, Scheduled};
+use crate::hir::{DType, Program};
+use crate::ir::eval::compile::{Op, Scope, This, compile_typed};
+use crate::ir::{Cascade, Def as IrDef, Node, Role};
+
+/// A node's compiled definition.
+enum Compiled {
+    Input,
+    Expr(Vec<Op>, Vec<DType>),
+    Scan { axis: usize, init: (Vec<Op>, Vec<DType>), body: (Vec<Op>, Vec<DType>) },
+}
+
+/// Schedules the whole cascade (see [`super::schedule`]).
+pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOptions) -> Result<Scheduled, ScheduleError> {
+    let Some((_, kernel)) = program.kernel(&c.name) else {
+        return Err(ScheduleError::UnknownKernel { name: c.name.clone() });
+    };
+    let loc0 = format!("cascade '{}'", c.name);
+    let internal = |what: String, loc: &str| ScheduleError::Internal { what, loc: loc.to_string() };
+    // Defaults stand in for user-reduction identities that read params.
+    let defaults = crate::bind::resolve_params(program, kernel, &Default::default()).unwrap_or_else(|_| {
+        program.params.iter().map(|p| crate::bind::zero(p.dtype)).collect()
+    });
+    let mut scope = Scope {
+        program,
+        params: &defaults,
+        dims: HashMap::new(),
+        ranges: HashMap::new(),
+        slots: HashMap::new(),
+        tensors: HashMap::new(),
+        symbolic: true,
+    };
+    let mut compiled = Vec::with_capacity(c.order.len());
+    let mut slots_of = Vec::with_capacity(c.order.len());
+    for (slot, &ix) in c.order.iter().enumerate() {
+        let node = &c.graph[ix];
+        let loc = format!("IR node '{}' of cascade '{}'", node.name, c.name);
+        let slots: Vec<usize> = node.indices.iter().map(|i| scope.slot(Symbol::from(i))).collect();
+        let this = |scan_body| This { name: &node.name, dtype: node.dtype, scan_body };
+        let run = |e| internal(format!("{e}"), &loc);
+        let comp = match &node.def {
+            IrDef::Input => Compiled::Input,
+            IrDef::Expr(x) => {
+                let (o, t) = compile_typed(x, &mut scope, &this(false), &loc).map_err(run)?;
+                Compiled::Expr(o, t)
+            }
+            IrDef::Scan { index, init, body } => {
+                let axis = node.indices.iter().position(|i| i == index).ok_or_else(|| internal(format!("scan index '{index}'"), &loc))?;
+                let init = compile_typed(init, &mut scope, &this(false), &loc).map_err(run)?;
+                let body = compile_typed(body, &mut scope, &this(true), &loc).map_err(run)?;
+                Compiled::Scan { axis, init, body }
+            }
+        };
+        scope.tensors.insert(node.name.as_str(), (slot, node.dtype, node.shape.len()));
+        compiled.push(comp);
+        slots_of.push(slots);
+    }
+    // Params the kernel reads, in program order.
+    let mut used: HashSet<usize> = kernel.params_used.iter().map(|p| p.index()).collect();
+    for comp in &compiled {
+        for ops in comp_ops(comp) {
+            for op in ops {
+                if let Op::Param { id, .. } = op {
+                    used.insert(*id);
+                }
+            }
+        }
+    }
+    let mut b = Builder::new(&c.name);
+    let mut dims = HashMap::new();
+    let mut intervals = HashMap::new();
+    for d in &c.dims {
+        let v = b.var(d, Ty::I64);
+        b.f.dims.push(v);
+        intervals.insert(v, (0i128, MAX_DIM as i128));
+        dims.insert(d.clone(), v);
+    }
+    for d in &c.dims {
+        let v = dims[d];
+        b.fail_if(e::bin(K::Gt, e::var(v), e::i64(MAX_DIM)), FailKind::BadDims, format!("dim {d} is larger than 2^40"));
+    }
+    let mut params = HashMap::new();
+    let mut param_list = Vec::new();
+    for (i, p) in program.params.iter().enumerate() {
+        if used.contains(&i) {
+            if p.default.is_none() {
+                return Err(ScheduleError::MissingParam { name: p.name.clone() });
+            }
+            let v = b.var(&p.name, Ty::from_dtype(p.dtype));
+            b.f.params.push(v);
+            params.insert(i, v);
+            param_list.push((i, p.name.clone(), p.dtype));
+        }
+    }
+    let mut cx = Cx {
+        b,
+        program,
+        dims,
+        params,
+        tensors: Vec::new(),
+        idx: Vec::new(),
+        ranges: c.ranges.iter().cloned().collect(),
+        intervals,
+        scan: None,
+        loc: loc0,
+        scan_init: None,
+    };
+    // Argument buffers: inputs, then outputs.
+    let inputs: Vec<ArgInfo> = c.inputs().iter().map(|n| arg(n)).collect();
+    let outputs: Vec<ArgInfo> = c.outputs().iter().map(|n| arg(n)).collect();
+    let partial = partiality(c, &compiled);
+    let mut plan = Vec::new();
+    for (slot, &ix) in c.order.iter().enumerate() {
+        let node = &c.graph[ix];
+        cx.loc = format!("IR node '{}' of cascade '{}'", node.name, c.name);
+        let kind = match node.role {
+            Role::Input(i) => BufKind::Arg(i),
+            Role::Output(j) => BufKind::Arg(inputs.len() + j),
+            _ => BufKind::Heap,
+        };
+        let buf = cx.b.buf(&node.name, Ty::from_dtype(node.dtype), kind.clone());
+        let shape: Vec<Expr> = node.shape.iter().map(|s| cx.size(s)).collect::<Result<_, _>>()?;
+        let strides = strides(&mut cx, &shape, &node.name);
+        let present = if partial[slot] && kind == BufKind::Heap {
+            Some(cx.b.buf(&format!("{}.present", node.name), Ty::Bool, BufKind::Heap))
+        } else {
+            None
+        };
+        if kind == BufKind::Heap {
+            let len = checked_len(&mut cx, &shape, &node.name);
+            cx.b.emit(super::kir::Stmt::Alloc { buf, len: len.clone() });
+            if let Some(p) = present {
+                cx.b.emit(super::kir::Stmt::Alloc { buf: p, len });
+            }
+        }
+        cx.tensors.push(TensorInfo { name: node.name.clone(), buf, present, sizes: node.shape.clone(), shape, strides });
+        let out = matches!(node.role, Role::Output(_));
+        match &compiled[slot] {
+            Compiled::Input => {}
+            Compiled::Expr(ops, tys) => {
+                let d = Def { ops, tys };
+                if opts.attention
+                    && let Some(p) = super::attention::analyze(&cx, node, &slots_of[slot], d)
+                {
+                    plan.push(format!(
+                        "{}: tiled attention: tiles of {} rows of {} x {} keys; generic when {} > {}",
+                        node.name,
+                        opts.tile_p,
+                        node.indices[p.tile],
+                        opts.tile_m,
+                        node.shape.last().map_or(String::new(), |s| s.to_string()),
+                        super::attention::FMAX
+                    ));
+                    let fits = e::bin(K::Le, cx.tensors[slot].shape.last().cloned().unwrap_or(e::i64(0)), e::i64(i64::from(super::attention::FMAX)));
+                    cx.b.open_if(fits);
+                    super::attention::emit(&mut cx, node, slot, &slots_of[slot], d, &p, opts.tile_p, opts.tile_m)?;
+                    cx.b.open_else();
+                    generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out)?;
+                    cx.b.close();
+                    continue;
+                }
+                plan.push(format!("{}: {}", node.name, generic_plan(node, None)));
+                generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out)?;
+            }
+            Compiled::Scan { axis, init, body } => {
+                plan.push(format!("{}: {}", node.name, generic_plan(node, Some(*axis))));
+                cx.scan_init = Some(init.clone());
+                let d = Def { ops: &body.0, tys: &body.1 };
+                generic_node(&mut cx, node, slot, &slots_of[slot], d, Some(*axis), out)?;
+                cx.scan_init = None;
+            }
+        }
+    }
+    let func = cx.b.finish();
+    Ok(Scheduled { func, inputs, outputs, dims: c.dims.clone(), params: param_list, plan })
+}
+
+fn arg(n: &Node) -> ArgInfo {
+    ArgInfo { name: n.name.clone(), dtype: n.dtype, shape: n.shape.clone() }
+}
+
+fn comp_ops(c: &Compiled) -> Vec<&[Op]> {
+    match c {
+        Compiled::Input => vec![],
+        Compiled::Expr(o, _) => vec![o],
+        Compiled::Scan { init, body, .. } => vec![&init.0, &body.0],
+    }
+}
+
+/// Row-major strides as variables set here.
+fn strides(cx: &mut Cx<'_>, shape: &[Expr], name: &str) -> Vec<Expr> {
+    let mut out = vec![e::i64(1); shape.len()];
+    let mut acc = e::i64(1);
+    for k in (0..shape.len()).rev() {
+        out[k] = acc.clone();
+        if k > 0 {
+            let next = e::mul(acc.clone(), shape[k].clone());
+            acc = match next {
+                c @ Expr::Const(_) => c,
+                x => e::var(cx.b.let_(&format!("{name}.stride{}", k - 1), x)),
+            };
+        }
+    }
+    out
+}
+
+/// The element count of a local, failing with `OutOfMemory` when it overflows `i64`.
+fn checked_len(cx: &mut Cx<'_>, shape: &[Expr], name: &str) -> Expr {
+    let mut len = e::i64(1);
+    for s in shape {
+        let ovf = e::bin(K::MulOverflows, len.clone(), s.clone());
+        if !cx.within(&e::mul(len.clone(), s.clone()), 0, i64::MAX as i128) {
+            cx.b.fail_if(ovf, FailKind::OutOfMemory, format!("local tensor '{name}' has too many elements"));
+        }
+        len = e::var(cx.b.let_(&format!("{name}.len"), e::mul(len, s.clone())));
+    }
+    len
+}
+
+/// Which nodes may have absent points.
+fn partiality(c: &Cascade, compiled: &[Compiled]) -> Vec<bool> {
+    let mut partial = vec![false; c.order.len()];
+    for (slot, comp) in compiled.iter().enumerate() {
+        partial[slot] = match comp {
+            Compiled::Input => false,
+            Compiled::Expr(ops, _) => may_absent(ops, Id::from(ops.len() - 1), &partial, false),
+            Compiled::Scan { init, body, .. } => {
+                let init_abs = may_absent(&init.0, Id::from(init.0.len() - 1), &partial, false);
+                may_absent(&body.0, Id::from(body.0.len() - 1), &partial, init_abs)
+            }
+        };
+    }
+    partial
+}
+
+/// True if op `id` may have no point (conservative).
+fn may_absent(ops: &[Op], id: Id, partial: &[bool], prev_absent: bool) -> bool {
+    let rec = |i: Id| may_absent(ops, i, partial, prev_absent);
+    match &ops[usize::from(id)] {
+        Op::Sym(_) | Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => false,
+        Op::Read { tensor, subs } => partial.get(*tensor).copied().unwrap_or(true) || subs.iter().any(|s| rec(*s)),
+        Op::Unary { a, .. } => rec(*a),
+        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => rec(*a) || rec(*b),
+        Op::If(c, a, b) => rec(*c) || rec(*a) || rec(*b),
+        Op::Call { x, y, .. } => rec(*x) || y.is_some_and(rec),
+        Op::Cast { x, .. } => rec(*x),
+        Op::Dense { .. } | Op::Reduce { .. } | Op::URed { .. } | Op::Osm { .. } => false,
+        Op::Where { .. } => true,
+        Op::Prev { .. } => prev_absent,
+    }
+}
+
+fn generic_plan(node: &Node, scan: Option<usize>) -> String {
+    let idx = &node.indices;
+    match (scan, idx.len()) {
+        (_, 0) => "scalar".to_string(),
+        (None, 1) => format!("parallel {}", idx[0]),
+        (None, n) => format!("parallel ({}), inner loop {}", idx[..n - 1].join(", "), idx[n - 1]),
+        (Some(a), n) => {
+            let last = n - 1;
+            let par: Vec<&str> = idx.iter().enumerate().filter(|(k, _)| *k != a && (*k != last || a == last)).map(|(_, s)| s.as_str()).collect();
+            let inner = if a == last { String::new() } else { format!(", inner loop {}", idx[last]) };
+            format!("parallel ({}), sequential scan {}{inner}", par.join(", "), idx[a])
+        }
+    }
+}
+
+/// The generic loop nest of one node; `scan` is the scanned axis of a scan node.
+fn generic_node(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    scan: Option<usize>,
+    out: bool,
+) -> Result<(), ScheduleError> {
+    let t = cx.tensors[slot].clone();
+    let k = slots.len();
+    let mark = cx.b.mark();
+    let mut saved = Vec::new();
+    let mut vars: Vec<Option<Expr>> = vec![None; k];
+    let last = k.checked_sub(1);
+    // Parallel axes: all but the innermost and the scanned.
+    let par: Vec<usize> = (0..k).filter(|&a| Some(a) != scan && (Some(a) != last || scan == last)).collect();
+    if !par.is_empty() {
+        let mut n = e::i64(1);
+        for &a in &par {
+            n = e::mul(n, t.shape[a].clone());
+        }
+        let q = cx.b.open_parallel(&format!("{}.outer", node.name), n);
+        let mut rest = e::var(q);
+        for (i, &a) in par.iter().enumerate().rev() {
+            let v = if i == 0 {
+                cx.b.let_(&node.indices[a], rest.clone())
+            } else {
+                let v = cx.b.let_(&node.indices[a], e::bin(K::Rem, rest.clone(), t.shape[a].clone()));
+                rest = e::bin(K::Div, rest, t.shape[a].clone());
+                v
+            };
+            vars[a] = Some(e::var(v));
+            cx.intervals.insert(v, (0, MAX_DIM as i128));
+            saved.push((slots[a], cx.bind(slots[a], IdxVar { var: v, range: Some(node.shape[a].clone()) })));
+        }
+    }
+    let open_seq = |cx: &mut Cx<'_>, a: usize, vars: &mut Vec<Option<Expr>>, saved: &mut Vec<_>| {
+        let v = cx.b.open_for(&node.indices[a], e::i64(0), t.shape[a].clone());
+        vars[a] = Some(e::var(v));
+        cx.intervals.insert(v, (0, MAX_DIM as i128));
+        saved.push((slots[a], cx.bind(slots[a], IdxVar { var: v, range: Some(node.shape[a].clone()) })));
+    };
+    if let Some(a) = scan {
+        open_seq(cx, a, &mut vars, &mut saved);
+    }
+    if let Some(l) = last
+        && Some(l) != scan
+    {
+        open_seq(cx, l, &mut vars, &mut saved);
+    }
+    let mut flat = e::i64(0);
+    for (a, v) in vars.iter().enumerate() {
+        let v = v.clone().ok_or_else(|| cx.internal("an unbound left-hand index"))?;
+        flat = e::add(flat, e::mul(v, t.strides[a].clone()));
+    }
+    let flat = e::var(cx.b.let_("at", flat));
+    if let Some(a) = scan {
+        let tv = vars[a].clone().ok_or_else(|| cx.internal("an unbound scan index"))?;
+        cx.scan = Some(ScanCx { tensor: slot, flat: flat.clone(), stride: t.strides[a].clone(), t: tv });
+    }
+    let ty = vty(node.dtype);
+    if out || scan.is_some() {
+        // Absent points of outputs are 0 (the caller's buffer may hold anything); a scan's
+        // look-back may read a point before its presence is known, so clear it too.
+        cx.b.store(t.buf, flat.clone(), super::reduce::scalar(ty, Scalar::F(0.0)));
+    }
+    let inner = cx.b.mark();
+    let v = cx.lower_as(d, d.root(), ty)?;
+    cx.b.store(t.buf, flat.clone(), v);
+    if let Some(p) = t.present {
+        cx.b.store(p, flat, e::bool(true));
+    }
+    cx.b.close_to(inner);
+    cx.scan = None;
+    cx.b.close_to(mark);
+    for (s, old) in saved.into_iter().rev() {
+        cx.unbind(s, old);
+    }
+    Ok(())
+}
