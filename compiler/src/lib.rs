@@ -5,6 +5,7 @@
 //! [`interp`] (the f64 reference interpreter, the correctness oracle). Later stages (IR,
 //! rewrites, schedule, backends) consume the same [`hir::Program`].
 
+pub mod backend;
 pub mod bind;
 pub mod check;
 pub mod hir;

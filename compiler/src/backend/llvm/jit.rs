@@ -1,0 +1,187 @@
+//! In-process compilation (MCJIT). Owns [`with_jit`] and [`Jit`], and the symbol map the JIT
+//! links against: `tfmc_parallel_for` → `tfmc_runtime::parallel::tfmc_parallel_for`, and every
+//! C math function LLVM may call (libm functions the lowering calls, plus libcalls codegen emits
+//! for intrinsics it cannot inline, e.g. `expf`, `fmodf`, `sincosf`, `floorf` without SSE4.1)
+//! → Rust functions (std's, which call the process's libm; `erf`/`exp10` from the `libm` crate).
+//! Mapping them all means JIT linking never depends on what the host binary happens to export
+//! (MCJIT aborts the process on an unresolved symbol).
+//!
+//! Invariant: the context, module and execution engine live exactly as long as the closure
+//! given to [`with_jit`]; entry points must not be called after it returns.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+
+use inkwell::AddressSpace;
+use inkwell::context::Context;
+use inkwell::execution_engine::ExecutionEngine;
+use inkwell::module::{Linkage, Module};
+use inkwell::targets::RelocMode;
+use inkwell::types::BasicMetadataTypeEnum;
+
+use super::{Export, LlvmError, TargetOptions, build_module, target};
+
+/// A packed entry: `int32_t f(void *const *bufs, const int64_t *dims, const uint64_t *params)`.
+pub type PackedFn = unsafe extern "C" fn(bufs: *const *mut c_void, dims: *const i64, params: *const u64) -> i32;
+
+/// Compiled exports, valid inside [`with_jit`]'s closure.
+pub struct Jit<'a> {
+    _ee: ExecutionEngine<'a>,
+    packed: HashMap<String, PackedFn>,
+    typed: HashMap<String, usize>,
+}
+
+impl Jit<'_> {
+    /// The packed entry of export `symbol`.
+    pub fn entry(&self, symbol: &str) -> Option<PackedFn> {
+        self.packed.get(symbol).copied()
+    }
+
+    /// The address of the typed entry of export `symbol` (cast it to the C signature the
+    /// export's KIR implies).
+    pub fn typed_entry(&self, symbol: &str) -> Option<*const c_void> {
+        self.typed.get(symbol).map(|&a| a as *const c_void)
+    }
+}
+
+/// Compiles `exports` in memory (O3 unless `opts` say otherwise) and runs `f` with the
+/// compiled entries; the JIT lives until `f` returns.
+pub fn with_jit<R>(
+    exports: &[Export<'_>],
+    opts: &TargetOptions,
+    f: impl FnOnce(&Jit<'_>) -> R,
+) -> Result<R, LlvmError> {
+    let (target, features) = target::resolve(opts)?;
+    let tm = target::machine(&target, &features, opts.opt_level, RelocMode::Default)?;
+    let cx = Context::create();
+    let module = build_module(&cx, exports, &target, &features, &tm, opts.opt_level)?;
+    let decls = declare_symbols(&cx, &module);
+    let ee = module
+        .create_jit_execution_engine(target::level(opts.opt_level))
+        .map_err(|e| LlvmError::Jit(e.to_string()))?;
+    for (func, addr) in decls {
+        ee.add_global_mapping(&func, addr);
+    }
+    let mut packed = HashMap::new();
+    let mut typed = HashMap::new();
+    for e in exports {
+        let lookup = |name: &str| {
+            ee.get_function_address(name)
+                .map_err(|err| LlvmError::Jit(format!("no entry '{name}': {err}")))
+        };
+        let p = lookup(&format!("{}_packed", e.symbol))?;
+        // SAFETY: `{symbol}_packed` is generated with exactly PackedFn's signature (abi.rs).
+        packed.insert(e.symbol.clone(), unsafe { std::mem::transmute::<usize, PackedFn>(p) });
+        typed.insert(e.symbol.clone(), lookup(&e.symbol)?);
+    }
+    let jit = Jit { _ee: ee, packed, typed };
+    let r = f(&jit);
+    drop(jit);
+    drop(module);
+    Ok(r)
+}
+
+/// Signatures of mapped math functions.
+#[derive(Clone, Copy)]
+enum Sig {
+    F32,
+    F64,
+    F32x2,
+    F64x2,
+    SinCosF32,
+    SinCosF64,
+}
+
+macro_rules! math {
+    ($($sym:literal $name:ident $sig:ident ($($a:ident: $t:ty),+) -> $r:ty $body:block)*) => {
+        $(extern "C" fn $name($($a: $t),+) -> $r $body)*
+        /// Every math symbol the JIT maps (an export may not take these names).
+        pub(super) const LIBM_NAMES: &[&str] = &[$($sym),*];
+        fn math_symbols() -> Vec<(&'static str, Sig, usize)> {
+            vec![$(($sym, Sig::$sig, $name as *const () as usize)),*]
+        }
+    };
+}
+
+math! {
+    "exp" m_exp F64 (x: f64) -> f64 { x.exp() }
+    "expf" m_expf F32 (x: f32) -> f32 { x.exp() }
+    "exp2" m_exp2 F64 (x: f64) -> f64 { x.exp2() }
+    "exp2f" m_exp2f F32 (x: f32) -> f32 { x.exp2() }
+    "exp10" m_exp10 F64 (x: f64) -> f64 { libm::exp10(x) }
+    "exp10f" m_exp10f F32 (x: f32) -> f32 { libm::exp10f(x) }
+    "log" m_log F64 (x: f64) -> f64 { x.ln() }
+    "logf" m_logf F32 (x: f32) -> f32 { x.ln() }
+    "log2" m_log2 F64 (x: f64) -> f64 { x.log2() }
+    "log2f" m_log2f F32 (x: f32) -> f32 { x.log2() }
+    "log10" m_log10 F64 (x: f64) -> f64 { x.log10() }
+    "log10f" m_log10f F32 (x: f32) -> f32 { x.log10() }
+    "sin" m_sin F64 (x: f64) -> f64 { x.sin() }
+    "sinf" m_sinf F32 (x: f32) -> f32 { x.sin() }
+    "cos" m_cos F64 (x: f64) -> f64 { x.cos() }
+    "cosf" m_cosf F32 (x: f32) -> f32 { x.cos() }
+    "tanh" m_tanh F64 (x: f64) -> f64 { x.tanh() }
+    "tanhf" m_tanhf F32 (x: f32) -> f32 { x.tanh() }
+    "log1p" m_log1p F64 (x: f64) -> f64 { x.ln_1p() }
+    "log1pf" m_log1pf F32 (x: f32) -> f32 { x.ln_1p() }
+    "expm1" m_expm1 F64 (x: f64) -> f64 { x.exp_m1() }
+    "expm1f" m_expm1f F32 (x: f32) -> f32 { x.exp_m1() }
+    "erf" m_erf F64 (x: f64) -> f64 { libm::erf(x) }
+    "erff" m_erff F32 (x: f32) -> f32 { libm::erff(x) }
+    "floor" m_floor F64 (x: f64) -> f64 { x.floor() }
+    "floorf" m_floorf F32 (x: f32) -> f32 { x.floor() }
+    "ceil" m_ceil F64 (x: f64) -> f64 { x.ceil() }
+    "ceilf" m_ceilf F32 (x: f32) -> f32 { x.ceil() }
+    "roundeven" m_roundeven F64 (x: f64) -> f64 { x.round_ties_even() }
+    "roundevenf" m_roundevenf F32 (x: f32) -> f32 { x.round_ties_even() }
+    "sqrt" m_sqrt F64 (x: f64) -> f64 { x.sqrt() }
+    "sqrtf" m_sqrtf F32 (x: f32) -> f32 { x.sqrt() }
+    "pow" m_pow F64x2 (x: f64, y: f64) -> f64 { x.powf(y) }
+    "powf" m_powf F32x2 (x: f32, y: f32) -> f32 { x.powf(y) }
+    "atan2" m_atan2 F64x2 (y: f64, x: f64) -> f64 { y.atan2(x) }
+    "atan2f" m_atan2f F32x2 (y: f32, x: f32) -> f32 { y.atan2(x) }
+    "fmod" m_fmod F64x2 (x: f64, y: f64) -> f64 { x % y }
+    "fmodf" m_fmodf F32x2 (x: f32, y: f32) -> f32 { x % y }
+    "sincos" m_sincos SinCosF64 (x: f64, s: *mut f64, c: *mut f64) -> () {
+        // SAFETY: LLVM's sincos libcall passes two valid out-pointers.
+        unsafe { (*s, *c) = x.sin_cos() }
+    }
+    "sincosf" m_sincosf SinCosF32 (x: f32, s: *mut f32, c: *mut f32) -> () {
+        // SAFETY: as for sincos.
+        unsafe { (*s, *c) = x.sin_cos() }
+    }
+}
+
+/// Declares (if absent) every symbol the JIT maps, returning the declarations and addresses.
+fn declare_symbols<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+) -> Vec<(inkwell::values::FunctionValue<'ctx>, usize)> {
+    let (f32t, f64t) = (cx.f32_type(), cx.f64_type());
+    let ptr = cx.ptr_type(AddressSpace::default());
+    let mut out = Vec::new();
+    let mut add = |name: &str, ty: inkwell::types::FunctionType<'ctx>, addr: usize| {
+        let f = module
+            .get_function(name)
+            .unwrap_or_else(|| module.add_function(name, ty, Some(Linkage::External)));
+        out.push((f, addr));
+    };
+    let pp: [BasicMetadataTypeEnum<'ctx>; 3] = [ptr.into(), ptr.into(), cx.i64_type().into()];
+    add(
+        "tfmc_parallel_for",
+        cx.void_type().fn_type(&pp, false),
+        tfmc_runtime::parallel::tfmc_parallel_for as *const () as usize,
+    );
+    for (name, sig, addr) in math_symbols() {
+        let ty = match sig {
+            Sig::F32 => f32t.fn_type(&[f32t.into()], false),
+            Sig::F64 => f64t.fn_type(&[f64t.into()], false),
+            Sig::F32x2 => f32t.fn_type(&[f32t.into(), f32t.into()], false),
+            Sig::F64x2 => f64t.fn_type(&[f64t.into(), f64t.into()], false),
+            Sig::SinCosF32 => cx.void_type().fn_type(&[f32t.into(), ptr.into(), ptr.into()], false),
+            Sig::SinCosF64 => cx.void_type().fn_type(&[f64t.into(), ptr.into(), ptr.into()], false),
+        };
+        add(name, ty, addr);
+    }
+    out
+}

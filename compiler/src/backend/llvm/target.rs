@@ -1,0 +1,164 @@
+//! Target selection: [`TargetOptions`] → [`ResolvedTarget`] and the LLVM `TargetMachine`.
+//!
+//! Owns the host defaults (triple, CPU name and feature string from LLVM's host detection),
+//! the checks of user-given CPU and feature names against [`super::cpus`] (x86 triples only:
+//! LLVM itself only warns on stderr and falls back to generic code), and the mapping of
+//! `opt_level` to LLVM's levels. Invariant: the feature string handed to LLVM is normalized
+//! (`+name`/`-name`, comma-separated), and [`ResolvedTarget::features`] is exactly its `+`
+//! names, sorted and deduplicated (later entries override earlier ones).
+
+use std::sync::OnceLock;
+
+use inkwell::OptimizationLevel;
+use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
+
+use super::LlvmError;
+use super::cpus::{X86_CPUS, X86_FEATURES};
+
+/// What to compile for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetOptions {
+    /// LLVM CPU name (`znver4`, `x86-64-v3`); `None` = the host's.
+    pub cpu: Option<String>,
+    /// LLVM feature string (`+avx2,-avx512f`; a name without a sign means `+`); `None` = the
+    /// host's features when `cpu` is `None`, else none beyond what the CPU implies.
+    pub features: Option<String>,
+    /// Optimization level, 0..=3.
+    pub opt_level: u8,
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        TargetOptions {
+            cpu: None,
+            features: None,
+            opt_level: 3,
+        }
+    }
+}
+
+/// The target a compilation actually uses (what an artifact's manifest records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedTarget {
+    /// LLVM target triple.
+    pub triple: String,
+    /// LLVM CPU name.
+    pub cpu: String,
+    /// Explicitly enabled features, names without `+`, sorted. For a named CPU without a
+    /// feature string this is empty: the features the CPU implies are not listed.
+    pub features: Vec<String>,
+}
+
+/// Resolves `opts` against the host: see [`TargetOptions`].
+///
+/// Errors: [`LlvmError::UnknownCpu`], [`LlvmError::UnknownFeature`], [`LlvmError::OptLevel`].
+pub fn resolve_target(opts: &TargetOptions) -> Result<ResolvedTarget, LlvmError> {
+    resolve(opts).map(|(t, _)| t)
+}
+
+/// Registers the native target with LLVM once per process.
+pub(super) fn init() -> Result<(), LlvmError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| Target::initialize_native(&InitializationConfig::default()))
+        .clone()
+        .map_err(|message| LlvmError::Target {
+            triple: host_triple(),
+            message,
+        })
+}
+
+fn host_triple() -> String {
+    TargetMachine::get_default_triple()
+        .as_str()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn is_x86(triple: &str) -> bool {
+    let arch = triple.split('-').next().unwrap_or("");
+    arch == "x86_64" || arch == "i386" || arch == "i686" || arch == "x86"
+}
+
+/// [`resolve_target`] plus the normalized LLVM feature string.
+pub(super) fn resolve(opts: &TargetOptions) -> Result<(ResolvedTarget, String), LlvmError> {
+    if opts.opt_level > 3 {
+        return Err(LlvmError::OptLevel(opts.opt_level));
+    }
+    init()?;
+    let triple = host_triple();
+    let x86 = is_x86(&triple);
+    let cpu = match &opts.cpu {
+        None => TargetMachine::get_host_cpu_name().to_string(),
+        Some(c) => {
+            let c = c.trim();
+            if c.is_empty() || (x86 && X86_CPUS.binary_search(&c).is_err()) {
+                return Err(LlvmError::UnknownCpu(c.to_string()));
+            }
+            c.to_string()
+        }
+    };
+    let (given, check) = match (&opts.features, &opts.cpu) {
+        (Some(f), _) => (f.clone(), x86),
+        (None, None) => (TargetMachine::get_host_cpu_features().to_string(), false),
+        (None, Some(_)) => (String::new(), false),
+    };
+    // name → enabled, in first-mention order; later mentions override.
+    let mut state: Vec<(String, bool)> = Vec::new();
+    for item in given.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (on, name) = match item.as_bytes()[0] {
+            b'+' => (true, &item[1..]),
+            b'-' => (false, &item[1..]),
+            _ => (true, item),
+        };
+        if name.is_empty() || (check && X86_FEATURES.binary_search(&name).is_err()) {
+            return Err(LlvmError::UnknownFeature(name.to_string()));
+        }
+        match state.iter_mut().find(|(n, _)| n == name) {
+            Some(s) => s.1 = on,
+            None => state.push((name.to_string(), on)),
+        }
+    }
+    let string = state
+        .iter()
+        .map(|(n, on)| format!("{}{n}", if *on { '+' } else { '-' }))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut features: Vec<String> = state.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect();
+    features.sort();
+    Ok((ResolvedTarget { triple, cpu, features }, string))
+}
+
+/// LLVM's code generation level for `opt_level` (0..=3, checked by [`resolve`]).
+pub(super) fn level(opt_level: u8) -> OptimizationLevel {
+    match opt_level {
+        0 => OptimizationLevel::None,
+        1 => OptimizationLevel::Less,
+        2 => OptimizationLevel::Default,
+        _ => OptimizationLevel::Aggressive,
+    }
+}
+
+/// A target machine for `target` with the normalized `features` string.
+pub(super) fn machine(
+    target: &ResolvedTarget,
+    features: &str,
+    opt_level: u8,
+    reloc: RelocMode,
+) -> Result<TargetMachine, LlvmError> {
+    init()?;
+    let err = |message: String| LlvmError::Target {
+        triple: target.triple.clone(),
+        message,
+    };
+    let triple = inkwell::targets::TargetTriple::create(&target.triple);
+    let t = Target::from_triple(&triple).map_err(|e| err(e.to_string()))?;
+    t.create_target_machine(
+        &triple,
+        &target.cpu,
+        features,
+        level(opt_level),
+        reloc,
+        CodeModel::Default,
+    )
+    .ok_or_else(|| err("LLVM could not create a target machine".to_string()))
+}

@@ -1,0 +1,207 @@
+//! Well-formedness of KIR before lowering, so that lowering never indexes out of range or
+//! hands LLVM mismatched types (which the C API does not check and may crash on).
+//!
+//! Owns the typing rules the backend accepts. They are the module docs of `kir` plus a few
+//! lenient extensions that have one obvious meaning: `Not`/`And`/`Or` on integers are bitwise,
+//! `Abs` on integers wraps (`|MIN| = MIN`), `Floor`/`Ceil`/`RoundEven` on integers are the
+//! identity, `IsNan` on integers is false, `Min`/`Max`/comparisons on `Bool` order
+//! `false < true`, `Bitcast` to the same type is the identity. Rejected: `Fail { code: 0 }`
+//! (0 means success), `Alloc` of a non-heap buffer, `Alloc` or `Parallel` inside `Parallel`,
+//! `Arg(i)` with `i >= n_args`, variables of type `F16`/`BF16`, dims that are not `I64`.
+//!
+//! Invariant established: every `Var`/`Buf` index is in range and every expression has a
+//! type per [`kir::Func::ty`], so `Func::ty`, `Func::var` and `Func::buf` cannot panic later.
+
+use crate::schedule::kir::{BinOp, BufKind, Expr, Func, Stmt, Ty, UnOp, Var};
+
+/// Checks `f`; the error is a message for [`super::LlvmError::InvalidKir`].
+pub(super) fn check(f: &Func) -> Result<(), String> {
+    for (i, v) in f.vars.iter().enumerate() {
+        if matches!(v.ty, Ty::F16 | Ty::BF16) {
+            return Err(format!("variable {i} ('{}') has memory-only type {}", v.name, v.ty));
+        }
+    }
+    for (i, b) in f.bufs.iter().enumerate() {
+        if let BufKind::Arg(a) = b.kind
+            && a >= f.n_args
+        {
+            return Err(format!("buffer {i} ('{}') is argument {a} of {}", b.name, f.n_args));
+        }
+    }
+    let cx = Cx { f };
+    for &d in &f.dims {
+        if cx.var(d)? != Ty::I64 {
+            return Err(format!("dim variable {} is not i64", d.0));
+        }
+    }
+    for &p in &f.params {
+        cx.var(p)?;
+    }
+    cx.block(&f.body, false)
+}
+
+struct Cx<'a> {
+    f: &'a Func,
+}
+
+impl Cx<'_> {
+    fn var(&self, v: Var) -> Result<Ty, String> {
+        self.f
+            .vars
+            .get(v.0 as usize)
+            .map(|d| d.ty)
+            .ok_or_else(|| format!("variable {} out of range", v.0))
+    }
+
+    fn buf(&self, b: crate::schedule::kir::Buf) -> Result<&crate::schedule::kir::BufDecl, String> {
+        self.f
+            .bufs
+            .get(b.0 as usize)
+            .ok_or_else(|| format!("buffer {} out of range", b.0))
+    }
+
+    fn expect(&self, e: &Expr, want: Ty, what: &str) -> Result<(), String> {
+        let t = self.ty(e)?;
+        if t == want {
+            Ok(())
+        } else {
+            Err(format!("{what} has type {t}, expected {want}"))
+        }
+    }
+
+    fn block(&self, b: &[Stmt], in_par: bool) -> Result<(), String> {
+        b.iter().try_for_each(|s| self.stmt(s, in_par))
+    }
+
+    fn stmt(&self, s: &Stmt, in_par: bool) -> Result<(), String> {
+        match s {
+            Stmt::Set { var, value } => {
+                let t = self.var(*var)?;
+                self.expect(value, t, &format!("the value set to variable {}", var.0))
+            }
+            Stmt::Store { buf, index, value } => {
+                let d = self.buf(*buf)?;
+                self.expect(index, Ty::I64, "a store index")?;
+                self.expect(value, d.elem.value(), &format!("the value stored to '{}'", d.name))
+            }
+            Stmt::For { var, lo, hi, body } => {
+                if self.var(*var)? != Ty::I64 {
+                    return Err(format!("loop variable {} is not i64", var.0));
+                }
+                self.expect(lo, Ty::I64, "a loop start")?;
+                self.expect(hi, Ty::I64, "a loop end")?;
+                self.block(body, in_par)
+            }
+            Stmt::Parallel { var, n, body } => {
+                if in_par {
+                    return Err("a parallel loop inside a parallel loop".into());
+                }
+                if self.var(*var)? != Ty::I64 {
+                    return Err(format!("parallel loop variable {} is not i64", var.0));
+                }
+                self.expect(n, Ty::I64, "a parallel loop's count")?;
+                self.block(body, true)
+            }
+            Stmt::If { cond, then, els } => {
+                self.expect(cond, Ty::Bool, "an if condition")?;
+                self.block(then, in_par)?;
+                self.block(els, in_par)
+            }
+            Stmt::Alloc { buf, len } => {
+                let d = self.buf(*buf)?;
+                if d.kind != BufKind::Heap {
+                    return Err(format!("alloc of non-heap buffer '{}'", d.name));
+                }
+                if in_par {
+                    return Err(format!("alloc of '{}' inside a parallel loop", d.name));
+                }
+                self.expect(len, Ty::I64, "an allocation length")
+            }
+            Stmt::Fail { code } => {
+                if *code == 0 {
+                    return Err("fail with code 0 (which means success)".into());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn ty(&self, e: &Expr) -> Result<Ty, String> {
+        Ok(match e {
+            Expr::Const(c) => c.ty(),
+            Expr::Var(v) => self.var(*v)?,
+            Expr::Load { buf, index } => {
+                let d = self.buf(*buf)?;
+                self.expect(index, Ty::I64, "a load index")?;
+                d.elem.value()
+            }
+            Expr::Unary { op, x } => {
+                let t = self.ty(x)?;
+                unary(*op, t).ok_or_else(|| format!("{op:?} on {t}"))?
+            }
+            Expr::Binary { op, a, b, .. } => {
+                let (ta, tb) = (self.ty(a)?, self.ty(b)?);
+                if ta != tb {
+                    return Err(format!("{op:?} on {ta} and {tb}"));
+                }
+                binary(*op, ta).ok_or_else(|| format!("{op:?} on {ta}"))?
+            }
+            Expr::Select { c, a, b } => {
+                self.expect(c, Ty::Bool, "a select condition")?;
+                let (ta, tb) = (self.ty(a)?, self.ty(b)?);
+                if ta != tb {
+                    return Err(format!("select of {ta} and {tb}"));
+                }
+                ta
+            }
+            Expr::Cast { to, x } => {
+                self.ty(x)?;
+                if matches!(to, Ty::F16 | Ty::BF16) {
+                    return Err(format!("cast to memory-only type {to}"));
+                }
+                *to
+            }
+            Expr::Bitcast { to, x } => {
+                let t = self.ty(x)?;
+                let ok = t == *to
+                    || matches!(
+                        (t, *to),
+                        (Ty::I32, Ty::F32) | (Ty::F32, Ty::I32) | (Ty::I64, Ty::F64) | (Ty::F64, Ty::I64)
+                    );
+                if !ok {
+                    return Err(format!("bitcast of {t} to {to}"));
+                }
+                *to
+            }
+        })
+    }
+}
+
+/// The result type of `op` on `t`, if allowed.
+fn unary(op: UnOp, t: Ty) -> Option<Ty> {
+    use UnOp::*;
+    let ok = match op {
+        Neg => t.is_int() || t.is_float(),
+        Not => t == Ty::Bool || t.is_int(),
+        Abs | Floor | Ceil | RoundEven => t.is_int() || t.is_float(),
+        Sqrt | Exp | Exp2 | Log | Log2 | Log1p | Expm1 | Tanh | Erf | Sin | Cos => t.is_float(),
+        IsNan => return (t.is_int() || t.is_float()).then_some(Ty::Bool),
+    };
+    ok.then_some(t)
+}
+
+/// The result type of `op` on two operands of type `t`, if allowed.
+fn binary(op: BinOp, t: Ty) -> Option<Ty> {
+    use BinOp::*;
+    let num = t.is_int() || t.is_float();
+    let ok = match op {
+        Add | Sub | Mul | Div | Rem => num,
+        Min | Max => num || t == Ty::Bool,
+        Pow | Atan2 => t.is_float(),
+        Lt | Le | Gt | Ge | Eq | Ne => return Some(Ty::Bool),
+        And | Or => t == Ty::Bool || t.is_int(),
+        Shl => t.is_int(),
+        AddOverflows | SubOverflows | MulOverflows => return t.is_int().then_some(Ty::Bool),
+    };
+    ok.then_some(t)
+}

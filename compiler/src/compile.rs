@@ -1,0 +1,202 @@
+//! The code-generation pipeline, as one flat list of named passes per kernel:
+//! `ir::lower::lower` → `optimize::optimize` → `schedule::schedule` → a backend
+//! (`backend::llvm`: JIT or AOT shared library), plus the artifact manifest every compiled
+//! kernel is described by (`tfmc_runtime::manifest`), so the JIT and AOT paths call kernels
+//! through the same validated ABI (`tfmc_runtime::call`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tfmc_runtime::manifest::{DimSpec, KernelManifest, Manifest, ParamSpec, ParamValue, TensorSpec, Target};
+use tfmc_runtime::{Scalar, Tensor};
+
+use crate::Program;
+use crate::backend::llvm::{self, Export, LlvmError, ResolvedTarget, TargetOptions};
+use crate::ir::Size;
+use crate::schedule::{ArgInfo, ScheduleError, ScheduleOptions, Scheduled};
+
+/// Everything that decides the code of a kernel.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    /// Optimizer options (rules, limits, split).
+    pub optimize: Option<crate::optimize::Options>,
+    /// Loop-nest choices.
+    pub schedule: ScheduleOptions,
+    /// Target CPU and optimization level.
+    pub target: TargetOptions,
+    /// Param values fixed at build time: they become the manifest's defaults.
+    pub params: BTreeMap<String, Scalar>,
+}
+
+/// Why a kernel could not be compiled or run.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// Lowering to the IR failed.
+    #[error(transparent)]
+    Lower(#[from] crate::ir::lower::LowerError),
+    /// The IR verifier rejected a cascade.
+    #[error(transparent)]
+    Verify(#[from] crate::ir::verify::VerifyError),
+    /// Scheduling failed.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// LLVM failed.
+    #[error(transparent)]
+    Llvm(#[from] LlvmError),
+    /// The compiled kernel rejected its inputs or failed.
+    #[error(transparent)]
+    Runtime(#[from] tfmc_runtime::RuntimeError),
+    /// A broken invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A `--param` does not fit.
+    #[error("{0}")]
+    Param(String),
+    /// Writing a file failed.
+    #[error("cannot write '{path}': {error}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+}
+
+/// A kernel scheduled and described, ready for a backend.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The loop nest and ABI.
+    pub scheduled: Scheduled,
+    /// Its manifest entry.
+    pub manifest: KernelManifest,
+}
+
+/// The exported C symbol of kernel `name`.
+pub fn symbol(name: &str) -> String {
+    format!("tfmc_{name}")
+}
+
+/// Lowers, optimizes and schedules kernel `name` of `program`.
+pub fn prepare(program: &Program, name: &str, opts: &CompileOptions) -> Result<Prepared, CompileError> {
+    let lowered = crate::ir::lower::lower(program, name)?;
+    let oopts = opts.optimize.clone().unwrap_or_else(|| crate::optimize::Options::for_program(program));
+    let (optimized, _) = crate::optimize::optimize(&lowered, &oopts)?;
+    let scheduled = crate::schedule::schedule(program, &optimized, &opts.schedule)?;
+    let manifest = kernel_manifest(program, name, &scheduled, &opts.params)?;
+    Ok(Prepared { scheduled, manifest })
+}
+
+fn spec(a: &ArgInfo) -> TensorSpec {
+    TensorSpec {
+        name: a.name.clone(),
+        dtype: a.dtype.name().to_string(),
+        shape: a
+            .shape
+            .iter()
+            .map(|s| match s {
+                Size::Dim(d) => DimSpec::Dim(d.clone()),
+                Size::Fixed(n) => DimSpec::Fixed(*n),
+            })
+            .collect(),
+    }
+}
+
+/// The manifest entry of a scheduled kernel; `params` override the declared defaults.
+fn kernel_manifest(program: &Program, name: &str, s: &Scheduled, params: &BTreeMap<String, Scalar>) -> Result<KernelManifest, CompileError> {
+    let doc = program.kernel(name).map(|(_, k)| k.docs.join("\n")).unwrap_or_default();
+    let mut ps = Vec::new();
+    for (id, pname, dtype) in &s.params {
+        let declared = program.params.get(*id).and_then(|p| p.default).map(crate::bind::lit_scalar);
+        let v = params.get(pname).copied().or(declared).ok_or_else(|| CompileError::Param(format!("param '{pname}' has no value; pass --param {pname}=VALUE")))?;
+        let default = if dtype.is_float() {
+            ParamValue::Float(v.as_f64())
+        } else if dtype.is_int() {
+            match v {
+                Scalar::I(i) => ParamValue::Int(i),
+                _ => return Err(CompileError::Param(format!("param '{pname}' is {}; '{}' does not fit", dtype.name(), v.as_f64()))),
+            }
+        } else {
+            ParamValue::Bool(v.as_bool())
+        };
+        ps.push(ParamSpec { name: pname.clone(), dtype: dtype.name().to_string(), default });
+    }
+    for given in params.keys() {
+        if !program.params.iter().any(|p| &p.name == given) {
+            let known: Vec<&str> = program.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(CompileError::Param(format!("unknown param '{given}'; params: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })));
+        }
+    }
+    Ok(KernelManifest {
+        name: name.to_string(),
+        symbol: symbol(name),
+        doc,
+        inputs: s.inputs.iter().map(spec).collect(),
+        outputs: s.outputs.iter().map(spec).collect(),
+        dims: s.dims.clone(),
+        params: ps,
+        sites: s.func.sites.clone(),
+    })
+}
+
+/// The artifact manifest of prepared kernels for a resolved CPU target.
+pub fn manifest(kernels: &[Prepared], target: &ResolvedTarget) -> Manifest {
+    Manifest {
+        format: tfmc_runtime::manifest::FORMAT_NAME.to_string(),
+        version: tfmc_runtime::manifest::FORMAT_VERSION,
+        compiler_version: env!("CARGO_PKG_VERSION").to_string(),
+        target: Target { kind: "cpu".to_string(), triple: target.triple.clone(), cpu: target.cpu.clone(), features: target.features.clone() },
+        kernels: kernels.iter().map(|k| k.manifest.clone()).collect(),
+    }
+}
+
+fn exports(kernels: &[Prepared]) -> Vec<Export<'_>> {
+    kernels.iter().map(|k| Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect()
+}
+
+/// JIT-compiles kernel `name` with LLVM and runs it on named inputs (params not given take
+/// the manifest defaults), through the runtime's validated call path.
+pub fn run_llvm(
+    program: &Program,
+    name: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+    opts: &CompileOptions,
+) -> Result<BTreeMap<String, Tensor>, CompileError> {
+    let k = prepare(program, name, opts)?;
+    let ex = exports(std::slice::from_ref(&k));
+    llvm::with_jit(&ex, &opts.target, |jit| match jit.entry(&k.manifest.symbol) {
+        // SAFETY: the entry was compiled from this manifest's kernel, with the packed ABI.
+        Some(entry) => unsafe { tfmc_runtime::call::call(entry, &k.manifest, inputs, params) }.map_err(CompileError::from),
+        None => Err(CompileError::Internal(format!("the JIT has no symbol '{}'", k.manifest.symbol))),
+    })?
+}
+
+/// Compiles every kernel of `program` into a shared library at `out` (plus a C header
+/// beside it, `out` with extension `.h`), both written atomically.
+pub fn build(program: &Program, out: &Path, opts: &CompileOptions) -> Result<Vec<Prepared>, CompileError> {
+    let kernels: Vec<Prepared> = program.kernels.iter().map(|k| prepare(program, &k.name, opts)).collect::<Result<_, _>>()?;
+    let target = llvm::resolve_target(&opts.target)?;
+    let m = manifest(&kernels, &target);
+    let guard = out.file_stem().map(|s| s.to_string_lossy().to_uppercase()).unwrap_or_else(|| "TFMC".to_string());
+    let guard: String = guard.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let header = tfmc_runtime::manifest::c_header(&m, &format!("TFMC_{guard}_H"));
+    llvm::build_shared_library(&exports(&kernels), &m.to_json(), &opts.target, out)?;
+    let hpath = out.with_extension("h");
+    write_atomic(&hpath, header.as_bytes()).map_err(|error| {
+        // Do not leave a library without its header.
+        let _ = std::fs::remove_file(out);
+        CompileError::Io { path: hpath.display().to_string(), error }
+    })?;
+    Ok(kernels)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
