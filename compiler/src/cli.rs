@@ -19,6 +19,8 @@ use tfmc_runtime::{Scalar, Tensor};
 ///   tfmc run lib/sdpa.tfm --kernel sdpa --inputs in.npz --out out.npz
 ///   tfmc run lib/window.tfm --kernel window --inputs in.npz --param W=64 --out out.npz
 ///   tfmc explain lib/sdpa.tfm --kernel sdpa --dims P=4096,M=4096
+///   tfmc run lib/sdpa.tfm --kernel sdpa --inputs in.npz --out out.npz --backend llvm
+///   tfmc build lib/sdpa.tfm -o libsdpa.so        (also writes libsdpa.h)
 #[derive(Parser, Debug)]
 #[command(name = "tfmc", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -55,9 +57,11 @@ enum Command {
         /// Set a param: `--param W=128` (repeatable).
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
-        /// Execution backend.
+        /// Execution backend: the f64 interpreter, or compiled code (LLVM JIT).
         #[arg(long, value_enum, default_value_t = Backend::Interp)]
         backend: Backend,
+        #[command(flatten)]
+        target: TargetArgs,
         /// Interpret the optimized cascade (fused, online softmax, filters as bounds: see
         /// `tfmc explain`) instead of the program as written; the results agree up to rounding.
         #[arg(long)]
@@ -89,6 +93,47 @@ enum Command {
         #[arg(long, value_name = "INDEX=CHUNK")]
         split: Option<String>,
     },
+    /// Compile every kernel of a file into a shared library with a C ABI, a C header beside
+    /// it (`OUT` with extension `.h`) and an embedded manifest (kernels, arguments, dtypes,
+    /// dims, params, target CPU features), for the runtime crate or C programs. Written
+    /// atomically: a failed build leaves nothing.
+    Build {
+        /// The `.tfm` file.
+        file: PathBuf,
+        /// Output library (default: `lib<file stem>.so` in the current directory).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Fix a param's default at build time: `--param W=128` (repeatable; callers may
+        /// still pass another value at run time).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Print a code-generation stage to stdout instead of writing the library: `kir`
+        /// (the scheduled loop nests), `llvm` (optimized LLVM IR) or `asm` (assembly).
+        #[arg(long, value_enum)]
+        emit: Option<CodeStage>,
+        /// With `--emit`: only this kernel.
+        #[arg(long, short)]
+        kernel: Option<String>,
+    },
+    /// Benchmark the compiled kernels on the shapes of the design (sdpa, causal, window,
+    /// decode, linear) side by side with PyTorch's scaled_dot_product_attention.
+    Bench {
+        /// Only these shapes (comma-separated names, e.g. `sdpa-1k,decode-4k`).
+        #[arg(long)]
+        shapes: Option<String>,
+        /// Timed runs per shape (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// The PyTorch reference: run it if installed (`auto`), `skip` it, or `install` it
+        /// with pip first.
+        #[arg(long, value_enum, default_value_t = Torch::Auto)]
+        torch: Torch,
+        /// Threads for both sides (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Write random inputs for a kernel to an `.npz` file (for trying a kernel out).
     Inputs {
         /// The `.tfm` file.
@@ -113,6 +158,50 @@ enum Command {
 enum Backend {
     /// The f64 reference interpreter (the correctness oracle).
     Interp,
+    /// Compiled code: LLVM, JIT-compiled for this machine.
+    Llvm,
+}
+
+/// What `tfmc bench` does about PyTorch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Torch {
+    /// Run the reference if `import torch` works.
+    Auto,
+    /// Do not run it.
+    Skip,
+    /// `pip install torch` first.
+    Install,
+}
+
+/// Code-generation stages `tfmc build --emit` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CodeStage {
+    /// The scheduled loop nests (KIR).
+    Kir,
+    /// LLVM IR after optimization.
+    Llvm,
+    /// Assembly for the target.
+    Asm,
+}
+
+/// Target selection for compiled code.
+#[derive(Args, Debug)]
+struct TargetArgs {
+    /// Target CPU (LLVM name, e.g. `x86-64-v3`, `znver4`); default: this machine's.
+    #[arg(long)]
+    target_cpu: Option<String>,
+    /// LLVM optimization level 0..3.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
+    opt_level: u8,
+}
+
+impl TargetArgs {
+    fn options(&self, params: BTreeMap<String, Scalar>) -> tfmc::compile::CompileOptions {
+        let mut o = tfmc::compile::CompileOptions { params, ..Default::default() };
+        o.target.cpu = self.target_cpu.clone();
+        o.target.opt_level = self.opt_level;
+        o
+    }
 }
 
 #[derive(Args, Debug)]
@@ -152,7 +241,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             }
             if failed.is_empty() { Ok(()) } else { Err(failed) }
         }
-        Command::Run { file, kernel, inputs, out, params, backend, optimized, split, emit } => {
+        Command::Run { file, kernel, inputs, out, params, backend, target, optimized, split, emit } => {
             let program = load(&file, emit.emit)?;
             let params = parse_params(&params)?;
             let inputs = tfmc_runtime::read_npz(&inputs).map_err(|e| format!("error: {e}\n"))?;
@@ -165,6 +254,14 @@ pub fn run(cli: Cli) -> Result<(), String> {
                     tfmc::ir::eval::run_cascade(&c, &program, &inputs, &params, false).map_err(|e| format!("error: {e}\n"))?
                 }
                 Backend::Interp => tfmc::interp::run(&program, &kernel, &inputs, &params).map_err(|e| format!("error: {e}\n"))?,
+                Backend::Llvm => {
+                    if program.kernel(&kernel).is_none() {
+                        let names: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
+                        return Err(format!("error: unknown kernel '{kernel}'; kernels: {}\n", names.join(", ")));
+                    }
+                    let opts = target.options(BTreeMap::new());
+                    tfmc::compile::run_llvm(&program, &kernel, &inputs, &params, &opts).map_err(|e| format!("error: {e}\n"))?
+                }
             };
             tfmc_runtime::write_npz(&out, &outputs).map_err(|e| format!("error: {e}\n"))?;
             print_summary(&outputs, &out);
@@ -191,6 +288,24 @@ pub fn run(cli: Cli) -> Result<(), String> {
             out(&text);
             Ok(())
         }
+        Command::Build { file, out: dest, params, target, emit, kernel } => {
+            let program = load(&file, None)?;
+            let opts = target.options(parse_params(&params)?);
+            if let Some(stage) = emit {
+                return emit_code(&program, stage, kernel.as_deref(), &opts);
+            }
+            let dest = dest.unwrap_or_else(|| {
+                let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "tfmc".to_string());
+                PathBuf::from(format!("lib{stem}.so"))
+            });
+            let kernels = tfmc::compile::build(&program, &dest, &opts).map_err(|e| format!("error: {e}\n"))?;
+            for k in &kernels {
+                out(&format!("{} -> {}\n", k.manifest.name, k.manifest.symbol));
+            }
+            out(&format!("wrote {} and {}\n", dest.display(), dest.with_extension("h").display()));
+            Ok(())
+        }
+        Command::Bench { .. } => Err("error: tfmc bench is being wired up\n".to_string()),
         Command::Inputs { file, kernel, dims, seed, out } => {
             let program = load(&file, None)?;
             let dims = parse_dims(&dims)?;
@@ -200,6 +315,28 @@ pub fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Prints a code-generation stage of every kernel (or one) of `program`.
+fn emit_code(program: &tfmc::Program, stage: CodeStage, only: Option<&str>, opts: &tfmc::compile::CompileOptions) -> Result<(), String> {
+    let names: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
+    if let Some(k) = only
+        && !names.contains(&k)
+    {
+        return Err(format!("error: unknown kernel '{k}'; kernels: {}\n", names.join(", ")));
+    }
+    let mut prepared = Vec::new();
+    for name in names.iter().filter(|n| only.is_none_or(|k| k == **n)) {
+        prepared.push(tfmc::compile::prepare(program, name, opts).map_err(|e| format!("error: {e}\n"))?);
+    }
+    let exports: Vec<_> = prepared.iter().map(|k| tfmc::backend::llvm::Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect();
+    let text = match stage {
+        CodeStage::Kir => prepared.iter().map(|k| format!("{}\n", k.scheduled.func)).collect(),
+        CodeStage::Llvm => tfmc::backend::llvm::emit_llvm(&exports, &opts.target).map_err(|e| format!("error: {e}\n"))?,
+        CodeStage::Asm => tfmc::backend::llvm::emit_asm(&exports, &opts.target).map_err(|e| format!("error: {e}\n"))?,
+    };
+    out(&text);
+    Ok(())
 }
 
 fn check_one(path: &Path, emit: Option<Stage>) -> Result<(), String> {
