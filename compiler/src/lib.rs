@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod bind;
 pub mod check;
+pub mod compile;
 pub mod hir;
 pub mod ir;
 pub mod optimize;
