@@ -199,5 +199,17 @@ pub fn explain(program: &crate::Program, name: &str, opts: &Options) -> Result<S
     let before = crate::ir::lower::lower(program, name)?;
     let (after, report) = super::optimize(&before, opts)?;
     let docs = program.kernel(name).map(|(_, k)| k.docs.clone()).unwrap_or_default();
-    Ok(render(&docs, &before, &after, &report, opts))
+    let mut text = render(&docs, &before, &after, &report, opts);
+    // The CPU schedule chosen for the optimized cascade (`tfmc build --emit=kir` shows it whole).
+    let sched = crate::schedule::ScheduleOptions::default();
+    text.push_str("\n== schedule (cpu) ==\n");
+    match crate::schedule::schedule(program, &after, &sched) {
+        Ok(s) => {
+            for line in &s.plan {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
+        Err(e) => text.push_str(&format!("  not schedulable: {e}\n")),
+    }
+    Ok(text)
 }
