@@ -27,6 +27,90 @@ fn as_f64(t: &Tensor) -> Vec<f64> {
     t.to_f64_vec()
 }
 
+/// Compares every output of `got` with `want` (from the interpreter).
+fn check(what: &str, got: &BTreeMap<String, Tensor>, want: &BTreeMap<String, Tensor>) {
+    for (name, w) in want {
+        let g = &got[name];
+        assert_eq!(g.shape(), w.shape(), "{what}: {name} shape");
+        if let Some(m) = compare(&as_f64(g), &as_f64(w), TOL) {
+            panic!("{what}: output {name}: {m}");
+        }
+    }
+}
+
+/// `t` with every element multiplied by `k`.
+fn scaled(t: &Tensor, k: f64) -> Tensor {
+    let v: Vec<f64> = t.to_f64_vec().iter().map(|x| x * k).collect();
+    Tensor::from_f64(t.dtype(), t.shape().to_vec(), v).unwrap()
+}
+
+fn attention_inputs(program: &tfmc::Program, kernel: &str, p: usize, m: usize, seed: u64) -> BTreeMap<String, Tensor> {
+    let d: BTreeMap<String, usize> =
+        [("B", 1), ("H", 2), ("P", p), ("M", m), ("E", 8), ("F", 5)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    tfmc::inputs::random_inputs(program, kernel, &d, seed).unwrap()
+}
+
+/// Logits of ±1e4 (softmax saturates; the online max must keep it finite) on the softmax
+/// kernels, and rows with no point (window W = 0: every row fully masked, output 0).
+#[test]
+fn large_logits_and_fully_masked_rows() {
+    let opts = CompileOptions::default();
+    for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("alibi.tfm", "alibi"), ("softcap.tfm", "softcap")] {
+        let program = load_lib(file);
+        for (p, m) in [(1, 1), (9, 9), (37, 70)] {
+            let mut inputs = attention_inputs(&program, kernel, p, m, 3);
+            // |q·k| up to ~1e4 · E after scaling both by 1e2 (E = 8: logits ~ ±1e4).
+            for name in ["Q", "K"] {
+                let t = scaled(&inputs[name], 100.0);
+                inputs.insert(name.to_string(), t);
+            }
+            let params = BTreeMap::new();
+            let want = tfmc::interp::run_exact(&program, kernel, &inputs, &params).unwrap();
+            let got = run_llvm(&program, kernel, &inputs, &params, &opts).unwrap();
+            check(&format!("{kernel} ±1e4 logits p={p} m={m}"), &got, &want);
+        }
+    }
+    let program = load_lib("window.tfm");
+    let inputs = attention_inputs(&program, "window", 11, 11, 5);
+    let params: BTreeMap<String, tfmc_runtime::Scalar> = [("W".to_string(), tfmc_runtime::Scalar::I(0))].into();
+    let got = run_llvm(&program, "window", &inputs, &params, &opts).unwrap();
+    assert!(got["O"].to_f64_vec().iter().all(|x| *x == 0.0), "fully masked rows must be 0");
+}
+
+/// Every lib file built as a shared library (AOT), opened with the runtime, every kernel run
+/// and compared with the interpreter.
+#[test]
+fn lib_kernels_as_aot_artifacts_match_the_interpreter() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CompileOptions::default();
+    let mut checked = 0;
+    for path in tfm_files(&repo_root().join("lib")) {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        let program = load_lib(&file);
+        let out = dir.path().join(format!("lib{}.so", file.trim_end_matches(".tfm")));
+        tfmc::compile::build(&program, &out, &opts).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(out.with_extension("h").exists());
+        let art = tfmc_runtime::Artifact::open(&out).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for k in &program.kernels {
+            let dims = &dim_sets()[1];
+            let d: BTreeMap<String, usize> = k.dims.iter().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
+            let inputs = tfmc::inputs::random_inputs(&program, &k.name, &d, 11).unwrap();
+            let params = BTreeMap::new();
+            let want = tfmc::interp::run_exact(&program, &k.name, &inputs, &params);
+            let got = art.kernel(&k.name).unwrap().run(&inputs, &params);
+            match (want, got) {
+                (Ok(w), Ok(g)) => {
+                    check(&format!("AOT {file}/{}", k.name), &g, &w);
+                    checked += 1;
+                }
+                (Err(_), Err(_)) => {}
+                (w, g) => panic!("AOT {file}/{}: interpreter {:?} vs artifact {:?}", k.name, w.err(), g.err()),
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} kernels compared");
+}
+
 #[test]
 fn lib_kernels_on_llvm_match_the_interpreter() {
     let opts = CompileOptions::default();
@@ -46,13 +130,7 @@ fn lib_kernels_on_llvm_match_the_interpreter() {
                 let got = run_llvm(&program, &k.name, &inputs, &params, &opts);
                 match (want, got) {
                     (Ok(want), Ok(got)) => {
-                        for (name, w) in &want {
-                            let g = &got[name];
-                            assert_eq!(g.shape(), w.shape(), "{file}/{} {name} shape", k.name);
-                            if let Some(m) = compare(&as_f64(g), &as_f64(w), TOL) {
-                                panic!("{file}/{} dims {d:?}: output {name}: {m}", k.name);
-                            }
-                        }
+                        check(&format!("{file}/{} dims {d:?}", k.name), &got, &want);
                         checked += 1;
                     }
                     (Err(_), Err(_)) => {}
