@@ -97,6 +97,7 @@ pub(super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> 
 }
 
 /// Emits the plan for `node` (see the module docs).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, tp: u32, tm: u32) -> Result<(), ScheduleError> {
     let t = cx.tensors[slot].clone();
     let ty = Ty::F32.max_with(super::lower::vty(node.dtype));

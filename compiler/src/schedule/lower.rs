@@ -127,7 +127,7 @@ impl Cx<'_> {
         if self.idx.len() <= slot {
             self.idx.resize(slot + 1, None);
         }
-        std::mem::replace(&mut self.idx[slot], Some(iv))
+        self.idx[slot].replace(iv)
     }
 
     /// Restores a slot's previous binding.
