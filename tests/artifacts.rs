@@ -1,0 +1,198 @@
+//! `tfmc build` end to end, through the library function the CLI calls
+//! (`tfmc::compile::build`): a good build writes the library and its C header, the library
+//! opens with `tfmc_runtime::Artifact::open` and its `block` kernel (lib/model.tfm: RMSNorm,
+//! projections, causal attention — kernels composed across files) matches the interpreter; a
+//! failed build leaves nothing at the output path (nor temp files beside it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tfmc::compile::{CompileOptions, build};
+use tfmc_conformance::{Tol, compare, load_lib};
+use tfmc_runtime::{Artifact, Scalar};
+
+/// fp32 kernel against the f64 interpreter, relative to the output's magnitude.
+const TOL: Tol = Tol::rel(1e-4);
+
+/// A fresh directory under Cargo's per-target temp dir, removed when dropped. Each test uses
+/// its own, so no library path is loaded twice in one process (see `Artifact` docs).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("artifacts-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    /// The names of the entries in the directory, sorted.
+    fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .expect("read scratch dir")
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn model_block_artifact_matches_the_interpreter() {
+    let scratch = Scratch::new("model");
+    let program = load_lib("model.tfm");
+    let lib = scratch.0.join("libmodel.so");
+    build(&program, &lib, &CompileOptions::default()).unwrap_or_else(|e| panic!("build: {e}"));
+
+    let artifact = Artifact::open(&lib).unwrap_or_else(|e| panic!("open {}: {e}", lib.display()));
+    let mut names: Vec<&str> = artifact.kernel_names();
+    names.sort_unstable();
+    let mut want_names: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
+    want_names.sort_unstable();
+    assert_eq!(
+        names, want_names,
+        "every kernel of the program (used files included) is exported"
+    );
+    assert!(
+        names.contains(&"block") && names.contains(&"rmsnorm") && names.contains(&"causal"),
+        "{names:?}"
+    );
+
+    let block = artifact.kernel("block").unwrap();
+    let dims: BTreeMap<String, usize> = [("B", 2), ("T", 5), ("D", 6), ("H", 2), ("E", 3)]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+    let params: BTreeMap<String, Scalar> = BTreeMap::new();
+    for seed in [1, 2] {
+        let inputs = tfmc::inputs::random_inputs(&program, "block", &dims, seed).unwrap();
+        let want = tfmc::interp::run_exact(&program, "block", &inputs, &params).unwrap();
+        let got = block
+            .run(&inputs, &params)
+            .unwrap_or_else(|e| panic!("run block: {e}"));
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        for (name, w) in &want {
+            let g = &got[name];
+            assert_eq!(g.shape(), w.shape(), "output {name} shape");
+            assert_eq!(g.shape(), &[2, 5, 6], "output {name} shape");
+            if let Some(m) = compare(&g.to_f64_vec(), &w.to_f64_vec(), TOL) {
+                panic!("block (seed {seed}) output {name}: {m}");
+            }
+        }
+    }
+}
+
+#[test]
+fn good_build_writes_library_and_header() {
+    let scratch = Scratch::new("good");
+    let lib = scratch.0.join("libsdpa.so");
+    build(&load_lib("sdpa.tfm"), &lib, &CompileOptions::default())
+        .unwrap_or_else(|e| panic!("build: {e}"));
+    assert_eq!(
+        scratch.entries(),
+        ["libsdpa.h", "libsdpa.so"],
+        "exactly the library and its header"
+    );
+    let header = std::fs::read_to_string(scratch.0.join("libsdpa.h")).unwrap();
+    assert!(
+        header.contains("int32_t tfmc_sdpa(") && header.contains("int32_t tfmc_sdpa_packed("),
+        "{header}"
+    );
+    let artifact = Artifact::open(&lib).unwrap_or_else(|e| panic!("open: {e}"));
+    assert_eq!(artifact.kernel_names(), ["sdpa"]);
+}
+
+#[test]
+fn failed_build_unknown_param_leaves_nothing() {
+    let scratch = Scratch::new("bad-param");
+    let lib = scratch.0.join("libsdpa.so");
+    let opts = CompileOptions {
+        params: [("no_such_param".to_string(), Scalar::F(1.0))]
+            .into_iter()
+            .collect(),
+        ..CompileOptions::default()
+    };
+    let err = build(&load_lib("sdpa.tfm"), &lib, &opts)
+        .expect_err("an unknown param must fail the build");
+    assert!(
+        err.to_string().contains("unknown param 'no_such_param'"),
+        "{err}"
+    );
+    assert!(
+        !lib.exists(),
+        "{} exists after a failed build",
+        lib.display()
+    );
+    assert!(
+        scratch.entries().is_empty(),
+        "left behind: {:?}",
+        scratch.entries()
+    );
+}
+
+#[test]
+fn failed_build_ill_typed_param_leaves_nothing() {
+    // window's W is an i64 param: a float value does not fit.
+    let scratch = Scratch::new("bad-type");
+    let lib = scratch.0.join("libwindow.so");
+    let opts = CompileOptions {
+        params: [("W".to_string(), Scalar::F(1.5))].into_iter().collect(),
+        ..CompileOptions::default()
+    };
+    let err = build(&load_lib("window.tfm"), &lib, &opts)
+        .expect_err("a float value for an i64 param must fail");
+    assert!(err.to_string().contains("'W'"), "{err}");
+    assert!(
+        scratch.entries().is_empty(),
+        "left behind: {:?}",
+        scratch.entries()
+    );
+}
+
+#[test]
+fn failed_build_into_missing_directory_leaves_nothing() {
+    let scratch = Scratch::new("no-dir");
+    let lib = scratch.0.join("missing").join("libsdpa.so");
+    assert!(build(&load_lib("sdpa.tfm"), &lib, &CompileOptions::default()).is_err());
+    assert!(!lib.exists());
+    assert!(
+        scratch.entries().is_empty(),
+        "left behind: {:?}",
+        scratch.entries()
+    );
+}
+
+#[test]
+fn build_param_becomes_the_manifest_default() {
+    let scratch = Scratch::new("param");
+    let lib = scratch.0.join("libwindow.so");
+    let opts = CompileOptions {
+        params: [("W".to_string(), Scalar::I(3))].into_iter().collect(),
+        ..CompileOptions::default()
+    };
+    build(&load_lib("window.tfm"), &lib, &opts).unwrap_or_else(|e| panic!("build: {e}"));
+    let artifact = Artifact::open(&lib).unwrap_or_else(|e| panic!("open: {e}"));
+    let k = artifact.kernel("window").unwrap();
+    let w = k
+        .manifest()
+        .params
+        .iter()
+        .find(|p| p.name == "W")
+        .expect("param W");
+    assert_eq!(w.default, tfmc_runtime::manifest::ParamValue::Int(3));
+}
