@@ -109,6 +109,9 @@ pub(crate) struct Cx<'a> {
     pub loc: String,
     /// Compiled `init` of the scan being lowered.
     pub scan_init: Option<(Vec<Op>, Vec<DType>)>,
+    /// Ops of the definition being lowered whose value is already computed (the attention
+    /// plan's dot-product tile): lowering one of them gives the expression instead.
+    pub subst: Vec<(Id, Expr)>,
 }
 
 /// The KIR value type computing dtype `d`.
@@ -224,6 +227,9 @@ impl Cx<'_> {
 
     /// Lowers `id`, opening `if present` frames for values that may be absent.
     pub fn lower(&mut self, d: Def<'_>, id: Id) -> Result<Expr, ScheduleError> {
+        if let Some((_, x)) = self.subst.iter().find(|(i, _)| *i == id) {
+            return Ok(x.clone());
+        }
         let ty = vty(d.tys[usize::from(id)]);
         match d.op(id).clone() {
             Op::Sym(s) => Err(self.internal(&format!("symbol '{s}' used as a value"))),

@@ -116,6 +116,7 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
         scan: None,
         loc: loc0,
         scan_init: None,
+        subst: Vec::new(),
     };
     // Argument buffers: inputs, then outputs.
     let inputs: Vec<ArgInfo> = c.inputs().iter().map(|n| arg(n)).collect();
@@ -155,8 +156,9 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                     && let Some(p) = super::attention::analyze(&cx, node, &slots_of[slot], d)
                 {
                     plan.push(format!(
-                        "{}: tiled attention: tiles of {} rows of {} x {} keys; generic when {} > {}",
+                        "{}: tiled attention ({}): tiles of {} rows of {} x {} keys; generic when {} > {}",
                         node.name,
+                        if p.dot.is_some() { "packed Q·Kᵀ tile when enough rows, else natural" } else { "natural" },
                         opts.tile_p,
                         node.indices[p.tile],
                         opts.tile_m,
@@ -217,7 +219,7 @@ fn strides(cx: &mut Cx<'_>, shape: &[Expr], name: &str) -> Vec<Expr> {
 }
 
 /// The element count of a local, failing with `OutOfMemory` when it overflows `i64`.
-fn checked_len(cx: &mut Cx<'_>, shape: &[Expr], name: &str) -> Expr {
+pub(super) fn checked_len(cx: &mut Cx<'_>, shape: &[Expr], name: &str) -> Expr {
     let mut len = e::i64(1);
     for s in shape {
         let ovf = e::bin(K::MulOverflows, len.clone(), s.clone());

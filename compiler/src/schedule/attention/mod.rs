@@ -1,0 +1,221 @@
+//! The tiled attention plan for `osm` nodes (FlashAttention-2 style on CPU).
+//!
+//! Applies to a node `O[.., t, .., f] = osm m lo hi F (s) (v)` whose last index `f` appears
+//! in neither the logit `s` nor the head, and whose *tile index* `t` — the last other index
+//! that `v` does not read — exists (the query position `p` of every attention kernel):
+//!
+//! ```text
+//! parallel over (other indices × tiles of TP rows of t):
+//!   per row: running max, running sum, "any point" flag, accumulator acc[f] (stack)
+//!   per row: its bounds lo..hi; the block range is min lo .. max hi (masked blocks skipped)
+//!   for each block of TM keys m0..m0+TM:
+//!     S = logits of the tile's rows × the block's keys (-inf where masked)
+//!     per row: rescale by exp(max_old - max_new); w = exp(S - max_new); acc[f] += w · v(m, f)
+//!   O = acc / sum per row (0/0 = 0; NaN when every point's logit is -inf, as the interpreter)
+//! ```
+//!
+//! Two ways to compute `S`, chosen at run time:
+//! - **packed** (when the logit is `g(Σ_e A(t, e) · B(m, e))` with `g` elementwise and
+//!   enough rows, `T >= PACKED_MIN_ROWS`): a pre-pass stores `B` transposed per (other
+//!   indices) as `Bᵀ[e, m]` with padded rows; each tile packs its rows of `A`; the `S` tile is
+//!   an outer-product loop over `e` (`S[i, 0..TM] += A[i, e] · Bᵀ[e, m0..m0+TM]`, vectorized
+//!   along the keys); `g` and the mask are applied branch-free where they cannot fail;
+//! - **natural** otherwise (decode, `p = 1`): each logit evaluated as written, its dot
+//!   product over the contracted index vectorized along that index, reading `K` in place.
+//!
+//! `s` is evaluated once per (row, key), not once per (row, key, f) as the generic plan
+//! does. The plan needs `F <= FMAX` (the accumulator is a stack array) and, packed,
+//! `E <= EMAX`; the caller emits the generic plan as the run-time fallback.
+
+mod emit;
+
+use egg::Id;
+
+pub(super) use emit::emit;
+
+use super::lower::{Cx, Def};
+use crate::hir::{BinOp, ReduceOp};
+use crate::ir::Node;
+use crate::ir::eval::compile::{Head, Op};
+
+/// The largest `f` extent the plan handles (the accumulator row is a stack array).
+pub(crate) const FMAX: u32 = 256;
+
+/// The largest contracted extent the packed variant handles (a tile's rows of `A`).
+pub(crate) const EMAX: u32 = 256;
+
+/// The packed variant runs when the tile index has at least this many rows.
+pub(crate) const PACKED_MIN_ROWS: i64 = 16;
+
+/// What the analysis found.
+pub(super) struct Plan {
+    /// The osm's head.
+    pub head: Head,
+    /// Logit.
+    pub s: Id,
+    /// Value.
+    pub v: Id,
+    /// Position of the tile index among the node's indices.
+    pub tile: usize,
+    /// The dot product inside the logit, for the packed variant.
+    pub dot: Option<Dot>,
+    /// The logit can be evaluated at masked points without any effect (no failure, no
+    /// absence), so the mask can be a select instead of a branch.
+    pub pure_logit: bool,
+}
+
+/// `Σ_e Π a_k · Π b_k` inside the logit: `a` factors free of the key index, `b` factors
+/// free of the tile index.
+pub(super) struct Dot {
+    /// The `sum` op (replaced by the computed tile).
+    pub id: Id,
+    /// Its head (`e` over `0..E`, no filter).
+    pub head: Head,
+    /// Row-side factors.
+    pub a: Vec<Id>,
+    /// Key-side factors.
+    pub b: Vec<Id>,
+}
+
+/// True if op `id` reads index slot `slot` (not counting inner rebindings of it).
+pub(super) fn uses(ops: &[Op], id: Id, slot: usize) -> bool {
+    let rec = |i: Id| uses(ops, i, slot);
+    let head = |h: &Head, inner: &[Id]| rec(h.lo) || rec(h.hi) || (h.slot != slot && (rec(h.filter) || inner.iter().any(|&i| rec(i))));
+    match &ops[usize::from(id)] {
+        Op::Idx(s) => *s == slot,
+        Op::Sym(_) | Op::Const(_) | Op::Dim(_) | Op::Param { .. } | Op::Prev { .. } => false,
+        Op::Read { subs, .. } => subs.iter().any(|&s| rec(s)),
+        Op::Unary { a, .. } => rec(*a),
+        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => rec(*a) || rec(*b),
+        Op::If(c, a, b) => rec(*c) || rec(*a) || rec(*b),
+        Op::Call { x, y, .. } => rec(*x) || y.is_some_and(rec),
+        Op::Cast { x, .. } | Op::Dense { x, .. } => rec(*x),
+        Op::Where { filter, x } => rec(*filter) || rec(*x),
+        Op::Reduce { head: h, body, .. } => head(h, &[*body]),
+        Op::URed { head: h, bodies, .. } => head(h, bodies),
+        Op::Osm { head: h, s, v } => head(h, &[*s, *v]),
+    }
+}
+
+/// True if op `id` may have no point (a `where` or a read of a partial tensor).
+fn may_absent(cx: &Cx<'_>, ops: &[Op], id: Id) -> bool {
+    let rec = |i: Id| may_absent(cx, ops, i);
+    match &ops[usize::from(id)] {
+        Op::Where { .. } | Op::Prev { .. } => true,
+        Op::Read { tensor, subs } => cx.tensors.get(*tensor).is_none_or(|t| t.present.is_some()) || subs.iter().any(|&s| rec(s)),
+        Op::Unary { a, .. } | Op::Cast { x: a, .. } => rec(*a),
+        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => rec(*a) || rec(*b),
+        Op::If(c, a, b) => rec(*c) || rec(*a) || rec(*b),
+        Op::Call { x, y, .. } => rec(*x) || y.is_some_and(rec),
+        _ => false,
+    }
+}
+
+/// The factors of a product tree of floats.
+fn factors(d: Def<'_>, id: Id, out: &mut Vec<Id>) {
+    match &d.ops[usize::from(id)] {
+        Op::Binary { op: BinOp::Mul, d: dt, a, b } if dt.is_float() => {
+            factors(d, *a, out);
+            factors(d, *b, out);
+        }
+        _ => out.push(id),
+    }
+}
+
+/// The dot product inside logit `s`, if it has the packed form.
+fn find_dot(d: Def<'_>, s: Id, key: usize, tile: usize, f: usize) -> Option<Dot> {
+    let sums: Vec<Id> = (0..=usize::from(s))
+        .map(Id::from)
+        .filter(|&i| matches!(&d.ops[usize::from(i)], Op::Reduce { op: ReduceOp::Sum, d: dt, .. } if dt.is_float()))
+        .filter(|&i| reaches(d, s, i))
+        .collect();
+    let [id] = sums.as_slice() else { return None };
+    let Op::Reduce { head, body, .. } = &d.ops[usize::from(*id)] else { return None };
+    let zero = matches!(d.ops[usize::from(head.lo)], Op::Const(v) if v.as_i64() == 0 && !matches!(v, tfmc_runtime::Scalar::F(_)));
+    let full = matches!(d.ops[usize::from(head.hi)], Op::Dim(_));
+    let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
+    if !(zero && full && unfiltered) || head.slot == key || head.slot == tile {
+        return None;
+    }
+    let mut fs = Vec::new();
+    factors(d, *body, &mut fs);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for x in fs {
+        if uses(d.ops, x, f) {
+            return None;
+        }
+        if uses(d.ops, x, key) {
+            if uses(d.ops, x, tile) {
+                return None;
+            }
+            b.push(x);
+        } else {
+            a.push(x);
+        }
+    }
+    (!b.is_empty()).then(|| Dot { id: *id, head: head.clone(), a, b })
+}
+
+/// True if op `target` is in the subtree of `root`.
+fn reaches(d: Def<'_>, root: Id, target: Id) -> bool {
+    if root == target {
+        return true;
+    }
+    children(&d.ops[usize::from(root)]).into_iter().any(|c| reaches(d, c, target))
+}
+
+fn children(op: &Op) -> Vec<Id> {
+    match op {
+        Op::Sym(_) | Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } | Op::Prev { .. } => vec![],
+        Op::Read { subs, .. } => subs.to_vec(),
+        Op::Unary { a, .. } | Op::Cast { x: a, .. } | Op::Dense { x: a, .. } => vec![*a],
+        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => vec![*a, *b],
+        Op::If(c, a, b) => vec![*c, *a, *b],
+        Op::Call { x, y, .. } => std::iter::once(*x).chain(*y).collect(),
+        Op::Where { filter, x } => vec![*filter, *x],
+        Op::Reduce { head, body, .. } => vec![head.lo, head.hi, head.filter, *body],
+        Op::URed { head, bodies, .. } => [head.lo, head.hi, head.filter].into_iter().chain(bodies.iter().copied()).collect(),
+        Op::Osm { head, s, v } => vec![head.lo, head.hi, head.filter, *s, *v],
+    }
+}
+
+/// True if evaluating `id` can neither fail nor be absent, given that `dot` (if any) is
+/// replaced by a value: float arithmetic, float functions, casts, indices, dims, params,
+/// and integer `+`/`-` of indices, dims and constants (which cannot overflow: dims are at
+/// most 2^40).
+fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
+    if Some(id) == dot {
+        return true;
+    }
+    let rec = |i: Id| pure(d, i, dot);
+    let index_like = |i: Id| matches!(d.ops[usize::from(i)], Op::Idx(_) | Op::Dim(_) | Op::Const(_));
+    match &d.ops[usize::from(id)] {
+        Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => true,
+        Op::Unary { d: dt, a, .. } => dt.is_float() && rec(*a),
+        Op::Binary { op, d: dt, a, b } if dt.is_float() => !op.is_comparison() && rec(*a) && rec(*b),
+        Op::Binary { op: BinOp::Add | BinOp::Sub, d: dt, a, b } if dt.is_int() => index_like(*a) && index_like(*b),
+        Op::Call { d: dt, x, y, .. } => dt.is_float() && rec(*x) && y.is_none_or(rec),
+        Op::Cast { to, x } => to.is_float() && rec(*x),
+        _ => false,
+    }
+}
+
+/// The plan for `node` (slots of its indices `slots`, definition `d`), if it applies.
+pub(super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> Option<Plan> {
+    let Op::Osm { head, s, v } = d.ops.last()?.clone() else { return None };
+    let f = *slots.last()?;
+    if slots.len() < 2 || uses(d.ops, s, f) || uses(d.ops, head.lo, f) || uses(d.ops, head.hi, f) || uses(d.ops, head.filter, f) {
+        return None;
+    }
+    if head.slot == f || slots.contains(&head.slot) || may_absent(cx, d.ops, s) || may_absent(cx, d.ops, v) {
+        return None;
+    }
+    let tile = (0..slots.len() - 1).rev().find(|&k| !uses(d.ops, v, slots[k]))?;
+    if !node.dtype.is_float() {
+        return None;
+    }
+    let dot = find_dot(d, s, head.slot, slots[tile], f);
+    let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
+    let pure_logit = unfiltered && pure(d, s, dot.as_ref().map(|x| x.id));
+    Some(Plan { head, s, v, tile, dot, pure_logit })
+}
