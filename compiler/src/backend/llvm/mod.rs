@@ -244,11 +244,18 @@ fn build_module<'ctx>(
     }
     let cpu = cx.create_string_attribute("target-cpu", &target.cpu);
     let feats = cx.create_string_attribute("target-features", features);
+    // Some CPUs' tuning (e.g. znver4/5) prefers 256-bit vectors; the kernels' loops are long
+    // and FMA-bound, so use the full AVX-512 width where the target has it.
+    let wide = target.features.iter().any(|f| f == "avx512f");
+    let width = cx.create_string_attribute("prefer-vector-width", "512");
     let mut f = module.get_first_function();
     while let Some(func) = f {
         if func.count_basic_blocks() > 0 {
             func.add_attribute(AttributeLoc::Function, cpu);
             func.add_attribute(AttributeLoc::Function, feats);
+            if wide {
+                func.add_attribute(AttributeLoc::Function, width);
+            }
         }
         f = func.get_next_function();
     }

@@ -316,14 +316,28 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     cx.b.close();
     cx.b.store(sum, e::var(i), e::var(lsum));
     cx.b.store(mx, e::var(i), e::var(mnew));
-    // acc += w · v.
+    cx.b.open_else();
+    // A row with no live point this block: its weights are 0.
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
-    let w = cx.b.let_("w", e::load(sb, srow(i, e::var(j))));
+    cx.b.store(sb, srow(i, e::var(j)), c(0.0));
+    cx.b.close();
+    cx.b.close(); // if mnew live
+    cx.b.close(); // rows
+    cx.unbind(plan.head.slot, old_m);
+    // acc[i] += w[i, j] · v(m0 + j): keys outer, rows inner, so consecutive updates go to
+    // different accumulator rows (no store-to-load chain) and v's row is reused by all rows.
+    let pure_v = super::pure(d, plan.v, None);
+    let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
     cx.intervals.insert(m, (0, MAX_DIM as i128));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
-    cx.bind(plan.head.slot, IdxVar { var: m, range });
-    cx.b.open_if(e::bin(K::Ne, e::var(w), c(0.0)));
+    let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
+    let i = cx.b.open_for("i", e::i64(0), e::var(nt));
+    let w = cx.b.let_("w", e::load(sb, srow(i, e::var(j))));
+    if !pure_v {
+        // v is evaluated only where the interpreter would (a point with weight).
+        cx.b.open_if(e::bin(K::Ne, e::var(w), c(0.0)));
+    }
     let f2 = cx.b.open_for("f", e::i64(0), fsize.clone());
     let old_f = cx.bind(slots[fa], IdxVar { var: f2, range: Some(node.shape[fa].clone()) });
     let val = cx.lower_as(d, plan.v, ty)?;
@@ -331,11 +345,12 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     cx.b.store(acc, at.clone(), e::add(e::load(acc, at), e::mul(e::var(w), val)));
     cx.b.close();
     cx.unbind(slots[fa], old_f);
-    cx.b.close();
-    cx.b.close();
-    cx.unbind(plan.head.slot, old_m);
-    cx.b.close(); // if mnew live
+    if !pure_v {
+        cx.b.close();
+    }
     cx.b.close(); // rows
+    cx.b.close(); // keys
+    cx.unbind(plan.head.slot, old_m);
     cx.b.close(); // blocks
     // Write the rows.
     let i = cx.b.open_for("i", e::i64(0), e::var(nt));

@@ -183,7 +183,7 @@ fn children(op: &Op) -> Vec<Id> {
 /// replaced by a value: float arithmetic, float functions, casts, indices, dims, params,
 /// and integer `+`/`-` of indices, dims and constants (which cannot overflow: dims are at
 /// most 2^40).
-fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
+pub(super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
     if Some(id) == dot {
         return true;
     }
@@ -191,6 +191,8 @@ fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
     let index_like = |i: Id| matches!(d.ops[usize::from(i)], Op::Idx(_) | Op::Dim(_) | Op::Const(_));
     match &d.ops[usize::from(id)] {
         Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => true,
+        // Plain subscripts by indices bound over their declared ranges stay in bounds.
+        Op::Read { subs, .. } => subs.iter().all(|&s| matches!(d.ops[usize::from(s)], Op::Idx(_))),
         Op::Unary { d: dt, a, .. } => dt.is_float() && rec(*a),
         Op::Binary { op, d: dt, a, b } if dt.is_float() => !op.is_comparison() && rec(*a) && rec(*b),
         Op::Binary { op: BinOp::Add | BinOp::Sub, d: dt, a, b } if dt.is_int() => index_like(*a) && index_like(*b),
