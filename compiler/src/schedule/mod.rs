@@ -41,7 +41,7 @@ pub struct ScheduleOptions {
 
 impl Default for ScheduleOptions {
     fn default() -> ScheduleOptions {
-        ScheduleOptions { attention: true, tile_p: 8, tile_m: 64 }
+        ScheduleOptions { attention: true, tile_p: 16, tile_m: 64 }
     }
 }
 
