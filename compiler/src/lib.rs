@@ -6,6 +6,7 @@
 //! rewrites, schedule, backends) consume the same [`hir::Program`].
 
 pub mod backend;
+pub mod bench;
 pub mod bind;
 pub mod check;
 pub mod compile;

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""PyTorch reference timings for `tfmc bench` (fp32, CPU).
+
+Usage:
+    python3 bench/torch_ref.py '<json>'      # one request
+    python3 bench/torch_ref.py < requests    # one request per stdin line, answered in turn
+    python3 bench/torch_ref.py --example     # print an example request and exit
+
+A request is one JSON object (on one line when given on stdin):
+    {"threads": 2, "iters": 5, "budget_s": 10.0, "seed": 0,
+     "shapes": [{"name": "sdpa-1k", "kind": "sdpa", "b": 1, "h": 8, "p": 1024, "m": 1024,
+                 "e": 64, "w": 0}, ...]}
+kind is one of sdpa | causal | window | decode | linear (w: the window for "window").
+
+Output: JSON Lines on stdout, flushed line by line. First {"torch": VERSION, "threads": N};
+then per request one object per shape, in order: {"name": ..., "median_ms": ..., "iters": ...}
+or {"name": ..., "error": ...}, then {"done": true}. `tfmc bench` keeps one process and sends
+one shape per request right after timing it with tfmc, so both sides see the same machine
+load.
+
+Each shape: seeded uniform [-1, 1) inputs, one warm-up call, then the median of `iters` timed
+calls (fewer when the warm-up says `iters` calls would exceed `budget_s`; at least one).
+  sdpa, decode: F.scaled_dot_product_attention (decode is p = 1)
+  causal:       F.scaled_dot_product_attention(is_causal=True)
+  window:       F.scaled_dot_product_attention with an explicit boolean mask
+                (True = attend: m <= p and p - m < w)
+  linear:       causal linear attention, elu+1 feature map, in the explicit cumsum form:
+                O_t = phi(Q_t) . cumsum(phi(K) V^T)_t / phi(Q_t) . cumsum(phi(K))_t
+"""
+
+import json
+import statistics
+import sys
+import time
+import warnings
+
+EXAMPLE = {
+    "threads": 2,
+    "iters": 5,
+    "budget_s": 10.0,
+    "seed": 0,
+    "shapes": [{"name": "sdpa-512", "kind": "sdpa", "b": 1, "h": 8, "p": 512, "m": 512, "e": 64, "w": 0}],
+}
+
+
+def emit(obj):
+    print(json.dumps(obj), flush=True)
+
+
+def make_fn(torch, shape, gen):
+    """The inputs of one shape and a zero-argument function running the reference on them."""
+    F = torch.nn.functional
+    b, h, p, m, e = (int(shape[k]) for k in ("b", "h", "p", "m", "e"))
+    kind = shape["kind"]
+
+    def rand(*dims):
+        return torch.rand(*dims, generator=gen, dtype=torch.float32) * 2.0 - 1.0
+
+    q, k, v = rand(b, h, p, e), rand(b, h, m, e), rand(b, h, m, e)
+    if kind in ("sdpa", "decode"):
+        return lambda: F.scaled_dot_product_attention(q, k, v)
+    if kind == "causal":
+        return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    if kind == "window":
+        w = int(shape["w"])
+        pi = torch.arange(p).unsqueeze(1)
+        mi = torch.arange(m).unsqueeze(0)
+        mask = (mi <= pi) & (pi - mi < w)
+        return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if kind == "linear":
+        if p != m:
+            raise ValueError("linear needs p == m")
+
+        def linear():
+            qf = F.elu(q) + 1.0
+            kf = F.elu(k) + 1.0
+            kv = torch.cumsum(kf.unsqueeze(-1) * v.unsqueeze(-2), dim=2)  # [b, h, t, e, f]
+            z = torch.cumsum(kf, dim=2)  # [b, h, t, e]
+            num = torch.einsum("bhte,bhtef->bhtf", qf, kv)
+            den = torch.einsum("bhte,bhte->bht", qf, z)
+            return num / den.unsqueeze(-1)
+
+        return linear
+    raise ValueError(f"unknown kind '{kind}'")
+
+
+def bench(torch, shape, iters, budget_s, gen):
+    fn = make_fn(torch, shape, gen)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        out = fn()
+        warm = time.perf_counter() - t0
+        if not bool(torch.isfinite(out).all()):
+            print(f"torch_ref: {shape['name']}: non-finite output", file=sys.stderr)
+        n = max(1, min(iters, int(budget_s / warm) if warm > 0 else iters))
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3, n
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--example":
+        print(json.dumps(EXAMPLE))
+        return 0
+    texts = [sys.argv[1]] if len(sys.argv) > 1 else sys.stdin
+    # torch warns at import when NumPy is absent; NumPy is not needed here.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+    try:
+        import torch
+    except ImportError:
+        print("torch_ref: PyTorch is not installed", file=sys.stderr)
+        return 3
+    emit({"torch": torch.__version__, "threads": torch.get_num_threads()})
+    status = 0
+    for text in texts:
+        if not text.strip():
+            continue
+        try:
+            req = json.loads(text)
+        except json.JSONDecodeError as e:
+            print(f"torch_ref: a request is not JSON: {e}", file=sys.stderr)
+            emit({"done": True})
+            status = 2
+            continue
+        torch.set_num_threads(int(req.get("threads", 2)))
+        iters = int(req.get("iters", 5))
+        budget_s = float(req.get("budget_s", 10.0))
+        gen = torch.Generator().manual_seed(int(req.get("seed", 0)))
+        for shape in req.get("shapes", []):
+            name = str(shape.get("name", "?"))
+            try:
+                ms, n = bench(torch, shape, iters, budget_s, gen)
+                emit({"name": name, "median_ms": ms, "iters": n})
+            except Exception as e:  # one failing shape must not lose the others
+                emit({"name": name, "error": f"{type(e).__name__}: {e}"})
+        emit({"done": True})
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
