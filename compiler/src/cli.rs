@@ -305,7 +305,21 @@ pub fn run(cli: Cli) -> Result<(), String> {
             out(&format!("wrote {} and {}\n", dest.display(), dest.with_extension("h").display()));
             Ok(())
         }
-        Command::Bench { .. } => Err("error: tfmc bench is being wired up\n".to_string()),
+        Command::Bench { shapes, iters, torch, threads } => {
+            let opts = tfmc::bench::BenchOptions {
+                shapes: shapes.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()),
+                iters: iters.max(1),
+                torch: match torch {
+                    Torch::Auto => tfmc::bench::TorchMode::Auto,
+                    Torch::Skip => tfmc::bench::TorchMode::Skip,
+                    Torch::Install => tfmc::bench::TorchMode::Install,
+                },
+                threads,
+            };
+            let table = tfmc::bench::run(&opts).map_err(|e| format!("error: {e}\n"))?;
+            out(&table);
+            Ok(())
+        }
         Command::Inputs { file, kernel, dims, seed, out } => {
             let program = load(&file, None)?;
             let dims = parse_dims(&dims)?;
