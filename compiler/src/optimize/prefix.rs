@@ -29,7 +29,8 @@ pub fn prefix_scans(c: &Cascade) -> Cascade {
             let Some(found) = find(e) else { continue };
             counter += 1;
             let name = format!("{}.prefix{counter}", out.graph[ix].name);
-            let (node, read) = build(&out, e, &found, &name);
+            let lhs = out.graph[ix].indices.clone();
+            let (node, read) = build(&out, e, &found, &name, &lhs);
             let new_e = replace(e, found.at, &read);
             out.graph[ix].def = Def::Expr(new_e);
             let nix = out.graph.add_node(node);
@@ -149,11 +150,14 @@ fn copy_subst(out: &mut RecExpr<Tfm>, e: &RecExpr<Tfm>, id: Id, from: &str, to: 
     out.add(n)
 }
 
-fn build(c: &Cascade, e: &RecExpr<Tfm>, f: &Found, name: &str) -> (Node, RecExpr<Tfm>) {
-    // The new tensor's indices: the prefix sum's free indices, `p` included.
+fn build(c: &Cascade, e: &RecExpr<Tfm>, f: &Found, name: &str, lhs: &[String]) -> (Node, RecExpr<Tfm>) {
+    // The new tensor's indices: the prefix sum's free indices, `p` included, laid out for
+    // its reader: the reader's left-hand indices first in the reader's order, then the rest
+    // (indices the reader reduces over) innermost, so the reader walks it contiguously.
     let mut free = BTreeSet::new();
     free_names(e, f.at, &mut free);
-    let indices: Vec<String> = free.into_iter().collect();
+    let mut indices: Vec<String> = free.into_iter().collect();
+    indices.sort_by_key(|i| lhs.iter().position(|l| l == i).unwrap_or(usize::MAX));
     let shape = indices.iter().map(|i| c.range(i).cloned().unwrap_or(crate::ir::Size::Fixed(1))).collect();
     // body: prev + (if p < H && F(p) then x(p) else 0)
     let mut b = RecExpr::default();

@@ -194,6 +194,28 @@ pub(crate) fn exp(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
     if ty == Ty::F32 { exp_f32(bld, x) } else { e::un(KU::Exp, x) }
 }
 
+/// `e^x - 1`: inline for `f32` (a Taylor polynomial for `|x| < 1/4`, where `e^x - 1` would
+/// cancel, else `exp(x) - 1`; about 2e-7 relative), libm for `f64`.
+pub(crate) fn expm1(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
+    if ty != Ty::F32 {
+        return e::un(KU::Expm1, x);
+    }
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let x = match x {
+        v @ (Expr::Var(_) | Expr::Const(_)) => v,
+        x => e::var(bld.let_("expm1.x", x)),
+    };
+    let big = exp_f32(bld, x.clone());
+    let big = e::sub(big, c(1.0));
+    // x + x²/2 + x³/6 + x⁴/24 + x⁵/120 + x⁶/720 (Horner).
+    let mut p = c(1.0 / 720.0);
+    for k in [1.0f32 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0] {
+        p = e::add(e::mul(p, x.clone()), c(k));
+    }
+    let small = e::mul(p, x.clone());
+    e::select(e::bin(K::Lt, e::un(KU::Abs, x), c(0.25)), small, big)
+}
+
 /// `e^x` in `f32` without a library call: `2^n · p(r)` with `n = round(x·log2 e)`,
 /// `r = x - n·ln 2` in two parts (Cody–Waite), `p` a degree-6 polynomial (about 1 ulp on
 /// the reduced range). `x` is clamped to `[-86, 88.72]` first so `2^(n-1)` is a normal
@@ -261,7 +283,10 @@ pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -
             let erf = e::un(KU::Erf, e::mul(a.clone(), c(std::f64::consts::FRAC_1_SQRT_2)));
             e::mul(e::mul(c(0.5), a), e::add(c(1.0), erf))
         }
-        Func::Elu => e::select(e::bin(K::Gt, a.clone(), c(0.0)), a.clone(), e::un(KU::Expm1, a)),
+        Func::Elu => {
+            let m1 = expm1(bld, ty, a.clone());
+            e::select(e::bin(K::Gt, a.clone(), c(0.0)), a, m1)
+        }
         Func::Silu => e::mul(a.clone(), sigmoid(bld, a)),
         Func::Softplus => {
             let pos = e::add(a.clone(), e::un(KU::Log1p, exp(bld, ty, e::un(KU::Neg, a.clone()))));
