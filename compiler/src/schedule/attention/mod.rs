@@ -153,7 +153,7 @@ fn find_dot(d: Def<'_>, s: Id, key: usize, tile: usize, f: usize) -> Option<Dot>
             a.push(x);
         }
     }
-    (!b.is_empty()).then(|| Dot { id: *id, head: *head, a, b })
+    (!b.is_empty()).then_some(Dot { id: *id, head: *head, a, b })
 }
 
 /// True if op `target` is in the subtree of `root`.
