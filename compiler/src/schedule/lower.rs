@@ -125,8 +125,11 @@ impl Cx<'_> {
         ScheduleError::Internal { what: what.to_string(), loc: self.loc.clone() }
     }
 
-    /// Binds index slot `slot` to `var`, returning what it was bound to.
+    /// Binds index slot `slot` to `iv`, returning what it was bound to. Every index variable
+    /// lies in `0..=MAX_DIM` (node indices and reduction indices stay inside their ranges),
+    /// which the interval analysis learns here.
     pub fn bind(&mut self, slot: usize, iv: IdxVar) -> Option<IdxVar> {
+        self.intervals.insert(iv.var, (0, MAX_DIM as i128));
         if self.idx.len() <= slot {
             self.idx.resize(slot + 1, None);
         }
@@ -137,6 +140,31 @@ impl Cx<'_> {
     pub fn unbind(&mut self, slot: usize, old: Option<IdxVar>) {
         if let Some(s) = self.idx.get_mut(slot) {
             *s = old;
+        }
+    }
+
+    /// Binds the indices `axes` — (slot, name, extent, declared range), outermost first — to
+    /// the row-major decomposition of `flat` over their extents (the iteration variable of a
+    /// parallel loop over their product). Returns each axis' value, in `axes` order, and the
+    /// bindings they replaced, for [`Cx::restore`].
+    pub fn bind_flat(&mut self, flat: Expr, axes: &[(usize, &str, Expr, Size)]) -> (Vec<Expr>, Vec<(usize, Option<IdxVar>)>) {
+        let mut vals = vec![e::i64(0); axes.len()];
+        let mut saved = Vec::with_capacity(axes.len());
+        let mut rest = flat;
+        for (i, (slot, name, extent, range)) in axes.iter().enumerate().rev() {
+            let x = if i == 0 { rest.clone() } else { e::bin(K::Rem, rest.clone(), extent.clone()) };
+            let v = self.b.let_(name, x);
+            rest = e::bin(K::Div, rest, extent.clone());
+            vals[i] = e::var(v);
+            saved.push((*slot, self.bind(*slot, IdxVar { var: v, range: Some(range.clone()) })));
+        }
+        (vals, saved)
+    }
+
+    /// Restores bindings saved by [`Cx::bind_flat`] (or collected the same way).
+    pub fn restore(&mut self, saved: Vec<(usize, Option<IdxVar>)>) {
+        for (slot, old) in saved.into_iter().rev() {
+            self.unbind(slot, old);
         }
     }
 
@@ -202,23 +230,16 @@ impl Cx<'_> {
         if let Op::Const(v) = d.op(id) {
             return Ok(e::bool(v.as_bool()));
         }
-        let (v, p) = self.scoped(d, id, Ty::Bool)?;
-        Ok(match p {
-            None => e::var(v),
-            // `v` keeps false when absent.
-            Some(_) => e::var(v),
-        })
+        // The variable keeps its initial false where the filter is absent.
+        let (v, _) = self.scoped(d, id, Ty::Bool)?;
+        Ok(e::var(v))
     }
 
     /// Lowers `id` converted to `want` (literals take the wanted type directly).
     pub fn lower_as(&mut self, d: Def<'_>, id: Id, want: Ty) -> Result<Expr, ScheduleError> {
         let want = want.value();
         if let Op::Const(v) = d.op(id) {
-            return Ok(match want {
-                Ty::Bool => e::bool(v.as_bool()),
-                Ty::I32 | Ty::I64 => e::num(want, v.as_i64() as f64).clone_with_i64(want, v.as_i64()),
-                t => e::num(t, v.as_f64()),
-            });
+            return Ok(super::reduce::scalar(want, *v));
         }
         let x = self.lower(d, id)?;
         let have = self.b.ty(&x);
@@ -399,7 +420,6 @@ impl Cx<'_> {
     /// the saved binding for [`Cx::close_head`].
     pub fn open_head(&mut self, d: Def<'_>, head: &Head, lo: Var, hi: Var) -> Result<Option<IdxVar>, ScheduleError> {
         let var = self.b.open_for(head.name.as_str(), e::var(lo), e::var(hi));
-        self.intervals.insert(var, (0, MAX_DIM as i128));
         // `bounds` failed unless a non-empty range lies inside the declared one.
         let range = self.ranges.get(head.name.as_str()).cloned();
         let old = self.bind(head.slot, IdxVar { var, range });
@@ -413,19 +433,5 @@ impl Cx<'_> {
     /// Closes what [`Cx::open_head`] opened (call after [`Builder::close_to`] the loop).
     pub fn close_head(&mut self, head: &Head, old: Option<IdxVar>) {
         self.unbind(head.slot, old);
-    }
-}
-
-/// Building a constant of an integer type from an exact `i64`.
-trait WithI64 {
-    fn clone_with_i64(self, ty: Ty, v: i64) -> Expr;
-}
-
-impl WithI64 for Expr {
-    fn clone_with_i64(self, ty: Ty, v: i64) -> Expr {
-        match ty {
-            Ty::I32 => Expr::Const(Const::I32(v as i32)),
-            _ => Expr::Const(Const::I64(v)),
-        }
     }
 }

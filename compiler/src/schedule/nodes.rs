@@ -279,6 +279,12 @@ fn generic_plan(node: &Node, scan: Option<usize>) -> String {
     }
 }
 
+/// The node's indices at positions `which` as [`Cx::bind_flat`] takes them: slot, name,
+/// run-time extent (from `shape`) and declared range.
+pub(super) fn node_axes<'n>(node: &'n Node, slots: &[usize], shape: &[Expr], which: &[usize]) -> Vec<(usize, &'n str, Expr, crate::ir::Size)> {
+    which.iter().map(|&a| (slots[a], node.indices[a].as_str(), shape[a].clone(), node.shape[a].clone())).collect()
+}
+
 /// The generic loop nest of one node; `scan` is the scanned axis of a scan node.
 fn generic_node(
     cx: &mut Cx<'_>,
@@ -303,24 +309,15 @@ fn generic_node(
             n = e::mul(n, t.shape[a].clone());
         }
         let q = cx.b.open_parallel(&format!("{}.outer", node.name), n);
-        let mut rest = e::var(q);
-        for (i, &a) in par.iter().enumerate().rev() {
-            let v = if i == 0 {
-                cx.b.let_(&node.indices[a], rest.clone())
-            } else {
-                let v = cx.b.let_(&node.indices[a], e::bin(K::Rem, rest.clone(), t.shape[a].clone()));
-                rest = e::bin(K::Div, rest, t.shape[a].clone());
-                v
-            };
-            vars[a] = Some(e::var(v));
-            cx.intervals.insert(v, (0, MAX_DIM as i128));
-            saved.push((slots[a], cx.bind(slots[a], IdxVar { var: v, range: Some(node.shape[a].clone()) })));
+        let (vals, s) = cx.bind_flat(e::var(q), &node_axes(node, slots, &t.shape, &par));
+        for (&a, v) in par.iter().zip(vals) {
+            vars[a] = Some(v);
         }
+        saved = s;
     }
     let open_seq = |cx: &mut Cx<'_>, a: usize, vars: &mut Vec<Option<Expr>>, saved: &mut Vec<_>| {
         let v = cx.b.open_for(&node.indices[a], e::i64(0), t.shape[a].clone());
         vars[a] = Some(e::var(v));
-        cx.intervals.insert(v, (0, MAX_DIM as i128));
         saved.push((slots[a], cx.bind(slots[a], IdxVar { var: v, range: Some(node.shape[a].clone()) })));
     };
     if let Some(a) = scan {
@@ -356,8 +353,6 @@ fn generic_node(
     cx.b.close_to(inner);
     cx.scan = None;
     cx.b.close_to(mark);
-    for (s, old) in saved.into_iter().rev() {
-        cx.unbind(s, old);
-    }
+    cx.restore(saved);
     Ok(())
 }

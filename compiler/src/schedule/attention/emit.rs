@@ -6,7 +6,8 @@ use super::super::ScheduleError;
 use super::super::arith::{exp, fdiv};
 use super::super::build::e;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
-use super::super::lower::{Cx, Def, IdxVar, MAX_DIM, vty};
+use super::super::lower::{Cx, Def, IdxVar, vty};
+use super::super::nodes::node_axes;
 use super::{Dot, EMAX, FMAX, PACKED_MIN_ROWS, Plan};
 use crate::ir::Node;
 
@@ -60,16 +61,6 @@ fn dot_extent(cx: &Cx<'_>, d: Def<'_>, dot: &Dot) -> Option<Expr> {
     }
 }
 
-/// Flat index of the other indices (row-major over their extents), as bound now.
-fn other_flat(cx: &Cx<'_>, site: &Site<'_, '_>, vars: &[Expr]) -> Expr {
-    let t = &cx.tensors[site.slot];
-    let mut flat = e::i64(0);
-    for (k, a) in others(site).into_iter().enumerate() {
-        flat = e::add(e::mul(flat, t.shape[a].clone()), vars[k].clone());
-    }
-    flat
-}
-
 fn others(site: &Site<'_, '_>) -> Vec<usize> {
     let k = site.slots.len();
     (0..k - 1).filter(|&a| a != site.plan.tile).collect()
@@ -95,26 +86,12 @@ fn prepass<'p>(cx: &mut Cx<'_>, site: &Site<'_, '_>, dot: &'p Dot, esize: Expr) 
         n = e::mul(n, t.shape[a].clone());
     }
     let q = cx.b.open_parallel(&format!("{}.pack", node.name), n);
-    let mut saved = Vec::new();
-    let mut vars = Vec::new();
-    let mut rest = e::var(q);
-    let os = others(site);
-    for (i, &a) in os.iter().enumerate().rev() {
-        let x = if i == 0 { rest.clone() } else { e::bin(K::Rem, rest.clone(), t.shape[a].clone()) };
-        let v = cx.b.let_(&node.indices[a], x);
-        rest = e::bin(K::Div, rest, t.shape[a].clone());
-        cx.intervals.insert(v, (0, MAX_DIM as i128));
-        vars.push(e::var(v));
-        saved.push((site.slots[a], cx.bind(site.slots[a], IdxVar { var: v, range: Some(node.shape[a].clone()) })));
-    }
-    vars.reverse();
+    let (_, saved) = cx.bind_flat(e::var(q), &node_axes(node, site.slots, &t.shape, &others(site)));
     let base = e::var(cx.b.let_("kt.base", e::mul(e::mul(e::var(q), esize.clone()), mp.clone())));
     let m = cx.b.open_for(site.plan.head.name.as_str(), e::i64(0), msize);
-    cx.intervals.insert(m, (0, MAX_DIM as i128));
     let old_m = cx.bind(site.plan.head.slot, IdxVar { var: m, range: Some(range) });
     let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
     let ev = cx.b.open_for(dot.head.name.as_str(), e::i64(0), esize);
-    cx.intervals.insert(ev, (0, MAX_DIM as i128));
     let old_e = cx.bind(dot.head.slot, IdxVar { var: ev, range: erange });
     let mut prod = e::num(Ty::F32, 1.0);
     for &b in &dot.b {
@@ -125,10 +102,7 @@ fn prepass<'p>(cx: &mut Cx<'_>, site: &Site<'_, '_>, dot: &'p Dot, esize: Expr) 
     cx.b.close_to(mark);
     cx.unbind(dot.head.slot, old_e);
     cx.unbind(site.plan.head.slot, old_m);
-    for (s, old) in saved.into_iter().rev() {
-        cx.unbind(s, old);
-    }
-    let _ = vars;
+    cx.restore(saved);
     Ok(Packed { dot, kt, mp, e: shape[shape.len() - 2].clone() })
 }
 
@@ -136,13 +110,13 @@ fn prepass<'p>(cx: &mut Cx<'_>, site: &Site<'_, '_>, dot: &'p Dot, esize: Expr) 
 fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> Result<(), ScheduleError> {
     let Site { node, slot, slots, d, plan, tp, tm } = *site;
     let t = cx.tensors[slot].clone();
-    let ty = Ty::F32.max_with(vty(node.dtype));
+    // Online-softmax state in f32, or f64 for f64 outputs.
+    let ty = if vty(node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 };
     let c = |x: f64| e::num(ty, x);
     let k = slots.len();
     let (fa, ta) = (k - 1, plan.tile);
     let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
     let mark = cx.b.mark();
-    let mut saved = Vec::new();
     let mut idx: Vec<Option<Expr>> = vec![None; k];
     // Parallel over (other indices × row tiles).
     let ntiles = e::bin(K::Div, e::add(t.shape[ta].clone(), e::i64(i64::from(tp) - 1)), e::i64(i64::from(tp)));
@@ -153,14 +127,11 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     }
     let q = cx.b.open_parallel(&format!("{}.tiles", node.name), n);
     let tile = cx.b.let_("tile", e::bin(K::Rem, e::var(q), ntiles.clone()));
-    let mut rest = e::bin(K::Div, e::var(q), ntiles);
-    for (i, &a) in others.iter().enumerate().rev() {
-        let x = if i == 0 { rest.clone() } else { e::bin(K::Rem, rest.clone(), t.shape[a].clone()) };
-        let v = cx.b.let_(&node.indices[a], x);
-        rest = e::bin(K::Div, rest, t.shape[a].clone());
-        cx.intervals.insert(v, (0, MAX_DIM as i128));
-        idx[a] = Some(e::var(v));
-        saved.push((slots[a], cx.bind(slots[a], IdxVar { var: v, range: Some(node.shape[a].clone()) })));
+    // The other indices' flat point (also the row of Bᵀ the packed variant reads).
+    let outer = cx.b.let_("outer", e::bin(K::Div, e::var(q), ntiles));
+    let (vals, saved) = cx.bind_flat(e::var(outer), &node_axes(node, slots, &t.shape, &others));
+    for (&a, v) in others.iter().zip(vals) {
+        idx[a] = Some(v);
     }
     let t0 = cx.b.let_("t0", e::mul(e::var(tile), e::i64(i64::from(tp))));
     let nt = cx.b.let_("rows", e::bin(K::Min, e::i64(i64::from(tp)), e::sub(t.shape[ta].clone(), e::var(t0))));
@@ -177,17 +148,14 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     // Packed: this tile's rows of A, and where its other-index point's Bᵀ starts.
     let pk = match packed {
         Some(p) => {
-            let vars: Vec<Expr> = others.iter().map(|&a| idx[a].clone().unwrap_or(e::i64(0))).collect();
-            let base = e::mul(e::mul(other_flat(cx, site, &vars), p.e.clone()), p.mp.clone());
+            let base = e::mul(e::mul(e::var(outer), p.e.clone()), p.mp.clone());
             let kbase = cx.b.let_("kt.base", base);
             let qt = stack(cx, "a", Ty::F32, tp * EMAX);
             let i = cx.b.open_for("i", e::i64(0), e::var(nt));
             let row = cx.b.let_(&node.indices[ta], e::add(e::var(t0), e::var(i)));
-            cx.intervals.insert(row, (0, MAX_DIM as i128));
-            let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
+                    let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
             let erange = cx.ranges.get(p.dot.head.name.as_str()).cloned();
             let ev = cx.b.open_for(p.dot.head.name.as_str(), e::i64(0), p.e.clone());
-            cx.intervals.insert(ev, (0, MAX_DIM as i128));
             let old_e = cx.bind(p.dot.head.slot, IdxVar { var: ev, range: erange });
             let mut prod = e::num(Ty::F32, 1.0);
             for &a in &p.dot.a {
@@ -208,7 +176,6 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     let mhi = cx.b.let_("mhi", e::i64(i64::MIN));
     let i = cx.b.open_for("i", e::i64(0), e::var(nt));
     let row = cx.b.let_(&node.indices[ta], e::add(e::var(t0), e::var(i)));
-    cx.intervals.insert(row, (0, MAX_DIM as i128));
     let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
     cx.b.store(mx, e::var(i), c(f64::NEG_INFINITY));
     cx.b.store(sum, e::var(i), c(0.0));
@@ -257,7 +224,6 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     }
     let i = cx.b.open_for("i", e::i64(0), e::var(nt));
     let row = cx.b.let_(&node.indices[ta], e::add(e::var(t0), e::var(i)));
-    cx.intervals.insert(row, (0, MAX_DIM as i128));
     cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
     let (rlo, rhi) = (cx.b.let_("lo", e::load(lo, e::var(i))), cx.b.let_("hi", e::load(hi, e::var(i))));
     let bmax = cx.b.let_("bmax", c(f64::NEG_INFINITY));
@@ -266,7 +232,6 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     // Logits.
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
-    cx.intervals.insert(m, (0, MAX_DIM as i128));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
     let sv = cx.b.let_("logit", c(f64::NEG_INFINITY));
@@ -329,7 +294,6 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     let pure_v = super::pure(d, plan.v, None);
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
-    cx.intervals.insert(m, (0, MAX_DIM as i128));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
     let i = cx.b.open_for("i", e::i64(0), e::var(nt));
@@ -372,20 +336,6 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     cx.b.store(t.buf, flat, o);
     cx.b.close_to(mark);
     cx.unbind(slots[ta], old_t);
-    for (s, old) in saved.into_iter().rev() {
-        cx.unbind(s, old);
-    }
+    cx.restore(saved);
     Ok(())
-}
-
-
-/// The wider of two float value types.
-trait MaxWith {
-    fn max_with(self, other: Ty) -> Ty;
-}
-
-impl MaxWith for Ty {
-    fn max_with(self, other: Ty) -> Ty {
-        if self == Ty::F64 || other == Ty::F64 { Ty::F64 } else { Ty::F32 }
-    }
 }
