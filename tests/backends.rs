@@ -50,6 +50,24 @@ fn attention_inputs(program: &tfmc::Program, kernel: &str, p: usize, m: usize, s
     tfmc::inputs::random_inputs(program, kernel, &d, seed).unwrap()
 }
 
+/// An output with missing points read by a later statement: the reader's points there are
+/// missing too (written as 0), not computed from the 0 the output holds.
+#[test]
+fn partial_output_read_by_a_later_statement() {
+    let program = tfmc::load_str(
+        "partial.tfm",
+        "kernel k(X: f32[N]) -> (A: f32[N], B: f32[N]) {\n    A[n] = X[n] where n > 0\n    B[n] = A[n] + 1.0\n}\n",
+    )
+    .unwrap();
+    let d: BTreeMap<String, usize> = [("N".to_string(), 5)].into();
+    let inputs = tfmc::inputs::random_inputs(&program, "k", &d, 1).unwrap();
+    let params = BTreeMap::new();
+    let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
+    assert_eq!(want["B"].to_f64_vec()[0], 0.0, "the interpreter's B is missing (0) at n = 0");
+    let got = run_llvm(&program, "k", &inputs, &params, &CompileOptions::default()).unwrap();
+    check("partial output", &got, &want);
+}
+
 /// Logits of ±1e4 (softmax saturates; the online max must keep it finite) on the softmax
 /// kernels, and rows with no point (window W = 0: every row fully masked, output 0).
 #[test]

@@ -134,14 +134,14 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
         let buf = cx.b.buf(&node.name, Ty::from_dtype(node.dtype), kind.clone());
         let shape: Vec<Expr> = node.shape.iter().map(|s| cx.size(s)).collect::<Result<_, _>>()?;
         let strides = strides(&mut cx, &shape, &node.name);
-        let present = if partial[slot] && kind == BufKind::Heap {
-            Some(cx.b.buf(&format!("{}.present", node.name), Ty::Bool, BufKind::Heap))
-        } else {
-            None
-        };
-        if kind == BufKind::Heap {
+        // Every tensor that may miss points records which exist — outputs too: their missing
+        // points are written as 0, but a later statement reading one must see it missing.
+        let present = partial[slot].then(|| cx.b.buf(&format!("{}.present", node.name), Ty::Bool, BufKind::Heap));
+        if kind == BufKind::Heap || present.is_some() {
             let len = checked_len(&mut cx, &shape, &node.name);
-            cx.b.emit(super::kir::Stmt::Alloc { buf, len: len.clone() });
+            if kind == BufKind::Heap {
+                cx.b.emit(super::kir::Stmt::Alloc { buf, len: len.clone() });
+            }
             if let Some(p) = present {
                 cx.b.emit(super::kir::Stmt::Alloc { buf: p, len });
             }
