@@ -247,8 +247,9 @@ fn partiality(c: &Cascade, compiled: &[Compiled]) -> Vec<bool> {
     partial
 }
 
-/// True if op `id` may have no point (conservative).
-fn may_absent(ops: &[Op], id: Id, partial: &[bool], prev_absent: bool) -> bool {
+/// True if op `id` may have no point (conservative); `partial` says which tensors may
+/// miss points, `prev_absent` whether a scan's look-back may.
+pub(super) fn may_absent(ops: &[Op], id: Id, partial: &[bool], prev_absent: bool) -> bool {
     let rec = |i: Id| may_absent(ops, i, partial, prev_absent);
     match &ops[usize::from(id)] {
         Op::Sym(_) | Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => false,

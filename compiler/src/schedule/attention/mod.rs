@@ -97,20 +97,6 @@ pub(super) fn uses(ops: &[Op], id: Id, slot: usize) -> bool {
     }
 }
 
-/// True if op `id` may have no point (a `where` or a read of a partial tensor).
-fn may_absent(cx: &Cx<'_>, ops: &[Op], id: Id) -> bool {
-    let rec = |i: Id| may_absent(cx, ops, i);
-    match &ops[usize::from(id)] {
-        Op::Where { .. } | Op::Prev { .. } => true,
-        Op::Read { tensor, subs } => cx.tensors.get(*tensor).is_none_or(|t| t.present.is_some()) || subs.iter().any(|&s| rec(s)),
-        Op::Unary { a, .. } | Op::Cast { x: a, .. } => rec(*a),
-        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => rec(*a) || rec(*b),
-        Op::If(c, a, b) => rec(*c) || rec(*a) || rec(*b),
-        Op::Call { x, y, .. } => rec(*x) || y.is_some_and(rec),
-        _ => false,
-    }
-}
-
 /// The factors of a product tree of floats.
 fn factors(d: Def<'_>, id: Id, out: &mut Vec<Id>) {
     match &d.ops[usize::from(id)] {
@@ -209,7 +195,10 @@ pub(super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> 
     if slots.len() < 2 || uses(d.ops, s, f) || uses(d.ops, head.lo, f) || uses(d.ops, head.hi, f) || uses(d.ops, head.filter, f) {
         return None;
     }
-    if head.slot == f || slots.contains(&head.slot) || may_absent(cx, d.ops, s) || may_absent(cx, d.ops, v) {
+    // Tensors with a presence buffer are exactly those that may miss points.
+    let partial: Vec<bool> = cx.tensors.iter().map(|t| t.present.is_some()).collect();
+    let absent = |x: Id| super::nodes::may_absent(d.ops, x, &partial, true);
+    if head.slot == f || slots.contains(&head.slot) || absent(s) || absent(v) {
         return None;
     }
     let tile = (0..slots.len() - 1).rev().find(|&k| !uses(d.ops, v, slots[k]))?;
