@@ -182,26 +182,10 @@ pub fn build(program: &Program, out: &Path, opts: &CompileOptions) -> Result<Vec
     let header = tfmc_runtime::manifest::c_header(&m, &format!("TFMC_{guard}_H"));
     llvm::build_shared_library(&exports(&kernels), &m.to_json(), &opts.target, out)?;
     let hpath = out.with_extension("h");
-    write_atomic(&hpath, header.as_bytes()).map_err(|error| {
+    tfmc_runtime::write_file_atomically(&hpath, header.as_bytes()).map_err(|error| {
         // Do not leave a library without its header.
         let _ = std::fs::remove_file(out);
         CompileError::Io { path: hpath.display().to_string(), error }
     })?;
     Ok(kernels)
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(bytes)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // Temporary files are private; the result is an ordinary file.
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

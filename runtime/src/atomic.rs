@@ -57,6 +57,15 @@ pub(crate) fn write_atomically<E>(
     Ok(())
 }
 
+/// Creates `path` (or replaces it) with `bytes`, atomically: readers see the old file or the
+/// whole new one, and a failure leaves the target untouched and no temporary file.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    write_atomically(path, |w| w.write_all(bytes)).map_err(|e| match e {
+        AtomicError::Io(e) | AtomicError::Inner(e) => e,
+    })
+}
+
 /// Creates a new, uniquely named hidden file `.<name>.<pid>.<n>.tmp` in `dir`.
 fn create_temp(dir: &Path, name: &str) -> io::Result<(File, PathBuf)> {
     let pid = std::process::id();

@@ -18,7 +18,7 @@
 //! - [`error`]: [`ArtifactError`], [`RuntimeError`];
 //! - [`parallel`]: the thread pool JIT-compiled kernels call (`tfmc_parallel_for`);
 //! - [`npz`]: [`read_npz`], [`write_npz`], [`read_npy`], [`write_npy`], [`IoError`];
-//! - private: `header` (the C header), `npy` (the array codec), `npy_header` (header parser), `atomic` (atomic writes).
+//! - private: `header` (the C header), `npy` (the array codec), `npy_header` (header parser), `atomic` (atomic writes; [`write_file_atomically`] is public for the compiler's outputs).
 
 pub mod aot;
 pub mod artifact;
@@ -36,6 +36,7 @@ pub mod parallel;
 pub mod tensor;
 
 pub use artifact::{Artifact, Kernel};
+pub use atomic::write_file_atomically;
 pub use error::{ArtifactError, RuntimeError};
 pub use native::NativeTensor;
 pub use npz::{IoError, read_npy, read_npz, write_npy, write_npz};
