@@ -18,8 +18,13 @@ use std::collections::HashMap;
 #[derive(Debug, thiserror::Error)]
 pub enum LowerError {
     /// No such kernel.
-    #[error("no kernel '{0}' in the program")]
-    UnknownKernel(String),
+    #[error("unknown kernel '{name}'; kernels: {available}")]
+    UnknownKernel {
+        /// The name asked for.
+        name: String,
+        /// The program's kernels, comma-separated (or `none`).
+        available: String,
+    },
     /// A form the IR does not express yet.
     #[error("kernel '{kernel}': {what} is not supported by the IR yet (at {loc})")]
     Unsupported {
@@ -34,7 +39,13 @@ pub enum LowerError {
 
 /// Lowers kernel `name` of `program`.
 pub fn lower(program: &Program, name: &str) -> Result<Cascade, LowerError> {
-    let (_, k) = program.kernel(name).ok_or_else(|| LowerError::UnknownKernel(name.to_string()))?;
+    let (_, k) = program.kernel(name).ok_or_else(|| {
+        let names: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
+        LowerError::UnknownKernel {
+            name: name.to_string(),
+            available: if names.is_empty() { "none".to_string() } else { names.join(", ") },
+        }
+    })?;
     let mut cx = Lowering { program, nodes: Vec::new(), ranges: Vec::new(), calls: 0 };
     let dims = k.dims.iter().map(|d| d.name.clone()).collect();
     let env = Env::identity(k);
