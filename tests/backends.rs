@@ -68,6 +68,24 @@ fn partial_output_read_by_a_later_statement() {
     check("partial output", &got, &want);
 }
 
+/// Integer functions inside a user reduction's `combine` (here `abs`, whose compiled form
+/// once was negation).
+#[test]
+fn integer_functions_in_a_user_combine() {
+    let program = tfmc::load_str(
+        "isum.tfm",
+        "reduction isum(v: i32) {\n    identity = (0)\n    combine(a, b) {\n        (a.v + b.v + abs(a.v - a.v + 1) - 1)\n    }\n}\n\
+         kernel k(X: i32[P, M]) -> (Y: i32[P]) {\n    Y[p] = isum[m](X[p, m])\n}\n",
+    )
+    .unwrap();
+    let d: BTreeMap<String, usize> = [("P".to_string(), 3), ("M".to_string(), 5)].into();
+    let inputs = tfmc::inputs::random_inputs(&program, "k", &d, 2).unwrap();
+    let params = BTreeMap::new();
+    let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
+    let got = run_llvm(&program, "k", &inputs, &params, &CompileOptions::default()).unwrap();
+    assert_eq!(got["Y"].to_f64_vec(), want["Y"].to_f64_vec());
+}
+
 /// Logits of ±1e4 (softmax saturates; the online max must keep it finite) on the softmax
 /// kernels, and rows with no point (window W = 0: every row fully masked, output 0).
 #[test]

@@ -42,7 +42,8 @@ impl Cx<'_> {
         })
     }
 
-    fn neg(&mut self, ty: Ty, x: Expr) -> Expr {
+    /// `-x` of type `ty` (integers: failing on overflow).
+    pub(super) fn neg(&mut self, ty: Ty, x: Expr) -> Expr {
         if ty.is_int() {
             let zero = e::num(ty, 0.0);
             self.checked(K::Sub, K::SubOverflows, ty, zero, x, "negation")
@@ -158,7 +159,8 @@ impl Cx<'_> {
         Ok(float_func(&mut self.b, f, ty, a, b))
     }
 
-    fn int_func(&mut self, f: Func, ty: Ty, a: Expr, b: Option<Expr>) -> Expr {
+    /// An integer elementwise function (`abs neg sign relu min max`).
+    pub(super) fn int_func(&mut self, f: Func, ty: Ty, a: Expr, b: Option<Expr>) -> Expr {
         let zero = e::num(ty, 0.0);
         let b = b.unwrap_or_else(|| a.clone());
         match f {

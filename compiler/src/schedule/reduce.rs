@@ -116,7 +116,7 @@ impl Cx<'_> {
                 let v = self.combine_expr(a, locals)?;
                 match op {
                     hir::UnOp::Not => e::un(super::kir::UnOp::Not, v),
-                    hir::UnOp::Neg => self.bin_values(hir::BinOp::Sub, at, e::num(at, 0.0), v),
+                    hir::UnOp::Neg => self.neg(at, v),
                 }
             }
             ExprKind::Binary(op, a, b) => {
@@ -140,11 +140,7 @@ impl Cx<'_> {
                 let a = vs.first().cloned().ok_or_else(|| self.internal("a call without arguments"))?;
                 let b = vs.get(1).cloned().unwrap_or_else(|| a.clone());
                 if ty.is_int() {
-                    match f {
-                        hir::Func::Min => e::bin(K::Min, a, b),
-                        hir::Func::Max => e::bin(K::Max, a, b),
-                        _ => self.bin_values(hir::BinOp::Sub, ty, e::num(ty, 0.0), a),
-                    }
+                    self.int_func(*f, ty, a, Some(b))
                 } else {
                     super::arith::float_func(&mut self.b, *f, ty, a, b)
                 }
