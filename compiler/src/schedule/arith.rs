@@ -133,15 +133,17 @@ impl Cx<'_> {
     pub(super) fn cast(&mut self, d: Def<'_>, to: DType, x: Id) -> Result<Expr, ScheduleError> {
         let from = vty(d.tys[usize::from(x)]);
         let v = self.lower_as(d, x, from)?;
-        let to_ty = vty(to);
-        if from.is_int() && to_ty.is_int() && to_ty == Ty::I32 && from == Ty::I64 {
+        Ok(self.cast_value(from, vty(to), v))
+    }
+
+    /// Converts value `v` of type `from` to `to`, failing where an `i64` does not fit `i32`.
+    pub(super) fn cast_value(&mut self, from: Ty, to: Ty, v: Expr) -> Expr {
+        if from == Ty::I64 && to == Ty::I32 && !self.within(&v, i32::MIN as i128, i32::MAX as i128) {
             let lo = e::bin(K::Lt, v.clone(), e::i64(i32::MIN as i64));
             let hi = e::bin(K::Gt, v.clone(), e::i64(i32::MAX as i64));
-            if !self.within(&v, i32::MIN as i128, i32::MAX as i128) {
-                self.overflow_if(e::bin(K::Or, lo, hi), "conversion to i32");
-            }
+            self.overflow_if(e::bin(K::Or, lo, hi), "conversion to i32");
         }
-        Ok(if from == to_ty { v } else { e::cast(to_ty, v) })
+        if from == to { v } else { e::cast(to, v) }
     }
 
     /// An elementwise function of result dtype `dt`.

@@ -147,7 +147,7 @@ impl Cx<'_> {
             }
             ExprKind::Cast(a) => {
                 let v = self.combine_expr(a, locals)?;
-                if vty(a.dtype) == ty { v } else { e::cast(ty, v) }
+                self.cast_value(vty(a.dtype), ty, v)
             }
             _ => return Err(self.internal("a combine reads a tensor, an index or a reduction")),
         })
