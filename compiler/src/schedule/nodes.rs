@@ -250,19 +250,19 @@ fn partiality(c: &Cascade, compiled: &[Compiled]) -> Vec<bool> {
 /// True if op `id` may have no point (conservative); `partial` says which tensors may
 /// miss points, `prev_absent` whether a scan's look-back may.
 pub(super) fn may_absent(ops: &[Op], id: Id, partial: &[bool], prev_absent: bool) -> bool {
-    let rec = |i: Id| may_absent(ops, i, partial, prev_absent);
-    match &ops[usize::from(id)] {
-        Op::Sym(_) | Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => false,
-        Op::Read { tensor, subs } => partial.get(*tensor).copied().unwrap_or(true) || subs.iter().any(|s| rec(*s)),
-        Op::Unary { a, .. } => rec(*a),
-        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => rec(*a) || rec(*b),
-        Op::If(c, a, b) => rec(*c) || rec(*a) || rec(*b),
-        Op::Call { x, y, .. } => rec(*x) || y.is_some_and(rec),
-        Op::Cast { x, .. } => rec(*x),
-        Op::Dense { .. } | Op::Reduce { .. } | Op::URed { .. } | Op::Osm { .. } => false,
-        Op::Where { .. } => true,
-        Op::Prev { .. } => prev_absent,
+    // One pass, children before parents, so shared subterms are visited once.
+    let mut absent = vec![false; usize::from(id) + 1];
+    for i in 0..absent.len() {
+        let v = match &ops[i] {
+            Op::Read { tensor, .. } if partial.get(*tensor).copied().unwrap_or(true) => true,
+            Op::Dense { .. } | Op::Reduce { .. } | Op::URed { .. } | Op::Osm { .. } => false,
+            Op::Where { .. } => true,
+            Op::Prev { .. } => prev_absent,
+            op => super::lower::children(op).into_iter().any(|c| absent[usize::from(c)]),
+        };
+        absent[i] = v;
     }
+    absent[usize::from(id)]
 }
 
 fn generic_plan(node: &Node, scan: Option<usize>) -> String {

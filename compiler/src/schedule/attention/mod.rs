@@ -33,7 +33,7 @@ use egg::Id;
 
 pub(super) use emit::emit;
 
-use super::lower::{Cx, Def};
+use super::lower::{Cx, Def, children};
 use crate::hir::{BinOp, ReduceOp};
 use crate::ir::Node;
 use crate::ir::eval::compile::{Head, Op};
@@ -77,24 +77,25 @@ pub(super) struct Dot {
     pub b: Vec<Id>,
 }
 
-/// True if op `id` reads index slot `slot` (not counting inner rebindings of it).
+/// True if op `id` reads index slot `slot` (not counting inner rebindings of it). One pass
+/// over the ops, children before parents, so shared subterms are visited once.
 pub(super) fn uses(ops: &[Op], id: Id, slot: usize) -> bool {
-    let rec = |i: Id| uses(ops, i, slot);
-    let head = |h: &Head, inner: &[Id]| rec(h.lo) || rec(h.hi) || (h.slot != slot && (rec(h.filter) || inner.iter().any(|&i| rec(i))));
-    match &ops[usize::from(id)] {
-        Op::Idx(s) => *s == slot,
-        Op::Sym(_) | Op::Const(_) | Op::Dim(_) | Op::Param { .. } | Op::Prev { .. } => false,
-        Op::Read { subs, .. } => subs.iter().any(|&s| rec(s)),
-        Op::Unary { a, .. } => rec(*a),
-        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => rec(*a) || rec(*b),
-        Op::If(c, a, b) => rec(*c) || rec(*a) || rec(*b),
-        Op::Call { x, y, .. } => rec(*x) || y.is_some_and(rec),
-        Op::Cast { x, .. } | Op::Dense { x, .. } => rec(*x),
-        Op::Where { filter, x } => rec(*filter) || rec(*x),
-        Op::Reduce { head: h, body, .. } => head(h, &[*body]),
-        Op::URed { head: h, bodies, .. } => head(h, bodies),
-        Op::Osm { head: h, s, v } => head(h, &[*s, *v]),
+    let mut u = vec![false; usize::from(id) + 1];
+    for i in 0..u.len() {
+        let v = {
+            let at = |x: Id| u[usize::from(x)];
+            let head = |h: &Head, inner: &[Id]| at(h.lo) || at(h.hi) || (h.slot != slot && (at(h.filter) || inner.iter().any(|&i| at(i))));
+            match &ops[i] {
+                Op::Idx(s) => *s == slot,
+                Op::Reduce { head: h, body, .. } => head(h, &[*body]),
+                Op::URed { head: h, bodies, .. } => head(h, bodies),
+                Op::Osm { head: h, s, v } => head(h, &[*s, *v]),
+                op => children(op).into_iter().any(at),
+            }
+        };
+        u[i] = v;
     }
+    u[usize::from(id)]
 }
 
 /// The factors of a product tree of floats.
@@ -142,50 +143,47 @@ fn find_dot(d: Def<'_>, s: Id, key: usize, tile: usize, f: usize) -> Option<Dot>
     (!b.is_empty()).then_some(Dot { id: *id, head: *head, a, b })
 }
 
-/// True if op `target` is in the subtree of `root`.
+/// True if op `target` is in the subtree of `root` (one pass from the root down: children
+/// come before parents).
 fn reaches(d: Def<'_>, root: Id, target: Id) -> bool {
-    if root == target {
-        return true;
+    let mut marked = vec![false; usize::from(root) + 1];
+    marked[usize::from(root)] = true;
+    for i in (0..marked.len()).rev() {
+        if marked[i] {
+            for c in children(&d.ops[i]) {
+                marked[usize::from(c)] = true;
+            }
+        }
     }
-    children(&d.ops[usize::from(root)]).into_iter().any(|c| reaches(d, c, target))
+    marked.get(usize::from(target)).copied().unwrap_or(false)
 }
 
-fn children(op: &Op) -> Vec<Id> {
-    match op {
-        Op::Sym(_) | Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } | Op::Prev { .. } => vec![],
-        Op::Read { subs, .. } => subs.to_vec(),
-        Op::Unary { a, .. } | Op::Cast { x: a, .. } | Op::Dense { x: a, .. } => vec![*a],
-        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => vec![*a, *b],
-        Op::If(c, a, b) => vec![*c, *a, *b],
-        Op::Call { x, y, .. } => std::iter::once(*x).chain(*y).collect(),
-        Op::Where { filter, x } => vec![*filter, *x],
-        Op::Reduce { head, body, .. } => vec![head.lo, head.hi, head.filter, *body],
-        Op::URed { head, bodies, .. } => [head.lo, head.hi, head.filter].into_iter().chain(bodies.iter().copied()).collect(),
-        Op::Osm { head, s, v } => vec![head.lo, head.hi, head.filter, *s, *v],
-    }
-}
 
 /// True if evaluating `id` can neither fail nor be absent, given that `dot` (if any) is
 /// replaced by a value: float arithmetic, float functions, casts, indices, dims, params,
 /// and integer `+`/`-` of indices, dims and constants (which cannot overflow: dims are at
 /// most 2^40).
 pub(super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
-    if Some(id) == dot {
-        return true;
+    let mut ok = vec![false; usize::from(id) + 1];
+    for i in 0..ok.len() {
+        let v = Some(Id::from(i)) == dot || {
+            let at = |x: Id| ok[usize::from(x)];
+            let index_like = |x: Id| matches!(d.ops[usize::from(x)], Op::Idx(_) | Op::Dim(_) | Op::Const(_));
+            match &d.ops[i] {
+                Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => true,
+                // Plain subscripts by indices bound over their declared ranges stay in bounds.
+                Op::Read { subs, .. } => subs.iter().all(|&s| matches!(d.ops[usize::from(s)], Op::Idx(_))),
+                Op::Unary { d: dt, a, .. } => dt.is_float() && at(*a),
+                Op::Binary { op, d: dt, a, b } if dt.is_float() => !op.is_comparison() && at(*a) && at(*b),
+                Op::Binary { op: BinOp::Add | BinOp::Sub, d: dt, a, b } if dt.is_int() => index_like(*a) && index_like(*b),
+                Op::Call { d: dt, x, y, .. } => dt.is_float() && at(*x) && y.is_none_or(at),
+                Op::Cast { to, x } => to.is_float() && at(*x),
+                _ => false,
+            }
+        };
+        ok[i] = v;
     }
-    let rec = |i: Id| pure(d, i, dot);
-    let index_like = |i: Id| matches!(d.ops[usize::from(i)], Op::Idx(_) | Op::Dim(_) | Op::Const(_));
-    match &d.ops[usize::from(id)] {
-        Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => true,
-        // Plain subscripts by indices bound over their declared ranges stay in bounds.
-        Op::Read { subs, .. } => subs.iter().all(|&s| matches!(d.ops[usize::from(s)], Op::Idx(_))),
-        Op::Unary { d: dt, a, .. } => dt.is_float() && rec(*a),
-        Op::Binary { op, d: dt, a, b } if dt.is_float() => !op.is_comparison() && rec(*a) && rec(*b),
-        Op::Binary { op: BinOp::Add | BinOp::Sub, d: dt, a, b } if dt.is_int() => index_like(*a) && index_like(*b),
-        Op::Call { d: dt, x, y, .. } => dt.is_float() && rec(*x) && y.is_none_or(rec),
-        Op::Cast { to, x } => to.is_float() && rec(*x),
-        _ => false,
-    }
+    ok[usize::from(id)]
 }
 
 /// The plan for `node` (slots of its indices `slots`, definition `d`), if it applies.
