@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::ffi::c_void;
 
 use crate::error::RuntimeError;
-use crate::manifest::{DimSpec, FailKind, KernelManifest, ParamValue};
+use crate::manifest::{DimSpec, FailKind, KernelManifest, ParamValue, TensorSpec};
 use crate::native::NativeTensor;
 use crate::tensor::{DType, Scalar, Tensor};
 
@@ -238,6 +238,26 @@ pub fn check_return(k: &KernelManifest, code: i32) -> Result<(), RuntimeError> {
     })
 }
 
+/// Fails unless `got` is the dtype the manifest declares for argument `spec` (`what`:
+/// `input` or `output`).
+fn check_dtype(
+    k: &KernelManifest,
+    spec: &TensorSpec,
+    what: &str,
+    got: DType,
+) -> Result<(), RuntimeError> {
+    let expected = spec_dtype(k, &spec.dtype)?;
+    if got == expected {
+        return Ok(());
+    }
+    Err(RuntimeError::DType {
+        kernel: k.name.clone(),
+        arg: format!("{what} '{}'", spec.name),
+        expected,
+        got,
+    })
+}
+
 /// Calls `entry` on ABI-format tensors after checking them against `k` (see the module docs).
 /// `outputs` must be allocated by the caller with the right dtypes and shapes
 /// ([`alloc_outputs`] makes them); they are zero-filled, then written by the kernel.
@@ -262,15 +282,7 @@ pub unsafe fn call_native(
         });
     }
     for (spec, t) in k.inputs.iter().zip(inputs) {
-        let expected = spec_dtype(k, &spec.dtype)?;
-        if t.dtype() != expected {
-            return Err(RuntimeError::DType {
-                kernel: k.name.clone(),
-                arg: format!("input '{}'", spec.name),
-                expected,
-                got: t.dtype(),
-            });
-        }
+        check_dtype(k, spec, "input", t.dtype())?;
     }
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
     let dims = bind_dims(k, &shapes)?;
@@ -283,15 +295,7 @@ pub unsafe fn call_native(
     }
     let out_shapes = output_shapes(k, &dims)?;
     for ((spec, t), shape) in k.outputs.iter().zip(outputs.iter()).zip(out_shapes) {
-        let expected = spec_dtype(k, &spec.dtype)?;
-        if t.dtype() != expected {
-            return Err(RuntimeError::DType {
-                kernel: k.name.clone(),
-                arg: format!("output '{}'", spec.name),
-                expected,
-                got: t.dtype(),
-            });
-        }
+        check_dtype(k, spec, "output", t.dtype())?;
         if t.shape() != shape.as_slice() {
             return Err(RuntimeError::OutputShape {
                 kernel: k.name.clone(),
@@ -347,15 +351,7 @@ pub unsafe fn call(
                 ty: spec.type_string(),
             });
         };
-        let expected = spec_dtype(k, &spec.dtype)?;
-        if t.dtype() != expected {
-            return Err(RuntimeError::DType {
-                kernel: k.name.clone(),
-                arg: format!("input '{}'", spec.name),
-                expected,
-                got: t.dtype(),
-            });
-        }
+        check_dtype(k, spec, "input", t.dtype())?;
         native.push(NativeTensor::from_tensor(t)?);
     }
     let refs: Vec<&NativeTensor> = native.iter().collect();
