@@ -10,7 +10,6 @@
 //! Module map:
 //! - `target`: [`TargetOptions`] → [`ResolvedTarget`] (host defaults, CPU/feature checks) and
 //!   the `TargetMachine`; `cpus`: the x86 CPU/feature names LLVM knows;
-//! - `validate`: KIR well-formedness (types, indices, placement), so lowering never panics;
 //! - `types`: KIR types → LLVM types (values, memory, ABI slots, C types);
 //! - `codegen`: module/function state (allocas, buffers, exit blocks, declarations);
 //! - `expr`, `half`: expressions (math, casts, loads with F16/BF16 conversion);
@@ -45,9 +44,6 @@ mod tests_aot;
 #[cfg(test)]
 mod tests_ops;
 mod types;
-mod validate;
-
-use std::collections::HashSet;
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;
@@ -55,33 +51,10 @@ use inkwell::module::Module;
 use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{FileType, RelocMode, TargetMachine};
 
-use crate::schedule::kir;
-
+pub use super::Export;
 pub use aot::build_shared_library;
 pub use jit::{Jit, PackedFn, with_jit};
 pub use target::{ResolvedTarget, TargetOptions, resolve_target};
-
-/// An exported kernel: its KIR and its C symbol (typed entry `symbol`, packed entry
-/// `{symbol}_packed`). The typed entry's C parameter types follow from the KIR: a pointer per
-/// argument buffer, `int64_t` per dim, and per param variable `int64_t`/`int32_t`/`bool`/
-/// `float`/`double` by its type.
-#[derive(Clone, Debug)]
-pub struct Export<'a> {
-    /// The kernel.
-    pub func: &'a kir::Func,
-    /// Its C symbol.
-    pub symbol: String,
-}
-
-impl<'a> Export<'a> {
-    /// The export of `func` as `symbol`.
-    pub fn new(func: &'a kir::Func, symbol: impl Into<String>) -> Export<'a> {
-        Export {
-            func,
-            symbol: symbol.into(),
-        }
-    }
-}
 
 /// Why the backend could not produce code.
 #[derive(Debug, thiserror::Error)]
@@ -177,48 +150,6 @@ pub fn emit_asm(exports: &[Export<'_>], opts: &TargetOptions) -> Result<String, 
     Ok(String::from_utf8_lossy(buf.as_slice()).into_owned())
 }
 
-/// External names the backend itself declares or links: an export may not take them.
-const RESERVED: &[&str] = &[
-    "tfmc_parallel_for",
-    "tfmc_set_num_threads",
-    "tfmc_get_num_threads",
-    "tfmc_manifest",
-    "tfmc_manifest_len",
-    "calloc",
-    "free",
-    "main",
-];
-
-/// Checks that every symbol is a C identifier, not reserved, and that no two exports' entry
-/// names (`s`, `s_packed`) clash.
-fn check_symbols(exports: &[Export<'_>]) -> Result<(), LlvmError> {
-    let mut seen = HashSet::new();
-    for e in exports {
-        let s = e.symbol.as_str();
-        let bad = |reason| {
-            Err(LlvmError::Symbol {
-                symbol: s.to_string(),
-                reason,
-            })
-        };
-        let mut chars = s.chars();
-        let ident = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ident {
-            return bad("not a C identifier");
-        }
-        if RESERVED.contains(&s) || jit::LIBM_NAMES.contains(&s) || s.starts_with("__") {
-            return bad("reserved by the runtime or the C library");
-        }
-        for name in [s.to_string(), format!("{s}_packed")] {
-            if !seen.insert(name) {
-                return bad("exported twice (or clashes with another export's `_packed` entry)");
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The shared pipeline: checks, lowers, sets target attributes, verifies and optimizes.
 fn build_module<'ctx>(
     cx: &'ctx Context,
@@ -228,9 +159,9 @@ fn build_module<'ctx>(
     tm: &TargetMachine,
     opt_level: u8,
 ) -> Result<Module<'ctx>, LlvmError> {
-    check_symbols(exports)?;
+    super::check_symbols(exports).map_err(|(symbol, reason)| LlvmError::Symbol { symbol, reason })?;
     for e in exports {
-        validate::check(e.func).map_err(|message| LlvmError::InvalidKir {
+        crate::schedule::validate::check(e.func).map_err(|message| LlvmError::InvalidKir {
             kernel: e.func.name.clone(),
             message,
         })?;

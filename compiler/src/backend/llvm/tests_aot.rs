@@ -3,7 +3,7 @@
 
 use super::tests::*;
 use super::*;
-use crate::schedule::kir::*;
+use crate::schedule::kir::{self, *};
 
 /// `o[i] = x[i] * s` in parallel, with a heap scratch buffer (exercises the C runtime's pool,
 /// calloc/free and the libm link).

@@ -1,7 +1,8 @@
-//! Well-formedness of KIR before lowering, so that lowering never indexes out of range or
-//! hands LLVM mismatched types (which the C API does not check and may crash on).
+//! Well-formedness of KIR before a backend translates it, so that no backend ever indexes out
+//! of range or hands its code generator mismatched types (LLVM's C API does not check and may
+//! crash; Cranelift's verifier panics).
 //!
-//! Owns the typing rules the backend accepts. They are the module docs of `kir` plus a few
+//! Owns the typing rules every backend accepts. They are the module docs of `kir` plus a few
 //! lenient extensions that have one obvious meaning: `Not`/`And`/`Or` on integers are bitwise,
 //! `Abs` on integers wraps (`|MIN| = MIN`), `Floor`/`Ceil`/`RoundEven` on integers are the
 //! identity, `IsNan` on integers is false, `Min`/`Max`/comparisons on `Bool` order
@@ -14,8 +15,8 @@
 
 use crate::schedule::kir::{BinOp, BufKind, Expr, Func, Stmt, Ty, UnOp, Var};
 
-/// Checks `f`; the error is a message for [`super::LlvmError::InvalidKir`].
-pub(super) fn check(f: &Func) -> Result<(), String> {
+/// Checks `f`; the error says what is wrong (a backend wraps it with the kernel's name).
+pub fn check(f: &Func) -> Result<(), String> {
     for (i, v) in f.vars.iter().enumerate() {
         if matches!(v.ty, Ty::F16 | Ty::BF16) {
             return Err(format!("variable {i} ('{}') has memory-only type {}", v.name, v.ty));
