@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bind;
 pub mod check;
 pub mod compile;
+pub mod gpu;
 pub mod hir;
 pub mod ir;
 pub mod optimize;

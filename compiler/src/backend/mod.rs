@@ -6,8 +6,10 @@
 //! export symbols ([`check_symbols`]), and the host symbols JIT code links against (`host`).
 //! Every backend checks its input with [`crate::schedule::validate::check`] first.
 
+pub mod cranelift;
 pub(crate) mod host;
 pub mod llvm;
+pub mod nvptx;
 
 use std::collections::HashSet;
 

@@ -24,6 +24,7 @@ pub mod lower;
 pub mod nodes;
 pub mod print;
 pub mod reduce;
+pub mod uses;
 pub mod validate;
 
 use crate::hir::{DType, Program};

@@ -26,7 +26,8 @@ use inkwell::{AtomicOrdering, IntPredicate as IP};
 
 use super::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
 use super::{LlvmError, types};
-use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Stmt, Var};
+use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Var};
+use crate::schedule::uses::Uses;
 
 /// A captured buffer pointer: argument buffers that share an index share one pointer (so no
 /// two `noalias` parameters ever point at the same memory); heap buffers are distinct.
@@ -34,75 +35,6 @@ use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Stmt, Var};
 enum PtrKey {
     Arg(usize),
     Heap(Buf),
-}
-
-/// Variables and buffers mentioned in a block.
-#[derive(Default)]
-struct Uses {
-    vars: BTreeSet<Var>,
-    bufs: BTreeSet<Buf>,
-}
-
-impl Uses {
-    fn block(&mut self, b: &Block) {
-        for s in b {
-            match s {
-                Stmt::Set { var, value } => {
-                    self.vars.insert(*var);
-                    self.expr(value);
-                }
-                Stmt::Store { buf, index, value } => {
-                    self.bufs.insert(*buf);
-                    self.expr(index);
-                    self.expr(value);
-                }
-                Stmt::For { var, lo, hi, body } => {
-                    self.vars.insert(*var);
-                    self.expr(lo);
-                    self.expr(hi);
-                    self.block(body);
-                }
-                Stmt::Parallel { var, n, body } => {
-                    self.vars.insert(*var);
-                    self.expr(n);
-                    self.block(body);
-                }
-                Stmt::If { cond, then, els } => {
-                    self.expr(cond);
-                    self.block(then);
-                    self.block(els);
-                }
-                Stmt::Alloc { buf, len } => {
-                    self.bufs.insert(*buf);
-                    self.expr(len);
-                }
-                Stmt::Fail { .. } => {}
-            }
-        }
-    }
-
-    fn expr(&mut self, e: &Expr) {
-        match e {
-            Expr::Const(_) => {}
-            Expr::Var(v) => {
-                self.vars.insert(*v);
-            }
-            Expr::Load { buf, index } => {
-                self.bufs.insert(*buf);
-                self.expr(index);
-            }
-            Expr::Unary { x, .. } | Expr::Cast { x, .. } | Expr::Bitcast { x, .. } => self.expr(x),
-            Expr::Binary { a, b, .. } => {
-                self.expr(a);
-                self.expr(b);
-            }
-            Expr::Select { c, a, b } => {
-                self.expr(c);
-                self.expr(a);
-                self.expr(b);
-            }
-        }
-    }
 }
 
 fn ptr_key(f: &Func, b: Buf) -> Option<PtrKey> {

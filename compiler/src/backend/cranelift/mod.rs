@@ -1,0 +1,1 @@
+//! The Cranelift backend (fast JIT tier): translates KIR to Cranelift IR. Under construction.

@@ -1,0 +1,1 @@
+//! The CUDA pipeline (PTX artifacts, `run --backend cuda`). Under construction.
