@@ -134,6 +134,51 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// The edit–run loop: compile and run a kernel, print a summary of its outputs (and the
+    /// largest difference from a reference), then do it again every time the file (or a file
+    /// it uses) is saved. Errors are printed and the loop goes on; Ctrl-C stops it.
+    ///
+    /// Example: tfmc watch my_variant.tfm -k attn --dims B=1,H=2,P=64,M=64,E=16,F=16 --check
+    Watch {
+        /// The `.tfm` file.
+        file: PathBuf,
+        /// Kernel to run.
+        #[arg(long, short)]
+        kernel: String,
+        /// `.npz` file with the inputs (re-read every round).
+        #[arg(long, short, conflicts_with_all = ["dims", "seed"], required_unless_present = "dims")]
+        inputs: Option<PathBuf>,
+        /// Random inputs of these sizes instead: `--dims B=1,H=2,P=64` (made from the kernel's
+        /// signature every round, same seed).
+        #[arg(long, value_name = "DIM=SIZE,...")]
+        dims: Option<String>,
+        /// Seed of the random inputs.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Set a param: `--param W=128` (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Compare the outputs with the arrays of this `.npz` file (by name).
+        #[arg(long, value_name = "REF.npz", conflicts_with = "check")]
+        expect: Option<PathBuf>,
+        /// Compare the outputs with the interpreter's on the same inputs.
+        #[arg(long)]
+        check: bool,
+        /// Allowed difference, relative to the reference's largest magnitude (at least 1).
+        #[arg(long, default_value_t = 2e-4)]
+        rtol: f64,
+        /// Execution backend.
+        #[arg(long, value_enum, default_value_t = Backend::Llvm)]
+        backend: Backend,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Also write each round's outputs here (`.npz`, atomically).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Run one round and exit (status 1 if it failed): for scripts.
+        #[arg(long)]
+        once: bool,
+    },
     /// Write random inputs for a kernel to an `.npz` file (for trying a kernel out).
     Inputs {
         /// The `.tfm` file.
@@ -315,6 +360,37 @@ pub fn run(cli: Cli) -> Result<(), String> {
             let table = tfmc::bench::run(&opts).map_err(|e| format!("error: {e}\n"))?;
             out(&table);
             Ok(())
+        }
+        Command::Watch { file, kernel, inputs, dims, seed, params, expect, check, rtol, backend, target, out: dest, once } => {
+            let inputs = match (inputs, dims) {
+                (Some(p), _) => tfmc::watch::InputSource::Npz(p),
+                (None, Some(d)) => tfmc::watch::InputSource::Random { dims: parse_dims(&d)?, seed: seed.unwrap_or(0) },
+                (None, None) => return Err("error: give --inputs FILE.npz or --dims DIM=SIZE,...\n".to_string()),
+            };
+            let cfg = tfmc::watch::WatchConfig {
+                file,
+                kernel,
+                inputs,
+                params: parse_params(&params)?,
+                reference: match (expect, check) {
+                    (Some(p), _) => Some(tfmc::watch::Reference::Npz(p)),
+                    (None, true) => Some(tfmc::watch::Reference::Interpreter),
+                    (None, false) => None,
+                },
+                rtol,
+                engine: match backend {
+                    Backend::Interp => tfmc::watch::Engine::Interpreter,
+                    Backend::Llvm => tfmc::watch::Engine::Jit(tfmc::compile::JitBackend::Llvm),
+                },
+                options: target.options(BTreeMap::new()),
+                out: dest,
+            };
+            if once {
+                let r = tfmc::watch::round(&cfg);
+                out(&r.report);
+                return if r.ok { Ok(()) } else { Err(String::new()) };
+            }
+            tfmc::watch::watch(&cfg, out, None).map(|()| ())
         }
         Command::Inputs { file, kernel, dims, seed, out } => {
             let program = load(&file, None)?;

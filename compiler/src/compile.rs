@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use tfmc_runtime::manifest::{DimSpec, KernelManifest, Manifest, ParamSpec, ParamValue, TensorSpec, Target};
 use tfmc_runtime::{Scalar, Tensor};
@@ -153,6 +154,63 @@ fn exports(kernels: &[Prepared]) -> Vec<Export<'_>> {
     kernels.iter().map(|k| Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect()
 }
 
+/// The in-process code generators `tfmc run` and `tfmc watch` choose between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JitBackend {
+    /// LLVM at the options' level (O3 by default): the fastest code.
+    Llvm,
+}
+
+impl JitBackend {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            JitBackend::Llvm => "llvm",
+        }
+    }
+}
+
+/// What a JIT run produced, with the time each stage took.
+#[derive(Debug)]
+pub struct JitRun {
+    /// The outputs by name.
+    pub outputs: BTreeMap<String, Tensor>,
+    /// Lowering, optimization and scheduling.
+    pub prepare: Duration,
+    /// Code generation (the backend, up to callable machine code).
+    pub codegen: Duration,
+    /// The kernel call, including argument checks and output allocation.
+    pub run: Duration,
+}
+
+/// JIT-compiles kernel `name` with `backend` and runs it on named inputs (params not given
+/// take the manifest defaults), through the runtime's validated call path, timing each stage.
+pub fn run_jit(
+    backend: JitBackend,
+    program: &Program,
+    name: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+    opts: &CompileOptions,
+) -> Result<JitRun, CompileError> {
+    let t0 = Instant::now();
+    let k = prepare(program, name, opts)?;
+    let prepare_time = t0.elapsed();
+    let ex = exports(std::slice::from_ref(&k));
+    let t1 = Instant::now();
+    let call = |entry: Option<llvm::PackedFn>| -> Result<JitRun, CompileError> {
+        let codegen = t1.elapsed();
+        let entry = entry.ok_or_else(|| CompileError::Internal(format!("the JIT has no symbol '{}'", k.manifest.symbol)))?;
+        let t2 = Instant::now();
+        // SAFETY: the entry was compiled from this manifest's kernel, with the packed ABI.
+        let outputs = unsafe { tfmc_runtime::call::call(entry, &k.manifest, inputs, params) }?;
+        Ok(JitRun { outputs, prepare: prepare_time, codegen, run: t2.elapsed() })
+    };
+    match backend {
+        JitBackend::Llvm => llvm::with_jit(&ex, &opts.target, |jit| call(jit.entry(&k.manifest.symbol)))?,
+    }
+}
+
 /// JIT-compiles kernel `name` with LLVM and runs it on named inputs (params not given take
 /// the manifest defaults), through the runtime's validated call path.
 pub fn run_llvm(
@@ -162,13 +220,7 @@ pub fn run_llvm(
     params: &BTreeMap<String, Scalar>,
     opts: &CompileOptions,
 ) -> Result<BTreeMap<String, Tensor>, CompileError> {
-    let k = prepare(program, name, opts)?;
-    let ex = exports(std::slice::from_ref(&k));
-    llvm::with_jit(&ex, &opts.target, |jit| match jit.entry(&k.manifest.symbol) {
-        // SAFETY: the entry was compiled from this manifest's kernel, with the packed ABI.
-        Some(entry) => unsafe { tfmc_runtime::call::call(entry, &k.manifest, inputs, params) }.map_err(CompileError::from),
-        None => Err(CompileError::Internal(format!("the JIT has no symbol '{}'", k.manifest.symbol))),
-    })?
+    run_jit(JitBackend::Llvm, program, name, inputs, params, opts).map(|r| r.outputs)
 }
 
 /// Compiles every kernel of `program` into a shared library at `out` (plus a C header

@@ -20,6 +20,7 @@ mod testing;
 pub mod inputs;
 pub mod interp;
 pub mod load;
+pub mod watch;
 
 pub use hir::Program;
 pub use tfm_dsl::{Diagnostic, Diagnostics};
