@@ -1,13 +1,40 @@
-//! Every `lib/` kernel on the compiled backends (LLVM JIT) against the f64 interpreter, on
+//! The backends' shared test suite: every `lib/` kernel and every golden program
+//! (`tests/ok/*.tfm`) on each compiled backend against the f64 interpreter, with the same
 //! seeded random inputs of several shapes — size 1, odd sizes that are not multiples of any
-//! tile, and larger ones — with fp32 tolerances scaled by the output's magnitude. Inputs
-//! where the interpreter fails must fail on the backend too.
+//! tile, and larger ones — and fp32 tolerances scaled by the output's magnitude; plus the
+//! numerically hard cases (±1e4 logits, fully masked rows) and regressions. Inputs where the
+//! interpreter fails must fail on the backend too.
+//!
+//! The suite is written once ([`suite!`]) and instantiated per backend (a module each:
+//! `llvm::…`, …), so a new backend gets every test by one line.
 
 use std::collections::BTreeMap;
 
-use tfmc::compile::{CompileOptions, run_llvm};
-use tfmc_conformance::{Tol, compare, load_lib, tfm_files, repo_root};
-use tfmc_runtime::Tensor;
+use tfmc::compile::{CompileOptions, JitBackend, run_jit};
+use tfmc_conformance::{Tol, compare, load_lib, repo_root, tfm_files};
+use tfmc_runtime::{Scalar, Tensor};
+
+/// Where a kernel runs.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    /// A JIT backend.
+    Jit(JitBackend),
+}
+
+/// Runs `kernel` of `program` on `backend`.
+fn run_on(
+    backend: Backend,
+    program: &tfmc::Program,
+    kernel: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+) -> Result<BTreeMap<String, Tensor>, String> {
+    match backend {
+        Backend::Jit(b) => run_jit(b, program, kernel, inputs, params, &CompileOptions::default())
+            .map(|r| r.outputs)
+            .map_err(|e| e.to_string()),
+    }
+}
 
 /// fp32 against f64: relative to the output's magnitude.
 const TOL: Tol = Tol::rel(2e-4);
@@ -52,8 +79,7 @@ fn attention_inputs(program: &tfmc::Program, kernel: &str, p: usize, m: usize, s
 
 /// An output with missing points read by a later statement: the reader's points there are
 /// missing too (written as 0), not computed from the 0 the output holds.
-#[test]
-fn partial_output_read_by_a_later_statement() {
+fn partial_output_read_by_a_later_statement(backend: Backend) {
     let program = tfmc::load_str(
         "partial.tfm",
         "kernel k(X: f32[N]) -> (A: f32[N], B: f32[N]) {\n    A[n] = X[n] where n > 0\n    B[n] = A[n] + 1.0\n}\n",
@@ -64,14 +90,13 @@ fn partial_output_read_by_a_later_statement() {
     let params = BTreeMap::new();
     let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
     assert_eq!(want["B"].to_f64_vec()[0], 0.0, "the interpreter's B is missing (0) at n = 0");
-    let got = run_llvm(&program, "k", &inputs, &params, &CompileOptions::default()).unwrap();
+    let got = run_on(backend, &program, "k", &inputs, &params).unwrap();
     check("partial output", &got, &want);
 }
 
 /// Integer functions inside a user reduction's `combine` (here `abs`, whose compiled form
 /// once was negation).
-#[test]
-fn integer_functions_in_a_user_combine() {
+fn integer_functions_in_a_user_combine(backend: Backend) {
     let program = tfmc::load_str(
         "isum.tfm",
         "reduction isum(v: i32) {\n    identity = (0)\n    combine(a, b) {\n        (a.v + b.v + abs(a.v - a.v + 1) - 1)\n    }\n}\n\
@@ -82,15 +107,13 @@ fn integer_functions_in_a_user_combine() {
     let inputs = tfmc::inputs::random_inputs(&program, "k", &d, 2).unwrap();
     let params = BTreeMap::new();
     let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
-    let got = run_llvm(&program, "k", &inputs, &params, &CompileOptions::default()).unwrap();
+    let got = run_on(backend, &program, "k", &inputs, &params).unwrap();
     assert_eq!(got["Y"].to_f64_vec(), want["Y"].to_f64_vec());
 }
 
 /// Logits of ±1e4 (softmax saturates; the online max must keep it finite) on the softmax
 /// kernels, and rows with no point (window W = 0: every row fully masked, output 0).
-#[test]
-fn large_logits_and_fully_masked_rows() {
-    let opts = CompileOptions::default();
+fn large_logits_and_fully_masked_rows(backend: Backend) {
     for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("alibi.tfm", "alibi"), ("softcap.tfm", "softcap")] {
         let program = load_lib(file);
         for (p, m) in [(1, 1), (9, 9), (37, 70)] {
@@ -102,14 +125,14 @@ fn large_logits_and_fully_masked_rows() {
             }
             let params = BTreeMap::new();
             let want = tfmc::interp::run_exact(&program, kernel, &inputs, &params).unwrap();
-            let got = run_llvm(&program, kernel, &inputs, &params, &opts).unwrap();
+            let got = run_on(backend, &program, kernel, &inputs, &params).unwrap();
             check(&format!("{kernel} ±1e4 logits p={p} m={m}"), &got, &want);
         }
     }
     let program = load_lib("window.tfm");
     let inputs = attention_inputs(&program, "window", 11, 11, 5);
     let params: BTreeMap<String, tfmc_runtime::Scalar> = [("W".to_string(), tfmc_runtime::Scalar::I(0))].into();
-    let got = run_llvm(&program, "window", &inputs, &params, &opts).unwrap();
+    let got = run_on(backend, &program, "window", &inputs, &params).unwrap();
     assert!(got["O"].to_f64_vec().iter().all(|x| *x == 0.0), "fully masked rows must be 0");
 }
 
@@ -147,35 +170,91 @@ fn lib_kernels_as_aot_artifacts_match_the_interpreter() {
     assert!(checked >= 15, "only {checked} kernels compared");
 }
 
-#[test]
-fn lib_kernels_on_llvm_match_the_interpreter() {
-    let opts = CompileOptions::default();
+/// Runs `kernel` on `backend` and the interpreter with the same inputs (one seeded set per
+/// dim set) and compares; returns how many runs were compared (both failing counts as agreeing).
+fn compare_kernel(backend: Backend, what: &str, program: &tfmc::Program, kernel: &tfmc::hir::Kernel, sets: &[BTreeMap<&'static str, usize>]) -> usize {
+    let mut checked = 0;
+    for (i, dims) in sets.iter().enumerate() {
+        let d: BTreeMap<String, usize> =
+            kernel.dims.iter().map(|dim| (dim.name.clone(), dims.get(dim.name.as_str()).copied().unwrap_or(3))).collect();
+        let inputs = tfmc::inputs::random_inputs(program, &kernel.name, &d, 7 + i as u64).unwrap();
+        let params = BTreeMap::new();
+        let want = tfmc::interp::run_exact(program, &kernel.name, &inputs, &params);
+        let got = run_on(backend, program, &kernel.name, &inputs, &params);
+        let at = format!("{backend:?} {what}/{} dims {d:?}", kernel.name);
+        match (want, got) {
+            (Ok(want), Ok(got)) => {
+                check(&at, &got, &want);
+                checked += 1;
+            }
+            (Err(_), Err(_)) => {}
+            (Ok(_), Err(e)) => panic!("{at}: the backend fails: {e}"),
+            (Err(e), Ok(_)) => panic!("{at}: the interpreter fails ({e}) but the backend does not"),
+        }
+    }
+    checked
+}
+
+fn lib_kernels_match_the_interpreter(backend: Backend, sets: &[BTreeMap<&'static str, usize>]) {
     let mut checked = 0;
     for path in tfm_files(&repo_root().join("lib")) {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         let program = load_lib(&file);
         for k in &program.kernels {
-            for (i, dims) in dim_sets().iter().enumerate() {
-                let mut d = BTreeMap::new();
-                for dim in &k.dims {
-                    d.insert(dim.name.clone(), dims.get(dim.name.as_str()).copied().unwrap_or(3));
-                }
-                let inputs = tfmc::inputs::random_inputs(&program, &k.name, &d, 7 + i as u64).unwrap();
-                let params = BTreeMap::new();
-                let want = tfmc::interp::run_exact(&program, &k.name, &inputs, &params);
-                let got = run_llvm(&program, &k.name, &inputs, &params, &opts);
-                match (want, got) {
-                    (Ok(want), Ok(got)) => {
-                        check(&format!("{file}/{} dims {d:?}", k.name), &got, &want);
-                        checked += 1;
-                    }
-                    (Err(_), Err(_)) => {}
-                    (Ok(_), Err(e)) => panic!("{file}/{} dims {d:?}: the backend fails: {e}", k.name),
-                    (Err(e), Ok(_)) => panic!("{file}/{} dims {d:?}: the interpreter fails ({e}) but the backend does not", k.name),
-                }
-            }
+            checked += compare_kernel(backend, &file, &program, k, sets);
         }
     }
     eprintln!("{checked} kernel runs compared");
-    assert!(checked > 40, "only {checked} runs compared");
+    assert!(checked >= 17 * sets.len(), "only {checked} runs compared");
 }
+
+/// The golden programs of `tests/ok` (every language feature the checker accepts there:
+/// casts, masks, scans, index arithmetic, calls, rank 0, `use`).
+fn golden_programs_match_the_interpreter(backend: Backend) {
+    let mut checked = 0;
+    for path in tfm_files(&repo_root().join("tests/ok")) {
+        let program = tfmc::load(&path).unwrap_or_else(|d| panic!("{}", d.render()));
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        for k in &program.kernels {
+            checked += compare_kernel(backend, &file, &program, k, &dim_sets()[..3]);
+        }
+    }
+    eprintln!("{checked} golden runs compared");
+    assert!(checked >= 20, "only {checked} runs compared");
+}
+
+/// The suite, instantiated for one backend.
+macro_rules! suite {
+    ($name:ident, $backend:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn lib_kernels_match_the_interpreter() {
+                super::lib_kernels_match_the_interpreter($backend, &dim_sets());
+            }
+
+            #[test]
+            fn golden_programs_match_the_interpreter() {
+                super::golden_programs_match_the_interpreter($backend);
+            }
+
+            #[test]
+            fn large_logits_and_fully_masked_rows() {
+                super::large_logits_and_fully_masked_rows($backend);
+            }
+
+            #[test]
+            fn partial_output_read_by_a_later_statement() {
+                super::partial_output_read_by_a_later_statement($backend);
+            }
+
+            #[test]
+            fn integer_functions_in_a_user_combine() {
+                super::integer_functions_in_a_user_combine($backend);
+            }
+        }
+    };
+}
+
+suite!(llvm, Backend::Jit(JitBackend::Llvm));

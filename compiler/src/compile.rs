@@ -136,6 +136,7 @@ fn kernel_manifest(program: &Program, name: &str, s: &Scheduled, params: &BTreeM
         dims: s.dims.clone(),
         params: ps,
         sites: s.func.sites.clone(),
+        gpu: None,
     })
 }
 
