@@ -1,5 +1,7 @@
 //! Calling a compiled kernel's packed entry with validation: shared by the JIT (which hands
-//! over a raw [`PackedFn`]) and by loaded artifacts ([`crate::artifact::Kernel`]).
+//! over a raw [`PackedFn`]) and by loaded artifacts ([`crate::artifact::Kernel`]). The GPU
+//! driver ([`crate::gpu`]) uses the same checks ([`bind_call`]), output naming
+//! ([`named_outputs`]) and failure mapping ([`check_return`]).
 //!
 //! Everything the ABI (see [`crate::manifest`]) leaves to the caller is checked here before the
 //! kernel runs, so that a wrong call is an error, never out-of-bounds memory access: the
@@ -306,34 +308,62 @@ pub unsafe fn call_native(
         }
     }
     let params = pack_params(k, params)?;
+    for t in outputs.iter_mut() {
+        t.bytes_mut().fill(0);
+    }
+    // SAFETY: forwarded from the caller; the buffers were checked against `k` above.
+    let code = unsafe { invoke(entry, inputs, outputs, &dims, &params) };
+    check_return(k, code)
+}
+
+/// Calls `entry` on buffers already checked against its manifest.
+///
+/// # Safety
+/// `entry` is the packed entry of a kernel whose manifest entry the buffers, `dims` and
+/// `params` were checked against ([`call_native`]'s checks or [`bind_call`]).
+unsafe fn invoke(
+    entry: PackedFn,
+    inputs: &[&NativeTensor],
+    outputs: &mut [NativeTensor],
+    dims: &[i64],
+    params: &[u64],
+) -> i32 {
     let mut bufs: Vec<*mut c_void> = inputs
         .iter()
         .map(|t| t.as_ptr().cast_mut().cast::<c_void>())
         .collect();
-    for t in outputs.iter_mut() {
-        t.bytes_mut().fill(0);
-        bufs.push(t.as_mut_ptr().cast());
-    }
-    // SAFETY: the caller guarantees `entry` is `k`'s packed entry. Every buffer is live for
-    // the call, has the dtype and shape the manifest gives for the dims passed (checked
-    // above), and outputs are uniquely borrowed; the arrays have one entry per input+output,
-    // dim and param. Inputs are passed as `*mut` only because the ABI's array type is shared:
-    // the kernel treats them as const.
-    let code = unsafe { entry(bufs.as_ptr(), dims.as_ptr(), params.as_ptr()) };
-    check_return(k, code)
+    bufs.extend(outputs.iter_mut().map(|t| t.as_mut_ptr().cast::<c_void>()));
+    // SAFETY: the caller guarantees `entry` matches the checked layout. Every buffer is live
+    // for the call, has the dtype and shape the manifest gives for the dims passed, and
+    // outputs are uniquely borrowed; the arrays have one entry per input+output, dim and
+    // param. Inputs are passed as `*mut` only because the ABI's array type is shared: the
+    // kernel treats them as const.
+    unsafe { entry(bufs.as_ptr(), dims.as_ptr(), params.as_ptr()) }
 }
 
-/// Calls `entry` with inputs by name: every input of `k` must be given, with its exact dtype
-/// (no implicit conversion), and no other; returns the outputs by name.
-///
-/// # Safety
-/// As [`call_native`].
-pub unsafe fn call(
-    entry: PackedFn,
+/// A call by name bound to the kernel ABI, every check done: what any backend (CPU entry,
+/// GPU driver) hands to the kernel.
+#[derive(Debug)]
+pub struct BoundCall {
+    /// The inputs in the ABI's element format, in manifest order.
+    pub inputs: Vec<NativeTensor>,
+    /// The sizes of the kernel's dims, in ABI order.
+    pub dims: Vec<i64>,
+    /// The param slots, in ABI order ([`pack_params`]).
+    pub params: Vec<u64>,
+    /// Zero-filled output buffers, in manifest order, with the shapes `dims` give.
+    pub outputs: Vec<NativeTensor>,
+}
+
+/// Checks a call by name against `k` and binds it to the ABI: every input of `k` must be
+/// given, with its exact dtype (no implicit conversion), and no other; dims are bound from
+/// the input shapes ([`bind_dims`]), outputs allocated ([`alloc_outputs`]), params packed
+/// ([`pack_params`]; missing ones take the manifest default).
+pub fn bind_call(
     k: &KernelManifest,
     inputs: &BTreeMap<String, Tensor>,
     params: &BTreeMap<String, Scalar>,
-) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+) -> Result<BoundCall, RuntimeError> {
     validate(k)?;
     if let Some(name) = inputs.keys().find(|n| k.input(n).is_none()) {
         return Err(RuntimeError::UnexpectedInput {
@@ -354,15 +384,59 @@ pub unsafe fn call(
         check_dtype(k, spec, "input", t.dtype())?;
         native.push(NativeTensor::from_tensor(t)?);
     }
-    let refs: Vec<&NativeTensor> = native.iter().collect();
     let shapes: Vec<&[usize]> = native.iter().map(|t| t.shape()).collect();
     let dims = bind_dims(k, &shapes)?;
-    let mut outputs = alloc_outputs(k, &dims)?;
-    // SAFETY: forwarded from the caller.
-    unsafe { call_native(entry, k, &refs, &mut outputs, params) }?;
+    let outputs = alloc_outputs(k, &dims)?;
+    let params = pack_params(k, params)?;
+    Ok(BoundCall {
+        inputs: native,
+        dims,
+        params,
+        outputs,
+    })
+}
+
+/// The outputs of a call by name (`outputs` in manifest order, as [`BoundCall::outputs`]).
+pub fn named_outputs(
+    k: &KernelManifest,
+    outputs: &[NativeTensor],
+) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+    if outputs.len() != k.outputs.len() {
+        return Err(RuntimeError::OutputCount {
+            kernel: k.name.clone(),
+            expected: k.outputs.len(),
+            got: outputs.len(),
+        });
+    }
     k.outputs
         .iter()
-        .zip(&outputs)
+        .zip(outputs)
         .map(|(spec, t)| Ok((spec.name.clone(), t.to_tensor()?)))
         .collect()
+}
+
+/// Calls `entry` with inputs by name ([`bind_call`]'s checks); returns the outputs by name.
+///
+/// # Safety
+/// As [`call_native`].
+pub unsafe fn call(
+    entry: PackedFn,
+    k: &KernelManifest,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+    let mut bound = bind_call(k, inputs, params)?;
+    let refs: Vec<&NativeTensor> = bound.inputs.iter().collect();
+    // SAFETY: forwarded from the caller; `bind_call` checked the buffers against `k`.
+    let code = unsafe {
+        invoke(
+            entry,
+            &refs,
+            &mut bound.outputs,
+            &bound.dims,
+            &bound.params,
+        )
+    };
+    check_return(k, code)?;
+    named_outputs(k, &bound.outputs)
 }

@@ -115,6 +115,40 @@ pub enum ArtifactError {
         /// The symbol looked up.
         symbol: String,
     },
+    /// A PTX text without the manifest line.
+    #[error("no '{}' line: not a tfmc PTX artifact", prefix.trim_end())]
+    NoPtxManifest {
+        /// [`crate::manifest::PTX_MANIFEST_PREFIX`].
+        prefix: &'static str,
+    },
+    /// A PTX artifact whose manifest is not for a CUDA target.
+    #[error("built for target kind '{found}', expected a 'cuda' artifact")]
+    NotCuda {
+        /// The manifest's `target.kind`.
+        found: String,
+    },
+    /// The GPU is older than the artifact's target.
+    #[error(
+        "built for {target}, but CUDA device {ordinal} ({device}) has compute capability {}.{}",
+        capability.0,
+        capability.1
+    )]
+    ComputeCapability {
+        /// The manifest's `target.cpu`, e.g. `sm_90`.
+        target: String,
+        /// The device's ordinal.
+        ordinal: usize,
+        /// The device's name.
+        device: String,
+        /// Its compute capability (major, minor).
+        capability: (i32, i32),
+    },
+    /// The CUDA driver refused the PTX module.
+    #[error("the CUDA driver cannot load the PTX module: {0}")]
+    ModuleLoad(String),
+    /// A device-side error while opening a GPU artifact (no device, driver failure).
+    #[error(transparent)]
+    Device(Box<RuntimeError>),
     /// No kernel of that name.
     #[error("no kernel '{kernel}'; the artifact has: {}", available.join(", "))]
     UnknownKernel {
@@ -132,6 +166,12 @@ impl ArtifactError {
             ArtifactError::File { error, .. } => error.root(),
             e => e,
         }
+    }
+
+    /// True when the root cause is that no CUDA device is usable
+    /// ([`RuntimeError::NoCudaDevice`]).
+    pub fn is_no_device(&self) -> bool {
+        matches!(self.root(), ArtifactError::Device(e) if e.is_no_device())
     }
 
     /// Wraps `self` with the file it concerns.
@@ -333,6 +373,51 @@ pub enum RuntimeError {
     /// Building a result tensor failed.
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    /// No usable CUDA device: no driver library, no device, or the driver failed to start.
+    #[error("no CUDA device found: {0}")]
+    NoCudaDevice(String),
+    /// A device operation (allocation, copy, launch, synchronization) failed.
+    #[error("{op} failed: {reason}")]
+    DeviceOp {
+        /// What was attempted, e.g. `cuMemAlloc of 4096 bytes`.
+        op: String,
+        /// The driver's (or device model's) error.
+        reason: String,
+    },
+    /// A device error while running a GPU kernel (the error wrapped with the kernel's name).
+    #[error("kernel '{kernel}' on the GPU: {error}")]
+    Gpu {
+        /// The kernel.
+        kernel: String,
+        /// What went wrong on the device.
+        error: Box<RuntimeError>,
+    },
+    /// A kernel without GPU launch info was given to the GPU driver.
+    #[error("kernel '{kernel}' was not compiled for a GPU (its manifest has no 'gpu' launch info)")]
+    NotGpuKernel {
+        /// The kernel.
+        kernel: String,
+    },
+    /// What the device code reported breaks the GPU launch protocol (a negative or absurd
+    /// count, a failure code that is not one).
+    #[error("kernel '{kernel}' broke the GPU launch protocol: {reason}")]
+    GpuProtocol {
+        /// The kernel.
+        kernel: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl RuntimeError {
+    /// True when the error (or the one it wraps) is [`RuntimeError::NoCudaDevice`].
+    pub fn is_no_device(&self) -> bool {
+        match self {
+            RuntimeError::NoCudaDevice(_) => true,
+            RuntimeError::Gpu { error, .. } => error.is_no_device(),
+            _ => false,
+        }
+    }
 }
 
 /// `a, b, c`, or `none` for an empty list.

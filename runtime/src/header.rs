@@ -310,6 +310,7 @@ mod tests {
                         default: ParamValue::Float(0.125),
                     }],
                     sites: vec![],
+                    gpu: None,
                 },
                 KernelManifest {
                     name: "window".into(),
@@ -331,6 +332,7 @@ mod tests {
                         },
                     ],
                     sites: vec!["X[n, j] in window.tfm:3:9".into()],
+                    gpu: None,
                 },
             ],
         }

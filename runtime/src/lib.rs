@@ -6,8 +6,8 @@
 //!
 //! Module map:
 //! - [`tensor`]: [`DType`], [`TensorData`], [`Scalar`], [`Tensor`], [`TensorError`];
-//! - [`manifest`]: the artifact manifest and kernel ABI ([`manifest::Manifest`]), its JSON form
-//!   and C header ([`manifest::c_header`]);
+//! - [`manifest`]: the artifact manifest and kernel ABI ([`manifest::Manifest`]), its JSON form,
+//!   C header ([`manifest::c_header`]) and PTX artifact line ([`manifest::manifest_from_ptx`]);
 //! - [`aot`]: the C runtime linked into AOT artifacts and the checksum trailer ([`aot::seal`]);
 //! - [`artifact`]: [`Artifact`] (open, validate and load a sealed CPU artifact) and its
 //!   [`artifact::Kernel`]s;
@@ -15,6 +15,10 @@
 //! - [`call`]: validated calls of a kernel's packed entry ([`call::call`], [`call::call_native`],
 //!   [`call::bind_dims`]), shared by the JIT and artifacts;
 //! - [`native`]: [`NativeTensor`], a tensor in the kernel ABI's element format;
+//! - [`gpu`]: the host side of the GPU launch protocol over any [`gpu::GpuDevice`]
+//!   ([`gpu::run`], [`gpu::Prepared`]), shared by real GPUs and device emulations;
+//! - `cuda` (feature `cuda`): `CudaDevice` (the driver over cudarc) and `CudaArtifact` (a PTX
+//!   artifact loaded on a GPU); the `tfmc-cuda-run` binary runs artifacts with it;
 //! - [`error`]: [`ArtifactError`], [`RuntimeError`];
 //! - [`parallel`]: the thread pool JIT-compiled kernels call (`tfmc_parallel_for`);
 //! - [`npz`]: [`read_npz`], [`write_npz`], [`read_npy`], [`write_npy`], [`IoError`];
@@ -26,6 +30,7 @@ mod atomic;
 pub mod call;
 pub mod error;
 pub mod features;
+pub mod gpu;
 mod header;
 pub mod manifest;
 pub mod native;

@@ -39,6 +39,13 @@ pub const FORMAT_NAME: &str = "tfmc-artifact";
 /// The ELF section holding the manifest JSON in a CPU artifact.
 pub const SECTION: &str = ".tfmc_manifest";
 
+/// `target.kind` of a GPU (PTX) artifact.
+pub const CUDA_KIND: &str = "cuda";
+
+/// How the manifest line of a PTX artifact starts: the PTX text is followed by one last line
+/// `//@tfmc-manifest <manifest JSON on one line>` (a PTX comment, so the file stays valid PTX).
+pub const PTX_MANIFEST_PREFIX: &str = "//@tfmc-manifest ";
+
 /// A whole artifact's manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -86,7 +93,29 @@ pub struct KernelManifest {
     pub params: Vec<ParamSpec>,
     /// Descriptions of failure sites (indexed by a failure code's site).
     pub sites: Vec<String>,
+    /// How to launch it on a GPU (`cuda` artifacts only; absent from CPU manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuLaunch>,
 }
+
+/// The GPU launch protocol's facts about one kernel (see [`crate::gpu`]): its PTX module has
+/// the entries `{symbol}_prep` and `{symbol}_seg0 .. {symbol}_seg{segments - 1}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuLaunch {
+    /// Threads per block of every segment launch (1 to [`MAX_BLOCK`]).
+    pub block: u32,
+    /// Bytes per element of each heap buffer, in the KIR's `Func::bufs` order (1, 2, 4 or 8).
+    pub heap_elem_bytes: Vec<u32>,
+    /// Number of segments (parallel loops) of the kernel.
+    pub segments: u32,
+}
+
+/// The most threads a CUDA block can have.
+pub const MAX_BLOCK: u32 = 1024;
+
+/// The most heap buffers, and the most segments, a GPU kernel may declare (a bound on the
+/// launch's `status` array, far above what a schedule produces).
+pub const MAX_GPU_SLOTS: usize = 1 << 16;
 
 /// A tensor argument.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -196,6 +225,36 @@ impl Manifest {
         Ok(serde_json::from_str(json)?)
     }
 
+    /// Parses and checks a manifest: its `format` and `version` first (before the rest of the
+    /// JSON, so a future format is reported as a version mismatch, not a parse error), then the
+    /// schema, then [`Manifest::validate`].
+    pub fn from_json_checked(json: &str) -> Result<Manifest, ArtifactError> {
+        let value: serde_json::Value = serde_json::from_str(json)?;
+        let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
+        if format != FORMAT_NAME {
+            return Err(ArtifactError::Format {
+                found: format.to_string(),
+                expected: FORMAT_NAME,
+            });
+        }
+        let version = value
+            .get("version")
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| {
+                ArtifactError::InvalidManifest("no 'version' (a 32-bit unsigned integer)".into())
+            })?;
+        if version != FORMAT_VERSION {
+            return Err(ArtifactError::Version {
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let manifest: Manifest = serde_json::from_value(value)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
     /// Checks the format name and version, then every kernel ([`KernelManifest::validate`])
     /// and that kernel names and symbols are distinct. The target is not checked here (that is
     /// the loader's business).
@@ -226,8 +285,12 @@ impl Manifest {
 impl KernelManifest {
     /// Checks that the entry is consistent: the symbol is a C identifier; argument, dim and
     /// param names are distinct; dtype names are known; every symbolic dim of a shape is in
-    /// `dims`; fixed sizes are not negative; each param's default fits its dtype.
+    /// `dims`; fixed sizes are not negative; each param's default fits its dtype; GPU launch
+    /// info, when present, is in range ([`GpuLaunch::validate`]).
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(gpu) = &self.gpu {
+            gpu.validate()?;
+        }
         if !is_c_identifier(&self.symbol) {
             return Err(format!("symbol '{}' is not a C identifier", self.symbol));
         }
@@ -275,6 +338,92 @@ impl KernelManifest {
     pub fn input(&self, name: &str) -> Option<&TensorSpec> {
         self.inputs.iter().find(|t| t.name == name)
     }
+}
+
+impl GpuLaunch {
+    /// Checks the block size (1 to [`MAX_BLOCK`]), the heap element sizes (1, 2, 4 or 8) and
+    /// that heap buffers and segments number at most [`MAX_GPU_SLOTS`] each.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_BLOCK).contains(&self.block) {
+            return Err(format!(
+                "gpu block size {} is not between 1 and {MAX_BLOCK}",
+                self.block
+            ));
+        }
+        if let Some((h, b)) = self
+            .heap_elem_bytes
+            .iter()
+            .enumerate()
+            .find(|(_, b)| ![1, 2, 4, 8].contains(*b))
+        {
+            return Err(format!(
+                "gpu heap buffer {h} has element size {b} bytes (not 1, 2, 4 or 8)"
+            ));
+        }
+        if self.heap_elem_bytes.len() > MAX_GPU_SLOTS {
+            return Err(format!(
+                "{} gpu heap buffers (at most {MAX_GPU_SLOTS})",
+                self.heap_elem_bytes.len()
+            ));
+        }
+        if usize::try_from(self.segments).map_or(true, |s| s > MAX_GPU_SLOTS) {
+            return Err(format!(
+                "{} gpu segments (at most {MAX_GPU_SLOTS})",
+                self.segments
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The checked manifest of a PTX artifact's text (see [`PTX_MANIFEST_PREFIX`]): exactly one
+/// line must start with the prefix; its JSON is read with [`Manifest::from_json_checked`], the
+/// target kind must be [`CUDA_KIND`] and every kernel must have [`KernelManifest::gpu`].
+pub fn manifest_from_ptx(text: &str) -> Result<Manifest, ArtifactError> {
+    let mut lines = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(PTX_MANIFEST_PREFIX));
+    let Some(json) = lines.next() else {
+        return Err(ArtifactError::NoPtxManifest {
+            prefix: PTX_MANIFEST_PREFIX,
+        });
+    };
+    if lines.next().is_some() {
+        return Err(ArtifactError::InvalidManifest(format!(
+            "more than one '{}' line",
+            PTX_MANIFEST_PREFIX.trim_end()
+        )));
+    }
+    let m = Manifest::from_json_checked(json)?;
+    if m.target.kind != CUDA_KIND {
+        return Err(ArtifactError::NotCuda {
+            found: m.target.kind.clone(),
+        });
+    }
+    if let Some(k) = m.kernels.iter().find(|k| k.gpu.is_none()) {
+        return Err(ArtifactError::InvalidManifest(format!(
+            "kernel '{}' has no 'gpu' launch info",
+            k.name
+        )));
+    }
+    Ok(m)
+}
+
+/// A PTX artifact's text: `ptx` (given a final newline if it lacks one) followed by the line
+/// `//@tfmc-manifest <m as one-line JSON>\n`, which [`manifest_from_ptx`] reads back.
+pub fn ptx_with_manifest(ptx: &str, m: &Manifest) -> String {
+    // Serializing these plain structs cannot fail (see `Manifest::to_json`); JSON escapes
+    // newlines inside strings, so the compact form is one line.
+    let json = serde_json::to_string(m).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    let mut out = String::with_capacity(ptx.len() + json.len() + PTX_MANIFEST_PREFIX.len() + 2);
+    out.push_str(ptx);
+    if !ptx.is_empty() && !ptx.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(PTX_MANIFEST_PREFIX);
+    out.push_str(&json);
+    out.push('\n');
+    out
 }
 
 /// Fails on the first name that occurs twice.

@@ -54,6 +54,7 @@ pub fn kernel(
         dims: dims.iter().map(|d| d.to_string()).collect(),
         params,
         sites: sites.iter().map(|s| s.to_string()).collect(),
+        gpu: None,
     }
 }
 
