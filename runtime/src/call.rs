@@ -428,15 +428,7 @@ pub unsafe fn call(
     let mut bound = bind_call(k, inputs, params)?;
     let refs: Vec<&NativeTensor> = bound.inputs.iter().collect();
     // SAFETY: forwarded from the caller; `bind_call` checked the buffers against `k`.
-    let code = unsafe {
-        invoke(
-            entry,
-            &refs,
-            &mut bound.outputs,
-            &bound.dims,
-            &bound.params,
-        )
-    };
+    let code = unsafe { invoke(entry, &refs, &mut bound.outputs, &bound.dims, &bound.params) };
     check_return(k, code)?;
     named_outputs(k, &bound.outputs)
 }

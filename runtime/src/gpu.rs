@@ -336,10 +336,12 @@ impl<'a> Prepared<'a> {
         let n_heap = self.gpu.heap_elem_bytes.len();
         for (h, &elem) in self.gpu.heap_elem_bytes.iter().enumerate() {
             let len = slots[1 + h];
-            let bytes = heap_bytes(len, elem).ok_or_else(|| self.protocol(format!(
-                "heap buffer {h} has {len} elements of {elem} bytes (status[{}])",
-                1 + h
-            )))?;
+            let bytes = heap_bytes(len, elem).ok_or_else(|| {
+                self.protocol(format!(
+                    "heap buffer {h} has {len} elements of {elem} bytes (status[{}])",
+                    1 + h
+                ))
+            })?;
             let ptr = self.mem.alloc(bytes)?;
             self.heap.push(ptr);
         }

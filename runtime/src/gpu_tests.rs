@@ -312,10 +312,20 @@ fn segment_failure_is_reported_after_the_launch() {
     )
     .unwrap_err();
     assert!(
-        matches!(&err, RuntimeError::Kernel { kind: FailKind::Absent, .. }),
+        matches!(
+            &err,
+            RuntimeError::Kernel {
+                kind: FailKind::Absent,
+                ..
+            }
+        ),
         "{err}"
     );
-    assert_eq!(dev.launches.len(), 3, "segments run to the end, then the code is read");
+    assert_eq!(
+        dev.launches.len(),
+        3,
+        "segments run to the end, then the code is read"
+    );
     assert!(dev.mem.allocs.is_empty());
 }
 
@@ -359,8 +369,13 @@ fn checks_arguments_as_the_cpu_path_does() {
     assert!(matches!(err, RuntimeError::ParamType { .. }), "{err}");
     let mut cpu_only = k.clone();
     cpu_only.gpu = None;
-    let err = run(&mut dev, &cpu_only, &add_inputs(&[1.0], &[1.0]), &BTreeMap::new())
-        .unwrap_err();
+    let err = run(
+        &mut dev,
+        &cpu_only,
+        &add_inputs(&[1.0], &[1.0]),
+        &BTreeMap::new(),
+    )
+    .unwrap_err();
     assert!(matches!(err, RuntimeError::NotGpuKernel { .. }), "{err}");
     let mut bad = k;
     bad.gpu = Some(GpuLaunch {
@@ -368,7 +383,13 @@ fn checks_arguments_as_the_cpu_path_does() {
         heap_elem_bytes: vec![],
         segments: 0,
     });
-    let err = run(&mut dev, &bad, &add_inputs(&[1.0], &[1.0]), &BTreeMap::new()).unwrap_err();
+    let err = run(
+        &mut dev,
+        &bad,
+        &add_inputs(&[1.0], &[1.0]),
+        &BTreeMap::new(),
+    )
+    .unwrap_err();
     assert!(matches!(err, RuntimeError::BadManifest { .. }), "{err}");
     assert!(dev.launches.is_empty() && dev.alloc_sizes.is_empty());
 }
@@ -395,7 +416,10 @@ fn scripted(slots: Vec<i64>, heap: Vec<u32>, segments: u32) -> (KernelManifest, 
     (k, dev)
 }
 
-fn run_scripted(k: &KernelManifest, dev: &mut Fake) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+fn run_scripted(
+    k: &KernelManifest,
+    dev: &mut Fake,
+) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
     run(dev, k, &add_inputs(&[1.0], &[2.0]), &BTreeMap::new())
 }
 
@@ -418,9 +442,19 @@ fn grid_is_capped_and_zero_counts_are_skipped() {
 #[test]
 fn bad_device_values_are_protocol_errors() {
     let cases: [(Vec<i64>, Vec<u32>, u32, &str); 5] = [
-        (vec![0, -1], vec![4], 0, "heap buffer 0 has -1 elements of 4 bytes (status[1])"),
+        (
+            vec![0, -1],
+            vec![4],
+            0,
+            "heap buffer 0 has -1 elements of 4 bytes (status[1])",
+        ),
         (vec![0, i64::MAX / 4], vec![8], 0, "heap buffer 0 has"),
-        (vec![0, 5, -3], vec![2], 1, "segment 0 has iteration count -3 (status[2])"),
+        (
+            vec![0, 5, -3],
+            vec![2],
+            1,
+            "segment 0 has iteration count -3 (status[2])",
+        ),
         (vec![1 << 40], vec![], 0, "status[0] holds 1099511627776"),
         (vec![-(1 << 40)], vec![], 0, "not a 32-bit failure code"),
     ];
@@ -445,7 +479,10 @@ fn failure_codes_map_as_on_the_cpu() {
     // An unsigned 32-bit code (site 2^23 + 1) and an unknown kind.
     let (k, mut dev) = scripted(vec![i64::from(u32::MAX)], vec![], 0);
     let err = run_scripted(&k, &mut dev).unwrap_err();
-    assert!(matches!(err, RuntimeError::UnknownFailure { code: -1, .. }), "{err}");
+    assert!(
+        matches!(err, RuntimeError::UnknownFailure { code: -1, .. }),
+        "{err}"
+    );
     let (k, mut dev) = scripted(vec![5 | 7 << 8], vec![], 0);
     let err = run_scripted(&k, &mut dev).unwrap_err();
     assert!(

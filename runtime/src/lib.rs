@@ -28,6 +28,8 @@ pub mod aot;
 pub mod artifact;
 mod atomic;
 pub mod call;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod error;
 pub mod features;
 pub mod gpu;

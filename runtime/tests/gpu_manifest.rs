@@ -107,8 +107,12 @@ fn ptx_manifest_errors() {
     );
 
     // Format and version are read before the schema.
-    let future = format!("{PTX}{PTX_MANIFEST_PREFIX}{{\"format\":\"tfmc-artifact\",\"version\":2}}\n");
-    assert!(matches!(root(&future), ArtifactError::Version { found: 2, .. }));
+    let future =
+        format!("{PTX}{PTX_MANIFEST_PREFIX}{{\"format\":\"tfmc-artifact\",\"version\":2}}\n");
+    assert!(matches!(
+        root(&future),
+        ArtifactError::Version { found: 2, .. }
+    ));
     let other = format!("{PTX}{PTX_MANIFEST_PREFIX}{{\"format\":\"other\"}}\n");
     assert!(matches!(root(&other), ArtifactError::Format { .. }));
     let broken = format!("{PTX}{PTX_MANIFEST_PREFIX}{{\"format\":\n");
