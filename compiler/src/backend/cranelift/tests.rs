@@ -1,0 +1,571 @@
+//! Tests of the Cranelift backend on hand-written KIR, run through its JIT: buffers of every
+//! element type, reductions, parallel loops, stack and heap buffers, failures, params, the ABI
+//! and errors. Owns the KIR-building helpers the other test modules (`tests_ops`, `tests_vec`)
+//! share.
+
+use std::ffi::c_void;
+
+use super::*;
+use crate::schedule::kir::*;
+
+/// A KIR function under construction.
+pub(super) struct K(pub(super) Func);
+
+impl K {
+    pub(super) fn new(name: &str) -> K {
+        K(Func {
+            name: name.into(),
+            vars: vec![],
+            bufs: vec![],
+            dims: vec![],
+            params: vec![],
+            n_args: 0,
+            sites: vec![],
+            body: vec![],
+        })
+    }
+    pub(super) fn var(&mut self, name: &str, ty: Ty) -> Var {
+        self.0.vars.push(VarDecl { name: name.into(), ty });
+        Var(self.0.vars.len() as u32 - 1)
+    }
+    fn buf(&mut self, name: &str, elem: Ty, kind: BufKind) -> Buf {
+        self.0.bufs.push(BufDecl {
+            name: name.into(),
+            elem,
+            kind,
+        });
+        Buf(self.0.bufs.len() as u32 - 1)
+    }
+    pub(super) fn arg(&mut self, name: &str, elem: Ty) -> Buf {
+        self.0.n_args += 1;
+        self.buf(name, elem, BufKind::Arg(self.0.n_args - 1))
+    }
+    pub(super) fn heap(&mut self, name: &str, elem: Ty) -> Buf {
+        self.buf(name, elem, BufKind::Heap)
+    }
+    pub(super) fn stack(&mut self, name: &str, elem: Ty, n: u32) -> Buf {
+        self.buf(name, elem, BufKind::Stack(n))
+    }
+    pub(super) fn dim(&mut self, name: &str) -> Var {
+        let v = self.var(name, Ty::I64);
+        self.0.dims.push(v);
+        v
+    }
+    pub(super) fn param(&mut self, name: &str, ty: Ty) -> Var {
+        let v = self.var(name, ty);
+        self.0.params.push(v);
+        v
+    }
+    pub(super) fn body(mut self, body: Block) -> Func {
+        self.0.body = body;
+        self.0
+    }
+}
+
+pub(super) fn i(v: i64) -> Expr {
+    Expr::Const(Const::I64(v))
+}
+pub(super) fn f32c(v: f32) -> Expr {
+    Expr::Const(Const::F32(v))
+}
+pub(super) fn v(x: Var) -> Expr {
+    Expr::Var(x)
+}
+pub(super) fn ld(b: Buf, index: Expr) -> Expr {
+    Expr::Load {
+        buf: b,
+        index: Box::new(index),
+    }
+}
+pub(super) fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
+    Expr::Binary {
+        op,
+        a: Box::new(a),
+        b: Box::new(b),
+        reassoc: false,
+    }
+}
+pub(super) fn re(op: BinOp, a: Expr, b: Expr) -> Expr {
+    Expr::Binary {
+        op,
+        a: Box::new(a),
+        b: Box::new(b),
+        reassoc: true,
+    }
+}
+pub(super) fn un(op: UnOp, x: Expr) -> Expr {
+    Expr::Unary { op, x: Box::new(x) }
+}
+pub(super) fn cast(to: Ty, x: Expr) -> Expr {
+    Expr::Cast { to, x: Box::new(x) }
+}
+pub(super) fn sel(c: Expr, a: Expr, b: Expr) -> Expr {
+    Expr::Select {
+        c: Box::new(c),
+        a: Box::new(a),
+        b: Box::new(b),
+    }
+}
+pub(super) fn set(var: Var, value: Expr) -> Stmt {
+    Stmt::Set { var, value }
+}
+pub(super) fn st(buf: Buf, index: Expr, value: Expr) -> Stmt {
+    Stmt::Store { buf, index, value }
+}
+pub(super) fn for_(var: Var, lo: Expr, hi: Expr, body: Block) -> Stmt {
+    Stmt::For { var, lo, hi, body }
+}
+pub(super) fn par(var: Var, n: Expr, body: Block) -> Stmt {
+    Stmt::Parallel { var, n, body }
+}
+pub(super) fn if_(cond: Expr, then: Block, els: Block) -> Stmt {
+    Stmt::If { cond, then, els }
+}
+
+pub(super) fn p<T>(x: &mut [T]) -> *mut c_void {
+    x.as_mut_ptr().cast()
+}
+
+/// Calls a packed entry.
+pub(super) fn call(f: PackedFn, bufs: &[*mut c_void], dims: &[i64], params: &[u64]) -> i32 {
+    // SAFETY: the tests pass buffers of the sizes their kernels index.
+    unsafe { f(bufs.as_ptr(), dims.as_ptr(), params.as_ptr()) }
+}
+
+/// JIT-compiles `f` as `k` with default options and runs `body` with its packed entry.
+pub(super) fn jit<R>(f: &Func, body: impl FnOnce(PackedFn) -> R) -> R {
+    jit_with(f, &CraneliftOptions::default(), body)
+}
+
+pub(super) fn jit_with<R>(f: &Func, opts: &CraneliftOptions, body: impl FnOnce(PackedFn) -> R) -> R {
+    let r = with_jit(&[Export::new(f, "k")], opts, |j| body(j.entry("k").expect("entry k")));
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Both option sets the vectorizer tests compare.
+pub(super) const SIMD_AND_SCALAR: [CraneliftOptions; 2] = [
+    CraneliftOptions {
+        opt_level: OptLevel::Speed,
+        simd: true,
+    },
+    CraneliftOptions {
+        opt_level: OptLevel::Speed,
+        simd: false,
+    },
+];
+
+/// `out[i] = op(a[i], b[i])` for `i < n`, elements of type `t`.
+pub(super) fn elementwise(t: Ty, op: BinOp) -> Func {
+    let mut k = K::new("ew");
+    let (a, b, o) = (k.arg("a", t), k.arg("b", t), k.arg("o", t));
+    let n = k.dim("n");
+    let iv = k.var("i", Ty::I64);
+    k.body(vec![for_(
+        iv,
+        i(0),
+        v(n),
+        vec![st(o, v(iv), bin(op, ld(a, v(iv)), ld(b, v(iv))))],
+    )])
+}
+
+#[test]
+fn vector_add_every_element_type() {
+    let n = 37usize;
+    for opts in SIMD_AND_SCALAR {
+        let mut a: Vec<f32> = (0..n).map(|x| x as f32 * 0.5).collect();
+        let mut b: Vec<f32> = (0..n).map(|x| 1.0 - x as f32).collect();
+        let mut o = vec![0f32; n];
+        jit_with(&elementwise(Ty::F32, BinOp::Add), &opts, |f| {
+            assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
+        });
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == a + b));
+        let mut a: Vec<i32> = (0..n as i32).map(|x| (x * 1000).wrapping_add(i32::MAX - 5)).collect();
+        let mut b: Vec<i32> = (0..n as i32).collect();
+        let mut o = vec![0i32; n];
+        jit_with(&elementwise(Ty::I32, BinOp::Add), &opts, |f| {
+            assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
+        });
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == a.wrapping_add(*b)));
+        let mut a: Vec<i64> = (0..n as i64).map(|x| x * (1 << 40)).collect();
+        let mut b: Vec<i64> = (0..n as i64).map(|x| -x).collect();
+        let mut o = vec![0i64; n];
+        jit_with(&elementwise(Ty::I64, BinOp::Sub), &opts, |f| {
+            assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
+        });
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == a - b));
+        let mut a: Vec<f64> = (0..n).map(|x| x as f64 / 3.0).collect();
+        let mut b: Vec<f64> = (0..n).map(|x| x as f64 + 0.25).collect();
+        let mut o = vec![0f64; n];
+        jit_with(&elementwise(Ty::F64, BinOp::Div), &opts, |f| {
+            assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
+        });
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == a / b));
+        // Bool (or), one byte each; any non-zero byte reads as true.
+        let mut a: Vec<u8> = (0..n).map(|x| (x % 2) as u8 * 7).collect();
+        let mut b: Vec<u8> = (0..n).map(|x| (x % 3 == 0) as u8).collect();
+        let mut o = vec![7u8; n];
+        jit_with(&elementwise(Ty::Bool, BinOp::Or), &opts, |f| {
+            assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
+        });
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == u8::from(*a != 0 || *b != 0)));
+        let mut a: Vec<::half::f16> = (0..n).map(|x| ::half::f16::from_f32(x as f32 * 0.37 - 3.0)).collect();
+        let mut b: Vec<::half::f16> = (0..n).map(|x| ::half::f16::from_f32(x as f32 * 1e-3)).collect();
+        let mut o = vec![::half::f16::ZERO; n];
+        jit_with(&elementwise(Ty::F16, BinOp::Add), &opts, |f| {
+            assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
+        });
+        assert!(
+            o.iter()
+                .zip(a.iter().zip(&b))
+                .all(|(o, (a, b))| *o == ::half::f16::from_f32(a.to_f32() + b.to_f32()))
+        );
+        let mut a: Vec<::half::bf16> = (0..n).map(|x| ::half::bf16::from_f32(x as f32 * 0.37 - 3.0)).collect();
+        let mut b: Vec<::half::bf16> = (0..n).map(|x| ::half::bf16::from_f32(x as f32 * 1e-3)).collect();
+        let mut o = vec![::half::bf16::ZERO; n];
+        jit_with(&elementwise(Ty::BF16, BinOp::Mul), &opts, |f| {
+            assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
+        });
+        assert!(
+            o.iter()
+                .zip(a.iter().zip(&b))
+                .all(|(o, (a, b))| *o == ::half::bf16::from_f32(a.to_f32() * b.to_f32()))
+        );
+    }
+}
+
+#[test]
+fn reassoc_sum() {
+    let mut k = K::new("sum");
+    let (x, o) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32));
+    let n = k.dim("n");
+    let (iv, acc) = (k.var("i", Ty::I64), k.var("acc", Ty::F32));
+    let f = k.body(vec![
+        set(acc, f32c(0.0)),
+        for_(iv, i(0), v(n), vec![set(acc, re(BinOp::Add, v(acc), ld(x, v(iv))))]),
+        st(o, i(0), v(acc)),
+    ]);
+    let len = 10_007;
+    let mut xs: Vec<f32> = (0..len).map(|j| ((j * 7919) % 1000) as f32 * 1e-3).collect();
+    let want: f64 = xs.iter().map(|&x| f64::from(x)).sum();
+    let mut o = [0f32];
+    jit(&f, |e| assert_eq!(call(e, &[p(&mut xs), p(&mut o)], &[len as i64], &[]), 0));
+    assert!((f64::from(o[0]) - want).abs() < 1e-3 * want, "{} vs {want}", o[0]);
+    let clif = emit_clif(&[Export::new(&f, "sum")], &CraneliftOptions::default()).unwrap();
+    assert!(clif.contains("f32x4"), "the reduction should vectorize:\n{clif}");
+    let clif = emit_clif(
+        &[Export::new(&f, "sum")],
+        &CraneliftOptions {
+            simd: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!clif.contains("f32x4"), "simd: false stays scalar:\n{clif}");
+}
+
+/// `o[i] = 2 * i + c` for `i < n` in parallel.
+fn parallel_fill() -> Func {
+    let mut k = K::new("pfill");
+    let o = k.arg("o", Ty::I64);
+    let n = k.dim("n");
+    let c = k.param("c", Ty::I64);
+    let iv = k.var("i", Ty::I64);
+    k.body(vec![par(
+        iv,
+        v(n),
+        vec![st(o, v(iv), bin(BinOp::Add, bin(BinOp::Mul, i(2), v(iv)), v(c)))],
+    )])
+}
+
+#[test]
+fn parallel_disjoint_stores() {
+    let f = parallel_fill();
+    jit(&f, |e| {
+        for n in [0usize, 1, 1000, 100_003] {
+            let mut o = vec![-1i64; n + 1];
+            assert_eq!(call(e, &[p(&mut o)], &[n as i64], &[5]), 0);
+            assert!((0..n).all(|j| o[j] == 2 * j as i64 + 5));
+            assert_eq!(o[n], -1, "n = {n}: no store past the end");
+        }
+    });
+}
+
+#[test]
+fn nested_for_in_parallel_with_stack_buffer_and_private_writes() {
+    // For each row r < rows: t = r (a captured variable overwritten per iteration),
+    // s[j] = x[r*m + j] * 2 (j < m), then o[r] = Σ_j s[j] + t - r.
+    let mut k = K::new("rows");
+    let (x, o) = (k.arg("x", Ty::F64), k.arg("o", Ty::F64));
+    let (rows, m) = (k.dim("rows"), k.dim("m"));
+    let s = k.stack("s", Ty::F64, 16);
+    let (r, j, acc, t) = (
+        k.var("r", Ty::I64),
+        k.var("j", Ty::I64),
+        k.var("acc", Ty::F64),
+        k.var("t", Ty::I64),
+    );
+    let at = bin(BinOp::Add, bin(BinOp::Mul, v(r), v(m)), v(j));
+    let f = k.body(vec![
+        set(t, i(0)),
+        par(
+            r,
+            v(rows),
+            vec![
+                set(t, bin(BinOp::Add, v(t), v(r))),
+                for_(
+                    j,
+                    i(0),
+                    v(m),
+                    vec![st(s, v(j), bin(BinOp::Mul, ld(x, at), Expr::Const(Const::F64(2.0))))],
+                ),
+                set(acc, Expr::Const(Const::F64(0.0))),
+                for_(j, i(0), v(m), vec![set(acc, bin(BinOp::Add, v(acc), ld(s, v(j))))]),
+                st(o, v(r), bin(BinOp::Add, v(acc), cast(Ty::F64, bin(BinOp::Sub, v(t), v(r))))),
+            ],
+        ),
+    ]);
+    let (nr, nm) = (300usize, 13usize);
+    let mut xs: Vec<f64> = (0..nr * nm).map(|q| q as f64).collect();
+    let mut out = vec![0f64; nr];
+    jit(&f, |e| {
+        assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[nr as i64, nm as i64], &[]), 0)
+    });
+    for (row, got) in out.iter().enumerate() {
+        let want: f64 = (0..nm).map(|q| 2.0 * (row * nm + q) as f64).sum();
+        assert_eq!(*got, want, "row {row}");
+    }
+}
+
+/// Allocates `h` (len n), fills `h[j] = j`, reads it in a parallel loop into `o[j] = h[j] * 3`,
+/// and stores `Σ h` into `o[n]`.
+fn heap_kernel() -> Func {
+    let mut k = K::new("heap");
+    let o = k.arg("o", Ty::I64);
+    let n = k.dim("n");
+    let h = k.heap("h", Ty::I64);
+    let (j, acc) = (k.var("j", Ty::I64), k.var("acc", Ty::I64));
+    k.body(vec![
+        Stmt::Alloc { buf: h, len: v(n) },
+        set(acc, i(0)),
+        for_(j, i(0), v(n), vec![st(h, v(j), v(j))]),
+        par(j, v(n), vec![st(o, v(j), bin(BinOp::Mul, ld(h, v(j)), i(3)))]),
+        for_(j, i(0), v(n), vec![set(acc, bin(BinOp::Add, v(acc), ld(h, v(j))))]),
+        st(o, v(n), v(acc)),
+    ])
+}
+
+#[test]
+fn heap_alloc_use_and_free() {
+    let f = heap_kernel();
+    jit(&f, |e| {
+        for round in 0..2000 {
+            let n = (round % 7) * 100 + round % 3;
+            let mut o = vec![0i64; n + 1];
+            assert_eq!(call(e, &[p(&mut o)], &[n as i64], &[]), 0);
+            assert!((0..n).all(|q| o[q] == 3 * q as i64));
+            assert_eq!(o[n], (n * n.saturating_sub(1) / 2) as i64);
+        }
+    });
+}
+
+#[test]
+fn heap_alloc_failures() {
+    let mut k = K::new("oom");
+    let len = k.param("len", Ty::I64);
+    let h = k.heap("h", Ty::F64);
+    let h2 = k.heap("h2", Ty::I32);
+    let f = k.body(vec![
+        Stmt::Alloc { buf: h2, len: i(10) },
+        Stmt::Alloc { buf: h, len: v(len) },
+        st(h, i(0), Expr::Const(Const::F64(1.0))),
+        // Allocating again frees the first block.
+        Stmt::Alloc { buf: h, len: i(3) },
+    ]);
+    let oom = fail_code(FailKind::OutOfMemory, 0) as i32;
+    jit(&f, |e| {
+        assert_eq!(call(e, &[], &[], &[5]), 0);
+        assert_eq!(call(e, &[], &[], &[(-1i64) as u64]), oom);
+        assert_eq!(call(e, &[], &[], &[(i64::MAX / 4) as u64]), oom, "byte size overflows");
+        assert_eq!(call(e, &[], &[], &[(1i64 << 58) as u64]), oom, "calloc fails");
+        assert_eq!(call(e, &[], &[], &[0]), 0, "an empty buffer is fine");
+    });
+}
+
+#[test]
+fn fail_at_kernel_level_and_in_parallel() {
+    let code = fail_code(FailKind::Absent, 3);
+    let mut k = K::new("fail");
+    let o = k.arg("o", Ty::I32);
+    let n = k.dim("n");
+    let bad = k.param("bad", Ty::I64);
+    let h = k.heap("h", Ty::I32);
+    let iv = k.var("i", Ty::I64);
+    let f = k.body(vec![
+        Stmt::Alloc { buf: h, len: i(4) },
+        st(o, i(0), Expr::Const(Const::I32(11))),
+        if_(bin(BinOp::Lt, v(bad), i(0)), vec![Stmt::Fail { code }], vec![]),
+        par(
+            iv,
+            v(n),
+            vec![
+                st(h, i(0), Expr::Const(Const::I32(0))),
+                if_(
+                    bin(BinOp::Eq, v(iv), v(bad)),
+                    vec![Stmt::Fail { code: code + 256 }],
+                    vec![],
+                ),
+                st(o, bin(BinOp::Add, v(iv), i(1)), Expr::Const(Const::I32(1))),
+            ],
+        ),
+        st(o, i(0), Expr::Const(Const::I32(22))),
+    ]);
+    let n = 1000;
+    jit(&f, |e| {
+        let mut o = vec![0i32; n + 1];
+        assert_eq!(call(e, &[p(&mut o)], &[n as i64], &[(-1i64) as u64]), code as i32);
+        assert_eq!(o[0], 11, "stores before the failure happen");
+        assert_eq!(call(e, &[p(&mut o)], &[n as i64], &[500]), (code + 256) as i32);
+        assert_eq!(o[0], 11, "nothing after a failed parallel loop runs");
+        assert_eq!(call(e, &[p(&mut o)], &[n as i64], &[n as u64]), 0);
+        assert_eq!(o[0], 22);
+    });
+}
+
+#[test]
+fn first_failure_wins_across_parallel_iterations() {
+    // Every iteration fails with its own code: the kernel returns one of them, and the
+    // same one it stored first (a code never overwritten by a later failure).
+    let mut k = K::new("many");
+    let n = k.dim("n");
+    let iv = k.var("i", Ty::I64);
+    let f = k.body(vec![par(
+        iv,
+        v(n),
+        vec![
+            if_(bin(BinOp::Lt, v(iv), i(1000)), vec![Stmt::Fail { code: 0x107 }], vec![]),
+            Stmt::Fail { code: 0x207 },
+        ],
+    )]);
+    jit(&f, |e| {
+        for n in [1i64, 7, 5000] {
+            let r = call(e, &[], &[n], &[]);
+            assert!(r == 0x107 || r == 0x207, "n = {n}: {r:#x}");
+        }
+        assert_eq!(call(e, &[], &[0], &[]), 0);
+    });
+}
+
+#[test]
+fn negative_dim_is_bad_dims() {
+    let f = parallel_fill();
+    jit(&f, |e| {
+        let mut o = vec![0i64; 4];
+        assert_eq!(call(e, &[p(&mut o)], &[-3], &[0]), fail_code(FailKind::BadDims, 0) as i32);
+        assert_eq!(o, [0; 4]);
+    });
+}
+
+#[test]
+fn params_of_every_type() {
+    let mut k = K::new("params");
+    let o = k.arg("o", Ty::F64);
+    let n = k.dim("n");
+    let a = k.param("a", Ty::I64);
+    let b = k.param("b", Ty::I32);
+    let c = k.param("c", Ty::Bool);
+    let d = k.param("d", Ty::F32);
+    let e = k.param("e", Ty::F64);
+    let f = k.body(vec![
+        st(o, i(0), cast(Ty::F64, v(a))),
+        st(o, i(1), cast(Ty::F64, v(b))),
+        st(o, i(2), cast(Ty::F64, v(c))),
+        st(o, i(3), cast(Ty::F64, v(d))),
+        st(o, i(4), v(e)),
+        st(o, i(5), cast(Ty::F64, v(n))),
+    ]);
+    let slots = [
+        (-(1i64 << 40)) as u64,
+        (-7i64 + (1 << 32)) as u64,
+        3,
+        1.5f64.to_bits(),
+        (-2.25f64).to_bits(),
+    ];
+    let mut out = [0f64; 6];
+    jit(&f, |e| assert_eq!(call(e, &[p(&mut out)], &[9], &slots), 0));
+    assert_eq!(out, [-(1i64 << 40) as f64, -7.0, 1.0, 1.5, -2.25, 9.0]);
+}
+
+#[test]
+fn several_exports_in_one_module() {
+    let (a, b) = (elementwise(Ty::F32, BinOp::Mul), parallel_fill());
+    with_jit(
+        &[Export::new(&a, "mul"), Export::new(&b, "fill")],
+        &CraneliftOptions::default(),
+        |j| {
+            let (mut x, mut y, mut o) = (vec![2f32; 5], vec![3f32; 5], vec![0f32; 5]);
+            assert_eq!(call(j.entry("mul").unwrap(), &[p(&mut x), p(&mut y), p(&mut o)], &[5], &[]), 0);
+            assert_eq!(o, [6.0; 5]);
+            let mut o = vec![0i64; 3];
+            assert_eq!(call(j.entry("fill").unwrap(), &[p(&mut o)], &[3], &[1]), 0);
+            assert_eq!(o, [1, 3, 5]);
+            assert!(j.entry("nope").is_none());
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn opt_level_none_compiles_the_same_kernel() {
+    let f = heap_kernel();
+    let opts = CraneliftOptions {
+        opt_level: OptLevel::None,
+        simd: true,
+    };
+    jit_with(&f, &opts, |e| {
+        let mut o = vec![0i64; 11];
+        assert_eq!(call(e, &[p(&mut o)], &[10], &[]), 0);
+        assert_eq!(o[10], 45);
+        assert_eq!(o[..10], (0..10).map(|q| 3 * q).collect::<Vec<i64>>());
+    });
+}
+
+#[test]
+fn invalid_kir_and_symbols_are_errors() {
+    let mut k = K::new("bad");
+    let o = k.arg("o", Ty::F32);
+    let f = k.body(vec![st(o, i(0), i(1))]);
+    let err = with_jit(&[Export::new(&f, "bad")], &CraneliftOptions::default(), |_| ()).unwrap_err();
+    assert!(
+        matches!(&err, CraneliftError::InvalidKir { kernel, .. } if kernel == "bad"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("expected f32"), "{err}");
+    let g = elementwise(Ty::F32, BinOp::Add);
+    for sym in ["expf", "2x", "tfmc_parallel_for", "calloc"] {
+        let err = emit_clif(&[Export::new(&g, sym)], &CraneliftOptions::default()).unwrap_err();
+        assert!(matches!(err, CraneliftError::Symbol { .. }), "{sym}: {err}");
+    }
+    let err = emit_clif(
+        &[Export::new(&g, "a"), Export::new(&g, "a")],
+        &CraneliftOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, CraneliftError::Symbol { .. }), "{err}");
+    let mut k = K::new("huge");
+    let o = k.arg("o", Ty::F64);
+    let s = k.stack("s", Ty::F64, u32::MAX);
+    let f = k.body(vec![st(s, i(0), Expr::Const(Const::F64(1.0))), st(o, i(0), ld(s, i(0)))]);
+    let err = emit_clif(&[Export::new(&f, "huge")], &CraneliftOptions::default()).unwrap_err();
+    assert!(matches!(err, CraneliftError::StackBuffer { .. }), "{err}");
+}
+
+#[test]
+fn emit_clif_shows_every_function() {
+    let f = heap_kernel();
+    let clif = emit_clif(&[Export::new(&f, "heap")], &CraneliftOptions::default()).unwrap();
+    // The packed entry and the one parallel body, calling the runtime and the C library.
+    assert_eq!(clif.matches("\nfunction ").count() + usize::from(clif.starts_with("function ")), 2, "{clif}");
+    for needle in ["call fn", "atomic_load", "stack_addr", "return"] {
+        assert!(clif.contains(needle), "no '{needle}' in:\n{clif}");
+    }
+}
