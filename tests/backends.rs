@@ -59,7 +59,14 @@ fn check(what: &str, got: &BTreeMap<String, Tensor>, want: &BTreeMap<String, Ten
     for (name, w) in want {
         let g = &got[name];
         assert_eq!(g.shape(), w.shape(), "{what}: {name} shape");
-        if let Some(m) = compare(&as_f64(g), &as_f64(w), TOL) {
+        // A half-precision output is rounded to its format: half an ulp (2^-11, bf16 2^-8)
+        // of the magnitude on top of the fp32 tolerance.
+        let tol = match g.dtype() {
+            tfmc_runtime::DType::F16 => Tol::rel(2e-4 + 4.9e-4),
+            tfmc_runtime::DType::BF16 => Tol::rel(2e-4 + 3.9e-3),
+            _ => TOL,
+        };
+        if let Some(m) = compare(&as_f64(g), &as_f64(w), tol) {
             panic!("{what}: output {name}: {m}");
         }
     }
