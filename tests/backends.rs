@@ -6,7 +6,7 @@
 //! interpreter fails must fail on the backend too.
 //!
 //! The suite is written once ([`suite!`]) and instantiated per backend (a module each:
-//! `llvm::…`, …), so a new backend gets every test by one line.
+//! `llvm::…`, `cranelift::…`, …), so a new backend gets every test by one line.
 
 use std::collections::BTreeMap;
 
@@ -265,3 +265,4 @@ macro_rules! suite {
 }
 
 suite!(llvm, Backend::Jit(JitBackend::Llvm));
+suite!(cranelift, Backend::Jit(JitBackend::Cranelift));

@@ -21,6 +21,7 @@ use tfmc_runtime::{Scalar, Tensor};
 ///   tfmc explain lib/sdpa.tfm --kernel sdpa --dims P=4096,M=4096
 ///   tfmc run lib/sdpa.tfm --kernel sdpa --inputs in.npz --out out.npz --backend llvm
 ///   tfmc build lib/sdpa.tfm -o libsdpa.so        (also writes libsdpa.h)
+///   tfmc watch my_variant.tfm -k attn --dims B=1,H=2,P=64,M=64,E=16,F=16 --check
 #[derive(Parser, Debug)]
 #[command(name = "tfmc", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -57,7 +58,7 @@ enum Command {
         /// Set a param: `--param W=128` (repeatable).
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
-        /// Execution backend: the f64 interpreter, or compiled code (LLVM JIT).
+        /// Execution backend: the f64 interpreter, or compiled code (LLVM or Cranelift JIT).
         #[arg(long, value_enum, default_value_t = Backend::Interp)]
         backend: Backend,
         #[command(flatten)]
@@ -110,7 +111,8 @@ enum Command {
         #[command(flatten)]
         target: TargetArgs,
         /// Print a code-generation stage to stdout instead of writing the library: `kir`
-        /// (the scheduled loop nests), `llvm` (optimized LLVM IR) or `asm` (assembly).
+        /// (the scheduled loop nests), `llvm` (optimized LLVM IR), `asm` (assembly) or `clif`
+        /// (Cranelift IR).
         #[arg(long, value_enum)]
         emit: Option<CodeStage>,
         /// With `--emit`: only this kernel.
@@ -167,8 +169,8 @@ enum Command {
         /// Allowed difference, relative to the reference's largest magnitude (at least 1).
         #[arg(long, default_value_t = 2e-4)]
         rtol: f64,
-        /// Execution backend.
-        #[arg(long, value_enum, default_value_t = Backend::Llvm)]
+        /// Execution backend (Cranelift compiles in milliseconds; `llvm` for the fastest code).
+        #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
         backend: Backend,
         #[command(flatten)]
         target: TargetArgs,
@@ -203,8 +205,21 @@ enum Command {
 enum Backend {
     /// The f64 reference interpreter (the correctness oracle).
     Interp,
-    /// Compiled code: LLVM, JIT-compiled for this machine.
+    /// Compiled code: LLVM, JIT-compiled for this machine (fastest code).
     Llvm,
+    /// Compiled code: Cranelift, JIT-compiled for this machine (compiles in milliseconds).
+    Cranelift,
+}
+
+impl Backend {
+    /// The JIT backend, if this is one.
+    fn jit(self) -> Option<tfmc::compile::JitBackend> {
+        match self {
+            Backend::Interp => None,
+            Backend::Llvm => Some(tfmc::compile::JitBackend::Llvm),
+            Backend::Cranelift => Some(tfmc::compile::JitBackend::Cranelift),
+        }
+    }
 }
 
 /// What `tfmc bench` does about PyTorch.
@@ -227,6 +242,8 @@ enum CodeStage {
     Llvm,
     /// Assembly for the target.
     Asm,
+    /// Cranelift IR as translated (vector loops as f32x4).
+    Clif,
 }
 
 /// Target selection for compiled code.
@@ -299,9 +316,10 @@ pub fn run(cli: Cli) -> Result<(), String> {
                     tfmc::ir::eval::run_cascade(&c, &program, &inputs, &params, false).map_err(|e| format!("error: {e}\n"))?
                 }
                 Backend::Interp => tfmc::interp::run(&program, &kernel, &inputs, &params).map_err(|e| format!("error: {e}\n"))?,
-                Backend::Llvm => {
+                Backend::Llvm | Backend::Cranelift => {
                     let opts = target.options(BTreeMap::new());
-                    tfmc::compile::run_llvm(&program, &kernel, &inputs, &params, &opts).map_err(|e| format!("error: {e}\n"))?
+                    let jit = backend.jit().expect("a JIT backend (matched above)");
+                    tfmc::compile::run_jit(jit, &program, &kernel, &inputs, &params, &opts).map_err(|e| format!("error: {e}\n"))?.outputs
                 }
             };
             tfmc_runtime::write_npz(&out, &outputs).map_err(|e| format!("error: {e}\n"))?;
@@ -378,10 +396,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
                     (None, false) => None,
                 },
                 rtol,
-                engine: match backend {
-                    Backend::Interp => tfmc::watch::Engine::Interpreter,
-                    Backend::Llvm => tfmc::watch::Engine::Jit(tfmc::compile::JitBackend::Llvm),
-                },
+                engine: backend.jit().map_or(tfmc::watch::Engine::Interpreter, tfmc::watch::Engine::Jit),
                 options: target.options(BTreeMap::new()),
                 out: dest,
             };
@@ -414,11 +429,12 @@ fn emit_code(program: &tfmc::Program, stage: CodeStage, only: Option<&str>, opts
     for name in names {
         prepared.push(tfmc::compile::prepare(program, name, opts).map_err(|e| format!("error: {e}\n"))?);
     }
-    let exports: Vec<_> = prepared.iter().map(|k| tfmc::backend::llvm::Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect();
+    let exports: Vec<_> = prepared.iter().map(|k| tfmc::backend::Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect();
     let text = match stage {
         CodeStage::Kir => prepared.iter().map(|k| format!("{}\n", k.scheduled.func)).collect(),
         CodeStage::Llvm => tfmc::backend::llvm::emit_llvm(&exports, &opts.target).map_err(|e| format!("error: {e}\n"))?,
         CodeStage::Asm => tfmc::backend::llvm::emit_asm(&exports, &opts.target).map_err(|e| format!("error: {e}\n"))?,
+        CodeStage::Clif => tfmc::backend::cranelift::emit_clif(&exports, &opts.cranelift).map_err(|e| format!("error: {e}\n"))?,
     };
     out(&text);
     Ok(())

@@ -23,8 +23,10 @@ pub struct CompileOptions {
     pub optimize: Option<crate::optimize::Options>,
     /// Loop-nest choices.
     pub schedule: ScheduleOptions,
-    /// Target CPU and optimization level.
+    /// Target CPU and optimization level (LLVM).
     pub target: TargetOptions,
+    /// Options of the Cranelift tier.
+    pub cranelift: crate::backend::cranelift::CraneliftOptions,
     /// Param values fixed at build time: they become the manifest's defaults.
     pub params: BTreeMap<String, Scalar>,
 }
@@ -44,6 +46,9 @@ pub enum CompileError {
     /// LLVM failed.
     #[error(transparent)]
     Llvm(#[from] LlvmError),
+    /// Cranelift failed.
+    #[error(transparent)]
+    Cranelift(#[from] crate::backend::cranelift::CraneliftError),
     /// The compiled kernel rejected its inputs or failed.
     #[error(transparent)]
     Runtime(#[from] tfmc_runtime::RuntimeError),
@@ -160,6 +165,8 @@ fn exports(kernels: &[Prepared]) -> Vec<Export<'_>> {
 pub enum JitBackend {
     /// LLVM at the options' level (O3 by default): the fastest code.
     Llvm,
+    /// Cranelift: compiles in milliseconds, for the edit–run loop.
+    Cranelift,
 }
 
 impl JitBackend {
@@ -167,6 +174,7 @@ impl JitBackend {
     pub fn name(self) -> &'static str {
         match self {
             JitBackend::Llvm => "llvm",
+            JitBackend::Cranelift => "cranelift",
         }
     }
 }
@@ -209,6 +217,7 @@ pub fn run_jit(
     };
     match backend {
         JitBackend::Llvm => llvm::with_jit(&ex, &opts.target, |jit| call(jit.entry(&k.manifest.symbol)))?,
+        JitBackend::Cranelift => crate::backend::cranelift::with_jit(&ex, &opts.cranelift, |jit| call(jit.entry(&k.manifest.symbol)))?,
     }
 }
 

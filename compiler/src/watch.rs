@@ -301,7 +301,7 @@ mod tests {
             params: BTreeMap::new(),
             reference: Some(Reference::Interpreter),
             rtol: 1e-5,
-            engine: Engine::Jit(JitBackend::Llvm),
+            engine: Engine::Jit(JitBackend::Cranelift),
             options: CompileOptions::default(),
             out: None,
         }
@@ -314,7 +314,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = round(&config(dir.path(), DOUBLE));
         assert!(r.ok, "{}", r.report);
-        assert!(r.report.contains("k on llvm"), "{}", r.report);
+        assert!(r.report.contains("k on cranelift"), "{}", r.report);
         assert!(r.report.contains("Y: f32[5] min"), "{}", r.report);
         assert!(r.report.contains("max |diff| 0.000e0"), "{}", r.report);
     }
