@@ -49,6 +49,9 @@ pub enum CompileError {
     /// Cranelift failed.
     #[error(transparent)]
     Cranelift(#[from] crate::backend::cranelift::CraneliftError),
+    /// The NVPTX (GPU) backend failed.
+    #[error(transparent)]
+    Nvptx(#[from] crate::backend::nvptx::NvptxError),
     /// The compiled kernel rejected its inputs or failed.
     #[error(transparent)]
     Runtime(#[from] tfmc_runtime::RuntimeError),

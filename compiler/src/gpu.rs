@@ -1,1 +1,161 @@
-//! The CUDA pipeline (PTX artifacts, `run --backend cuda`). Under construction.
+//! The CUDA pipeline: `compile::prepare` with the GPU schedule → `backend::nvptx` → a PTX
+//! artifact (PTX text plus the manifest line, `tfmc_runtime::manifest::ptx_with_manifest`),
+//! or an in-process run through the runtime's GPU driver (`tfmc_runtime::gpu::run`) on a real
+//! device (`tfmc_runtime::cuda::CudaDevice`, device 0) or on the CPU emulation
+//! (`backend::nvptx::emu::EmuDevice`).
+//!
+//! Schedule: the generic plan (`ScheduleOptions::attention = false`) whatever the options
+//! say. The CPU's tiled attention plan gives each parallel iteration a tile of 16 rows with
+//! ~9k floats of stack arrays (`O.acc`, `O.a`: 4096 each), which on a GPU is 36 KiB of local
+//! memory per thread and 16× fewer threads; the generic plan gives one thread per output row
+//! with a few scalars of state, correct and far less bad until the shared-memory
+//! FlashAttention-style GPU schedule exists.
+//!
+//! Every kernel's manifest entry gets `gpu: Some(GpuLaunch)` (block size, heap element sizes,
+//! segment count from `backend::nvptx::launch_info`); the artifact's target is
+//! `{kind: "cuda", triple: "nvptx64-nvidia-cuda", cpu: "sm_XY", features: ["ptxNN"]}`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tfmc_runtime::manifest::{GpuLaunch, Manifest, Target};
+use tfmc_runtime::{Scalar, Tensor};
+
+use crate::Program;
+use crate::backend::Export;
+use crate::backend::nvptx::{self, NvptxOptions};
+use crate::compile::{CompileError, CompileOptions, Prepared, prepare};
+
+/// The GPU architecture used when none is given (`sm_90`: H100/H200).
+pub const DEFAULT_SM: u32 = 90;
+
+/// `opts` with the GPU's schedule choices (see the module docs).
+pub fn gpu_options(opts: &CompileOptions) -> CompileOptions {
+    let mut o = opts.clone();
+    o.schedule.attention = false;
+    o
+}
+
+/// The NVPTX backend options for `opts` and `sm_{sm}`.
+fn nvptx_options(opts: &CompileOptions, sm: u32) -> NvptxOptions {
+    NvptxOptions {
+        sm,
+        opt_level: opts.target.opt_level,
+        libdevice: None,
+    }
+}
+
+/// Prepares kernel `name` for the GPU: GPU schedule, and its manifest entry's launch info.
+pub fn prepare_gpu(program: &Program, name: &str, opts: &CompileOptions) -> Result<Prepared, CompileError> {
+    let mut k = prepare(program, name, &gpu_options(opts))?;
+    let info = nvptx::launch_info(&k.scheduled.func)?;
+    k.manifest.gpu = Some(GpuLaunch {
+        block: info.block,
+        heap_elem_bytes: info.heap_elem_bytes,
+        segments: info.segments,
+    });
+    Ok(k)
+}
+
+fn exports(kernels: &[Prepared]) -> Vec<Export<'_>> {
+    kernels
+        .iter()
+        .map(|k| Export::new(&k.scheduled.func, k.manifest.symbol.clone()))
+        .collect()
+}
+
+fn prepare_all(program: &Program, opts: &CompileOptions) -> Result<Vec<Prepared>, CompileError> {
+    program
+        .kernels
+        .iter()
+        .map(|k| prepare_gpu(program, &k.name, opts))
+        .collect()
+}
+
+/// The artifact manifest of GPU-prepared kernels for `sm_{sm}`.
+pub fn cuda_manifest(kernels: &[Prepared], sm: u32) -> Result<Manifest, CompileError> {
+    let feature = nvptx::ptx_feature(sm)?;
+    Ok(Manifest {
+        format: tfmc_runtime::manifest::FORMAT_NAME.to_string(),
+        version: tfmc_runtime::manifest::FORMAT_VERSION,
+        compiler_version: env!("CARGO_PKG_VERSION").to_string(),
+        target: Target {
+            kind: tfmc_runtime::manifest::CUDA_KIND.to_string(),
+            triple: nvptx::TRIPLE.to_string(),
+            cpu: format!("sm_{sm}"),
+            features: vec![feature.to_string()],
+        },
+        kernels: kernels.iter().map(|k| k.manifest.clone()).collect(),
+    })
+}
+
+/// PTX for every kernel of `program`, for `sm_{sm}`.
+pub fn emit_ptx(program: &Program, opts: &CompileOptions, sm: u32) -> Result<String, CompileError> {
+    let kernels = prepare_all(program, opts)?;
+    Ok(nvptx::emit_ptx(&exports(&kernels), &nvptx_options(opts, sm))?)
+}
+
+/// `text` with every non-ASCII character written as JSON `\uXXXX` escapes (UTF-16 units):
+/// ptxas and the CUDA driver reject non-ASCII bytes even in comments, and the manifest line's
+/// JSON (doc comments, site descriptions) may hold them. PTX itself is ASCII, so only JSON
+/// strings are touched, where the escape means the same character.
+fn ascii_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// Compiles every kernel of `program` for `sm_{sm}` into the PTX artifact `out` (PTX text and
+/// its manifest line), written atomically.
+pub fn build_cuda(program: &Program, out: &Path, opts: &CompileOptions, sm: u32) -> Result<Vec<Prepared>, CompileError> {
+    let kernels = prepare_all(program, opts)?;
+    let ptx = nvptx::emit_ptx(&exports(&kernels), &nvptx_options(opts, sm))?;
+    let m = cuda_manifest(&kernels, sm)?;
+    let text = ascii_only(&tfmc_runtime::manifest::ptx_with_manifest(&ptx, &m));
+    tfmc_runtime::write_file_atomically(out, text.as_bytes()).map_err(|error| CompileError::Io {
+        path: out.display().to_string(),
+        error,
+    })?;
+    Ok(kernels)
+}
+
+/// Compiles kernel `name` for `sm_{sm}` in-process and runs it on the first CUDA device
+/// through the runtime's GPU driver. Without a usable device this is the runtime's
+/// "no CUDA device found" error ([`tfmc_runtime::RuntimeError::NoCudaDevice`]).
+pub fn run_cuda(
+    program: &Program,
+    name: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+    opts: &CompileOptions,
+    sm: u32,
+) -> Result<BTreeMap<String, Tensor>, CompileError> {
+    let k = prepare_gpu(program, name, opts)?;
+    let ptx = nvptx::emit_ptx(&exports(std::slice::from_ref(&k)), &nvptx_options(opts, sm))?;
+    let mut dev = tfmc_runtime::cuda::CudaDevice::from_ptx(&ptx)?;
+    Ok(tfmc_runtime::gpu::run(&mut dev, &k.manifest, inputs, params)?)
+}
+
+/// Compiles kernel `name` for the CPU emulation of the GPU launch protocol and runs it
+/// through the runtime's GPU driver (one emulated thread at a time: keep shapes small).
+pub fn run_emulated(
+    program: &Program,
+    name: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+    opts: &CompileOptions,
+) -> Result<BTreeMap<String, Tensor>, CompileError> {
+    let k = prepare_gpu(program, name, opts)?;
+    let ex = exports(std::slice::from_ref(&k));
+    let r = nvptx::emu::with_emulator(&ex, |dev| tfmc_runtime::gpu::run(dev, &k.manifest, inputs, params))?;
+    Ok(r?)
+}

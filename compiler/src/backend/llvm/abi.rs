@@ -37,7 +37,7 @@ pub(super) fn emit_export<'ctx>(
 
 impl<'ctx> Cg<'ctx, '_> {
     /// The value types of the params, in ABI order.
-    fn param_tys(&self) -> Vec<Ty> {
+    pub(crate) fn param_tys(&self) -> Vec<Ty> {
         self.func.params.iter().map(|&v| self.func.var(v).ty).collect()
     }
 
@@ -112,7 +112,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Loads element `j` of type `ty` from the array at `base`.
-    fn load_at(
+    pub(crate) fn load_at(
         &self,
         ty: BasicTypeEnum<'ctx>,
         base: PointerValue<'ctx>,
@@ -168,6 +168,19 @@ impl<'ctx> Cg<'ctx, '_> {
             args.push(self.load_at(ptr.into(), bufs, i)?.into());
         }
         args.extend(dv.into_iter().map(BasicMetadataValueEnum::from));
+        for v in self.load_params(params)? {
+            args.push(v.into());
+        }
+        let r = self.call(kernel, &args)?;
+        self.b.build_return(Some(&r))?;
+        Ok(e)
+    }
+
+    /// The values of the params, loaded from the ABI's 8-byte slots at `params` (`i64` → `I64`,
+    /// truncated to `I32`, `!= 0` for `Bool`; `double` → `F64`, `fptrunc` to `F32`).
+    pub(crate) fn load_params(&self, params: PointerValue<'ctx>) -> Result<Vec<BasicValueEnum<'ctx>>, LlvmError> {
+        let (i32t, i64t) = (self.cx.i32_type(), self.cx.i64_type());
+        let mut out = Vec::new();
         for (j, t) in self.param_tys().into_iter().enumerate() {
             let raw = self.load_at(types::slot(self.cx, t), params, j)?;
             let v: BasicValueEnum<'ctx> = match t {
@@ -181,11 +194,9 @@ impl<'ctx> Cg<'ctx, '_> {
                 // validate: param variables have value types.
                 Ty::F16 | Ty::BF16 => return Err(internal("param of a memory-only type")),
             };
-            args.push(v.into());
+            out.push(v);
         }
-        let r = self.call(kernel, &args)?;
-        self.b.build_return(Some(&r))?;
-        Ok(e)
+        Ok(out)
     }
 
     fn typed_wrapper(&mut self, packed: FunctionValue<'ctx>) -> Result<(), LlvmError> {

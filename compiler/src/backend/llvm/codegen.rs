@@ -28,7 +28,7 @@ use crate::schedule::kir::{Buf, BufKind, Func, Var};
 
 /// Where a buffer's base pointer comes from in the current function.
 #[derive(Clone, Copy)]
-pub(super) enum BufLoc<'ctx> {
+pub(crate) enum BufLoc<'ctx> {
     /// A pointer value (an argument, a stack array, a captured heap pointer).
     Ptr(PointerValue<'ctx>),
     /// A heap buffer of the kernel function: the slot holding its pointer.
@@ -36,7 +36,7 @@ pub(super) enum BufLoc<'ctx> {
 }
 
 /// What kind of function is being built.
-pub(super) enum FnKind<'ctx> {
+pub(crate) enum FnKind<'ctx> {
     /// The kernel function: `ret` holds the return code; `err` is the error slot shared with
     /// parallel bodies; `heap` the slots of every heap buffer (freed at exit).
     Kernel {
@@ -46,36 +46,52 @@ pub(super) enum FnKind<'ctx> {
     },
     /// An outlined parallel body: a failure is recorded in `*err` (first one wins).
     Body { err: PointerValue<'ctx> },
+    /// An entry of the GPU launch protocol (`backend::nvptx`): `Parallel`, `Alloc` and `Fail`
+    /// follow the protocol (see `backend::nvptx::lower`), everything else is lowered as here.
+    Device(crate::backend::nvptx::lower::DeviceFn<'ctx>),
+}
+
+/// Where the math functions that have no native instruction come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MathLib {
+    /// LLVM's intrinsics (`llvm.exp`, ...) and C libm calls (`tanhf`, ...): host code.
+    Libm,
+    /// CUDA's libdevice (`__nv_expf`, ...) for everything NVPTX has no instruction for
+    /// (see `backend::nvptx`); the module links libdevice afterwards.
+    Libdevice,
 }
 
 /// One function under construction.
-pub(super) struct FnCx<'ctx> {
-    pub(super) f: FunctionValue<'ctx>,
+pub(crate) struct FnCx<'ctx> {
+    pub(crate) f: FunctionValue<'ctx>,
     allocas: Builder<'ctx>,
-    pub(super) vars: HashMap<Var, PointerValue<'ctx>>,
-    pub(super) bufs: HashMap<Buf, BufLoc<'ctx>>,
-    pub(super) exit: BasicBlock<'ctx>,
-    pub(super) kind: FnKind<'ctx>,
+    pub(crate) vars: HashMap<Var, PointerValue<'ctx>>,
+    pub(crate) bufs: HashMap<Buf, BufLoc<'ctx>>,
+    pub(crate) exit: BasicBlock<'ctx>,
+    pub(crate) kind: FnKind<'ctx>,
 }
 
 /// One kernel's lowering.
-pub(super) struct Cg<'ctx, 'a> {
-    pub(super) cx: &'ctx Context,
-    pub(super) module: &'a Module<'ctx>,
-    pub(super) b: Builder<'ctx>,
-    pub(super) func: &'a Func,
-    pub(super) symbol: &'a str,
-    pub(super) native_f16: bool,
-    /// Parallel loops outlined so far (names the next body).
-    pub(super) n_par: usize,
+pub(crate) struct Cg<'ctx, 'a> {
+    pub(crate) cx: &'ctx Context,
+    pub(crate) module: &'a Module<'ctx>,
+    pub(crate) b: Builder<'ctx>,
+    pub(crate) func: &'a Func,
+    pub(crate) symbol: &'a str,
+    pub(crate) native_f16: bool,
+    /// Parallel loops outlined so far (names the next body; on a device, the ordinal of the
+    /// next `Parallel` in pre-order, i.e. its segment number).
+    pub(crate) n_par: usize,
+    /// Where non-native math comes from ([`MathLib::Libm`] unless a device backend says so).
+    pub(crate) math: MathLib,
 }
 
-pub(super) fn internal(msg: &str) -> LlvmError {
+pub(crate) fn internal(msg: &str) -> LlvmError {
     LlvmError::Internal(msg.to_string())
 }
 
 /// The integer in `v` (validated KIR makes the kinds agree; a mismatch is a backend bug).
-pub(super) fn int(v: BasicValueEnum<'_>) -> Result<IntValue<'_>, LlvmError> {
+pub(crate) fn int(v: BasicValueEnum<'_>) -> Result<IntValue<'_>, LlvmError> {
     match v {
         BasicValueEnum::IntValue(i) => Ok(i),
         _ => Err(internal("expected an integer value")),
@@ -83,7 +99,7 @@ pub(super) fn int(v: BasicValueEnum<'_>) -> Result<IntValue<'_>, LlvmError> {
 }
 
 /// The float in `v`.
-pub(super) fn float(v: BasicValueEnum<'_>) -> Result<FloatValue<'_>, LlvmError> {
+pub(crate) fn float(v: BasicValueEnum<'_>) -> Result<FloatValue<'_>, LlvmError> {
     match v {
         BasicValueEnum::FloatValue(x) => Ok(x),
         _ => Err(internal("expected a float value")),
@@ -91,7 +107,7 @@ pub(super) fn float(v: BasicValueEnum<'_>) -> Result<FloatValue<'_>, LlvmError> 
 }
 
 impl<'ctx, 'a> Cg<'ctx, 'a> {
-    pub(super) fn new(
+    pub(crate) fn new(
         cx: &'ctx Context,
         module: &'a Module<'ctx>,
         func: &'a Func,
@@ -106,15 +122,16 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
             symbol,
             native_f16,
             n_par: 0,
+            math: MathLib::Libm,
         }
     }
 
-    pub(super) fn ptr_type(&self) -> inkwell::types::PointerType<'ctx> {
+    pub(crate) fn ptr_type(&self) -> inkwell::types::PointerType<'ctx> {
         self.cx.ptr_type(AddressSpace::default())
     }
 
     /// Adds a function with `nounwind` (nothing here unwinds).
-    pub(super) fn add_function(
+    pub(crate) fn add_function(
         &self,
         name: &str,
         ty: inkwell::types::FunctionType<'ctx>,
@@ -127,20 +144,20 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
     }
 
     /// Adds enum attribute `name` to `f` at `loc`.
-    pub(super) fn attr(&self, f: FunctionValue<'ctx>, loc: AttributeLoc, name: &str) {
+    pub(crate) fn attr(&self, f: FunctionValue<'ctx>, loc: AttributeLoc, name: &str) {
         let kind = inkwell::attributes::Attribute::get_named_enum_kind_id(name);
         f.add_attribute(loc, self.cx.create_enum_attribute(kind, 0));
     }
 
     /// The declaration of intrinsic `name` overloaded on `tys`.
-    pub(super) fn intrinsic(&self, name: &str, tys: &[BasicTypeEnum<'ctx>]) -> Result<FunctionValue<'ctx>, LlvmError> {
+    pub(crate) fn intrinsic(&self, name: &str, tys: &[BasicTypeEnum<'ctx>]) -> Result<FunctionValue<'ctx>, LlvmError> {
         Intrinsic::find(name)
             .and_then(|i| i.get_declaration(self.module, tys))
             .ok_or_else(|| LlvmError::Internal(format!("no intrinsic {name}")))
     }
 
     /// The declaration of external C function `name` (declared on first use).
-    pub(super) fn extern_fn(
+    pub(crate) fn extern_fn(
         &self,
         name: &str,
         ret: Option<BasicTypeEnum<'ctx>>,
@@ -157,7 +174,7 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
     }
 
     /// Calls `f` and returns its (non-void) result.
-    pub(super) fn call(
+    pub(crate) fn call(
         &self,
         f: FunctionValue<'ctx>,
         args: &[BasicMetadataValueEnum<'ctx>],
@@ -172,7 +189,7 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
 
     /// Starts function `f`: the `allocas` block, `start` (where the builder is left) and
     /// `exit` (empty; the caller fills it).
-    pub(super) fn begin(
+    pub(crate) fn begin(
         &self,
         f: FunctionValue<'ctx>,
         kind: impl FnOnce(&Builder<'ctx>) -> Result<FnKind<'ctx>, LlvmError>,
@@ -197,7 +214,7 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
     }
 
     /// A new alloca of `ty` in the function's `allocas` block.
-    pub(super) fn alloca(
+    pub(crate) fn alloca(
         &self,
         fx: &FnCx<'ctx>,
         ty: impl BasicType<'ctx>,
@@ -207,7 +224,7 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
     }
 
     /// The slot of variable `v` in the current function.
-    pub(super) fn var_ptr(&self, fx: &mut FnCx<'ctx>, v: Var) -> Result<PointerValue<'ctx>, LlvmError> {
+    pub(crate) fn var_ptr(&self, fx: &mut FnCx<'ctx>, v: Var) -> Result<PointerValue<'ctx>, LlvmError> {
         if let Some(&p) = fx.vars.get(&v) {
             return Ok(p);
         }
@@ -219,7 +236,7 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
 
     /// The base pointer of buffer `b` in the current function (loads a heap slot; allocates
     /// a stack array on first use).
-    pub(super) fn buf_ptr(&self, fx: &mut FnCx<'ctx>, b: Buf) -> Result<PointerValue<'ctx>, LlvmError> {
+    pub(crate) fn buf_ptr(&self, fx: &mut FnCx<'ctx>, b: Buf) -> Result<PointerValue<'ctx>, LlvmError> {
         match fx.bufs.get(&b) {
             Some(BufLoc::Ptr(p)) => return Ok(*p),
             Some(BufLoc::Slot(s)) => {
@@ -246,27 +263,27 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
     }
 
     /// Loads variable `v`.
-    pub(super) fn load_var(&self, fx: &mut FnCx<'ctx>, v: Var) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    pub(crate) fn load_var(&self, fx: &mut FnCx<'ctx>, v: Var) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let p = self.var_ptr(fx, v)?;
         let d = self.func.var(v);
         Ok(self.b.build_load(types::value(self.cx, d.ty), p, &d.name)?)
     }
 
     /// Stores `x` into variable `v`.
-    pub(super) fn store_var(&self, fx: &mut FnCx<'ctx>, v: Var, x: BasicValueEnum<'ctx>) -> Result<(), LlvmError> {
+    pub(crate) fn store_var(&self, fx: &mut FnCx<'ctx>, v: Var, x: BasicValueEnum<'ctx>) -> Result<(), LlvmError> {
         let p = self.var_ptr(fx, v)?;
         self.b.build_store(p, x)?;
         Ok(())
     }
 
     /// Continues in a fresh block after the current one was terminated.
-    pub(super) fn dead_block(&self, fx: &FnCx<'ctx>) {
+    pub(crate) fn dead_block(&self, fx: &FnCx<'ctx>) {
         let bb = self.cx.append_basic_block(fx.f, "dead");
         self.b.position_at_end(bb);
     }
 
     /// The element pointer `base[index]` for elements of memory type `elem`.
-    pub(super) fn gep(
+    pub(crate) fn gep(
         &self,
         elem: BasicTypeEnum<'ctx>,
         base: PointerValue<'ctx>,

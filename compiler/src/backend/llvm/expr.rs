@@ -3,7 +3,9 @@
 //!   `reassoc | contract` (FP reductions only vectorize with it); never `nnan`/`ninf`/`afn`,
 //!   so NaN and infinities behave per IEEE;
 //! - math: `llvm.{sqrt,fabs,floor,ceil,roundeven,exp,exp2,log,log2,sin,cos,pow}`; libm calls
-//!   for `tanh log1p expm1 erf atan2` (`f` suffix for `F32`); `Min`/`Max` are
+//!   for `tanh log1p expm1 erf atan2` (`f` suffix for `F32`); with [`MathLib::Libdevice`]
+//!   (NVPTX) `exp exp2 log log2 sin cos pow`, float `Rem` and the libm functions are libdevice
+//!   calls `__nv_{name}[f]` instead (NVPTX has no exact instruction for them); `Min`/`Max` are
 //!   `llvm.minimum/maximum` (NaN-propagating) on floats, `llvm.smin/smax` on integers;
 //! - comparisons are ordered except `Ne` (`une`); float → int casts are `llvm.fptosi.sat`
 //!   (NaN → 0); number → `Bool` is `!= 0` (`une 0.0` for floats: NaN → true).
@@ -16,7 +18,7 @@ use inkwell::values::FastMathFlags;
 use inkwell::values::{BasicValue, BasicValueEnum, FloatValue, IntValue};
 use inkwell::{FloatPredicate as FP, IntPredicate as IP};
 
-use super::codegen::{Cg, FnCx, float, int};
+use super::codegen::{Cg, FnCx, MathLib, float, int};
 use super::{LlvmError, types};
 use crate::schedule::kir::{BinOp, Buf, Const, Expr, Ty, UnOp};
 
@@ -57,7 +59,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Loads element `index` of buffer `buf` as a value.
-    pub(super) fn load_elem(
+    pub(crate) fn load_elem(
         &self,
         fx: &mut FnCx<'ctx>,
         buf: Buf,
@@ -82,7 +84,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Stores value `x` into element `index` of buffer `buf`.
-    pub(super) fn store_elem(
+    pub(crate) fn store_elem(
         &self,
         fx: &mut FnCx<'ctx>,
         buf: Buf,
@@ -107,7 +109,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Lowers `e`.
-    pub(super) fn expr(&self, fx: &mut FnCx<'ctx>, e: &Expr) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    pub(crate) fn expr(&self, fx: &mut FnCx<'ctx>, e: &Expr) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let cx = self.cx;
         Ok(match e {
             Expr::Const(c) => match *c {
@@ -163,15 +165,34 @@ impl<'ctx> Cg<'ctx, '_> {
         Ok(self.fmf(self.call(f, &args)?, false))
     }
 
-    /// Calls libm `name` (`namef` for `F32`) on float `args`.
+    /// Calls libm `name` (`namef` for `F32`) on float `args`; with [`MathLib::Libdevice`],
+    /// libdevice's `__nv_name` (`__nv_namef`).
     fn libm(&self, name: &str, args: &[BasicValueEnum<'ctx>]) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let ty = args[0].get_type();
         let f32 = ty == self.cx.f32_type().into();
-        let full = if f32 { format!("{name}f") } else { name.to_string() };
+        let prefix = match self.math {
+            MathLib::Libm => "",
+            MathLib::Libdevice => "__nv_",
+        };
+        let full = if f32 { format!("{prefix}{name}f") } else { format!("{prefix}{name}") };
         let params: Vec<_> = args.iter().map(|a| a.get_type().into()).collect();
         let f = self.extern_fn(&full, Some(ty), &params);
         let args: Vec<_> = args.iter().map(|&a| a.into()).collect();
         Ok(self.fmf(self.call(f, &args)?, false))
+    }
+
+    /// A math function LLVM has an intrinsic for: the intrinsic on the host, libdevice's
+    /// function (see [`Cg::libm`]) on a device, where NVPTX has no instruction for it.
+    fn transcendental(
+        &self,
+        intrinsic: &str,
+        name: &str,
+        args: &[BasicValueEnum<'ctx>],
+    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+        match self.math {
+            MathLib::Libm => self.math(intrinsic, args),
+            MathLib::Libdevice => self.libm(name, args),
+        }
     }
 
     fn unary(&self, op: UnOp, t: Ty, v: BasicValueEnum<'ctx>) -> Result<BasicValueEnum<'ctx>, LlvmError> {
@@ -192,12 +213,12 @@ impl<'ctx> Cg<'ctx, '_> {
             Ceil => self.math("llvm.ceil", &[v])?,
             RoundEven => self.math("llvm.roundeven", &[v])?,
             Sqrt => self.math("llvm.sqrt", &[v])?,
-            Exp => self.math("llvm.exp", &[v])?,
-            Exp2 => self.math("llvm.exp2", &[v])?,
-            Log => self.math("llvm.log", &[v])?,
-            Log2 => self.math("llvm.log2", &[v])?,
-            Sin => self.math("llvm.sin", &[v])?,
-            Cos => self.math("llvm.cos", &[v])?,
+            Exp => self.transcendental("llvm.exp", "exp", &[v])?,
+            Exp2 => self.transcendental("llvm.exp2", "exp2", &[v])?,
+            Log => self.transcendental("llvm.log", "log", &[v])?,
+            Log2 => self.transcendental("llvm.log2", "log2", &[v])?,
+            Sin => self.transcendental("llvm.sin", "sin", &[v])?,
+            Cos => self.transcendental("llvm.cos", "cos", &[v])?,
             Log1p => self.libm("log1p", &[v])?,
             Expm1 => self.libm("expm1", &[v])?,
             Tanh => self.libm("tanh", &[v])?,
@@ -238,10 +259,12 @@ impl<'ctx> Cg<'ctx, '_> {
                 Sub => b.build_float_sub(x, y, "")?.into(),
                 Mul => b.build_float_mul(x, y, "")?.into(),
                 Div => b.build_float_div(x, y, "")?.into(),
+                // NVPTX expands `frem` as a - trunc(a / b) * b, which is not C's exact fmod.
+                Rem if self.math == MathLib::Libdevice => self.libm("fmod", &[va, vb])?,
                 Rem => b.build_float_rem(x, y, "")?.into(),
                 Min => self.math("llvm.minimum", &[va, vb])?,
                 Max => self.math("llvm.maximum", &[va, vb])?,
-                Pow => self.math("llvm.pow", &[va, vb])?,
+                Pow => self.transcendental("llvm.pow", "pow", &[va, vb])?,
                 Atan2 => self.libm("atan2", &[va, vb])?,
                 Lt => cmp(FP::OLT)?,
                 Le => cmp(FP::OLE)?,
@@ -291,7 +314,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Numeric conversion of `v` from `from` to `to` (both value types).
-    pub(super) fn cast(&self, from: Ty, to: Ty, v: BasicValueEnum<'ctx>) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    pub(crate) fn cast(&self, from: Ty, to: Ty, v: BasicValueEnum<'ctx>) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let b = &self.b;
         let dst = types::value(self.cx, to);
         if from == to {

@@ -56,13 +56,7 @@ pub fn with_jit<R>(
     let tm = target::machine(&target, &features, opts.opt_level, RelocMode::Default)?;
     let cx = Context::create();
     let module = build_module(&cx, exports, &target, &features, &tm, opts.opt_level)?;
-    let decls = declare_symbols(&cx, &module);
-    let ee = module
-        .create_jit_execution_engine(target::level(opts.opt_level))
-        .map_err(|e| LlvmError::Jit(e.to_string()))?;
-    for (func, addr) in decls {
-        ee.add_global_mapping(&func, addr);
-    }
+    let ee = engine(&cx, &module, opts.opt_level)?;
     let mut packed = HashMap::new();
     let mut typed = HashMap::new();
     for e in exports {
@@ -80,6 +74,23 @@ pub fn with_jit<R>(
     drop(jit);
     drop(module);
     Ok(r)
+}
+
+/// An MCJIT engine for `module` (optimized already) with every host symbol mapped
+/// (`tfmc_parallel_for` and the math functions).
+pub(crate) fn engine<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    opt_level: u8,
+) -> Result<ExecutionEngine<'ctx>, LlvmError> {
+    let decls = declare_symbols(cx, module);
+    let ee = module
+        .create_jit_execution_engine(target::level(opt_level))
+        .map_err(|e| LlvmError::Jit(e.to_string()))?;
+    for (func, addr) in decls {
+        ee.add_global_mapping(&func, addr);
+    }
+    Ok(ee)
 }
 
 /// Declares (if absent) every symbol the JIT maps, returning the declarations and addresses.

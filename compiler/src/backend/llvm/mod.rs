@@ -29,21 +29,21 @@
 
 mod abi;
 mod aot;
-mod codegen;
+pub(crate) mod codegen;
 mod cpus;
 mod expr;
 mod half;
-mod jit;
+pub(crate) mod jit;
 mod outline;
 mod stmt;
-mod target;
+pub(crate) mod target;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_aot;
 #[cfg(test)]
 mod tests_ops;
-mod types;
+pub(crate) mod types;
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::context::Context;
@@ -159,6 +159,19 @@ fn build_module<'ctx>(
     tm: &TargetMachine,
     opt_level: u8,
 ) -> Result<Module<'ctx>, LlvmError> {
+    check_exports(exports)?;
+    let module = new_module(cx, tm);
+    let native_f16 = target.features.iter().any(|f| f == "f16c" || f == "avx512fp16");
+    for e in exports {
+        abi::emit_export(cx, &module, e, native_f16)?;
+    }
+    finish_module(cx, &module, target, features, tm, opt_level)?;
+    Ok(module)
+}
+
+/// Checks the exports' symbols ([`super::check_symbols`]) and KIR
+/// ([`crate::schedule::validate::check`]).
+pub(crate) fn check_exports(exports: &[Export<'_>]) -> Result<(), LlvmError> {
     super::check_symbols(exports).map_err(|(symbol, reason)| LlvmError::Symbol { symbol, reason })?;
     for e in exports {
         crate::schedule::validate::check(e.func).map_err(|message| LlvmError::InvalidKir {
@@ -166,13 +179,27 @@ fn build_module<'ctx>(
             message,
         })?;
     }
+    Ok(())
+}
+
+/// An empty module with `tm`'s triple and data layout.
+pub(crate) fn new_module<'ctx>(cx: &'ctx Context, tm: &TargetMachine) -> Module<'ctx> {
     let module = cx.create_module("tfmc");
     module.set_triple(&tm.get_triple());
     module.set_data_layout(&tm.get_target_data().get_data_layout());
-    let native_f16 = target.features.iter().any(|f| f == "f16c" || f == "avx512fp16");
-    for e in exports {
-        abi::emit_export(cx, &module, e, native_f16)?;
-    }
+    module
+}
+
+/// The end of the pipeline for a host target: `target-cpu`/`target-features` on every defined
+/// function, `module.verify()`, then `default<O{opt_level}>`.
+pub(crate) fn finish_module<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    target: &ResolvedTarget,
+    features: &str,
+    tm: &TargetMachine,
+    opt_level: u8,
+) -> Result<(), LlvmError> {
     let cpu = cx.create_string_attribute("target-cpu", &target.cpu);
     let feats = cx.create_string_attribute("target-features", features);
     // Some CPUs' tuning (e.g. znver4/5) prefers 256-bit vectors; the kernels' loops are long
@@ -194,5 +221,5 @@ fn build_module<'ctx>(
     module
         .run_passes(&format!("default<O{opt_level}>"), tm, PassBuilderOptions::create())
         .map_err(|e| LlvmError::Passes(e.to_string()))?;
-    Ok(module)
+    Ok(())
 }

@@ -6,7 +6,9 @@
 //! the buffer, then an overflow-checked `calloc(max(len, 1), size)`; a negative length, a byte
 //! size above `i64::MAX` or a NULL result fail with `OutOfMemory` at site 0) and `Fail` (kernel:
 //! store the code and leave through `exit`; parallel body: `cmpxchg err, 0, code` so the first
-//! failure wins, then return). `Parallel` is in [`super::outline`].
+//! failure wins, then return). `Parallel` is in [`super::outline`]. In a GPU entry
+//! ([`FnKind::Device`]) `Parallel`, `Alloc` and the recording of a `Fail` follow the launch
+//! protocol instead (`crate::backend::nvptx::lower`).
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::{AtomicOrdering, IntPredicate as IP};
@@ -17,7 +19,7 @@ use crate::schedule::kir::{Block, FailKind, Stmt, fail_code};
 
 impl<'ctx> Cg<'ctx, '_> {
     /// Lowers every statement of `block`.
-    pub(super) fn block(&mut self, fx: &mut FnCx<'ctx>, block: &Block) -> Result<(), LlvmError> {
+    pub(crate) fn block(&mut self, fx: &mut FnCx<'ctx>, block: &Block) -> Result<(), LlvmError> {
         block.iter().try_for_each(|s| self.stmt(fx, s))
     }
 
@@ -40,6 +42,9 @@ impl<'ctx> Cg<'ctx, '_> {
                     cg.block(fx, body)
                 })
             }
+            Stmt::Parallel { var, n, body } if matches!(fx.kind, FnKind::Device(_)) => {
+                self.device_parallel(fx, *var, n, body)
+            }
             Stmt::Parallel { var, n, body } => self.parallel(fx, *var, n, body),
             Stmt::If { cond, then, els } => {
                 let c = int(self.expr(fx, cond)?)?;
@@ -56,6 +61,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 self.b.position_at_end(merge);
                 Ok(())
             }
+            Stmt::Alloc { buf, len } if matches!(fx.kind, FnKind::Device(_)) => self.device_alloc(fx, *buf, len),
             Stmt::Alloc { buf, len } => {
                 let len = int(self.expr(fx, len)?)?;
                 self.alloc(fx, *buf, len)
@@ -65,7 +71,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// `for i in lo..hi { body(i) }` with a hidden `i64` counter.
-    pub(super) fn counted_loop(
+    pub(crate) fn counted_loop(
         &mut self,
         fx: &mut FnCx<'ctx>,
         lo: inkwell::values::IntValue<'ctx>,
@@ -94,7 +100,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Stops with `code`: see the module docs.
-    pub(super) fn fail(&mut self, fx: &mut FnCx<'ctx>, code: u32) -> Result<(), LlvmError> {
+    pub(crate) fn fail(&mut self, fx: &mut FnCx<'ctx>, code: u32) -> Result<(), LlvmError> {
         let i32t = self.cx.i32_type();
         let k = i32t.const_int(u64::from(code), false);
         match &fx.kind {
@@ -110,6 +116,7 @@ impl<'ctx> Cg<'ctx, '_> {
                     AtomicOrdering::Monotonic,
                 )?;
             }
+            FnKind::Device(d) => self.device_record_failure(d, code)?,
         }
         self.b.build_unconditional_branch(fx.exit)?;
         self.dead_block(fx);
@@ -117,7 +124,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Branches to a failure with `code` when `bad`, else continues.
-    pub(super) fn fail_if(
+    pub(crate) fn fail_if(
         &mut self,
         fx: &mut FnCx<'ctx>,
         bad: inkwell::values::IntValue<'ctx>,

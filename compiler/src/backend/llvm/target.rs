@@ -57,7 +57,7 @@ pub fn resolve_target(opts: &TargetOptions) -> Result<ResolvedTarget, LlvmError>
 }
 
 /// Registers the native target with LLVM once per process.
-pub(super) fn init() -> Result<(), LlvmError> {
+pub(crate) fn init() -> Result<(), LlvmError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| Target::initialize_native(&InitializationConfig::default()))
         .clone()
@@ -80,7 +80,7 @@ fn is_x86(triple: &str) -> bool {
 }
 
 /// [`resolve_target`] plus the normalized LLVM feature string.
-pub(super) fn resolve(opts: &TargetOptions) -> Result<(ResolvedTarget, String), LlvmError> {
+pub(crate) fn resolve(opts: &TargetOptions) -> Result<(ResolvedTarget, String), LlvmError> {
     if opts.opt_level > 3 {
         return Err(LlvmError::OptLevel(opts.opt_level));
     }
@@ -129,7 +129,7 @@ pub(super) fn resolve(opts: &TargetOptions) -> Result<(ResolvedTarget, String), 
 }
 
 /// LLVM's code generation level for `opt_level` (0..=3, checked by [`resolve`]).
-pub(super) fn level(opt_level: u8) -> OptimizationLevel {
+pub(crate) fn level(opt_level: u8) -> OptimizationLevel {
     match opt_level {
         0 => OptimizationLevel::None,
         1 => OptimizationLevel::Less,
@@ -139,7 +139,7 @@ pub(super) fn level(opt_level: u8) -> OptimizationLevel {
 }
 
 /// A target machine for `target` with the normalized `features` string.
-pub(super) fn machine(
+pub(crate) fn machine(
     target: &ResolvedTarget,
     features: &str,
     opt_level: u8,

@@ -8,10 +8,10 @@ use super::*;
 use crate::schedule::kir::*;
 
 /// A KIR function under construction.
-pub(super) struct K(pub(super) Func);
+pub(crate) struct K(pub(crate) Func);
 
 impl K {
-    pub(super) fn new(name: &str) -> K {
+    pub(crate) fn new(name: &str) -> K {
         K(Func {
             name: name.into(),
             vars: vec![],
@@ -23,7 +23,7 @@ impl K {
             body: vec![],
         })
     }
-    pub(super) fn var(&mut self, name: &str, ty: Ty) -> Var {
+    pub(crate) fn var(&mut self, name: &str, ty: Ty) -> Var {
         self.0.vars.push(VarDecl { name: name.into(), ty });
         Var(self.0.vars.len() as u32 - 1)
     }
@@ -35,45 +35,45 @@ impl K {
         });
         Buf(self.0.bufs.len() as u32 - 1)
     }
-    pub(super) fn arg(&mut self, name: &str, elem: Ty) -> Buf {
+    pub(crate) fn arg(&mut self, name: &str, elem: Ty) -> Buf {
         self.0.n_args += 1;
         self.buf(name, elem, BufKind::Arg(self.0.n_args - 1))
     }
-    pub(super) fn heap(&mut self, name: &str, elem: Ty) -> Buf {
+    pub(crate) fn heap(&mut self, name: &str, elem: Ty) -> Buf {
         self.buf(name, elem, BufKind::Heap)
     }
-    pub(super) fn stack(&mut self, name: &str, elem: Ty, n: u32) -> Buf {
+    pub(crate) fn stack(&mut self, name: &str, elem: Ty, n: u32) -> Buf {
         self.buf(name, elem, BufKind::Stack(n))
     }
-    pub(super) fn dim(&mut self, name: &str) -> Var {
+    pub(crate) fn dim(&mut self, name: &str) -> Var {
         let v = self.var(name, Ty::I64);
         self.0.dims.push(v);
         v
     }
-    pub(super) fn param(&mut self, name: &str, ty: Ty) -> Var {
+    pub(crate) fn param(&mut self, name: &str, ty: Ty) -> Var {
         let v = self.var(name, ty);
         self.0.params.push(v);
         v
     }
-    pub(super) fn body(mut self, body: Block) -> Func {
+    pub(crate) fn body(mut self, body: Block) -> Func {
         self.0.body = body;
         self.0
     }
 }
 
-pub(super) fn i(v: i64) -> Expr {
+pub(crate) fn i(v: i64) -> Expr {
     Expr::Const(Const::I64(v))
 }
-pub(super) fn v(x: Var) -> Expr {
+pub(crate) fn v(x: Var) -> Expr {
     Expr::Var(x)
 }
-pub(super) fn ld(b: Buf, index: Expr) -> Expr {
+pub(crate) fn ld(b: Buf, index: Expr) -> Expr {
     Expr::Load {
         buf: b,
         index: Box::new(index),
     }
 }
-pub(super) fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
+pub(crate) fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
     Expr::Binary {
         op,
         a: Box::new(a),
@@ -81,47 +81,47 @@ pub(super) fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
         reassoc: false,
     }
 }
-pub(super) fn un(op: UnOp, x: Expr) -> Expr {
+pub(crate) fn un(op: UnOp, x: Expr) -> Expr {
     Expr::Unary { op, x: Box::new(x) }
 }
-pub(super) fn cast(to: Ty, x: Expr) -> Expr {
+pub(crate) fn cast(to: Ty, x: Expr) -> Expr {
     Expr::Cast { to, x: Box::new(x) }
 }
-pub(super) fn set(var: Var, value: Expr) -> Stmt {
+pub(crate) fn set(var: Var, value: Expr) -> Stmt {
     Stmt::Set { var, value }
 }
-pub(super) fn st(buf: Buf, index: Expr, value: Expr) -> Stmt {
+pub(crate) fn st(buf: Buf, index: Expr, value: Expr) -> Stmt {
     Stmt::Store { buf, index, value }
 }
-pub(super) fn for_(var: Var, lo: Expr, hi: Expr, body: Block) -> Stmt {
+pub(crate) fn for_(var: Var, lo: Expr, hi: Expr, body: Block) -> Stmt {
     Stmt::For { var, lo, hi, body }
 }
-pub(super) fn par(var: Var, n: Expr, body: Block) -> Stmt {
+pub(crate) fn par(var: Var, n: Expr, body: Block) -> Stmt {
     Stmt::Parallel { var, n, body }
 }
 
-pub(super) fn p<T>(x: &mut [T]) -> *mut c_void {
+pub(crate) fn p<T>(x: &mut [T]) -> *mut c_void {
     x.as_mut_ptr().cast()
 }
 
 /// Calls a packed entry.
-pub(super) fn call(f: PackedFn, bufs: &[*mut c_void], dims: &[i64], params: &[u64]) -> i32 {
+pub(crate) fn call(f: PackedFn, bufs: &[*mut c_void], dims: &[i64], params: &[u64]) -> i32 {
     // SAFETY: the tests pass buffers of the sizes their kernels index.
     unsafe { f(bufs.as_ptr(), dims.as_ptr(), params.as_ptr()) }
 }
 
 /// JIT-compiles `f` as `k` with default options and runs `body` with its packed entry.
-pub(super) fn jit<R>(f: &Func, body: impl FnOnce(PackedFn) -> R) -> R {
+pub(crate) fn jit<R>(f: &Func, body: impl FnOnce(PackedFn) -> R) -> R {
     jit_with(f, &TargetOptions::default(), body)
 }
 
-pub(super) fn jit_with<R>(f: &Func, opts: &TargetOptions, body: impl FnOnce(PackedFn) -> R) -> R {
+pub(crate) fn jit_with<R>(f: &Func, opts: &TargetOptions, body: impl FnOnce(PackedFn) -> R) -> R {
     let r = with_jit(&[Export::new(f, "k")], opts, |j| body(j.entry("k").expect("entry k")));
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `out[i] = op(a[i], b[i])` for `i < n`, elements of type `t`.
-pub(super) fn elementwise(t: Ty, op: BinOp) -> Func {
+pub(crate) fn elementwise(t: Ty, op: BinOp) -> Func {
     let mut k = K::new("ew");
     let (a, b, o) = (k.arg("a", t), k.arg("b", t), k.arg("o", t));
     let n = k.dim("n");

@@ -12,7 +12,7 @@ use inkwell::types::BasicTypeEnum;
 use crate::schedule::kir::Ty;
 
 /// The register type of values of `t`.
-pub(super) fn value<'ctx>(cx: &'ctx Context, t: Ty) -> BasicTypeEnum<'ctx> {
+pub(crate) fn value<'ctx>(cx: &'ctx Context, t: Ty) -> BasicTypeEnum<'ctx> {
     match t.value() {
         Ty::Bool => cx.bool_type().into(),
         Ty::I32 => cx.i32_type().into(),
@@ -24,7 +24,7 @@ pub(super) fn value<'ctx>(cx: &'ctx Context, t: Ty) -> BasicTypeEnum<'ctx> {
 }
 
 /// The in-memory type of a buffer element of type `t`.
-pub(super) fn memory<'ctx>(cx: &'ctx Context, t: Ty, native_f16: bool) -> BasicTypeEnum<'ctx> {
+pub(crate) fn memory<'ctx>(cx: &'ctx Context, t: Ty, native_f16: bool) -> BasicTypeEnum<'ctx> {
     match t {
         Ty::Bool => cx.i8_type().into(),
         Ty::F16 if native_f16 => cx.f16_type().into(),
@@ -34,7 +34,7 @@ pub(super) fn memory<'ctx>(cx: &'ctx Context, t: Ty, native_f16: bool) -> BasicT
 }
 
 /// The type of a packed-ABI param slot holding a value of type `t`.
-pub(super) fn slot<'ctx>(cx: &'ctx Context, t: Ty) -> BasicTypeEnum<'ctx> {
+pub(crate) fn slot<'ctx>(cx: &'ctx Context, t: Ty) -> BasicTypeEnum<'ctx> {
     if t.is_float() {
         cx.f64_type().into()
     } else {

@@ -1,1 +1,312 @@
-//! The NVPTX backend (GPU): translates KIR to PTX through LLVM's NVPTX target. Under construction.
+//! The NVPTX backend (GPU): KIR → PTX through LLVM's NVPTX target, following the GPU launch
+//! protocol shared with the runtime (`tfmc_runtime::gpu`), and a CPU emulation of the same
+//! code ([`emu`]) so that the protocol and the lowering are tested without a GPU.
+//!
+//! The protocol, in short (the full contract is in `docs/ARCHITECTURE.md`): kernel `K` with
+//! C symbol `S` becomes the entries `S_prep` and `S_seg0..S_seg{n_seg-1}` (one per `Parallel`
+//! of the KIR after [`spine`], pre-order), each taking five device addresses
+//! `(bufs, dims, params, heap, status)`. The host runs `S_prep` on one thread; it runs the
+//! spine, writing the heap buffers' element counts to `status[1 + h]` and each segment's
+//! iteration count to `status[1 + H + k]` (or a failure code to `status[0]`); then the host
+//! allocates the heap buffers and launches every segment with iterations, in order, on
+//! [`BLOCK`]-thread blocks; each thread re-runs the (memory-free) spine and runs its share of
+//! segment `k`'s iterations in a grid-stride loop.
+//!
+//! Pipeline ([`emit_ptx`]): check the exports (symbols, KIR) → [`spine`] transform → lower each
+//! export's entries ([`lower`], reusing `backend::llvm`'s expression and statement lowering
+//! with libdevice math) → link libdevice if any `__nv_*` function is called ([`libdevice`]) →
+//! verify → `default<O{n}>` → PTX text. Nothing is emitted for a module that fails to verify.
+//!
+//! Choices:
+//! - [`BLOCK`] = 128 threads: the schedule runs one GPU thread per outer point with long
+//!   per-thread loops (registers and local memory heavy), so small blocks leave each thread
+//!   more registers at a given occupancy, and a grid of a few thousand rows still spreads over
+//!   every SM (8192 rows = 64 blocks of 128, versus 32 of 256 on a 132-SM H100).
+//! - The PTX ISA is the lowest LLVM accepts for the target ([`ptx_feature`]: `ptx80` up to
+//!   sm_90), so the code loads on any driver from CUDA 12.0 on.
+//! - `F16` uses LLVM's `half` with native conversions (`cvt.f32.f16`, `cvt.rn.f16.f32`, sm_53
+//!   and later); `BF16` uses the integer conversions of `backend::llvm::half`.
+
+pub mod emu;
+pub mod libdevice;
+pub(crate) mod lower;
+pub mod spine;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_emu;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use inkwell::AddressSpace;
+use inkwell::OptimizationLevel;
+use inkwell::context::Context;
+use inkwell::module::Module;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple};
+
+use super::Export;
+use crate::backend::llvm::LlvmError;
+use crate::backend::llvm::codegen::{Cg, MathLib};
+use crate::schedule::kir;
+pub use lower::ThreadIds;
+use lower::{Flavor, emit_entries};
+pub use spine::SpineError;
+
+/// Threads per block of every segment launch (see the module docs for why 128).
+pub const BLOCK: u32 = 128;
+
+/// The NVPTX target triple.
+pub const TRIPLE: &str = "nvptx64-nvidia-cuda";
+
+/// The GPU architectures [`emit_ptx`] accepts (`sm_XY` as `XY`) and the PTX ISA feature each
+/// needs (the lowest that LLVM accepts for it).
+const ARCHS: &[(u32, &str)] = &[
+    (70, "ptx80"),
+    (72, "ptx80"),
+    (75, "ptx80"),
+    (80, "ptx80"),
+    (86, "ptx80"),
+    (87, "ptx80"),
+    (89, "ptx80"),
+    (90, "ptx80"),
+    (100, "ptx86"),
+    (101, "ptx86"),
+    (103, "ptx88"),
+    (120, "ptx87"),
+    (121, "ptx88"),
+];
+
+/// What to compile for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NvptxOptions {
+    /// The GPU architecture `sm_{sm}` (one of 70, 72, 75, 80, 86, 87, 89, 90, 100, 101, 103,
+    /// 120, 121).
+    pub sm: u32,
+    /// Optimization level, 0..=3.
+    pub opt_level: u8,
+    /// libdevice's path; `None` searches for it ([`libdevice::find`]). Only read when a kernel
+    /// calls a libdevice function.
+    pub libdevice: Option<PathBuf>,
+}
+
+impl Default for NvptxOptions {
+    fn default() -> Self {
+        NvptxOptions {
+            sm: 90,
+            opt_level: 3,
+            libdevice: None,
+        }
+    }
+}
+
+/// How the host launches one export (what the artifact manifest records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchInfo {
+    /// Threads per block of segment launches ([`BLOCK`]).
+    pub block: u32,
+    /// Element size in bytes of each heap buffer, in the order of the KIR's heap buffers.
+    pub heap_elem_bytes: Vec<u32>,
+    /// Number of segments (`S_seg0 ..`).
+    pub segments: u32,
+}
+
+/// Why the NVPTX backend could not produce code.
+#[derive(Debug, thiserror::Error)]
+pub enum NvptxError {
+    /// An architecture [`emit_ptx`] does not support.
+    #[error("unsupported GPU architecture sm_{sm}; supported: {}", supported_archs())]
+    Arch {
+        /// The `sm` asked for.
+        sm: u32,
+    },
+    /// Checking, lowering, verifying or optimizing failed (see [`LlvmError`]).
+    #[error(transparent)]
+    Llvm(#[from] LlvmError),
+    /// The kernel's spine cannot follow the launch protocol.
+    #[error("kernel '{kernel}' cannot be compiled for a GPU: {error}")]
+    Spine {
+        /// The kernel.
+        kernel: String,
+        /// Why.
+        error: SpineError,
+    },
+    /// A kernel calls a math function that needs libdevice, and none was found.
+    #[error(
+        "kernel '{kernel}' calls '{function}', which on a GPU comes from CUDA's libdevice (libdevice.10.bc), but none was found (looked at: {}); run ./setup.sh (it installs the nvidia-cuda-nvcc-cu12 wheel into .venv) or set {} to the file's path",
+        searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+        libdevice::ENV
+    )]
+    NoLibdevice {
+        /// The kernel.
+        kernel: String,
+        /// The libdevice function (`__nv_tanhf`).
+        function: String,
+        /// Every path tried.
+        searched: Vec<PathBuf>,
+    },
+    /// libdevice was found but could not be read or linked.
+    #[error("cannot use libdevice '{}': {message}", path.display())]
+    LibdeviceLoad {
+        /// Its path.
+        path: PathBuf,
+        /// LLVM's message.
+        message: String,
+    },
+}
+
+fn supported_archs() -> String {
+    ARCHS.iter().map(|(s, _)| format!("sm_{s}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The PTX ISA feature (`ptx80`, ...) used for `sm_{sm}`.
+pub fn ptx_feature(sm: u32) -> Result<&'static str, NvptxError> {
+    ARCHS
+        .iter()
+        .find(|(s, _)| *s == sm)
+        .map(|(_, f)| *f)
+        .ok_or(NvptxError::Arch { sm })
+}
+
+/// An export after the spine transform, with its launch information.
+pub(crate) struct GpuExport {
+    pub(crate) func: kir::Func,
+    pub(crate) symbol: String,
+    pub(crate) launch: LaunchInfo,
+}
+
+/// Checks `exports` (symbols, KIR, entry names) and applies the spine transform to each.
+pub(crate) fn prepare(exports: &[Export<'_>]) -> Result<Vec<GpuExport>, NvptxError> {
+    // Distinct symbols give distinct entry names: `S_prep` ends in `_prep`, `S_seg{k}` in
+    // digits, and the last `_seg` of a segment entry separates `S` from `k`.
+    crate::backend::llvm::check_exports(exports)?;
+    let mut out = Vec::new();
+    for e in exports {
+        let func = spine::make_spine_memory_free(e.func).map_err(|error| NvptxError::Spine {
+            kernel: e.func.name.clone(),
+            error,
+        })?;
+        // The transform keeps KIR valid; checked again since the backend relies on it.
+        crate::schedule::validate::check(&func).map_err(|message| LlvmError::InvalidKir {
+            kernel: func.name.clone(),
+            message: format!("after the GPU spine transform: {message}"),
+        })?;
+        let segments = spine::count_parallel(&func.body);
+        let launch = LaunchInfo {
+            block: BLOCK,
+            heap_elem_bytes: lower::heap_elem_bytes(&func),
+            segments: segments as u32,
+        };
+        out.push(GpuExport {
+            func,
+            symbol: e.symbol.clone(),
+            launch,
+        });
+    }
+    Ok(out)
+}
+
+/// How `func` is launched (its segments after the spine transform, heap element sizes).
+pub fn launch_info(func: &kir::Func) -> Result<LaunchInfo, NvptxError> {
+    let e = Export::new(func, "k");
+    let mut v = prepare(std::slice::from_ref(&e))?;
+    // prepare returns one entry per export.
+    v.pop().map(|g| g.launch).ok_or_else(|| LlvmError::Internal("no export prepared".into()).into())
+}
+
+/// The NVPTX target machine for `opts`.
+fn machine(opts: &NvptxOptions) -> Result<TargetMachine, NvptxError> {
+    let feature = ptx_feature(opts.sm)?;
+    if opts.opt_level > 3 {
+        return Err(LlvmError::OptLevel(opts.opt_level).into());
+    }
+    Target::initialize_nvptx(&InitializationConfig::default());
+    let err = |message: String| LlvmError::Target {
+        triple: TRIPLE.to_string(),
+        message,
+    };
+    let triple = TargetTriple::create(TRIPLE);
+    let t = Target::from_triple(&triple).map_err(|e| err(e.to_string()))?;
+    let level = match opts.opt_level {
+        0 => OptimizationLevel::None,
+        1 => OptimizationLevel::Less,
+        2 => OptimizationLevel::Default,
+        _ => OptimizationLevel::Aggressive,
+    };
+    t.create_target_machine(
+        &triple,
+        &format!("sm_{}", opts.sm),
+        &format!("+{feature}"),
+        level,
+        RelocMode::Default,
+        CodeModel::Default,
+    )
+    .ok_or_else(|| err("LLVM could not create a target machine".to_string()).into())
+}
+
+/// Lowers every export's entries into `module` with `flavor` and `math`; returns the entry
+/// names and, per export, the libdevice functions it calls.
+pub(crate) fn lower_all<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    exports: &[GpuExport],
+    flavor: lower::Flavor,
+    math: MathLib,
+    native_f16: bool,
+) -> Result<(HashSet<String>, Vec<(String, String)>), NvptxError> {
+    let mut entries = HashSet::new();
+    let mut calls = Vec::new();
+    let mut known: HashSet<String> = HashSet::new();
+    for e in exports {
+        let mut cg = Cg::new(cx, module, &e.func, &e.symbol, native_f16);
+        cg.math = math;
+        entries.extend(emit_entries(&mut cg, flavor, e.launch.segments as usize)?);
+        // The libdevice functions declared since the last export are this one's.
+        let mut f = module.get_first_function();
+        while let Some(func) = f {
+            let name = func.get_name().to_string_lossy().into_owned();
+            if name.starts_with("__nv_") && known.insert(name.clone()) {
+                calls.push((e.func.name.clone(), name));
+            }
+            f = func.get_next_function();
+        }
+    }
+    Ok((entries, calls))
+}
+
+/// PTX for `exports` (one module; entries `S_prep`, `S_seg{k}` per export, see the module
+/// docs). Launch information per export comes from [`launch_info`].
+pub fn emit_ptx(exports: &[Export<'_>], opts: &NvptxOptions) -> Result<String, NvptxError> {
+    let tm = machine(opts)?;
+    let gpu = prepare(exports)?;
+    let cx = Context::create();
+    let module = crate::backend::llvm::new_module(&cx, &tm);
+    let flavor = Flavor {
+        ids: ThreadIds::Sreg,
+        global: AddressSpace::from(1u16),
+        block: BLOCK,
+    };
+    let (entries, calls) = lower_all(&cx, &module, &gpu, flavor, MathLib::Libdevice, true)?;
+    if let Some((kernel, function)) = calls.first() {
+        let found = match &opts.libdevice {
+            Some(p) if p.is_file() => Ok(p.clone()),
+            Some(p) => Err(vec![p.clone()]),
+            None => libdevice::find(),
+        };
+        let path = found.map_err(|searched| NvptxError::NoLibdevice {
+            kernel: kernel.clone(),
+            function: function.clone(),
+            searched,
+        })?;
+        libdevice::link(&cx, &module, &path, &entries)?;
+    }
+    module.verify().map_err(|e| LlvmError::Verify(e.to_string()))?;
+    module
+        .run_passes(&format!("default<O{}>", opts.opt_level), &tm, PassBuilderOptions::create())
+        .map_err(|e| LlvmError::Passes(e.to_string()))?;
+    let buf = tm
+        .write_to_memory_buffer(&module, FileType::Assembly)
+        .map_err(|e| LlvmError::Codegen(e.to_string()))?;
+    Ok(String::from_utf8_lossy(buf.as_slice()).into_owned())
+}

@@ -1,0 +1,236 @@
+//! The CPU emulation of the GPU launch protocol: the same entries as the PTX ([`super::lower`],
+//! same spine transform), built for the host with [`ThreadIds::Params`] (thread coordinates as
+//! four extra `i32` parameters) and host math, JIT-compiled with MCJIT (the host symbols of
+//! `backend::llvm::jit`), and [`EmuDevice`], a [`GpuDevice`] over host memory whose `launch`
+//! calls the entry once per (block, thread), sequentially. That is a faithful GPU model for
+//! the protocol's kernels: their threads never wait for each other (no barriers, no shared
+//! memory) and write disjoint elements; failures go through the same 64-bit compare-and-swap.
+//!
+//! Device addresses are host addresses: the emulated code loads buffer pointers from the
+//! `bufs`/`heap` arrays and dereferences them. Every allocation is 64-byte aligned raw memory
+//! owned by the device and freed by [`GpuDevice::free`] or when the device is dropped; copies
+//! are bounds-checked against the allocation they fall in, and every launch argument must be
+//! the start of a live allocation (an error otherwise). The addresses stored *inside* those
+//! arrays are the protocol's business (the runtime's driver writes them).
+//!
+//! Invariant: an [`EmuDevice`] lives inside [`with_emulator`]'s closure, as long as the JIT
+//! holding its code; it cannot escape (its lifetime is the closure's).
+
+use std::alloc::Layout;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_void;
+use std::marker::PhantomData;
+
+use inkwell::AddressSpace;
+use inkwell::context::Context;
+use inkwell::targets::RelocMode;
+use tfmc_runtime::RuntimeError;
+use tfmc_runtime::gpu::{DevPtr, GpuDevice};
+
+use super::lower::Flavor;
+use super::{BLOCK, Export, NvptxError, ThreadIds, lower_all, prepare};
+use crate::backend::llvm::codegen::MathLib;
+use crate::backend::llvm::{LlvmError, TargetOptions, target};
+
+/// An emulated entry: `(bufs, dims, params, heap, status, tid, ntid, ctaid, nctaid)`.
+pub type EmuEntry = unsafe extern "C" fn(
+    bufs: *mut c_void,
+    dims: *mut c_void,
+    params: *mut c_void,
+    heap: *mut c_void,
+    status: *mut c_void,
+    tid: u32,
+    ntid: u32,
+    ctaid: u32,
+    nctaid: u32,
+);
+
+/// Alignment of every emulated allocation (as `cudaMalloc`'s 256 is at least this).
+const ALIGN: usize = 64;
+
+/// A GPU device emulated on the host (see the module docs).
+pub struct EmuDevice<'jit> {
+    entries: HashMap<String, EmuEntry>,
+    /// Live allocations: base address → layout.
+    allocs: BTreeMap<u64, Layout>,
+    /// Launches and emulated threads so far.
+    stats: EmuStats,
+    _jit: PhantomData<&'jit ()>,
+}
+
+/// What an [`EmuDevice`] has run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmuStats {
+    /// Launches of `_prep` entries.
+    pub preps: u64,
+    /// Launches of segment entries.
+    pub segments: u64,
+    /// Threads run (over every launch).
+    pub threads: u64,
+}
+
+/// Compiles `exports` for the emulation and runs `f` with a device that has their entries;
+/// the code lives until `f` returns.
+pub fn with_emulator<R>(exports: &[Export<'_>], f: impl FnOnce(&mut EmuDevice<'_>) -> R) -> Result<R, NvptxError> {
+    let gpu = prepare(exports)?;
+    let opts = TargetOptions::default();
+    let (tgt, features) = target::resolve(&opts)?;
+    let tm = target::machine(&tgt, &features, opts.opt_level, RelocMode::Default)?;
+    let cx = Context::create();
+    let module = crate::backend::llvm::new_module(&cx, &tm);
+    let flavor = Flavor {
+        ids: ThreadIds::Params,
+        global: AddressSpace::default(),
+        block: BLOCK,
+    };
+    let native_f16 = tgt.features.iter().any(|f| f == "f16c" || f == "avx512fp16");
+    let (entries, _) = lower_all(&cx, &module, &gpu, flavor, MathLib::Libm, native_f16)?;
+    crate::backend::llvm::finish_module(&cx, &module, &tgt, &features, &tm, opts.opt_level)?;
+    let ee = crate::backend::llvm::jit::engine(&cx, &module, opts.opt_level)?;
+    let mut map = HashMap::new();
+    for name in entries {
+        let addr = ee
+            .get_function_address(&name)
+            .map_err(|e| LlvmError::Jit(format!("no entry '{name}': {e}")))?;
+        // SAFETY: every entry is generated with EmuEntry's signature (lower.rs, ThreadIds::Params:
+        // five pointers and four i32, returning void).
+        map.insert(name, unsafe { std::mem::transmute::<usize, EmuEntry>(addr) });
+    }
+    let mut dev = EmuDevice {
+        entries: map,
+        allocs: BTreeMap::new(),
+        stats: EmuStats::default(),
+        _jit: PhantomData,
+    };
+    let r = f(&mut dev);
+    drop(dev);
+    drop(ee);
+    Ok(r)
+}
+
+fn op_err(op: String, reason: impl Into<String>) -> RuntimeError {
+    RuntimeError::DeviceOp {
+        op,
+        reason: reason.into(),
+    }
+}
+
+impl EmuDevice<'_> {
+    /// What the device has run so far.
+    pub fn stats(&self) -> EmuStats {
+        self.stats
+    }
+
+    /// The names of the entries it can launch, sorted.
+    pub fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.entries.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Number of live allocations.
+    pub fn live_allocations(&self) -> usize {
+        self.allocs.len()
+    }
+
+    /// The host pointer to `[addr, addr + len)` if it lies inside one live allocation.
+    fn range(&self, addr: DevPtr, len: usize, op: &str) -> Result<*mut u8, RuntimeError> {
+        let inside = self
+            .allocs
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(&base, l)| addr - base <= l.size() as u64 && (len as u64) <= l.size() as u64 - (addr - base));
+        if inside {
+            Ok(addr as usize as *mut u8)
+        } else {
+            Err(op_err(
+                format!("{op} of {len} bytes at {addr:#x}"),
+                "not inside an allocation of this emulated device",
+            ))
+        }
+    }
+}
+
+impl GpuDevice for EmuDevice<'_> {
+    fn alloc_zeroed(&mut self, bytes: usize) -> Result<DevPtr, RuntimeError> {
+        let op = || format!("emulated allocation of {bytes} bytes");
+        let layout = Layout::from_size_align(bytes.max(1), ALIGN).map_err(|e| op_err(op(), e.to_string()))?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        if p.is_null() {
+            return Err(op_err(op(), "out of host memory"));
+        }
+        let addr = p as usize as u64;
+        self.allocs.insert(addr, layout);
+        Ok(addr)
+    }
+
+    fn free(&mut self, ptr: DevPtr) {
+        if let Some(layout) = self.allocs.remove(&ptr) {
+            // SAFETY: `ptr` was returned by alloc_zeroed with this layout and is freed once
+            // (removed from the map first).
+            unsafe { std::alloc::dealloc(ptr as usize as *mut u8, layout) };
+        }
+    }
+
+    fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), RuntimeError> {
+        let p = self.range(dst, src.len(), "upload")?;
+        // SAFETY: `range` checked that the destination lies inside a live allocation, which
+        // cannot overlap the host slice `src` (device memory is only reachable through DevPtr).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, src.len()) };
+        Ok(())
+    }
+
+    fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<(), RuntimeError> {
+        let p = self.range(src, dst.len(), "download")?;
+        // SAFETY: as for upload, in the other direction.
+        unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn launch(&mut self, entry: &str, grid: u32, block: u32, args: [DevPtr; 5]) -> Result<(), RuntimeError> {
+        let op = || format!("emulated launch of '{entry}' on {grid} x {block} threads");
+        let f = *self
+            .entries
+            .get(entry)
+            .ok_or_else(|| op_err(op(), format!("no entry '{entry}' (entries: {})", self.entries().join(", "))))?;
+        if grid == 0 || block == 0 {
+            return Err(op_err(op(), "empty grid or block"));
+        }
+        for (i, &a) in args.iter().enumerate() {
+            if !self.allocs.contains_key(&a) {
+                return Err(op_err(op(), format!("argument {i} ({a:#x}) is not an allocation of this device")));
+            }
+        }
+        let [bufs, dims, params, heap, status] = args.map(|a| a as usize as *mut c_void);
+        for ctaid in 0..grid {
+            for tid in 0..block {
+                // SAFETY: `f` is a JIT-compiled protocol entry alive for this device's lifetime;
+                // its five arguments are live allocations of this device laid out by the
+                // protocol's host driver, and the generated code only accesses memory the
+                // protocol gives it (bounds are checked or proved by the schedule).
+                unsafe { f(bufs, dims, params, heap, status, tid, block, ctaid, grid) };
+            }
+        }
+        if entry.ends_with("_prep") {
+            self.stats.preps += 1;
+        } else {
+            self.stats.segments += 1;
+        }
+        self.stats.threads += u64::from(grid) * u64::from(block);
+        Ok(())
+    }
+
+    fn synchronize(&mut self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+}
+
+impl Drop for EmuDevice<'_> {
+    fn drop(&mut self) {
+        for (addr, layout) in std::mem::take(&mut self.allocs) {
+            // SAFETY: every entry of the map is a live allocation with its layout.
+            unsafe { std::alloc::dealloc(addr as usize as *mut u8, layout) };
+        }
+    }
+}
