@@ -116,7 +116,12 @@ fn ascii_only(text: &str) -> String {
 
 /// Compiles every kernel of `program` for `sm_{sm}` into the PTX artifact `out` (PTX text and
 /// its manifest line), written atomically.
-pub fn build_cuda(program: &Program, out: &Path, opts: &CompileOptions, sm: u32) -> Result<Vec<Prepared>, CompileError> {
+pub fn build_cuda(
+    program: &Program,
+    out: &Path,
+    opts: &CompileOptions,
+    sm: u32,
+) -> Result<Vec<Prepared>, CompileError> {
     let kernels = prepare_all(program, opts)?;
     let ptx = nvptx::emit_ptx(&exports(&kernels), &nvptx_options(opts, sm))?;
     let m = cuda_manifest(&kernels, sm)?;

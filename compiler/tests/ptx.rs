@@ -58,7 +58,9 @@ fn find_ptxas() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     for dir in Path::new(env!("CARGO_MANIFEST_DIR")).ancestors() {
-        let Ok(rd) = std::fs::read_dir(dir.join(".venv/lib")) else { continue };
+        let Ok(rd) = std::fs::read_dir(dir.join(".venv/lib")) else {
+            continue;
+        };
         let mut found: Vec<PathBuf> = rd
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
@@ -71,19 +73,27 @@ fn find_ptxas() -> Option<PathBuf> {
         }
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("ptxas")).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join("ptxas"))
+        .find(|p| p.is_file())
 }
 
 /// `ptxas` and libdevice (the PTX of kernels with libm functions needs it), or `None` after
 /// printing why the test is skipped; in CI a missing tool fails the test.
 fn toolchain_or_skip() -> Option<PathBuf> {
     let Some(ptxas) = find_ptxas() else {
-        assert!(!ci(), "ptxas not found in CI (./setup.sh installs it; or set TFMC_PTXAS)");
+        assert!(
+            !ci(),
+            "ptxas not found in CI (./setup.sh installs it; or set TFMC_PTXAS)"
+        );
         eprintln!("SKIP: ptxas not found");
         return None;
     };
     if let Err(tried) = nvptx::libdevice::find() {
-        assert!(!ci(), "libdevice not found in CI (./setup.sh installs it); tried {tried:?}");
+        assert!(
+            !ci(),
+            "libdevice not found in CI (./setup.sh installs it); tried {tried:?}"
+        );
         eprintln!("SKIP: libdevice not found");
         return None;
     }
@@ -112,7 +122,11 @@ fn assemble(ptxas: &Path, path: &Path, sm: u32, verbose: bool) -> (String, Durat
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", ptxas.display()));
     let dt = t.elapsed();
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         out.status.success(),
         "ptxas -arch=sm_{sm} failed on {} (kept for reproducing):\n{log}",
@@ -123,8 +137,14 @@ fn assemble(ptxas: &Path, path: &Path, sm: u32, verbose: bool) -> (String, Durat
 
 fn ptx_of(k: &Prepared, sm: u32) -> String {
     let e = Export::new(&k.scheduled.func, k.manifest.symbol.clone());
-    nvptx::emit_ptx(&[e], &NvptxOptions { sm, ..Default::default() })
-        .unwrap_or_else(|e| panic!("{}: {e}", k.manifest.name))
+    nvptx::emit_ptx(
+        &[e],
+        &NvptxOptions {
+            sm,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", k.manifest.name))
 }
 
 #[test]
@@ -137,7 +157,8 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
     for path in files {
         let program = load(&path);
         for k in &program.kernels {
-            let prep = gpu::prepare_gpu(&program, &k.name, &opts).unwrap_or_else(|e| panic!("{}/{}: {e}", stem(&path), k.name));
+            let prep = gpu::prepare_gpu(&program, &k.name, &opts)
+                .unwrap_or_else(|e| panic!("{}/{}: {e}", stem(&path), k.name));
             let launch = prep.manifest.gpu.clone().unwrap();
             for sm in [80, 90] {
                 let ptx = ptx_of(&prep, sm);
@@ -146,18 +167,34 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
                 let entries = std::iter::once(format!("{symbol}_prep"))
                     .chain((0..launch.segments).map(|s| format!("{symbol}_seg{s}")));
                 for e in entries {
-                    assert!(ptx.contains(&format!(".visible .entry {e}(")), "{}: no entry {e}", k.name);
+                    assert!(
+                        ptx.contains(&format!(".visible .entry {e}(")),
+                        "{}: no entry {e}",
+                        k.name
+                    );
                 }
                 let file = out_dir().join(format!("{}_{}_sm{sm}.ptx", stem(&path), k.name));
                 std::fs::write(&file, &ptx).unwrap();
                 let (_, dt) = assemble(&ptxas, &file, sm, false);
-                rows.push((format!("{}/{}", stem(&path), k.name), sm, ptx.len(), launch.segments, dt));
+                rows.push((
+                    format!("{}/{}", stem(&path), k.name),
+                    sm,
+                    ptx.len(),
+                    launch.segments,
+                    dt,
+                ));
             }
         }
     }
-    eprintln!("{:<24} {:>4} {:>9} {:>5} {:>10}", "kernel", "sm", "PTX bytes", "segs", "ptxas ms");
+    eprintln!(
+        "{:<24} {:>4} {:>9} {:>5} {:>10}",
+        "kernel", "sm", "PTX bytes", "segs", "ptxas ms"
+    );
     for (name, sm, bytes, segs, dt) in &rows {
-        eprintln!("{name:<24} {sm:>4} {bytes:>9} {segs:>5} {:>10.1}", dt.as_secs_f64() * 1e3);
+        eprintln!(
+            "{name:<24} {sm:>4} {bytes:>9} {segs:>5} {:>10.1}",
+            dt.as_secs_f64() * 1e3
+        );
     }
     assert!(rows.len() >= 2 * 25, "only {} kernel/arch pairs", rows.len());
 }
@@ -169,8 +206,15 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
 fn half_and_bfloat_buffers_assemble() {
     use tfmc::schedule::kir::{BinOp, Buf, BufDecl, BufKind, Const, Expr, Func, Stmt, Ty, Var, VarDecl};
     let Some(ptxas) = toolchain_or_skip() else { return };
-    let buf = |name: &str, elem: Ty, i: usize| BufDecl { name: name.into(), elem, kind: BufKind::Arg(i) };
-    let ld = |b: u32| Expr::Load { buf: Buf(b), index: Box::new(Expr::Var(Var(1))) };
+    let buf = |name: &str, elem: Ty, i: usize| BufDecl {
+        name: name.into(),
+        elem,
+        kind: BufKind::Arg(i),
+    };
+    let ld = |b: u32| Expr::Load {
+        buf: Buf(b),
+        index: Box::new(Expr::Var(Var(1))),
+    };
     let times3 = |x: Expr| Expr::Binary {
         op: BinOp::Mul,
         a: Box::new(x),
@@ -179,8 +223,22 @@ fn half_and_bfloat_buffers_assemble() {
     };
     let f = Func {
         name: "h".into(),
-        vars: vec![VarDecl { name: "n".into(), ty: Ty::I64 }, VarDecl { name: "j".into(), ty: Ty::I64 }],
-        bufs: vec![buf("x16", Ty::F16, 0), buf("xb", Ty::BF16, 1), buf("o16", Ty::F16, 2), buf("ob", Ty::BF16, 3)],
+        vars: vec![
+            VarDecl {
+                name: "n".into(),
+                ty: Ty::I64,
+            },
+            VarDecl {
+                name: "j".into(),
+                ty: Ty::I64,
+            },
+        ],
+        bufs: vec![
+            buf("x16", Ty::F16, 0),
+            buf("xb", Ty::BF16, 1),
+            buf("o16", Ty::F16, 2),
+            buf("ob", Ty::BF16, 3),
+        ],
         dims: vec![Var(0)],
         params: vec![],
         n_args: 4,
@@ -189,13 +247,28 @@ fn half_and_bfloat_buffers_assemble() {
             var: Var(1),
             n: Expr::Var(Var(0)),
             body: vec![
-                Stmt::Store { buf: Buf(2), index: Expr::Var(Var(1)), value: times3(ld(0)) },
-                Stmt::Store { buf: Buf(3), index: Expr::Var(Var(1)), value: times3(ld(1)) },
+                Stmt::Store {
+                    buf: Buf(2),
+                    index: Expr::Var(Var(1)),
+                    value: times3(ld(0)),
+                },
+                Stmt::Store {
+                    buf: Buf(3),
+                    index: Expr::Var(Var(1)),
+                    value: times3(ld(1)),
+                },
             ],
         }],
     };
     for sm in [70, 80, 90] {
-        let ptx = nvptx::emit_ptx(&[Export::new(&f, "h")], &NvptxOptions { sm, ..Default::default() }).unwrap();
+        let ptx = nvptx::emit_ptx(
+            &[Export::new(&f, "h")],
+            &NvptxOptions {
+                sm,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(ptx.contains("ld.global.b16") && ptx.contains("st.global.b16"), "{ptx}");
         let file = out_dir().join(format!("half_sm{sm}.ptx"));
         std::fs::write(&file, &ptx).unwrap();
@@ -236,7 +309,10 @@ fn resources(log: &str) -> Vec<(String, u32, u32)> {
             out.push((rest.split('\'').next().unwrap_or("").to_string(), 0, 0));
         } else if let Some(last) = out.last_mut() {
             let num_before = |word: &str| {
-                line.split(word).next().and_then(|s| s.split_whitespace().last()).and_then(|n| n.parse().ok())
+                line.split(word)
+                    .next()
+                    .and_then(|s| s.split_whitespace().last())
+                    .and_then(|n| n.parse().ok())
             };
             if line.contains("bytes stack frame") {
                 last.2 = num_before(" bytes stack frame").unwrap_or(0);
@@ -276,7 +352,12 @@ fn sdpa_registers_and_local_memory_per_entry() {
         }
         worst.push(res.iter().map(|r| r.2).max().unwrap_or(0));
     }
-    assert!(worst[0] < worst[1], "generic plan local memory {} vs tiled {}", worst[0], worst[1]);
+    assert!(
+        worst[0] < worst[1],
+        "generic plan local memory {} vs tiled {}",
+        worst[0],
+        worst[1]
+    );
 }
 
 /// fp32 results against the f64 interpreter: `|got - want| <= rtol * max(|want|, max |want|)`
@@ -304,20 +385,54 @@ fn check(what: &str, got: &BTreeMap<String, Tensor>, want: &BTreeMap<String, Ten
 fn dim_sets() -> Vec<BTreeMap<&'static str, usize>> {
     let mk = |v: &[(&'static str, usize)]| v.iter().copied().collect::<BTreeMap<_, _>>();
     vec![
-        mk(&[("B", 1), ("H", 1), ("G", 1), ("P", 1), ("M", 1), ("T", 1), ("E", 1), ("F", 1), ("D", 1), ("N", 1), ("S1", 2)]),
-        mk(&[("B", 1), ("H", 2), ("G", 1), ("P", 7), ("M", 7), ("T", 7), ("E", 3), ("F", 5), ("D", 5), ("N", 3), ("S1", 3)]),
-        mk(&[("B", 2), ("H", 3), ("G", 3), ("P", 13), ("M", 29), ("T", 13), ("E", 8), ("F", 6), ("D", 6), ("N", 4), ("S1", 4)]),
+        mk(&[
+            ("B", 1),
+            ("H", 1),
+            ("G", 1),
+            ("P", 1),
+            ("M", 1),
+            ("T", 1),
+            ("E", 1),
+            ("F", 1),
+            ("D", 1),
+            ("N", 1),
+            ("S1", 2),
+        ]),
+        mk(&[
+            ("B", 1),
+            ("H", 2),
+            ("G", 1),
+            ("P", 7),
+            ("M", 7),
+            ("T", 7),
+            ("E", 3),
+            ("F", 5),
+            ("D", 5),
+            ("N", 3),
+            ("S1", 3),
+        ]),
+        mk(&[
+            ("B", 2),
+            ("H", 3),
+            ("G", 3),
+            ("P", 13),
+            ("M", 29),
+            ("T", 13),
+            ("E", 8),
+            ("F", 6),
+            ("D", 6),
+            ("N", 4),
+            ("S1", 4),
+        ]),
     ]
 }
 
+/// Inputs and params of one run.
+type Case = (BTreeMap<String, Tensor>, BTreeMap<String, Scalar>);
+
 /// Runs `program`'s kernel `name` (compiled once for the emulation) on every input set and
 /// compares with the interpreter; returns (runs compared, (segments launched, threads)).
-fn emulate_against_interpreter(
-    what: &str,
-    program: &Program,
-    name: &str,
-    cases: &[(BTreeMap<String, Tensor>, BTreeMap<String, Scalar>)],
-) -> (usize, (u64, u64)) {
+fn emulate_against_interpreter(what: &str, program: &Program, name: &str, cases: &[Case]) -> (usize, (u64, u64)) {
     let k = gpu::prepare_gpu(program, name, &CompileOptions::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
     let ex = [Export::new(&k.scheduled.func, k.manifest.symbol.clone())];
     with_emulator(&ex, |dev| {
@@ -359,7 +474,10 @@ fn lib_and_golden_kernels_on_the_emulator_match_the_interpreter() {
                         .iter()
                         .map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3)))
                         .collect();
-                    (tfmc::inputs::random_inputs(&program, &k.name, &d, 7 + i as u64).unwrap(), BTreeMap::new())
+                    (
+                        tfmc::inputs::random_inputs(&program, &k.name, &d, 7 + i as u64).unwrap(),
+                        BTreeMap::new(),
+                    )
                 })
                 .collect();
             let what = format!("{}/{}", stem(path), k.name);
@@ -394,7 +512,13 @@ fn scaled(t: &Tensor, k: f64) -> Tensor {
 /// every row fully masked, output 0).
 #[test]
 fn large_logits_and_fully_masked_rows_on_the_emulator() {
-    for (file, kernel) in [("sdpa", "sdpa"), ("causal", "causal"), ("window", "window"), ("alibi", "alibi"), ("softcap", "softcap")] {
+    for (file, kernel) in [
+        ("sdpa", "sdpa"),
+        ("causal", "causal"),
+        ("window", "window"),
+        ("alibi", "alibi"),
+        ("softcap", "softcap"),
+    ] {
         let program = load(&root().join(format!("lib/{file}.tfm")));
         let cases: Vec<_> = [(1, 1), (9, 9), (37, 70)]
             .iter()
@@ -415,7 +539,10 @@ fn large_logits_and_fully_masked_rows_on_the_emulator() {
     let params: BTreeMap<String, Scalar> = [("W".to_string(), Scalar::I(0))].into();
     let got = gpu::run_emulated(&program, "window", &inputs, &params, &CompileOptions::default()).unwrap();
     let o = got["O"].to_f64_vec();
-    assert!(!o.is_empty() && o.iter().all(|x| *x == 0.0), "fully masked rows must be 0");
+    assert!(
+        !o.is_empty() && o.iter().all(|x| *x == 0.0),
+        "fully masked rows must be 0"
+    );
     emulate_against_interpreter("window W=0", &program, "window", &[(inputs, params)]);
 }
 
@@ -424,7 +551,12 @@ fn f32s(v: &[f64]) -> Tensor {
 }
 
 fn i32s(v: &[i64]) -> Tensor {
-    Tensor::new(tfmc_runtime::DType::I32, vec![v.len()], tfmc_runtime::TensorData::I(v.to_vec())).unwrap()
+    Tensor::new(
+        tfmc_runtime::DType::I32,
+        vec![v.len()],
+        tfmc_runtime::TensorData::I(v.to_vec()),
+    )
+    .unwrap()
 }
 
 /// A subscript out of range inside a segment (a gather through an index tensor) fails with
@@ -449,7 +581,13 @@ fn failures_inside_segments_are_the_cpu_errors() {
         let cpu_err = tfmc::compile::run_llvm(&program, "g", &inputs, &params, &opts).unwrap_err();
         assert_eq!(gpu_err.to_string(), cpu_err.to_string());
         assert!(
-            matches!(&gpu_err, CompileError::Runtime(RuntimeError::Kernel { kind: tfmc_runtime::manifest::FailKind::OutOfRange, .. })),
+            matches!(
+                &gpu_err,
+                CompileError::Runtime(RuntimeError::Kernel {
+                    kind: tfmc_runtime::manifest::FailKind::OutOfRange,
+                    ..
+                })
+            ),
             "{gpu_err}"
         );
         assert!(gpu_err.to_string().contains("subscript out of range"), "{gpu_err}");

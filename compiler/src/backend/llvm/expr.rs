@@ -174,7 +174,11 @@ impl<'ctx> Cg<'ctx, '_> {
             MathLib::Libm => "",
             MathLib::Libdevice => "__nv_",
         };
-        let full = if f32 { format!("{prefix}{name}f") } else { format!("{prefix}{name}") };
+        let full = if f32 {
+            format!("{prefix}{name}f")
+        } else {
+            format!("{prefix}{name}")
+        };
         let params: Vec<_> = args.iter().map(|a| a.get_type().into()).collect();
         let f = self.extern_fn(&full, Some(ty), &params);
         let args: Vec<_> = args.iter().map(|&a| a.into()).collect();

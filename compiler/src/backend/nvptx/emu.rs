@@ -84,7 +84,7 @@ pub fn with_emulator<R>(exports: &[Export<'_>], f: impl FnOnce(&mut EmuDevice<'_
         block: BLOCK,
     };
     let native_f16 = tgt.features.iter().any(|f| f == "f16c" || f == "avx512fp16");
-    let (entries, _) = lower_all(&cx, &module, &gpu, flavor, MathLib::Libm, native_f16)?;
+    let entries = lower_all(&cx, &module, &gpu, flavor, MathLib::Libm, native_f16)?.entries;
     crate::backend::llvm::finish_module(&cx, &module, &tgt, &features, &tm, opts.opt_level)?;
     let ee = crate::backend::llvm::jit::engine(&cx, &module, opts.opt_level)?;
     let mut map = HashMap::new();
@@ -135,11 +135,9 @@ impl EmuDevice<'_> {
 
     /// The host pointer to `[addr, addr + len)` if it lies inside one live allocation.
     fn range(&self, addr: DevPtr, len: usize, op: &str) -> Result<*mut u8, RuntimeError> {
-        let inside = self
-            .allocs
-            .range(..=addr)
-            .next_back()
-            .is_some_and(|(&base, l)| addr - base <= l.size() as u64 && (len as u64) <= l.size() as u64 - (addr - base));
+        let inside = self.allocs.range(..=addr).next_back().is_some_and(|(&base, l)| {
+            addr - base <= l.size() as u64 && (len as u64) <= l.size() as u64 - (addr - base)
+        });
         if inside {
             Ok(addr as usize as *mut u8)
         } else {
@@ -190,16 +188,21 @@ impl GpuDevice for EmuDevice<'_> {
 
     fn launch(&mut self, entry: &str, grid: u32, block: u32, args: [DevPtr; 5]) -> Result<(), RuntimeError> {
         let op = || format!("emulated launch of '{entry}' on {grid} x {block} threads");
-        let f = *self
-            .entries
-            .get(entry)
-            .ok_or_else(|| op_err(op(), format!("no entry '{entry}' (entries: {})", self.entries().join(", "))))?;
+        let f = *self.entries.get(entry).ok_or_else(|| {
+            op_err(
+                op(),
+                format!("no entry '{entry}' (entries: {})", self.entries().join(", ")),
+            )
+        })?;
         if grid == 0 || block == 0 {
             return Err(op_err(op(), "empty grid or block"));
         }
         for (i, &a) in args.iter().enumerate() {
             if !self.allocs.contains_key(&a) {
-                return Err(op_err(op(), format!("argument {i} ({a:#x}) is not an allocation of this device")));
+                return Err(op_err(
+                    op(),
+                    format!("argument {i} ({a:#x}) is not an allocation of this device"),
+                ));
             }
         }
         let [bufs, dims, params, heap, status] = args.map(|a| a as usize as *mut c_void);

@@ -169,8 +169,8 @@ impl<'ctx> Cg<'ctx, '_> {
             self.store_var(&mut fx, v, p[n_ptrs + j])?;
         }
         if role == Role::Prep {
-            for j in 0..f.dims.len() {
-                let d = int(p[j])?;
+            for &d in &p[n_ptrs..n_ptrs + f.dims.len()] {
+                let d = int(d)?;
                 let neg = self.b.build_int_compare(IP::SLT, d, i64t.const_zero(), "")?;
                 self.fail_if(&mut fx, neg, fail_code(FailKind::BadDims, 0))?;
             }
@@ -321,7 +321,12 @@ impl<'ctx> Cg<'ctx, '_> {
         }
         let wide = |cg: &Self, x: IntValue<'ctx>| cg.b.build_int_z_extend(x, i64t, "");
         let [tid, ntid, ctaid, nctaid] = ids;
-        let (tid, ntid, ctaid, nctaid) = (wide(self, tid)?, wide(self, ntid)?, wide(self, ctaid)?, wide(self, nctaid)?);
+        let (tid, ntid, ctaid, nctaid) = (
+            wide(self, tid)?,
+            wide(self, ntid)?,
+            wide(self, ctaid)?,
+            wide(self, nctaid)?,
+        );
         let first = self.b.build_int_nuw_mul(ctaid, ntid, "")?;
         let first = self.b.build_int_nuw_add(first, tid, "first")?;
         let stride = self.b.build_int_nuw_mul(nctaid, ntid, "stride")?;
@@ -384,8 +389,13 @@ impl<'ctx> Cg<'ctx, '_> {
             Role::Prep => self.store_status(d.status, 0, k),
             Role::Seg(_) => {
                 let s0 = self.status_slot(d.status, 0)?;
-                self.b
-                    .build_cmpxchg(s0, i64t.const_zero(), k, AtomicOrdering::Monotonic, AtomicOrdering::Monotonic)?;
+                self.b.build_cmpxchg(
+                    s0,
+                    i64t.const_zero(),
+                    k,
+                    AtomicOrdering::Monotonic,
+                    AtomicOrdering::Monotonic,
+                )?;
                 Ok(())
             }
         }

@@ -157,7 +157,11 @@ pub enum NvptxError {
 }
 
 fn supported_archs() -> String {
-    ARCHS.iter().map(|(s, _)| format!("sm_{s}")).collect::<Vec<_>>().join(", ")
+    ARCHS
+        .iter()
+        .map(|(s, _)| format!("sm_{s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The PTX ISA feature (`ptx80`, ...) used for `sm_{sm}`.
@@ -212,7 +216,9 @@ pub fn launch_info(func: &kir::Func) -> Result<LaunchInfo, NvptxError> {
     let e = Export::new(func, "k");
     let mut v = prepare(std::slice::from_ref(&e))?;
     // prepare returns one entry per export.
-    v.pop().map(|g| g.launch).ok_or_else(|| LlvmError::Internal("no export prepared".into()).into())
+    v.pop()
+        .map(|g| g.launch)
+        .ok_or_else(|| LlvmError::Internal("no export prepared".into()).into())
 }
 
 /// The NVPTX target machine for `opts`.
@@ -245,8 +251,16 @@ fn machine(opts: &NvptxOptions) -> Result<TargetMachine, NvptxError> {
     .ok_or_else(|| err("LLVM could not create a target machine".to_string()).into())
 }
 
-/// Lowers every export's entries into `module` with `flavor` and `math`; returns the entry
-/// names and, per export, the libdevice functions it calls.
+/// What [`lower_all`] put into a module.
+pub(crate) struct Lowered {
+    /// Every entry point's name.
+    pub(crate) entries: HashSet<String>,
+    /// `(kernel, libdevice function)` for each libdevice function, with the first kernel
+    /// calling it.
+    pub(crate) libdevice_calls: Vec<(String, String)>,
+}
+
+/// Lowers every export's entries into `module` with `flavor` and `math`.
 pub(crate) fn lower_all<'ctx>(
     cx: &'ctx Context,
     module: &Module<'ctx>,
@@ -254,7 +268,7 @@ pub(crate) fn lower_all<'ctx>(
     flavor: lower::Flavor,
     math: MathLib,
     native_f16: bool,
-) -> Result<(HashSet<String>, Vec<(String, String)>), NvptxError> {
+) -> Result<Lowered, NvptxError> {
     let mut entries = HashSet::new();
     let mut calls = Vec::new();
     let mut known: HashSet<String> = HashSet::new();
@@ -272,7 +286,10 @@ pub(crate) fn lower_all<'ctx>(
             f = func.get_next_function();
         }
     }
-    Ok((entries, calls))
+    Ok(Lowered {
+        entries,
+        libdevice_calls: calls,
+    })
 }
 
 /// PTX for `exports` (one module; entries `S_prep`, `S_seg{k}` per export, see the module
@@ -287,8 +304,8 @@ pub fn emit_ptx(exports: &[Export<'_>], opts: &NvptxOptions) -> Result<String, N
         global: AddressSpace::from(1u16),
         block: BLOCK,
     };
-    let (entries, calls) = lower_all(&cx, &module, &gpu, flavor, MathLib::Libdevice, true)?;
-    if let Some((kernel, function)) = calls.first() {
+    let lowered = lower_all(&cx, &module, &gpu, flavor, MathLib::Libdevice, true)?;
+    if let Some((kernel, function)) = lowered.libdevice_calls.first() {
         let found = match &opts.libdevice {
             Some(p) if p.is_file() => Ok(p.clone()),
             Some(p) => Err(vec![p.clone()]),
@@ -299,11 +316,15 @@ pub fn emit_ptx(exports: &[Export<'_>], opts: &NvptxOptions) -> Result<String, N
             function: function.clone(),
             searched,
         })?;
-        libdevice::link(&cx, &module, &path, &entries)?;
+        libdevice::link(&cx, &module, &path, &lowered.entries)?;
     }
     module.verify().map_err(|e| LlvmError::Verify(e.to_string()))?;
     module
-        .run_passes(&format!("default<O{}>", opts.opt_level), &tm, PassBuilderOptions::create())
+        .run_passes(
+            &format!("default<O{}>", opts.opt_level),
+            &tm,
+            PassBuilderOptions::create(),
+        )
         .map_err(|e| LlvmError::Passes(e.to_string()))?;
     let buf = tm
         .write_to_memory_buffer(&module, FileType::Assembly)

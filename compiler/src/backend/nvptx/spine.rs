@@ -61,7 +61,10 @@ pub fn make_spine_memory_free(f: &Func) -> Result<Func, SpineError> {
     let mut cx = Cx { f, it, wrapped: false };
     out.body = cx.block(&f.body, &BTreeSet::new())?;
     if cx.wrapped {
-        out.vars.push(VarDecl { name: "spine.it".to_string(), ty: Ty::I64 });
+        out.vars.push(VarDecl {
+            name: "spine.it".to_string(),
+            ty: Ty::I64,
+        });
     }
     Ok(out)
 }
@@ -87,7 +90,10 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn var_name(&self, v: Var) -> String {
-        self.f.vars.get(v.0 as usize).map_or_else(|| format!("%{}", v.0), |d| d.name.clone())
+        self.f
+            .vars
+            .get(v.0 as usize)
+            .map_or_else(|| format!("%{}", v.0), |d| d.name.clone())
     }
 
     /// Transforms `b`, whose successor reads the variables in `after`.
@@ -111,7 +117,11 @@ impl Cx<'_> {
                 }
                 let run = &b[i..j];
                 if let Some(buf) = first_alloc(run) {
-                    let name = self.f.bufs.get(buf.0 as usize).map_or_else(String::new, |d| d.name.clone());
+                    let name = self
+                        .f
+                        .bufs
+                        .get(buf.0 as usize)
+                        .map_or_else(String::new, |d| d.name.clone());
                     return Err(SpineError::AllocInMemoryCode { buf: name });
                 }
                 let mut written = BTreeSet::new();
@@ -147,7 +157,9 @@ impl Cx<'_> {
                     els: self.block(els, after)?,
                 })
             }
-            Stmt::For { var, .. } => Err(SpineError::ParallelInLoop { var: self.var_name(*var) }),
+            Stmt::For { var, .. } => Err(SpineError::ParallelInLoop {
+                var: self.var_name(*var),
+            }),
             _ => Ok(s.clone()),
         }
     }

@@ -74,10 +74,7 @@ fn spine_wraps_consecutive_memory_statements_together_and_recurses_into_ifs() {
         for_(q, i(1), i(3), vec![st(o, v(q), f32c(2.0))]),
         if_(
             bin(BinOp::Gt, v(n), i(4)),
-            vec![
-                st(o, i(3), f32c(3.0)),
-                par(j, v(n), vec![st(o, v(j), f32c(4.0))]),
-            ],
+            vec![st(o, i(3), f32c(3.0)), par(j, v(n), vec![st(o, v(j), f32c(4.0))])],
             vec![if_(bin(BinOp::Lt, v(n), i(0)), vec![Stmt::Fail { code: 7 }], vec![])],
         ),
     ];
@@ -98,7 +95,10 @@ fn spine_wraps_consecutive_memory_statements_together_and_recurses_into_ifs() {
     };
     assert!(matches!(&then[0], Stmt::Parallel { var, .. } if *var == it));
     assert!(matches!(&then[1], Stmt::Parallel { var, .. } if *var == j));
-    assert_eq!(els, &vec![if_(bin(BinOp::Lt, v(n), i(0)), vec![Stmt::Fail { code: 7 }], vec![])]);
+    assert_eq!(
+        els,
+        &vec![if_(bin(BinOp::Lt, v(n), i(0)), vec![Stmt::Fail { code: 7 }], vec![])]
+    );
     assert_eq!(count_parallel(&g.body), 3);
 }
 
@@ -108,13 +108,14 @@ fn spine_rejects_a_variable_read_after_the_wrapped_code_that_sets_it() {
     let (x, o) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32));
     let n = k.dim("n");
     let (a, j) = (k.var("a", Ty::F32), k.var("j", Ty::I64));
-    let f = k.body(vec![
-        set(a, ld(x, i(0))),
-        par(j, v(n), vec![st(o, v(j), v(a))]),
-    ]);
+    let f = k.body(vec![set(a, ld(x, i(0))), par(j, v(n), vec![st(o, v(j), v(a))])]);
     let e = make_spine_memory_free(&f).unwrap_err();
     assert_eq!(e, SpineError::Escapes { var: "a".into() });
-    assert!(e.to_string().contains("variable 'a' is set by code that reads or writes memory"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("variable 'a' is set by code that reads or writes memory"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -217,10 +218,17 @@ fn ptx_has_the_protocol_entries() {
     assert!(text.contains(".target sm_90"));
     assert!(text.contains(".address_size 64"));
     for e in ["k_prep", "k_seg0", "k_seg1", "k_seg2"] {
-        assert!(text.contains(&format!(".visible .entry {e}(")), "entry {e} missing:\n{text}");
+        assert!(
+            text.contains(&format!(".visible .entry {e}(")),
+            "entry {e} missing:\n{text}"
+        );
     }
     assert!(!text.contains("k_seg3"));
-    assert_eq!(text.matches(".maxntid 128").count(), 3, "segments are bounded to BLOCK threads");
+    assert_eq!(
+        text.matches(".maxntid 128").count(),
+        3,
+        "segments are bounded to BLOCK threads"
+    );
     assert_eq!(text.matches(".maxntid 1\n").count(), 1, "prep runs on one thread");
     // Five u64 parameters per entry.
     assert!(text.contains("k_prep_param_4"));
@@ -252,19 +260,54 @@ fn ptx_failures_use_a_64_bit_compare_and_swap_in_segments() {
     )]);
     let text = ptx(&f, &NvptxOptions::default()).unwrap();
     assert!(text.contains("atom.relaxed.sys.global.cas.b64"), "{text}");
-    assert!(text.contains(&format!(", 0, {code};")), "the code is swapped in for 0:\n{text}");
+    assert!(
+        text.contains(&format!(", 0, {code};")),
+        "the code is swapped in for 0:\n{text}"
+    );
 }
 
 #[test]
 fn ptx_targets_the_requested_architecture() {
-    let text = ptx(&mixed(), &NvptxOptions { sm: 80, ..Default::default() }).unwrap();
+    let text = ptx(
+        &mixed(),
+        &NvptxOptions {
+            sm: 80,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(text.contains(".target sm_80"));
-    let text = ptx(&mixed(), &NvptxOptions { sm: 120, ..Default::default() }).unwrap();
+    let text = ptx(
+        &mixed(),
+        &NvptxOptions {
+            sm: 120,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(text.contains(".target sm_120") && text.contains(".version 8.7"));
-    let e = ptx(&mixed(), &NvptxOptions { sm: 60, ..Default::default() }).unwrap_err();
+    let e = ptx(
+        &mixed(),
+        &NvptxOptions {
+            sm: 60,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, NvptxError::Arch { sm: 60 }));
-    assert!(e.to_string().starts_with("unsupported GPU architecture sm_60; supported: sm_70, sm_72"), "{e}");
-    let e = ptx(&mixed(), &NvptxOptions { opt_level: 4, ..Default::default() }).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("unsupported GPU architecture sm_60; supported: sm_70, sm_72"),
+        "{e}"
+    );
+    let e = ptx(
+        &mixed(),
+        &NvptxOptions {
+            opt_level: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("optimization level 4"), "{e}");
 }
 
@@ -297,7 +340,10 @@ fn libm_kernel() -> Func {
 fn libdevice_functions_are_linked_and_inlined() {
     if libdevice::find().is_err() {
         eprintln!("SKIP: libdevice not found (run ./setup.sh)");
-        assert!(std::env::var_os("CI").is_none(), "CI must have libdevice (./setup.sh installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have libdevice (./setup.sh installs it)"
+        );
         return;
     }
     let text = ptx(&libm_kernel(), &NvptxOptions::default()).unwrap();
@@ -357,7 +403,11 @@ fn invalid_kir_and_unexpressible_spines_are_errors() {
     let (a, j) = (k.var("a", Ty::F32), k.var("j", Ty::I64));
     let f = k.body(vec![set(a, ld(x, i(0))), par(j, i(4), vec![st(o, v(j), v(a))])]);
     let e = ptx(&f, &NvptxOptions::default()).unwrap_err();
-    assert!(e.to_string().starts_with("kernel 'k' cannot be compiled for a GPU: variable 'a'"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("kernel 'k' cannot be compiled for a GPU: variable 'a'"),
+        "{e}"
+    );
     let e = emit_ptx(&[Export::new(&f, "a b")], &NvptxOptions::default()).unwrap_err();
     assert!(e.to_string().contains("invalid export symbol 'a b'"), "{e}");
 }
@@ -367,12 +417,14 @@ fn ptxas() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TFMC_PTXAS") {
         return Some(PathBuf::from(p));
     }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().find_map(|d| {
-        let rd = std::fs::read_dir(d.join(".venv/lib")).ok()?;
-        rd.filter_map(|e| e.ok())
-            .map(|e| e.path().join("site-packages/nvidia/cuda_nvcc/bin/ptxas"))
-            .find(|p| p.is_file())
-    })
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find_map(|d| {
+            let rd = std::fs::read_dir(d.join(".venv/lib")).ok()?;
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("site-packages/nvidia/cuda_nvcc/bin/ptxas"))
+                .find(|p| p.is_file())
+        })
 }
 
 /// Every KIR operation on every type it allows, in one kernel: NVPTX selects all of them
@@ -393,7 +445,9 @@ fn every_kir_operation_lowers_to_ptx() {
         let xv = || ld(x, v(j));
         let mut vals: Vec<Expr> = Vec::new();
         let mut preds: Vec<Expr> = Vec::new();
-        for op in [Neg, Not, Abs, Sqrt, Floor, Ceil, RoundEven, Exp, Exp2, Log, Log2, Log1p, Expm1, Tanh, Erf, Sin, Cos, IsNan] {
+        for op in [
+            Neg, Not, Abs, Sqrt, Floor, Ceil, RoundEven, Exp, Exp2, Log, Log2, Log1p, Expm1, Tanh, Erf, Sin, Cos, IsNan,
+        ] {
             let ok = match op {
                 Neg | Abs | Floor | Ceil | RoundEven => t != Ty::Bool,
                 Not => t == Ty::Bool || t.is_int(),
@@ -405,7 +459,29 @@ fn every_kir_operation_lowers_to_ptx() {
                 if op == IsNan { preds.push(e) } else { vals.push(e) }
             }
         }
-        for op in [Add, Sub, Mul, Div, Rem, Min, Max, Pow, Atan2, Lt, Le, Gt, Ge, Eq, Ne, And, Or, Shl, AddOverflows, SubOverflows, MulOverflows] {
+        for op in [
+            Add,
+            Sub,
+            Mul,
+            Div,
+            Rem,
+            Min,
+            Max,
+            Pow,
+            Atan2,
+            Lt,
+            Le,
+            Gt,
+            Ge,
+            Eq,
+            Ne,
+            And,
+            Or,
+            Shl,
+            AddOverflows,
+            SubOverflows,
+            MulOverflows,
+        ] {
             let ok = match op {
                 Add | Sub | Mul | Div | Rem => t != Ty::Bool,
                 Min | Max | Lt | Le | Gt | Ge | Eq | Ne => true,
@@ -436,7 +512,11 @@ fn every_kir_operation_lowers_to_ptx() {
             body.push(st(o, bin(Add, v(j), i(q as i64)), e));
         }
         for (q, e) in preds.into_iter().enumerate() {
-            let sel = Expr::Select { c: Box::new(e), a: Box::new(Expr::Const(Const::Bool(true))), b: Box::new(ld(b, v(j))) };
+            let sel = Expr::Select {
+                c: Box::new(e),
+                a: Box::new(Expr::Const(Const::Bool(true))),
+                b: Box::new(ld(b, v(j))),
+            };
             body.push(st(b, bin(Add, v(j), i(q as i64)), sel));
         }
     }
@@ -444,11 +524,21 @@ fn every_kir_operation_lowers_to_ptx() {
     crate::schedule::validate::check(&f).unwrap();
     if libdevice::find().is_err() {
         eprintln!("SKIP: libdevice not found (run ./setup.sh)");
-        assert!(std::env::var_os("CI").is_none(), "CI must have libdevice (./setup.sh installs it)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have libdevice (./setup.sh installs it)"
+        );
         return;
     }
     for sm in [70, 90] {
-        let text = ptx(&f, &NvptxOptions { sm, ..Default::default() }).unwrap();
+        let text = ptx(
+            &f,
+            &NvptxOptions {
+                sm,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         // libdevice's slow paths may stay functions (`.func`), but nothing is external.
         assert!(!text.contains(".extern"), "no external functions:\n{text}");
         assert!(!text.contains("__nv_") && !text.contains("__nvvm_reflect"));
@@ -464,6 +554,11 @@ fn every_kir_operation_lowers_to_ptx() {
             .arg("/dev/null")
             .output()
             .unwrap();
-        assert!(out.status.success(), "ptxas failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ptxas failed on {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
