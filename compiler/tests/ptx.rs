@@ -161,7 +161,9 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
                 .unwrap_or_else(|e| panic!("{}/{}: {e}", stem(&path), k.name));
             let launch = prep.manifest.gpu.clone().unwrap();
             for sm in [80, 90] {
+                let t = Instant::now();
                 let ptx = ptx_of(&prep, sm);
+                let emit = t.elapsed();
                 assert!(ptx.contains(&format!(".target sm_{sm}")));
                 let symbol = &prep.manifest.symbol;
                 let entries = std::iter::once(format!("{symbol}_prep"))
@@ -176,24 +178,21 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
                 let file = out_dir().join(format!("{}_{}_sm{sm}.ptx", stem(&path), k.name));
                 std::fs::write(&file, &ptx).unwrap();
                 let (_, dt) = assemble(&ptxas, &file, sm, false);
-                rows.push((
-                    format!("{}/{}", stem(&path), k.name),
-                    sm,
-                    ptx.len(),
-                    launch.segments,
-                    dt,
-                ));
+                let name = format!("{}/{}", stem(&path), k.name);
+                rows.push((name, sm, ptx.len(), launch.segments, emit, dt));
             }
         }
     }
     eprintln!(
-        "{:<24} {:>4} {:>9} {:>5} {:>10}",
-        "kernel", "sm", "PTX bytes", "segs", "ptxas ms"
+        "{:<34} {:>4} {:>9} {:>5} {:>9} {:>9}",
+        "kernel", "sm", "PTX bytes", "segs", "emit ms", "ptxas ms"
     );
-    for (name, sm, bytes, segs, dt) in &rows {
+    for (name, sm, bytes, segs, emit, dt) in &rows {
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
         eprintln!(
-            "{name:<24} {sm:>4} {bytes:>9} {segs:>5} {:>10.1}",
-            dt.as_secs_f64() * 1e3
+            "{name:<34} {sm:>4} {bytes:>9} {segs:>5} {:>9.1} {:>9.1}",
+            ms(emit),
+            ms(dt)
         );
     }
     assert!(rows.len() >= 2 * 25, "only {} kernel/arch pairs", rows.len());

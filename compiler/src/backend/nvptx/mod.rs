@@ -227,7 +227,8 @@ fn machine(opts: &NvptxOptions) -> Result<TargetMachine, NvptxError> {
     if opts.opt_level > 3 {
         return Err(LlvmError::OptLevel(opts.opt_level).into());
     }
-    Target::initialize_nvptx(&InitializationConfig::default());
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| Target::initialize_nvptx(&InitializationConfig::default()));
     let err = |message: String| LlvmError::Target {
         triple: TRIPLE.to_string(),
         message,
