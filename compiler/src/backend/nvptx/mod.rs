@@ -22,8 +22,13 @@
 //!   per-thread loops (registers and local memory heavy), so small blocks leave each thread
 //!   more registers at a given occupancy, and a grid of a few thousand rows still spreads over
 //!   every SM (8192 rows = 64 blocks of 128, versus 32 of 256 on a 132-SM H100).
-//! - The PTX ISA is the lowest LLVM accepts for the target ([`ptx_feature`]: `ptx80` up to
-//!   sm_90), so the code loads on any driver from CUDA 12.0 on.
+//! - The PTX ISA ([`ptx_feature`]) is `ptx80` (CUDA 12.0) up to sm_90, so the code loads on
+//!   any driver from CUDA 12.0 on; newer architectures get the ISA that introduced them.
+//! - Math: NVPTX selects `llvm.sqrt fabs floor ceil roundeven minimum maximum fma
+//!   fptosi.sat` and the overflow intrinsics natively; it has no instruction for `llvm.exp
+//!   exp2 log log2 sin cos pow` (LLVM aborts the process: "no libcall available") and expands
+//!   `frem` inexactly, so those, and the libm functions (`tanh erf log1p expm1 atan2`), are
+//!   libdevice calls (`backend::llvm::codegen::MathLib::Libdevice`), inlined after linking.
 //! - `F16` uses LLVM's `half` with native conversions (`cvt.f32.f16`, `cvt.rn.f16.f32`, sm_53
 //!   and later); `BF16` uses the integer conversions of `backend::llvm::half`.
 
@@ -60,8 +65,8 @@ pub const BLOCK: u32 = 128;
 /// The NVPTX target triple.
 pub const TRIPLE: &str = "nvptx64-nvidia-cuda";
 
-/// The GPU architectures [`emit_ptx`] accepts (`sm_XY` as `XY`) and the PTX ISA feature each
-/// needs (the lowest that LLVM accepts for it).
+/// The GPU architectures [`emit_ptx`] accepts (`sm_XY` as `XY`) and the PTX ISA feature used
+/// for each (`ptx80` where it suffices, else the ISA that introduced the architecture).
 const ARCHS: &[(u32, &str)] = &[
     (70, "ptx80"),
     (72, "ptx80"),
