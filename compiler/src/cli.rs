@@ -135,6 +135,10 @@ enum Command {
         /// Threads for both sides (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Compare the JIT tiers instead: compile time of every lib kernel with LLVM O3 and
+        /// Cranelift (median of 5), and run time of the shapes with each.
+        #[arg(long)]
+        tiers: bool,
     },
     /// The edit–run loop: compile and run a kernel, print a summary of its outputs (and the
     /// largest difference from a reference), then do it again every time the file (or a file
@@ -364,7 +368,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
             out(&format!("wrote {} and {}\n", dest.display(), dest.with_extension("h").display()));
             Ok(())
         }
-        Command::Bench { shapes, iters, torch, threads } => {
+        Command::Bench { shapes, iters, torch, threads, tiers } => {
             let opts = tfmc::bench::BenchOptions {
                 shapes: shapes.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()),
                 iters: iters.max(1),
@@ -375,7 +379,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 },
                 threads,
             };
-            let table = tfmc::bench::run(&opts).map_err(|e| format!("error: {e}\n"))?;
+            let table = if tiers { tfmc::bench::run_tiers(&opts, 5) } else { tfmc::bench::run(&opts) }.map_err(|e| format!("error: {e}\n"))?;
             out(&table);
             Ok(())
         }

@@ -195,6 +195,21 @@ pub struct JitRun {
     pub run: Duration,
 }
 
+/// JIT-compiles prepared kernels with `backend` and runs `f` with a lookup of their packed
+/// entries by symbol; the code lives until `f` returns.
+pub fn with_jit<R>(
+    backend: JitBackend,
+    kernels: &[Prepared],
+    opts: &CompileOptions,
+    f: impl FnOnce(&dyn Fn(&str) -> Option<llvm::PackedFn>) -> R,
+) -> Result<R, CompileError> {
+    let ex = exports(kernels);
+    Ok(match backend {
+        JitBackend::Llvm => llvm::with_jit(&ex, &opts.target, |jit| f(&|s| jit.entry(s)))?,
+        JitBackend::Cranelift => crate::backend::cranelift::with_jit(&ex, &opts.cranelift, |jit| f(&|s| jit.entry(s)))?,
+    })
+}
+
 /// JIT-compiles kernel `name` with `backend` and runs it on named inputs (params not given
 /// take the manifest defaults), through the runtime's validated call path, timing each stage.
 pub fn run_jit(
@@ -208,20 +223,15 @@ pub fn run_jit(
     let t0 = Instant::now();
     let k = prepare(program, name, opts)?;
     let prepare_time = t0.elapsed();
-    let ex = exports(std::slice::from_ref(&k));
     let t1 = Instant::now();
-    let call = |entry: Option<llvm::PackedFn>| -> Result<JitRun, CompileError> {
+    with_jit(backend, std::slice::from_ref(&k), opts, |entry| {
         let codegen = t1.elapsed();
-        let entry = entry.ok_or_else(|| CompileError::Internal(format!("the JIT has no symbol '{}'", k.manifest.symbol)))?;
+        let entry = entry(&k.manifest.symbol).ok_or_else(|| CompileError::Internal(format!("the JIT has no symbol '{}'", k.manifest.symbol)))?;
         let t2 = Instant::now();
         // SAFETY: the entry was compiled from this manifest's kernel, with the packed ABI.
         let outputs = unsafe { tfmc_runtime::call::call(entry, &k.manifest, inputs, params) }?;
         Ok(JitRun { outputs, prepare: prepare_time, codegen, run: t2.elapsed() })
-    };
-    match backend {
-        JitBackend::Llvm => llvm::with_jit(&ex, &opts.target, |jit| call(jit.entry(&k.manifest.symbol)))?,
-        JitBackend::Cranelift => crate::backend::cranelift::with_jit(&ex, &opts.cranelift, |jit| call(jit.entry(&k.manifest.symbol)))?,
-    }
+    })?
 }
 
 /// JIT-compiles kernel `name` with LLVM and runs it on named inputs (params not given take

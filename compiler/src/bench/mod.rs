@@ -17,6 +17,9 @@
 //! 4. A plain-text table: tfmc ms, torch ms, speedup (torch / tfmc), GFLOP/s, % of peak, GB/s
 //!    for decode, compile time.
 //!
+//! `tfmc bench --tiers` ([`run_tiers`]) compares the two JIT tiers instead: compile time of
+//! every `lib/` kernel and run time of the shapes, LLVM O3 against Cranelift.
+//!
 //! FLOPs are `4·b·h·e·pairs`, where pairs counts exactly the `(p, m)` points the kernel's
 //! filter keeps (`p·m` for sdpa and decode, `p(p+1)/2` for causal, the band for window); the
 //! softmax's exp and divisions are not counted. Decode bandwidth is K+V bytes per call.
@@ -33,10 +36,12 @@ use std::path::{Path, PathBuf};
 mod machine;
 mod table;
 mod tfmc_side;
+mod tiers;
 mod torch;
 
 pub use machine::{Peak, measure_bandwidth, measure_peak};
 pub use tfmc_side::{TfmcResult, bench_tfmc};
+pub use tiers::{CompileTimes, compile_times, run_tiers};
 pub use torch::TorchResult;
 use table::*;
 use torch::*;
@@ -342,7 +347,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
     let mut tfmc: BTreeMap<&str, TfmcResult> = BTreeMap::new();
     let mut reference: BTreeMap<&str, TorchResult> = BTreeMap::new();
     for s in &selected {
-        match bench_tfmc(s, opts.iters, &lib) {
+        match bench_tfmc(s, opts.iters, &lib, crate::compile::JitBackend::Llvm) {
             Ok(r) => {
                 eprintln!(
                     "bench: {}: tfmc {} ms (median of {}, compile {:.2} s)",

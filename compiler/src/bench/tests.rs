@@ -141,7 +141,7 @@ fn small_shape_runs_and_is_finite() {
         e: 8,
         w: 5,
     };
-    let r = bench_tfmc(&s, 2, &lib_dir()).unwrap();
+    let r = bench_tfmc(&s, 2, &lib_dir(), crate::compile::JitBackend::Llvm).unwrap();
     assert!(!r.non_finite && r.median_ms >= 0.0 && r.iters >= 1, "{r:?}");
 }
 
@@ -169,3 +169,14 @@ fn full_benchmark() {
     }
 }
 
+
+/// Every lib kernel compiles on both tiers, with positive times.
+#[test]
+fn compile_times_cover_every_lib_kernel() {
+    let t = compile_times(&lib_dir(), 1).unwrap();
+    assert!(t.len() >= 17, "{} kernels", t.len());
+    for c in &t {
+        assert!(c.prepare_ms > 0.0 && c.llvm_ms > 0.0 && c.cranelift_ms > 0.0, "{c:?}");
+    }
+    assert!(t.iter().any(|c| c.name == "sdpa/sdpa"), "{:?}", t.iter().map(|c| &c.name).collect::<Vec<_>>());
+}

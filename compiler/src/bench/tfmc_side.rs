@@ -10,8 +10,7 @@ use tfmc_runtime::native::NativeTensor;
 use tfmc_runtime::{DType, Scalar};
 
 use super::*;
-use crate::backend::llvm::{Export, with_jit};
-use crate::compile::{CompileOptions, prepare};
+use crate::compile::{CompileOptions, JitBackend, prepare, with_jit};
 
 /// One shape's tfmc measurement.
 #[derive(Clone, Debug)]
@@ -20,7 +19,7 @@ pub struct TfmcResult {
     pub median_ms: f64,
     /// Timed calls.
     pub iters: usize,
-    /// Lowering + optimization + scheduling + LLVM JIT, seconds.
+    /// Lowering + optimization + scheduling + JIT code generation, seconds.
     pub compile_s: f64,
     /// Whether the output held NaN or infinity.
     pub non_finite: bool,
@@ -62,8 +61,8 @@ pub(super) fn calls_within_budget(iters: usize, warm: Duration) -> usize {
     iters.min(fit).max(1)
 }
 
-/// Compiles and times `shape` with tfmc (see the module docs).
-pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path) -> Result<TfmcResult, String> {
+/// Compiles `shape`'s kernel with `backend` and times it (see the module docs).
+pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, backend: JitBackend) -> Result<TfmcResult, String> {
     let (file, kernel) = shape.kind.kernel();
     let path = lib.join(file);
     let program =
@@ -83,15 +82,13 @@ pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path) -> Result<TfmcResult,
     let prepared = prepare(&program, kernel, &copts).map_err(|e| format!("{kernel}: {e}"))?;
     let manifest = &prepared.manifest;
     let symbol = manifest.symbol.clone();
-    let exports = [Export::new(&prepared.scheduled.func, symbol.clone())];
     with_jit(
-        &exports,
-        &copts.target,
-        |jit| -> Result<TfmcResult, String> {
+        backend,
+        std::slice::from_ref(&prepared),
+        &copts,
+        |lookup| -> Result<TfmcResult, String> {
             let compile_s = start.elapsed().as_secs_f64();
-            let entry = jit
-                .entry(&symbol)
-                .ok_or_else(|| format!("the JIT has no symbol '{symbol}'"))?;
+            let entry = lookup(&symbol).ok_or_else(|| format!("the JIT has no symbol '{symbol}'"))?;
             let inputs = [&q, &k, &v];
             let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
             let dims = bind_dims(manifest, &shapes).map_err(|e| e.to_string())?;
