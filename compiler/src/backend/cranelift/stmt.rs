@@ -16,7 +16,7 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use super::CraneliftError;
 use super::func::{BufBase, FnKind, Fx, PTR};
 use super::vectorize;
-use crate::schedule::kir::{Block, Buf, FailKind, Stmt, fail_code};
+use crate::schedule::kir::{Block, Buf, Const, Expr, FailKind, Stmt, fail_code};
 
 impl<'k> Fx<'_, 'k> {
     /// Lowers every statement of `block`.
@@ -36,12 +36,16 @@ impl<'k> Fx<'_, 'k> {
                 self.store_elem(*buf, i, v)
             }
             Stmt::For { var, lo, hi, body } => {
+                let known = match (lo, hi) {
+                    (Expr::Const(Const::I64(a)), Expr::Const(Const::I64(b))) => b.checked_sub(*a),
+                    _ => None,
+                };
                 let lo = self.expr(lo)?;
                 let hi = self.expr(hi)?;
                 if self.cx.simd
                     && let Some(plan) = vectorize::plan(self.f, *var, body)
                 {
-                    return self.vector_loop(*var, lo, hi, body, &plan);
+                    return self.vector_loop(*var, (lo, hi), known, body, &plan);
                 }
                 self.counted_loop(lo, hi, 1, |fx, i| {
                     fx.def_var(*var, i)?;

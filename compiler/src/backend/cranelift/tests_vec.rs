@@ -1,5 +1,6 @@
 //! Tests of the loop vectorizer: vectorized and `simd: false` code give identical bits on
-//! loops with remainders (n = 0, 1, 3, 4, 5, 67, and non-zero starts), reductions of every
+//! loops with remainders (n = 0, 1, 3, 4, 5, 67, and 16, 23, 37 for the unrolled loop; non-zero
+//! starts), reductions of every
 //! kind (NaN included), lane masks from affine comparisons (the attention tile's masking), the
 //! inline `exp` polynomial (casts, shifts, bitcasts), lane-by-lane libm calls and integer
 //! division, temporaries read after the loop; loops that must stay scalar are reported so and
@@ -98,7 +99,7 @@ fn remainders_and_reductions_match_scalar_code() {
     assert_eq!(vectorized(&f), [true]);
     // Small integers: every sum is exact in any order, so the bits must agree.
     let x: Vec<f32> = (0..80).map(|q| ((q * 37) % 23) as f32 - 11.0).collect();
-    for n in [0i64, 1, 3, 4, 5, 67] {
+    for n in [0i64, 1, 3, 4, 5, 16, 23, 37, 67] {
         for lo in [0i64, 2, 5] {
             let hi = lo + n;
             let (o, r) = same_bits(&f, &x, 80, lo, hi);

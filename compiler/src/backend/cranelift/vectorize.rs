@@ -68,7 +68,17 @@ pub(super) struct Plan {
     /// The temporaries (every other variable set in the body), set to their last lane's value
     /// after the vector loop.
     pub(super) temps: Vec<Var>,
+    /// Copies of the body per trip of the main vector loop: [`UNROLL`] for bodies of at most
+    /// [`SMALL_BODY`] expression nodes (memory-bound loops, where the loop's own instructions
+    /// matter), else 1 (compute-bound bodies gain little and would cost compile time).
+    pub(super) unroll: i64,
 }
+
+/// Copies of a small body per trip of the main vector loop.
+pub(super) const UNROLL: i64 = 4;
+
+/// The largest body (in expression nodes) that is unrolled.
+const SMALL_BODY: usize = 48;
 
 /// True for the lane types of vector code.
 pub(super) fn is_lane(t: Ty) -> bool {
@@ -291,7 +301,16 @@ fn analyze(f: &Func, var: Var, body: &Block) -> Result<Plan, String> {
     }
     let mut accs: Vec<Acc> = an.accs.into_values().collect();
     accs.sort_by_key(|a| a.var);
-    Ok(Plan { accs, temps })
+    let nodes: usize = body
+        .iter()
+        .map(|s| match s {
+            Stmt::Set { value, .. } => size(value),
+            Stmt::Store { index, value, .. } => size(index) + size(value),
+            _ => 0,
+        })
+        .sum();
+    let unroll = if nodes <= SMALL_BODY { UNROLL } else { 1 };
+    Ok(Plan { accs, temps, unroll })
 }
 
 /// `e` as a substituted form, unless too large to compare.

@@ -1,9 +1,15 @@
-//! Emitting a loop [`super::vectorize::plan`] accepted: `for var in lo..hi` becomes a vector
-//! loop over `lo..lo + floor((hi - lo) / 4) * 4`, 4 iterations per trip, then the scalar loop
-//! for the remainder.
+//! Emitting a loop [`super::vectorize::plan`] accepted: `for var in lo..hi` becomes
+//! - for a small body ([`Plan::unroll`] > 1: the memory-bound loops, where loop overhead
+//!   matters), a vector loop unrolled 4 times (16 iterations per trip, as 4 copies of the body,
+//!   each on 4 lanes) over `lo..lo + floor(n / 16) * 16`,
+//! - a vector loop of 4 iterations per trip over the whole vectors left,
+//! - the scalar loop for the remainder (`n mod 4` iterations),
+//!
+//! where `n = max(hi - lo, 0)`; loops a constant trip count proves empty are not emitted.
 //!
 //! Lane values ([`VV`]): uniform values stay scalars (computed as in scalar code and splatted
-//! where they meet vectors); affine `I64` values are their lane-0 scalar; varying values are
+//! where they meet vectors); affine `I64` values are a lane-0 scalar plus a constant (the
+//! unrolled copy's offset, folded into load and store offsets); varying values are
 //! `f32x4`/`i32x4`, a `Bool` lane an `i32` mask (all ones for true). Loads and stores at
 //! affine indices are one unaligned 16-byte access at the lane-0 element. A comparison of an
 //! affine value with a uniform one compares the exact lane values in two `i64x2` halves and
@@ -11,12 +17,13 @@
 //! through the scalar lowering (`super::expr`), so every lane computes exactly what the
 //! scalar loop would.
 //!
-//! Reductions: each accumulator gets a vector variable, all lanes the operation's identity
-//! (`-0.0` for `+`, `1` for `*`, `±inf` / the integer extremes for min/max, all ones / zero for
-//! and/or), updated lane-wise; after the vector loop the lanes are folded into the scalar
-//! accumulator in lane order (`acc ⊕ l0 ⊕ l1 ⊕ l2 ⊕ l3`), then the scalar remainder continues
-//! from it. Temporaries are set to their last lane after the vector loop, so code after the
-//! loop sees what the scalar loop would have left.
+//! Reductions: each accumulator gets one vector variable per unrolled copy (independent
+//! chains), all lanes the operation's identity (`-0.0` for `+`, `1` for `*`, `±inf` / the
+//! integer extremes for min/max, all ones / zero for and/or), updated lane-wise (the 4-lane
+//! loop continues copy 0's); after the vector loops the 16 partial results are folded into the
+//! scalar accumulator in order (copy 0 lanes 0..3, then copy 1, ...), then the scalar
+//! remainder continues from it. Temporaries are set to their last lane after each vector loop,
+//! so code after the loop sees what the scalar loop would have left.
 
 use std::collections::HashMap;
 
@@ -28,6 +35,7 @@ use super::CraneliftError;
 use super::expr::{contraction, float_cc, int_cc};
 use super::func::{Fx, mem};
 use super::vectorize::{LANES, Plan, acc_operand};
+
 use crate::schedule::kir::{BinOp, Block, Expr, Stmt, Ty, UnOp, Var};
 
 /// A value in vector code (see the module docs).
@@ -35,8 +43,8 @@ use crate::schedule::kir::{BinOp, Block, Expr, Stmt, Ty, UnOp, Var};
 enum VV {
     /// The same scalar in every lane.
     Uni(Value),
-    /// `I64`: lane `k` holds this scalar `+ k`.
-    Aff(Value),
+    /// `I64`: lane `k` holds this scalar `+` the constant `+ k`.
+    Aff(Value, i64),
     /// One value per lane.
     Vec(Value),
 }
@@ -56,68 +64,118 @@ struct VEnv {
 }
 
 impl<'k> Fx<'_, 'k> {
-    /// Emits `for var in lo..hi { body }` as planned (see the module docs).
+    /// Emits `for var in lo..hi { body }` as planned (see the module docs); `known` is the
+    /// trip count when the bounds are constants.
     pub(super) fn vector_loop(
         &mut self,
         var: Var,
-        lo: Value,
-        hi: Value,
+        (lo, hi): (Value, Value),
+        known: Option<i64>,
         body: &'k Block,
         plan: &Plan,
     ) -> Result<(), CraneliftError> {
-        // vhi = lo + floor((hi - lo) / LANES) * LANES, or lo when hi <= lo.
+        // v16 = lo + floor(n / (4 u)) * 4 u, v4 = lo + floor(n / 4) * 4, with n = max(hi - lo, 0).
+        let unroll = plan.unroll;
         let diff = self.b.ins().isub(hi, lo);
         let pos = self.b.ins().icmp(IntCC::SignedGreaterThan, hi, lo);
-        let whole = self.b.ins().band_imm_s(diff, -LANES);
         let zero = self.iconst(types::I64, 0);
-        let count = self.b.ins().select(pos, whole, zero);
-        let vhi = self.b.ins().iadd(lo, count);
-
-        let mut env = VEnv {
-            vals: HashMap::new(),
-            accs: HashMap::new(),
-        };
+        let mut ends = [lo; 2];
+        for (end, w) in ends.iter_mut().zip([LANES * unroll, LANES]) {
+            let whole = self.b.ins().band_imm_s(diff, -w);
+            let count = self.b.ins().select(pos, whole, zero);
+            *end = self.b.ins().iadd(lo, count);
+        }
+        let [v16, v4] = ends;
+        let mut accs = Vec::with_capacity(plan.accs.len());
         for acc in &plan.accs {
             let vt = vec_ty(acc.ty);
-            let var = self.b.declare_var(vt);
             let id = self.identity(acc.op, acc.ty);
             let v = self.b.ins().splat(vt, id);
-            self.def_variable(var, v)?;
-            env.accs.insert(acc.var, var);
+            let mut copies = Vec::with_capacity(unroll as usize);
+            for _ in 0..unroll {
+                let var = self.b.declare_var(vt);
+                self.def_variable(var, v)?;
+                copies.push(var);
+            }
+            accs.push(copies);
         }
+        let n = known.map(|n| n.max(0));
+        let single_lo = if unroll > 1 {
+            if n.is_none_or(|n| n >= LANES * unroll) {
+                self.vector_trips(var, (lo, v16), unroll, body, plan, &accs)?;
+            }
+            v16
+        } else {
+            lo
+        };
+        if n.is_none_or(|n| n % (LANES * unroll) >= LANES || unroll == 1 && n >= LANES) {
+            self.vector_trips(var, (single_lo, v4), 1, body, plan, &accs)?;
+        }
+        for (acc, copies) in plan.accs.iter().zip(&accs) {
+            let mut r = self.use_var(acc.var)?;
+            for &copy in copies {
+                let v = self.use_variable(copy)?;
+                for k in 0..LANES as u8 {
+                    let lane = self.lane(v, acc.ty, k);
+                    r = self.binary(acc.op, acc.ty, r, lane)?;
+                }
+            }
+            self.def_var(acc.var, r)?;
+        }
+        if n.is_some_and(|n| n % LANES == 0) {
+            return Ok(());
+        }
+        self.counted_loop(v4, hi, 1, |fx, i| {
+            fx.def_var(var, i)?;
+            fx.stmts(body)
+        })
+    }
+
+    /// A vector loop over `lo..hi` (a multiple of `4 * copies` apart), `copies` copies of the
+    /// body per trip; accumulator `a`'s copy `k` is `accs[a][k]`.
+    fn vector_trips(
+        &mut self,
+        var: Var,
+        (lo, hi): (Value, Value),
+        copies: i64,
+        body: &Block,
+        plan: &Plan,
+        accs: &[Vec<Variable>],
+    ) -> Result<(), CraneliftError> {
         let ctr = self.b.declare_var(types::I64);
         self.def_variable(ctr, lo)?;
         let bb = self.block();
         let done = self.block();
         let after = self.block();
-        let go = self.b.ins().icmp(IntCC::SignedLessThan, lo, vhi);
+        let go = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
         self.b.ins().brif(go, bb, &[], after, &[]);
         self.b.switch_to_block(bb);
         let i = self.use_variable(ctr)?;
-        env.vals.insert(var, VV::Aff(i));
-        for s in body {
-            self.vstmt(&mut env, s)?;
+        let mut env = VEnv {
+            vals: HashMap::new(),
+            accs: HashMap::new(),
+        };
+        for k in 0..copies {
+            env.vals.clear();
+            env.vals.insert(var, VV::Aff(i, k * LANES));
+            for (acc, vars) in plan.accs.iter().zip(accs) {
+                env.accs.insert(acc.var, vars[k as usize]);
+            }
+            for s in body {
+                self.vstmt(&mut env, s)?;
+            }
         }
-        let next = self.b.ins().iadd_imm_s(i, LANES);
+        let next = self.b.ins().iadd_imm_s(i, copies * LANES);
         self.def_variable(ctr, next)?;
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, next, vhi);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, next, hi);
         self.b.ins().brif(more, bb, &[], done, &[]);
         self.b.seal_block(bb);
         self.b.seal_block(done);
         self.b.switch_to_block(done);
-        for acc in &plan.accs {
-            let v = self.use_variable(env.accs[&acc.var])?;
-            let mut r = self.use_var(acc.var)?;
-            for k in 0..LANES as u8 {
-                let lane = self.lane(v, acc.ty, k);
-                r = self.binary(acc.op, acc.ty, r, lane)?;
-            }
-            self.def_var(acc.var, r)?;
-        }
         for &t in &plan.temps {
             let last = match env.vals.get(&t) {
                 Some(VV::Uni(x)) => *x,
-                Some(VV::Aff(x)) => self.b.ins().iadd_imm_s(*x, LANES - 1),
+                Some(VV::Aff(x, off)) => self.b.ins().iadd_imm_s(*x, off + LANES - 1),
                 Some(VV::Vec(x)) => self.lane(*x, self.f.var(t).ty, LANES as u8 - 1),
                 None => return Err(self.internal("a temporary of a vector loop without a value")),
             };
@@ -126,10 +184,7 @@ impl<'k> Fx<'_, 'k> {
         self.b.ins().jump(after, &[]);
         self.b.seal_block(after);
         self.b.switch_to_block(after);
-        self.counted_loop(vhi, hi, 1, |fx, i| {
-            fx.def_var(var, i)?;
-            fx.stmts(body)
-        })
+        Ok(())
     }
 
     /// Lane `k` of vector `v` with lanes of type `t`, as a scalar (`Bool`: `i8` 0/1).
@@ -177,14 +232,14 @@ impl<'k> Fx<'_, 'k> {
                 Ok(())
             }
             Stmt::Store { buf, index, value } => {
-                let VV::Aff(i) = self.vexpr(env, index)? else {
+                let VV::Aff(i, off) = self.vexpr(env, index)? else {
                     return Err(self.internal("a vector store at a non-affine index"));
                 };
                 let t = self.f.buf(*buf).elem;
                 let v = self.vexpr(env, value)?;
                 let v = self.to_vec(v, t)?;
-                let a = self.addr(*buf, i)?;
-                self.b.ins().store(mem(), v, a, 0);
+                let (a, off) = self.vaddr(*buf, i, off)?;
+                self.b.ins().store(mem(), v, a, off);
                 Ok(())
             }
             _ => Err(self.internal("a vector loop body that is not straight-line")),
@@ -201,8 +256,21 @@ impl<'k> Fx<'_, 'k> {
                 self.b.ins().splat(types::I32X4, m)
             }
             VV::Uni(x) => self.b.ins().splat(vec_ty(t), x),
-            VV::Aff(_) => return Err(self.internal("an i64 lane value used as a vector")),
+            VV::Aff(..) => return Err(self.internal("an i64 lane value used as a vector")),
         })
+    }
+
+    /// The address of element `i + off` of `buf`, as a base and a byte offset (folded into the
+    /// access when it fits).
+    fn vaddr(&mut self, buf: crate::schedule::kir::Buf, i: Value, off: i64) -> Result<(Value, i32), CraneliftError> {
+        let bytes = off * self.f.buf(buf).elem.size() as i64;
+        match i32::try_from(bytes) {
+            Ok(b) => Ok((self.addr(buf, i)?, b)),
+            Err(_) => {
+                let i = self.b.ins().iadd_imm_s(i, off);
+                Ok((self.addr(buf, i)?, 0))
+            }
+        }
     }
 
     /// A 128-bit constant of type `ty` from little-endian bytes.
@@ -232,9 +300,9 @@ impl<'k> Fx<'_, 'k> {
             }
             Expr::Load { buf, index } => match self.vexpr(env, index)? {
                 VV::Uni(i) => VV::Uni(self.load_elem(*buf, i)?),
-                VV::Aff(i) => {
-                    let a = self.addr(*buf, i)?;
-                    VV::Vec(self.b.ins().load(vec_ty(f.buf(*buf).elem), mem(), a, 0))
+                VV::Aff(i, off) => {
+                    let (a, off) = self.vaddr(*buf, i, off)?;
+                    VV::Vec(self.b.ins().load(vec_ty(f.buf(*buf).elem), mem(), a, off))
                 }
                 VV::Vec(_) => return Err(self.internal("a gather in a vector loop")),
             },
@@ -243,7 +311,7 @@ impl<'k> Fx<'_, 'k> {
                 match self.vexpr(env, x)? {
                     VV::Uni(v) => VV::Uni(self.unary(*op, t, v)?),
                     VV::Vec(v) => VV::Vec(self.vunary(*op, t, v)?),
-                    VV::Aff(_) => return Err(self.internal("a unary operation on an i64 lane value")),
+                    VV::Aff(..) => return Err(self.internal("a unary operation on an i64 lane value")),
                 }
             }
             Expr::Binary { op, a, b, .. } => {
@@ -287,8 +355,9 @@ impl<'k> Fx<'_, 'k> {
                 let from = f.ty(x);
                 match self.vexpr(env, x)? {
                     VV::Uni(v) => VV::Uni(self.cast(from, *to, v)?),
-                    VV::Aff(v) if *to == Ty::I64 => VV::Aff(v),
-                    VV::Aff(v) => {
+                    v @ VV::Aff(..) if *to == Ty::I64 => v,
+                    VV::Aff(v, off) => {
+                        let v = self.b.ins().iadd_imm_s(v, off);
                         // Truncation commutes with + k: lane k of i32(base + k) is i32(base) + k.
                         let low = self.b.ins().ireduce(types::I32, v);
                         let s = self.b.ins().splat(types::I32X4, low);
@@ -314,14 +383,17 @@ impl<'k> Fx<'_, 'k> {
         use BinOp::*;
         Ok(match (a, b, op) {
             (VV::Uni(x), VV::Uni(y), _) => VV::Uni(self.binary(op, t, x, y)?),
-            (VV::Aff(x), VV::Uni(y), Add) | (VV::Uni(y), VV::Aff(x), Add) => VV::Aff(self.b.ins().iadd(x, y)),
-            (VV::Aff(x), VV::Uni(y), Sub) => VV::Aff(self.b.ins().isub(x, y)),
-            (VV::Aff(x), VV::Aff(y), Sub) => VV::Uni(self.b.ins().isub(x, y)),
-            (VV::Aff(_), VV::Uni(_), _) | (VV::Uni(_), VV::Aff(_), _) => {
+            (VV::Aff(x, o), VV::Uni(y), Add) | (VV::Uni(y), VV::Aff(x, o), Add) => VV::Aff(self.b.ins().iadd(x, y), o),
+            (VV::Aff(x, o), VV::Uni(y), Sub) => VV::Aff(self.b.ins().isub(x, y), o),
+            (VV::Aff(x, ox), VV::Aff(y, oy), Sub) => {
+                let d = self.b.ins().isub(x, y);
+                VV::Uni(self.b.ins().iadd_imm_s(d, ox - oy))
+            }
+            (VV::Aff(..), VV::Uni(_), _) | (VV::Uni(_), VV::Aff(..), _) => {
                 let cc = int_cc(op, false).ok_or_else(|| self.internal(format!("{op:?} of an i64 lane value")))?;
                 VV::Vec(self.affine_mask(cc, a, b)?)
             }
-            (VV::Aff(_), _, _) | (_, VV::Aff(_), _) => {
+            (VV::Aff(..), _, _) | (_, VV::Aff(..), _) => {
                 return Err(self.internal(format!("{op:?} of i64 lane values")));
             }
             (x, VV::Uni(y), Shl) => {
@@ -459,9 +531,9 @@ impl<'k> Fx<'_, 'k> {
     fn i64_lanes(&mut self, v: VV, first: i64) -> Result<Value, CraneliftError> {
         match v {
             VV::Uni(x) => Ok(self.b.ins().splat(types::I64X2, x)),
-            VV::Aff(x) => {
+            VV::Aff(x, o) => {
                 let s = self.b.ins().splat(types::I64X2, x);
-                let off = self.vconst_i64([first, first + 1]);
+                let off = self.vconst_i64([o + first, o + first + 1]);
                 Ok(self.b.ins().iadd(s, off))
             }
             VV::Vec(_) => Err(self.internal("an affine comparison with a vector")),
