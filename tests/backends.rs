@@ -6,7 +6,7 @@
 //! interpreter fails must fail on the backend too.
 //!
 //! The suite is written once ([`suite!`]) and instantiated per backend (a module each:
-//! `llvm::…`, `cranelift::…`, …), so a new backend gets every test by one line.
+//! `llvm::…`, `cranelift::…`, `gpu_emulation::…`, `cuda::…`), so a new backend gets every test by one line.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +19,10 @@ use tfmc_runtime::{Scalar, Tensor};
 enum Backend {
     /// A JIT backend.
     Jit(JitBackend),
+    /// The CUDA path (GPU schedule, NVPTX lowering, launch protocol) emulated on the CPU.
+    GpuEmulation,
+    /// The CUDA path on device 0 (the tests print `SKIP: no CUDA device` without one).
+    Cuda,
 }
 
 /// Runs `kernel` of `program` on `backend`.
@@ -33,7 +37,19 @@ fn run_on(
         Backend::Jit(b) => run_jit(b, program, kernel, inputs, params, &CompileOptions::default())
             .map(|r| r.outputs)
             .map_err(|e| e.to_string()),
+        Backend::GpuEmulation => tfmc::gpu::run_emulated(program, kernel, inputs, params, &CompileOptions::default()).map_err(|e| e.to_string()),
+        Backend::Cuda => tfmc::gpu::run_cuda(program, kernel, inputs, params, &CompileOptions::default(), tfmc::gpu::DEFAULT_SM)
+            .map_err(|e| e.to_string()),
     }
+}
+
+/// False (after printing a SKIP line) when `backend` needs a CUDA device and there is none.
+fn available(backend: Backend, test: &str) -> bool {
+    if matches!(backend, Backend::Cuda) && tfmc_runtime::cuda::device_count().unwrap_or(0) == 0 {
+        eprintln!("SKIP: no CUDA device ({test})");
+        return false;
+    }
+    true
 }
 
 /// fp32 against f64: relative to the output's magnitude.
@@ -232,37 +248,50 @@ fn golden_programs_match_the_interpreter(backend: Backend) {
 
 /// The suite, instantiated for one backend.
 macro_rules! suite {
-    ($name:ident, $backend:expr) => {
+    ($name:ident, $backend:expr, $sets:expr) => {
         mod $name {
             use super::*;
 
             #[test]
             fn lib_kernels_match_the_interpreter() {
-                super::lib_kernels_match_the_interpreter($backend, &dim_sets());
+                if available($backend, "lib kernels") {
+                    super::lib_kernels_match_the_interpreter($backend, $sets);
+                }
             }
 
             #[test]
             fn golden_programs_match_the_interpreter() {
-                super::golden_programs_match_the_interpreter($backend);
+                if available($backend, "golden programs") {
+                    super::golden_programs_match_the_interpreter($backend);
+                }
             }
 
             #[test]
             fn large_logits_and_fully_masked_rows() {
-                super::large_logits_and_fully_masked_rows($backend);
+                if available($backend, "large logits") {
+                    super::large_logits_and_fully_masked_rows($backend);
+                }
             }
 
             #[test]
             fn partial_output_read_by_a_later_statement() {
-                super::partial_output_read_by_a_later_statement($backend);
+                if available($backend, "partial output") {
+                    super::partial_output_read_by_a_later_statement($backend);
+                }
             }
 
             #[test]
             fn integer_functions_in_a_user_combine() {
-                super::integer_functions_in_a_user_combine($backend);
+                if available($backend, "user combine") {
+                    super::integer_functions_in_a_user_combine($backend);
+                }
             }
         }
     };
 }
 
-suite!(llvm, Backend::Jit(JitBackend::Llvm));
-suite!(cranelift, Backend::Jit(JitBackend::Cranelift));
+suite!(llvm, Backend::Jit(JitBackend::Llvm), &dim_sets());
+suite!(cranelift, Backend::Jit(JitBackend::Cranelift), &dim_sets());
+// The emulation runs one GPU thread at a time: the three smaller shape sets.
+suite!(gpu_emulation, Backend::GpuEmulation, &dim_sets()[..3]);
+suite!(cuda, Backend::Cuda, &dim_sets());

@@ -21,6 +21,8 @@ use tfmc_runtime::{Scalar, Tensor};
 ///   tfmc explain lib/sdpa.tfm --kernel sdpa --dims P=4096,M=4096
 ///   tfmc run lib/sdpa.tfm --kernel sdpa --inputs in.npz --out out.npz --backend llvm
 ///   tfmc build lib/sdpa.tfm -o libsdpa.so        (also writes libsdpa.h)
+///   tfmc build lib/sdpa.tfm --target cuda --sm 90 -o sdpa.ptx
+///   tfmc run lib/sdpa.tfm --kernel sdpa --inputs in.npz --out out.npz --backend cuda
 ///   tfmc watch my_variant.tfm -k attn --dims B=1,H=2,P=64,M=64,E=16,F=16 --check
 #[derive(Parser, Debug)]
 #[command(name = "tfmc", version, verbatim_doc_comment)]
@@ -101,7 +103,8 @@ enum Command {
     Build {
         /// The `.tfm` file.
         file: PathBuf,
-        /// Output library (default: `lib<file stem>.so` in the current directory).
+        /// Output library (default: `lib<file stem>.so`, or `<file stem>.ptx` for `--target cuda`,
+        /// in the current directory).
         #[arg(long, short)]
         out: Option<PathBuf>,
         /// Fix a param's default at build time: `--param W=128` (repeatable; callers may
@@ -110,9 +113,14 @@ enum Command {
         params: Vec<String>,
         #[command(flatten)]
         target: TargetArgs,
+        /// What to build for: `cpu` (a shared library for this machine or `--target-cpu`) or
+        /// `cuda` (a PTX artifact for `--sm`: PTX text with the manifest on its last line,
+        /// loaded by the runtime's `CudaArtifact` or `tfmc-cuda-run`).
+        #[arg(long = "target", value_enum, default_value_t = BuildTarget::Cpu)]
+        build_target: BuildTarget,
         /// Print a code-generation stage to stdout instead of writing the library: `kir`
-        /// (the scheduled loop nests), `llvm` (optimized LLVM IR), `asm` (assembly) or `clif`
-        /// (Cranelift IR).
+        /// (the scheduled loop nests), `llvm` (optimized LLVM IR), `asm` (assembly), `clif`
+        /// (Cranelift IR) or `ptx` (CUDA, for `--sm`).
         #[arg(long, value_enum)]
         emit: Option<CodeStage>,
         /// With `--emit`: only this kernel.
@@ -213,13 +221,18 @@ enum Backend {
     Llvm,
     /// Compiled code: Cranelift, JIT-compiled for this machine (compiles in milliseconds).
     Cranelift,
+    /// Compiled to PTX and run on CUDA device 0 (`--sm` picks the architecture).
+    Cuda,
+    /// The CUDA path's kernels and launch protocol emulated on this CPU, one GPU thread at a
+    /// time (for checking GPU code without a GPU; slow).
+    GpuEmu,
 }
 
 impl Backend {
     /// The JIT backend, if this is one.
     fn jit(self) -> Option<tfmc::compile::JitBackend> {
         match self {
-            Backend::Interp => None,
+            Backend::Interp | Backend::Cuda | Backend::GpuEmu => None,
             Backend::Llvm => Some(tfmc::compile::JitBackend::Llvm),
             Backend::Cranelift => Some(tfmc::compile::JitBackend::Cranelift),
         }
@@ -237,6 +250,15 @@ enum Torch {
     Install,
 }
 
+/// What `tfmc build` builds for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BuildTarget {
+    /// A shared library for a CPU.
+    Cpu,
+    /// A PTX artifact for NVIDIA GPUs.
+    Cuda,
+}
+
 /// Code-generation stages `tfmc build --emit` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum CodeStage {
@@ -248,6 +270,8 @@ enum CodeStage {
     Asm,
     /// Cranelift IR as translated (vector loops as f32x4).
     Clif,
+    /// PTX for the GPU (`--sm`), with the GPU schedule.
+    Ptx,
 }
 
 /// Target selection for compiled code.
@@ -259,6 +283,9 @@ struct TargetArgs {
     /// LLVM optimization level 0..3.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
     opt_level: u8,
+    /// GPU architecture for CUDA code: `--sm 90` is sm_90 (H100/H200), 80 is sm_80 (A100).
+    #[arg(long, default_value_t = tfmc::gpu::DEFAULT_SM)]
+    sm: u32,
 }
 
 impl TargetArgs {
@@ -325,6 +352,14 @@ pub fn run(cli: Cli) -> Result<(), String> {
                     let jit = backend.jit().expect("a JIT backend (matched above)");
                     tfmc::compile::run_jit(jit, &program, &kernel, &inputs, &params, &opts).map_err(|e| format!("error: {e}\n"))?.outputs
                 }
+                Backend::Cuda => {
+                    let opts = target.options(BTreeMap::new());
+                    tfmc::gpu::run_cuda(&program, &kernel, &inputs, &params, &opts, target.sm).map_err(|e| format!("error: {e}\n"))?
+                }
+                Backend::GpuEmu => {
+                    let opts = target.options(BTreeMap::new());
+                    tfmc::gpu::run_emulated(&program, &kernel, &inputs, &params, &opts).map_err(|e| format!("error: {e}\n"))?
+                }
             };
             tfmc_runtime::write_npz(&out, &outputs).map_err(|e| format!("error: {e}\n"))?;
             print_summary(&outputs, &out);
@@ -351,16 +386,23 @@ pub fn run(cli: Cli) -> Result<(), String> {
             out(&text);
             Ok(())
         }
-        Command::Build { file, out: dest, params, target, emit, kernel } => {
+        Command::Build { file, out: dest, params, target, build_target, emit, kernel } => {
             let program = load(&file, None)?;
             let opts = target.options(parse_params(&params)?);
             if let Some(stage) = emit {
-                return emit_code(&program, stage, kernel.as_deref(), &opts);
+                return emit_code(&program, stage, kernel.as_deref(), &opts, target.sm);
             }
-            let dest = dest.unwrap_or_else(|| {
-                let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "tfmc".to_string());
-                PathBuf::from(format!("lib{stem}.so"))
-            });
+            let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "tfmc".to_string());
+            if build_target == BuildTarget::Cuda {
+                let dest = dest.unwrap_or_else(|| PathBuf::from(format!("{stem}.ptx")));
+                let kernels = tfmc::gpu::build_cuda(&program, &dest, &opts, target.sm).map_err(|e| format!("error: {e}\n"))?;
+                for k in &kernels {
+                    out(&format!("{} -> {}_prep, {} segment(s)\n", k.manifest.name, k.manifest.symbol, k.manifest.gpu.as_ref().map_or(0, |g| g.segments)));
+                }
+                out(&format!("wrote {} (sm_{})\n", dest.display(), target.sm));
+                return Ok(());
+            }
+            let dest = dest.unwrap_or_else(|| PathBuf::from(format!("lib{stem}.so")));
             let kernels = tfmc::compile::build(&program, &dest, &opts).map_err(|e| format!("error: {e}\n"))?;
             for k in &kernels {
                 out(&format!("{} -> {}\n", k.manifest.name, k.manifest.symbol));
@@ -409,7 +451,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 out(&r.report);
                 return if r.ok { Ok(()) } else { Err(String::new()) };
             }
-            tfmc::watch::watch(&cfg, out, None).map(|()| ())
+            tfmc::watch::watch(&cfg, out, None)
         }
         Command::Inputs { file, kernel, dims, seed, out } => {
             let program = load(&file, None)?;
@@ -423,7 +465,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// Prints a code-generation stage of every kernel (or one) of `program`.
-fn emit_code(program: &tfmc::Program, stage: CodeStage, only: Option<&str>, opts: &tfmc::compile::CompileOptions) -> Result<(), String> {
+fn emit_code(program: &tfmc::Program, stage: CodeStage, only: Option<&str>, opts: &tfmc::compile::CompileOptions, sm: u32) -> Result<(), String> {
+    if stage == CodeStage::Ptx {
+        // The GPU has its own schedule: prepared by the CUDA pipeline.
+        out(&tfmc::gpu::emit_ptx(program, only, opts, sm).map_err(|e| format!("error: {e}\n"))?);
+        return Ok(());
+    }
     // An unknown `--kernel` fails in `prepare`, naming the program's kernels.
     let names: Vec<&str> = match only {
         Some(k) => vec![k],
@@ -439,6 +486,7 @@ fn emit_code(program: &tfmc::Program, stage: CodeStage, only: Option<&str>, opts
         CodeStage::Llvm => tfmc::backend::llvm::emit_llvm(&exports, &opts.target).map_err(|e| format!("error: {e}\n"))?,
         CodeStage::Asm => tfmc::backend::llvm::emit_asm(&exports, &opts.target).map_err(|e| format!("error: {e}\n"))?,
         CodeStage::Clif => tfmc::backend::cranelift::emit_clif(&exports, &opts.cranelift).map_err(|e| format!("error: {e}\n"))?,
+        CodeStage::Ptx => unreachable!("PTX returned above"),
     };
     out(&text);
     Ok(())

@@ -89,29 +89,13 @@ pub fn cuda_manifest(kernels: &[Prepared], sm: u32) -> Result<Manifest, CompileE
     })
 }
 
-/// PTX for every kernel of `program`, for `sm_{sm}`.
-pub fn emit_ptx(program: &Program, opts: &CompileOptions, sm: u32) -> Result<String, CompileError> {
-    let kernels = prepare_all(program, opts)?;
+/// PTX for every kernel of `program` (or only kernel `only`), for `sm_{sm}`.
+pub fn emit_ptx(program: &Program, only: Option<&str>, opts: &CompileOptions, sm: u32) -> Result<String, CompileError> {
+    let kernels = match only {
+        Some(name) => vec![prepare_gpu(program, name, opts)?],
+        None => prepare_all(program, opts)?,
+    };
     Ok(nvptx::emit_ptx(&exports(&kernels), &nvptx_options(opts, sm))?)
-}
-
-/// `text` with every non-ASCII character written as JSON `\uXXXX` escapes (UTF-16 units):
-/// ptxas and the CUDA driver reject non-ASCII bytes even in comments, and the manifest line's
-/// JSON (doc comments, site descriptions) may hold them. PTX itself is ASCII, so only JSON
-/// strings are touched, where the escape means the same character.
-fn ascii_only(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_ascii() {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for u in c.encode_utf16(&mut units) {
-                out.push_str(&format!("\\u{u:04x}"));
-            }
-        }
-    }
-    out
 }
 
 /// Compiles every kernel of `program` for `sm_{sm}` into the PTX artifact `out` (PTX text and
@@ -125,7 +109,7 @@ pub fn build_cuda(
     let kernels = prepare_all(program, opts)?;
     let ptx = nvptx::emit_ptx(&exports(&kernels), &nvptx_options(opts, sm))?;
     let m = cuda_manifest(&kernels, sm)?;
-    let text = ascii_only(&tfmc_runtime::manifest::ptx_with_manifest(&ptx, &m));
+    let text = tfmc_runtime::manifest::ptx_with_manifest(&ptx, &m);
     tfmc_runtime::write_file_atomically(out, text.as_bytes()).map_err(|error| CompileError::Io {
         path: out.display().to_string(),
         error,

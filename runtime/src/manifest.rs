@@ -22,6 +22,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -421,7 +422,19 @@ pub fn ptx_with_manifest(ptx: &str, m: &Manifest) -> String {
         out.push('\n');
     }
     out.push_str(PTX_MANIFEST_PREFIX);
-    out.push_str(&json);
+    // ptxas and the CUDA driver reject non-ASCII bytes even in comments; doc comments and
+    // site texts may hold them (`Kᵀ`). A JSON `\uXXXX` escape (UTF-16 units) means the same
+    // character, so the manifest reads back identical.
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{u:04x}");
+            }
+        }
+    }
     out.push('\n');
     out
 }

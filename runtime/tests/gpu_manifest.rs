@@ -55,6 +55,18 @@ fn ptx_round_trip() {
     assert_eq!(text.lines().count(), PTX.lines().count() + 1);
 }
 
+/// ptxas and the driver reject non-ASCII bytes anywhere: the manifest line is ASCII (JSON
+/// escapes), and reads back with the original characters (including outside the BMP).
+#[test]
+fn ptx_manifest_line_is_ascii() {
+    let mut m = cuda_manifest();
+    m.kernels[0].doc = "O = softmax(Q Kᵀ) V — 𝔼[x]".to_string();
+    let text = ptx_with_manifest(PTX, &m);
+    assert!(text.is_ascii(), "{text}");
+    assert!(text.contains(r"K\u1d40"), "{text}");
+    assert_eq!(manifest_from_ptx(&text).unwrap(), m);
+}
+
 #[test]
 fn ptx_manifest_errors() {
     let m = cuda_manifest();
