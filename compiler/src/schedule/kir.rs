@@ -33,6 +33,23 @@
 //!   zero and saturates (NaN gives 0). Float ops may be contracted into FMAs; a `Binary`
 //!   with `reassoc` may also be reassociated (the schedule sets it only on reduction
 //!   accumulators, where the result is documented to be order-dependent).
+//!
+//! **GPU dialect** ([`gpu`]; NVPTX only, rejected by `validate::check`, accepted by
+//! `validate::check_gpu`). Spelled with reserved names on existing constructs, so the CPU
+//! backends' exhaustive matches stay as they are:
+//! The names contain `:`, which no identifier of the language does, so no CPU kernel has them.
+//! - a *block parallel*: a [`Stmt::Parallel`] whose variable is named `gpu:block/T` (`T` a
+//!   decimal `u32`, a multiple of 32): each iteration is a block of `T` threads that run the
+//!   body concurrently, each with the variable named [`gpu::THREAD`] (`I64`, never set) equal
+//!   to its index in `0..T`. Every thread runs the same iterations, and variables are private
+//!   to a thread. A kernel's block parallels all have the same `T`.
+//! - a *barrier*: `Set` of the `Bool` variable named [`gpu::BARRIER`] (value `true`): every
+//!   thread of the block waits there until all have arrived (`bar.sync 0`). Only inside a block
+//!   parallel, at block-uniform control flow (every thread reaches it the same number of times).
+//! - *shared memory*: a [`BufKind::Stack`] buffer named `gpu:shared.*`, one array per block of a
+//!   block parallel, visible to all its threads (ordered by barriers); used only in block
+//!   parallels.
+//! - no `Fail` inside a block parallel (a thread leaving early would strand a barrier).
 
 use std::fmt;
 
@@ -462,5 +479,54 @@ impl Func {
     /// The declaration of `b`.
     pub fn buf(&self, b: Buf) -> &BufDecl {
         &self.bufs[b.0 as usize]
+    }
+}
+
+/// Reserved names of the GPU dialect (see the module docs).
+pub mod gpu {
+    use super::{BufKind, Func, Var};
+
+    /// Prefix of a block parallel's variable name (`gpu:block/128`).
+    pub const BLOCK_PREFIX: &str = "gpu:block/";
+    /// Name of the thread-index variable.
+    pub const THREAD: &str = "gpu:thread";
+    /// Name of the barrier variable.
+    pub const BARRIER: &str = "gpu:barrier";
+    /// Prefix of a shared buffer's name.
+    pub const SHARED_PREFIX: &str = "gpu:shared.";
+
+    /// The name of a block parallel's variable for blocks of `threads` threads.
+    pub fn block_var_name(threads: u32) -> String {
+        format!("{BLOCK_PREFIX}{threads}")
+    }
+
+    /// The threads per block if `v` is a block parallel's variable.
+    pub fn block_threads(f: &Func, v: Var) -> Option<u32> {
+        f.vars.get(v.0 as usize)?.name.strip_prefix(BLOCK_PREFIX)?.parse().ok()
+    }
+
+    /// True if `v` is the thread-index variable.
+    pub fn is_thread(f: &Func, v: Var) -> bool {
+        f.vars.get(v.0 as usize).is_some_and(|d| d.name == THREAD)
+    }
+
+    /// True if `v` is the barrier variable.
+    pub fn is_barrier(f: &Func, v: Var) -> bool {
+        f.vars.get(v.0 as usize).is_some_and(|d| d.name == BARRIER)
+    }
+
+    /// The element count if buffer `b` is a shared buffer.
+    pub fn shared_len(f: &Func, b: super::Buf) -> Option<u32> {
+        let d = f.bufs.get(b.0 as usize)?;
+        match d.kind {
+            BufKind::Stack(n) if d.name.starts_with(SHARED_PREFIX) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// True if `f` uses any construct of the GPU dialect.
+    pub fn uses_dialect(f: &Func) -> bool {
+        f.vars.iter().any(|d| d.name.starts_with(BLOCK_PREFIX) || d.name == THREAD || d.name == BARRIER)
+            || (0..f.bufs.len()).any(|i| shared_len(f, super::Buf(i as u32)).is_some())
     }
 }

@@ -13,10 +13,46 @@
 //! Invariant established: every `Var`/`Buf` index is in range and every expression has a
 //! type per [`kir::Func::ty`], so `Func::ty`, `Func::var` and `Func::buf` cannot panic later.
 
-use crate::schedule::kir::{BinOp, BufKind, Expr, Func, Stmt, Ty, UnOp, Var};
+use crate::schedule::kir::{BinOp, BufKind, Expr, Func, Stmt, Ty, UnOp, Var, gpu};
 
-/// Checks `f`; the error says what is wrong (a backend wraps it with the kernel's name).
+/// Checks `f` for a CPU backend; the error says what is wrong (a backend wraps it with the
+/// kernel's name). The GPU dialect (`kir::gpu`) is rejected.
 pub fn check(f: &Func) -> Result<(), String> {
+    check_with(f, false)
+}
+
+/// Checks `f` for the NVPTX backend: [`check`]'s rules, plus the GPU dialect's (`kir` module
+/// docs): block parallels have one thread count, a positive multiple of 32, for the whole
+/// kernel; the thread variable is `I64`, never set and read only inside block parallels; the
+/// barrier variable is `Bool` and set (to `true`) only inside block parallels; shared buffers
+/// are used only inside block parallels; no `Fail` inside a block parallel. (That barriers sit
+/// at block-uniform control flow is the schedule's promise; it is not checked.)
+pub fn check_gpu(f: &Func) -> Result<(), String> {
+    check_with(f, true)
+}
+
+fn check_with(f: &Func, gpu_dialect: bool) -> Result<(), String> {
+    if !gpu_dialect && gpu::uses_dialect(f) {
+        return Err("the kernel uses the GPU dialect (block parallels, barriers or shared memory), which only the NVPTX backend runs".into());
+    }
+    let mut threads = None;
+    for (i, d) in f.vars.iter().enumerate() {
+        let v = Var(i as u32);
+        if d.name.starts_with(gpu::BLOCK_PREFIX) {
+            let t = gpu::block_threads(f, v).filter(|t| *t > 0 && t % 32 == 0);
+            let t = t.ok_or_else(|| format!("block parallel variable '{}' does not name a positive multiple of 32 threads", d.name))?;
+            if threads.is_some_and(|x| x != t) {
+                return Err(format!("block parallels of {} and {t} threads in one kernel", threads.unwrap_or(t)));
+            }
+            threads = Some(t);
+        }
+        if gpu::is_thread(f, v) && d.ty != Ty::I64 {
+            return Err("the thread variable is not i64".into());
+        }
+        if gpu::is_barrier(f, v) && d.ty != Ty::Bool {
+            return Err("the barrier variable is not bool".into());
+        }
+    }
     for (i, v) in f.vars.iter().enumerate() {
         if matches!(v.ty, Ty::F16 | Ty::BF16) {
             return Err(format!("variable {i} ('{}') has memory-only type {}", v.name, v.ty));
@@ -29,7 +65,7 @@ pub fn check(f: &Func) -> Result<(), String> {
             return Err(format!("buffer {i} ('{}') is argument {a} of {}", b.name, f.n_args));
         }
     }
-    let cx = Cx { f };
+    let cx = Cx { f, in_block: std::cell::Cell::new(false) };
     for &d in &f.dims {
         if cx.var(d)? != Ty::I64 {
             return Err(format!("dim variable {} is not i64", d.0));
@@ -43,6 +79,8 @@ pub fn check(f: &Func) -> Result<(), String> {
 
 struct Cx<'a> {
     f: &'a Func,
+    /// Inside a block parallel (GPU dialect).
+    in_block: std::cell::Cell<bool>,
 }
 
 impl Cx<'_> {
@@ -59,6 +97,14 @@ impl Cx<'_> {
             .bufs
             .get(b.0 as usize)
             .ok_or_else(|| format!("buffer {} out of range", b.0))
+    }
+
+    /// A shared buffer is only used inside a block parallel.
+    fn shared_ok(&self, b: crate::schedule::kir::Buf) -> Result<(), String> {
+        if gpu::shared_len(self.f, b).is_some() && !self.in_block.get() {
+            return Err(format!("shared buffer '{}' used outside a block parallel", self.f.bufs[b.0 as usize].name));
+        }
+        Ok(())
     }
 
     fn expect(&self, e: &Expr, want: Ty, what: &str) -> Result<(), String> {
@@ -78,10 +124,17 @@ impl Cx<'_> {
         match s {
             Stmt::Set { var, value } => {
                 let t = self.var(*var)?;
+                if gpu::is_thread(self.f, *var) {
+                    return Err("the thread variable is set".into());
+                }
+                if gpu::is_barrier(self.f, *var) && (!self.in_block.get() || *value != Expr::Const(crate::schedule::kir::Const::Bool(true))) {
+                    return Err("a barrier outside a block parallel, or not set to true".into());
+                }
                 self.expect(value, t, &format!("the value set to variable {}", var.0))
             }
             Stmt::Store { buf, index, value } => {
                 let d = self.buf(*buf)?;
+                self.shared_ok(*buf)?;
                 self.expect(index, Ty::I64, "a store index")?;
                 self.expect(value, d.elem.value(), &format!("the value stored to '{}'", d.name))
             }
@@ -101,7 +154,11 @@ impl Cx<'_> {
                     return Err(format!("parallel loop variable {} is not i64", var.0));
                 }
                 self.expect(n, Ty::I64, "a parallel loop's count")?;
-                self.block(body, true)
+                let block = gpu::block_threads(self.f, *var).is_some();
+                self.in_block.set(block);
+                let r = self.block(body, true);
+                self.in_block.set(false);
+                r
             }
             Stmt::If { cond, then, els } => {
                 self.expect(cond, Ty::Bool, "an if condition")?;
@@ -122,6 +179,9 @@ impl Cx<'_> {
                 if *code == 0 {
                     return Err("fail with code 0 (which means success)".into());
                 }
+                if self.in_block.get() {
+                    return Err("a failure inside a block parallel (a thread leaving early strands the block's barriers)".into());
+                }
                 Ok(())
             }
         }
@@ -130,8 +190,14 @@ impl Cx<'_> {
     fn ty(&self, e: &Expr) -> Result<Ty, String> {
         Ok(match e {
             Expr::Const(c) => c.ty(),
-            Expr::Var(v) => self.var(*v)?,
+            Expr::Var(v) => {
+                if gpu::is_thread(self.f, *v) && !self.in_block.get() {
+                    return Err("the thread variable is read outside a block parallel".into());
+                }
+                self.var(*v)?
+            }
             Expr::Load { buf, index } => {
+                self.shared_ok(*buf)?;
                 let d = self.buf(*buf)?;
                 self.expect(index, Ty::I64, "a load index")?;
                 d.elem.value()

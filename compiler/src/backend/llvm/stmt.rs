@@ -7,8 +7,8 @@
 //! size above `i64::MAX` or a NULL result fail with `OutOfMemory` at site 0) and `Fail` (kernel:
 //! store the code and leave through `exit`; parallel body: `cmpxchg err, 0, code` so the first
 //! failure wins, then return). `Parallel` is in [`super::outline`]. In a GPU entry
-//! ([`FnKind::Device`]) `Parallel`, `Alloc` and the recording of a `Fail` follow the launch
-//! protocol instead (`crate::backend::nvptx::lower`).
+//! ([`FnKind::Device`]) `Parallel`, `Alloc`, the recording of a `Fail` and the GPU dialect's
+//! barrier follow the launch protocol instead (`crate::backend::nvptx::lower`).
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::{AtomicOrdering, IntPredicate as IP};
@@ -25,6 +25,9 @@ impl<'ctx> Cg<'ctx, '_> {
 
     fn stmt(&mut self, fx: &mut FnCx<'ctx>, s: &Stmt) -> Result<(), LlvmError> {
         match s {
+            Stmt::Set { var, .. } if matches!(fx.kind, FnKind::Device(_)) && crate::schedule::kir::gpu::is_barrier(self.func, *var) => {
+                self.device_barrier(fx)
+            }
             Stmt::Set { var, value } => {
                 let v = self.expr(fx, value)?;
                 self.store_var(fx, *var, v)

@@ -3,8 +3,12 @@
 //! four extra `i32` parameters) and host math, JIT-compiled with MCJIT (the host symbols of
 //! `backend::llvm::jit`), and [`EmuDevice`], a [`GpuDevice`] over host memory whose `launch`
 //! calls the entry once per (block, thread), sequentially. That is a faithful GPU model for
-//! the protocol's kernels: their threads never wait for each other (no barriers, no shared
-//! memory) and write disjoint elements; failures go through the same 64-bit compare-and-swap.
+//! the protocol's kernels without the GPU dialect: their threads never wait for each other
+//! and write disjoint elements; failures go through the same 64-bit compare-and-swap. The
+//! segments of a kernel using the dialect (block parallels, barriers, shared memory) run
+//! their blocks one after another, the threads of a block concurrently (one scoped OS thread
+//! each), with a per-block context (`super::block::EmuBlockCtx`: a `std::sync::Barrier` and
+//! zero-filled shared memory) as the entries' last argument.
 //!
 //! Device addresses are host addresses: the emulated code loads buffer pointers from the
 //! `bufs`/`heap` arrays and dereferences them. Every allocation is 64-byte aligned raw memory
@@ -28,11 +32,13 @@ use tfmc_runtime::RuntimeError;
 use tfmc_runtime::gpu::{DevPtr, GpuDevice};
 
 use super::lower::Flavor;
-use super::{BLOCK, Export, NvptxError, ThreadIds, lower_all, prepare};
+use super::block::{EmuBlockCtx, shared_layout, threads};
+use super::{Export, NvptxError, ThreadIds, lower_all, prepare};
 use crate::backend::llvm::codegen::MathLib;
 use crate::backend::llvm::{LlvmError, TargetOptions, target};
 
-/// An emulated entry: `(bufs, dims, params, heap, status, tid, ntid, ctaid, nctaid)`.
+/// An emulated entry: `(bufs, dims, params, heap, status, tid, ntid, ctaid, nctaid, ctx)`;
+/// `ctx` is the block's [`EmuBlockCtx`] (null for kernels without the GPU dialect).
 pub type EmuEntry = unsafe extern "C" fn(
     bufs: *mut c_void,
     dims: *mut c_void,
@@ -43,6 +49,7 @@ pub type EmuEntry = unsafe extern "C" fn(
     ntid: u32,
     ctaid: u32,
     nctaid: u32,
+    ctx: *mut c_void,
 );
 
 /// Alignment of every emulated allocation (as `cudaMalloc`'s 256 is at least this).
@@ -51,6 +58,9 @@ const ALIGN: usize = 64;
 /// A GPU device emulated on the host (see the module docs).
 pub struct EmuDevice<'jit> {
     entries: HashMap<String, EmuEntry>,
+    /// Entries of kernels using the GPU dialect: their shared bytes per block. Their blocks'
+    /// threads run concurrently (one OS thread each), so barriers work.
+    concurrent: HashMap<String, usize>,
     /// Live allocations: base address → layout.
     allocs: BTreeMap<u64, Layout>,
     /// Launches and emulated threads so far.
@@ -81,12 +91,20 @@ pub fn with_emulator<R>(exports: &[Export<'_>], f: impl FnOnce(&mut EmuDevice<'_
     let flavor = Flavor {
         ids: ThreadIds::Params,
         global: AddressSpace::default(),
-        block: BLOCK,
     };
     let native_f16 = tgt.features.iter().any(|f| f == "f16c" || f == "avx512fp16");
     let entries = lower_all(&cx, &module, &gpu, flavor, MathLib::Libm, native_f16)?.entries;
     crate::backend::llvm::finish_module(&cx, &module, &tgt, &features, &tm, opts.opt_level)?;
     let ee = crate::backend::llvm::jit::engine(&cx, &module, opts.opt_level)?;
+    let mut concurrent = HashMap::new();
+    for g in &gpu {
+        if threads(&g.func).is_some() {
+            let shared = shared_layout(&g.func).1;
+            for k in 0..g.launch.segments {
+                concurrent.insert(format!("{}_seg{k}", g.symbol), shared);
+            }
+        }
+    }
     let mut map = HashMap::new();
     for name in entries {
         let addr = ee
@@ -98,6 +116,7 @@ pub fn with_emulator<R>(exports: &[Export<'_>], f: impl FnOnce(&mut EmuDevice<'_
     }
     let mut dev = EmuDevice {
         entries: map,
+        concurrent,
         allocs: BTreeMap::new(),
         stats: EmuStats::default(),
         _jit: PhantomData,
@@ -205,14 +224,18 @@ impl GpuDevice for EmuDevice<'_> {
                 ));
             }
         }
-        let [bufs, dims, params, heap, status] = args.map(|a| a as usize as *mut c_void);
-        for ctaid in 0..grid {
-            for tid in 0..block {
+        if let Some(&shared) = self.concurrent.get(entry) {
+            run_blocks(f, args, grid, block, shared).map_err(|e| op_err(op(), e))?;
+        } else {
+            let [bufs, dims, params, heap, status] = args.map(|a| a as usize as *mut c_void);
+            for ctaid in 0..grid {
+                for tid in 0..block {
                 // SAFETY: `f` is a JIT-compiled protocol entry alive for this device's lifetime;
                 // its five arguments are live allocations of this device laid out by the
                 // protocol's host driver, and the generated code only accesses memory the
                 // protocol gives it (bounds are checked or proved by the schedule).
-                unsafe { f(bufs, dims, params, heap, status, tid, block, ctaid, grid) };
+                    unsafe { f(bufs, dims, params, heap, status, tid, block, ctaid, grid, std::ptr::null_mut()) };
+                }
             }
         }
         if entry.ends_with("_prep") {
@@ -236,4 +259,65 @@ impl Drop for EmuDevice<'_> {
             unsafe { std::alloc::dealloc(addr as usize as *mut u8, layout) };
         }
     }
+}
+
+/// The emulation's barrier: waits on the block's `std::sync::Barrier` at `arg`.
+///
+/// # Safety
+/// `arg` points to a live `Barrier` (the one [`run_blocks`] put in the block's context).
+unsafe extern "C" fn emu_barrier(arg: *mut c_void) {
+    // SAFETY: per the contract, `arg` is the block's barrier, alive while its threads run.
+    let b = unsafe { &*(arg as *const std::sync::Barrier) };
+    b.wait();
+}
+
+/// A value handed to the emulated threads of a block (raw addresses are not `Send`).
+#[derive(Clone, Copy)]
+struct Shared<T>(T);
+// SAFETY: the addresses point to device memory and the block context, which outlive the
+// scoped threads; the generated code synchronizes through barriers and atomics as a GPU does.
+unsafe impl<T> Send for Shared<T> {}
+
+/// Runs `grid` blocks of `block` threads of `f` one block after another, the threads of a
+/// block concurrently (one scoped OS thread each) with a barrier and `shared` zero-filled
+/// bytes of shared memory.
+fn run_blocks(f: EmuEntry, args: [DevPtr; 5], grid: u32, block: u32, shared: usize) -> Result<(), String> {
+    let layout = Layout::from_size_align(shared.max(16), 16).map_err(|e| e.to_string())?;
+    for ctaid in 0..grid {
+        let barrier = std::sync::Barrier::new(block as usize);
+        // SAFETY: the layout has a non-zero size; freed below.
+        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
+        if mem.is_null() {
+            return Err("out of host memory for shared memory".into());
+        }
+        let mut ctx = EmuBlockCtx {
+            barrier: emu_barrier,
+            arg: &barrier as *const std::sync::Barrier as *mut c_void,
+            shared: mem,
+        };
+        let ctxp = Shared(&mut ctx as *mut EmuBlockCtx as *mut c_void);
+        let a = Shared(args.map(|a| a as usize as *mut c_void));
+        let spawned = std::thread::scope(|s| {
+            let mut hs = Vec::new();
+            for tid in 0..block {
+                let b = std::thread::Builder::new().stack_size(1 << 20);
+                let h = b.spawn_scoped(s, move || {
+                    let (ctxp, a) = (ctxp, a);
+                    let [bufs, dims, params, heap, status] = a.0;
+                    // SAFETY: as in the sequential launch; `ctx` and the barrier live until the
+                    // scope ends, after every thread of the block has returned.
+                    unsafe { f(bufs, dims, params, heap, status, tid, block, ctaid, grid, ctxp.0) };
+                });
+                hs.push(h);
+            }
+            // A thread that cannot be spawned would strand the others at the barrier.
+            hs.into_iter().all(|h| h.is_ok())
+        });
+        // SAFETY: allocated above with this layout; every thread using it has returned.
+        unsafe { std::alloc::dealloc(mem, layout) };
+        if !spawned {
+            return Err("could not spawn the threads of an emulated block".into());
+        }
+    }
+    Ok(())
 }

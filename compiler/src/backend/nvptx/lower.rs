@@ -5,9 +5,10 @@
 //!
 //! Layout of entry `E` of export `S` (the KIR already went through [`super::spine`]):
 //! - `void S_E(ptr g bufs, ptr g dims, ptr g params, ptr g heap, ptr g status[, i32 tid, i32 ntid,
-//!   i32 ctaid, i32 nctaid])` (`g` = the global address space; the four ids only with
-//!   [`ThreadIds::Params`], else read from `llvm.nvvm.read.ptx.sreg.*.x`; PTX kernel calling
-//!   convention with [`ThreadIds::Sreg`]): loads the argument and heap buffer pointers (segments
+//!   i32 ctaid, i32 nctaid, ptr ctx])` (`g` = the global address space; the four ids and the
+//!   emulation's per-block context `ctx` (`super::block`) only with [`ThreadIds::Params`], else
+//!   read from `llvm.nvvm.read.ptx.sreg.*.x`; PTX kernel calling convention with
+//!   [`ThreadIds::Sreg`]): loads the argument and heap buffer pointers (segments
 //!   only), dims and params (as the CPU packed entry), and calls
 //! - `internal void S_E.body(ptr g noalias a.., ptr g noalias heap.., i64 dims.., params..,
 //!   ptr g status, i32 ids..)`: the kernel body as a [`FnKind::Device`] function (buffer
@@ -21,7 +22,8 @@
 //! the `k`-th are skipped; the `k`-th returns at once if `status[0] != 0`, else runs a
 //! grid-stride loop over its iterations (each iteration starts from the variable values the
 //! spine left, as an outlined CPU body does), then returns; `Fail` is a 64-bit
-//! compare-and-swap of `status[0]` from 0 (first failure wins), then return.
+//! compare-and-swap of `status[0]` from 0 (first failure wins), then return. The GPU dialect's
+//! block parallels, barriers and shared buffers are lowered in `super::block`.
 
 use inkwell::attributes::AttributeLoc;
 use inkwell::module::Linkage;
@@ -51,8 +53,6 @@ pub(crate) struct Flavor {
     pub(crate) ids: ThreadIds,
     /// Address space of device memory (1 = global on NVPTX, 0 on the host).
     pub(crate) global: AddressSpace,
-    /// Threads per block of segment launches (the entries' `.maxntid` on NVPTX).
-    pub(crate) block: u32,
 }
 
 /// Which entry a device function is.
@@ -83,17 +83,20 @@ pub(crate) struct DeviceFn<'ctx> {
     /// Number of heap buffers (`H`).
     n_heap: usize,
     /// `tid.x, ntid.x, ctaid.x, nctaid.x` (`i32`).
-    ids: [IntValue<'ctx>; 4],
+    pub(super) ids: [IntValue<'ctx>; 4],
+    /// The emulation's per-block context ([`ThreadIds::Params`] only; see `super::block`).
+    pub(super) ctx: Option<PointerValue<'ctx>>,
 }
 
 /// Emits every entry of the export `func`/`symbol` (spine already transformed) into
 /// `cg`'s module; `n_seg` is its number of `Parallel`s.
-pub(crate) fn emit_entries(cg: &mut Cg<'_, '_>, flavor: Flavor, n_seg: usize) -> Result<Vec<String>, LlvmError> {
+/// `block` is the export's threads per block (the entries' `.maxntid` on NVPTX).
+pub(crate) fn emit_entries(cg: &mut Cg<'_, '_>, flavor: Flavor, n_seg: usize, block: u32) -> Result<Vec<String>, LlvmError> {
     let mut names = Vec::new();
     for role in std::iter::once(Role::Prep).chain((0..n_seg).map(Role::Seg)) {
         cg.n_par = 0;
         let body = cg.device_body(role, flavor)?;
-        names.push(cg.device_entry(role, body, flavor)?);
+        names.push(cg.device_entry(role, body, flavor, block)?);
     }
     Ok(names)
 }
@@ -130,11 +133,18 @@ impl<'ctx> Cg<'ctx, '_> {
         );
         params.push(gp.into());
         params.extend((0..4).map(|_| BasicMetadataTypeEnum::from(i32t)));
+        if flavor.ids == ThreadIds::Params {
+            params.push(self.ptr_type().into());
+        }
         let ty = self.cx.void_type().fn_type(&params, false);
         let name = format!("{}.body", role.entry(self.symbol));
         let func = self.add_function(&name, ty, Some(Linkage::Internal));
         for j in 0..n_ptrs {
             self.attr(func, AttributeLoc::Param(j as u32), "noalias");
+        }
+        if crate::schedule::kir::gpu::uses_dialect(f) {
+            // Barriers are convergent: no transform may make them control-dependent.
+            self.attr(func, AttributeLoc::Function, "convergent");
         }
         let p = func.get_params();
         let status_at = n_ptrs + f.dims.len() + f.params.len();
@@ -145,6 +155,7 @@ impl<'ctx> Cg<'ctx, '_> {
             int(p[status_at + 3])?,
             int(p[status_at + 4])?,
         ];
+        let ctx = (flavor.ids == ThreadIds::Params).then(|| p[status_at + 5].into_pointer_value());
         let n_heap = heap.len();
         let mut fx = self.begin(func, |_| {
             Ok(FnKind::Device(DeviceFn {
@@ -152,8 +163,10 @@ impl<'ctx> Cg<'ctx, '_> {
                 role,
                 n_heap,
                 ids,
+                ctx,
             }))
         })?;
+        self.bind_shared(&mut fx, role, flavor)?;
         if let Role::Seg(_) = role {
             for (i, d) in f.bufs.iter().enumerate() {
                 if let BufKind::Arg(a) = d.kind {
@@ -183,13 +196,14 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// The entry `S_E` calling `body`: see the module docs. Returns its name.
-    fn device_entry(&mut self, role: Role, body: FunctionValue<'ctx>, flavor: Flavor) -> Result<String, LlvmError> {
+    fn device_entry(&mut self, role: Role, body: FunctionValue<'ctx>, flavor: Flavor, block: u32) -> Result<String, LlvmError> {
         let f = self.func;
         let gp = self.global_ptr(flavor);
         let (i32t, i64t) = (self.cx.i32_type(), self.cx.i64_type());
         let mut params: Vec<BasicMetadataTypeEnum<'ctx>> = (0..5).map(|_| gp.into()).collect();
         if flavor.ids == ThreadIds::Params {
             params.extend((0..4).map(|_| BasicMetadataTypeEnum::from(i32t)));
+            params.push(self.ptr_type().into());
         }
         let ty = self.cx.void_type().fn_type(&params, false);
         let name = role.entry(self.symbol);
@@ -199,7 +213,7 @@ impl<'ctx> Cg<'ctx, '_> {
             e.set_call_conventions(71);
             let threads = match role {
                 Role::Prep => 1,
-                Role::Seg(_) => flavor.block,
+                Role::Seg(_) => block,
             };
             let maxntid = self.cx.create_string_attribute("nvvm.maxntid", &threads.to_string());
             e.add_attribute(AttributeLoc::Function, maxntid);
@@ -209,7 +223,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let bb = self.cx.append_basic_block(e, "entry");
         self.b.position_at_end(bb);
         let ids: Vec<BasicValueEnum<'ctx>> = match flavor.ids {
-            ThreadIds::Params => p[5..9].to_vec(),
+            ThreadIds::Params => p[5..10].to_vec(),
             ThreadIds::Sreg => ["tid", "ntid", "ctaid", "nctaid"]
                 .iter()
                 .map(|r| {
@@ -239,7 +253,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// The `DeviceFn` of `fx` (copied out, so `fx` can be borrowed again).
-    fn device(fx: &FnCx<'ctx>) -> Result<(PointerValue<'ctx>, Role, usize, [IntValue<'ctx>; 4]), LlvmError> {
+    pub(super) fn device(fx: &FnCx<'ctx>) -> Result<(PointerValue<'ctx>, Role, usize, [IntValue<'ctx>; 4]), LlvmError> {
         match &fx.kind {
             FnKind::Device(d) => Ok((d.status, d.role, d.n_heap, d.ids)),
             _ => Err(internal("device statement outside a device function")),
@@ -247,13 +261,13 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// `&status[j]`.
-    fn status_slot(&self, status: PointerValue<'ctx>, j: usize) -> Result<PointerValue<'ctx>, LlvmError> {
+    pub(super) fn status_slot(&self, status: PointerValue<'ctx>, j: usize) -> Result<PointerValue<'ctx>, LlvmError> {
         let i64t = self.cx.i64_type();
         self.gep(i64t.into(), status, i64t.const_int(j as u64, false))
     }
 
     /// Stores `v` (`i64`) in `status[j]`.
-    fn store_status(&self, status: PointerValue<'ctx>, j: usize, v: IntValue<'ctx>) -> Result<(), LlvmError> {
+    pub(super) fn store_status(&self, status: PointerValue<'ctx>, j: usize, v: IntValue<'ctx>) -> Result<(), LlvmError> {
         let slot = self.status_slot(status, j)?;
         self.b
             .build_store(slot, v)?
@@ -278,8 +292,17 @@ impl<'ctx> Cg<'ctx, '_> {
             Role::Prep => {
                 let n = int(self.expr(fx, n)?)?;
                 let smax = self.intrinsic("llvm.smax", &[i64t.into()])?;
-                let count = int(self.call(smax, &[n.into(), i64t.const_zero().into()])?)?;
+                let mut count = int(self.call(smax, &[n.into(), i64t.const_zero().into()])?)?;
+                if let Some(t) = crate::schedule::kir::gpu::block_threads(self.func, var) {
+                    // A block parallel's iterations are blocks: the host launches
+                    // ceil(count / T) = n blocks of T threads (n is far below 2^63 / T: it
+                    // counts tiles of a tensor's rows).
+                    count = self.b.build_int_nsw_mul(count, i64t.const_int(u64::from(t), false), "threads")?;
+                }
                 self.store_status(status, 1 + n_heap + k, count)
+            }
+            Role::Seg(s) if s == k && crate::schedule::kir::gpu::block_threads(self.func, var).is_some() => {
+                self.block_stride(fx, status, ids, var, n, body)
             }
             Role::Seg(s) if s == k => self.grid_stride(fx, status, ids, var, n, body),
             Role::Seg(_) => Ok(()),

@@ -10,7 +10,10 @@
 //! iteration count to `status[1 + H + k]` (or a failure code to `status[0]`); then the host
 //! allocates the heap buffers and launches every segment with iterations, in order, on
 //! [`BLOCK`]-thread blocks; each thread re-runs the (memory-free) spine and runs its share of
-//! segment `k`'s iterations in a grid-stride loop.
+//! segment `k`'s iterations in a grid-stride loop. A kernel using the GPU dialect's block
+//! parallels (`schedule::kir` module docs) launches every segment on blocks of their `T`
+//! threads; a block parallel counts `T` per iteration, and a block-stride loop gives each
+//! block its share of the iterations ([`block`]).
 //!
 //! Pipeline ([`emit_ptx`]): check the exports (symbols, KIR) → [`spine`] transform → lower each
 //! export's entries ([`lower`], reusing `backend::llvm`'s expression and statement lowering
@@ -32,12 +35,15 @@
 //! - `F16` uses LLVM's `half` with native conversions (`cvt.f32.f16`, `cvt.rn.f16.f32`, sm_53
 //!   and later); `BF16` uses the integer conversions of `backend::llvm::half`.
 
+pub(crate) mod block;
 pub mod emu;
 pub mod libdevice;
 pub(crate) mod lower;
 pub mod spine;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_block;
 #[cfg(test)]
 mod tests_emu;
 
@@ -109,7 +115,8 @@ impl Default for NvptxOptions {
 /// How the host launches one export (what the artifact manifest records).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaunchInfo {
-    /// Threads per block of segment launches ([`BLOCK`]).
+    /// Threads per block of segment launches: the kernel's block parallels' `T` (GPU dialect),
+    /// else [`BLOCK`].
     pub block: u32,
     /// Element size in bytes of each heap buffer, in the order of the KIR's heap buffers.
     pub heap_elem_bytes: Vec<u32>,
@@ -189,7 +196,14 @@ pub(crate) struct GpuExport {
 pub(crate) fn prepare(exports: &[Export<'_>]) -> Result<Vec<GpuExport>, NvptxError> {
     // Distinct symbols give distinct entry names: `S_prep` ends in `_prep`, `S_seg{k}` in
     // digits, and the last `_seg` of a segment entry separates `S` from `k`.
-    crate::backend::llvm::check_exports(exports)?;
+    super::check_symbols(exports).map_err(|(symbol, reason)| LlvmError::Symbol { symbol, reason })?;
+    for e in exports {
+        // The GPU dialect is allowed here (`validate::check_gpu`), unlike on the CPU.
+        crate::schedule::validate::check_gpu(e.func).map_err(|message| LlvmError::InvalidKir {
+            kernel: e.func.name.clone(),
+            message,
+        })?;
+    }
     let mut out = Vec::new();
     for e in exports {
         let func = spine::make_spine_memory_free(e.func).map_err(|error| NvptxError::Spine {
@@ -197,13 +211,13 @@ pub(crate) fn prepare(exports: &[Export<'_>]) -> Result<Vec<GpuExport>, NvptxErr
             error,
         })?;
         // The transform keeps KIR valid; checked again since the backend relies on it.
-        crate::schedule::validate::check(&func).map_err(|message| LlvmError::InvalidKir {
+        crate::schedule::validate::check_gpu(&func).map_err(|message| LlvmError::InvalidKir {
             kernel: func.name.clone(),
             message: format!("after the GPU spine transform: {message}"),
         })?;
         let segments = spine::count_parallel(&func.body);
         let launch = LaunchInfo {
-            block: BLOCK,
+            block: block::threads(&func).unwrap_or(BLOCK),
             heap_elem_bytes: lower::heap_elem_bytes(&func),
             segments: segments as u32,
         };
@@ -281,7 +295,7 @@ pub(crate) fn lower_all<'ctx>(
     for e in exports {
         let mut cg = Cg::new(cx, module, &e.func, &e.symbol, native_f16);
         cg.math = math;
-        entries.extend(emit_entries(&mut cg, flavor, e.launch.segments as usize)?);
+        entries.extend(emit_entries(&mut cg, flavor, e.launch.segments as usize, e.launch.block)?);
         // The libdevice functions declared since the last export are this one's.
         let mut f = module.get_first_function();
         while let Some(func) = f {
@@ -308,7 +322,6 @@ pub fn emit_ptx(exports: &[Export<'_>], opts: &NvptxOptions) -> Result<String, N
     let flavor = Flavor {
         ids: ThreadIds::Sreg,
         global: AddressSpace::from(1u16),
-        block: BLOCK,
     };
     let lowered = lower_all(&cx, &module, &gpu, flavor, MathLib::Libdevice, true)?;
     if let Some((kernel, function)) = lowered.libdevice_calls.first() {

@@ -413,7 +413,7 @@ fn invalid_kir_and_unexpressible_spines_are_errors() {
 }
 
 /// `ptxas` from the `.venv` `./setup.sh` makes (or `TFMC_PTXAS`), if there is one.
-fn ptxas() -> Option<PathBuf> {
+pub(super) fn ptxas() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TFMC_PTXAS") {
         return Some(PathBuf::from(p));
     }

@@ -1,0 +1,196 @@
+//! The GPU dialect of KIR (`schedule::kir` module docs, `kir::gpu`) on a device: block
+//! parallels, barriers and shared buffers, for real PTX ([`ThreadIds::Sreg`]) and for the CPU
+//! emulation ([`ThreadIds::Params`]).
+//!
+//! - A block parallel `parallel gpu:block/T in 0..n` in its own segment is a *block-stride*
+//!   loop: block `ctaid.x` runs iterations `ctaid, ctaid + nctaid, ..` (every thread of a block
+//!   runs the same iterations, so barriers inside stay uniform), each starting with the thread
+//!   variable set to `tid.x` and the captured variables reset to the spine's values, and ending
+//!   with a barrier (the next iteration reuses the shared arrays). In `prep`
+//!   it counts `T` threads per iteration (see `lower::device_parallel`), and the kernel's
+//!   segments are launched on blocks of `T` threads ([`threads`]).
+//! - A barrier is `llvm.nvvm.barrier.cta.sync.aligned.all(0)` (`bar.sync 0`) on a device; in the
+//!   emulation an indirect call of `ctx.barrier(ctx.arg)` ([`EmuBlockCtx`]), which waits until
+//!   every emulated thread of the block has arrived.
+//! - A shared buffer is a module global `[n x elem]` in address space 3 per segment entry on a
+//!   device; in the emulation, `ctx.shared + offset` with the offsets of [`shared_layout`] (one
+//!   host buffer per block, zero-filled, laid out by the emulator).
+
+use inkwell::AddressSpace;
+use inkwell::AtomicOrdering;
+use inkwell::IntPredicate as IP;
+use inkwell::module::Linkage;
+use inkwell::types::BasicType;
+use inkwell::values::{BasicValue, IntValue, PointerValue};
+
+use super::lower::{Flavor, Role, ThreadIds};
+use crate::backend::llvm::LlvmError;
+use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
+use crate::backend::llvm::types;
+use crate::schedule::kir::{Block, Buf, Expr, Func, Var, gpu};
+use crate::schedule::uses::Uses;
+
+/// The per-block context of an emulated launch, passed to every entry as its last argument
+/// (`ptr ctx`); the generated code reads its fields at byte offsets 0, 8 and 16.
+#[repr(C)]
+pub struct EmuBlockCtx {
+    /// Waits until every thread of the block has called it (with `arg`).
+    pub barrier: unsafe extern "C" fn(arg: *mut std::ffi::c_void),
+    /// The barrier's state.
+    pub arg: *mut std::ffi::c_void,
+    /// The block's shared memory ([`shared_layout`]'s total bytes, 16-byte aligned).
+    pub shared: *mut u8,
+}
+
+/// Threads per block of `f`'s block parallels, if it has any (`validate::check_gpu` makes
+/// them agree).
+pub(crate) fn threads(f: &Func) -> Option<u32> {
+    (0..f.vars.len()).find_map(|i| gpu::block_threads(f, Var(i as u32)))
+}
+
+/// Byte offsets of `f`'s shared buffers in the emulation's per-block buffer (each 16-byte
+/// aligned), and the total size.
+pub fn shared_layout(f: &Func) -> (Vec<(Buf, usize)>, usize) {
+    let mut at = 0usize;
+    let mut out = Vec::new();
+    for i in 0..f.bufs.len() {
+        let b = Buf(i as u32);
+        if let Some(n) = gpu::shared_len(f, b) {
+            out.push((b, at));
+            at += (n as usize * f.bufs[i].elem.size() as usize).div_ceil(16) * 16;
+        }
+    }
+    (out, at)
+}
+
+impl<'ctx> Cg<'ctx, '_> {
+    /// The emulation context pointer of a device function, if any.
+    fn emu_ctx(fx: &FnCx<'ctx>) -> Option<PointerValue<'ctx>> {
+        match &fx.kind {
+            FnKind::Device(d) => d.ctx,
+            _ => None,
+        }
+    }
+
+    /// Binds every shared buffer of the kernel in segment entries (see the module docs).
+    pub(super) fn bind_shared(&mut self, fx: &mut FnCx<'ctx>, role: Role, flavor: Flavor) -> Result<(), LlvmError> {
+        let Role::Seg(k) = role else { return Ok(()) };
+        let (layout, _) = shared_layout(self.func);
+        let i8t = self.cx.i8_type();
+        for (j, (b, off)) in layout.into_iter().enumerate() {
+            let d = self.func.buf(b);
+            let n = gpu::shared_len(self.func, b).ok_or_else(|| internal("a shared buffer without a length"))?;
+            let p = match (flavor.ids, Self::emu_ctx(fx)) {
+                (ThreadIds::Params, Some(ctx)) => {
+                    let i64t = self.cx.i64_type();
+                    let slot = self.gep(i8t.into(), ctx, i64t.const_int(16, false))?;
+                    let base = self.b.build_load(self.ptr_type(), slot, "shared")?.into_pointer_value();
+                    self.gep(i8t.into(), base, i64t.const_int(off as u64, false))?
+                }
+                _ => {
+                    let ty = types::memory(self.cx, d.elem, self.native_f16).array_type(n);
+                    let name = format!("{}_seg{k}_shared{j}", self.symbol);
+                    let g = self.module.add_global(ty, Some(AddressSpace::from(3u16)), &name);
+                    g.set_linkage(Linkage::Internal);
+                    g.set_initializer(&ty.get_undef());
+                    g.set_alignment(16);
+                    g.as_pointer_value()
+                }
+            };
+            fx.bufs.insert(b, BufLoc::Ptr(p));
+        }
+        Ok(())
+    }
+
+    /// A barrier of the GPU dialect (see the module docs).
+    pub(crate) fn device_barrier(&mut self, fx: &mut FnCx<'ctx>) -> Result<(), LlvmError> {
+        match Self::emu_ctx(fx) {
+            Some(ctx) => {
+                let (i8t, i64t) = (self.cx.i8_type(), self.cx.i64_type());
+                let pt = self.ptr_type();
+                let f = self.b.build_load(pt, ctx, "barrier")?.into_pointer_value();
+                let slot = self.gep(i8t.into(), ctx, i64t.const_int(8, false))?;
+                let arg = self.b.build_load(pt, slot, "barrier.arg")?;
+                let fty = self.cx.void_type().fn_type(&[pt.into()], false);
+                self.b.build_indirect_call(fty, f, &[arg.into()], "")?;
+            }
+            None => {
+                let i32t = self.cx.i32_type();
+                let f = self.intrinsic("llvm.nvvm.barrier.cta.sync.aligned.all", &[])?;
+                self.b.build_call(f, &[i32t.const_zero().into()], "")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The block-stride loop of the segment's own block parallel, then return.
+    pub(super) fn block_stride(
+        &mut self,
+        fx: &mut FnCx<'ctx>,
+        status: PointerValue<'ctx>,
+        ids: [IntValue<'ctx>; 4],
+        var: Var,
+        n: &Expr,
+        body: &Block,
+    ) -> Result<(), LlvmError> {
+        let i64t = self.cx.i64_type();
+        let n = int(self.expr(fx, n)?)?;
+        // Failures come only from earlier segments (no `Fail` in a block parallel), so every
+        // thread of the launch reads the same status and the blocks stay whole.
+        let s0 = self.status_slot(status, 0)?;
+        let code = self.b.build_load(i64t, s0, "status0")?;
+        if let Some(i) = code.as_instruction_value() {
+            i.set_atomic_ordering(AtomicOrdering::Monotonic)
+                .map_err(|e| internal(&e.to_string()))?;
+            i.set_alignment(8).map_err(|e| internal(&e.to_string()))?;
+        }
+        let failed = self.b.build_int_compare(IP::NE, int(code)?, i64t.const_zero(), "")?;
+        let go = self.cx.append_basic_block(fx.f, "blk.go");
+        self.b.build_conditional_branch(failed, fx.exit, go)?;
+        self.b.position_at_end(go);
+
+        let mut uses = Uses::default();
+        uses.block(body);
+        uses.vars.remove(&var);
+        let thread = (0..self.func.vars.len()).map(|i| Var(i as u32)).find(|&v| gpu::is_thread(self.func, v));
+        if let Some(t) = thread {
+            uses.vars.remove(&t);
+        }
+        let mut start_vals = Vec::new();
+        for &v in &uses.vars {
+            start_vals.push((v, self.load_var(fx, v)?));
+        }
+        let [tid, _, ctaid, nctaid] = ids;
+        let tid = self.b.build_int_z_extend(tid, i64t, "tid")?;
+        let first = self.b.build_int_z_extend(ctaid, i64t, "first")?;
+        let stride = self.b.build_int_z_extend(nctaid, i64t, "stride")?;
+        let ctr = self.alloca(fx, i64t, "blk")?;
+        self.b.build_store(ctr, first)?;
+        let cond = self.cx.append_basic_block(fx.f, "blk.cond");
+        let bb = self.cx.append_basic_block(fx.f, "blk.body");
+        self.b.build_unconditional_branch(cond)?;
+        self.b.position_at_end(cond);
+        let it = int(self.b.build_load(i64t, ctr, "blk")?)?;
+        let more = self.b.build_int_compare(IP::SLT, it, n, "")?;
+        self.b.build_conditional_branch(more, bb, fx.exit)?;
+        self.b.position_at_end(bb);
+        for &(v, x) in &start_vals {
+            self.store_var(fx, v, x)?;
+        }
+        self.store_var(fx, var, it.into())?;
+        if let Some(t) = thread {
+            self.store_var(fx, t, tid.into())?;
+        }
+        self.block(fx, body)?;
+        // The next iteration reuses the shared arrays: wait until every thread is done with
+        // this one's.
+        self.device_barrier(fx)?;
+        let it = int(self.b.build_load(i64t, ctr, "blk")?)?;
+        // it < n <= i64::MAX and stride < 2^32: no wrap.
+        let next = self.b.build_int_nsw_add(it, stride, "blk.next")?;
+        self.b.build_store(ctr, next)?;
+        self.b.build_unconditional_branch(cond)?;
+        self.dead_block(fx);
+        Ok(())
+    }
+}
