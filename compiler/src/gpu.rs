@@ -4,12 +4,12 @@
 //! device (`tfmc_runtime::cuda::CudaDevice`, device 0) or on the CPU emulation
 //! (`backend::nvptx::emu::EmuDevice`).
 //!
-//! Schedule: the generic plan (`ScheduleOptions::attention = false`) whatever the options
-//! say. The CPU's tiled attention plan gives each parallel iteration a tile of 16 rows with
-//! ~9k floats of stack arrays (`O.acc`, `O.a`: 4096 each), which on a GPU is 36 KiB of local
-//! memory per thread and 16× fewer threads; the generic plan gives one thread per output row
-//! with a few scalars of state, correct and far less bad until the shared-memory
-//! FlashAttention-style GPU schedule exists.
+//! Schedule: [`gpu_options`] — `Target::Gpu`, so attention nodes whose logit and value cannot
+//! fail get `schedule::attention::gpu`'s block-parallel plan (one thread per row, blocks of
+//! 128 rows, key/value tiles staged through shared memory, tiles masked for the whole block
+//! skipped); other nodes, and attention with `F > FMAX` (run-time fallback), the generic plan
+//! (one thread per output point). `ScheduleOptions::attention = false` still turns the
+//! attention plan off.
 //!
 //! Every kernel's manifest entry gets `gpu: Some(GpuLaunch)` (block size, heap element sizes,
 //! segment count from `backend::nvptx::launch_info`); the artifact's target is
@@ -25,14 +25,30 @@ use crate::Program;
 use crate::backend::Export;
 use crate::backend::nvptx::{self, NvptxOptions};
 use crate::compile::{CompileError, CompileOptions, Prepared, prepare};
+use crate::schedule::Target as ScheduleTarget;
 
 /// The GPU architecture used when none is given (`sm_90`: H100/H200).
 pub const DEFAULT_SM: u32 = 90;
 
-/// `opts` with the GPU's schedule choices (see the module docs).
+/// Threads per block of the GPU attention plan unless the options name a GPU target.
+pub const ATTENTION_THREADS: u32 = 128;
+
+/// Keys per shared-memory tile of the GPU attention plan (`TM · (FMAX + EMAX)` f32 of shared
+/// memory: 32 KiB, under the 48 KiB of static shared memory every architecture allows).
+pub const ATTENTION_TILE_M: u32 = 16;
+
+/// `opts` with the GPU's schedule choices (see the module docs): the GPU attention plan with
+/// blocks of [`ATTENTION_THREADS`] threads (or the threads of `opts.schedule.target` when it
+/// is already a GPU target, e.g. 32 in emulated tests) and key tiles of [`ATTENTION_TILE_M`].
 pub fn gpu_options(opts: &CompileOptions) -> CompileOptions {
     let mut o = opts.clone();
-    o.schedule.attention = false;
+    let threads = match opts.schedule.target {
+        ScheduleTarget::Gpu { threads } => threads,
+        ScheduleTarget::Cpu => ATTENTION_THREADS,
+    };
+    o.schedule.target = ScheduleTarget::Gpu { threads };
+    o.schedule.tile_p = threads;
+    o.schedule.tile_m = ATTENTION_TILE_M;
     o
 }
 

@@ -39,11 +39,26 @@ pub struct ScheduleOptions {
     pub tile_p: u32,
     /// Keys per attention block.
     pub tile_m: u32,
+    /// What the schedule is for.
+    pub target: Target,
+}
+
+/// What a schedule is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The CPU backends: plain KIR.
+    Cpu,
+    /// The NVPTX backend: the attention plan becomes `attention::gpu`'s block-parallel plan
+    /// (KIR's GPU dialect) with blocks of `threads` threads (a positive multiple of 32).
+    Gpu {
+        /// Threads per block (rows of `p` per block).
+        threads: u32,
+    },
 }
 
 impl Default for ScheduleOptions {
     fn default() -> ScheduleOptions {
-        ScheduleOptions { attention: true, tile_p: 16, tile_m: 64 }
+        ScheduleOptions { attention: true, tile_p: 16, tile_m: 64, target: Target::Cpu }
     }
 }
 

@@ -154,6 +154,7 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                 let d = Def { ops, tys };
                 if opts.attention
                     && let Some(p) = super::attention::analyze(&cx, node, &slots_of[slot], d)
+                    && super::attention::fits_target(&p, d, opts)
                 {
                     plan.push(format!(
                         "{}: tiled attention ({}): tiles of {} rows of {} x {} keys; generic when {} > {}",
@@ -167,7 +168,7 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                     ));
                     let fits = e::bin(K::Le, cx.tensors[slot].shape.last().cloned().unwrap_or(e::i64(0)), e::i64(i64::from(super::attention::FMAX)));
                     cx.b.open_if(fits);
-                    super::attention::emit(&mut cx, node, slot, &slots_of[slot], d, &p, opts.tile_p, opts.tile_m)?;
+                    super::attention::dispatch(&mut cx, node, slot, &slots_of[slot], d, &p, opts)?;
                     cx.b.open_else();
                     generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out)?;
                     cx.b.close();

@@ -43,6 +43,8 @@ pub mod spine;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_attention;
+#[cfg(test)]
 mod tests_block;
 #[cfg(test)]
 mod tests_emu;

@@ -26,12 +26,18 @@
 //! `s` is evaluated once per (row, key), not once per (row, key, f) as the generic plan
 //! does. The plan needs `F <= FMAX` (the accumulator is a stack array) and, packed,
 //! `E <= EMAX`; the caller emits the generic plan as the run-time fallback.
+//!
+//! For a GPU ([`Target::Gpu`]) the same analysis feeds [`gpu`]'s block-parallel plan instead
+//! ([`dispatch`]), when the logit and the value can be evaluated anywhere without failing
+//! ([`fits_target`]).
 
 mod emit;
+pub(crate) mod gpu;
 
 use egg::Id;
 
-pub(super) use emit::emit;
+use emit::emit;
+use super::{ScheduleError, ScheduleOptions, Target};
 
 use super::lower::{Cx, Def, children};
 use crate::hir::{BinOp, ReduceOp};
@@ -207,4 +213,23 @@ pub(super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> 
     let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
     let pure_logit = unfiltered && pure(d, s, dot.as_ref().map(|x| x.id));
     Some(Plan { head, s, v, tile, dot, pure_logit })
+}
+
+/// True if the plan can be emitted for `opts.target`: always on a CPU; on a GPU when the
+/// logit is a pure, unfiltered expression and the value is pure (no failure can happen inside
+/// a block parallel).
+pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bool {
+    match opts.target {
+        Target::Cpu => true,
+        Target::Gpu { .. } => plan.pure_logit && pure(d, plan.v, None),
+    }
+}
+
+/// Emits the plan for `opts.target` (the CPU's tiles, or [`gpu`]'s block parallel).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dispatch(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, opts: &ScheduleOptions) -> Result<(), ScheduleError> {
+    match opts.target {
+        Target::Cpu => emit(cx, node, slot, slots, d, plan, opts.tile_p, opts.tile_m),
+        Target::Gpu { threads } => gpu::emit(cx, node, slot, slots, d, plan, threads, opts.tile_m),
+    }
 }

@@ -1,0 +1,68 @@
+//! The GPU attention plan (`schedule::attention::gpu`) on the lib's attention kernels through
+//! the emulated launch protocol (blocks of 32 threads) against the interpreter: sizes of 1,
+//! rows not a multiple of the block, keys not a multiple of the key tile.
+
+use std::collections::BTreeMap;
+
+use crate::compile::CompileOptions;
+use crate::schedule::Target;
+
+fn lib(file: &str) -> crate::Program {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib").join(file);
+    crate::load(&path).unwrap_or_else(|e| panic!("{file}: {e:?}"))
+}
+
+#[test]
+fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
+    let mut opts = CompileOptions::default();
+    opts.schedule.target = Target::Gpu { threads: 32 };
+    let mut planned = 0;
+    for (file, kernel) in [("sdpa.tfm", None), ("causal.tfm", None), ("window.tfm", None), ("alibi.tfm", None), ("softcap.tfm", None), ("gqa.tfm", None), ("varlen.tfm", None)] {
+        let program = lib(file);
+        for k in &program.kernels {
+            if kernel.is_some_and(|n: &str| n != k.name) {
+                continue;
+            }
+            let prepared = crate::gpu::prepare_gpu(&program, &k.name, &opts).unwrap();
+            if prepared.scheduled.func.vars.iter().any(|v| v.name.starts_with(crate::schedule::kir::gpu::BLOCK_PREFIX)) {
+                planned += 1;
+            }
+            for (seed, (p, m)) in [(1usize, 1usize), (33, 17), (5, 40), (40, 3)].into_iter().enumerate() {
+                let d: BTreeMap<String, usize> = k
+                    .dims
+                    .iter()
+                    .map(|dim| {
+                        let v = match dim.name.as_str() {
+                            "P" | "T" => p,
+                            "M" => m,
+                            "B" => 1,
+                            "H" => 2,
+                            _ => 3,
+                        };
+                        (dim.name.clone(), v)
+                    })
+                    .collect();
+                let inputs = crate::inputs::random_inputs(&program, &k.name, &d, seed as u64).unwrap();
+                let params = BTreeMap::new();
+                let want = crate::interp::run_exact(&program, &k.name, &inputs, &params);
+                let got = crate::gpu::run_emulated(&program, &k.name, &inputs, &params, &opts);
+                let at = format!("{file}/{} dims {d:?}", k.name);
+                match (want, got) {
+                    (Ok(want), Ok(got)) => {
+                        for (name, w) in &want {
+                            let (g, w) = (got[name].to_f64_vec(), w.to_f64_vec());
+                            let scale = w.iter().fold(1.0f64, |a, x| if x.is_finite() { a.max(x.abs()) } else { a });
+                            for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                                let ok = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 2e-4 * scale;
+                                assert!(ok, "{at}: {name}[{i}] = {a}, interpreter {b}");
+                            }
+                        }
+                    }
+                    (Err(_), Err(_)) => {}
+                    (w, g) => panic!("{at}: interpreter {:?} vs gpu {:?}", w.err(), g.err().map(|e| e.to_string())),
+                }
+            }
+        }
+    }
+    assert!(planned >= 5, "only {planned} kernels got the GPU attention plan");
+}

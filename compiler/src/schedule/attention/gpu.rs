@@ -1,0 +1,273 @@
+//! The attention plan for a GPU (FlashAttention-1/2 structure, fp32 CUDA cores): one block of
+//! `T` threads per tile of `T` rows of the tile index (one row per thread), key tiles of `TM`
+//! keys staged through shared memory by all the block's threads, written in KIR's GPU dialect
+//! (`kir` module docs):
+//!
+//! ```text
+//! parallel r over (other indices × rows): bnd[r] = the row's key bounds lo..hi   (may fail)
+//! block parallel over (other indices × tiles of T rows), thread t owns row t0 + t:
+//!   row state: running max, sum, "any point", acc[f] (per-thread stack array, F <= FMAX);
+//!   packed: the row's A[e] (per-thread stack array, E <= EMAX)
+//!   lo_sh[t], hi_sh[t] = the row's bounds; barrier; every thread: block range = min lo .. max hi
+//!   for each key tile m0..m0+TM in the block range (tiles masked for the whole block skipped):
+//!     barrier; all threads stage V[j, f] (and packed: Bᵀ[j, e] = Π b(m0 + j, e)); barrier
+//!     per thread: S[j] = logit (packed: Σ_e A[e] · Bᵀ[j, e]), -inf outside the row's bounds;
+//!       rescale by exp(max_old - max_new); w = exp(S - max_new); acc[f] += w · V[j, f]
+//!   live rows: O = acc / sum (NaN when every point's logit is -inf, as the interpreter)
+//! ```
+//!
+//! Threads past the last row run with their row clamped to the last one (their loads stay in
+//! bounds, they take part in the barriers) and store nothing. Barriers are only at the
+//! block's top level and in the key-tile loop, whose trip count every thread computes from the
+//! same shared bounds. The caller ([`super::fits_target`]) guarantees that the logit and the
+//! value cannot fail, so nothing inside the block parallel fails (the bounds, which may, are
+//! computed by the first parallel loop). Packed staging needs `E <= EMAX` at run time; a
+//! logit with a dot product and `E > EMAX` gets the CPU plan with one row per parallel
+//! iteration instead (its dot product, evaluated as written, has range checks that may fail).
+//! A logit without a dot product is evaluated as written by each thread (`K` read from global
+//! memory, `V` staged).
+
+use super::super::ScheduleError;
+use super::super::arith::{exp, fdiv};
+use super::super::build::e;
+use super::super::kir::{BinOp as K, BufKind, Const, Expr, Stmt, Ty, gpu};
+use super::super::lower::{Cx, Def, IdxVar, vty};
+use super::super::nodes::{checked_len, node_axes};
+use super::{EMAX, FMAX, Plan};
+use crate::ir::Node;
+
+/// Emits the GPU plan for `node` with blocks of `threads` threads and tiles of `tm` keys.
+#[allow(clippy::too_many_arguments)]
+pub(in super::super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, tm: u32) -> Result<(), ScheduleError> {
+    let t = cx.tensors[slot].clone();
+    let k = slots.len();
+    let ta = plan.tile;
+    let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
+    let rows = t.shape[ta].clone();
+    let mut outer_n = e::i64(1);
+    for &a in &others {
+        outer_n = e::mul(outer_n, t.shape[a].clone());
+    }
+    // Per-row bounds, in a heap buffer: [lo, hi] per (other point, row).
+    let bnd = cx.b.buf(&format!("{}.bounds", node.name), Ty::I64, BufKind::Heap);
+    let len = checked_len(cx, &[outer_n.clone(), rows.clone(), e::i64(2)], &format!("{}.bounds", node.name));
+    cx.b.emit(Stmt::Alloc { buf: bnd, len });
+    let mark = cx.b.mark();
+    let r = cx.b.open_parallel(&format!("{}.bounds", node.name), e::mul(outer_n.clone(), rows.clone()));
+    let outer = cx.b.let_("outer", e::bin(K::Div, e::var(r), rows.clone()));
+    let (_, saved) = cx.bind_flat(e::var(outer), &node_axes(node, slots, &t.shape, &others));
+    let row = cx.b.let_(&node.indices[ta], e::bin(K::Rem, e::var(r), rows.clone()));
+    let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
+    let (l, h) = cx.bounds(d, &plan.head)?;
+    cx.b.store(bnd, e::mul(e::var(r), e::i64(2)), e::var(l));
+    cx.b.store(bnd, e::add(e::mul(e::var(r), e::i64(2)), e::i64(1)), e::var(h));
+    cx.b.close_to(mark);
+    cx.unbind(slots[ta], old_t);
+    cx.restore(saved);
+    // The packed variant when the contracted extent fits.
+    let esize = plan.dot.as_ref().and_then(|dot| match &d.ops[usize::from(dot.head.hi)] {
+        crate::ir::eval::compile::Op::Dim(name) => cx.dims.get(name.as_str()).map(|v| e::var(*v)),
+        _ => None,
+    });
+    match esize {
+        Some(es) => {
+            cx.b.open_if(e::bin(K::Le, es.clone(), e::i64(i64::from(EMAX))));
+            block(cx, node, slot, slots, d, plan, threads, tm, bnd, Some(es))?;
+            cx.b.open_else();
+            // The dot product evaluated as written has range checks that may fail: the CPU
+            // plan with one row per parallel iteration (plain parallel loops) instead.
+            super::emit(cx, node, slot, slots, d, plan, 1, tm)?;
+            cx.b.close();
+        }
+        None if plan.dot.is_some() => super::emit(cx, node, slot, slots, d, plan, 1, tm)?,
+        None => block(cx, node, slot, slots, d, plan, threads, tm, bnd, None)?,
+    }
+    Ok(())
+}
+
+/// The block parallel (packed when `esize` is given).
+#[allow(clippy::too_many_arguments)]
+fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, tm: u32, bnd: super::super::kir::Buf, esize: Option<Expr>) -> Result<(), ScheduleError> {
+    let t = cx.tensors[slot].clone();
+    let ty = if vty(node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 };
+    let c = |x: f64| e::num(ty, x);
+    let k = slots.len();
+    let (fa, ta) = (k - 1, plan.tile);
+    let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
+    let rows = t.shape[ta].clone();
+    let fsize = t.shape[fa].clone();
+    let tl = i64::from(threads);
+    let mark = cx.b.mark();
+    let mut idx: Vec<Option<Expr>> = vec![None; k];
+    let ntiles = cx.b.let_("tiles", e::bin(K::Div, e::add(rows.clone(), e::i64(tl - 1)), e::i64(tl)));
+    let mut n = e::var(ntiles);
+    for &a in &others {
+        n = e::mul(n, t.shape[a].clone());
+    }
+    let thread = cx.b.var(gpu::THREAD, Ty::I64);
+    let barrier = cx.b.var(gpu::BARRIER, Ty::Bool);
+    let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
+    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}{}.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n));
+    let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.{name}", node.name), ty, BufKind::Stack(n));
+    let lo_sh = shared(cx, "lo", Ty::I64, threads);
+    let hi_sh = shared(cx, "hi", Ty::I64, threads);
+    let vs = shared(cx, "v", ty, tm * FMAX);
+    let ks = esize.as_ref().map(|_| shared(cx, "kt", Ty::F32, tm * EMAX));
+    let acc = stack(cx, "acc", ty, FMAX);
+    let sloc = stack(cx, "s", ty, tm);
+    let qa = esize.as_ref().map(|_| stack(cx, "a", Ty::F32, EMAX));
+    let q = cx.b.open_parallel(&gpu::block_var_name(threads), n);
+    let tile = cx.b.let_("tile", e::bin(K::Rem, e::var(q), e::var(ntiles)));
+    let outer = cx.b.let_("outer", e::bin(K::Div, e::var(q), e::var(ntiles)));
+    let (vals, saved) = cx.bind_flat(e::var(outer), &node_axes(node, slots, &t.shape, &others));
+    for (&a, v) in others.iter().zip(vals) {
+        idx[a] = Some(v);
+    }
+    let rowi = cx.b.let_("row", e::add(e::mul(e::var(tile), e::i64(tl)), e::var(thread)));
+    let live = cx.b.let_("live", e::bin(K::Lt, e::var(rowi), rows.clone()));
+    // ntiles >= 1 here, so rows >= 1.
+    let row = cx.b.let_(&node.indices[ta], e::bin(K::Min, e::var(rowi), e::sub(rows.clone(), e::i64(1))));
+    let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
+    let at = e::mul(e::add(e::mul(e::var(outer), rows.clone()), e::var(row)), e::i64(2));
+    let l = cx.b.let_("lo", e::load(bnd, at.clone()));
+    let h = cx.b.let_("hi", e::load(bnd, e::add(at, e::i64(1))));
+    let some = cx.b.let_("some", e::bin(K::And, e::var(live), e::bin(K::Lt, e::var(l), e::var(h))));
+    cx.b.store(lo_sh, e::var(thread), e::select(e::var(some), e::var(l), e::i64(i64::MAX)));
+    cx.b.store(hi_sh, e::var(thread), e::select(e::var(some), e::var(h), e::i64(i64::MIN)));
+    let mx = cx.b.let_("max", c(f64::NEG_INFINITY));
+    let sum = cx.b.let_("sum", c(0.0));
+    let any = cx.b.let_("any", e::bool(false));
+    let f0 = cx.b.open_for("f", e::i64(0), fsize.clone());
+    cx.b.store(acc, e::var(f0), c(0.0));
+    cx.b.close();
+    if let (Some(es), Some(qa), Some(dot)) = (&esize, qa, &plan.dot) {
+        let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
+        let ev = cx.b.open_for(dot.head.name.as_str(), e::i64(0), es.clone());
+        let old_e = cx.bind(dot.head.slot, IdxVar { var: ev, range: erange });
+        let mut prod = e::num(Ty::F32, 1.0);
+        for &a in &dot.a {
+            prod = e::mul(prod, cx.lower_as(d, a, Ty::F32)?);
+        }
+        cx.b.store(qa, e::var(ev), prod);
+        cx.b.close();
+        cx.unbind(dot.head.slot, old_e);
+    }
+    sync(cx);
+    let mlo = cx.b.let_("mlo", e::i64(i64::MAX));
+    let mhi = cx.b.let_("mhi", e::i64(i64::MIN));
+    let j = cx.b.open_for("j", e::i64(0), e::i64(tl));
+    cx.b.set(mlo, e::bin(K::Min, e::var(mlo), e::load(lo_sh, e::var(j))));
+    cx.b.set(mhi, e::bin(K::Max, e::var(mhi), e::load(hi_sh, e::var(j))));
+    cx.b.close();
+    let tmx = i64::from(tm);
+    let nb = e::select(
+        e::bin(K::Lt, e::var(mlo), e::var(mhi)),
+        e::bin(K::Div, e::add(e::sub(e::var(mhi), e::var(mlo)), e::i64(tmx - 1)), e::i64(tmx)),
+        e::i64(0),
+    );
+    let kb = cx.b.open_for("block", e::i64(0), nb);
+    let m0 = cx.b.let_("m0", e::add(e::var(mlo), e::mul(e::var(kb), e::i64(tmx))));
+    let nm = cx.b.let_("keys", e::bin(K::Min, e::i64(tmx), e::sub(e::var(mhi), e::var(m0))));
+    sync(cx);
+    let range = cx.ranges.get(plan.head.name.as_str()).cloned();
+    // Stage V[j, f] (and Bᵀ[j, e]): element i of the tile by thread i mod T.
+    let stage = |cx: &mut Cx<'_>, width: Expr, body: &mut dyn FnMut(&mut Cx<'_>, crate::schedule::kir::Var, crate::schedule::kir::Var) -> Result<(), ScheduleError>| -> Result<(), ScheduleError> {
+        let total = cx.b.let_("stage.n", e::mul(e::var(nm), width.clone()));
+        let it = cx.b.open_for("stage", e::i64(0), e::bin(K::Div, e::add(e::var(total), e::i64(tl - 1)), e::i64(tl)));
+        let i = cx.b.let_("stage.i", e::add(e::mul(e::var(it), e::i64(tl)), e::var(thread)));
+        cx.b.open_if(e::bin(K::Lt, e::var(i), e::var(total)));
+        let jj = cx.b.let_("j", e::bin(K::Div, e::var(i), width.clone()));
+        let x = cx.b.let_("x", e::bin(K::Rem, e::var(i), width.clone()));
+        let m = cx.b.let_("m", e::add(e::var(m0), e::var(jj)));
+        let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: range.clone() });
+        body(cx, jj, x)?;
+        cx.unbind(plan.head.slot, old_m);
+        cx.b.close();
+        cx.b.close();
+        Ok(())
+    };
+    stage(cx, fsize.clone(), &mut |cx, jj, f| {
+        let old_f = cx.bind(slots[fa], IdxVar { var: f, range: Some(node.shape[fa].clone()) });
+        let val = cx.lower_as(d, plan.v, ty)?;
+        cx.b.store(vs, e::add(e::mul(e::var(jj), e::i64(i64::from(FMAX))), e::var(f)), val);
+        cx.unbind(slots[fa], old_f);
+        Ok(())
+    })?;
+    if let (Some(es), Some(ks), Some(dot)) = (&esize, ks, &plan.dot) {
+        let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
+        stage(cx, es.clone(), &mut |cx, jj, ev| {
+            let old_e = cx.bind(dot.head.slot, IdxVar { var: ev, range: erange.clone() });
+            let mut prod = e::num(Ty::F32, 1.0);
+            for &b in &dot.b {
+                prod = e::mul(prod, cx.lower_as(d, b, Ty::F32)?);
+            }
+            cx.b.store(ks, e::add(e::mul(e::var(jj), e::i64(i64::from(EMAX))), e::var(ev)), prod);
+            cx.unbind(dot.head.slot, old_e);
+            Ok(())
+        })?;
+    }
+    sync(cx);
+    // Per thread: the logits of its row.
+    let bmax = cx.b.let_("bmax", c(f64::NEG_INFINITY));
+    let j = cx.b.open_for("j", e::i64(0), e::var(nm));
+    let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
+    let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: range.clone() });
+    let valid = cx.b.let_("valid", e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(l)), e::bin(K::Lt, e::var(m), e::var(h))));
+    if let (Some(es), Some(ks), Some(qa), Some(dot)) = (&esize, ks, qa, &plan.dot) {
+        let dv = cx.b.let_("dot", e::num(Ty::F32, 0.0));
+        let ev = cx.b.open_for("e", e::i64(0), es.clone());
+        let kv = e::load(ks, e::add(e::mul(e::var(j), e::i64(i64::from(EMAX))), e::var(ev)));
+        cx.b.set(dv, e::acc(K::Add, e::var(dv), e::mul(e::load(qa, e::var(ev)), kv)));
+        cx.b.close();
+        let x = if ty == Ty::F32 { e::var(dv) } else { e::cast(ty, e::var(dv)) };
+        cx.subst = vec![(dot.id, x)];
+    }
+    let x = cx.lower_as(d, plan.s, ty)?;
+    cx.subst.clear();
+    let sv = cx.b.let_("logit", e::select(e::var(valid), x, c(f64::NEG_INFINITY)));
+    cx.b.set(any, e::bin(K::Or, e::var(any), e::var(valid)));
+    cx.b.store(sloc, e::var(j), e::var(sv));
+    cx.b.set(bmax, e::acc(K::Max, e::var(bmax), e::var(sv)));
+    cx.b.close();
+    cx.unbind(plan.head.slot, old_m);
+    // Online softmax update of the row.
+    let mnew = cx.b.let_("mnew", e::bin(K::Max, e::var(mx), e::var(bmax)));
+    cx.b.open_if(e::bin(K::Ne, e::var(mnew), c(f64::NEG_INFINITY)));
+    let sc = exp(&mut cx.b, ty, e::sub(e::var(mx), e::var(mnew)));
+    let scale = cx.b.let_("scale", sc);
+    cx.b.set(sum, e::mul(e::var(sum), e::var(scale)));
+    let f1 = cx.b.open_for("f", e::i64(0), fsize.clone());
+    cx.b.store(acc, e::var(f1), e::mul(e::load(acc, e::var(f1)), e::var(scale)));
+    cx.b.close();
+    let j = cx.b.open_for("j", e::i64(0), e::var(nm));
+    let w = exp(&mut cx.b, ty, e::sub(e::load(sloc, e::var(j)), e::var(mnew)));
+    let w = cx.b.let_("w", w);
+    cx.b.set(sum, e::acc(K::Add, e::var(sum), e::var(w)));
+    let f2 = cx.b.open_for("f", e::i64(0), fsize.clone());
+    let vv = e::load(vs, e::add(e::mul(e::var(j), e::i64(i64::from(FMAX))), e::var(f2)));
+    cx.b.store(acc, e::var(f2), e::add(e::load(acc, e::var(f2)), e::mul(e::var(w), vv)));
+    cx.b.close();
+    cx.b.close();
+    cx.b.set(mx, e::var(mnew));
+    cx.b.close(); // if live max
+    cx.b.close(); // key tiles
+    // Write the row.
+    cx.b.open_if(e::var(live));
+    idx[ta] = Some(e::var(rowi));
+    let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(any), e::bin(K::Eq, e::var(mx), c(f64::NEG_INFINITY))));
+    let f3 = cx.b.open_for("f", e::i64(0), fsize);
+    idx[fa] = Some(e::var(f3));
+    let mut flat = e::i64(0);
+    for (a, x) in idx.iter().enumerate() {
+        let x = x.clone().ok_or_else(|| cx.internal("an unbound index in the GPU attention plan"))?;
+        flat = e::add(flat, e::mul(x, t.strides[a].clone()));
+    }
+    let o = fdiv(ty, e::load(acc, e::var(f3)), e::var(sum));
+    let o = e::select(e::var(nan), c(f64::NAN), o);
+    let o = if vty(node.dtype) == ty { o } else { e::cast(vty(node.dtype), o) };
+    cx.b.store(t.buf, flat, o);
+    cx.b.close_to(mark);
+    cx.unbind(slots[ta], old_t);
+    cx.restore(saved);
+    Ok(())
+}
