@@ -25,7 +25,7 @@ use crate::aot;
 use crate::call::{self, PackedFn};
 use crate::error::{ArtifactError, RuntimeError};
 use crate::features;
-use crate::manifest::{FORMAT_NAME, FORMAT_VERSION, KernelManifest, Manifest, SECTION};
+use crate::manifest::{KernelManifest, Manifest, SECTION};
 use crate::native::NativeTensor;
 use crate::tensor::{Scalar, Tensor};
 
@@ -97,30 +97,7 @@ fn manifest_of(file: &object::File<'_>) -> Result<Manifest, ArtifactError> {
     let json = std::str::from_utf8(&data[..end])
         .map_err(|e| ArtifactError::InvalidManifest(format!("not utf-8: {e}")))?;
     // Format and version first: a later format may not fit this runtime's schema.
-    let value: serde_json::Value = serde_json::from_str(json)?;
-    let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
-    if format != FORMAT_NAME {
-        return Err(ArtifactError::Format {
-            found: format.to_string(),
-            expected: FORMAT_NAME,
-        });
-    }
-    let version = value
-        .get("version")
-        .and_then(|v| v.as_u64())
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| {
-            ArtifactError::InvalidManifest("no 'version' (a 32-bit unsigned integer)".into())
-        })?;
-    if version != FORMAT_VERSION {
-        return Err(ArtifactError::Version {
-            found: version,
-            expected: FORMAT_VERSION,
-        });
-    }
-    let manifest: Manifest = serde_json::from_value(value)?;
-    manifest.validate()?;
-    Ok(manifest)
+    Manifest::from_json_checked(json)
 }
 
 /// The `std::env::consts::ARCH` name of an ELF machine, if it is one of those.
