@@ -147,19 +147,29 @@ pub enum CraneliftError {
     },
 }
 
-/// Textual Cranelift IR of the exports as translated (before Cranelift's own optimizations),
-/// one function after another: each packed entry followed by its outlined parallel bodies.
-/// Vector loops appear as `f32x4`/`i32x4` code when `opts.simd` is on and the host allows it;
-/// `fma` appears where the host has FMA. Every function is verified first (debug builds).
+/// Textual Cranelift IR of the exports as translated (before Cranelift's own optimizations):
+/// a legend naming every function of the module (`; u0:N = name`, Cranelift prints functions
+/// by id), then one function after another: each packed entry followed by its outlined
+/// parallel bodies. Vector loops appear as `f32x4`/`i32x4` code when `opts.simd` is on and
+/// the host allows it; `fma` appears where the host has FMA. Every function is verified first
+/// (debug builds).
 pub fn emit_clif(exports: &[Export<'_>], opts: &CraneliftOptions) -> Result<String, CraneliftError> {
+    use cranelift_module::Module;
     let mut cx = jit::Cx::new(opts)?;
-    let mut out = String::new();
+    let mut funcs = String::new();
     translate(&mut cx, exports, &mut |cx, kernel, _, func| {
         cx.verify(kernel, &func)?;
-        out.push_str(&func.display().to_string());
-        out.push('\n');
+        funcs.push_str(&func.display().to_string());
+        funcs.push('\n');
         Ok(())
     })?;
+    let mut out = String::new();
+    for (id, decl) in cx.module.declarations().get_functions() {
+        let name = decl.name.as_deref().unwrap_or("(anonymous)");
+        out.push_str(&format!("; u0:{} = {name} ({:?})\n", id.as_u32(), decl.linkage));
+    }
+    out.push('\n');
+    out.push_str(&funcs);
     Ok(out)
 }
 

@@ -167,6 +167,9 @@ fn attention_tile_hot_loops_vectorize() {
             assert!(it.any(|v| *v == w), "{kernel}: no vectorized '{w}' loop in order; report: {r:#?}");
         }
     }
+    // The generic plan's inner reductions of linear attention read K and V with a stride.
+    let r = report("linear.tfm", "linear");
+    assert!(r.len() >= 2 && r.iter().all(|l| l.scalar_because.is_none()), "{r:#?}");
 }
 
 /// Median of 5 wall-clock measurements of `f`, in milliseconds.
@@ -183,8 +186,8 @@ fn median_ms(mut f: impl FnMut()) -> f64 {
 }
 
 /// Compile time of every lib kernel (median of 5, `Instant` around `with_jit`) on Cranelift
-/// and on LLVM O3, the vectorized loops of sdpa/causal/linear, and sdpa's run time at
-/// b=1, h=8, p=m=512, e=64 on both (outputs compared). A measurement: run with
+/// and on LLVM O3, the vectorized loops of sdpa/causal/linear, and their run times (sdpa and causal at
+/// b=1, h=8, p=m=512, e=64; linear smaller) on both (outputs compared). A measurement: run with
 /// `cargo test --release -p tfmc --lib cranelift::tests_lib::measure -- --ignored --nocapture`.
 #[test]
 #[ignore]
@@ -209,13 +212,22 @@ fn measure_compile_and_run_time_against_llvm() {
             println!("{kernel} loop {}: {}", l.var, l.scalar_because.as_deref().unwrap_or("vectorized"));
         }
     }
-    let program = crate::testing::lib("sdpa.tfm");
-    let pk = prepare(&program, "sdpa", &CompileOptions::default()).unwrap();
-    let d: BTreeMap<String, usize> = [("B", 1), ("H", 8), ("P", 512), ("M", 512), ("E", 64), ("F", 64)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
-    let inputs = crate::inputs::random_inputs(&program, "sdpa", &d, 1).unwrap();
+    let big = [("B", 1), ("H", 8), ("P", 512), ("M", 512), ("E", 64), ("F", 64)];
+    run_time_against_llvm("sdpa.tfm", "sdpa", &big);
+    run_time_against_llvm("causal.tfm", "causal", &big);
+    // linear's generic plan is O(P·F·E·M): a smaller shape.
+    run_time_against_llvm("linear.tfm", "linear", &[("B", 1), ("H", 2), ("P", 128), ("M", 128), ("E", 32), ("F", 32)]);
+}
+
+/// Run time of `kernel` at `dims` on Cranelift (with and without SIMD) and LLVM (median of 5
+/// bare entry calls, inputs bound once); the outputs must agree.
+fn run_time_against_llvm(file: &str, kernel: &str, dims: &[(&str, usize)]) {
+    let cl = CraneliftOptions::default();
+    let llvm_opts = crate::backend::llvm::TargetOptions::default();
+    let program = crate::testing::lib(file);
+    let pk = prepare(&program, kernel, &CompileOptions::default()).unwrap();
+    let d: BTreeMap<String, usize> = dims.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let inputs = crate::inputs::random_inputs(&program, kernel, &d, 1).unwrap();
     let params = BTreeMap::new();
     let ex = [Export::new(&pk.scheduled.func, pk.manifest.symbol.clone())];
     // Inputs bound once; each timed call is the bare packed entry.
@@ -239,6 +251,9 @@ fn measure_compile_and_run_time_against_llvm() {
         ..Default::default()
     };
     let (s_ms, _) = with_jit(&ex, &scalar, |j| run(j.entry(&ex[0].symbol).unwrap())).unwrap();
-    println!("sdpa b=1 h=8 p=m=512 e=64: cranelift {c_ms:.2} ms (scalar {s_ms:.2} ms), llvm {l_ms:.2} ms, ratio {:.2}", c_ms / l_ms);
-    check("sdpa 512 cranelift vs llvm", &c_out, &l_out);
+    println!(
+        "{kernel} {dims:?}: cranelift {c_ms:.2} ms (scalar {s_ms:.2} ms), llvm {l_ms:.2} ms, ratio {:.2}",
+        c_ms / l_ms
+    );
+    check(&format!("{kernel}: cranelift vs llvm"), &c_out, &l_out);
 }

@@ -1,10 +1,10 @@
 //! Tests of the loop vectorizer: vectorized and `simd: false` code give identical bits on
 //! loops with remainders (n = 0, 1, 3, 4, 5, 67, and 16, 23, 37 for the unrolled loop; non-zero
-//! starts), reductions of every
-//! kind (NaN included), lane masks from affine comparisons (the attention tile's masking), the
-//! inline `exp` polynomial (casts, shifts, bitcasts), lane-by-lane libm calls and integer
-//! division, temporaries read after the loop; loops that must stay scalar are reported so and
-//! still compute the sequential result.
+//! starts), reductions of every kind (NaN included), lane masks from affine comparisons (the
+//! attention tile's masking), the inline `exp` polynomial (casts, shifts, bitcasts), lane-by-lane
+//! libm calls and integer division, strided loads gathered lane by lane, temporaries read after
+//! the loop; loops that must stay scalar are reported so and still compute the sequential
+//! result.
 
 use super::tests::*;
 use super::*;
@@ -168,14 +168,14 @@ fn dependent_store_and_load_at_different_offsets_stays_scalar() {
     for q in 0..20 {
         assert_eq!(o[q + 1], (0..=q).map(|k| k as f32).sum::<f32>());
     }
-    // A store at a uniform index, a strided index, a nested if: all stay scalar.
+    // A store at a uniform index, a store at a strided index, a nested if: all stay scalar.
     let mut k = K::new("scalar");
     let (x, o) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32));
     let n = k.dim("n");
     let j = k.var("j", Ty::I64);
     let f = k.body(vec![
         for_(j, i(0), v(n), vec![st(o, i(0), ld(x, v(j)))]),
-        for_(j, i(0), v(n), vec![st(o, v(j), ld(x, bin(BinOp::Mul, v(j), i(2))))]),
+        for_(j, i(0), v(n), vec![st(o, bin(BinOp::Mul, v(j), i(2)), ld(x, v(j)))]),
         for_(
             j,
             i(0),
@@ -337,5 +337,55 @@ fn libm_calls_and_integer_division_run_lane_by_lane() {
         }
         let prod: i32 = (lo as usize..hi as usize).map(|jj| (x[jj] as i32) % 5).product();
         assert_eq!(r[0], prod as f32);
+    }
+}
+
+#[test]
+fn strided_loads_are_gathered() {
+    // The generic plan's reduction shape: acc +~ x[base + j * s] * x[j * t + 1], and an
+    // elementwise store of a gathered load, for strides given at run time.
+    let mut k = K::new("gather");
+    let (x, o, r) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32), k.arg("r", Ty::F32));
+    let (lo, hi) = (k.dim("lo"), k.dim("hi"));
+    let (j, at) = (k.var("j", Ty::I64), k.var("at", Ty::I64));
+    let (s, t) = (k.var("s", Ty::I64), k.var("t", Ty::I64));
+    let acc = k.var("acc", Ty::F32);
+    let f = k.body(vec![
+        set(s, bin(BinOp::Sub, v(hi), v(lo))),
+        set(t, i(3)),
+        set(acc, f32c(0.0)),
+        for_(
+            j,
+            v(lo),
+            v(hi),
+            vec![
+                set(at, bin(BinOp::Add, i(2), bin(BinOp::Mul, v(j), v(s)))),
+                set(
+                    acc,
+                    re(
+                        BinOp::Add,
+                        v(acc),
+                        bin(BinOp::Mul, ld(x, v(at)), ld(x, bin(BinOp::Add, bin(BinOp::Mul, v(t), v(j)), i(1)))),
+                    ),
+                ),
+                st(o, v(j), ld(x, bin(BinOp::Mul, v(j), v(t)))),
+            ],
+        ),
+        st(r, i(0), v(acc)),
+        st(r, i(1), cast(Ty::F32, v(at))),
+    ]);
+    assert_eq!(vectorized(&f), [true], "{:?}", vector_report(&f));
+    let x: Vec<f32> = (0..4000).map(|q| ((q * 7) % 13) as f32 - 6.0).collect();
+    for (lo, hi) in [(0, 0), (0, 5), (2, 23), (1, 38)] {
+        let (o, r) = same_bits(&f, &x, 40, lo, hi);
+        let s = (hi - lo) as usize;
+        let want: f32 = (lo as usize..hi as usize).map(|q| x[2 + q * s] * x[3 * q + 1]).sum();
+        assert_eq!(r[0], want, "lo={lo} hi={hi}");
+        for q in lo as usize..hi as usize {
+            assert_eq!(o[q], x[3 * q]);
+        }
+        if hi > lo {
+            assert_eq!(r[1], (2 + (hi as usize - 1) * s) as f32, "the strided temporary after the loop");
+        }
     }
 }

@@ -9,14 +9,19 @@
 //! - every value has a *shape*: uniform (the same in every lane: constants, variables not set
 //!   in the body, loads at uniform indices, ops on uniform values — any type), affine (`I64`
 //!   `invariant + var`: lane `k` holds `base + k`; closed under `± uniform`; `affine − affine`
-//!   is uniform) or varying (one value per lane; `F32`, `I32` or `Bool` only). Varying `I64` or
-//!   `F64` values, strided or gathered indices, and affine values anywhere else than an index,
-//!   a comparison with a uniform value (a lane mask), a cast to `I32` or an affine temporary
-//!   reject the loop;
-//! - every `Load`/`Store` index is uniform or affine; loads and stores at affine indices are
-//!   `F32`/`I32` elements (contiguous vector accesses); stores are at affine indices only; a
-//!   memory stored in the loop is loaded only at the very same index (compared structurally
-//!   after substituting the body's temporaries), so each lane touches its own elements;
+//!   is uniform), strided (`I64` `invariant + var × stride`, from `affine × uniform`, closed
+//!   under `± uniform` and `× uniform`) or varying (one value per lane; `F32`, `I32` or `Bool`
+//!   only). Varying `I64` or `F64` values, data-dependent indices, affine values anywhere else
+//!   than an index, a comparison with a uniform value (a lane mask), a cast to `I32` or a
+//!   temporary, and strided values anywhere else than a load index or a temporary reject the
+//!   loop;
+//! - every `Load`/`Store` index is uniform, affine or (loads only) strided; accesses at
+//!   affine indices are contiguous vector accesses, loads at strided indices are gathered lane
+//!   by lane (an extension beyond unit stride: the generic plan's reductions read `K`/`V` with
+//!   the stride of their reduced index), both of `F32`/`I32` elements; stores are at affine
+//!   indices only; a memory stored in the loop is loaded only at the very same (affine) index
+//!   (compared structurally after substituting the body's temporaries), so each lane touches
+//!   its own elements;
 //! - every variable set in the body is a temporary (set before it is read in each iteration)
 //!   or a reduction accumulator `acc = acc ⊕ e` (either operand order) mentioned nowhere else
 //!   in the body, with `⊕` an `F32` `Add`/`Mul` marked `reassoc`, `Min`/`Max` (exact and
@@ -45,6 +50,8 @@ pub(super) enum Shape {
     Uni,
     /// `I64`, lane `k` holds `base + k`.
     Aff,
+    /// `I64`, lane `k` holds `base + k × stride` (`stride` uniform): only an index of loads.
+    Str,
     /// One value per lane.
     Vec,
 }
@@ -255,7 +262,7 @@ fn analyze(f: &Func, var: Var, body: &Block) -> Result<Plan, String> {
                 if an.accs.contains_key(v) {
                     // acc_operand holds for accumulators (checked above).
                     let e = acc_operand(*v, value).ok_or("an accumulator update lost its accumulator")?;
-                    if an.shape(e)?.shape == Shape::Aff {
+                    if matches!(an.shape(e)?.shape, Shape::Aff | Shape::Str) {
                         return Err(format!("an i64 lane value reduced into '{}'", f.var(*v).name));
                     }
                     continue;
@@ -275,7 +282,7 @@ fn analyze(f: &Func, var: Var, body: &Block) -> Result<Plan, String> {
                 if !matches!(d.elem, Ty::F32 | Ty::I32) {
                     return Err(format!("a store of {} elements to '{}'", d.elem, d.name));
                 }
-                if an.shape(value)?.shape == Shape::Aff {
+                if matches!(an.shape(value)?.shape, Shape::Aff | Shape::Str) {
                     return Err(format!("an i64 lane value stored to '{}'", d.name));
                 }
                 let sym = i.sym.ok_or("an index expression too large to compare")?;
@@ -341,6 +348,13 @@ impl An<'_> {
         }
     }
 
+    fn strided() -> Info {
+        Info {
+            shape: Shape::Str,
+            sym: None,
+        }
+    }
+
     fn aff(sym: Option<Expr>) -> Info {
         Info {
             shape: Shape::Aff,
@@ -381,7 +395,12 @@ impl An<'_> {
                         self.loads.push((key, Some(sym)));
                         Self::vec(t)?
                     }
-                    Aff => return Err(format!("a load of {} elements of '{}'", d.elem, d.name)),
+                    Str if matches!(d.elem, Ty::F32 | Ty::I32) => {
+                        // Never the index a store uses: a stored memory loaded so rejects.
+                        self.loads.push((key, None));
+                        Self::vec(t)?
+                    }
+                    Aff | Str => return Err(format!("a load of {} elements of '{}'", d.elem, d.name)),
                     Vec => return Err(format!("a gather from '{}'", d.name)),
                 }
             }
@@ -389,7 +408,7 @@ impl An<'_> {
                 let i = self.shape(x)?;
                 match i.shape {
                     Uni => Self::uni(boxed(&i).map(|x| Expr::Unary { op: *op, x })),
-                    Aff => return Err(format!("{op:?} of an i64 lane value")),
+                    Aff | Str => return Err(format!("{op:?} of an i64 lane value")),
                     Vec => Self::vec(if *op == UnOp::IsNan { Ty::Bool } else { t })?,
                 }
             }
@@ -409,7 +428,11 @@ impl An<'_> {
                     (Aff, Uni, _) | (Uni, Aff, _) if op.is_predicate() && !overflow => Self::vec(Ty::Bool)?,
                     (Aff, Uni, BinOp::Add | BinOp::Sub) | (Uni, Aff, BinOp::Add) => Self::aff(sym()),
                     (Aff, Aff, BinOp::Sub) => Self::uni(sym()),
-                    (Aff, _, _) | (_, Aff, _) => return Err(format!("{op:?} of an i64 lane value")),
+                    (Str, Uni, BinOp::Add | BinOp::Sub)
+                    | (Uni, Str, BinOp::Add)
+                    | (Aff | Str, Uni, BinOp::Mul)
+                    | (Uni, Aff | Str, BinOp::Mul) => Self::strided(),
+                    (Aff | Str, _, _) | (_, Aff | Str, _) => return Err(format!("{op:?} of an i64 lane value")),
                     _ => {
                         let ot = f.ty(a);
                         if !is_lane(ot) {
@@ -422,7 +445,7 @@ impl An<'_> {
             Expr::Select { c, a, b } => {
                 let (ic, ia, ib) = (self.shape(c)?, self.shape(a)?, self.shape(b)?);
                 let shapes = [ic.shape, ia.shape, ib.shape];
-                if shapes.contains(&Aff) {
+                if shapes.contains(&Aff) || shapes.contains(&Str) {
                     return Err("a select of i64 lane values".into());
                 }
                 if shapes.iter().all(|s| *s == Uni) {
@@ -443,9 +466,9 @@ impl An<'_> {
                 let from = f.ty(x);
                 match i.shape {
                     Uni => Self::uni(boxed(&i).map(|x| Expr::Cast { to: *to, x })),
-                    Aff if *to == Ty::I64 => i,
+                    Aff | Str if *to == Ty::I64 => i,
                     Aff if *to == Ty::I32 => Self::vec(Ty::I32)?,
-                    Aff => return Err(format!("a cast of an i64 lane value to {to}")),
+                    Aff | Str => return Err(format!("a cast of an i64 lane value to {to}")),
                     Vec if is_lane(from) && is_lane(*to) => Self::vec(*to)?,
                     Vec => return Err(format!("a cast of varying {from} values to {to}")),
                 }
@@ -454,8 +477,8 @@ impl An<'_> {
                 let i = self.shape(x)?;
                 match i.shape {
                     Uni => Self::uni(boxed(&i).map(|x| Expr::Bitcast { to: *to, x })),
-                    Aff if *to == Ty::I64 => i,
-                    Aff => return Err("a bitcast of an i64 lane value".into()),
+                    Aff | Str if *to == Ty::I64 => i,
+                    Aff | Str => return Err("a bitcast of an i64 lane value".into()),
                     Vec => Self::vec(*to)?,
                 }
             }

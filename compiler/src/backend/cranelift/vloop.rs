@@ -11,7 +11,8 @@
 //! where they meet vectors); affine `I64` values are a lane-0 scalar plus a constant (the
 //! unrolled copy's offset, folded into load and store offsets); varying values are
 //! `f32x4`/`i32x4`, a `Bool` lane an `i32` mask (all ones for true). Loads and stores at
-//! affine indices are one unaligned 16-byte access at the lane-0 element. A comparison of an
+//! affine indices are one unaligned 16-byte access at the lane-0 element; loads at strided
+//! indices (lane `k` at `base + k × stride`) are four scalar loads. A comparison of an
 //! affine value with a uniform one compares the exact lane values in two `i64x2` halves and
 //! packs the two masks with one shuffle. Operations without a vector form run lane by lane
 //! through the scalar lowering (`super::expr`), so every lane computes exactly what the
@@ -45,6 +46,8 @@ enum VV {
     Uni(Value),
     /// `I64`: lane `k` holds this scalar `+` the constant `+ k`.
     Aff(Value, i64),
+    /// `I64`: lane `k` holds the first scalar `+ k ×` the second.
+    Str(Value, Value),
     /// One value per lane.
     Vec(Value),
 }
@@ -176,6 +179,10 @@ impl<'k> Fx<'_, 'k> {
             let last = match env.vals.get(&t) {
                 Some(VV::Uni(x)) => *x,
                 Some(VV::Aff(x, off)) => self.b.ins().iadd_imm_s(*x, off + LANES - 1),
+                Some(VV::Str(x, s)) => {
+                    let d = self.b.ins().imul_imm_s(*s, LANES - 1);
+                    self.b.ins().iadd(*x, d)
+                }
                 Some(VV::Vec(x)) => self.lane(*x, self.f.var(t).ty, LANES as u8 - 1),
                 None => return Err(self.internal("a temporary of a vector loop without a value")),
             };
@@ -256,7 +263,7 @@ impl<'k> Fx<'_, 'k> {
                 self.b.ins().splat(types::I32X4, m)
             }
             VV::Uni(x) => self.b.ins().splat(vec_ty(t), x),
-            VV::Aff(..) => return Err(self.internal("an i64 lane value used as a vector")),
+            VV::Aff(..) | VV::Str(..) => return Err(self.internal("an i64 lane value used as a vector")),
         })
     }
 
@@ -271,6 +278,25 @@ impl<'k> Fx<'_, 'k> {
                 Ok((self.addr(buf, i)?, 0))
             }
         }
+    }
+
+    /// Elements `x + k × s` (`k < 4`) of `buf`, loaded one by one into a vector.
+    fn gather(&mut self, buf: crate::schedule::kir::Buf, x: Value, s: Value) -> Result<Value, CraneliftError> {
+        let ty = super::func::clif_ty(self.f.buf(buf).elem);
+        let mut v = None;
+        let mut i = x;
+        for k in 0..LANES as u8 {
+            if k > 0 {
+                i = self.b.ins().iadd(i, s);
+            }
+            let a = self.addr(buf, i)?;
+            let e = self.b.ins().load(ty, mem(), a, 0);
+            v = Some(match v {
+                None => self.b.ins().scalar_to_vector(vec_ty(self.f.buf(buf).elem), e),
+                Some(v) => self.b.ins().insertlane(v, e, k),
+            });
+        }
+        v.ok_or_else(|| self.internal("a gather of no lanes"))
     }
 
     /// A 128-bit constant of type `ty` from little-endian bytes.
@@ -304,14 +330,15 @@ impl<'k> Fx<'_, 'k> {
                     let (a, off) = self.vaddr(*buf, i, off)?;
                     VV::Vec(self.b.ins().load(vec_ty(f.buf(*buf).elem), mem(), a, off))
                 }
-                VV::Vec(_) => return Err(self.internal("a gather in a vector loop")),
+                VV::Str(x, s) => VV::Vec(self.gather(*buf, x, s)?),
+                VV::Vec(_) => return Err(self.internal("a data-dependent gather in a vector loop")),
             },
             Expr::Unary { op, x } => {
                 let t = f.ty(x);
                 match self.vexpr(env, x)? {
                     VV::Uni(v) => VV::Uni(self.unary(*op, t, v)?),
                     VV::Vec(v) => VV::Vec(self.vunary(*op, t, v)?),
-                    VV::Aff(..) => return Err(self.internal("a unary operation on an i64 lane value")),
+                    VV::Aff(..) | VV::Str(..) => return Err(self.internal("a unary operation on an i64 lane value")),
                 }
             }
             Expr::Binary { op, a, b, .. } => {
@@ -355,7 +382,8 @@ impl<'k> Fx<'_, 'k> {
                 let from = f.ty(x);
                 match self.vexpr(env, x)? {
                     VV::Uni(v) => VV::Uni(self.cast(from, *to, v)?),
-                    v @ VV::Aff(..) if *to == Ty::I64 => v,
+                    v @ (VV::Aff(..) | VV::Str(..)) if *to == Ty::I64 => v,
+                    VV::Str(..) => return Err(self.internal("a cast of a strided value")),
                     VV::Aff(v, off) => {
                         let v = self.b.ins().iadd_imm_s(v, off);
                         // Truncation commutes with + k: lane k of i32(base + k) is i32(base) + k.
@@ -389,11 +417,20 @@ impl<'k> Fx<'_, 'k> {
                 let d = self.b.ins().isub(x, y);
                 VV::Uni(self.b.ins().iadd_imm_s(d, ox - oy))
             }
+            (VV::Aff(x, o), VV::Uni(y), Mul) | (VV::Uni(y), VV::Aff(x, o), Mul) => {
+                let first = self.b.ins().iadd_imm_s(x, o);
+                VV::Str(self.b.ins().imul(first, y), y)
+            }
+            (VV::Str(x, s), VV::Uni(y), Mul) | (VV::Uni(y), VV::Str(x, s), Mul) => {
+                VV::Str(self.b.ins().imul(x, y), self.b.ins().imul(s, y))
+            }
+            (VV::Str(x, s), VV::Uni(y), Add) | (VV::Uni(y), VV::Str(x, s), Add) => VV::Str(self.b.ins().iadd(x, y), s),
+            (VV::Str(x, s), VV::Uni(y), Sub) => VV::Str(self.b.ins().isub(x, y), s),
             (VV::Aff(..), VV::Uni(_), _) | (VV::Uni(_), VV::Aff(..), _) => {
                 let cc = int_cc(op, false).ok_or_else(|| self.internal(format!("{op:?} of an i64 lane value")))?;
                 VV::Vec(self.affine_mask(cc, a, b)?)
             }
-            (VV::Aff(..), _, _) | (_, VV::Aff(..), _) => {
+            (VV::Aff(..) | VV::Str(..), _, _) | (_, VV::Aff(..) | VV::Str(..), _) => {
                 return Err(self.internal(format!("{op:?} of i64 lane values")));
             }
             (x, VV::Uni(y), Shl) => {
@@ -536,7 +573,7 @@ impl<'k> Fx<'_, 'k> {
                 let off = self.vconst_i64([o + first, o + first + 1]);
                 Ok(self.b.ins().iadd(s, off))
             }
-            VV::Vec(_) => Err(self.internal("an affine comparison with a vector")),
+            VV::Vec(_) | VV::Str(..) => Err(self.internal("an affine comparison with a vector")),
         }
     }
 
