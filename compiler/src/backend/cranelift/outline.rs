@@ -6,9 +6,12 @@
 //! - the kernel fills `ctx`, a stack array of 8-byte slots: slot 0 the address of the kernel's
 //!   `i32` error slot (zeroed before the call), then one pointer per captured buffer memory
 //!   (argument index or heap buffer, [`MemKey`] order), then the value of every variable the
-//!   body mentions ([`Uses`], minus the loop variable: a variable written before it is read is
-//!   copied needlessly, never wrongly). After the call a non-zero error slot becomes the
-//!   kernel's return code (through its exit block, which frees the heap buffers);
+//!   body mentions ([`Uses`], minus the loop variable) that an iteration may read before it
+//!   writes it ([`live_in`], a conservative must-write analysis: the schedule's temporaries,
+//!   written before they are read, are not copied — copying them would be needless, and
+//!   reading them in the kernel, where they are unset, costs SSA construction time). After the
+//!   call a non-zero error slot becomes the kernel's return code (through its exit block, which
+//!   frees the heap buffers);
 //! - `s.par{k}(ctx, lo, hi)` (local to the module) loads the slots once, returns at once if
 //!   `*err` is already set (a chunk started after a failure does nothing), then runs iterations
 //!   `lo..hi`, each starting with every captured variable reset to its captured value (writes
@@ -16,7 +19,7 @@
 //!   the body function (one per call; contents unspecified between iterations). A `Fail` does
 //!   `atomic_cas(err, 0, code)` (first failure wins) and returns.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{Function, InstBuilder, MemFlagsData, UserFuncName, types};
@@ -26,7 +29,7 @@ use cranelift_module::{Linkage, Module};
 use super::func::{BufBase, FnKind, Fx, Job, MemKey, PTR, clif_ty, mem_key};
 use super::jit::Cx;
 use super::{CraneliftError, Sink};
-use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Var};
+use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Stmt, Var};
 use crate::schedule::uses::Uses;
 
 impl<'k> Fx<'_, 'k> {
@@ -38,6 +41,8 @@ impl<'k> Fx<'_, 'k> {
         let mut uses = Uses::default();
         uses.block(body);
         uses.vars.remove(&var);
+        let live = live_in(var, body);
+        uses.vars.retain(|v| live.contains(v));
         let f = self.f;
         let keys: BTreeSet<MemKey> = uses
             .bufs
@@ -96,6 +101,57 @@ impl<'k> Fx<'_, 'k> {
         });
         Ok(())
     }
+}
+
+/// The variables an iteration of a parallel body (loop variable `var`) may read before writing
+/// them: a read counts unless every path from the iteration's start to it writes the variable
+/// (writes inside a loop or one branch of an `If` do not count after it).
+pub(super) fn live_in(var: Var, body: &Block) -> BTreeSet<Var> {
+    fn reads(e: &Expr, written: &HashSet<Var>, live: &mut BTreeSet<Var>) {
+        let mut u = Uses::default();
+        u.expr(e);
+        live.extend(u.vars.into_iter().filter(|v| !written.contains(v)));
+    }
+    fn walk(b: &Block, written: &mut HashSet<Var>, live: &mut BTreeSet<Var>) {
+        for s in b {
+            match s {
+                Stmt::Set { var, value } => {
+                    reads(value, written, live);
+                    written.insert(*var);
+                }
+                Stmt::Store { index, value, .. } => {
+                    reads(index, written, live);
+                    reads(value, written, live);
+                }
+                Stmt::For { var, lo, hi, body } => {
+                    reads(lo, written, live);
+                    reads(hi, written, live);
+                    let mut w = written.clone();
+                    w.insert(*var);
+                    walk(body, &mut w, live);
+                }
+                Stmt::Parallel { var, n, body } => {
+                    reads(n, written, live);
+                    let mut w = written.clone();
+                    w.insert(*var);
+                    walk(body, &mut w, live);
+                }
+                Stmt::If { cond, then, els } => {
+                    reads(cond, written, live);
+                    let mut a = written.clone();
+                    walk(then, &mut a, live);
+                    let mut b = written.clone();
+                    walk(els, &mut b, live);
+                    *written = a.intersection(&b).copied().collect();
+                }
+                Stmt::Alloc { len, .. } => reads(len, written, live),
+                Stmt::Fail { .. } => {}
+            }
+        }
+    }
+    let mut live = BTreeSet::new();
+    walk(body, &mut HashSet::from([var]), &mut live);
+    live
 }
 
 /// Builds the outlined function of `job` (a parallel loop of kernel `f`, exported as
