@@ -13,19 +13,26 @@
 //! of stack buffers), Cranelift's internal verifier off: [`Cx::verify`] runs it explicitly in
 //! debug builds and turns its report into an error.
 //!
+//! [`with_jit`] translates every function first, then compiles them to machine code on up to
+//! `available_parallelism` threads (largest first: a kernel's parallel bodies are independent
+//! functions), then defines the bytes in the module in translation order and links.
+//!
 //! Invariant: the JIT's code lives exactly as long as its [`Cx`]; dropping it frees the code
 //! (`free_memory`), so entries must not be called after [`with_jit`]'s closure returns.
 
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cranelift_codegen::ir::{AbiParam, Function, Signature, Type};
-use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::{Context, ir};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
 use super::{CraneliftError, CraneliftOptions, Export, OptLevel, PackedFn, translate};
 use crate::backend::host::{math_symbols, parallel_for};
@@ -68,11 +75,25 @@ pub fn with_jit<R>(
     f: impl FnOnce(&Jit) -> R,
 ) -> Result<R, CraneliftError> {
     let mut cx = Cx::new(opts)?;
-    translate(&mut cx, exports, &mut |cx, kernel, id, func| cx.define(kernel, id, func))?;
+    let mut funcs = Vec::new();
+    translate(&mut cx, exports, &mut |_, kernel, id, func| {
+        funcs.push((kernel.to_string(), id, func));
+        Ok(())
+    })?;
+    for c in compile_all(cx.module.isa(), funcs) {
+        let c = c?;
+        cx.module
+            .define_function_bytes(c.id, c.align, &c.bytes, &c.relocs)
+            .map_err(|e| CraneliftError::Compile {
+                kernel: c.kernel,
+                function: c.name,
+                message: e.to_string(),
+            })?;
+    }
     let module = &mut *cx.module;
-    catch_unwind(AssertUnwindSafe(|| module.finalize_definitions()))
+    catch_unwind(AssertUnwindSafe(|| module.finalize_definitions().map_err(|e| e.to_string())))
         .map_err(|_| CraneliftError::Jit("linking panicked (an unresolved symbol?)".into()))?
-        .map_err(|e| CraneliftError::Jit(e.to_string()))?;
+        .map_err(CraneliftError::Jit)?;
     let mut packed = HashMap::new();
     for e in exports {
         let id = cx
@@ -205,32 +226,111 @@ impl Cx {
             .map_err(|e| CraneliftError::Jit(format!("declaring '{name}': {e}")))
     }
 
-    /// Runs Cranelift's verifier on `func` in debug builds (release builds trust validated
-    /// KIR and skip its cost).
+    /// Runs Cranelift's verifier on `func` in debug builds (see [`verify`]).
     pub(super) fn verify(&self, kernel: &str, func: &Function) -> Result<(), CraneliftError> {
-        if !cfg!(debug_assertions) {
-            return Ok(());
-        }
-        cranelift_codegen::verify_function(func, self.module.isa()).map_err(|errors| CraneliftError::Verify {
-            kernel: kernel.to_string(),
-            function: func.name.to_string(),
-            message: cranelift_codegen::print_errors::pretty_verifier_error(func, None, errors),
-        })
+        verify(self.module.isa(), kernel, func)
     }
 
-    /// Verifies `func` and compiles it as `id`.
-    fn define(&mut self, kernel: &str, id: FuncId, func: Function) -> Result<(), CraneliftError> {
-        self.verify(kernel, &func)?;
-        let name = func.name.to_string();
-        let mut ctx = Context::for_function(func);
-        let module = &mut *self.module;
-        let r = catch_unwind(AssertUnwindSafe(|| module.define_function(id, &mut ctx)));
-        let err = |message: String| CraneliftError::Compile {
-            kernel: kernel.to_string(),
-            function: name.clone(),
-            message,
-        };
-        r.map_err(|_| err("code generation panicked".into()))?
-            .map_err(|e| err(format!("{e:?}")))
+}
+
+/// A function compiled to machine code, ready to define in the module.
+struct Compiled {
+    id: FuncId,
+    kernel: String,
+    name: String,
+    align: u64,
+    bytes: Vec<u8>,
+    relocs: Vec<ModuleReloc>,
+}
+
+/// Runs Cranelift's verifier on `func` of `kernel` in debug builds (release builds trust
+/// validated KIR and skip its cost).
+fn verify(isa: &dyn TargetIsa, kernel: &str, func: &Function) -> Result<(), CraneliftError> {
+    if !cfg!(debug_assertions) {
+        return Ok(());
     }
+    cranelift_codegen::verify_function(func, isa).map_err(|errors| CraneliftError::Verify {
+        kernel: kernel.to_string(),
+        function: func.name.to_string(),
+        message: cranelift_codegen::print_errors::pretty_verifier_error(func, None, errors),
+    })
+}
+
+/// Verifies (debug builds) and compiles function `id` of `kernel`.
+fn compile_one(isa: &dyn TargetIsa, kernel: &str, id: FuncId, func: Function) -> Result<Compiled, CraneliftError> {
+    verify(isa, kernel, &func)?;
+    let name = func.name.to_string();
+    let err = |message: String| CraneliftError::Compile {
+        kernel: kernel.to_string(),
+        function: name.clone(),
+        message,
+    };
+    let mut ctx = Context::for_function(func);
+    let compiled = catch_unwind(AssertUnwindSafe(|| {
+        ctx.compile(isa, &mut ControlPlane::default())
+            .map(|c| (c.buffer.alignment, c.code_buffer().to_vec()))
+            .map_err(|e| format!("{:?}", e.inner))
+    }))
+    .map_err(|_| err("code generation panicked".into()))?
+    .map_err(err)?;
+    let relocs = match ctx.compiled_code() {
+        Some(c) => c
+            .buffer
+            .relocs()
+            .iter()
+            .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+            .collect(),
+        None => return Err(err("no code after compiling".into())),
+    };
+    Ok(Compiled {
+        id,
+        kernel: kernel.to_string(),
+        name,
+        align: u64::from(compiled.0),
+        bytes: compiled.1,
+        relocs,
+    })
+}
+
+/// Compiles `funcs` on up to `available_parallelism` threads, largest first; the results are
+/// in `funcs`' order.
+fn compile_all(isa: &dyn TargetIsa, funcs: Vec<(String, FuncId, Function)>) -> Vec<Result<Compiled, CraneliftError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(funcs.len());
+    if workers <= 1 {
+        return funcs.into_iter().map(|(k, id, f)| compile_one(isa, &k, id, f)).collect();
+    }
+    let n = funcs.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(funcs[i].2.dfg.num_insts()));
+    let jobs: Vec<Mutex<Option<(String, FuncId, Function)>>> = funcs.into_iter().map(|f| Mutex::new(Some(f))).collect();
+    let results: Vec<Mutex<Option<Result<Compiled, CraneliftError>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { break };
+                    // Each job is taken once: `order` is a permutation.
+                    let job = jobs[i].lock().ok().and_then(|mut j| j.take());
+                    if let Some((kernel, id, func)) = job {
+                        let r = compile_one(isa, &kernel, id, func);
+                        if let Ok(mut slot) = results[i].lock() {
+                            *slot = Some(r);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(CraneliftError::Jit("a compile worker stopped before finishing its function".into()))
+            })
+        })
+        .collect()
 }

@@ -569,3 +569,40 @@ fn emit_clif_shows_every_function() {
         assert!(clif.contains(needle), "no '{needle}' in:\n{clif}");
     }
 }
+
+#[test]
+fn parallel_bodies_capture_what_an_iteration_may_read_first() {
+    // t is written on even iterations only, acc inside a loop before the iteration sets it:
+    // both must start every iteration from the kernel's values; u is written first (never
+    // captured, and never read from the kernel).
+    let mut k = K::new("capture");
+    let o = k.arg("o", Ty::I64);
+    let n = k.dim("n");
+    let [iv, j, t, acc, u] = ["i", "j", "t", "acc", "u"].map(|name| k.var(name, Ty::I64));
+    let f = k.body(vec![
+        set(t, i(5)),
+        set(acc, i(100)),
+        par(
+            iv,
+            v(n),
+            vec![
+                set(u, bin(BinOp::Mul, v(iv), i(2))),
+                if_(bin(BinOp::Eq, bin(BinOp::Rem, v(iv), i(2)), i(0)), vec![set(t, v(iv))], vec![]),
+                for_(j, i(0), i(3), vec![set(acc, bin(BinOp::Add, v(acc), v(u)))]),
+                st(o, v(iv), bin(BinOp::Add, bin(BinOp::Mul, v(t), i(1000)), v(acc))),
+            ],
+        ),
+    ]);
+    let live = super::outline::live_in(iv, match &f.body[2] {
+        Stmt::Parallel { body, .. } => body,
+        _ => unreachable!("the third statement is the parallel loop"),
+    });
+    assert_eq!(live.into_iter().collect::<Vec<_>>(), [t, acc], "t and acc are live in, u is not");
+    let n = 101;
+    let mut out = vec![0i64; n];
+    jit(&f, |e| assert_eq!(call(e, &[p(&mut out)], &[n as i64], &[]), 0));
+    for (q, got) in out.iter().enumerate() {
+        let t = if q % 2 == 0 { q as i64 } else { 5 };
+        assert_eq!(*got, t * 1000 + 100 + 6 * q as i64, "iteration {q}");
+    }
+}

@@ -240,7 +240,7 @@ fn mask_and_exp() -> Func {
             vec![
                 set(x, bin(BinOp::Sub, ld(s, at()), v(bmax))),
                 set(xc, bin(BinOp::Max, bin(BinOp::Min, v(x), f32c(88.72)), f32c(-86.0))),
-                set(nn, un(UnOp::RoundEven, bin(BinOp::Mul, v(xc), f32c(1.442_695)))),
+                set(nn, un(UnOp::RoundEven, bin(BinOp::Mul, v(xc), f32c(std::f32::consts::LOG2_E)))),
                 set(
                     rr,
                     bin(
@@ -386,6 +386,62 @@ fn strided_loads_are_gathered() {
         }
         if hi > lo {
             assert_eq!(r[1], (2 + (hi as usize - 1) * s) as f32, "the strided temporary after the loop");
+        }
+    }
+}
+
+#[test]
+fn lane_comparisons_of_every_kind() {
+    // For each comparison: affine vs uniform (i64x2 halves packed into a mask), bool lanes
+    // (unsigned: false < true), i32 lanes (signed), each stored as 0/1 floats.
+    let ops = [BinOp::Lt, BinOp::Le, BinOp::Gt, BinOp::Ge, BinOp::Eq, BinOp::Ne];
+    let x: Vec<f32> = (0..64).map(|q| ((q * 5) % 9) as f32 - 4.0).collect();
+    for op in ops {
+        let mut k = K::new("cmp");
+        let (x_, o, _r) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32), k.arg("r", Ty::F32));
+        let (lo, hi) = (k.dim("lo"), k.dim("hi"));
+        let j = k.var("j", Ty::I64);
+        let xa = || ld(x_, v(j));
+        let xb = || ld(x_, bin(BinOp::Add, v(j), i(1)));
+        let flag = |c: Expr| cast(Ty::F32, c);
+        let sum = bin(
+            BinOp::Add,
+            bin(
+                BinOp::Mul,
+                flag(bin(op, v(j), bin(BinOp::Add, v(lo), i(7)))),
+                f32c(1.0),
+            ),
+            bin(
+                BinOp::Add,
+                bin(
+                    BinOp::Mul,
+                    flag(bin(op, bin(BinOp::Gt, xa(), f32c(0.0)), bin(BinOp::Gt, xb(), f32c(0.0)))),
+                    f32c(2.0),
+                ),
+                bin(BinOp::Mul, flag(bin(op, cast(Ty::I32, xa()), cast(Ty::I32, xb()))), f32c(4.0)),
+            ),
+        );
+        let f = k.body(vec![for_(j, v(lo), v(hi), vec![st(o, v(j), sum)])]);
+        assert_eq!(vectorized(&f), [true], "{op:?}");
+        for (lo, hi) in [(0, 37), (3, 21)] {
+            let (o, _) = same_bits(&f, &x, 64, lo, hi);
+            for q in lo..hi {
+                let jq = q as usize;
+                let c = |a: bool| f32::from(u8::from(a));
+                let cmp_i = |a: i64, b: i64| match op {
+                    BinOp::Lt => a < b,
+                    BinOp::Le => a <= b,
+                    BinOp::Gt => a > b,
+                    BinOp::Ge => a >= b,
+                    BinOp::Eq => a == b,
+                    _ => a != b,
+                };
+                let (pa, pb) = (x[jq] > 0.0, x[jq + 1] > 0.0);
+                let want = c(cmp_i(q, lo + 7))
+                    + 2.0 * c(cmp_i(i64::from(pa), i64::from(pb)))
+                    + 4.0 * c(cmp_i(x[jq] as i64, x[jq + 1] as i64));
+                assert_eq!(o[jq], want, "{op:?} at {q} (lo={lo})");
+            }
         }
     }
 }

@@ -231,7 +231,7 @@ impl<'k> Fx<'_, 'k> {
                     }
                     let t = self.f.var(*var).ty;
                     let v = self.vexpr(env, value)?;
-                    let v = self.to_vec(v, t)?;
+                    let v = self.as_vector(v, t)?;
                     return self.def_variable(acc, v);
                 }
                 let v = self.vexpr(env, value)?;
@@ -244,7 +244,7 @@ impl<'k> Fx<'_, 'k> {
                 };
                 let t = self.f.buf(*buf).elem;
                 let v = self.vexpr(env, value)?;
-                let v = self.to_vec(v, t)?;
+                let v = self.as_vector(v, t)?;
                 let (a, off) = self.vaddr(*buf, i, off)?;
                 self.b.ins().store(mem(), v, a, off);
                 Ok(())
@@ -254,7 +254,7 @@ impl<'k> Fx<'_, 'k> {
     }
 
     /// `v` (of lane type `t`) as a vector: uniform values are splatted.
-    fn to_vec(&mut self, v: VV, t: Ty) -> Result<Value, CraneliftError> {
+    fn as_vector(&mut self, v: VV, t: Ty) -> Result<Value, CraneliftError> {
         Ok(match v {
             VV::Vec(x) => x,
             VV::Uni(x) if t == Ty::Bool => {
@@ -350,7 +350,7 @@ impl<'k> Fx<'_, 'k> {
                     if let (VV::Uni(x), VV::Uni(y), VV::Uni(z)) = (x, y, z) {
                         return Ok(VV::Uni(self.mul_add(x, y, z, m.neg_xy, m.neg_z)));
                     }
-                    let (x, y, z) = (self.to_vec(x, t)?, self.to_vec(y, t)?, self.to_vec(z, t)?);
+                    let (x, y, z) = (self.as_vector(x, t)?, self.as_vector(y, t)?, self.as_vector(z, t)?);
                     return Ok(VV::Vec(self.mul_add(x, y, z, m.neg_xy, m.neg_z)));
                 }
                 let va = self.vexpr(env, a)?;
@@ -363,12 +363,12 @@ impl<'k> Fx<'_, 'k> {
                 match (vc, va, vb) {
                     (VV::Uni(c), VV::Uni(x), VV::Uni(y)) => VV::Uni(self.b.ins().select(c, x, y)),
                     (VV::Uni(c), x, y) => {
-                        let (x, y) = (self.to_vec(x, t)?, self.to_vec(y, t)?);
+                        let (x, y) = (self.as_vector(x, t)?, self.as_vector(y, t)?);
                         VV::Vec(self.b.ins().select(c, x, y))
                     }
                     (c, x, y) => {
-                        let m = self.to_vec(c, Ty::Bool)?;
-                        let (x, y) = (self.to_vec(x, t)?, self.to_vec(y, t)?);
+                        let m = self.as_vector(c, Ty::Bool)?;
+                        let (x, y) = (self.as_vector(x, t)?, self.as_vector(y, t)?);
                         let m = if t == Ty::F32 {
                             self.b.ins().bitcast(types::F32X4, MemFlagsData::new(), m)
                         } else {
@@ -434,11 +434,11 @@ impl<'k> Fx<'_, 'k> {
                 return Err(self.internal(format!("{op:?} of i64 lane values")));
             }
             (x, VV::Uni(y), Shl) => {
-                let x = self.to_vec(x, t)?;
+                let x = self.as_vector(x, t)?;
                 VV::Vec(self.b.ins().ishl(x, y))
             }
             (x, y, _) => {
-                let (x, y) = (self.to_vec(x, t)?, self.to_vec(y, t)?);
+                let (x, y) = (self.as_vector(x, t)?, self.as_vector(y, t)?);
                 VV::Vec(self.vbin(op, t, x, y)?)
             }
         })
