@@ -606,3 +606,39 @@ fn parallel_bodies_capture_what_an_iteration_may_read_first() {
         assert_eq!(*got, t * 1000 + 100 + 6 * q as i64, "iteration {q}");
     }
 }
+
+/// A small kernel with every statement kind (alloc, if, fail, parallel, for, set, store, an
+/// F16 load), as CLIF: a golden test of the translation. No vector loops and no multiply-add,
+/// so the text does not depend on the host's features; bless with `INSTA_UPDATE=always`.
+#[test]
+fn clif_golden() {
+    let mut k = K::new("golden");
+    let (x, o) = (k.arg("x", Ty::F16), k.arg("o", Ty::F32));
+    let n = k.dim("n");
+    let h = k.heap("h", Ty::F32);
+    let (iv, acc) = (k.var("i", Ty::I64), k.var("acc", Ty::F32));
+    let f = k.body(vec![
+        Stmt::Alloc { buf: h, len: v(n) },
+        if_(bin(BinOp::Gt, v(n), i(100)), vec![Stmt::Fail { code: 0x105 }], vec![]),
+        par(iv, v(n), vec![st(h, v(iv), un(UnOp::Abs, ld(x, v(iv))))]),
+        set(acc, f32c(f32::NEG_INFINITY)),
+        for_(iv, i(0), v(n), vec![set(acc, bin(BinOp::Max, v(acc), ld(h, v(iv))))]),
+        st(o, i(0), v(acc)),
+    ]);
+    let opts = CraneliftOptions {
+        simd: false,
+        ..Default::default()
+    };
+    let clif = emit_clif(&[Export::new(&f, "golden")], &opts).unwrap();
+    insta::with_settings!({prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("clif_golden", clif);
+    });
+    // And it runs: max |x| over n halves.
+    let mut xs: Vec<::half::f16> = [-3.5f32, 2.0, 0.25].iter().map(|&q| ::half::f16::from_f32(q)).collect();
+    let mut out = [0f32];
+    jit_with(&f, &opts, |e| {
+        assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[3], &[]), 0);
+        assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[101], &[]), 0x105);
+    });
+    assert_eq!(out, [3.5]);
+}
