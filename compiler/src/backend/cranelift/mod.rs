@@ -7,19 +7,22 @@
 //! ([`crate::backend::check_symbols`]) and every kernel
 //! ([`crate::schedule::validate::check`]) → per export, build the packed entry
 //! `{symbol}_packed` and one function per `Parallel` body → run Cranelift's verifier (debug
-//! builds and tests; its failure is [`CraneliftError::Verify`], never a panic) → define the
-//! functions in the JIT module, or print them.
+//! builds and tests; its failure is [`CraneliftError::Verify`], never a panic) → compile the
+//! functions (in parallel) and define them in the JIT module, or print them.
 //!
 //! Module map:
 //! - `jit`: the host ISA (flags from `cranelift-native`), the JIT module with every runtime
-//!   and math symbol registered, [`Jit`] and [`with_jit`];
+//!   and math symbol registered, parallel compilation of a module's functions, [`Jit`] and
+//!   [`with_jit`];
 //! - `func`: one Cranelift function under construction (variables, buffers, calls, memory);
 //! - `expr`, `half`: scalar expressions (math, casts, F16/BF16 conversion);
 //! - `stmt`: statements (loops, branches, stores, heap allocation, failure);
-//! - `outline`: `Parallel` bodies as `extern "C" fn(ctx, lo, hi)` for `tfmc_parallel_for`;
+//! - `outline`: `Parallel` bodies as `extern "C" fn(ctx, lo, hi)` for `tfmc_parallel_for`
+//!   (the LLVM backend's context layout and error-slot protocol);
 //! - `entry`: the packed entry (the kernel itself) and the per-export driver;
-//! - `vectorize`: which innermost loops run 4 lanes at a time (a KIR analysis);
-//!   `vloop`: emitting those loops (f32x4 / i32x4);
+//! - `vectorize`: which innermost loops run 4 lanes at a time (a KIR analysis; also
+//!   [`vector_report`], the verdict on every innermost loop of a kernel);
+//!   `vloop`: emitting those loops (f32x4 / i32x4, small bodies unrolled 4 times);
 //! - `tests*`: hand-written KIR (`tests`, `tests_ops`, `tests_vec`) and every `lib/` kernel
 //!   against the interpreter (`tests_lib`).
 //!
