@@ -15,7 +15,8 @@
 //!
 //! [`with_jit`] translates every function first, then compiles them to machine code on up to
 //! `available_parallelism` threads (largest first: a kernel's parallel bodies are independent
-//! functions), then defines the bytes in the module in translation order and links.
+//! functions; small modules stay on the calling thread), then defines the bytes in the module
+//! in translation order and links.
 //!
 //! Invariant: the JIT's code lives exactly as long as its [`Cx`]; dropping it frees the code
 //! (`free_memory`), so entries must not be called after [`with_jit`]'s closure returns.
@@ -292,13 +293,18 @@ fn compile_one(isa: &dyn TargetIsa, kernel: &str, id: FuncId, func: Function) ->
     })
 }
 
-/// Compiles `funcs` on up to `available_parallelism` threads, largest first; the results are
-/// in `funcs`' order.
+/// Below this many instructions in all, a module compiles on the calling thread (starting
+/// threads would cost more than it saves).
+const PARALLEL_INSTS: usize = 4000;
+
+/// Compiles `funcs` on up to `available_parallelism` threads, largest first (on the calling
+/// thread when small); the results are in `funcs`' order.
 fn compile_all(isa: &dyn TargetIsa, funcs: Vec<(String, FuncId, Function)>) -> Vec<Result<Compiled, CraneliftError>> {
+    let insts: usize = funcs.iter().map(|f| f.2.dfg.num_insts()).sum();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(funcs.len());
-    if workers <= 1 {
+    if workers <= 1 || insts < PARALLEL_INSTS {
         return funcs.into_iter().map(|(k, id, f)| compile_one(isa, &k, id, f)).collect();
     }
     let n = funcs.len();

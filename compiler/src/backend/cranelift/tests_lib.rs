@@ -257,3 +257,55 @@ fn run_time_against_llvm(file: &str, kernel: &str, dims: &[(&str, usize)]) {
     );
     check(&format!("{kernel}: cranelift vs llvm"), &c_out, &l_out);
 }
+
+#[test]
+#[ignore]
+fn scratch_breakdown() {
+    let program = crate::testing::lib("model.tfm");
+    let pk = prepare(&program, "rmsnorm", &CompileOptions::default()).unwrap();
+    let ex = [Export::new(&pk.scheduled.func, pk.manifest.symbol.clone())];
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut cx = jit::Cx::new(&CraneliftOptions::default()).unwrap();
+        let t1 = Instant::now();
+        let mut funcs = vec![];
+        translate(&mut cx, &ex, &mut |_, k, id, f| { funcs.push((k.to_string(), id, f)); Ok(()) }).unwrap();
+        let t2 = Instant::now();
+        let n = funcs.len();
+        let mut bytes = 0;
+        for (_, _, f) in funcs {
+            let mut ctx = cranelift_codegen::Context::for_function(f);
+            use cranelift_module::Module;
+            ctx.compile(cx.module.isa(), &mut Default::default()).unwrap();
+            bytes += ctx.compiled_code().unwrap().code_buffer().len();
+        }
+        let t3 = Instant::now();
+        drop(cx);
+        let t4 = Instant::now();
+        let w = with_jit(&ex, &CraneliftOptions::default(), |_| ()).map(|_| ());
+        let t5 = Instant::now();
+        w.unwrap();
+        let none = CraneliftOptions { opt_level: OptLevel::None, simd: true };
+        with_jit(&ex, &none, |_| ()).unwrap();
+        let t6 = Instant::now();
+        let nosimd = CraneliftOptions { opt_level: OptLevel::Speed, simd: false };
+        with_jit(&ex, &nosimd, |_| ()).unwrap();
+        let t7 = Instant::now();
+        println!("opt none {:.3} nosimd {:.3}", (t6 - t5).as_secs_f64() * 1e3, (t7 - t6).as_secs_f64() * 1e3);
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        println!("new {:.3} translate {:.3} compile({n} fns, {bytes} B) {:.3} drop {:.3} | with_jit {:.3}", ms(t0,t1), ms(t1,t2), ms(t2,t3), ms(t3,t4), ms(t4,t5));
+    }
+}
+
+#[test]
+#[ignore]
+fn scratch_small_loop() {
+    let program = crate::testing::lib("model.tfm");
+    let pk = prepare(&program, "rmsnorm", &CompileOptions::default()).unwrap();
+    let ex = [Export::new(&pk.scheduled.func, pk.manifest.symbol.clone())];
+    let t = Instant::now();
+    for _ in 0..500 {
+        with_jit(&ex, &CraneliftOptions::default(), |_| ()).unwrap();
+    }
+    println!("{:.3} ms", t.elapsed().as_secs_f64() * 2.0);
+}

@@ -445,3 +445,39 @@ fn lane_comparisons_of_every_kind() {
         }
     }
 }
+
+#[test]
+fn constant_trip_counts_match_scalar_code() {
+    // Straight-line vector code for trip counts up to 64, loops beyond; every remainder.
+    let x: Vec<f32> = (0..100).map(|q| ((q * 11) % 7) as f32 - 3.0).collect();
+    for n in [0i64, 1, 3, 4, 5, 16, 23, 37, 61, 64, 67, 80] {
+        let mut k = K::new("const");
+        let (x_, o, r) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32), k.arg("r", Ty::F32));
+        let (_lo, _hi) = (k.dim("lo"), k.dim("hi"));
+        let (j, t, sum) = (k.var("j", Ty::I64), k.var("t", Ty::F32), k.var("sum", Ty::F32));
+        let f = k.body(vec![
+            set(sum, f32c(0.0)),
+            set(t, f32c(-1.0)),
+            for_(
+                j,
+                i(2),
+                i(2 + n),
+                vec![
+                    set(t, bin(BinOp::Mul, ld(x_, v(j)), f32c(2.0))),
+                    st(o, bin(BinOp::Sub, v(j), i(2)), v(t)),
+                    set(sum, re(BinOp::Add, v(sum), v(t))),
+                ],
+            ),
+            st(r, i(0), v(sum)),
+            st(r, i(1), v(t)),
+        ]);
+        assert_eq!(vectorized(&f), [true]);
+        let (o, r) = same_bits(&f, &x, 100, 0, 0);
+        let range = 2..2 + n as usize;
+        assert_eq!(r[0], x[range.clone()].iter().map(|v| v * 2.0).sum::<f32>(), "n={n}");
+        assert_eq!(r[1], if n == 0 { -1.0 } else { x[1 + n as usize] * 2.0 }, "n={n}");
+        for q in range {
+            assert_eq!(o[q - 2], x[q] * 2.0);
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! - a vector loop of 4 iterations per trip over the whole vectors left,
 //! - the scalar loop for the remainder (`n mod 4` iterations),
 //!
-//! where `n = max(hi - lo, 0)`; loops a constant trip count proves empty are not emitted.
+//! where `n = max(hi - lo, 0)`; loops a constant trip count proves empty are not emitted, and
+//! a small body with a constant trip count of at most 64 runs its vector iterations as
+//! straight-line code (no loop).
 //!
 //! Lane values ([`VV`]): uniform values stay scalars (computed as in scalar code and splatted
 //! where they meet vectors); affine `I64` values are a lane-0 scalar plus a constant (the
@@ -21,9 +23,9 @@
 //! Reductions: each accumulator gets one vector variable per unrolled copy (independent
 //! chains), all lanes the operation's identity (`-0.0` for `+`, `1` for `*`, `±inf` / the
 //! integer extremes for min/max, all ones / zero for and/or), updated lane-wise (the 4-lane
-//! loop continues copy 0's); after the vector loops the 16 partial results are folded into the
-//! scalar accumulator in order (copy 0 lanes 0..3, then copy 1, ...), then the scalar
-//! remainder continues from it. Temporaries are set to their last lane after each vector loop,
+//! loop continues copy 0's); after the vector loops the copies are combined lane-wise
+//! (`((c0 ⊕ c1) ⊕ c2) ⊕ c3`) and the 4 lanes folded into the scalar accumulator in lane order
+//! (`acc ⊕ l0 ⊕ l1 ⊕ l2 ⊕ l3`), then the scalar remainder continues from it. Temporaries are set to their last lane after each vector loop,
 //! so code after the loop sees what the scalar loop would have left.
 
 use std::collections::HashMap;
@@ -36,6 +38,10 @@ use super::CraneliftError;
 use super::expr::{contraction, float_cc, int_cc};
 use super::func::{Fx, mem};
 use super::vectorize::{LANES, Plan, acc_operand};
+
+/// The most vector iterations a constant trip count is emitted as straight-line code (small
+/// bodies only): 16 × 4 lanes covers the attention tile's 64-key loops.
+const MAX_STRAIGHT: i64 = 16;
 
 use crate::schedule::kir::{BinOp, Block, Expr, Stmt, Ty, UnOp, Var};
 
@@ -103,25 +109,32 @@ impl<'k> Fx<'_, 'k> {
             accs.push(copies);
         }
         let n = known.map(|n| n.max(0));
-        let single_lo = if unroll > 1 {
-            if n.is_none_or(|n| n >= LANES * unroll) {
-                self.vector_trips(var, (lo, v16), unroll, body, plan, &accs)?;
+        if let Some(n) = n
+            && unroll > 1
+            && n <= MAX_STRAIGHT * LANES
+        {
+            // A short constant trip count: the vector iterations as straight-line code.
+            if n >= LANES {
+                let env = self.body_copies(var, lo, 0..n / LANES, body, plan, &accs)?;
+                self.set_temps(&env, plan)?;
             }
-            v16
         } else {
-            lo
-        };
-        if n.is_none_or(|n| n % (LANES * unroll) >= LANES || unroll == 1 && n >= LANES) {
-            self.vector_trips(var, (single_lo, v4), 1, body, plan, &accs)?;
+            self.vector_loops(var, [lo, v16, v4], n, body, plan, &accs)?;
         }
         for (acc, copies) in plan.accs.iter().zip(&accs) {
-            let mut r = self.use_var(acc.var)?;
+            let mut v = None;
             for &copy in copies {
-                let v = self.use_variable(copy)?;
-                for k in 0..LANES as u8 {
-                    let lane = self.lane(v, acc.ty, k);
-                    r = self.binary(acc.op, acc.ty, r, lane)?;
-                }
+                let c = self.use_variable(copy)?;
+                v = Some(match v {
+                    None => c,
+                    Some(v) => self.vbin(acc.op, acc.ty, v, c)?,
+                });
+            }
+            let v = v.ok_or_else(|| self.internal("an accumulator without copies"))?;
+            let mut r = self.use_var(acc.var)?;
+            for k in 0..LANES as u8 {
+                let lane = self.lane(v, acc.ty, k);
+                r = self.binary(acc.op, acc.ty, r, lane)?;
             }
             self.def_var(acc.var, r)?;
         }
@@ -132,6 +145,33 @@ impl<'k> Fx<'_, 'k> {
             fx.def_var(var, i)?;
             fx.stmts(body)
         })
+    }
+
+    /// The unrolled vector loop over `lo..v16` (when the body is small) and the 4-lane loop
+    /// over the whole vectors left, up to `v4`; loops the constant trip count `n` proves empty
+    /// are left out.
+    fn vector_loops(
+        &mut self,
+        var: Var,
+        [lo, v16, v4]: [Value; 3],
+        n: Option<i64>,
+        body: &Block,
+        plan: &Plan,
+        accs: &[Vec<Variable>],
+    ) -> Result<(), CraneliftError> {
+        let unroll = plan.unroll;
+        let single_lo = if unroll > 1 {
+            if n.is_none_or(|n| n >= LANES * unroll) {
+                self.vector_trips(var, (lo, v16), unroll, body, plan, accs)?;
+            }
+            v16
+        } else {
+            lo
+        };
+        if n.is_none_or(|n| n % (LANES * unroll) >= LANES || unroll == 1 && n >= LANES) {
+            self.vector_trips(var, (single_lo, v4), 1, body, plan, accs)?;
+        }
+        Ok(())
     }
 
     /// A vector loop over `lo..hi` (a multiple of `4 * copies` apart), `copies` copies of the
@@ -154,20 +194,7 @@ impl<'k> Fx<'_, 'k> {
         self.b.ins().brif(go, bb, &[], after, &[]);
         self.b.switch_to_block(bb);
         let i = self.use_variable(ctr)?;
-        let mut env = VEnv {
-            vals: HashMap::new(),
-            accs: HashMap::new(),
-        };
-        for k in 0..copies {
-            env.vals.clear();
-            env.vals.insert(var, VV::Aff(i, k * LANES));
-            for (acc, vars) in plan.accs.iter().zip(accs) {
-                env.accs.insert(acc.var, vars[k as usize]);
-            }
-            for s in body {
-                self.vstmt(&mut env, s)?;
-            }
-        }
+        let env = self.body_copies(var, i, 0..copies, body, plan, accs)?;
         let next = self.b.ins().iadd_imm_s(i, copies * LANES);
         self.def_variable(ctr, next)?;
         let more = self.b.ins().icmp(IntCC::SignedLessThan, next, hi);
@@ -175,6 +202,46 @@ impl<'k> Fx<'_, 'k> {
         self.b.seal_block(bb);
         self.b.seal_block(done);
         self.b.switch_to_block(done);
+        self.set_temps(&env, plan)?;
+        self.b.ins().jump(after, &[]);
+        self.b.seal_block(after);
+        self.b.switch_to_block(after);
+        Ok(())
+    }
+
+    /// Emits copies `ks` of the body, copy `k` on iterations `i + 4k ..= i + 4k + 3` with
+    /// accumulator copy `k mod unroll`; returns the last copy's lane values.
+    fn body_copies(
+        &mut self,
+        var: Var,
+        i: Value,
+        ks: std::ops::Range<i64>,
+        body: &Block,
+        plan: &Plan,
+        accs: &[Vec<Variable>],
+    ) -> Result<VEnv, CraneliftError> {
+        let mut env = VEnv {
+            vals: HashMap::new(),
+            accs: HashMap::new(),
+        };
+        for k in ks {
+            env.vals.clear();
+            env.vals.insert(var, VV::Aff(i, k * LANES));
+            for (acc, vars) in plan.accs.iter().zip(accs) {
+                let copy = vars
+                    .get((k % plan.unroll) as usize)
+                    .ok_or_else(|| self.internal("an accumulator without its copy"))?;
+                env.accs.insert(acc.var, *copy);
+            }
+            for s in body {
+                self.vstmt(&mut env, s)?;
+            }
+        }
+        Ok(env)
+    }
+
+    /// Sets every temporary to its last lane in `env` (what the scalar loop leaves).
+    fn set_temps(&mut self, env: &VEnv, plan: &Plan) -> Result<(), CraneliftError> {
         for &t in &plan.temps {
             let last = match env.vals.get(&t) {
                 Some(VV::Uni(x)) => *x,
@@ -188,9 +255,6 @@ impl<'k> Fx<'_, 'k> {
             };
             self.def_var(t, last)?;
         }
-        self.b.ins().jump(after, &[]);
-        self.b.seal_block(after);
-        self.b.switch_to_block(after);
         Ok(())
     }
 
