@@ -207,7 +207,14 @@ fn measure_compile_and_run_time_against_llvm() {
             println!("{name:<28} {c:>8.2}ms {l:>8.2}ms {:>7.1}x", l / c);
         }
     }
-    for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("linear.tfm", "linear")] {
+    let reported = [
+        ("sdpa.tfm", "sdpa"),
+        ("causal.tfm", "causal"),
+        ("linear.tfm", "linear"),
+        ("linear.tfm", "linear_causal"),
+        ("linear.tfm", "linear_causal_scan"),
+    ];
+    for (file, kernel) in reported {
         for l in report(file, kernel) {
             println!("{kernel} loop {}: {}", l.var, l.scalar_because.as_deref().unwrap_or("vectorized"));
         }

@@ -481,3 +481,28 @@ fn constant_trip_counts_match_scalar_code() {
         }
     }
 }
+
+#[test]
+fn reductions_without_a_vector_form_stay_scalar_and_say_why() {
+    let mut k = K::new("sums");
+    let (x, o) = (k.arg("x", Ty::F32), k.arg("o", Ty::F64));
+    let n = k.dim("n");
+    let j = k.var("j", Ty::I64);
+    let (d, s) = (k.var("d", Ty::F64), k.var("s", Ty::F32));
+    let f = k.body(vec![
+        set(d, Expr::Const(Const::F64(0.0))),
+        set(s, f32c(0.0)),
+        for_(j, i(0), v(n), vec![set(d, re(BinOp::Add, v(d), cast(Ty::F64, ld(x, v(j)))))]),
+        for_(j, i(0), v(n), vec![set(s, bin(BinOp::Add, v(s), ld(x, v(j))))]),
+        st(o, i(0), v(d)),
+        st(o, i(1), cast(Ty::F64, v(s))),
+    ]);
+    let why: Vec<String> = vector_report(&f).into_iter().map(|l| l.scalar_because.unwrap_or_default()).collect();
+    assert!(why[0].contains("reduction of f64 into 'd'"), "{why:?}");
+    assert!(why[1].contains("without reassoc"), "{why:?}");
+    let mut xs: Vec<f32> = (0..10).map(|q| q as f32 * 0.1).collect();
+    let mut out = [0f64; 2];
+    jit(&f, |e| assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[10], &[]), 0));
+    assert_eq!(out[0], xs.iter().map(|&q| f64::from(q)).sum::<f64>());
+    assert_eq!(out[1], f64::from(xs.iter().fold(0f32, |a, &q| a + q)), "sequential order");
+}

@@ -150,6 +150,8 @@ struct An<'f> {
     /// Every variable set in the body.
     set: HashSet<Var>,
     accs: HashMap<Var, Acc>,
+    /// Reductions that cannot be vectorized, and why.
+    not_acc: HashMap<Var, String>,
     /// Variables set so far in this iteration (and the loop variable).
     env: HashMap<Var, Info>,
     /// The substituted index every store to a memory uses.
@@ -227,23 +229,29 @@ fn analyze(f: &Func, var: Var, body: &Block) -> Result<Plan, String> {
         }
     }
     let mut accs = HashMap::new();
+    let mut not_acc = HashMap::new();
     for s in body {
         let Stmt::Set { var: v, value } = s else { continue };
         let Expr::Binary { op, reassoc, .. } = value else { continue };
         let t = f.var(*v).ty;
-        if *v != var
-            && sets[v] == 1
-            && reads.get(v) == Some(&1)
-            && acc_operand(*v, value).is_some()
-            && reduces(*op, t, *reassoc)
-        {
-            accs.insert(*v, Acc { var: *v, op: *op, ty: t });
+        if *v != var && sets[v] == 1 && reads.get(v) == Some(&1) && acc_operand(*v, value).is_some() {
+            if reduces(*op, t, *reassoc) {
+                accs.insert(*v, Acc { var: *v, op: *op, ty: t });
+            } else {
+                let why = if t.is_float() && matches!(op, BinOp::Add | BinOp::Mul) && !reassoc {
+                    "without reassoc"
+                } else {
+                    "without a vector form"
+                };
+                not_acc.insert(*v, format!("a {op:?} reduction of {t} into '{}' ({why})", f.var(*v).name));
+            }
         }
     }
     let mut an = An {
         f,
         set,
         accs,
+        not_acc,
         env: HashMap::new(),
         stores: HashMap::new(),
         loads: Vec::new(),
@@ -375,6 +383,8 @@ impl An<'_> {
                     i.clone()
                 } else if self.accs.contains_key(v) {
                     return Err(format!("accumulator '{}' read outside its update", f.var(*v).name));
+                } else if let Some(why) = self.not_acc.get(v) {
+                    return Err(why.clone());
                 } else if self.set.contains(v) {
                     return Err(format!("'{}' carries a value from one iteration to the next", f.var(*v).name));
                 } else {
