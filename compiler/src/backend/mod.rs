@@ -10,6 +10,8 @@ pub mod cranelift;
 pub(crate) mod host;
 pub mod llvm;
 pub mod nvptx;
+#[cfg(test)]
+pub(crate) mod test_kir;
 
 use std::collections::HashSet;
 

@@ -11,15 +11,6 @@ use crate::schedule::kir::*;
 type IntOp = fn(i32, i32) -> i32;
 type FloatPred = fn(f64, f64) -> bool;
 
-/// `o[j] = f(a[j], b[j])` for `j < n` where `f` is given as an expression of two loads.
-fn map2(ta: Ty, to: Ty, f: impl FnOnce(Expr, Expr) -> Expr) -> Func {
-    let mut k = K::new("map2");
-    let (a, b, o) = (k.arg("a", ta), k.arg("b", ta), k.arg("o", to));
-    let n = k.dim("n");
-    let j = k.var("j", Ty::I64);
-    k.body(vec![for_(j, i(0), v(n), vec![st(o, v(j), f(ld(a, v(j)), ld(b, v(j))))])])
-}
-
 /// Equality of results: bits, except that any NaN equals any NaN (NaN payloads and signs are
 /// not part of KIR's semantics: x86's vector min/max give the negative default NaN).
 pub(super) trait Same: Copy + Default + std::fmt::Debug {

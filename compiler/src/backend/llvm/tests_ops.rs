@@ -9,20 +9,6 @@ use crate::schedule::kir::*;
 type IntOp = fn(i32, i32) -> i32;
 type FloatPred = fn(f64, f64) -> bool;
 
-/// `o[j] = f(a[j], b[j])` for `j < n` where `f` is given as an expression of two loads.
-fn map2(ta: Ty, to: Ty, f: impl FnOnce(Expr, Expr) -> Expr) -> Func {
-    let mut k = K::new("map2");
-    let (a, b, o) = (k.arg("a", ta), k.arg("b", ta), k.arg("o", to));
-    let n = k.dim("n");
-    let j = k.var("j", Ty::I64);
-    k.body(vec![for_(
-        j,
-        i(0),
-        v(n),
-        vec![st(o, v(j), f(ld(a, v(j)), ld(b, v(j))))],
-    )])
-}
-
 /// Runs `map2` on `a`, `b` and returns the outputs.
 fn run2<A: Copy, O: Copy + Default>(f: &Func, a: &[A], b: &[A]) -> Vec<O> {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::spine::{SpineError, count_parallel, make_spine_memory_free};
 use super::*;
-use crate::backend::llvm::tests::{K, bin, cast, for_, i, ld, par, set, st, un, v};
+use crate::backend::test_kir::{K, bin, cast, for_, i, ld, par, set, st, un, v};
 use crate::schedule::kir::*;
 
 fn f32c(x: f32) -> Expr {

@@ -6,7 +6,7 @@ use tfmc_runtime::gpu::{DevPtr, GpuDevice};
 
 use super::emu::{EmuDevice, with_emulator};
 use super::*;
-use crate::backend::llvm::tests::{K, bin, for_, i, ld, par, set, st, v};
+use crate::backend::test_kir::{K, bin, for_, i, ld, par, set, st, v};
 use crate::schedule::kir::*;
 
 const T: u32 = 32;

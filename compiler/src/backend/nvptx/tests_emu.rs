@@ -10,7 +10,7 @@ use tfmc_runtime::{DType, RuntimeError, Tensor};
 
 use super::emu::{EmuDevice, with_emulator};
 use super::*;
-use crate::backend::llvm::tests::{K, bin, i, ld, par, set, st, v};
+use crate::backend::test_kir::{K, bin, i, ld, par, set, st, v};
 use crate::schedule::kir::*;
 
 fn f32c(x: f32) -> Expr {
