@@ -17,18 +17,16 @@
 //!   host buffer per block, zero-filled, laid out by the emulator).
 
 use inkwell::AddressSpace;
-use inkwell::AtomicOrdering;
 use inkwell::IntPredicate as IP;
 use inkwell::module::Linkage;
 use inkwell::types::BasicType;
-use inkwell::values::{BasicValue, IntValue, PointerValue};
+use inkwell::values::{IntValue, PointerValue};
 
 use super::lower::{Flavor, Role, ThreadIds};
 use crate::backend::llvm::LlvmError;
 use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
 use crate::backend::llvm::types;
 use crate::schedule::kir::{Block, Buf, Expr, Func, Var, gpu};
-use crate::schedule::uses::Uses;
 
 /// The per-block context of an emulated launch, passed to every entry as its last argument
 /// (`ptr ctx`); the generated code reads its fields at byte offsets 0, 8 and 16.
@@ -137,29 +135,10 @@ impl<'ctx> Cg<'ctx, '_> {
         let n = int(self.expr(fx, n)?)?;
         // Failures come only from earlier segments (no `Fail` in a block parallel), so every
         // thread of the launch reads the same status and the blocks stay whole.
-        let s0 = self.status_slot(status, 0)?;
-        let code = self.b.build_load(i64t, s0, "status0")?;
-        if let Some(i) = code.as_instruction_value() {
-            i.set_atomic_ordering(AtomicOrdering::Monotonic)
-                .map_err(|e| internal(&e.to_string()))?;
-            i.set_alignment(8).map_err(|e| internal(&e.to_string()))?;
-        }
-        let failed = self.b.build_int_compare(IP::NE, int(code)?, i64t.const_zero(), "")?;
-        let go = self.cx.append_basic_block(fx.f, "blk.go");
-        self.b.build_conditional_branch(failed, fx.exit, go)?;
-        self.b.position_at_end(go);
-
-        let mut uses = Uses::default();
-        uses.block(body);
-        uses.vars.remove(&var);
+        self.exit_if_failed(fx, status, "blk.go")?;
         let thread = (0..self.func.vars.len()).map(|i| Var(i as u32)).find(|&v| gpu::is_thread(self.func, v));
-        if let Some(t) = thread {
-            uses.vars.remove(&t);
-        }
-        let mut start_vals = Vec::new();
-        for &v in &uses.vars {
-            start_vals.push((v, self.load_var(fx, v)?));
-        }
+        let skip: Vec<Var> = std::iter::once(var).chain(thread).collect();
+        let start_vals = self.start_values(fx, body, &skip)?;
         let [tid, _, ctaid, nctaid] = ids;
         let tid = self.b.build_int_z_extend(tid, i64t, "tid")?;
         let first = self.b.build_int_z_extend(ctaid, i64t, "first")?;

@@ -266,6 +266,41 @@ impl<'ctx> Cg<'ctx, '_> {
         self.gep(i64t.into(), status, i64t.const_int(j as u64, false))
     }
 
+    /// Branches to the exit when `status[0]` (read atomically) already holds a failure;
+    /// continues in a new block named `label` otherwise.
+    pub(super) fn exit_if_failed(&mut self, fx: &FnCx<'ctx>, status: PointerValue<'ctx>, label: &str) -> Result<(), LlvmError> {
+        let i64t = self.cx.i64_type();
+        let s0 = self.status_slot(status, 0)?;
+        let code = self.b.build_load(i64t, s0, "status0")?;
+        if let Some(i) = code.as_instruction_value() {
+            i.set_atomic_ordering(AtomicOrdering::Monotonic)
+                .map_err(|e| internal(&e.to_string()))?;
+            i.set_alignment(8).map_err(|e| internal(&e.to_string()))?;
+        }
+        let failed = self.b.build_int_compare(IP::NE, int(code)?, i64t.const_zero(), "")?;
+        let go = self.cx.append_basic_block(fx.f, label);
+        self.b.build_conditional_branch(failed, fx.exit, go)?;
+        self.b.position_at_end(go);
+        Ok(())
+    }
+
+    /// The current values of the variables `body` mentions, minus `skip` (loop and thread
+    /// variables): what every iteration starts from (writes are private to an iteration).
+    pub(super) fn start_values(
+        &mut self,
+        fx: &mut FnCx<'ctx>,
+        body: &Block,
+        skip: &[Var],
+    ) -> Result<Vec<(Var, BasicValueEnum<'ctx>)>, LlvmError> {
+        let mut uses = Uses::default();
+        uses.block(body);
+        let mut out = Vec::new();
+        for &v in uses.vars.iter().filter(|v| !skip.contains(v)) {
+            out.push((v, self.load_var(fx, v)?));
+        }
+        Ok(out)
+    }
+
     /// Stores `v` (`i64`) in `status[j]`.
     pub(super) fn store_status(&self, status: PointerValue<'ctx>, j: usize, v: IntValue<'ctx>) -> Result<(), LlvmError> {
         let slot = self.status_slot(status, j)?;
@@ -322,26 +357,8 @@ impl<'ctx> Cg<'ctx, '_> {
         let i64t = self.cx.i64_type();
         let n = int(self.expr(fx, n)?)?;
         // A thread started after a failure does nothing.
-        let s0 = self.status_slot(status, 0)?;
-        let code = self.b.build_load(i64t, s0, "status0")?;
-        if let Some(i) = code.as_instruction_value() {
-            i.set_atomic_ordering(AtomicOrdering::Monotonic)
-                .map_err(|e| internal(&e.to_string()))?;
-            i.set_alignment(8).map_err(|e| internal(&e.to_string()))?;
-        }
-        let failed = self.b.build_int_compare(IP::NE, int(code)?, i64t.const_zero(), "")?;
-        let go = self.cx.append_basic_block(fx.f, "seg.go");
-        self.b.build_conditional_branch(failed, fx.exit, go)?;
-        self.b.position_at_end(go);
-
-        // The values every iteration starts from (writes are private to an iteration).
-        let mut uses = Uses::default();
-        uses.block(body);
-        uses.vars.remove(&var);
-        let mut start_vals = Vec::new();
-        for &v in &uses.vars {
-            start_vals.push((v, self.load_var(fx, v)?));
-        }
+        self.exit_if_failed(fx, status, "seg.go")?;
+        let start_vals = self.start_values(fx, body, &[var])?;
         let wide = |cg: &Self, x: IntValue<'ctx>| cg.b.build_int_z_extend(x, i64t, "");
         let [tid, ntid, ctaid, nctaid] = ids;
         let (tid, ntid, ctaid, nctaid) = (
