@@ -50,6 +50,8 @@
 //!   block parallel, visible to all its threads (ordered by barriers); used only in block
 //!   parallels.
 //! - no `Fail` inside a block parallel (a thread leaving early would strand a barrier).
+//! - a *tensor-core product* [`Stmt::Mma`] (a real statement, not a reserved name): inside a
+//!   block parallel, at block-uniform control flow; the CPU backends reject it.
 
 use std::fmt;
 
@@ -386,6 +388,60 @@ pub enum Stmt {
         /// The code returned.
         code: u32,
     },
+    /// A warp's tensor-core product (GPU dialect only, see the module docs).
+    Mma(Box<Mma>),
+}
+
+/// The input format of a tensor-core product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MmaKind {
+    /// IEEE half inputs, `f32` accumulation (`mma...f32.f16.f16.f32`).
+    F16,
+    /// bfloat16 inputs, `f32` accumulation (`mma...f32.bf16.bf16.f32`, sm_80+).
+    BF16,
+}
+
+impl MmaKind {
+    /// The input element type.
+    pub fn elem(self) -> Ty {
+        match self {
+            MmaKind::F16 => Ty::F16,
+            MmaKind::BF16 => Ty::BF16,
+        }
+    }
+}
+
+/// `D = A·B + C` for one 16×8×16 tile, computed by the 32 threads of a warp together
+/// (PTX `mma.sync.aligned.m16n8k16.row.col`). Each thread gives its fragment elements and
+/// receives its part of `D`; with `l` the thread's lane (index mod 32), `g = l / 4`,
+/// `t = l % 4`:
+/// - `a[0..8]` = `A[g][2t]`, `A[g][2t+1]`, `A[g+8][2t]`, `A[g+8][2t+1]`, `A[g][2t+8]`,
+///   `A[g][2t+9]`, `A[g+8][2t+8]`, `A[g+8][2t+9]` (`A` is 16×16, rows × k);
+/// - `b[0..4]` = `B[2t][g]`, `B[2t+1][g]`, `B[2t+8][g]`, `B[2t+9][g]` (`B` is 16×8, k × cols);
+/// - `c[0..4]` and `d[0..4]` = `C[g][2t]`, `C[g][2t+1]`, `C[g+8][2t]`, `C[g+8][2t+1]` (16×8).
+///
+/// `a` and `b` are `F32` expressions rounded to `kind` (nearest even) before the product;
+/// the products are summed in at least `f32` precision, in an unspecified order. Every
+/// thread of the block reaches an `Mma` at block-uniform control flow (as a barrier).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mma {
+    /// Input format.
+    pub kind: MmaKind,
+    /// This thread's 8 elements of `A`.
+    pub a: Vec<Expr>,
+    /// Its 4 elements of `B`.
+    pub b: Vec<Expr>,
+    /// Its 4 elements of `C`.
+    pub c: Vec<Expr>,
+    /// The `F32` variables that receive its 4 elements of `D`.
+    pub d: Vec<Var>,
+}
+
+impl Mma {
+    /// Every operand expression (`a`, then `b`, then `c`).
+    pub fn operands(&self) -> impl Iterator<Item = &Expr> {
+        self.a.iter().chain(&self.b).chain(&self.c)
+    }
 }
 
 /// Where a buffer lives.
@@ -528,5 +584,17 @@ pub mod gpu {
     pub fn uses_dialect(f: &Func) -> bool {
         f.vars.iter().any(|d| d.name.starts_with(BLOCK_PREFIX) || d.name == THREAD || d.name == BARRIER)
             || (0..f.bufs.len()).any(|i| shared_len(f, super::Buf(i as u32)).is_some())
+            || has_mma(&f.body)
+    }
+
+    /// True if `b` contains a tensor-core product ([`super::Stmt::Mma`]).
+    pub fn has_mma(b: &[super::Stmt]) -> bool {
+        use super::Stmt;
+        b.iter().any(|s| match s {
+            Stmt::Mma(_) => true,
+            Stmt::For { body, .. } | Stmt::Parallel { body, .. } => has_mma(body),
+            Stmt::If { then, els, .. } => has_mma(then) || has_mma(els),
+            _ => false,
+        })
     }
 }

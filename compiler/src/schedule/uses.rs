@@ -50,6 +50,10 @@ impl Uses {
                     self.bufs.insert(*buf);
                     self.expr(len);
                 }
+                Stmt::Mma(m) => {
+                    self.vars.extend(m.d.iter().copied());
+                    m.operands().for_each(|e| self.expr(e));
+                }
                 Stmt::Fail { .. } => {}
             }
         }

@@ -175,6 +175,23 @@ impl Cx<'_> {
                 }
                 self.expect(len, Ty::I64, "an allocation length")
             }
+            Stmt::Mma(m) => {
+                    if !self.in_block.get() {
+                        return Err("a tensor-core product outside a block parallel".into());
+                    }
+                    if m.a.len() != 8 || m.b.len() != 4 || m.c.len() != 4 || m.d.len() != 4 {
+                        return Err("a tensor-core product without 8 A, 4 B, 4 C and 4 D elements per thread".into());
+                    }
+                    for e in m.operands() {
+                        self.expect(e, Ty::F32, "a tensor-core operand")?;
+                    }
+                    for &d in &m.d {
+                        if self.var(d)? != Ty::F32 {
+                            return Err(format!("tensor-core result variable {} is not f32", d.0));
+                        }
+                    }
+                    Ok(())
+                }
             Stmt::Fail { code } => {
                 if *code == 0 {
                     return Err("fail with code 0 (which means success)".into());

@@ -145,6 +145,10 @@ pub(super) fn live_in(var: Var, body: &Block) -> BTreeSet<Var> {
                     *written = a.intersection(&b).copied().collect();
                 }
                 Stmt::Alloc { len, .. } => reads(len, written, live),
+                Stmt::Mma(m) => {
+                    m.operands().for_each(|e| reads(e, written, live));
+                    written.extend(m.d.iter().copied());
+                }
                 Stmt::Fail { .. } => {}
             }
         }

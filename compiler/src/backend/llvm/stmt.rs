@@ -69,6 +69,9 @@ impl<'ctx> Cg<'ctx, '_> {
                 let len = int(self.expr(fx, len)?)?;
                 self.alloc(fx, *buf, len)
             }
+            Stmt::Mma(m) if matches!(fx.kind, FnKind::Device(_)) => self.device_mma(fx, m),
+            // GPU dialect only: `validate::check` rejects it in CPU kernels.
+            Stmt::Mma(_) => Err(internal("a tensor-core product (GPU dialect) in a CPU kernel")),
             Stmt::Fail { code } => self.fail(fx, *code),
         }
     }

@@ -12,6 +12,12 @@
 //! - A barrier is `llvm.nvvm.barrier.cta.sync.aligned.all(0)` (`bar.sync 0`) on a device; in the
 //!   emulation an indirect call of `ctx.barrier(ctx.arg)` ([`EmuBlockCtx`]), which waits until
 //!   every emulated thread of the block has arrived.
+//! - A tensor-core product ([`crate::schedule::kir::Mma`]) is `llvm.nvvm.mma.m16n8k16.row.col`
+//!   (`.f32.f32` for f16, whose operands are `<2 x half>` pairs; `.bf16` for bf16, whose
+//!   operands are `<2 x bfloat>` pairs as `i32`; element 0 of a pair in the low half) on a
+//!   device; in the emulation, the thread's 16 operands (rounded by the emulator) are written
+//!   to a stack array and `ctx.mma(ctx.mma_arg, thread, kind, array)` ([`EmuBlockCtx`]) puts
+//!   its 4 results after them, computed from its warp's operands.
 //! - A shared buffer is a module global `[n x elem]` in address space 3 per segment entry on a
 //!   device; in the emulation, `ctx.shared + offset` with the offsets of [`shared_layout`] (one
 //!   host buffer per block, zero-filled, laid out by the emulator).
@@ -26,10 +32,10 @@ use super::lower::{Flavor, Role, ThreadIds};
 use crate::backend::llvm::LlvmError;
 use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
 use crate::backend::llvm::types;
-use crate::schedule::kir::{Block, Buf, Expr, Func, Var, gpu};
+use crate::schedule::kir::{Block, Buf, Expr, Func, Mma, MmaKind, Var, gpu};
 
 /// The per-block context of an emulated launch, passed to every entry as its last argument
-/// (`ptr ctx`); the generated code reads its fields at byte offsets 0, 8 and 16.
+/// (`ptr ctx`); the generated code reads its fields at byte offsets 0, 8, 16, 24 and 32.
 #[repr(C)]
 pub struct EmuBlockCtx {
     /// Waits until every thread of the block has called it (with `arg`).
@@ -38,6 +44,12 @@ pub struct EmuBlockCtx {
     pub arg: *mut std::ffi::c_void,
     /// The block's shared memory ([`shared_layout`]'s total bytes, 16-byte aligned).
     pub shared: *mut u8,
+    /// A tensor-core product ([`crate::schedule::kir::Mma`]) of the calling thread `thread`:
+    /// `frag` holds its 8 `A`, 4 `B` and 4 `C` elements and receives its 4 `D` elements at
+    /// 16..20; `kind` is 0 for f16, 1 for bf16. Every thread of the block calls it together.
+    pub mma: unsafe extern "C" fn(arg: *mut std::ffi::c_void, thread: i64, kind: i32, frag: *mut f32),
+    /// The product's state.
+    pub mma_arg: *mut std::ffi::c_void,
 }
 
 /// Threads per block of `f`'s block parallels, if it has any (`validate::check_gpu` makes
@@ -117,6 +129,83 @@ impl<'ctx> Cg<'ctx, '_> {
                 let f = self.intrinsic("llvm.nvvm.barrier.cta.sync.aligned.all", &[])?;
                 self.b.build_call(f, &[i32t.const_zero().into()], "")?;
             }
+        }
+        Ok(())
+    }
+
+    /// A tensor-core product of the GPU dialect (see the module docs).
+    pub(crate) fn device_mma(&mut self, fx: &mut FnCx<'ctx>, m: &Mma) -> Result<(), LlvmError> {
+        let (f32t, i64t) = (self.cx.f32_type(), self.cx.i64_type());
+        let mut ops = Vec::with_capacity(16);
+        for e in m.operands() {
+            ops.push(self.expr(fx, e)?.into_float_value());
+        }
+        let d: Vec<inkwell::values::FloatValue<'ctx>> = match Self::emu_ctx(fx) {
+            Some(ctx) => {
+                let i8t = self.cx.i8_type();
+                let pt = self.ptr_type();
+                let frag = self.alloca(fx, f32t.array_type(20), "mma.frag")?;
+                for (k, x) in ops.iter().enumerate() {
+                    let p = self.gep(f32t.into(), frag, i64t.const_int(k as u64, false))?;
+                    self.b.build_store(p, *x)?;
+                }
+                let slot = self.gep(i8t.into(), ctx, i64t.const_int(24, false))?;
+                let f = self.b.build_load(pt, slot, "mma.fn")?.into_pointer_value();
+                let slot = self.gep(i8t.into(), ctx, i64t.const_int(32, false))?;
+                let arg = self.b.build_load(pt, slot, "mma.arg")?;
+                let thread = (0..self.func.vars.len())
+                    .map(|i| Var(i as u32))
+                    .find(|&v| gpu::is_thread(self.func, v))
+                    .ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
+                let tid = self.load_var(fx, thread)?;
+                let kind = self.cx.i32_type().const_int(u64::from(m.kind == MmaKind::BF16), false);
+                let fty = self.cx.void_type().fn_type(&[pt.into(), i64t.into(), self.cx.i32_type().into(), pt.into()], false);
+                self.b.build_indirect_call(fty, f, &[arg.into(), tid.into(), kind.into(), frag.into()], "")?;
+                let mut d = Vec::with_capacity(4);
+                for k in 16..20u64 {
+                    let p = self.gep(f32t.into(), frag, i64t.const_int(k, false))?;
+                    d.push(self.b.build_load(f32t, p, "mma.d")?.into_float_value());
+                }
+                d
+            }
+            None => {
+                // Pairs of inputs, element 0 in the low half.
+                let pack = |cg: &mut Self, x: inkwell::values::FloatValue<'ctx>, y: inkwell::values::FloatValue<'ctx>| -> Result<inkwell::values::BasicMetadataValueEnum<'ctx>, LlvmError> {
+                    let et = match m.kind {
+                        MmaKind::F16 => cg.cx.f16_type(),
+                        MmaKind::BF16 => cg.cx.bf16_type(),
+                    };
+                    let vt = et.vec_type(2);
+                    let (x, y) = (cg.b.build_float_trunc(x, et, "")?, cg.b.build_float_trunc(y, et, "")?);
+                    let i32t = cg.cx.i32_type();
+                    let v = cg.b.build_insert_element(vt.get_undef(), x, i32t.const_zero(), "")?;
+                    let v = cg.b.build_insert_element(v, y, i32t.const_int(1, false), "")?;
+                    Ok(match m.kind {
+                        MmaKind::F16 => v.into(),
+                        MmaKind::BF16 => cg.b.build_bit_cast(v, i32t, "")?.into(),
+                    })
+                };
+                let mut args = Vec::with_capacity(10);
+                for k in 0..6 {
+                    args.push(pack(self, ops[2 * k], ops[2 * k + 1])?);
+                }
+                args.extend(ops[12..16].iter().map(|&c| inkwell::values::BasicMetadataValueEnum::from(c)));
+                let name = match m.kind {
+                    MmaKind::F16 => "llvm.nvvm.mma.m16n8k16.row.col.f32.f32",
+                    MmaKind::BF16 => "llvm.nvvm.mma.m16n8k16.row.col.bf16",
+                };
+                let f = self.intrinsic(name, &[])?;
+                let r = self.b.build_call(f, &args, "mma")?;
+                let r = r.try_as_basic_value().basic().ok_or_else(|| internal("mma intrinsic without a value"))?.into_struct_value();
+                let mut d = Vec::with_capacity(4);
+                for k in 0..4 {
+                    d.push(self.b.build_extract_value(r, k, "mma.d")?.into_float_value());
+                }
+                d
+            }
+        };
+        for (&v, x) in m.d.iter().zip(d) {
+            self.store_var(fx, v, x.into())?;
         }
         Ok(())
     }

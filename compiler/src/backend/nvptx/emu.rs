@@ -271,6 +271,70 @@ unsafe extern "C" fn emu_barrier(arg: *mut c_void) {
     b.wait();
 }
 
+/// The state of the emulation's tensor-core products: the block's barrier and every thread's
+/// operands of the product in progress.
+struct EmuMma<'b> {
+    barrier: &'b std::sync::Barrier,
+    frags: std::sync::Mutex<Vec<[f32; 16]>>,
+}
+
+/// The emulation's tensor-core product ([`EmuBlockCtx::mma`]): every thread of the block
+/// deposits its operands, waits for the others, computes its 4 elements of `D` from its
+/// warp's operands (rounded to the input format; products summed in `f64`, then rounded to
+/// `f32`), and waits again before the deposits can be reused.
+///
+/// # Safety
+/// `arg` points to the block's live [`EmuMma`], `frag` to 20 `f32`, `thread` is the caller's
+/// index in the block, and every thread of the block calls it.
+unsafe extern "C" fn emu_mma(arg: *mut c_void, thread: i64, kind: i32, frag: *mut f32) {
+    // SAFETY: per the contract.
+    let (st, frag) = unsafe { (&*(arg as *const EmuMma<'_>), std::slice::from_raw_parts_mut(frag, 20)) };
+    let round = |x: f32| -> f64 {
+        match kind {
+            0 => f64::from(half::f16::from_f32(x).to_f32()),
+            _ => f64::from(half::bf16::from_f32(x).to_f32()),
+        }
+    };
+    let t = thread as usize;
+    {
+        // A poisoned lock means another emulated thread panicked: carry on with its data.
+        let mut g = st.frags.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = g.get_mut(t) {
+            slot.copy_from_slice(&frag[..16]);
+        }
+    }
+    st.barrier.wait();
+    let d = {
+        let g = st.frags.lock().unwrap_or_else(|e| e.into_inner());
+        let warp = t / 32 * 32;
+        // A[r][k] and B[k][n] from the warp's fragments (layout of `kir::Mma`).
+        let mut a = [[0.0f64; 16]; 16];
+        let mut b = [[0.0f64; 8]; 16];
+        for l in 0..32 {
+            let Some(f) = g.get(warp + l) else { continue };
+            let (gr, tg) = (l / 4, l % 4);
+            let at = [(gr, 2 * tg), (gr, 2 * tg + 1), (gr + 8, 2 * tg), (gr + 8, 2 * tg + 1), (gr, 2 * tg + 8), (gr, 2 * tg + 9), (gr + 8, 2 * tg + 8), (gr + 8, 2 * tg + 9)];
+            for (i, &(r, k)) in at.iter().enumerate() {
+                a[r][k] = round(f[i]);
+            }
+            for (i, k) in [2 * tg, 2 * tg + 1, 2 * tg + 8, 2 * tg + 9].into_iter().enumerate() {
+                b[k][gr] = round(f[8 + i]);
+            }
+        }
+        let (gr, tg) = ((t % 32) / 4, t % 4);
+        let mine = g.get(t).copied().unwrap_or([0.0; 16]);
+        let at = [(gr, 2 * tg), (gr, 2 * tg + 1), (gr + 8, 2 * tg), (gr + 8, 2 * tg + 1)];
+        let mut d = [0.0f32; 4];
+        for (i, &(r, n)) in at.iter().enumerate() {
+            let dot: f64 = (0..16).map(|k| a[r][k] * b[k][n]).sum();
+            d[i] = (dot + f64::from(mine[12 + i])) as f32;
+        }
+        d
+    };
+    st.barrier.wait();
+    frag[16..20].copy_from_slice(&d);
+}
+
 /// A value handed to the emulated threads of a block (raw addresses are not `Send`).
 #[derive(Clone, Copy)]
 struct Shared<T>(T);
@@ -290,10 +354,13 @@ fn run_blocks(f: EmuEntry, args: [DevPtr; 5], grid: u32, block: u32, shared: usi
         if mem.is_null() {
             return Err("out of host memory for shared memory".into());
         }
+        let mma = EmuMma { barrier: &barrier, frags: std::sync::Mutex::new(vec![[0.0; 16]; block as usize]) };
         let mut ctx = EmuBlockCtx {
             barrier: emu_barrier,
             arg: &barrier as *const std::sync::Barrier as *mut c_void,
             shared: mem,
+            mma: emu_mma,
+            mma_arg: &mma as *const EmuMma<'_> as *mut c_void,
         };
         let ctxp = Shared(&mut ctx as *mut EmuBlockCtx as *mut c_void);
         let a = Shared(args.map(|a| a as usize as *mut c_void));

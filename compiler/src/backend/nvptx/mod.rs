@@ -48,6 +48,8 @@ mod tests_attention;
 mod tests_block;
 #[cfg(test)]
 mod tests_emu;
+#[cfg(test)]
+mod tests_mma;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -132,6 +134,14 @@ pub enum NvptxError {
     /// An architecture [`emit_ptx`] does not support.
     #[error("unsupported GPU architecture sm_{sm}; supported: {}", supported_archs())]
     Arch {
+        /// The `sm` asked for.
+        sm: u32,
+    },
+    /// A kernel uses tensor-core products (`mma.sync...m16n8k16`), which need sm_80 or newer.
+    #[error("kernel '{kernel}' uses tensor-core products (mma.m16n8k16), which need sm_80 or newer, not sm_{sm}")]
+    MmaArch {
+        /// The kernel.
+        kernel: String,
         /// The `sm` asked for.
         sm: u32,
     },
@@ -318,6 +328,10 @@ pub(crate) fn lower_all<'ctx>(
 /// docs). Launch information per export comes from [`launch_info`].
 pub fn emit_ptx(exports: &[Export<'_>], opts: &NvptxOptions) -> Result<String, NvptxError> {
     let tm = machine(opts)?;
+    // LLVM cannot select the instruction below sm_80 (it aborts instead of failing).
+    if let Some(e) = exports.iter().find(|e| opts.sm < 80 && crate::schedule::kir::gpu::has_mma(&e.func.body)) {
+        return Err(NvptxError::MmaArch { kernel: e.func.name.clone(), sm: opts.sm });
+    }
     let gpu = prepare(exports)?;
     let cx = Context::create();
     let module = crate::backend::llvm::new_module(&cx, &tm);

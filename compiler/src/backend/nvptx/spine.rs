@@ -184,6 +184,8 @@ fn touches_memory(s: &Stmt) -> bool {
         Stmt::Parallel { n, .. } => expr_memory(n),
         Stmt::If { cond, then, els } => expr_memory(cond) || then.iter().chain(els).any(touches_memory),
         Stmt::Alloc { len, .. } => expr_memory(len),
+        // Only inside block parallels, which are never part of the spine.
+        Stmt::Mma(m) => m.operands().any(expr_memory),
         Stmt::Fail { .. } => false,
     }
 }
@@ -224,6 +226,7 @@ fn writes(b: &[Stmt], out: &mut BTreeSet<Var>) {
                 writes(then, out);
                 writes(els, out);
             }
+            Stmt::Mma(m) => out.extend(m.d.iter().copied()),
             Stmt::Store { .. } | Stmt::Alloc { .. } | Stmt::Fail { .. } => {}
         }
     }
@@ -286,6 +289,13 @@ fn live_stmt(s: &Stmt, after: &BTreeSet<Var>) -> BTreeSet<Var> {
         Stmt::Alloc { len, .. } => {
             l = after.clone();
             reads(len, &mut l);
+        }
+        Stmt::Mma(m) => {
+            l = after.clone();
+            for d in &m.d {
+                l.remove(d);
+            }
+            m.operands().for_each(|e| reads(e, &mut l));
         }
         Stmt::Fail { .. } => l = BTreeSet::new(),
     }
