@@ -37,16 +37,18 @@ pub const ATTENTION_THREADS: u32 = 128;
 /// memory: 32 KiB, under the 48 KiB of static shared memory every architecture allows).
 pub const ATTENTION_TILE_M: u32 = 16;
 
-/// `opts` with the GPU's schedule choices (see the module docs): the GPU attention plan with
-/// blocks of [`ATTENTION_THREADS`] threads (or the threads of `opts.schedule.target` when it
-/// is already a GPU target, e.g. 32 in emulated tests) and key tiles of [`ATTENTION_TILE_M`].
-pub fn gpu_options(opts: &CompileOptions) -> CompileOptions {
+/// `opts` with the GPU's schedule choices for `sm_{sm}` (see the module docs): the GPU
+/// attention plan with blocks of [`ATTENTION_THREADS`] threads (or the threads of
+/// `opts.schedule.target` when it is already a GPU target, e.g. 32 in emulated tests), key
+/// tiles of [`ATTENTION_TILE_M`], and tensor cores for f16/bf16 attention from sm_80 on
+/// (unless a GPU target in `opts` turns them off).
+pub fn gpu_options(opts: &CompileOptions, sm: u32) -> CompileOptions {
     let mut o = opts.clone();
-    let threads = match opts.schedule.target {
-        ScheduleTarget::Gpu { threads } => threads,
-        ScheduleTarget::Cpu => ATTENTION_THREADS,
+    let (threads, tensor_cores) = match opts.schedule.target {
+        ScheduleTarget::Gpu { threads, tensor_cores } => (threads, tensor_cores),
+        ScheduleTarget::Cpu => (ATTENTION_THREADS, true),
     };
-    o.schedule.target = ScheduleTarget::Gpu { threads };
+    o.schedule.target = ScheduleTarget::Gpu { threads, tensor_cores: tensor_cores && sm >= 80 };
     o.schedule.tile_p = threads;
     o.schedule.tile_m = ATTENTION_TILE_M;
     o
@@ -61,9 +63,10 @@ fn nvptx_options(opts: &CompileOptions, sm: u32) -> NvptxOptions {
     }
 }
 
-/// Prepares kernel `name` for the GPU: GPU schedule, and its manifest entry's launch info.
-pub fn prepare_gpu(program: &Program, name: &str, opts: &CompileOptions) -> Result<Prepared, CompileError> {
-    let mut k = prepare(program, name, &gpu_options(opts))?;
+/// Prepares kernel `name` for the GPU `sm_{sm}`: GPU schedule, and its manifest entry's launch
+/// info.
+pub fn prepare_gpu(program: &Program, name: &str, opts: &CompileOptions, sm: u32) -> Result<Prepared, CompileError> {
+    let mut k = prepare(program, name, &gpu_options(opts, sm))?;
     let info = nvptx::launch_info(&k.scheduled.func)?;
     k.manifest.gpu = Some(GpuLaunch {
         block: info.block,
@@ -80,11 +83,11 @@ fn exports(kernels: &[Prepared]) -> Vec<Export<'_>> {
         .collect()
 }
 
-fn prepare_all(program: &Program, opts: &CompileOptions) -> Result<Vec<Prepared>, CompileError> {
+fn prepare_all(program: &Program, opts: &CompileOptions, sm: u32) -> Result<Vec<Prepared>, CompileError> {
     program
         .kernels
         .iter()
-        .map(|k| prepare_gpu(program, &k.name, opts))
+        .map(|k| prepare_gpu(program, &k.name, opts, sm))
         .collect()
 }
 
@@ -108,8 +111,8 @@ pub fn cuda_manifest(kernels: &[Prepared], sm: u32) -> Result<Manifest, CompileE
 /// PTX for every kernel of `program` (or only kernel `only`), for `sm_{sm}`.
 pub fn emit_ptx(program: &Program, only: Option<&str>, opts: &CompileOptions, sm: u32) -> Result<String, CompileError> {
     let kernels = match only {
-        Some(name) => vec![prepare_gpu(program, name, opts)?],
-        None => prepare_all(program, opts)?,
+        Some(name) => vec![prepare_gpu(program, name, opts, sm)?],
+        None => prepare_all(program, opts, sm)?,
     };
     Ok(nvptx::emit_ptx(&exports(&kernels), &nvptx_options(opts, sm))?)
 }
@@ -122,7 +125,7 @@ pub fn build_cuda(
     opts: &CompileOptions,
     sm: u32,
 ) -> Result<Vec<Prepared>, CompileError> {
-    let kernels = prepare_all(program, opts)?;
+    let kernels = prepare_all(program, opts, sm)?;
     let ptx = nvptx::emit_ptx(&exports(&kernels), &nvptx_options(opts, sm))?;
     let m = cuda_manifest(&kernels, sm)?;
     let text = tfmc_runtime::manifest::ptx_with_manifest(&ptx, &m);
@@ -144,7 +147,7 @@ pub fn run_cuda(
     opts: &CompileOptions,
     sm: u32,
 ) -> Result<BTreeMap<String, Tensor>, CompileError> {
-    let k = prepare_gpu(program, name, opts)?;
+    let k = prepare_gpu(program, name, opts, sm)?;
     let ptx = nvptx::emit_ptx(&exports(std::slice::from_ref(&k)), &nvptx_options(opts, sm))?;
     let mut dev = tfmc_runtime::cuda::CudaDevice::from_ptx(&ptx)?;
     Ok(tfmc_runtime::gpu::run(&mut dev, &k.manifest, inputs, params)?)
@@ -159,7 +162,7 @@ pub fn run_emulated(
     params: &BTreeMap<String, Scalar>,
     opts: &CompileOptions,
 ) -> Result<BTreeMap<String, Tensor>, CompileError> {
-    let k = prepare_gpu(program, name, opts)?;
+    let k = prepare_gpu(program, name, opts, DEFAULT_SM)?;
     let ex = exports(std::slice::from_ref(&k));
     let r = nvptx::emu::with_emulator(&ex, |dev| tfmc_runtime::gpu::run(dev, &k.manifest, inputs, params))?;
     Ok(r?)

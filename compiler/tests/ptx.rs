@@ -157,7 +157,7 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
     for path in files {
         let program = load(&path);
         for k in &program.kernels {
-            let prep = gpu::prepare_gpu(&program, &k.name, &opts)
+            let prep = gpu::prepare_gpu(&program, &k.name, &opts, gpu::DEFAULT_SM)
                 .unwrap_or_else(|e| panic!("{}/{}: {e}", stem(&path), k.name));
             let launch = prep.manifest.gpu.clone().unwrap();
             for sm in [80, 90] {
@@ -337,7 +337,7 @@ fn resources(log: &str) -> Vec<(String, u32, u32)> {
 fn sdpa_registers_and_local_memory_per_entry() {
     let Some(ptxas) = toolchain_or_skip() else { return };
     let program = load(&root().join("lib/sdpa.tfm"));
-    let generic = gpu::prepare_gpu(&program, "sdpa", &CompileOptions::default()).unwrap();
+    let generic = gpu::prepare_gpu(&program, "sdpa", &CompileOptions::default(), gpu::DEFAULT_SM).unwrap();
     let tiled = tfmc::compile::prepare(&program, "sdpa", &CompileOptions::default()).unwrap();
     let mut worst = Vec::new();
     for (plan, k) in [("generic", &generic), ("tiled", &tiled)] {
@@ -432,7 +432,7 @@ type Case = (BTreeMap<String, Tensor>, BTreeMap<String, Scalar>);
 /// Runs `program`'s kernel `name` (compiled once for the emulation) on every input set and
 /// compares with the interpreter; returns (runs compared, (segments launched, threads)).
 fn emulate_against_interpreter(what: &str, program: &Program, name: &str, cases: &[Case]) -> (usize, (u64, u64)) {
-    let k = gpu::prepare_gpu(program, name, &CompileOptions::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let k = gpu::prepare_gpu(program, name, &CompileOptions::default(), gpu::DEFAULT_SM).unwrap_or_else(|e| panic!("{what}: {e}"));
     let ex = [Export::new(&k.scheduled.func, k.manifest.symbol.clone())];
     with_emulator(&ex, |dev| {
         let mut compared = 0;

@@ -53,6 +53,9 @@ pub enum Target {
     Gpu {
         /// Threads per block (rows of `p` per block).
         threads: u32,
+        /// Use tensor-core products (`Stmt::Mma`, sm_80+) for attention whose inputs are all
+        /// f16 or all bf16 (`attention::tc`).
+        tensor_cores: bool,
     },
 }
 

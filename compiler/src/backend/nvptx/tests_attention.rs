@@ -15,7 +15,7 @@ fn lib(file: &str) -> crate::Program {
 #[test]
 fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
     let mut opts = CompileOptions::default();
-    opts.schedule.target = Target::Gpu { threads: 32 };
+    opts.schedule.target = Target::Gpu { threads: 32, tensor_cores: true };
     let mut planned = 0;
     for (file, kernel) in [("sdpa.tfm", None), ("causal.tfm", None), ("window.tfm", None), ("alibi.tfm", None), ("softcap.tfm", None), ("gqa.tfm", None), ("varlen.tfm", None)] {
         let program = lib(file);
@@ -23,7 +23,7 @@ fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
             if kernel.is_some_and(|n: &str| n != k.name) {
                 continue;
             }
-            let prepared = crate::gpu::prepare_gpu(&program, &k.name, &opts).unwrap();
+            let prepared = crate::gpu::prepare_gpu(&program, &k.name, &opts, crate::gpu::DEFAULT_SM).unwrap();
             if prepared.scheduled.func.vars.iter().any(|v| v.name.starts_with(crate::schedule::kir::gpu::BLOCK_PREFIX)) {
                 planned += 1;
             }
@@ -73,7 +73,7 @@ fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
 #[test]
 fn split_k_decode_matches_the_interpreter() {
     let mut opts = CompileOptions::default();
-    opts.schedule.target = Target::Gpu { threads: 32 };
+    opts.schedule.target = Target::Gpu { threads: 32, tensor_cores: true };
     let cases: [(&str, &str, &[(&str, i64)]); 5] = [
         ("sdpa.tfm", "sdpa", &[]),
         ("causal.tfm", "causal", &[]),
@@ -83,7 +83,7 @@ fn split_k_decode_matches_the_interpreter() {
     ];
     for (file, kernel, params) in cases {
         let program = lib(file);
-        let prepared = crate::gpu::prepare_gpu(&program, kernel, &opts).unwrap();
+        let prepared = crate::gpu::prepare_gpu(&program, kernel, &opts, crate::gpu::DEFAULT_SM).unwrap();
         let combine = prepared.scheduled.func.vars.iter().any(|v| v.name.ends_with(".combine"));
         assert!(combine, "{file}/{kernel}: no split-K combine in the schedule");
         let k = program.kernels.iter().find(|k| k.name == kernel).unwrap();
@@ -118,6 +118,83 @@ fn split_k_decode_matches_the_interpreter() {
                 for (i, (a, b)) in g.iter().zip(&w).enumerate() {
                     let ok = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 2e-4 * mag;
                     assert!(ok, "{at}: {name}[{i}] = {a}, interpreter {b}");
+                }
+            }
+        }
+    }
+}
+
+/// `lib/<file>` with every kernel's `f32` inputs declared as `fmt` instead (outputs stay f32).
+fn lib_in(file: &str, fmt: &str) -> crate::Program {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib").join(file);
+    let text: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once("->") {
+            Some((ins, outs)) if l.starts_with("kernel") => format!("{}->{outs}\n", ins.replace("f32[", &format!("{fmt}["))),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let l = crate::load::load_text(file, &text).unwrap_or_else(|e| panic!("{file}: {e:?}"));
+    crate::check::check_program(l.sources, &l.files).unwrap_or_else(|e| panic!("{file} in {fmt}: {e:?}")).0
+}
+
+/// The lib's attention kernels with f16 and with bf16 tensors take the tensor-core plan
+/// (`schedule::attention::tc`, `Stmt::Mma`) and match the interpreter within the format's
+/// precision (the softmax weights are rounded to it before `P·V`): odd sizes, rows and keys
+/// not multiples of the tiles, `E`/`F` not multiples of 16/8, decode (split-K), ±1e4 logits
+/// and fully masked rows.
+#[test]
+fn half_attention_on_tensor_cores_matches_the_interpreter() {
+    let mut opts = CompileOptions::default();
+    opts.schedule.target = Target::Gpu { threads: 32, tensor_cores: true };
+    for (fmt, tol) in [("f16", 3e-3), ("bf16", 2e-2)] {
+        for (file, kernel, params) in [
+            ("sdpa.tfm", "sdpa", &[][..]),
+            ("causal.tfm", "causal", &[]),
+            ("window.tfm", "window", &[("W", 9)][..]),
+            ("window.tfm", "window", &[("W", 0)][..]),
+            ("alibi.tfm", "alibi", &[]),
+            ("softcap.tfm", "softcap", &[]),
+        ] {
+            let program = lib_in(file, fmt);
+            let prepared = crate::gpu::prepare_gpu(&program, kernel, &opts, crate::gpu::DEFAULT_SM).unwrap();
+            assert!(crate::schedule::kir::gpu::has_mma(&prepared.scheduled.func.body), "{file}/{kernel} in {fmt}: no tensor-core plan");
+            let k = program.kernels.iter().find(|k| k.name == kernel).unwrap();
+            for (seed, (p, m, ed, fd, scale)) in [(1usize, 1usize, 3usize, 5usize, 1.0f64), (33, 17, 20, 12, 1.0), (5, 70, 16, 8, 1.0), (40, 3, 7, 9, 1.0), (17, 33, 12, 16, 1e4)].into_iter().enumerate() {
+                let d: BTreeMap<String, usize> = k
+                    .dims
+                    .iter()
+                    .map(|dim| {
+                        let v = match dim.name.as_str() {
+                            "P" => p,
+                            "M" => m,
+                            "E" => ed,
+                            "F" => fd,
+                            "B" => 1,
+                            "H" => 2,
+                            _ => 2,
+                        };
+                        (dim.name.clone(), v)
+                    })
+                    .collect();
+                let mut inputs = crate::inputs::random_inputs(&program, kernel, &d, 11 + seed as u64).unwrap();
+                if scale != 1.0 {
+                    let q = inputs.get_mut("Q").unwrap();
+                    let v: Vec<f64> = q.to_f64_vec().iter().map(|x| x * scale).collect();
+                    *q = tfmc_runtime::Tensor::from_f64(q.dtype(), q.shape().to_vec(), v).unwrap();
+                }
+                let params: BTreeMap<String, tfmc_runtime::Scalar> = params.iter().map(|(n, v)| (n.to_string(), tfmc_runtime::Scalar::I(*v))).collect();
+                let at = format!("{file}/{kernel} in {fmt} {params:?} dims {d:?} x{scale}");
+                let want = crate::interp::run_exact(&program, kernel, &inputs, &params).unwrap_or_else(|e| panic!("{at}: {e:?}"));
+                let got = crate::gpu::run_emulated(&program, kernel, &inputs, &params, &opts).unwrap_or_else(|e| panic!("{at}: {e}"));
+                for (name, w) in &want {
+                    let (g, w) = (got[name].to_f64_vec(), w.to_f64_vec());
+                    let mag = w.iter().fold(1e-30f64, |a, x| if x.is_finite() { a.max(x.abs()) } else { a });
+                    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                        let ok = (a.is_nan() && b.is_nan()) || (a - b).abs() <= tol * mag;
+                        assert!(ok, "{at}: {name}[{i}] = {a}, interpreter {b}");
+                    }
                 }
             }
         }

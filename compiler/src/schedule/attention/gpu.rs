@@ -35,7 +35,7 @@
 use super::super::ScheduleError;
 use super::super::arith::{exp, fdiv};
 use super::super::build::e;
-use super::super::kir::{BinOp as K, BufKind, Const, Expr, Stmt, Ty, gpu};
+use super::super::kir::{BinOp as K, BufKind, Const, Expr, MmaKind, Stmt, Ty, gpu};
 use super::super::lower::{Cx, Def, IdxVar, vty};
 use super::super::nodes::{checked_len, node_axes};
 use super::{EMAX, FMAX, Plan};
@@ -43,7 +43,7 @@ use crate::ir::Node;
 
 /// Emits the GPU plan for `node` with blocks of `threads` threads and tiles of `tm` keys.
 #[allow(clippy::too_many_arguments)]
-pub(in super::super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, tm: u32) -> Result<(), ScheduleError> {
+pub(in super::super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, tm: u32, tc: Option<MmaKind>) -> Result<(), ScheduleError> {
     let t = cx.tensors[slot].clone();
     let k = slots.len();
     let ta = plan.tile;
@@ -78,7 +78,10 @@ pub(in super::super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &
     match esize {
         Some(es) => {
             cx.b.open_if(e::bin(K::Le, es.clone(), e::i64(i64::from(EMAX))));
-            block(cx, node, slot, slots, d, plan, threads, tm, bnd, Some(es), &split)?;
+            match tc {
+                Some(kind) => super::tc::block(cx, node, slot, slots, d, plan, threads, bnd, es, kind, &split)?,
+                None => block(cx, node, slot, slots, d, plan, threads, tm, bnd, Some(es), &split)?,
+            }
             split.combine(cx, node, slot, slots, plan)?;
             cx.b.open_else();
             // The dot product evaluated as written has range checks that may fail: the CPU
@@ -113,11 +116,11 @@ pub(crate) const SPLIT_MAX: u32 = 64;
 /// spine sizes the heap from it): `clamp(min(⌈M / SPLIT_MIN_KEYS⌉,
 /// ⌈SPLIT_TARGET_BLOCKS / blocks⌉), 1, SPLIT_MAX)`; with `n = 1` the blocks write the output
 /// themselves and the combine has no iterations.
-struct Split {
+pub(super) struct Split {
     /// The number of parts (`I64`, `1..=SPLIT_MAX`).
-    n: crate::schedule::kir::Var,
+    pub n: crate::schedule::kir::Var,
     /// `[max, sum, any, acc[0..F]]` per (other point, row, part); one element when `n = 1`.
-    part: super::super::kir::Buf,
+    pub part: super::super::kir::Buf,
     /// Other points × rows.
     points: Expr,
     /// Rows of the tile index.
@@ -152,7 +155,7 @@ impl Split {
     }
 
     /// Element `k` of part `c` of row `r` (flat over other points × rows).
-    fn at(&self, width: &Expr, r: Expr, c: Expr, k: Expr) -> Expr {
+    pub fn at(&self, width: &Expr, r: Expr, c: Expr, k: Expr) -> Expr {
         e::add(e::mul(e::add(e::mul(r, e::var(self.n)), c), width.clone()), k)
     }
 

@@ -33,6 +33,7 @@
 
 mod emit;
 pub(crate) mod gpu;
+mod tc;
 
 use egg::Id;
 
@@ -230,6 +231,9 @@ pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bo
 pub(super) fn dispatch(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, opts: &ScheduleOptions) -> Result<(), ScheduleError> {
     match opts.target {
         Target::Cpu => emit(cx, node, slot, slots, d, plan, opts.tile_p, opts.tile_m),
-        Target::Gpu { threads } => gpu::emit(cx, node, slot, slots, d, plan, threads, opts.tile_m),
+        Target::Gpu { threads, tensor_cores } => {
+            let tc = if tensor_cores { tc::kind(plan, d) } else { None };
+            gpu::emit(cx, node, slot, slots, d, plan, threads, opts.tile_m, tc)
+        }
     }
 }
