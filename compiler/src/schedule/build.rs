@@ -56,6 +56,16 @@ impl Builder {
         Var(self.f.vars.len() as u32 - 1)
     }
 
+    /// The variable called `name` of type `ty`, declared on first use: for the GPU dialect's
+    /// reserved variables (`kir::gpu::THREAD`, `kir::gpu::BARRIER`), of which a kernel has one
+    /// each however many block parallels use them (the backends find them by name).
+    pub fn reserved_var(&mut self, name: &str, ty: Ty) -> Var {
+        match self.f.vars.iter().position(|d| d.name == name && d.ty == ty.value()) {
+            Some(i) => Var(i as u32),
+            None => self.var(name, ty),
+        }
+    }
+
     /// A new variable set to `value` here.
     pub fn let_(&mut self, name: &str, value: Expr) -> Var {
         let ty = self.f.ty(&value);

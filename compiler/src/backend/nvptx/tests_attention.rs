@@ -142,7 +142,8 @@ fn lib_in(file: &str, fmt: &str) -> crate::Program {
 /// The lib's attention kernels with f16 and with bf16 tensors take the tensor-core plan
 /// (`schedule::attention::tc`, `Stmt::Mma`) and match the interpreter within the format's
 /// precision (the softmax weights are rounded to it before `P·V`): odd sizes, rows and keys
-/// not multiples of the tiles, `E`/`F` not multiples of 16/8, decode (split-K), ±1e4 logits
+/// not multiples of the tiles, `E`/`F` not multiples of 16/8, the specialized head sizes
+/// (64, 128: block parallels of their own after the bounds), decode (split-K), ±1e4 logits
 /// and fully masked rows.
 #[test]
 fn half_attention_on_tensor_cores_matches_the_interpreter() {
@@ -161,7 +162,7 @@ fn half_attention_on_tensor_cores_matches_the_interpreter() {
             let prepared = crate::gpu::prepare_gpu(&program, kernel, &opts, crate::gpu::DEFAULT_SM).unwrap();
             assert!(crate::schedule::kir::gpu::has_mma(&prepared.scheduled.func.body), "{file}/{kernel} in {fmt}: no tensor-core plan");
             let k = program.kernels.iter().find(|k| k.name == kernel).unwrap();
-            for (seed, (p, m, ed, fd, scale)) in [(1usize, 1usize, 3usize, 5usize, 1.0f64), (33, 17, 20, 12, 1.0), (5, 70, 16, 8, 1.0), (40, 3, 7, 9, 1.0), (17, 33, 12, 16, 1e4)].into_iter().enumerate() {
+            for (seed, (p, m, ed, fd, scale)) in [(1usize, 1usize, 3usize, 5usize, 1.0f64), (33, 17, 20, 12, 1.0), (5, 70, 16, 8, 1.0), (40, 3, 7, 9, 1.0), (17, 33, 12, 16, 1e4), (20, 40, 64, 64, 1.0), (3, 20, 128, 128, 1.0)].into_iter().enumerate() {
                 let d: BTreeMap<String, usize> = k
                     .dims
                     .iter()

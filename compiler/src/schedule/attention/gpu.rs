@@ -79,7 +79,7 @@ pub(in super::super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &
         Some(es) => {
             cx.b.open_if(e::bin(K::Le, es.clone(), e::i64(i64::from(EMAX))));
             match tc {
-                Some(kind) => super::tc::block(cx, node, slot, slots, d, plan, threads, bnd, es, kind, &split)?,
+                Some(kind) => super::tc::emit(cx, node, slot, slots, d, plan, threads, bnd, es, kind, &split)?,
                 None => block(cx, node, slot, slots, d, plan, threads, tm, bnd, Some(es), &split)?,
             }
             split.combine(cx, node, slot, slots, plan)?;
@@ -237,8 +237,8 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     for &a in &others {
         n = e::mul(n, t.shape[a].clone());
     }
-    let thread = cx.b.var(gpu::THREAD, Ty::I64);
-    let barrier = cx.b.var(gpu::BARRIER, Ty::Bool);
+    let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
+    let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
     let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
     let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}{}.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n));
     let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.{name}", node.name), ty, BufKind::Stack(n));

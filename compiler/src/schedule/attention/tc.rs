@@ -67,6 +67,23 @@ const A_AT: [(i64, i64); 8] = [(0, 0), (0, 1), (8, 0), (8, 1), (0, 8), (0, 9), (
 /// Lane-relative `k` offsets of its 4 `B` elements.
 const B_K: [i64; 4] = [0, 1, 8, 9];
 
+/// The values of a chunk index `0..n`: each constant, unrolled here, when `fixed` gives `n`
+/// (constant indices keep per-thread fragment arrays in registers); otherwise the variable of
+/// a loop opened here over `0..hi`, which [`close_chunks`] closes.
+fn chunks_of(cx: &mut Cx<'_>, name: &str, fixed: Option<i64>, hi: &Expr) -> Vec<Expr> {
+    match fixed {
+        Some(n) => (0..n).map(e::i64).collect(),
+        None => vec![e::var(cx.b.open_for(name, e::i64(0), hi.clone()))],
+    }
+}
+
+/// Closes what [`chunks_of`] opened.
+fn close_chunks(cx: &mut Cx<'_>, fixed: Option<i64>) {
+    if fixed.is_none() {
+        cx.b.close();
+    }
+}
+
 /// Per-row state of the two rows a thread holds (`g` and `g + 8` of its warp's 16).
 struct Row {
     /// Unclamped row index (`< rows` when live).
@@ -81,10 +98,32 @@ struct Row {
     any: Var,
 }
 
-/// Emits the block parallel of the tensor-core plan (the caller checked `E <= EMAX` and
-/// `F <= FMAX` at run time and allocated `bnd` and the split).
+/// Head sizes `(E, F)` with a block parallel of their own, whose loops over `e` and `f`
+/// chunks have constant trip counts (fully unrolled, the per-thread Q and O fragments in
+/// registers); other sizes share one with run-time trip counts.
+pub(super) const SPECIALIZED: [(i64, i64); 3] = [(64, 64), (128, 128), (256, 256)];
+
+/// Emits the tensor-core plan: a block parallel per [`SPECIALIZED`] head size, chosen at run
+/// time, and a general one (the caller checked `E <= EMAX` and `F <= FMAX` at run time and
+/// allocated `bnd` and the split).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, bnd: Buf, esize: Expr, kind: MmaKind, split: &Split) -> Result<(), ScheduleError> {
+pub(super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, bnd: Buf, esize: Expr, kind: MmaKind, split: &Split) -> Result<(), ScheduleError> {
+    let fsize = cx.tensors[slot].shape[slots.len() - 1].clone();
+    for &(es, fs) in &SPECIALIZED {
+        cx.b.open_if(e::bin(K::And, e::bin(K::Eq, esize.clone(), e::i64(es)), e::bin(K::Eq, fsize.clone(), e::i64(fs))));
+        block(cx, node, slot, slots, d, plan, threads, bnd, e::i64(es), Some((es, fs)), kind, split)?;
+        cx.b.open_else();
+    }
+    block(cx, node, slot, slots, d, plan, threads, bnd, esize, None, kind, split)?;
+    for _ in SPECIALIZED {
+        cx.b.close();
+    }
+    Ok(())
+}
+
+/// One block parallel of the plan; `spec` fixes `(E, F)`.
+#[allow(clippy::too_many_arguments)]
+fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, bnd: Buf, esize: Expr, spec: Option<(i64, i64)>, kind: MmaKind, split: &Split) -> Result<(), ScheduleError> {
     let dot = plan.dot.as_ref().ok_or_else(|| cx.internal("the tensor-core plan without a dot product"))?;
     let t = cx.tensors[slot].clone();
     let ty = Ty::F32;
@@ -93,12 +132,15 @@ pub(super) fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], 
     let (fa, ta) = (k - 1, plan.tile);
     let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
     let rows = t.shape[ta].clone();
-    let fsize = t.shape[fa].clone();
+    let fsize = match spec {
+        Some((_, fs)) => e::i64(fs),
+        None => t.shape[fa].clone(),
+    };
     let tl = i64::from(threads);
     let rb = 16 * (tl / 32);
     let mark = cx.b.mark();
-    let thread = cx.b.var(gpu::THREAD, Ty::I64);
-    let barrier = cx.b.var(gpu::BARRIER, Ty::Bool);
+    let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
+    let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
     let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
     let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}{}.tc.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n));
     let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.tc.{name}", node.name), ty, BufKind::Stack(n));
@@ -107,12 +149,17 @@ pub(super) fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], 
     let ks = shared(cx, "kt", kind.elem(), TK as u32 * EMAX);
     let vs = shared(cx, "v", kind.elem(), TK as u32 * FMAX);
     let ssh = shared(cx, "s", Ty::F32, (rb * TK) as u32);
-    let qf = stack(cx, "q", Ty::F32, EMAX / 16 * 8);
-    let acc = stack(cx, "acc", Ty::F32, FMAX / 8 * 4);
+    let (qn, an) = spec.map_or((EMAX / 16 * 8, FMAX / 8 * 4), |(es, fs)| ((es / 2) as u32, (fs / 2) as u32));
+    let qf = stack(cx, "q", kind.elem(), qn);
+    let acc = stack(cx, "acc", Ty::F32, an);
     let sfr = stack(cx, "s", Ty::F32, 8);
     // Chunks of 16 along e, of 8 along f.
-    let ec = cx.b.let_("e_chunks", e::bin(K::Div, e::add(esize.clone(), e::i64(15)), e::i64(16)));
-    let fc = cx.b.let_("f_chunks", e::bin(K::Div, e::add(fsize.clone(), e::i64(7)), e::i64(8)));
+    let chunks = |cx: &mut Cx<'_>, name: &str, size: &Expr, w: i64| match spec {
+        Some(_) => e::bin(K::Div, e::add(size.clone(), e::i64(w - 1)), e::i64(w)),
+        None => e::var(cx.b.let_(name, e::bin(K::Div, e::add(size.clone(), e::i64(w - 1)), e::i64(w)))),
+    };
+    let ec = chunks(cx, "e_chunks", &esize, 16);
+    let fc = chunks(cx, "f_chunks", &fsize, 8);
     let ntiles = cx.b.let_("tiles", e::bin(K::Div, e::add(rows.clone(), e::i64(rb - 1)), e::i64(rb)));
     let mut n = e::var(ntiles);
     for &a in &others {
@@ -164,23 +211,30 @@ pub(super) fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], 
     cx.b.store(hi_sh, e::var(thread), e::select(e::var(some), e::var(bh), e::i64(i64::MIN)));
     // Q fragments: element (row g + ro, e = 16·chunk + 2t + co) of the warp's rows.
     let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
-    let kc = cx.b.open_for("chunk", e::i64(0), e::var(ec));
-    for (i, &(ro, co)) in A_AT.iter().enumerate() {
-        let ev = e::add(e::mul(e::var(kc), e::i64(16)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(co)));
-        let ev = cx.b.let_("e.at", ev);
-        let inside = cx.b.let_("e.in", e::bin(K::Lt, e::var(ev), esize.clone()));
-        let ecl = cx.b.let_(dot.head.name.as_str(), e::bin(K::Min, e::var(ev), e::sub(esize.clone(), e::i64(1))));
-        let old_e = cx.bind(dot.head.slot, IdxVar { var: ecl, range: erange.clone() });
-        let old_t = cx.bind(slots[ta], IdxVar { var: rs[(ro / 8) as usize].clamped, range: Some(node.shape[ta].clone()) });
-        let x = cx.lower_as(d, dot.a[0], Ty::F32)?;
-        cx.unbind(slots[ta], old_t);
-        cx.unbind(dot.head.slot, old_e);
-        cx.b.store(qf, e::add(e::mul(e::var(kc), e::i64(8)), e::i64(i as i64)), e::select(e::var(inside), x, c(0.0)));
+    // With a fixed E the chunks are unrolled here (constant indices keep the fragments in
+    // registers); otherwise a loop.
+    let (nec, nfc) = (spec.map(|(es, _)| (es + 15) / 16), spec.map(|(_, fs)| (fs + 7) / 8));
+    for kc in chunks_of(cx, "chunk", nec, &ec) {
+        for (i, &(ro, co)) in A_AT.iter().enumerate() {
+            let ev = e::add(e::mul(kc.clone(), e::i64(16)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(co)));
+            let ev = cx.b.let_("e.at", ev);
+            let inside = cx.b.let_("e.in", e::bin(K::Lt, e::var(ev), esize.clone()));
+            let ecl = cx.b.let_(dot.head.name.as_str(), e::bin(K::Min, e::var(ev), e::sub(esize.clone(), e::i64(1))));
+            let old_e = cx.bind(dot.head.slot, IdxVar { var: ecl, range: erange.clone() });
+            let old_t = cx.bind(slots[ta], IdxVar { var: rs[(ro / 8) as usize].clamped, range: Some(node.shape[ta].clone()) });
+            let x = cx.lower_as(d, dot.a[0], Ty::F32)?;
+            cx.unbind(slots[ta], old_t);
+            cx.unbind(dot.head.slot, old_e);
+            cx.b.store(qf, e::add(e::mul(kc.clone(), e::i64(8)), e::i64(i as i64)), e::select(e::var(inside), x, c(0.0)));
+        }
     }
-    cx.b.close();
-    let j = cx.b.open_for("j", e::i64(0), e::mul(e::var(fc), e::i64(4)));
-    cx.b.store(acc, e::var(j), c(0.0));
-    cx.b.close();
+    close_chunks(cx, nec);
+    for nf in chunks_of(cx, "f8", nfc, &fc) {
+        for i in 0..4 {
+            cx.b.store(acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(i)), c(0.0));
+        }
+    }
+    close_chunks(cx, nfc);
     sync(cx);
     let mlo = cx.b.let_("mlo", e::i64(i64::MAX));
     let mhi = cx.b.let_("mhi", e::i64(i64::MIN));
@@ -198,7 +252,7 @@ pub(super) fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], 
     sync(cx);
     let mrange = cx.ranges.get(plan.head.name.as_str()).cloned();
     // Stage Kᵀ[j, e] (width 16·ec) and V[j, f] (width 8·fc), zero past the tile and the dims.
-    for (buf, width, stride, extent) in [(ks, e::mul(e::var(ec), e::i64(16)), EMAX, esize.clone()), (vs, e::mul(e::var(fc), e::i64(8)), FMAX, fsize.clone())] {
+    for (buf, width, stride, extent) in [(ks, e::mul(ec.clone(), e::i64(16)), EMAX, esize.clone()), (vs, e::mul(fc.clone(), e::i64(8)), FMAX, fsize.clone())] {
         let width = cx.b.let_("stage.w", width);
         let total = e::mul(e::i64(TK), e::var(width));
         let it = cx.b.open_for("stage", e::i64(0), e::bin(K::Div, e::add(total, e::i64(tl - 1)), e::i64(tl)));
@@ -230,23 +284,24 @@ pub(super) fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], 
     sync(cx);
     // S = Q·Kᵀ: two tiles of 8 keys, summed over the chunks of e.
     let cv: Vec<Var> = (0..4).map(|i| cx.b.var(&format!("c{i}"), Ty::F32)).collect();
-    let nt = cx.b.open_for("key8", e::i64(0), e::i64(2));
-    for &v in &cv {
-        cx.b.set(v, c(0.0));
+    for nt in 0..2i64 {
+        for &v in &cv {
+            cx.b.set(v, c(0.0));
+        }
+        for kc in chunks_of(cx, "chunk", nec, &ec) {
+            let a = (0..8).map(|i| e::load(qf, e::add(e::mul(kc.clone(), e::i64(8)), e::i64(i)))).collect();
+            let key = e::add(e::i64(nt * 8), e::var(g));
+            let b = B_K
+                .iter()
+                .map(|&ko| e::load(ks, e::add(e::mul(key.clone(), e::i64(i64::from(EMAX))), e::add(e::mul(kc.clone(), e::i64(16)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(ko))))))
+                .collect();
+            cx.b.emit(Stmt::Mma(Box::new(Mma { kind, a, b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.clone() })));
+        }
+        close_chunks(cx, nec);
+        for (i, &v) in cv.iter().enumerate() {
+            cx.b.store(sfr, e::i64(nt * 4 + i as i64), e::var(v));
+        }
     }
-    let kc = cx.b.open_for("chunk", e::i64(0), e::var(ec));
-    let a = (0..8).map(|i| e::load(qf, e::add(e::mul(e::var(kc), e::i64(8)), e::i64(i)))).collect();
-    let key = e::add(e::mul(e::var(nt), e::i64(8)), e::var(g));
-    let b = B_K
-        .iter()
-        .map(|&ko| e::load(ks, e::add(e::mul(key.clone(), e::i64(i64::from(EMAX))), e::add(e::mul(e::var(kc), e::i64(16)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(ko))))))
-        .collect();
-    cx.b.emit(Stmt::Mma(Box::new(Mma { kind, a, b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.clone() })));
-    cx.b.close();
-    for (i, &v) in cv.iter().enumerate() {
-        cx.b.store(sfr, e::add(e::mul(e::var(nt), e::i64(4)), e::i64(i as i64)), e::var(v));
-    }
-    cx.b.close();
     // Logits: element i of the S fragment is row g + 8·((i % 4) / 2), key 8·(i / 4) + 2t + i % 2.
     let ssh_at = |r: Expr, kk: Expr| e::add(e::mul(e::add(e::mul(e::var(warp), e::i64(16)), r), e::i64(TK)), kk);
     for i in 0..8i64 {
@@ -303,21 +358,22 @@ pub(super) fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], 
         p.push(e::var(cx.b.let_("p", w)));
     }
     // O = O·scale + P·V, 8 columns of f at a time.
-    let nf = cx.b.open_for("f8", e::i64(0), e::var(fc));
-    let at = |i: usize| e::add(e::mul(e::var(nf), e::i64(4)), e::i64(i as i64));
-    for (i, &v) in cv.iter().enumerate() {
-        cx.b.set(v, e::mul(e::load(acc, at(i)), e::var(scales[i / 2])));
+    for nf in chunks_of(cx, "f8", nfc, &fc) {
+        let at = |i: usize| e::add(e::mul(nf.clone(), e::i64(4)), e::i64(i as i64));
+        for (i, &v) in cv.iter().enumerate() {
+            cx.b.set(v, e::mul(e::load(acc, at(i)), e::var(scales[i / 2])));
+        }
+        let col = e::add(e::mul(nf.clone(), e::i64(8)), e::var(g));
+        let b = B_K
+            .iter()
+            .map(|&ko| e::load(vs, e::add(e::mul(e::add(e::mul(e::var(tg), e::i64(2)), e::i64(ko)), e::i64(i64::from(FMAX))), col.clone())))
+            .collect();
+        cx.b.emit(Stmt::Mma(Box::new(Mma { kind, a: p.clone(), b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.clone() })));
+        for (i, &v) in cv.iter().enumerate() {
+            cx.b.store(acc, at(i), e::var(v));
+        }
     }
-    let col = e::add(e::mul(e::var(nf), e::i64(8)), e::var(g));
-    let b = B_K
-        .iter()
-        .map(|&ko| e::load(vs, e::add(e::mul(e::add(e::mul(e::var(tg), e::i64(2)), e::i64(ko)), e::i64(i64::from(FMAX))), col.clone())))
-        .collect();
-    cx.b.emit(Stmt::Mma(Box::new(Mma { kind, a: p, b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.clone() })));
-    for (i, &v) in cv.iter().enumerate() {
-        cx.b.store(acc, at(i), e::var(v));
-    }
-    cx.b.close();
+    close_chunks(cx, nfc);
     cx.b.close(); // key tiles
     // The rows: element i of fragment chunk nf is row g + 8·(i / 2), column 8·nf + 2t + i % 2.
     let width = e::add(fsize.clone(), e::i64(3));
@@ -329,36 +385,38 @@ pub(super) fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], 
         cx.b.store(split.part, split.at(&width, flat_row.clone(), e::var(part), e::i64(1)), e::var(r.sum));
         cx.b.store(split.part, split.at(&width, flat_row.clone(), e::var(part), e::i64(2)), e::select(e::var(r.any), c(1.0), c(0.0)));
         cx.b.close();
-        let nf = cx.b.open_for("f8", e::i64(0), e::var(fc));
-        for i in 0..2i64 {
-            let f = cx.b.let_("f", e::add(e::mul(e::var(nf), e::i64(8)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(i))));
-            cx.b.open_if(e::bin(K::Lt, e::var(f), fsize.clone()));
-            let v = e::load(acc, e::add(e::mul(e::var(nf), e::i64(4)), e::i64(2 * h as i64 + i)));
-            cx.b.store(split.part, split.at(&width, flat_row.clone(), e::var(part), e::add(e::var(f), e::i64(3))), v);
-            cx.b.close();
+        for nf in chunks_of(cx, "f8", nfc, &fc) {
+            for i in 0..2i64 {
+                let f = cx.b.let_("f", e::add(e::mul(nf.clone(), e::i64(8)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(i))));
+                cx.b.open_if(e::bin(K::Lt, e::var(f), fsize.clone()));
+                let v = e::load(acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
+                cx.b.store(split.part, split.at(&width, flat_row.clone(), e::var(part), e::add(e::var(f), e::i64(3))), v);
+                cx.b.close();
+            }
         }
-        cx.b.close();
+        close_chunks(cx, nfc);
         cx.b.open_else();
         cx.b.open_if(e::var(r.live));
         let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(r.any), e::bin(K::Eq, e::var(r.max), c(f64::NEG_INFINITY))));
         idx[ta] = Some(e::var(r.at));
-        let nf = cx.b.open_for("f8", e::i64(0), e::var(fc));
-        for i in 0..2i64 {
-            let f = cx.b.let_("f", e::add(e::mul(e::var(nf), e::i64(8)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(i))));
-            cx.b.open_if(e::bin(K::Lt, e::var(f), fsize.clone()));
-            idx[fa] = Some(e::var(f));
-            let mut flat = e::i64(0);
-            for (a, x) in idx.iter().enumerate() {
-                let x = x.clone().ok_or_else(|| cx.internal("an unbound index in the tensor-core attention plan"))?;
-                flat = e::add(flat, e::mul(x, t.strides[a].clone()));
+        for nf in chunks_of(cx, "f8", nfc, &fc) {
+            for i in 0..2i64 {
+                let f = cx.b.let_("f", e::add(e::mul(nf.clone(), e::i64(8)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(i))));
+                cx.b.open_if(e::bin(K::Lt, e::var(f), fsize.clone()));
+                idx[fa] = Some(e::var(f));
+                let mut flat = e::i64(0);
+                for (a, x) in idx.iter().enumerate() {
+                    let x = x.clone().ok_or_else(|| cx.internal("an unbound index in the tensor-core attention plan"))?;
+                    flat = e::add(flat, e::mul(x, t.strides[a].clone()));
+                }
+                let v = e::load(acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
+                let o = e::select(e::var(nan), c(f64::NAN), fdiv(ty, v, e::var(r.sum)));
+                let o = if vty(node.dtype) == ty { o } else { e::cast(vty(node.dtype), o) };
+                cx.b.store(t.buf, flat, o);
+                cx.b.close();
             }
-            let v = e::load(acc, e::add(e::mul(e::var(nf), e::i64(4)), e::i64(2 * h as i64 + i)));
-            let o = e::select(e::var(nan), c(f64::NAN), fdiv(ty, v, e::var(r.sum)));
-            let o = if vty(node.dtype) == ty { o } else { e::cast(vty(node.dtype), o) };
-            cx.b.store(t.buf, flat, o);
-            cx.b.close();
         }
-        cx.b.close();
+        close_chunks(cx, nfc);
         cx.b.close();
         cx.b.close();
     }
