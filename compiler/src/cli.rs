@@ -337,7 +337,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Run { file, kernel, inputs, out, params, backend, target, optimized, split, emit } => {
             let program = load(&file, emit.emit)?;
             let params = parse_params(&params)?;
-            let inputs = tfmc_runtime::read_npz(&inputs).map_err(|e| format!("error: {e}\n"))?;
+            let inputs = tfmc::inputs::read_inputs(&program, &kernel, &inputs).map_err(|e| format!("error: {e}\n"))?;
             let outputs = match backend {
                 Backend::Interp if optimized => {
                     let lowered = tfmc::ir::lower::lower(&program, &kernel).map_err(|e| format!("error: {e}\n"))?;

@@ -1,5 +1,6 @@
 //! Random inputs for a kernel, for trying kernels out and for tests: every argument gets a
-//! tensor of its declared dtype with shape from user-given dimension sizes.
+//! tensor of its declared dtype with shape from user-given dimension sizes; and
+//! [`read_inputs`], a kernel's inputs from an `.npz` file.
 //!
 //! Values: floats uniform in [-1, 1), integers uniform in 0..4, bools fair coin flips —
 //! fine for attention math, not for index tensors with structure (offsets), which callers
@@ -85,4 +86,16 @@ pub fn random_inputs(
         out.insert(info.name.clone(), tensor);
     }
     Ok(out)
+}
+
+/// Reads kernel `kernel`'s inputs from the `.npz` file `path`: `float32` arrays for inputs the
+/// kernel declares `bf16` become `bf16` tensors (numpy has no bfloat16, see
+/// `tfmc_runtime::as_declared_bf16`).
+pub fn read_inputs(program: &Program, kernel: &str, path: &std::path::Path) -> Result<BTreeMap<String, Tensor>, tfmc_runtime::IoError> {
+    let mut inputs = tfmc_runtime::read_npz(path)?;
+    if let Some((_, k)) = program.kernel(kernel) {
+        let declared = |name: &str| k.inputs.iter().map(|t| &k.tensors[t.index()]).find(|t| t.name == name).map(|t| t.dtype);
+        tfmc_runtime::as_declared_bf16(&mut inputs, declared);
+    }
+    Ok(inputs)
 }

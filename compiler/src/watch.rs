@@ -127,7 +127,7 @@ fn round_inner(cfg: &WatchConfig, files: &mut BTreeSet<PathBuf>, report: &mut St
     }
     let check_time = t0.elapsed();
     let inputs = match &cfg.inputs {
-        InputSource::Npz(p) => tfmc_runtime::read_npz(p).map_err(|e| format!("error: {e}"))?,
+        InputSource::Npz(p) => crate::inputs::read_inputs(&program, &cfg.kernel, p).map_err(|e| format!("error: {e}"))?,
         InputSource::Random { dims, seed } => {
             crate::inputs::random_inputs(&program, &cfg.kernel, dims, *seed).map_err(|e| format!("error: {e}"))?
         }

@@ -359,6 +359,31 @@ fn sdpa_registers_and_local_memory_per_entry() {
     );
 }
 
+/// The half-precision kernels of `lib/half.tfm` run on tensor cores from sm_80 on: their PTX
+/// carries `mma.sync...m16n8k16` in their input format and assembles (registers and stack
+/// frame per entry printed: the block parallels specialized for E = F = 64 and 128 keep their
+/// fragments in registers); for sm_75 the schedule leaves tensor cores out and the PTX
+/// assembles too.
+#[test]
+fn half_kernels_use_tensor_cores_from_sm80() {
+    let Some(ptxas) = toolchain_or_skip() else { return };
+    let program = load(&root().join("lib/half.tfm"));
+    for k in &program.kernels {
+        let inst = if k.name.ends_with("_bf16") { "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" } else { "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" };
+        for sm in [75, 80, 90] {
+            let prep = gpu::prepare_gpu(&program, &k.name, &CompileOptions::default(), sm).unwrap();
+            let ptx = ptx_of(&prep, sm);
+            assert_eq!(ptx.contains(inst), sm >= 80, "{} sm_{sm}: {inst}", k.name);
+            let file = out_dir().join(format!("{}_sm{sm}.ptx", k.name));
+            std::fs::write(&file, &ptx).unwrap();
+            let (log, _) = assemble(&ptxas, &file, sm, true);
+            for (entry, regs, stack) in resources(&log) {
+                eprintln!("{:<12} sm_{sm} {entry:<24} {regs:>4} registers {stack:>7} bytes stack frame", k.name);
+            }
+        }
+    }
+}
+
 /// fp32 results against the f64 interpreter: `|got - want| <= rtol * max(|want|, max |want|)`
 /// with `rtol` = 2e-4, plus half an ulp of the format (2^-11, bf16 2^-8) for half-precision
 /// outputs (rounded when stored), as the shared backend suite.

@@ -46,5 +46,5 @@ pub use artifact::{Artifact, Kernel};
 pub use atomic::write_file_atomically;
 pub use error::{ArtifactError, RuntimeError};
 pub use native::NativeTensor;
-pub use npz::{IoError, read_npy, read_npz, write_npy, write_npz};
+pub use npz::{IoError, as_declared_bf16, read_npy, read_npz, write_npy, write_npz};
 pub use tensor::{DType, Scalar, Tensor, TensorData, TensorError};

@@ -1,13 +1,16 @@
 //! Reading and writing tensors as numpy `.npz` archives and `.npy` files.
 //!
-//! Owns [`read_npz`], [`write_npz`], [`read_npy`], [`write_npy`] and [`IoError`].
+//! Owns [`read_npz`], [`write_npz`], [`read_npy`], [`write_npy`], [`as_declared_bf16`] and
+//! [`IoError`].
 //!
 //! - Readers accept numpy `float16`, `float32`, `float64`, `int32`, `int64` and `bool` arrays in
 //!   C order (either byte order, stored or deflated archive members); any other dtype, Fortran
 //!   order, a corrupt or truncated file is an [`IoError`] naming the file (and the array), never
 //!   a panic. `.npz` keys are the member names without their `.npy` suffix, as in `np.load`.
 //! - Writers write each tensor in its own dtype, except `bf16`: numpy has no bfloat16, so a
-//!   `bf16` tensor is written as `float32` (losslessly) and reads back as an `f32` tensor.
+//!   `bf16` tensor is written as `float32` (losslessly) and reads back as an `f32` tensor;
+//!   [`as_declared_bf16`] turns such tensors back into `bf16` for a kernel that declares them
+//!   so (every caller that feeds `.npz` inputs to a kernel applies it).
 //!   Archives are uncompressed (like `np.savez`) with fixed member timestamps, so the same
 //!   tensors always give the same bytes.
 //! - Writes are atomic: the data goes to a temporary file in the same directory that is renamed
@@ -269,3 +272,19 @@ pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), IoError> {
 #[cfg(test)]
 #[path = "npz_tests.rs"]
 mod tests;
+
+/// Converts every `f32` tensor of `inputs` whose name `declared` maps to `bf16` into a `bf16`
+/// tensor (round to nearest even; exact for tensors this module wrote from `bf16`): the
+/// `.npz` convention for the format numpy lacks. Other tensors are left as they are (a dtype
+/// mismatch is the caller's error to report).
+pub fn as_declared_bf16(inputs: &mut BTreeMap<String, Tensor>, declared: impl Fn(&str) -> Option<crate::DType>) {
+    for (name, t) in inputs.iter_mut() {
+        if t.dtype() == crate::DType::F32 && declared(name) == Some(crate::DType::BF16) {
+            // An f32 tensor converts to bf16 whatever its values (rounding), so this cannot
+            // fail; keep the original on the impossible error.
+            if let Ok(b) = Tensor::from_f64(crate::DType::BF16, t.shape().to_vec(), t.to_f64_vec()) {
+                *t = b;
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use tfm_dsl::{FileId, parse_file};
 use tfmc_conformance::lib_path;
 
 /// Every library file and the kernels it defines.
-const FILES: [(&str, &[&str]); 12] = [
+const FILES: [(&str, &[&str]); 13] = [
     ("sdpa.tfm", &["sdpa"]),
     ("causal.tfm", &["causal"]),
     ("window.tfm", &["window"]),
@@ -22,6 +22,7 @@ const FILES: [(&str, &[&str]); 12] = [
     ("l2.tfm", &["l2_attention"]),
     ("varlen.tfm", &["varlen_causal"]),
     ("model.tfm", &["rmsnorm", "block"]),
+    ("half.tfm", &["sdpa_bf16", "causal_bf16", "sdpa_f16"]),
 ];
 
 #[test]

@@ -2,8 +2,10 @@
 
 use tfmc_conformance::reference::{self as r, Nd};
 use tfmc_conformance::{
-    Inputs, Tol, assert_nd_close, load_lib, map_f32, param_f32, param_i64, rand_nd, run_out,
+    Inputs, Tol, assert_nd_close, load_lib, map_f32, param_f32, param_i64, rand_nd, rounded,
+    run_out,
 };
+use tfmc_runtime::DType;
 
 use crate::{SHAPES, TOL, qkv, rng};
 
@@ -46,6 +48,28 @@ fn sdpa_with_huge_logits_stays_finite() {
         got.data
     );
     assert_nd_close("sdpa huge logits", &got, &want, TOL);
+}
+
+/// The half-precision kernels of `half.tfm` compute the f32 kernel's function of their
+/// rounded inputs (the interpreter's unrounded output against the reference on the rounded
+/// values).
+#[test]
+fn half_kernels_match_reference_on_their_rounded_inputs() {
+    let program = load_lib("half.tfm");
+    let cases: [(&str, DType, fn(&Nd, &Nd, &Nd) -> Nd); 3] = [
+        ("sdpa_bf16", DType::BF16, r::sdpa),
+        ("causal_bf16", DType::BF16, r::causal),
+        ("sdpa_f16", DType::F16, r::sdpa),
+    ];
+    for (kernel, dtype, reference) in cases {
+        for (i, shape) in SHAPES.into_iter().enumerate() {
+            let (q, k, v) = qkv(&mut rng(150 + i as u64), shape);
+            let (q, k, v) = (rounded(&q, dtype), rounded(&k, dtype), rounded(&v, dtype));
+            let ins = Inputs::new().float("Q", dtype, &q).float("K", dtype, &k).float("V", dtype, &v);
+            let got = run_out(&program, kernel, &ins, &[], "O");
+            assert_nd_close(&format!("{kernel} {shape:?}"), &got, &reference(&q, &k, &v), TOL);
+        }
+    }
 }
 
 #[test]

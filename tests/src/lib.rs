@@ -79,6 +79,14 @@ impl Inputs {
         self
     }
 
+    /// Adds a float tensor of `dtype` holding the values of `x` rounded to it (see
+    /// [`rounded`] for the values the kernel sees).
+    pub fn float(mut self, name: &str, dtype: DType, x: &Nd) -> Inputs {
+        let t = Tensor::from_f64(dtype, x.shape.clone(), x.data.clone()).expect("float tensor");
+        self.0.insert(name.to_string(), t);
+        self
+    }
+
     /// Adds a rank-1 i32 tensor.
     pub fn i32(mut self, name: &str, data: &[i32]) -> Inputs {
         self.0.insert(name.to_string(), i32_tensor(data));
@@ -89,6 +97,12 @@ impl Inputs {
 /// An f32 tensor holding the values of `x`.
 pub fn f32_tensor(x: &Nd) -> Tensor {
     Tensor::from_f64(DType::F32, x.shape.clone(), x.data.clone()).expect("f32 tensor")
+}
+
+/// `x` rounded to the float `dtype` (as [`Inputs::float`] stores it).
+pub fn rounded(x: &Nd, dtype: DType) -> Nd {
+    let t = Tensor::from_f64(dtype, x.shape.clone(), x.data.clone()).expect("float tensor");
+    Nd::new(&x.shape, t.to_f64_vec())
 }
 
 /// A rank-1 i32 tensor.

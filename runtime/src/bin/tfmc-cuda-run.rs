@@ -241,7 +241,7 @@ fn run(args: Args) -> Result<bool, Failure> {
             }
         },
     };
-    let inputs = match &args.inputs {
+    let mut inputs = match &args.inputs {
         Some(path) => read_npz(path).map_err(Failure::error)?,
         None => BTreeMap::new(),
     };
@@ -250,6 +250,10 @@ fn run(args: Args) -> Result<bool, Failure> {
         None => None,
     };
     let kernel = artifact.kernel(&name).map_err(Failure::error)?;
+    let specs = &kernel.manifest().inputs;
+    tfmc_runtime::as_declared_bf16(&mut inputs, |n| {
+        specs.iter().find(|s| s.name == n).and_then(|s| tfmc_runtime::DType::parse(&s.dtype))
+    });
     let mut prepared = kernel
         .prepare(&inputs, &args.params)
         .map_err(Failure::error)?;

@@ -195,7 +195,13 @@ pub(super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
 
 /// The plan for `node` (slots of its indices `slots`, definition `d`), if it applies.
 pub(super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> Option<Plan> {
-    let Op::Osm { head, s, v } = d.ops.last()?.clone() else { return None };
+    // The osm itself, or the osm rounded to the node's half format (`O = bf16(...)`): the
+    // plan computes in f32 and the store rounds.
+    let root = match d.ops.last()? {
+        Op::Cast { to, x } if *to == node.dtype && matches!(to, crate::hir::DType::F16 | crate::hir::DType::BF16) => d.ops.get(usize::from(*x))?,
+        op => op,
+    };
+    let Op::Osm { head, s, v } = root.clone() else { return None };
     let f = *slots.last()?;
     if slots.len() < 2 || uses(d.ops, s, f) || uses(d.ops, head.lo, f) || uses(d.ops, head.hi, f) || uses(d.ops, head.filter, f) {
         return None;
