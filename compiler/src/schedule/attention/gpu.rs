@@ -154,6 +154,50 @@ impl Split {
         Ok(Split { n, part, points, rows: rows.clone(), ty })
     }
 
+    /// Opens the block parallel over `tiles` × `others` (their product `n`) × parts, with
+    /// blocks of `threads` threads; returns (part, tile, outer point) of the block.
+    pub fn open_blocks(&self, cx: &mut Cx<'_>, threads: u32, n: Expr, tiles: crate::schedule::kir::Var) -> (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var) {
+        let q = cx.b.open_parallel(&gpu::block_var_name(threads), e::mul(n, e::var(self.n)));
+        let part = cx.b.let_("part", e::bin(K::Rem, e::var(q), e::var(self.n)));
+        let qt = cx.b.let_("block_tile", e::bin(K::Div, e::var(q), e::var(self.n)));
+        let tile = cx.b.let_("tile", e::bin(K::Rem, e::var(qt), e::var(tiles)));
+        let outer = cx.b.let_("outer", e::bin(K::Div, e::var(qt), e::var(tiles)));
+        (part, tile, outer)
+    }
+
+    /// Opens the loop over this block's part of its key tiles of `tm` keys (the block range is
+    /// min lo .. max hi of the `threads` bounds in `lo_sh`/`hi_sh`; all of it without a split);
+    /// returns (first key, keys in the tile). The caller closes the loop.
+    pub fn open_key_tiles(&self, cx: &mut Cx<'_>, lo_sh: super::super::kir::Buf, hi_sh: super::super::kir::Buf, threads: u32, tm: i64, part: crate::schedule::kir::Var) -> (crate::schedule::kir::Var, crate::schedule::kir::Var) {
+        let mlo = cx.b.let_("mlo", e::i64(i64::MAX));
+        let mhi = cx.b.let_("mhi", e::i64(i64::MIN));
+        let j = cx.b.open_for("j", e::i64(0), e::i64(i64::from(threads)));
+        cx.b.set(mlo, e::bin(K::Min, e::var(mlo), e::load(lo_sh, e::var(j))));
+        cx.b.set(mhi, e::bin(K::Max, e::var(mhi), e::load(hi_sh, e::var(j))));
+        cx.b.close();
+        let nb = e::select(
+            e::bin(K::Lt, e::var(mlo), e::var(mhi)),
+            e::bin(K::Div, e::add(e::sub(e::var(mhi), e::var(mlo)), e::i64(tm - 1)), e::i64(tm)),
+            e::i64(0),
+        );
+        let nb = cx.b.let_("key_tiles", nb);
+        let part_lo = e::bin(K::Div, e::mul(e::var(part), e::var(nb)), e::var(self.n));
+        let part_hi = e::bin(K::Div, e::mul(e::add(e::var(part), e::i64(1)), e::var(nb)), e::var(self.n));
+        let kb = cx.b.open_for("block", part_lo, part_hi);
+        let m0 = cx.b.let_("m0", e::add(e::var(mlo), e::mul(e::var(kb), e::i64(tm))));
+        let nm = cx.b.let_("keys", e::bin(K::Min, e::i64(tm), e::sub(e::var(mhi), e::var(m0))));
+        (m0, nm)
+    }
+
+    /// Stores a row's state — max, sum, any — as part `part` of flat row `r` (the
+    /// accumulator's elements are the caller's).
+    pub fn store_state(&self, cx: &mut Cx<'_>, width: &Expr, r: &Expr, part: crate::schedule::kir::Var, (max, sum, any): (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var)) {
+        let c = |x: f64| e::num(self.ty, x);
+        cx.b.store(self.part, self.at(width, r.clone(), e::var(part), e::i64(0)), e::var(max));
+        cx.b.store(self.part, self.at(width, r.clone(), e::var(part), e::i64(1)), e::var(sum));
+        cx.b.store(self.part, self.at(width, r.clone(), e::var(part), e::i64(2)), e::select(e::var(any), c(1.0), c(0.0)));
+    }
+
     /// Element `k` of part `c` of row `r` (flat over other points × rows).
     pub fn at(&self, width: &Expr, r: Expr, c: Expr, k: Expr) -> Expr {
         e::add(e::mul(e::add(e::mul(r, e::var(self.n)), c), width.clone()), k)
@@ -249,11 +293,7 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     let acc = stack(cx, "acc", ty, FMAX);
     let sloc = stack(cx, "s", ty, tm);
     let qa = esize.as_ref().map(|_| stack(cx, "a", Ty::F32, EMAX));
-    let q = cx.b.open_parallel(&gpu::block_var_name(threads), e::mul(n, e::var(split.n)));
-    let part = cx.b.let_("part", e::bin(K::Rem, e::var(q), e::var(split.n)));
-    let qt = cx.b.let_("block_tile", e::bin(K::Div, e::var(q), e::var(split.n)));
-    let tile = cx.b.let_("tile", e::bin(K::Rem, e::var(qt), e::var(ntiles)));
-    let outer = cx.b.let_("outer", e::bin(K::Div, e::var(qt), e::var(ntiles)));
+    let (part, tile, outer) = split.open_blocks(cx, threads, n, ntiles);
     let (vals, saved) = cx.bind_flat(e::var(outer), &node_axes(node, slots, &t.shape, &others));
     for (&a, v) in others.iter().zip(vals) {
         idx[a] = Some(v);
@@ -288,25 +328,7 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
         cx.unbind(dot.head.slot, old_e);
     }
     sync(cx);
-    let mlo = cx.b.let_("mlo", e::i64(i64::MAX));
-    let mhi = cx.b.let_("mhi", e::i64(i64::MIN));
-    let j = cx.b.open_for("j", e::i64(0), e::i64(tl));
-    cx.b.set(mlo, e::bin(K::Min, e::var(mlo), e::load(lo_sh, e::var(j))));
-    cx.b.set(mhi, e::bin(K::Max, e::var(mhi), e::load(hi_sh, e::var(j))));
-    cx.b.close();
-    let tmx = i64::from(tm);
-    let nb = e::select(
-        e::bin(K::Lt, e::var(mlo), e::var(mhi)),
-        e::bin(K::Div, e::add(e::sub(e::var(mhi), e::var(mlo)), e::i64(tmx - 1)), e::i64(tmx)),
-        e::i64(0),
-    );
-    // This block's part of the key tiles (all of them without a split).
-    let nb = cx.b.let_("key_tiles", nb);
-    let part_lo = e::bin(K::Div, e::mul(e::var(part), e::var(nb)), e::var(split.n));
-    let part_hi = e::bin(K::Div, e::mul(e::add(e::var(part), e::i64(1)), e::var(nb)), e::var(split.n));
-    let kb = cx.b.open_for("block", part_lo, part_hi);
-    let m0 = cx.b.let_("m0", e::add(e::var(mlo), e::mul(e::var(kb), e::i64(tmx))));
-    let nm = cx.b.let_("keys", e::bin(K::Min, e::i64(tmx), e::sub(e::var(mhi), e::var(m0))));
+    let (m0, nm) = split.open_key_tiles(cx, lo_sh, hi_sh, threads, i64::from(tm), part);
     sync(cx);
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     // Stage V[j, f] (and Bᵀ[j, e]): element i of the tile by thread i mod T.
@@ -394,9 +416,7 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     cx.b.open_if(e::bin(K::And, e::var(live), e::bin(K::Gt, e::var(split.n), e::i64(1))));
     let width = e::add(fsize.clone(), e::i64(3));
     let r = e::add(e::mul(e::var(outer), rows.clone()), e::var(rowi));
-    cx.b.store(split.part, split.at(&width, r.clone(), e::var(part), e::i64(0)), e::var(mx));
-    cx.b.store(split.part, split.at(&width, r.clone(), e::var(part), e::i64(1)), e::var(sum));
-    cx.b.store(split.part, split.at(&width, r.clone(), e::var(part), e::i64(2)), e::select(e::var(any), c(1.0), c(0.0)));
+    split.store_state(cx, &width, &r, part, (mx, sum, any));
     let f4 = cx.b.open_for("f", e::i64(0), fsize.clone());
     cx.b.store(split.part, split.at(&width, r, e::var(part), e::add(e::var(f4), e::i64(3))), e::load(acc, e::var(f4)));
     cx.b.close();

@@ -165,11 +165,7 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     for &a in &others {
         n = e::mul(n, t.shape[a].clone());
     }
-    let q = cx.b.open_parallel(&gpu::block_var_name(threads), e::mul(n, e::var(split.n)));
-    let part = cx.b.let_("part", e::bin(K::Rem, e::var(q), e::var(split.n)));
-    let qt = cx.b.let_("block_tile", e::bin(K::Div, e::var(q), e::var(split.n)));
-    let tile = cx.b.let_("tile", e::bin(K::Rem, e::var(qt), e::var(ntiles)));
-    let outer = cx.b.let_("outer", e::bin(K::Div, e::var(qt), e::var(ntiles)));
+    let (part, tile, outer) = split.open_blocks(cx, threads, n, ntiles);
     let (vals, saved) = cx.bind_flat(e::var(outer), &node_axes(node, slots, &t.shape, &others));
     let mut idx: Vec<Option<Expr>> = vec![None; k];
     for (&a, v) in others.iter().zip(vals) {
@@ -236,19 +232,7 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     }
     close_chunks(cx, nfc);
     sync(cx);
-    let mlo = cx.b.let_("mlo", e::i64(i64::MAX));
-    let mhi = cx.b.let_("mhi", e::i64(i64::MIN));
-    let j = cx.b.open_for("j", e::i64(0), e::i64(tl));
-    cx.b.set(mlo, e::bin(K::Min, e::var(mlo), e::load(lo_sh, e::var(j))));
-    cx.b.set(mhi, e::bin(K::Max, e::var(mhi), e::load(hi_sh, e::var(j))));
-    cx.b.close();
-    let nb = e::select(e::bin(K::Lt, e::var(mlo), e::var(mhi)), e::bin(K::Div, e::add(e::sub(e::var(mhi), e::var(mlo)), e::i64(TK - 1)), e::i64(TK)), e::i64(0));
-    let nb = cx.b.let_("key_tiles", nb);
-    let part_lo = e::bin(K::Div, e::mul(e::var(part), e::var(nb)), e::var(split.n));
-    let part_hi = e::bin(K::Div, e::mul(e::add(e::var(part), e::i64(1)), e::var(nb)), e::var(split.n));
-    let kb = cx.b.open_for("block", part_lo, part_hi);
-    let m0 = cx.b.let_("m0", e::add(e::var(mlo), e::mul(e::var(kb), e::i64(TK))));
-    let nm = cx.b.let_("keys", e::bin(K::Min, e::i64(TK), e::sub(e::var(mhi), e::var(m0))));
+    let (m0, nm) = split.open_key_tiles(cx, lo_sh, hi_sh, threads, TK, part);
     sync(cx);
     let mrange = cx.ranges.get(plan.head.name.as_str()).cloned();
     // Stage Kᵀ[j, e] (width 16·ec) and V[j, f] (width 8·fc), zero past the tile and the dims.
@@ -381,9 +365,7 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
         let flat_row = e::add(e::mul(e::var(outer), rows.clone()), e::var(r.at));
         cx.b.open_if(e::bin(K::And, e::var(r.live), e::bin(K::Gt, e::var(split.n), e::i64(1))));
         cx.b.open_if(e::bin(K::Eq, e::var(tg), e::i64(0)));
-        cx.b.store(split.part, split.at(&width, flat_row.clone(), e::var(part), e::i64(0)), e::var(r.max));
-        cx.b.store(split.part, split.at(&width, flat_row.clone(), e::var(part), e::i64(1)), e::var(r.sum));
-        cx.b.store(split.part, split.at(&width, flat_row.clone(), e::var(part), e::i64(2)), e::select(e::var(r.any), c(1.0), c(0.0)));
+        split.store_state(cx, &width, &flat_row, part, (r.max, r.sum, r.any));
         cx.b.close();
         for nf in chunks_of(cx, "f8", nfc, &fc) {
             for i in 0..2i64 {
