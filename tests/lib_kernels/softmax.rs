@@ -56,7 +56,8 @@ fn sdpa_with_huge_logits_stays_finite() {
 #[test]
 fn half_kernels_match_reference_on_their_rounded_inputs() {
     let program = load_lib("half.tfm");
-    let cases: [(&str, DType, fn(&Nd, &Nd, &Nd) -> Nd); 3] = [
+    type Reference = fn(&Nd, &Nd, &Nd) -> Nd;
+    let cases: [(&str, DType, Reference); 3] = [
         ("sdpa_bf16", DType::BF16, r::sdpa),
         ("causal_bf16", DType::BF16, r::causal),
         ("sdpa_f16", DType::F16, r::sdpa),

@@ -74,7 +74,8 @@ fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
 fn split_k_decode_matches_the_interpreter() {
     let mut opts = CompileOptions::default();
     opts.schedule.target = Target::Gpu { threads: 32, tensor_cores: true };
-    let cases: [(&str, &str, &[(&str, i64)]); 5] = [
+    type Params<'a> = &'a [(&'a str, i64)];
+    let cases: [(&str, &str, Params<'_>); 5] = [
         ("sdpa.tfm", "sdpa", &[]),
         ("causal.tfm", "causal", &[]),
         ("window.tfm", "window", &[("W", 40)]),

@@ -49,7 +49,7 @@ pub(super) fn kind(plan: &Plan, d: Def<'_>) -> Option<MmaKind> {
     // A read, or a read widened to f32 or f64 (exact).
     let fmt = |x: egg::Id| {
         let x = match &d.ops[usize::from(x)] {
-            Op::Cast { to, x } if matches!(to, DType::F32 | DType::F64) => *x,
+            Op::Cast { to: DType::F32 | DType::F64, x } => *x,
             _ => x,
         };
         match (&d.ops[usize::from(x)], d.tys[usize::from(x)]) {
