@@ -427,6 +427,18 @@ pub(super) fn ptxas() -> Option<PathBuf> {
         })
 }
 
+/// Assembles `text` for `sm_{sm}` with [`ptxas`] where it is installed (kept as
+/// `target/tmp/{stem}.ptx`; a failure names that file and shows ptxas's output).
+pub(super) fn assemble_if_installed(text: &str, stem: &str, sm: u32) {
+    let Some(ptxas) = ptxas() else { return };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{stem}.ptx"));
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(ptxas).arg(format!("-arch=sm_{sm}")).arg(&file).arg("-o").arg("/dev/null").output().unwrap();
+    assert!(out.status.success(), "ptxas failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+}
+
 /// Every KIR operation on every type it allows, in one kernel: NVPTX selects all of them
 /// (LLVM aborts the process on an operation it cannot select, so this must never reach it),
 /// no external function is left in the PTX, and ptxas accepts it where it is installed.
@@ -542,23 +554,6 @@ fn every_kir_operation_lowers_to_ptx() {
         // libdevice's slow paths may stay functions (`.func`), but nothing is external.
         assert!(!text.contains(".extern"), "no external functions:\n{text}");
         assert!(!text.contains("__nv_") && !text.contains("__nvvm_reflect"));
-        let Some(ptxas) = ptxas() else { continue };
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(format!("nvptx_ops_sm{sm}.ptx"));
-        std::fs::write(&file, &text).unwrap();
-        let out = std::process::Command::new(ptxas)
-            .arg(format!("-arch=sm_{sm}"))
-            .arg(&file)
-            .arg("-o")
-            .arg("/dev/null")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ptxas failed on {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assemble_if_installed(&text, &format!("nvptx_ops_sm{sm}"), sm);
     }
 }

@@ -161,12 +161,6 @@ fn block_parallels_lower_to_bar_sync_and_shared_arrays() {
         assert!(text.contains("bar.sync") || text.contains("barrier.sync"), "a barrier:\n{text}");
         assert!(text.contains(".shared .align 16 .b8 k_seg0_shared0[256]"), "shared arrays:\n{text}");
         assert!(text.contains(".maxntid 32"), "blocks of 32:\n{text}");
-        let Some(ptxas) = super::tests::ptxas() else { continue };
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join(format!("nvptx_block_sm{sm}.ptx"));
-        std::fs::write(&file, &text).unwrap();
-        let out = std::process::Command::new(ptxas).arg(format!("-arch=sm_{sm}")).arg(&file).arg("-o").arg("/dev/null").output().unwrap();
-        assert!(out.status.success(), "ptxas failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        super::tests::assemble_if_installed(&text, &format!("nvptx_block_sm{sm}"), sm);
     }
 }

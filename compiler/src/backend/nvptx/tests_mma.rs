@@ -122,13 +122,7 @@ fn products_lower_to_mma_sync_for_sm80_and_sm90_and_are_an_error_before() {
         for sm in [80, 90] {
             let text = emit_ptx(&[Export::new(&f, "k")], &NvptxOptions { sm, ..Default::default() }).unwrap();
             assert!(text.contains(inst), "{inst} for sm_{sm}:\n{text}");
-            let Some(ptxas) = super::tests::ptxas() else { continue };
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-            std::fs::create_dir_all(&dir).unwrap();
-            let file = dir.join(format!("nvptx_mma_{kind:?}_sm{sm}.ptx"));
-            std::fs::write(&file, &text).unwrap();
-            let out = std::process::Command::new(ptxas).arg(format!("-arch=sm_{sm}")).arg(&file).arg("-o").arg("/dev/null").output().unwrap();
-            assert!(out.status.success(), "ptxas failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+            super::tests::assemble_if_installed(&text, &format!("nvptx_mma_{kind:?}_sm{sm}"), sm);
         }
         let e = emit_ptx(&[Export::new(&f, "k")], &NvptxOptions { sm: 75, ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("need sm_80 or newer"), "{e}");
