@@ -566,6 +566,12 @@ pub mod gpu {
         f.vars.get(v.0 as usize).is_some_and(|d| d.name == THREAD)
     }
 
+    /// The thread-index variable of `f`, if it has one (a kernel has at most one:
+    /// `Builder::reserved_var`).
+    pub fn thread_var(f: &Func) -> Option<Var> {
+        (0..f.vars.len()).map(|i| Var(i as u32)).find(|&v| is_thread(f, v))
+    }
+
     /// True if `v` is the barrier variable.
     pub fn is_barrier(f: &Func, v: Var) -> bool {
         f.vars.get(v.0 as usize).is_some_and(|d| d.name == BARRIER)

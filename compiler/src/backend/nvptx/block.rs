@@ -153,10 +153,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 let f = self.b.build_load(pt, slot, "mma.fn")?.into_pointer_value();
                 let slot = self.gep(i8t.into(), ctx, i64t.const_int(32, false))?;
                 let arg = self.b.build_load(pt, slot, "mma.arg")?;
-                let thread = (0..self.func.vars.len())
-                    .map(|i| Var(i as u32))
-                    .find(|&v| gpu::is_thread(self.func, v))
-                    .ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
+                let thread = gpu::thread_var(self.func).ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
                 let tid = self.load_var(fx, thread)?;
                 let kind = self.cx.i32_type().const_int(u64::from(m.kind == MmaKind::BF16), false);
                 let fty = self.cx.void_type().fn_type(&[pt.into(), i64t.into(), self.cx.i32_type().into(), pt.into()], false);
@@ -225,7 +222,7 @@ impl<'ctx> Cg<'ctx, '_> {
         // Failures come only from earlier segments (no `Fail` in a block parallel), so every
         // thread of the launch reads the same status and the blocks stay whole.
         self.exit_if_failed(fx, status, "blk.go")?;
-        let thread = (0..self.func.vars.len()).map(|i| Var(i as u32)).find(|&v| gpu::is_thread(self.func, v));
+        let thread = gpu::thread_var(self.func);
         let skip: Vec<Var> = std::iter::once(var).chain(thread).collect();
         let start_vals = self.start_values(fx, body, &skip)?;
         let [tid, _, ctaid, nctaid] = ids;

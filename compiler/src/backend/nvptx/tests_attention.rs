@@ -90,19 +90,18 @@ fn split_k_decode_matches_the_interpreter() {
         let shapes = [(1usize, 300usize, 1.0f64), (3, 257, 1.0), (1, 100, 1e4), (2, 33, 1.0)];
         let dims: Vec<[(&str, usize); 6]> = shapes.iter().map(|&(p, m, _)| [("P", p), ("M", m), ("B", 1), ("H", 2), ("E", 5), ("F", 5)]).collect();
         let cases: Vec<Case<'_>> = dims.iter().zip(shapes).enumerate().map(|(i, (d, s))| (&d[..], 7 + i as u64, s.2)).collect();
-        run_cases(&program, file, kernel, params, &cases, &opts, 2e-4);
+        run_cases(&program, &prepared, file, kernel, params, &cases, 2e-4);
     }
 }
 
 /// One run of [`run_cases`]: dims, seed, the factor Q is scaled by.
 type Case<'a> = (&'a [(&'a str, usize)], u64, f64);
 
-/// Compiles `kernel` once for the emulation and runs it on seeded random inputs for every case
-/// (dims, seed, Q scaled by a factor) with `params`; compares each with the interpreter within
-/// `tol` of the output's magnitude.
-fn run_cases(program: &crate::Program, file: &str, kernel: &str, params: &[(&str, i64)], cases: &[Case<'_>], opts: &CompileOptions, tol: f64) {
+/// Builds `prepared` (kernel `kernel` of `program`, GPU-prepared) once for the emulation and
+/// runs it on seeded random inputs for every case (dims, seed, Q scaled by a factor) with
+/// `params`; compares each with the interpreter within `tol` of the output's magnitude.
+fn run_cases(program: &crate::Program, prepared: &crate::compile::Prepared, file: &str, kernel: &str, params: &[(&str, i64)], cases: &[Case<'_>], tol: f64) {
     let k = program.kernels.iter().find(|k| k.name == kernel).unwrap();
-    let prepared = crate::gpu::prepare_gpu(program, kernel, opts, crate::gpu::DEFAULT_SM).unwrap();
     let params: BTreeMap<String, tfmc_runtime::Scalar> = params.iter().map(|(n, v)| (n.to_string(), tfmc_runtime::Scalar::I(*v))).collect();
     let ex = [crate::backend::Export::new(&prepared.scheduled.func, prepared.manifest.symbol.clone())];
     super::emu::with_emulator(&ex, |dev| {
@@ -175,7 +174,7 @@ fn half_attention_on_tensor_cores_matches_the_interpreter() {
             }
             let dims: Vec<[(&str, usize); 6]> = shapes.iter().map(|&(p, m, ed, fd, _)| [("P", p), ("M", m), ("E", ed), ("F", fd), ("B", 1), ("H", 2)]).collect();
             let cases: Vec<Case<'_>> = dims.iter().zip(&shapes).enumerate().map(|(i, (d, s))| (&d[..], 11 + i as u64, s.4)).collect();
-            run_cases(&program, file, kernel, params, &cases, &opts, tol);
+            run_cases(&program, &prepared, file, kernel, params, &cases, tol);
         }
     }
 }
