@@ -3,7 +3,7 @@
 //! per-logit evaluation.
 
 use super::super::ScheduleError;
-use super::super::arith::{exp, fdiv};
+use super::super::arith::exp;
 use super::super::build::e;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
 use super::super::lower::{Cx, Def, IdxVar, vty};
@@ -325,15 +325,8 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
     let lrow = cx.b.let_("l", e::load(sum, e::var(i)));
     let f3 = cx.b.open_for("f", e::i64(0), fsize);
     idx[fa] = Some(e::var(f3));
-    let mut flat = e::i64(0);
-    for (a, x) in idx.iter().enumerate() {
-        let x = x.clone().ok_or_else(|| cx.internal("an unbound index in the attention plan"))?;
-        flat = e::add(flat, e::mul(x, t.strides[a].clone()));
-    }
-    let o = fdiv(ty, e::load(acc, e::add(e::mul(e::var(i), fmax), e::var(f3))), e::var(lrow));
-    let o = e::select(e::var(nan), c(f64::NAN), o);
-    let o = if vty(node.dtype) == ty { o } else { e::cast(vty(node.dtype), o) };
-    cx.b.store(t.buf, flat, o);
+    let num = e::load(acc, e::add(e::mul(e::var(i), fmax), e::var(f3)));
+    super::store_output(cx, node, &t, &idx, ty, num, e::var(lrow), nan, "attention plan")?;
     cx.b.close_to(mark);
     cx.unbind(slots[ta], old_t);
     cx.restore(saved);

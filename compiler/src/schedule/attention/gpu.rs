@@ -33,7 +33,7 @@
 //! memory, `V` staged).
 
 use super::super::ScheduleError;
-use super::super::arith::{exp, fdiv};
+use super::super::arith::exp;
 use super::super::build::e;
 use super::super::kir::{BinOp as K, BufKind, Const, Expr, MmaKind, Stmt, Ty, gpu};
 use super::super::lower::{Cx, Def, IdxVar, vty};
@@ -125,6 +125,8 @@ pub(super) struct Split {
     points: Expr,
     /// Rows of the tile index.
     rows: Expr,
+    /// Elements per (row, part): `F + 3`.
+    width: Expr,
     /// The accumulator's element type.
     ty: Ty,
 }
@@ -149,9 +151,9 @@ impl Split {
         let width = e::add(t.shape[t.shape.len() - 1].clone(), e::i64(3));
         let used = e::select(e::bin(K::Gt, e::var(n), e::i64(1)), e::var(n), e::i64(0));
         let points = e::mul(outer_n.clone(), rows.clone());
-        let len = checked_len(cx, &[outer_n.clone(), rows.clone(), used, width], &format!("{}.parts", node.name));
+        let len = checked_len(cx, &[outer_n.clone(), rows.clone(), used, width.clone()], &format!("{}.parts", node.name));
         cx.b.emit(Stmt::Alloc { buf: part, len });
-        Ok(Split { n, part, points, rows: rows.clone(), ty })
+        Ok(Split { n, part, points, rows: rows.clone(), width, ty })
     }
 
     /// Opens the block parallel over `tiles` × `others` (their product `n`) × parts, with
@@ -191,16 +193,21 @@ impl Split {
 
     /// Stores a row's state — max, sum, any — as part `part` of flat row `r` (the
     /// accumulator's elements are the caller's).
-    pub fn store_state(&self, cx: &mut Cx<'_>, width: &Expr, r: &Expr, part: crate::schedule::kir::Var, (max, sum, any): (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var)) {
+    pub fn store_state(&self, cx: &mut Cx<'_>, r: &Expr, part: crate::schedule::kir::Var, (max, sum, any): (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var)) {
         let c = |x: f64| e::num(self.ty, x);
-        cx.b.store(self.part, self.at(width, r.clone(), e::var(part), e::i64(0)), e::var(max));
-        cx.b.store(self.part, self.at(width, r.clone(), e::var(part), e::i64(1)), e::var(sum));
-        cx.b.store(self.part, self.at(width, r.clone(), e::var(part), e::i64(2)), e::select(e::var(any), c(1.0), c(0.0)));
+        cx.b.store(self.part, self.at(r.clone(), e::var(part), e::i64(0)), e::var(max));
+        cx.b.store(self.part, self.at(r.clone(), e::var(part), e::i64(1)), e::var(sum));
+        cx.b.store(self.part, self.at(r.clone(), e::var(part), e::i64(2)), e::select(e::var(any), c(1.0), c(0.0)));
     }
 
     /// Element `k` of part `c` of row `r` (flat over other points × rows).
-    pub fn at(&self, width: &Expr, r: Expr, c: Expr, k: Expr) -> Expr {
-        e::add(e::mul(e::add(e::mul(r, e::var(self.n)), c), width.clone()), k)
+    fn at(&self, r: Expr, c: Expr, k: Expr) -> Expr {
+        e::add(e::mul(e::add(e::mul(r, e::var(self.n)), c), self.width.clone()), k)
+    }
+
+    /// Accumulator element `f` of part `c` of row `r`.
+    pub fn acc_at(&self, r: Expr, c: Expr, f: Expr) -> Expr {
+        self.at(r, c, e::add(f, e::i64(3)))
     }
 
     /// The combine parallel: one thread per (other point, row), merging the parts.
@@ -212,7 +219,6 @@ impl Split {
         let (fa, ta) = (k - 1, plan.tile);
         let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
         let fsize = t.shape[fa].clone();
-        let width = e::add(fsize.clone(), e::i64(3));
         let mark = cx.b.mark();
         let n = e::select(e::bin(K::Gt, e::var(self.n), e::i64(1)), self.points.clone(), e::i64(0));
         let r = cx.b.open_parallel(&format!("{}.combine", node.name), n);
@@ -228,34 +234,27 @@ impl Split {
         let gmax = cx.b.let_("gmax", c(f64::NEG_INFINITY));
         let any = cx.b.let_("any", e::bool(false));
         let s = cx.b.open_for("split", e::i64(0), e::var(self.n));
-        cx.b.set(gmax, e::bin(K::Max, e::var(gmax), e::load(self.part, self.at(&width, e::var(r), e::var(s), e::i64(0)))));
-        cx.b.set(any, e::bin(K::Or, e::var(any), e::bin(K::Ne, e::load(self.part, self.at(&width, e::var(r), e::var(s), e::i64(2))), c(0.0))));
+        cx.b.set(gmax, e::bin(K::Max, e::var(gmax), e::load(self.part, self.at(e::var(r), e::var(s), e::i64(0)))));
+        cx.b.set(any, e::bin(K::Or, e::var(any), e::bin(K::Ne, e::load(self.part, self.at(e::var(r), e::var(s), e::i64(2))), c(0.0))));
         cx.b.close();
         let sum = cx.b.let_("sum", c(0.0));
         let s = cx.b.open_for("split", e::i64(0), e::var(self.n));
-        let ms = cx.b.let_("part_max", e::load(self.part, self.at(&width, e::var(r), e::var(s), e::i64(0))));
+        let ms = cx.b.let_("part_max", e::load(self.part, self.at(e::var(r), e::var(s), e::i64(0))));
         // A part without a finite logit contributes nothing (and exp(-inf - -inf) is NaN).
         let x = exp(&mut cx.b, ty, e::sub(e::var(ms), e::var(gmax)));
         let sc = cx.b.let_("scale", e::select(e::bin(K::Eq, e::var(ms), c(f64::NEG_INFINITY)), c(0.0), x));
         cx.b.store(scales, e::var(s), e::var(sc));
-        cx.b.set(sum, e::acc(K::Add, e::var(sum), e::mul(e::var(sc), e::load(self.part, self.at(&width, e::var(r), e::var(s), e::i64(1))))));
+        cx.b.set(sum, e::acc(K::Add, e::var(sum), e::mul(e::var(sc), e::load(self.part, self.at(e::var(r), e::var(s), e::i64(1))))));
         cx.b.close();
         let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(any), e::bin(K::Eq, e::var(gmax), c(f64::NEG_INFINITY))));
         let f = cx.b.open_for("f", e::i64(0), fsize);
         idx[fa] = Some(e::var(f));
         let o = cx.b.let_("o", c(0.0));
         let s = cx.b.open_for("split", e::i64(0), e::var(self.n));
-        let a = e::load(self.part, self.at(&width, e::var(r), e::var(s), e::add(e::var(f), e::i64(3))));
+        let a = e::load(self.part, self.acc_at(e::var(r), e::var(s), e::var(f)));
         cx.b.set(o, e::acc(K::Add, e::var(o), e::mul(e::load(scales, e::var(s)), a)));
         cx.b.close();
-        let mut flat = e::i64(0);
-        for (a, x) in idx.iter().enumerate() {
-            let x = x.clone().ok_or_else(|| cx.internal("an unbound index in the split-K combine"))?;
-            flat = e::add(flat, e::mul(x, t.strides[a].clone()));
-        }
-        let v = e::select(e::var(nan), c(f64::NAN), fdiv(ty, e::var(o), e::var(sum)));
-        let v = if vty(node.dtype) == ty { v } else { e::cast(vty(node.dtype), v) };
-        cx.b.store(t.buf, flat, v);
+        super::store_output(cx, node, &t, &idx, ty, e::var(o), e::var(sum), nan, "split-K combine")?;
         cx.b.close_to(mark);
         cx.restore(saved);
         Ok(())
@@ -414,11 +413,10 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     cx.b.close(); // key tiles
     // A part of a split row: its state, for the combine.
     cx.b.open_if(e::bin(K::And, e::var(live), e::bin(K::Gt, e::var(split.n), e::i64(1))));
-    let width = e::add(fsize.clone(), e::i64(3));
     let r = e::add(e::mul(e::var(outer), rows.clone()), e::var(rowi));
-    split.store_state(cx, &width, &r, part, (mx, sum, any));
+    split.store_state(cx, &r, part, (mx, sum, any));
     let f4 = cx.b.open_for("f", e::i64(0), fsize.clone());
-    cx.b.store(split.part, split.at(&width, r, e::var(part), e::add(e::var(f4), e::i64(3))), e::load(acc, e::var(f4)));
+    cx.b.store(split.part, split.acc_at(r, e::var(part), e::var(f4)), e::load(acc, e::var(f4)));
     cx.b.close();
     cx.b.close();
     // Write the row (no split).
@@ -427,15 +425,7 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(any), e::bin(K::Eq, e::var(mx), c(f64::NEG_INFINITY))));
     let f3 = cx.b.open_for("f", e::i64(0), fsize);
     idx[fa] = Some(e::var(f3));
-    let mut flat = e::i64(0);
-    for (a, x) in idx.iter().enumerate() {
-        let x = x.clone().ok_or_else(|| cx.internal("an unbound index in the GPU attention plan"))?;
-        flat = e::add(flat, e::mul(x, t.strides[a].clone()));
-    }
-    let o = fdiv(ty, e::load(acc, e::var(f3)), e::var(sum));
-    let o = e::select(e::var(nan), c(f64::NAN), o);
-    let o = if vty(node.dtype) == ty { o } else { e::cast(vty(node.dtype), o) };
-    cx.b.store(t.buf, flat, o);
+    super::store_output(cx, node, &t, &idx, ty, e::load(acc, e::var(f3)), e::var(sum), nan, "GPU attention plan")?;
     cx.b.close_to(mark);
     cx.unbind(slots[ta], old_t);
     cx.restore(saved);

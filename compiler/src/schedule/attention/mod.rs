@@ -222,6 +222,24 @@ pub(super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> 
     Some(Plan { head, s, v, tile, dot, pure_logit })
 }
 
+/// Stores one output element of a softmax row: `num / den` (`0 / 0 = 0`), NaN where `nan`
+/// (every point's logit was -inf, as the interpreter), converted from the plan's `ty` to the
+/// node's dtype, at point `idx` of `t` (every index bound; `plan` names the plan in the
+/// internal error otherwise).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn store_output(cx: &mut Cx<'_>, node: &Node, t: &super::lower::TensorInfo, idx: &[Option<super::kir::Expr>], ty: super::kir::Ty, num: super::kir::Expr, den: super::kir::Expr, nan: super::kir::Var, plan: &str) -> Result<(), ScheduleError> {
+    use super::build::e;
+    let mut flat = e::i64(0);
+    for (a, x) in idx.iter().enumerate() {
+        let x = x.clone().ok_or_else(|| cx.internal(&format!("an unbound index in the {plan}")))?;
+        flat = e::add(flat, e::mul(x, t.strides[a].clone()));
+    }
+    let o = e::select(e::var(nan), e::num(ty, f64::NAN), super::arith::fdiv(ty, num, den));
+    let o = if super::lower::vty(node.dtype) == ty { o } else { e::cast(super::lower::vty(node.dtype), o) };
+    cx.b.store(t.buf, flat, o);
+    Ok(())
+}
+
 /// True if the plan can be emitted for `opts.target`: always on a CPU; on a GPU when the
 /// logit is a pure, unfiltered expression and the value is pure (no failure can happen inside
 /// a block parallel).

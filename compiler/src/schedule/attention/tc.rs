@@ -26,10 +26,10 @@
 //! nothing; padded keys are masked; padded `e` and `f` are zero.
 
 use super::super::ScheduleError;
-use super::super::arith::{exp, fdiv};
+use super::super::arith::exp;
 use super::super::build::e;
 use super::super::kir::{BinOp as K, Buf, BufKind, Const, Expr, Mma, MmaKind, Stmt, Ty, Var, gpu};
-use super::super::lower::{Cx, Def, IdxVar, vty};
+use super::super::lower::{Cx, Def, IdxVar};
 use super::super::nodes::node_axes;
 use super::gpu::Split;
 use super::{EMAX, FMAX, Plan};
@@ -360,19 +360,18 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     close_chunks(cx, nfc);
     cx.b.close(); // key tiles
     // The rows: element i of fragment chunk nf is row g + 8·(i / 2), column 8·nf + 2t + i % 2.
-    let width = e::add(fsize.clone(), e::i64(3));
     for (h, r) in rs.iter().enumerate() {
         let flat_row = e::add(e::mul(e::var(outer), rows.clone()), e::var(r.at));
         cx.b.open_if(e::bin(K::And, e::var(r.live), e::bin(K::Gt, e::var(split.n), e::i64(1))));
         cx.b.open_if(e::bin(K::Eq, e::var(tg), e::i64(0)));
-        split.store_state(cx, &width, &flat_row, part, (r.max, r.sum, r.any));
+        split.store_state(cx, &flat_row, part, (r.max, r.sum, r.any));
         cx.b.close();
         for nf in chunks_of(cx, "f8", nfc, &fc) {
             for i in 0..2i64 {
                 let f = cx.b.let_("f", e::add(e::mul(nf.clone(), e::i64(8)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(i))));
                 cx.b.open_if(e::bin(K::Lt, e::var(f), fsize.clone()));
                 let v = e::load(acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
-                cx.b.store(split.part, split.at(&width, flat_row.clone(), e::var(part), e::add(e::var(f), e::i64(3))), v);
+                cx.b.store(split.part, split.acc_at(flat_row.clone(), e::var(part), e::var(f)), v);
                 cx.b.close();
             }
         }
@@ -386,15 +385,8 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
                 let f = cx.b.let_("f", e::add(e::mul(nf.clone(), e::i64(8)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(i))));
                 cx.b.open_if(e::bin(K::Lt, e::var(f), fsize.clone()));
                 idx[fa] = Some(e::var(f));
-                let mut flat = e::i64(0);
-                for (a, x) in idx.iter().enumerate() {
-                    let x = x.clone().ok_or_else(|| cx.internal("an unbound index in the tensor-core attention plan"))?;
-                    flat = e::add(flat, e::mul(x, t.strides[a].clone()));
-                }
                 let v = e::load(acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
-                let o = e::select(e::var(nan), c(f64::NAN), fdiv(ty, v, e::var(r.sum)));
-                let o = if vty(node.dtype) == ty { o } else { e::cast(vty(node.dtype), o) };
-                cx.b.store(t.buf, flat, o);
+                super::store_output(cx, node, &t, &idx, ty, v, e::var(r.sum), nan, "tensor-core attention plan")?;
                 cx.b.close();
             }
         }
