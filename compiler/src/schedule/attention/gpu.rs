@@ -74,7 +74,9 @@ pub(in super::super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &
         crate::ir::eval::compile::Op::Dim(name) => cx.dims.get(name.as_str()).map(|v| e::var(*v)),
         _ => None,
     });
-    let split = Split::plan(cx, node, slot, plan, threads, &outer_n, &rows)?;
+    // Rows per block: one per thread on CUDA cores, 16 per warp on tensor cores.
+    let block_rows = if tc.is_some() { super::tc::block_rows(threads) } else { i64::from(threads) };
+    let split = Split::plan(cx, node, slot, plan, block_rows, &outer_n, &rows)?;
     match esize {
         Some(es) => {
             cx.b.open_if(e::bin(K::Le, es.clone(), e::i64(i64::from(EMAX))));
@@ -132,16 +134,16 @@ pub(super) struct Split {
 }
 
 impl Split {
-    /// Chooses the split and allocates the partials (kernel level).
-    fn plan(cx: &mut Cx<'_>, node: &Node, slot: usize, plan: &Plan, threads: u32, outer_n: &Expr, rows: &Expr) -> Result<Split, ScheduleError> {
+    /// Chooses the split for blocks of `block_rows` rows and allocates the partials (kernel
+    /// level).
+    fn plan(cx: &mut Cx<'_>, node: &Node, slot: usize, plan: &Plan, block_rows: i64, outer_n: &Expr, rows: &Expr) -> Result<Split, ScheduleError> {
         let t = cx.tensors[slot].clone();
         let ty = if vty(node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 };
         let keys = match cx.ranges.get(plan.head.name.as_str()).cloned() {
             Some(r) => cx.size(&r)?,
             None => e::i64(1),
         };
-        let tl = i64::from(threads);
-        let ntiles = e::bin(K::Div, e::add(rows.clone(), e::i64(tl - 1)), e::i64(tl));
+        let ntiles = e::bin(K::Div, e::add(rows.clone(), e::i64(block_rows - 1)), e::i64(block_rows));
         let blocks = cx.b.let_("split.blocks", e::bin(K::Max, e::mul(outer_n.clone(), ntiles), e::i64(1)));
         let by_keys = e::bin(K::Div, e::add(keys, e::i64(SPLIT_MIN_KEYS - 1)), e::i64(SPLIT_MIN_KEYS));
         let by_grid = e::bin(K::Div, e::add(e::i64(SPLIT_TARGET_BLOCKS - 1), e::var(blocks)), e::var(blocks));

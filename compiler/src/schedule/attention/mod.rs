@@ -256,7 +256,7 @@ pub(super) fn dispatch(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize
     match opts.target {
         Target::Cpu => emit(cx, node, slot, slots, d, plan, opts.tile_p, opts.tile_m),
         Target::Gpu { threads, tensor_cores } => {
-            let tc = if tensor_cores { tc::kind(plan, d) } else { None };
+            let tc = if tensor_cores { tc::kind(plan, d, node) } else { None };
             gpu::emit(cx, node, slot, slots, d, plan, threads, opts.tile_m, tc)
         }
     }

@@ -29,7 +29,7 @@ use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
 use super::super::kir::{BinOp as K, Buf, BufKind, Const, Expr, Mma, MmaKind, Stmt, Ty, Var, gpu};
-use super::super::lower::{Cx, Def, IdxVar};
+use super::super::lower::{Cx, Def, IdxVar, vty};
 use super::super::nodes::node_axes;
 use super::gpu::Split;
 use super::{EMAX, FMAX, Plan};
@@ -42,8 +42,13 @@ const TK: i64 = 16;
 
 /// The tensor-core format of the plan, if it applies: the dot product is `Σ_e A · B` with
 /// `A` and `B` plain reads of tensors of one half format (or such reads widened), and the
-/// value a read of a tensor of that format (or widened) (so every input of both products is exact in the format).
-pub(super) fn kind(plan: &Plan, d: Def<'_>) -> Option<MmaKind> {
+/// value a read of a tensor of that format (or widened) (so every input of both products is
+/// exact in the format), and the node computes in f32 (an f64 node keeps f64 math: the CUDA-core
+/// plan).
+pub(super) fn kind(plan: &Plan, d: Def<'_>, node: &Node) -> Option<MmaKind> {
+    if vty(node.dtype) == Ty::F64 {
+        return None;
+    }
     let dot = plan.dot.as_ref()?;
     let ([a], [b]) = (dot.a.as_slice(), dot.b.as_slice()) else { return None };
     // A read, or a read widened to f32 or f64 (exact).
@@ -60,6 +65,11 @@ pub(super) fn kind(plan: &Plan, d: Def<'_>) -> Option<MmaKind> {
     };
     let k = fmt(*a)?;
     (fmt(*b) == Some(k) && fmt(plan.v) == Some(k)).then_some(k)
+}
+
+/// Query rows per block of `threads` threads: 16 per warp.
+pub(super) fn block_rows(threads: u32) -> i64 {
+    16 * (i64::from(threads) / 32)
 }
 
 /// Lane-relative (row, column) offsets of a thread's 8 `A` elements (`kir::Mma`).
@@ -137,7 +147,7 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
         None => t.shape[fa].clone(),
     };
     let tl = i64::from(threads);
-    let rb = 16 * (tl / 32);
+    let rb = block_rows(threads);
     let mark = cx.b.mark();
     let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
     let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
