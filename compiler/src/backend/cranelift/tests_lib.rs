@@ -197,7 +197,7 @@ fn median_ms(mut f: impl FnMut()) -> f64 {
 /// b=1, h=8, p=m=512, e=64; linear smaller) on both (outputs compared). A measurement: run with
 /// `cargo test --release -p tfmc --lib cranelift::tests_lib::measure -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a measurement (compile and run times), not a check: run it by hand in release"]
 fn measure_compile_and_run_time_against_llvm() {
     let cl = CraneliftOptions::default();
     let llvm_opts = crate::backend::llvm::TargetOptions::default();
