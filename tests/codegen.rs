@@ -1,0 +1,121 @@
+//! Golden tests of the code generators' inputs and outputs for the standard library, so that a
+//! change to the schedule or a backend shows up as a snapshot diff to review:
+//! - `snapshots/kir_cpu`: the KIR of every `lib/` kernel on the CPU schedule;
+//! - `snapshots/kir_sm80`, `snapshots/kir_sm90`: the KIR of every `lib/` kernel on the GPU
+//!   schedule (block-parallel plans, tensor cores from sm_80);
+//! - `snapshots/ptx`: the PTX of a few kernels (f32 block plan, tensor-core plan, generic plan,
+//!   split-K decode) for sm_80 and sm_90;
+//! - `snapshots/llvm`: the LLVM IR the CPU backend emits (unoptimized, for a fixed CPU so the
+//!   text does not depend on the host) for a few kernels.
+//!
+//! Bless with `INSTA_UPDATE=always cargo test -p tfmc-conformance --test codegen`.
+
+use std::path::{Path, PathBuf};
+
+use tfmc::compile::CompileOptions;
+
+/// What a snapshot is compiled for (the driver's targets, spelled with the pre-driver API).
+enum Target {
+    Cpu,
+    Cuda(u32),
+}
+
+/// `lib/*.tfm`, sorted, relative to the repo root (made the working directory).
+fn lib_files() -> Vec<PathBuf> {
+    std::env::set_current_dir(tfmc_conformance::repo_root()).expect("repo root exists");
+    let files = tfmc_conformance::tfm_files(Path::new("lib"));
+    assert!(files.len() >= 12, "expected the whole standard library, found {files:?}");
+    files
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().expect("file name").to_string_lossy().to_string()
+}
+
+/// The names of the kernels defined in `path` itself (not in a file it `use`s).
+fn own_kernels(program: &tfmc::Program, path: &Path) -> Vec<String> {
+    program
+        .kernels
+        .iter()
+        .filter(|k| program.sources.get(k.span.file).name == path.display().to_string())
+        .map(|k| k.name.clone())
+        .collect()
+}
+
+fn snapshot(folder: &str, name: &str, text: &str) {
+    insta::with_settings!({snapshot_path => format!("snapshots/{folder}"), prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!(name.to_string(), text);
+    });
+}
+
+/// The KIR of every kernel of every `lib/` file for `target`, one snapshot per file.
+fn kir_of_every_lib_kernel(folder: &str, target: &Target) {
+    let mut n = 0;
+    for path in lib_files() {
+        let program = tfmc::load(&path).unwrap_or_else(|d| panic!("{} does not check:\n{d}", path.display()));
+        let mut text = String::new();
+        for name in own_kernels(&program, &path) {
+            let k = match target {
+                Target::Cpu => tfmc::compile::prepare(&program, &name, &CompileOptions::default()),
+                Target::Cuda(sm) => tfmc::gpu::prepare_gpu(&program, &name, &CompileOptions::default(), *sm),
+            }
+            .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
+            text.push_str(&format!("// {name}: {}\n{}\n", k.scheduled.plan.join("; "), k.scheduled.func));
+            n += 1;
+        }
+        snapshot(folder, &stem(&path), &text);
+    }
+    assert!(n >= 17, "expected every lib kernel, scheduled {n}");
+}
+
+#[test]
+fn kir_cpu() {
+    kir_of_every_lib_kernel("kir_cpu", &Target::Cpu);
+}
+
+#[test]
+fn kir_sm80() {
+    kir_of_every_lib_kernel("kir_sm80", &Target::Cuda(80));
+}
+
+#[test]
+fn kir_sm90() {
+    kir_of_every_lib_kernel("kir_sm90", &Target::Cuda(90));
+}
+
+/// Kernels whose PTX is pinned: the f32 block plan (sdpa, causal), the tensor-core plan
+/// (half), the generic plan (linear), and decode-shaped split-K (gqa).
+const PTX_FILES: &[&str] = &["sdpa", "causal", "half", "linear", "gqa"];
+
+#[test]
+fn ptx() {
+    lib_files();
+    for file in PTX_FILES {
+        let program = tfmc_conformance::load_lib(&format!("{file}.tfm"));
+        for sm in [80, 90] {
+            let text = tfmc::gpu::emit_ptx(&program, None, &CompileOptions::default(), sm)
+                .unwrap_or_else(|e| panic!("{file} sm_{sm}: {e}"));
+            snapshot("ptx", &format!("{file}_sm{sm}"), &text);
+        }
+    }
+}
+
+/// Kernels whose LLVM IR is pinned (before LLVM's optimizations, so the snapshot shows what
+/// the backend emits): plain, masked, linear-scan and half-precision kernels.
+const LLVM_FILES: &[&str] = &["sdpa", "causal", "linear", "half"];
+
+#[test]
+fn llvm_ir() {
+    lib_files();
+    let mut opts = CompileOptions::default();
+    opts.target.cpu = Some("x86-64-v3".to_string());
+    opts.target.opt_level = 0;
+    for file in LLVM_FILES {
+        let program = tfmc_conformance::load_lib(&format!("{file}.tfm"));
+        let kernels: Vec<_> = program.kernels.iter().map(|k| tfmc::compile::prepare(&program, &k.name, &opts).expect("prepares")).collect();
+        let exports: Vec<_> = kernels.iter().map(|k| tfmc::backend::Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect();
+        let text = tfmc::backend::llvm::emit_llvm(&exports, &opts.target)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        snapshot("llvm", file, &text);
+    }
+}
