@@ -20,8 +20,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("artifacts-{name}-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("artifacts-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         Scratch(dir)
@@ -31,12 +30,7 @@ impl Scratch {
     fn entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(&self.0)
             .expect("read scratch dir")
-            .map(|e| {
-                e.expect("dir entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
             .collect();
         v.sort();
         v
@@ -61,31 +55,18 @@ fn model_block_artifact_matches_the_interpreter() {
     names.sort_unstable();
     let mut want_names: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
     want_names.sort_unstable();
-    assert_eq!(
-        names, want_names,
-        "every kernel of the program (used files included) is exported"
-    );
-    assert!(
-        names.contains(&"block") && names.contains(&"rmsnorm") && names.contains(&"causal"),
-        "{names:?}"
-    );
+    assert_eq!(names, want_names, "every kernel of the program (used files included) is exported");
+    assert!(names.contains(&"block") && names.contains(&"rmsnorm") && names.contains(&"causal"), "{names:?}");
 
     let block = artifact.kernel("block").unwrap();
-    let dims: BTreeMap<String, usize> = [("B", 2), ("T", 5), ("D", 6), ("H", 2), ("E", 3)]
-        .into_iter()
-        .map(|(n, s)| (n.to_string(), s))
-        .collect();
+    let dims: BTreeMap<String, usize> =
+        [("B", 2), ("T", 5), ("D", 6), ("H", 2), ("E", 3)].into_iter().map(|(n, s)| (n.to_string(), s)).collect();
     let params: BTreeMap<String, Scalar> = BTreeMap::new();
     for seed in [1, 2] {
         let inputs = tfmc::inputs::random_inputs(&program, "block", &dims, seed).unwrap();
         let want = tfmc::interp::run_exact(&program, "block", &inputs, &params).unwrap();
-        let got = block
-            .run(&inputs, &params)
-            .unwrap_or_else(|e| panic!("run block: {e}"));
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>()
-        );
+        let got = block.run(&inputs, &params).unwrap_or_else(|e| panic!("run block: {e}"));
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
         for (name, w) in &want {
             let g = &got[name];
             assert_eq!(g.shape(), w.shape(), "output {name} shape");
@@ -101,18 +82,10 @@ fn model_block_artifact_matches_the_interpreter() {
 fn good_build_writes_library_and_header() {
     let scratch = Scratch::new("good");
     let lib = scratch.0.join("libsdpa.so");
-    build(&load_lib("sdpa.tfm"), &lib, &CompileOptions::default())
-        .unwrap_or_else(|e| panic!("build: {e}"));
-    assert_eq!(
-        scratch.entries(),
-        ["libsdpa.h", "libsdpa.so"],
-        "exactly the library and its header"
-    );
+    build(&load_lib("sdpa.tfm"), &lib, &CompileOptions::default()).unwrap_or_else(|e| panic!("build: {e}"));
+    assert_eq!(scratch.entries(), ["libsdpa.h", "libsdpa.so"], "exactly the library and its header");
     let header = std::fs::read_to_string(scratch.0.join("libsdpa.h")).unwrap();
-    assert!(
-        header.contains("int32_t tfmc_sdpa(") && header.contains("int32_t tfmc_sdpa_packed("),
-        "{header}"
-    );
+    assert!(header.contains("int32_t tfmc_sdpa(") && header.contains("int32_t tfmc_sdpa_packed("), "{header}");
     let artifact = Artifact::open(&lib).unwrap_or_else(|e| panic!("open: {e}"));
     assert_eq!(artifact.kernel_names(), ["sdpa"]);
 }
@@ -121,28 +94,12 @@ fn good_build_writes_library_and_header() {
 fn failed_build_unknown_param_leaves_nothing() {
     let scratch = Scratch::new("bad-param");
     let lib = scratch.0.join("libsdpa.so");
-    let opts = CompileOptions {
-        params: [("no_such_param".to_string(), Scalar::F(1.0))]
-            .into_iter()
-            .collect(),
-        ..CompileOptions::default()
-    };
-    let err = build(&load_lib("sdpa.tfm"), &lib, &opts)
-        .expect_err("an unknown param must fail the build");
-    assert!(
-        err.to_string().contains("unknown param 'no_such_param'"),
-        "{err}"
-    );
-    assert!(
-        !lib.exists(),
-        "{} exists after a failed build",
-        lib.display()
-    );
-    assert!(
-        scratch.entries().is_empty(),
-        "left behind: {:?}",
-        scratch.entries()
-    );
+    let opts =
+        CompileOptions { params: [("no_such_param".to_string(), Scalar::F(1.0))].into_iter().collect(), ..CompileOptions::default() };
+    let err = build(&load_lib("sdpa.tfm"), &lib, &opts).expect_err("an unknown param must fail the build");
+    assert!(err.to_string().contains("unknown param 'no_such_param'"), "{err}");
+    assert!(!lib.exists(), "{} exists after a failed build", lib.display());
+    assert!(scratch.entries().is_empty(), "left behind: {:?}", scratch.entries());
 }
 
 #[test]
@@ -150,18 +107,10 @@ fn failed_build_ill_typed_param_leaves_nothing() {
     // window's W is an i64 param: a float value does not fit.
     let scratch = Scratch::new("bad-type");
     let lib = scratch.0.join("libwindow.so");
-    let opts = CompileOptions {
-        params: [("W".to_string(), Scalar::F(1.5))].into_iter().collect(),
-        ..CompileOptions::default()
-    };
-    let err = build(&load_lib("window.tfm"), &lib, &opts)
-        .expect_err("a float value for an i64 param must fail");
+    let opts = CompileOptions { params: [("W".to_string(), Scalar::F(1.5))].into_iter().collect(), ..CompileOptions::default() };
+    let err = build(&load_lib("window.tfm"), &lib, &opts).expect_err("a float value for an i64 param must fail");
     assert!(err.to_string().contains("'W'"), "{err}");
-    assert!(
-        scratch.entries().is_empty(),
-        "left behind: {:?}",
-        scratch.entries()
-    );
+    assert!(scratch.entries().is_empty(), "left behind: {:?}", scratch.entries());
 }
 
 #[test]
@@ -170,29 +119,17 @@ fn failed_build_into_missing_directory_leaves_nothing() {
     let lib = scratch.0.join("missing").join("libsdpa.so");
     assert!(build(&load_lib("sdpa.tfm"), &lib, &CompileOptions::default()).is_err());
     assert!(!lib.exists());
-    assert!(
-        scratch.entries().is_empty(),
-        "left behind: {:?}",
-        scratch.entries()
-    );
+    assert!(scratch.entries().is_empty(), "left behind: {:?}", scratch.entries());
 }
 
 #[test]
 fn build_param_becomes_the_manifest_default() {
     let scratch = Scratch::new("param");
     let lib = scratch.0.join("libwindow.so");
-    let opts = CompileOptions {
-        params: [("W".to_string(), Scalar::I(3))].into_iter().collect(),
-        ..CompileOptions::default()
-    };
+    let opts = CompileOptions { params: [("W".to_string(), Scalar::I(3))].into_iter().collect(), ..CompileOptions::default() };
     build(&load_lib("window.tfm"), &lib, &opts).unwrap_or_else(|e| panic!("build: {e}"));
     let artifact = Artifact::open(&lib).unwrap_or_else(|e| panic!("open: {e}"));
     let k = artifact.kernel("window").unwrap();
-    let w = k
-        .manifest()
-        .params
-        .iter()
-        .find(|p| p.name == "W")
-        .expect("param W");
+    let w = k.manifest().params.iter().find(|p| p.name == "W").expect("param W");
     assert_eq!(w.default, tfmc_runtime::manifest::ParamValue::Int(3));
 }

@@ -34,10 +34,12 @@ fn run_on(
     params: &BTreeMap<String, Scalar>,
 ) -> Result<BTreeMap<String, Tensor>, String> {
     match backend {
-        Backend::Jit(b) => run_jit(b, program, kernel, inputs, params, &CompileOptions::default())
-            .map(|r| r.outputs)
-            .map_err(|e| e.to_string()),
-        Backend::GpuEmulation => tfmc::gpu::run_emulated(program, kernel, inputs, params, &CompileOptions::default()).map_err(|e| e.to_string()),
+        Backend::Jit(b) => {
+            run_jit(b, program, kernel, inputs, params, &CompileOptions::default()).map(|r| r.outputs).map_err(|e| e.to_string())
+        }
+        Backend::GpuEmulation => {
+            tfmc::gpu::run_emulated(program, kernel, inputs, params, &CompileOptions::default()).map_err(|e| e.to_string())
+        }
         Backend::Cuda => tfmc::gpu::run_cuda(program, kernel, inputs, params, &CompileOptions::default(), tfmc::gpu::DEFAULT_SM)
             .map_err(|e| e.to_string()),
     }
@@ -137,7 +139,9 @@ fn integer_functions_in_a_user_combine(backend: Backend) {
 /// Logits of ±1e4 (softmax saturates; the online max must keep it finite) on the softmax
 /// kernels, and rows with no point (window W = 0: every row fully masked, output 0).
 fn large_logits_and_fully_masked_rows(backend: Backend) {
-    for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("alibi.tfm", "alibi"), ("softcap.tfm", "softcap")] {
+    for (file, kernel) in
+        [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("alibi.tfm", "alibi"), ("softcap.tfm", "softcap")]
+    {
         let program = load_lib(file);
         for (p, m) in [(1, 1), (9, 9), (37, 70)] {
             let mut inputs = attention_inputs(&program, kernel, p, m, 3);
@@ -175,7 +179,8 @@ fn lib_kernels_as_aot_artifacts_match_the_interpreter() {
         let art = tfmc_runtime::Artifact::open(&out).unwrap_or_else(|e| panic!("{file}: {e}"));
         for k in &program.kernels {
             let dims = &dim_sets()[1];
-            let d: BTreeMap<String, usize> = k.dims.iter().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
+            let d: BTreeMap<String, usize> =
+                k.dims.iter().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
             let inputs = tfmc::inputs::random_inputs(&program, &k.name, &d, 11).unwrap();
             let params = BTreeMap::new();
             let want = tfmc::interp::run_exact(&program, &k.name, &inputs, &params);
@@ -195,7 +200,13 @@ fn lib_kernels_as_aot_artifacts_match_the_interpreter() {
 
 /// Runs `kernel` on `backend` and the interpreter with the same inputs (one seeded set per
 /// dim set) and compares; returns how many runs were compared (both failing counts as agreeing).
-fn compare_kernel(backend: Backend, what: &str, program: &tfmc::Program, kernel: &tfmc::hir::Kernel, sets: &[BTreeMap<&'static str, usize>]) -> usize {
+fn compare_kernel(
+    backend: Backend,
+    what: &str,
+    program: &tfmc::Program,
+    kernel: &tfmc::hir::Kernel,
+    sets: &[BTreeMap<&'static str, usize>],
+) -> usize {
     let mut checked = 0;
     for (i, dims) in sets.iter().enumerate() {
         let d: BTreeMap<String, usize> =

@@ -15,8 +15,7 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
         Scratch(dir)
@@ -34,8 +33,7 @@ fn c_example_builds_runs_and_matches_its_reference() {
     let scratch = Scratch::new("c_example");
     let dir = &scratch.0;
     let lib = dir.join("libsdpa.so");
-    build(&load_lib("sdpa.tfm"), &lib, &CompileOptions::default())
-        .unwrap_or_else(|e| panic!("build: {e}"));
+    build(&load_lib("sdpa.tfm"), &lib, &CompileOptions::default()).unwrap_or_else(|e| panic!("build: {e}"));
     let header = std::fs::read_to_string(dir.join("libsdpa.h")).expect("header beside the library");
     // main.c relies on this prototype (dims in the manifest's order) and enumerator.
     assert!(
@@ -64,39 +62,22 @@ fn c_example_builds_runs_and_matches_its_reference() {
         "-o".into(),
         exe.display().to_string(),
     ];
-    let cc = Command::new("cc").args(&args).output().unwrap_or_else(|e| {
-        panic!("this test needs a C compiler: cannot run `cc` ({e}); install gcc or clang")
-    });
-    assert!(
-        cc.status.success(),
-        "cc {args:?} failed:\n{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    let cc = Command::new("cc")
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("this test needs a C compiler: cannot run `cc` ({e}); install gcc or clang"));
+    assert!(cc.status.success(), "cc {args:?} failed:\n{}", String::from_utf8_lossy(&cc.stderr));
 
     let run = Command::new(&exe).output().expect("run the C example");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
-    assert!(
-        stdout.contains("tfmc_sdpa: O[2, 3, 5, 6], checksum "),
-        "{stdout}"
-    );
+    assert!(run.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}", run.status, String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("tfmc_sdpa: O[2, 3, 5, 6], checksum "), "{stdout}");
     let diff: f64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("max abs diff "))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no 'max abs diff' line in:\n{stdout}"));
     assert!(diff <= 1e-4, "max abs diff {diff}\n{stdout}");
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("negative dim: code ")
-                && l.contains(", TFMC_FAIL_BAD_DIMS at site ")),
-        "{stdout}"
-    );
+    assert!(stdout.lines().any(|l| l.starts_with("negative dim: code ") && l.contains(", TFMC_FAIL_BAD_DIMS at site ")), "{stdout}");
     assert_eq!(stdout.lines().last(), Some("OK"), "{stdout}");
 }

@@ -136,11 +136,7 @@ fn check_diagnostics_follow_the_style() {
         for d in &diags.items {
             let name = stem(&path);
             assert!(!d.message.ends_with('.'), "{name}: message ends with a period: {:?}", d.message);
-            assert!(
-                !d.message.starts_with(|c: char| c.is_ascii_uppercase()),
-                "{name}: message starts upper-case: {:?}",
-                d.message
-            );
+            assert!(!d.message.starts_with(|c: char| c.is_ascii_uppercase()), "{name}: message starts upper-case: {:?}", d.message);
             assert!(d.primary.is_some() || d.message.contains("cannot read"), "{name}: no primary span: {:?}", d.message);
             for h in &d.hints {
                 assert!(!h.ends_with('.'), "{name}: hint ends with a period: {h:?}");

@@ -34,12 +34,7 @@ fn stem(path: &Path) -> String {
 
 /// The names of the kernels defined in `path` itself (not in a file it `use`s).
 fn own_kernels(program: &tfmc::Program, path: &Path) -> Vec<String> {
-    program
-        .kernels
-        .iter()
-        .filter(|k| program.sources.get(k.span.file).name == path.display().to_string())
-        .map(|k| k.name.clone())
-        .collect()
+    program.kernels.iter().filter(|k| program.sources.get(k.span.file).name == path.display().to_string()).map(|k| k.name.clone()).collect()
 }
 
 fn snapshot(folder: &str, name: &str, text: &str) {
@@ -93,8 +88,8 @@ fn ptx() {
     for file in PTX_FILES {
         let program = tfmc_conformance::load_lib(&format!("{file}.tfm"));
         for sm in [80, 90] {
-            let text = tfmc::gpu::emit_ptx(&program, None, &CompileOptions::default(), sm)
-                .unwrap_or_else(|e| panic!("{file} sm_{sm}: {e}"));
+            let text =
+                tfmc::gpu::emit_ptx(&program, None, &CompileOptions::default(), sm).unwrap_or_else(|e| panic!("{file} sm_{sm}: {e}"));
             snapshot("ptx", &format!("{file}_sm{sm}"), &text);
         }
     }
@@ -114,8 +109,7 @@ fn llvm_ir() {
         let program = tfmc_conformance::load_lib(&format!("{file}.tfm"));
         let kernels: Vec<_> = program.kernels.iter().map(|k| tfmc::compile::prepare(&program, &k.name, &opts).expect("prepares")).collect();
         let exports: Vec<_> = kernels.iter().map(|k| tfmc::backend::Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect();
-        let text = tfmc::backend::llvm::emit_llvm(&exports, &opts.target)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let text = tfmc::backend::llvm::emit_llvm(&exports, &opts.target).unwrap_or_else(|e| panic!("{file}: {e}"));
         snapshot("llvm", file, &text);
     }
 }

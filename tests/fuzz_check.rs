@@ -92,9 +92,12 @@ fn small_enough(program: &Program) -> bool {
         Extent::Dim(_) => 2,
     };
     program.kernels.iter().all(|k| {
-        let consts_ok = k.tensors.iter().flat_map(|t| &t.shape).chain(k.indices.iter().map(|i| &i.extent)).all(|e| {
-            !matches!(e, Extent::Const(c) if *c > MAX_CONST)
-        });
+        let consts_ok = k
+            .tensors
+            .iter()
+            .flat_map(|t| &t.shape)
+            .chain(k.indices.iter().map(|i| &i.extent))
+            .all(|e| !matches!(e, Extent::Const(c) if *c > MAX_CONST));
         let points = k.indices.iter().map(|i| size(&i.extent).max(1)).try_fold(1u64, |acc, n| acc.checked_mul(n));
         consts_ok && points.is_some_and(|p| p <= MAX_POINTS)
     })
@@ -104,18 +107,118 @@ fn small_enough(program: &Program) -> bool {
 
 const VOCAB: &[&str] = &[
     // keywords and types
-    "kernel", "param", "reduction", "use", "index", "where", "scan", "init", "if", "then", "else", "true", "false",
-    "inf", "identity", "combine", "let", "f16", "bf16", "f32", "f64", "i32", "i64", "bool",
+    "kernel",
+    "param",
+    "reduction",
+    "use",
+    "index",
+    "where",
+    "scan",
+    "init",
+    "if",
+    "then",
+    "else",
+    "true",
+    "false",
+    "inf",
+    "identity",
+    "combine",
+    "let",
+    "f16",
+    "bf16",
+    "f32",
+    "f64",
+    "i32",
+    "i64",
+    "bool",
     // punctuation and operators
-    "(", ")", "[", "]", "{", "}", ",", ":", "=", "->", ".", "+", "-", "*", "/", "%", "==", "!=", "<", "<=", ">", ">=",
-    "&&", "||", "!",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "=",
+    "->",
+    ".",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "&&",
+    "||",
+    "!",
     // names the files use
-    "Q", "K", "V", "O", "S", "G", "N", "D", "X", "Y", "T", "B", "H", "P", "M", "E", "F", "W", "b", "h", "p", "m", "e",
-    "f", "t", "i", "j", "s", "a", "sum", "max", "min", "prod", "exp", "rsqrt", "abs", "pow", "lse", "mx", "l",
+    "Q",
+    "K",
+    "V",
+    "O",
+    "S",
+    "G",
+    "N",
+    "D",
+    "X",
+    "Y",
+    "T",
+    "B",
+    "H",
+    "P",
+    "M",
+    "E",
+    "F",
+    "W",
+    "b",
+    "h",
+    "p",
+    "m",
+    "e",
+    "f",
+    "t",
+    "i",
+    "j",
+    "s",
+    "a",
+    "sum",
+    "max",
+    "min",
+    "prod",
+    "exp",
+    "rsqrt",
+    "abs",
+    "pow",
+    "lse",
+    "mx",
+    "l",
     // literals
-    "0", "1", "2", "3", "-1", "0.0", "1.0", "0.5", "1e-6", "2.5e3", "99999999999999999999", "1e400", "-inf",
+    "0",
+    "1",
+    "2",
+    "3",
+    "-1",
+    "0.0",
+    "1.0",
+    "0.5",
+    "1e-6",
+    "2.5e3",
+    "99999999999999999999",
+    "1e400",
+    "-inf",
     // strings, comments, layout
-    "\"nope.tfm\"", "\"../lib/causal.tfm\"", "\"\"", "// note\n", "/// doc\n", "\n",
+    "\"nope.tfm\"",
+    "\"../lib/causal.tfm\"",
+    "\"\"",
+    "// note\n",
+    "/// doc\n",
+    "\n",
 ];
 
 fn vocab_token() -> impl Strategy<Value = &'static str> {
@@ -226,16 +329,38 @@ fn seeds() -> &'static Seeds {
 /// One edit; positions are taken modulo the current length.
 #[derive(Clone, Debug)]
 enum Mutation {
-    Delete { at: usize, len: usize },
-    Duplicate { at: usize, len: usize },
-    Swap { a: usize, b: usize, len: usize },
+    Delete {
+        at: usize,
+        len: usize,
+    },
+    Duplicate {
+        at: usize,
+        len: usize,
+    },
+    Swap {
+        a: usize,
+        b: usize,
+        len: usize,
+    },
     /// Replace a name by another name of the same file.
-    Rename { at: usize, with: usize },
-    Insert { at: usize, tok: &'static str },
+    Rename {
+        at: usize,
+        with: usize,
+    },
+    Insert {
+        at: usize,
+        tok: &'static str,
+    },
     /// Replace a token by another of its class (operator, function, reduction, number,
     /// dtype): mostly still type-checks, so it reaches the interpreter.
-    Sibling { at: usize, pick: usize },
-    Replace { at: usize, tok: &'static str },
+    Sibling {
+        at: usize,
+        pick: usize,
+    },
+    Replace {
+        at: usize,
+        tok: &'static str,
+    },
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -257,8 +382,8 @@ const CLASSES: &[&[&str]] = &[
     &["<", "<=", ">", ">=", "==", "!="],
     &["&&", "||"],
     &[
-        "exp", "exp2", "log", "log2", "log1p", "sqrt", "rsqrt", "abs", "neg", "sign", "floor", "ceil", "tanh",
-        "sigmoid", "relu", "gelu", "elu", "silu", "softplus", "erf", "sin", "cos",
+        "exp", "exp2", "log", "log2", "log1p", "sqrt", "rsqrt", "abs", "neg", "sign", "floor", "ceil", "tanh", "sigmoid", "relu", "gelu",
+        "elu", "silu", "softplus", "erf", "sin", "cos",
     ],
     &["pow", "min", "max", "atan2"],
     REDUCTIONS,
@@ -296,8 +421,7 @@ fn apply(toks: &mut Vec<Tok>, m: &Mutation) {
             }
         }
         Mutation::Rename { at, with } => {
-            let names: Vec<usize> =
-                (0..n).filter(|&i| toks[i].text.starts_with(|c: char| is_ident_start(c))).collect();
+            let names: Vec<usize> = (0..n).filter(|&i| toks[i].text.starts_with(|c: char| is_ident_start(c))).collect();
             if !names.is_empty() {
                 let (i, j) = (names[at % names.len()], names[with % names.len()]);
                 toks[i].text = toks[j].text.clone();
@@ -398,8 +522,7 @@ fn token_soup_never_panics() {
 #[test]
 fn mutated_files_never_panic() {
     on_big_stack(|| {
-        let muts =
-            prop_oneof![3 => prop::collection::vec(mutation(), 1..=1), 1 => prop::collection::vec(mutation(), 2..5)];
+        let muts = prop_oneof![3 => prop::collection::vec(mutation(), 1..=1), 1 => prop::collection::vec(mutation(), 2..5)];
         let strategy = (prop::bool::weighted(0.8), any::<usize>(), muts, any::<u64>());
         fuzz("mutated files", strategy, |(good, file, muts, seed)| exercise(&mutated(good, file, &muts), seed));
     });

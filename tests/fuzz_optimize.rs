@@ -170,7 +170,9 @@ fn optimize_regressions() {
             match (KNOWN_DISCREPANCIES.contains(&file.as_str()), found.is_empty()) {
                 (false, false) => failures.push(format!("{file}: {}", found.join("\n"))),
                 (true, true) => eprintln!("{file} passes now: remove it from KNOWN_DISCREPANCIES"),
-                (true, false) => eprintln!("{file}: known discrepancy, still present: {}", found[0].lines().take(2).collect::<Vec<_>>().join(";")),
+                (true, false) => {
+                    eprintln!("{file}: known discrepancy, still present: {}", found[0].lines().take(2).collect::<Vec<_>>().join(";"))
+                }
                 (false, true) => {}
             }
         }

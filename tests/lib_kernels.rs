@@ -25,21 +25,11 @@ use tfmc_conformance::{Tol, rand_nd};
 pub const TOL: Tol = Tol::rel(1e-9);
 
 /// Attention shapes `[B, H, P, M, E, F]`: all-ones, odd sizes, P < M and P > M.
-pub const SHAPES: [[usize; 6]; 5] = [
-    [1, 1, 1, 1, 1, 1],
-    [1, 2, 7, 7, 3, 5],
-    [2, 3, 13, 13, 4, 2],
-    [1, 1, 7, 13, 5, 3],
-    [2, 1, 13, 7, 2, 4],
-];
+pub const SHAPES: [[usize; 6]; 5] =
+    [[1, 1, 1, 1, 1, 1], [1, 2, 7, 7, 3, 5], [2, 3, 13, 13, 4, 2], [1, 1, 7, 13, 5, 3], [2, 1, 13, 7, 2, 4]];
 
 /// Self-attention shapes `[B, H, T, E, F]` for the recurrent forms (P = M = T).
-pub const SEQ_SHAPES: [[usize; 5]; 4] = [
-    [1, 1, 1, 1, 1],
-    [1, 2, 7, 3, 5],
-    [2, 3, 13, 4, 2],
-    [1, 1, 13, 1, 7],
-];
+pub const SEQ_SHAPES: [[usize; 5]; 4] = [[1, 1, 1, 1, 1], [1, 2, 7, 3, 5], [2, 3, 13, 4, 2], [1, 1, 13, 1, 7]];
 
 /// A seeded RNG, distinct per test and shape.
 pub fn rng(seed: u64) -> StdRng {
@@ -48,9 +38,5 @@ pub fn rng(seed: u64) -> StdRng {
 
 /// Random Q [B,H,P,E], K [B,H,M,E], V [B,H,M,F] with entries in [-1, 1).
 pub fn qkv(rng: &mut StdRng, [b, h, p, m, e, f]: [usize; 6]) -> (Nd, Nd, Nd) {
-    (
-        rand_nd(rng, &[b, h, p, e], -1.0, 1.0),
-        rand_nd(rng, &[b, h, m, e], -1.0, 1.0),
-        rand_nd(rng, &[b, h, m, f], -1.0, 1.0),
-    )
+    (rand_nd(rng, &[b, h, p, e], -1.0, 1.0), rand_nd(rng, &[b, h, m, e], -1.0, 1.0), rand_nd(rng, &[b, h, m, f], -1.0, 1.0))
 }

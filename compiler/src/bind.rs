@@ -103,9 +103,7 @@ pub enum BindError {
         got: usize,
     },
     /// A symbolic dim got two different sizes.
-    #[error(
-        "dimension {dim} is {first} from {first_input} (dim {first_axis}) but {second} from {second_input} (dim {second_axis})"
-    )]
+    #[error("dimension {dim} is {first} from {first_input} (dim {first_axis}) but {second} from {second_input} (dim {second_axis})")]
     DimConflict {
         /// The dim.
         dim: String,
@@ -174,11 +172,7 @@ pub fn bind(kernel: &Kernel, inputs: &BTreeMap<String, Tensor>) -> Result<Bindin
     for &tid in &kernel.inputs {
         let info = &kernel.tensors[tid.index()];
         let Some(t) = inputs.get(&info.name) else {
-            return Err(BindError::MissingInput {
-                kernel: kernel.name.clone(),
-                name: info.name.clone(),
-                ty: tensor_type(kernel, info),
-            });
+            return Err(BindError::MissingInput { kernel: kernel.name.clone(), name: info.name.clone(), ty: tensor_type(kernel, info) });
         };
         shapes.push(t.shape());
     }
@@ -195,12 +189,7 @@ pub fn bind(kernel: &Kernel, inputs: &BTreeMap<String, Tensor>) -> Result<Bindin
         let got = inputs[&info.name].dtype();
         check_rank(kernel, tid, inputs[&info.name].shape())?;
         if got != info.dtype {
-            return Err(BindError::WrongDType {
-                kernel: kernel.name.clone(),
-                name: info.name.clone(),
-                expected: info.dtype,
-                got,
-            });
+            return Err(BindError::WrongDType { kernel: kernel.name.clone(), name: info.name.clone(), expected: info.dtype, got });
         }
     }
     bind_shapes(kernel, &shapes)
@@ -287,11 +276,7 @@ pub fn output_shape(kernel: &Kernel, bindings: &Bindings, tensor: TensorId) -> V
 /// param, only a bool for a bool param). A param that has neither a value nor a default is an
 /// error if `kernel` reads it (`params_used`); otherwise it gets the zero of its dtype, which
 /// nothing reads.
-pub fn resolve_params(
-    program: &Program,
-    kernel: &Kernel,
-    given: &BTreeMap<String, Scalar>,
-) -> Result<Vec<Scalar>, BindError> {
+pub fn resolve_params(program: &Program, kernel: &Kernel, given: &BTreeMap<String, Scalar>) -> Result<Vec<Scalar>, BindError> {
     let mut values: Vec<Option<Scalar>> = program
         .params
         .iter()
@@ -300,21 +285,14 @@ pub fn resolve_params(
     for (name, &v) in given {
         let Some((id, p)) = program.param(name) else {
             let names: Vec<&str> = program.params.iter().map(|p| p.name.as_str()).collect();
-            let known = if names.is_empty() {
-                "the program has no params".to_string()
-            } else {
-                format!("params: {}", names.join(", "))
-            };
+            let known = if names.is_empty() { "the program has no params".to_string() } else { format!("params: {}", names.join(", ")) };
             return Err(BindError::UnknownParam { name: name.clone(), known });
         };
         values[id.index()] = Some(convert_param(&p.name, p.dtype, v)?);
     }
     for &id in &kernel.params_used {
         if values.get(id.index()).is_some_and(Option::is_none) {
-            return Err(BindError::MissingParam {
-                kernel: kernel.name.clone(),
-                name: program.params[id.index()].name.clone(),
-            });
+            return Err(BindError::MissingParam { kernel: kernel.name.clone(), name: program.params[id.index()].name.clone() });
         }
     }
     Ok(values.into_iter().zip(&program.params).map(|(v, p)| v.unwrap_or_else(|| zero(p.dtype))).collect())
@@ -358,9 +336,7 @@ fn convert_param(name: &str, dtype: DType, v: Scalar) -> Result<Scalar, BindErro
         (d, Scalar::I(i)) if d.is_float() => Ok(Scalar::F(i as f64)),
         (_, Scalar::I(i)) if (lo..=hi).contains(&i) => Ok(Scalar::I(i)),
         // 2^63 is exactly representable but does not fit, hence the strict upper bound.
-        (_, Scalar::F(x)) if x.fract() == 0.0 && x >= lo as f64 && x < -(lo as f64) && (x as i64) <= hi => {
-            Ok(Scalar::I(x as i64))
-        }
+        (_, Scalar::F(x)) if x.fract() == 0.0 && x >= lo as f64 && x < -(lo as f64) && (x as i64) <= hi => Ok(Scalar::I(x as i64)),
         _ => Err(bad()),
     }
 }

@@ -397,7 +397,12 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 let dest = dest.unwrap_or_else(|| PathBuf::from(format!("{stem}.ptx")));
                 let kernels = tfmc::gpu::build_cuda(&program, &dest, &opts, target.sm).map_err(|e| format!("error: {e}\n"))?;
                 for k in &kernels {
-                    out(&format!("{} -> {}_prep, {} segment(s)\n", k.manifest.name, k.manifest.symbol, k.manifest.gpu.as_ref().map_or(0, |g| g.segments)));
+                    out(&format!(
+                        "{} -> {}_prep, {} segment(s)\n",
+                        k.manifest.name,
+                        k.manifest.symbol,
+                        k.manifest.gpu.as_ref().map_or(0, |g| g.segments)
+                    ));
                 }
                 out(&format!("wrote {} (sm_{})\n", dest.display(), target.sm));
                 return Ok(());
@@ -421,7 +426,8 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 },
                 threads,
             };
-            let table = if tiers { tfmc::bench::run_tiers(&opts, 5) } else { tfmc::bench::run(&opts) }.map_err(|e| format!("error: {e}\n"))?;
+            let table =
+                if tiers { tfmc::bench::run_tiers(&opts, 5) } else { tfmc::bench::run(&opts) }.map_err(|e| format!("error: {e}\n"))?;
             out(&table);
             Ok(())
         }
@@ -465,7 +471,13 @@ pub fn run(cli: Cli) -> Result<(), String> {
 }
 
 /// Prints a code-generation stage of every kernel (or one) of `program`.
-fn emit_code(program: &tfmc::Program, stage: CodeStage, only: Option<&str>, opts: &tfmc::compile::CompileOptions, sm: u32) -> Result<(), String> {
+fn emit_code(
+    program: &tfmc::Program,
+    stage: CodeStage,
+    only: Option<&str>,
+    opts: &tfmc::compile::CompileOptions,
+    sm: u32,
+) -> Result<(), String> {
     if stage == CodeStage::Ptx {
         // The GPU has its own schedule: prepared by the CUDA pipeline.
         out(&tfmc::gpu::emit_ptx(program, only, opts, sm).map_err(|e| format!("error: {e}\n"))?);
@@ -574,7 +586,12 @@ fn parse_dims(spec: &str) -> Result<BTreeMap<String, usize>, String> {
     Ok(out)
 }
 
-fn crate_random_inputs(program: &tfmc::Program, kernel: &str, dims: &BTreeMap<String, usize>, seed: u64) -> Result<BTreeMap<String, Tensor>, String> {
+fn crate_random_inputs(
+    program: &tfmc::Program,
+    kernel: &str,
+    dims: &BTreeMap<String, usize>,
+    seed: u64,
+) -> Result<BTreeMap<String, Tensor>, String> {
     tfmc::inputs::random_inputs(program, kernel, dims, seed).map_err(|e| format!("error: {e}\n"))
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tfmc_runtime::manifest::{DimSpec, KernelManifest, Manifest, ParamSpec, ParamValue, TensorSpec, Target};
+use tfmc_runtime::manifest::{DimSpec, KernelManifest, Manifest, ParamSpec, ParamValue, Target, TensorSpec};
 use tfmc_runtime::{Scalar, Tensor};
 
 use crate::Program;
@@ -111,12 +111,21 @@ fn spec(a: &ArgInfo) -> TensorSpec {
 }
 
 /// The manifest entry of a scheduled kernel; `params` override the declared defaults.
-fn kernel_manifest(program: &Program, name: &str, s: &Scheduled, params: &BTreeMap<String, Scalar>) -> Result<KernelManifest, CompileError> {
+fn kernel_manifest(
+    program: &Program,
+    name: &str,
+    s: &Scheduled,
+    params: &BTreeMap<String, Scalar>,
+) -> Result<KernelManifest, CompileError> {
     let doc = program.kernel(name).map(|(_, k)| k.docs.join("\n")).unwrap_or_default();
     let mut ps = Vec::new();
     for (id, pname, dtype) in &s.params {
         let declared = program.params.get(*id).and_then(|p| p.default).map(crate::bind::lit_scalar);
-        let v = params.get(pname).copied().or(declared).ok_or_else(|| CompileError::Param(format!("param '{pname}' has no value; pass --param {pname}=VALUE")))?;
+        let v = params
+            .get(pname)
+            .copied()
+            .or(declared)
+            .ok_or_else(|| CompileError::Param(format!("param '{pname}' has no value; pass --param {pname}=VALUE")))?;
         let default = if dtype.is_float() {
             ParamValue::Float(v.as_f64())
         } else if dtype.is_int() {
@@ -132,7 +141,10 @@ fn kernel_manifest(program: &Program, name: &str, s: &Scheduled, params: &BTreeM
     for given in params.keys() {
         if !program.params.iter().any(|p| &p.name == given) {
             let known: Vec<&str> = program.params.iter().map(|p| p.name.as_str()).collect();
-            return Err(CompileError::Param(format!("unknown param '{given}'; params: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })));
+            return Err(CompileError::Param(format!(
+                "unknown param '{given}'; params: {}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
         }
     }
     Ok(KernelManifest {
@@ -154,7 +166,12 @@ pub fn manifest(kernels: &[Prepared], target: &ResolvedTarget) -> Manifest {
         format: tfmc_runtime::manifest::FORMAT_NAME.to_string(),
         version: tfmc_runtime::manifest::FORMAT_VERSION,
         compiler_version: env!("CARGO_PKG_VERSION").to_string(),
-        target: Target { kind: "cpu".to_string(), triple: target.triple.clone(), cpu: target.cpu.clone(), features: target.features.clone() },
+        target: Target {
+            kind: "cpu".to_string(),
+            triple: target.triple.clone(),
+            cpu: target.cpu.clone(),
+            features: target.features.clone(),
+        },
         kernels: kernels.iter().map(|k| k.manifest.clone()).collect(),
     }
 }
@@ -226,7 +243,8 @@ pub fn run_jit(
     let t1 = Instant::now();
     with_jit(backend, std::slice::from_ref(&k), opts, |entry| {
         let codegen = t1.elapsed();
-        let entry = entry(&k.manifest.symbol).ok_or_else(|| CompileError::Internal(format!("the JIT has no symbol '{}'", k.manifest.symbol)))?;
+        let entry =
+            entry(&k.manifest.symbol).ok_or_else(|| CompileError::Internal(format!("the JIT has no symbol '{}'", k.manifest.symbol)))?;
         let t2 = Instant::now();
         // SAFETY: the entry was compiled from this manifest's kernel, with the packed ABI.
         let outputs = unsafe { tfmc_runtime::call::call(entry, &k.manifest, inputs, params) }?;

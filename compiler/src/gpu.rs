@@ -56,11 +56,7 @@ pub fn gpu_options(opts: &CompileOptions, sm: u32) -> CompileOptions {
 
 /// The NVPTX backend options for `opts` and `sm_{sm}`.
 fn nvptx_options(opts: &CompileOptions, sm: u32) -> NvptxOptions {
-    NvptxOptions {
-        sm,
-        opt_level: opts.target.opt_level,
-        libdevice: None,
-    }
+    NvptxOptions { sm, opt_level: opts.target.opt_level, libdevice: None }
 }
 
 /// Prepares kernel `name` for the GPU `sm_{sm}`: GPU schedule, and its manifest entry's launch
@@ -68,27 +64,16 @@ fn nvptx_options(opts: &CompileOptions, sm: u32) -> NvptxOptions {
 pub fn prepare_gpu(program: &Program, name: &str, opts: &CompileOptions, sm: u32) -> Result<Prepared, CompileError> {
     let mut k = prepare(program, name, &gpu_options(opts, sm))?;
     let info = nvptx::launch_info(&k.scheduled.func)?;
-    k.manifest.gpu = Some(GpuLaunch {
-        block: info.block,
-        heap_elem_bytes: info.heap_elem_bytes,
-        segments: info.segments,
-    });
+    k.manifest.gpu = Some(GpuLaunch { block: info.block, heap_elem_bytes: info.heap_elem_bytes, segments: info.segments });
     Ok(k)
 }
 
 fn exports(kernels: &[Prepared]) -> Vec<Export<'_>> {
-    kernels
-        .iter()
-        .map(|k| Export::new(&k.scheduled.func, k.manifest.symbol.clone()))
-        .collect()
+    kernels.iter().map(|k| Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect()
 }
 
 fn prepare_all(program: &Program, opts: &CompileOptions, sm: u32) -> Result<Vec<Prepared>, CompileError> {
-    program
-        .kernels
-        .iter()
-        .map(|k| prepare_gpu(program, &k.name, opts, sm))
-        .collect()
+    program.kernels.iter().map(|k| prepare_gpu(program, &k.name, opts, sm)).collect()
 }
 
 /// The artifact manifest of GPU-prepared kernels for `sm_{sm}`.
@@ -119,20 +104,13 @@ pub fn emit_ptx(program: &Program, only: Option<&str>, opts: &CompileOptions, sm
 
 /// Compiles every kernel of `program` for `sm_{sm}` into the PTX artifact `out` (PTX text and
 /// its manifest line), written atomically.
-pub fn build_cuda(
-    program: &Program,
-    out: &Path,
-    opts: &CompileOptions,
-    sm: u32,
-) -> Result<Vec<Prepared>, CompileError> {
+pub fn build_cuda(program: &Program, out: &Path, opts: &CompileOptions, sm: u32) -> Result<Vec<Prepared>, CompileError> {
     let kernels = prepare_all(program, opts, sm)?;
     let ptx = nvptx::emit_ptx(&exports(&kernels), &nvptx_options(opts, sm))?;
     let m = cuda_manifest(&kernels, sm)?;
     let text = tfmc_runtime::manifest::ptx_with_manifest(&ptx, &m);
-    tfmc_runtime::write_file_atomically(out, text.as_bytes()).map_err(|error| CompileError::Io {
-        path: out.display().to_string(),
-        error,
-    })?;
+    tfmc_runtime::write_file_atomically(out, text.as_bytes())
+        .map_err(|error| CompileError::Io { path: out.display().to_string(), error })?;
     Ok(kernels)
 }
 

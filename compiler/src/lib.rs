@@ -12,14 +12,14 @@ pub mod check;
 pub mod compile;
 pub mod gpu;
 pub mod hir;
+pub mod inputs;
+pub mod interp;
 pub mod ir;
+pub mod load;
 pub mod optimize;
 pub mod schedule;
 #[cfg(test)]
 mod testing;
-pub mod inputs;
-pub mod interp;
-pub mod load;
 pub mod watch;
 
 pub use hir::Program;

@@ -337,9 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), DOUBLE);
         let inputs = match &cfg.inputs {
-            InputSource::Random { dims, seed } => {
-                crate::inputs::random_inputs(&crate::load(&cfg.file).unwrap(), "k", dims, *seed).unwrap()
-            }
+            InputSource::Random { dims, seed } => crate::inputs::random_inputs(&crate::load(&cfg.file).unwrap(), "k", dims, *seed).unwrap(),
             InputSource::Npz(_) => unreachable!("config() uses random inputs"),
         };
         let x = &inputs["X"];

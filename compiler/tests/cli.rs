@@ -13,11 +13,7 @@ fn root() -> PathBuf {
 
 /// Runs `tfmc ARGS` in the workspace root.
 fn tfmc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tfmc"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("the tfmc binary runs")
+    Command::new(env!("CARGO_BIN_EXE_tfmc")).args(args).current_dir(root()).output().expect("the tfmc binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -244,18 +240,8 @@ fn run_bad_program_fails_before_reading_inputs() {
 fn run_unknown_param_fails_naming_it() {
     let s = Scratch::new("param");
     write_inputs(&s.path("in.npz"), &[("Q", Q), ("K", K), ("V", V)]);
-    let o = tfmc(&[
-        "run",
-        "lib/window.tfm",
-        "--kernel",
-        "window",
-        "--inputs",
-        &s.str("in.npz"),
-        "--param",
-        "Wx=3",
-        "--out",
-        &s.str("out.npz"),
-    ]);
+    let o =
+        tfmc(&["run", "lib/window.tfm", "--kernel", "window", "--inputs", &s.str("in.npz"), "--param", "Wx=3", "--out", &s.str("out.npz")]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     assert!(e.contains("error:") && e.contains("'Wx'"), "stderr: {e}");

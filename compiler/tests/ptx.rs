@@ -73,27 +73,19 @@ fn find_ptxas() -> Option<PathBuf> {
         }
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("ptxas"))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join("ptxas")).find(|p| p.is_file())
 }
 
 /// `ptxas` and libdevice (the PTX of kernels with libm functions needs it), or `None` after
 /// printing why the test is skipped; in CI a missing tool fails the test.
 fn toolchain_or_skip() -> Option<PathBuf> {
     let Some(ptxas) = find_ptxas() else {
-        assert!(
-            !ci(),
-            "ptxas not found in CI (./setup.sh installs it; or set TFMC_PTXAS)"
-        );
+        assert!(!ci(), "ptxas not found in CI (./setup.sh installs it; or set TFMC_PTXAS)");
         eprintln!("SKIP: ptxas not found");
         return None;
     };
     if let Err(tried) = nvptx::libdevice::find() {
-        assert!(
-            !ci(),
-            "libdevice not found in CI (./setup.sh installs it); tried {tried:?}"
-        );
+        assert!(!ci(), "libdevice not found in CI (./setup.sh installs it); tried {tried:?}");
         eprintln!("SKIP: libdevice not found");
         return None;
     }
@@ -115,36 +107,16 @@ fn assemble(ptxas: &Path, path: &Path, sm: u32, verbose: bool) -> (String, Durat
     if verbose {
         cmd.arg("-v");
     }
-    let out = cmd
-        .arg(path)
-        .arg("-o")
-        .arg("/dev/null")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", ptxas.display()));
+    let out = cmd.arg(path).arg("-o").arg("/dev/null").output().unwrap_or_else(|e| panic!("cannot run {}: {e}", ptxas.display()));
     let dt = t.elapsed();
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "ptxas -arch=sm_{sm} failed on {} (kept for reproducing):\n{log}",
-        path.display()
-    );
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ptxas -arch=sm_{sm} failed on {} (kept for reproducing):\n{log}", path.display());
     (log, dt)
 }
 
 fn ptx_of(k: &Prepared, sm: u32) -> String {
     let e = Export::new(&k.scheduled.func, k.manifest.symbol.clone());
-    nvptx::emit_ptx(
-        &[e],
-        &NvptxOptions {
-            sm,
-            ..Default::default()
-        },
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", k.manifest.name))
+    nvptx::emit_ptx(&[e], &NvptxOptions { sm, ..Default::default() }).unwrap_or_else(|e| panic!("{}: {e}", k.manifest.name))
 }
 
 #[test]
@@ -157,8 +129,8 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
     for path in files {
         let program = load(&path);
         for k in &program.kernels {
-            let prep = gpu::prepare_gpu(&program, &k.name, &opts, gpu::DEFAULT_SM)
-                .unwrap_or_else(|e| panic!("{}/{}: {e}", stem(&path), k.name));
+            let prep =
+                gpu::prepare_gpu(&program, &k.name, &opts, gpu::DEFAULT_SM).unwrap_or_else(|e| panic!("{}/{}: {e}", stem(&path), k.name));
             let launch = prep.manifest.gpu.clone().unwrap();
             for sm in [80, 90] {
                 let t = Instant::now();
@@ -166,14 +138,9 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
                 let emit = t.elapsed();
                 assert!(ptx.contains(&format!(".target sm_{sm}")));
                 let symbol = &prep.manifest.symbol;
-                let entries = std::iter::once(format!("{symbol}_prep"))
-                    .chain((0..launch.segments).map(|s| format!("{symbol}_seg{s}")));
+                let entries = std::iter::once(format!("{symbol}_prep")).chain((0..launch.segments).map(|s| format!("{symbol}_seg{s}")));
                 for e in entries {
-                    assert!(
-                        ptx.contains(&format!(".visible .entry {e}(")),
-                        "{}: no entry {e}",
-                        k.name
-                    );
+                    assert!(ptx.contains(&format!(".visible .entry {e}(")), "{}: no entry {e}", k.name);
                 }
                 let file = out_dir().join(format!("{}_{}_sm{sm}.ptx", stem(&path), k.name));
                 std::fs::write(&file, &ptx).unwrap();
@@ -183,17 +150,10 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
             }
         }
     }
-    eprintln!(
-        "{:<34} {:>4} {:>9} {:>5} {:>9} {:>9}",
-        "kernel", "sm", "PTX bytes", "segs", "emit ms", "ptxas ms"
-    );
+    eprintln!("{:<34} {:>4} {:>9} {:>5} {:>9} {:>9}", "kernel", "sm", "PTX bytes", "segs", "emit ms", "ptxas ms");
     for (name, sm, bytes, segs, emit, dt) in &rows {
         let ms = |d: &Duration| d.as_secs_f64() * 1e3;
-        eprintln!(
-            "{name:<34} {sm:>4} {bytes:>9} {segs:>5} {:>9.1} {:>9.1}",
-            ms(emit),
-            ms(dt)
-        );
+        eprintln!("{name:<34} {sm:>4} {bytes:>9} {segs:>5} {:>9.1} {:>9.1}", ms(emit), ms(dt));
     }
     assert!(rows.len() >= 2 * 25, "only {} kernel/arch pairs", rows.len());
 }
@@ -205,39 +165,13 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
 fn half_and_bfloat_buffers_assemble() {
     use tfmc::schedule::kir::{BinOp, Buf, BufDecl, BufKind, Const, Expr, Func, Stmt, Ty, Var, VarDecl};
     let Some(ptxas) = toolchain_or_skip() else { return };
-    let buf = |name: &str, elem: Ty, i: usize| BufDecl {
-        name: name.into(),
-        elem,
-        kind: BufKind::Arg(i),
-    };
-    let ld = |b: u32| Expr::Load {
-        buf: Buf(b),
-        index: Box::new(Expr::Var(Var(1))),
-    };
-    let times3 = |x: Expr| Expr::Binary {
-        op: BinOp::Mul,
-        a: Box::new(x),
-        b: Box::new(Expr::Const(Const::F32(3.0))),
-        reassoc: false,
-    };
+    let buf = |name: &str, elem: Ty, i: usize| BufDecl { name: name.into(), elem, kind: BufKind::Arg(i) };
+    let ld = |b: u32| Expr::Load { buf: Buf(b), index: Box::new(Expr::Var(Var(1))) };
+    let times3 = |x: Expr| Expr::Binary { op: BinOp::Mul, a: Box::new(x), b: Box::new(Expr::Const(Const::F32(3.0))), reassoc: false };
     let f = Func {
         name: "h".into(),
-        vars: vec![
-            VarDecl {
-                name: "n".into(),
-                ty: Ty::I64,
-            },
-            VarDecl {
-                name: "j".into(),
-                ty: Ty::I64,
-            },
-        ],
-        bufs: vec![
-            buf("x16", Ty::F16, 0),
-            buf("xb", Ty::BF16, 1),
-            buf("o16", Ty::F16, 2),
-            buf("ob", Ty::BF16, 3),
-        ],
+        vars: vec![VarDecl { name: "n".into(), ty: Ty::I64 }, VarDecl { name: "j".into(), ty: Ty::I64 }],
+        bufs: vec![buf("x16", Ty::F16, 0), buf("xb", Ty::BF16, 1), buf("o16", Ty::F16, 2), buf("ob", Ty::BF16, 3)],
         dims: vec![Var(0)],
         params: vec![],
         n_args: 4,
@@ -246,28 +180,13 @@ fn half_and_bfloat_buffers_assemble() {
             var: Var(1),
             n: Expr::Var(Var(0)),
             body: vec![
-                Stmt::Store {
-                    buf: Buf(2),
-                    index: Expr::Var(Var(1)),
-                    value: times3(ld(0)),
-                },
-                Stmt::Store {
-                    buf: Buf(3),
-                    index: Expr::Var(Var(1)),
-                    value: times3(ld(1)),
-                },
+                Stmt::Store { buf: Buf(2), index: Expr::Var(Var(1)), value: times3(ld(0)) },
+                Stmt::Store { buf: Buf(3), index: Expr::Var(Var(1)), value: times3(ld(1)) },
             ],
         }],
     };
     for sm in [70, 80, 90] {
-        let ptx = nvptx::emit_ptx(
-            &[Export::new(&f, "h")],
-            &NvptxOptions {
-                sm,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let ptx = nvptx::emit_ptx(&[Export::new(&f, "h")], &NvptxOptions { sm, ..Default::default() }).unwrap();
         assert!(ptx.contains("ld.global.b16") && ptx.contains("st.global.b16"), "{ptx}");
         let file = out_dir().join(format!("half_sm{sm}.ptx"));
         std::fs::write(&file, &ptx).unwrap();
@@ -307,22 +226,12 @@ fn resources(log: &str) -> Vec<(String, u32, u32)> {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             out.push((rest.split('\'').next().unwrap_or("").to_string(), 0, 0));
         } else if let Some(last) = out.last_mut() {
-            let num_before = |word: &str| {
-                line.split(word)
-                    .next()
-                    .and_then(|s| s.split_whitespace().last())
-                    .and_then(|n| n.parse().ok())
-            };
+            let num_before = |word: &str| line.split(word).next().and_then(|s| s.split_whitespace().last()).and_then(|n| n.parse().ok());
             if line.contains("bytes stack frame") {
                 last.2 = num_before(" bytes stack frame").unwrap_or(0);
             }
             if line.contains("Used ") && line.contains(" registers") {
-                last.1 = line
-                    .split("Used ")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
+                last.1 = line.split("Used ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0);
             }
         }
     }
@@ -351,12 +260,7 @@ fn sdpa_registers_and_local_memory_per_entry() {
         }
         worst.push(res.iter().map(|r| r.2).max().unwrap_or(0));
     }
-    assert!(
-        worst[0] < worst[1],
-        "generic plan local memory {} vs tiled {}",
-        worst[0],
-        worst[1]
-    );
+    assert!(worst[0] < worst[1], "generic plan local memory {} vs tiled {}", worst[0], worst[1]);
 }
 
 /// The half-precision kernels of `lib/half.tfm` run on tensor cores from sm_80 on: their PTX
@@ -369,7 +273,11 @@ fn half_kernels_use_tensor_cores_from_sm80() {
     let Some(ptxas) = toolchain_or_skip() else { return };
     let program = load(&root().join("lib/half.tfm"));
     for k in &program.kernels {
-        let inst = if k.name.ends_with("_bf16") { "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" } else { "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" };
+        let inst = if k.name.ends_with("_bf16") {
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
+        } else {
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
+        };
         for sm in [75, 80, 90] {
             let prep = gpu::prepare_gpu(&program, &k.name, &CompileOptions::default(), sm).unwrap();
             let ptx = ptx_of(&prep, sm);
@@ -409,45 +317,9 @@ fn check(what: &str, got: &BTreeMap<String, Tensor>, want: &BTreeMap<String, Ten
 fn dim_sets() -> Vec<BTreeMap<&'static str, usize>> {
     let mk = |v: &[(&'static str, usize)]| v.iter().copied().collect::<BTreeMap<_, _>>();
     vec![
-        mk(&[
-            ("B", 1),
-            ("H", 1),
-            ("G", 1),
-            ("P", 1),
-            ("M", 1),
-            ("T", 1),
-            ("E", 1),
-            ("F", 1),
-            ("D", 1),
-            ("N", 1),
-            ("S1", 2),
-        ]),
-        mk(&[
-            ("B", 1),
-            ("H", 2),
-            ("G", 1),
-            ("P", 7),
-            ("M", 7),
-            ("T", 7),
-            ("E", 3),
-            ("F", 5),
-            ("D", 5),
-            ("N", 3),
-            ("S1", 3),
-        ]),
-        mk(&[
-            ("B", 2),
-            ("H", 3),
-            ("G", 3),
-            ("P", 13),
-            ("M", 29),
-            ("T", 13),
-            ("E", 8),
-            ("F", 6),
-            ("D", 6),
-            ("N", 4),
-            ("S1", 4),
-        ]),
+        mk(&[("B", 1), ("H", 1), ("G", 1), ("P", 1), ("M", 1), ("T", 1), ("E", 1), ("F", 1), ("D", 1), ("N", 1), ("S1", 2)]),
+        mk(&[("B", 1), ("H", 2), ("G", 1), ("P", 7), ("M", 7), ("T", 7), ("E", 3), ("F", 5), ("D", 5), ("N", 3), ("S1", 3)]),
+        mk(&[("B", 2), ("H", 3), ("G", 3), ("P", 13), ("M", 29), ("T", 13), ("E", 8), ("F", 6), ("D", 6), ("N", 4), ("S1", 4)]),
     ]
 }
 
@@ -493,15 +365,9 @@ fn lib_and_golden_kernels_on_the_emulator_match_the_interpreter() {
                 .iter()
                 .enumerate()
                 .map(|(i, dims)| {
-                    let d: BTreeMap<String, usize> = k
-                        .dims
-                        .iter()
-                        .map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3)))
-                        .collect();
-                    (
-                        tfmc::inputs::random_inputs(&program, &k.name, &d, 7 + i as u64).unwrap(),
-                        BTreeMap::new(),
-                    )
+                    let d: BTreeMap<String, usize> =
+                        k.dims.iter().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
+                    (tfmc::inputs::random_inputs(&program, &k.name, &d, 7 + i as u64).unwrap(), BTreeMap::new())
                 })
                 .collect();
             let what = format!("{}/{}", stem(path), k.name);
@@ -520,10 +386,8 @@ fn lib_and_golden_kernels_on_the_emulator_match_the_interpreter() {
 }
 
 fn attention_inputs(program: &Program, kernel: &str, p: usize, m: usize, seed: u64) -> BTreeMap<String, Tensor> {
-    let d: BTreeMap<String, usize> = [("B", 1), ("H", 2), ("P", p), ("M", m), ("E", 8), ("F", 5)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
+    let d: BTreeMap<String, usize> =
+        [("B", 1), ("H", 2), ("P", p), ("M", m), ("E", 8), ("F", 5)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
     tfmc::inputs::random_inputs(program, kernel, &d, seed).unwrap()
 }
 
@@ -536,13 +400,7 @@ fn scaled(t: &Tensor, k: f64) -> Tensor {
 /// every row fully masked, output 0).
 #[test]
 fn large_logits_and_fully_masked_rows_on_the_emulator() {
-    for (file, kernel) in [
-        ("sdpa", "sdpa"),
-        ("causal", "causal"),
-        ("window", "window"),
-        ("alibi", "alibi"),
-        ("softcap", "softcap"),
-    ] {
+    for (file, kernel) in [("sdpa", "sdpa"), ("causal", "causal"), ("window", "window"), ("alibi", "alibi"), ("softcap", "softcap")] {
         let program = load(&root().join(format!("lib/{file}.tfm")));
         let cases: Vec<_> = [(1, 1), (9, 9), (37, 70)]
             .iter()
@@ -563,10 +421,7 @@ fn large_logits_and_fully_masked_rows_on_the_emulator() {
     let params: BTreeMap<String, Scalar> = [("W".to_string(), Scalar::I(0))].into();
     let got = gpu::run_emulated(&program, "window", &inputs, &params, &CompileOptions::default()).unwrap();
     let o = got["O"].to_f64_vec();
-    assert!(
-        !o.is_empty() && o.iter().all(|x| *x == 0.0),
-        "fully masked rows must be 0"
-    );
+    assert!(!o.is_empty() && o.iter().all(|x| *x == 0.0), "fully masked rows must be 0");
     emulate_against_interpreter("window W=0", &program, "window", &[(inputs, params)]);
 }
 
@@ -575,12 +430,7 @@ fn f32s(v: &[f64]) -> Tensor {
 }
 
 fn i32s(v: &[i64]) -> Tensor {
-    Tensor::new(
-        tfmc_runtime::DType::I32,
-        vec![v.len()],
-        tfmc_runtime::TensorData::I(v.to_vec()),
-    )
-    .unwrap()
+    Tensor::new(tfmc_runtime::DType::I32, vec![v.len()], tfmc_runtime::TensorData::I(v.to_vec())).unwrap()
 }
 
 /// A subscript out of range inside a segment (a gather through an index tensor) fails with
@@ -588,11 +438,7 @@ fn i32s(v: &[i64]) -> Tensor {
 /// count the kv heads do not divide).
 #[test]
 fn failures_inside_segments_are_the_cpu_errors() {
-    let program = tfmc::load_str(
-        "gather.tfm",
-        "kernel g(X: f32[N], I: i32[M]) -> (Y: f32[M]) {\n    Y[m] = X[I[m]] * 2.0\n}\n",
-    )
-    .unwrap();
+    let program = tfmc::load_str("gather.tfm", "kernel g(X: f32[N], I: i32[M]) -> (Y: f32[M]) {\n    Y[m] = X[I[m]] * 2.0\n}\n").unwrap();
     let opts = CompileOptions::default();
     let params = BTreeMap::new();
     let x = f32s(&[1.0, 2.0, 3.0]);
@@ -605,22 +451,14 @@ fn failures_inside_segments_are_the_cpu_errors() {
         let cpu_err = tfmc::compile::run_llvm(&program, "g", &inputs, &params, &opts).unwrap_err();
         assert_eq!(gpu_err.to_string(), cpu_err.to_string());
         assert!(
-            matches!(
-                &gpu_err,
-                CompileError::Runtime(RuntimeError::Kernel {
-                    kind: tfmc_runtime::manifest::FailKind::OutOfRange,
-                    ..
-                })
-            ),
+            matches!(&gpu_err, CompileError::Runtime(RuntimeError::Kernel { kind: tfmc_runtime::manifest::FailKind::OutOfRange, .. })),
             "{gpu_err}"
         );
         assert!(gpu_err.to_string().contains("subscript out of range"), "{gpu_err}");
     }
     let program = load(&root().join("tests/ok/gqa_index_arithmetic.tfm"));
-    let d: BTreeMap<String, usize> = [("B", 1), ("H", 3), ("G", 2), ("P", 4), ("M", 5), ("E", 2), ("F", 2)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
+    let d: BTreeMap<String, usize> =
+        [("B", 1), ("H", 3), ("G", 2), ("P", 4), ("M", 5), ("E", 2), ("F", 2)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let inputs = tfmc::inputs::random_inputs(&program, "gqa", &d, 1).unwrap();
     let gpu_err = gpu::run_emulated(&program, "gqa", &inputs, &params, &opts).unwrap_err();
     let cpu_err = tfmc::compile::run_llvm(&program, "gqa", &inputs, &params, &opts).unwrap_err();

@@ -334,9 +334,9 @@ impl Builder {
                 Diagnostic::error("integer literal out of range", span, "does not fit in i64")
                     .with_hint("integers are 64-bit signed; write a float literal (`1e30`) for large values")
             })?),
-            Rule::float_lit => Lit::Float(p.as_str().parse::<f64>().map_err(|_| {
-                Diagnostic::error("malformed float literal", span, "not a number")
-            })?),
+            Rule::float_lit => {
+                Lit::Float(p.as_str().parse::<f64>().map_err(|_| Diagnostic::error("malformed float literal", span, "not a number"))?)
+            }
             Rule::inf_lit => Lit::Float(f64::INFINITY),
             Rule::true_lit => Lit::Bool(true),
             _ => Lit::Bool(false),
@@ -549,9 +549,7 @@ impl Builder {
                     // Fold `-literal` so `-inf` and `-1` are literals.
                     e = match (u, &e.kind) {
                         (UnOp::Neg, ExprKind::Lit(Lit::Int(i))) => Expr { kind: ExprKind::Lit(Lit::Int(-i)), span: s },
-                        (UnOp::Neg, ExprKind::Lit(Lit::Float(f))) => {
-                            Expr { kind: ExprKind::Lit(Lit::Float(-f)), span: s }
-                        }
+                        (UnOp::Neg, ExprKind::Lit(Lit::Float(f))) => Expr { kind: ExprKind::Lit(Lit::Float(-f)), span: s },
                         _ => Expr { kind: ExprKind::Unary(u, Box::new(e)), span: s },
                     };
                 }
@@ -609,11 +607,7 @@ impl Builder {
             }
             Rule::tuple_or_paren => {
                 let mut elems = p.into_inner().map(|a| self.expr(a)).collect::<Result<Vec<_>, _>>()?;
-                if elems.len() == 1 {
-                    Ok(elems.pop().expect("one element"))
-                } else {
-                    Ok(Expr { kind: ExprKind::Tuple(elems), span })
-                }
+                if elems.len() == 1 { Ok(elems.pop().expect("one element")) } else { Ok(Expr { kind: ExprKind::Tuple(elems), span }) }
             }
             r => unreachable!("grammar produced unexpected expression rule {r:?}"),
         }

@@ -158,8 +158,7 @@ fn erased(f: &File) -> File {
 /// Checks the round trip of one AST; `Err` describes the first difference.
 fn round_trip(ast: &File) -> Result<(), String> {
     let text = print_file(ast);
-    let again = parse_file(&text, FileId(0))
-        .map_err(|d| format!("printed text does not parse: {}\n--- printed ---\n{text}", d.message))?;
+    let again = parse_file(&text, FileId(0)).map_err(|d| format!("printed text does not parse: {}\n--- printed ---\n{text}", d.message))?;
     let (a, b) = (erased(ast), erased(&again));
     if a != b || format!("{a:?}") != format!("{b:?}") {
         let reprinted = print_file(&again);
@@ -178,9 +177,8 @@ fn round_trip(ast: &File) -> Result<(), String> {
 
 fn tfm_files(dir: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut out: Vec<PathBuf> =
+        std::fs::read_dir(&root).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     out.retain(|p| p.extension().is_some_and(|x| x == "tfm"));
     out.sort();
     out
@@ -335,8 +333,30 @@ fn cases() -> u32 {
 }
 
 const KEYWORDS: &[&str] = &[
-    "kernel", "param", "reduction", "use", "index", "where", "scan", "init", "if", "then", "else", "true", "false",
-    "inf", "identity", "combine", "let", "f16", "bf16", "f32", "f64", "i32", "i64", "bool",
+    "kernel",
+    "param",
+    "reduction",
+    "use",
+    "index",
+    "where",
+    "scan",
+    "init",
+    "if",
+    "then",
+    "else",
+    "true",
+    "false",
+    "inf",
+    "identity",
+    "combine",
+    "let",
+    "f16",
+    "bf16",
+    "f32",
+    "f64",
+    "i32",
+    "i64",
+    "bool",
 ];
 
 fn sp() -> Span {
@@ -365,8 +385,7 @@ fn lit() -> impl Strategy<Value = Lit> {
         (i64::MIN + 1..=i64::MAX).prop_map(Lit::Int),
         (-3i64..10).prop_map(Lit::Int),
         any::<f64>().prop_filter("no NaN literal", |f| !f.is_nan()).prop_map(Lit::Float),
-        prop::sample::select(vec![0.0, -0.0, 1.0, 0.5, 1e-6, 2.5e3, f64::INFINITY, f64::NEG_INFINITY, 5e-324])
-            .prop_map(Lit::Float),
+        prop::sample::select(vec![0.0, -0.0, 1.0, 0.5, 1e-6, 2.5e3, f64::INFINITY, f64::NEG_INFINITY, 5e-324]).prop_map(Lit::Float),
         any::<bool>().prop_map(Lit::Bool),
     ]
 }
@@ -416,8 +435,7 @@ fn docs() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn tensor_decl() -> impl Strategy<Value = TensorDecl> {
-    (ident(), dtype(), prop::collection::vec(dim(), 0..=3))
-        .prop_map(|(name, dtype, dims)| TensorDecl { name, dtype, dims, span: sp() })
+    (ident(), dtype(), prop::collection::vec(dim(), 0..=3)).prop_map(|(name, dtype, dims)| TensorDecl { name, dtype, dims, span: sp() })
 }
 
 fn stmt() -> impl Strategy<Value = Stmt> {

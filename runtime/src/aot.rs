@@ -63,27 +63,18 @@ pub fn unseal(bytes: &[u8]) -> Result<&[u8], ArtifactError> {
     }
     let version = u32::from_le_bytes([t[8], t[9], t[10], t[11]]);
     if version != TRAILER_VERSION {
-        return Err(ArtifactError::TrailerVersion {
-            found: version,
-            expected: TRAILER_VERSION,
-        });
+        return Err(ArtifactError::TrailerVersion { found: version, expected: TRAILER_VERSION });
     }
     let recorded_crc = u32::from_le_bytes([t[12], t[13], t[14], t[15]]);
     let mut len = [0u8; 8];
     len.copy_from_slice(&t[16..24]);
     let recorded_len = u64::from_le_bytes(len);
     if recorded_len != payload_len as u64 {
-        return Err(ArtifactError::Length {
-            recorded: recorded_len,
-            actual: payload_len as u64,
-        });
+        return Err(ArtifactError::Length { recorded: recorded_len, actual: payload_len as u64 });
     }
     let computed = crc32fast::hash(payload);
     if computed != recorded_crc {
-        return Err(ArtifactError::Checksum {
-            recorded: recorded_crc,
-            computed,
-        });
+        return Err(ArtifactError::Checksum { recorded: recorded_crc, computed });
     }
     Ok(payload)
 }
@@ -109,25 +100,16 @@ mod tests {
     fn rejects_damage() {
         let s = sealed(b"hello world");
         assert!(matches!(unseal(&s[..10]), Err(ArtifactError::NotSealed)));
-        assert!(matches!(
-            unseal(b"hello world"),
-            Err(ArtifactError::NotSealed)
-        ));
+        assert!(matches!(unseal(b"hello world"), Err(ArtifactError::NotSealed)));
         // A byte cut from the front: magic intact, length wrong.
         assert!(matches!(unseal(&s[1..]), Err(ArtifactError::Length { .. })));
         let mut flipped = s.clone();
         flipped[3] ^= 0x10;
-        assert!(matches!(
-            unseal(&flipped),
-            Err(ArtifactError::Checksum { .. })
-        ));
+        assert!(matches!(unseal(&flipped), Err(ArtifactError::Checksum { .. })));
         let mut v2 = s.clone();
         let at = s.len() - TRAILER_LEN + 8;
         v2[at] = 2;
-        assert!(matches!(
-            unseal(&v2),
-            Err(ArtifactError::TrailerVersion { found: 2, .. })
-        ));
+        assert!(matches!(unseal(&v2), Err(ArtifactError::TrailerVersion { found: 2, .. })));
     }
 
     #[test]

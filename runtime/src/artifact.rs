@@ -48,10 +48,7 @@ pub struct Artifact {
 
 impl std::fmt::Debug for Artifact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Artifact")
-            .field("path", &self.path)
-            .field("kernels", &self.kernel_names())
-            .finish_non_exhaustive()
+        f.debug_struct("Artifact").field("path", &self.path).field("kernels", &self.kernel_names()).finish_non_exhaustive()
     }
 }
 
@@ -64,9 +61,7 @@ pub struct Kernel<'a> {
 
 impl std::fmt::Debug for Kernel<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kernel")
-            .field("name", &self.manifest.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Kernel").field("name", &self.manifest.name).finish_non_exhaustive()
     }
 }
 
@@ -81,21 +76,13 @@ pub fn read_manifest(bytes: &[u8]) -> Result<Manifest, ArtifactError> {
 /// The checked manifest in the ELF `file`.
 fn manifest_of(file: &object::File<'_>) -> Result<Manifest, ArtifactError> {
     if file.format() != object::BinaryFormat::Elf {
-        return Err(ArtifactError::Elf(format!(
-            "{:?} file, not ELF",
-            file.format()
-        )));
+        return Err(ArtifactError::Elf(format!("{:?} file, not ELF", file.format())));
     }
-    let section = file
-        .section_by_name(SECTION)
-        .ok_or(ArtifactError::NoManifest { section: SECTION })?;
-    let data = section
-        .data()
-        .map_err(|e| ArtifactError::Elf(format!("section '{SECTION}': {e}")))?;
+    let section = file.section_by_name(SECTION).ok_or(ArtifactError::NoManifest { section: SECTION })?;
+    let data = section.data().map_err(|e| ArtifactError::Elf(format!("section '{SECTION}': {e}")))?;
     // A C string literal carries its NUL; padding may add more.
     let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let json = std::str::from_utf8(&data[..end])
-        .map_err(|e| ArtifactError::InvalidManifest(format!("not utf-8: {e}")))?;
+    let json = std::str::from_utf8(&data[..end]).map_err(|e| ArtifactError::InvalidManifest(format!("not utf-8: {e}")))?;
     // Format and version first: a later format may not fit this runtime's schema.
     Manifest::from_json_checked(json)
 }
@@ -119,37 +106,23 @@ fn elf_arch(a: object::Architecture) -> Option<&'static str> {
 /// Checks everything about the ELF and manifest that concerns this machine and the exports.
 fn check_host(file: &object::File<'_>, m: &Manifest) -> Result<(), ArtifactError> {
     if file.kind() != object::ObjectKind::Dynamic {
-        return Err(ArtifactError::Elf(format!(
-            "a {:?} object, not a shared library",
-            file.kind()
-        )));
+        return Err(ArtifactError::Elf(format!("a {:?} object, not a shared library", file.kind())));
     }
     let host = std::env::consts::ARCH;
     if elf_arch(file.architecture()) != Some(host) {
-        return Err(ArtifactError::Arch {
-            target: format!("{:?} (ELF machine)", file.architecture()),
-            host,
-        });
+        return Err(ArtifactError::Arch { target: format!("{:?} (ELF machine)", file.architecture()), host });
     }
     if m.target.kind != "cpu" {
-        return Err(ArtifactError::TargetKind {
-            found: m.target.kind.clone(),
-        });
+        return Err(ArtifactError::TargetKind { found: m.target.kind.clone() });
     }
     features::check_arch(&m.target.triple)?;
     features::check_features(&m.target.features)?;
-    let exported: std::collections::BTreeSet<&str> = file
-        .dynamic_symbols()
-        .filter(|s| !s.is_undefined())
-        .filter_map(|s| s.name().ok())
-        .collect();
+    let exported: std::collections::BTreeSet<&str> =
+        file.dynamic_symbols().filter(|s| !s.is_undefined()).filter_map(|s| s.name().ok()).collect();
     for k in &m.kernels {
         let symbol = format!("{}_packed", k.symbol);
         if !exported.contains(symbol.as_str()) {
-            return Err(ArtifactError::MissingSymbol {
-                kernel: k.name.clone(),
-                symbol,
-            });
+            return Err(ArtifactError::MissingSymbol { kernel: k.name.clone(), symbol });
         }
     }
     Ok(())
@@ -180,29 +153,15 @@ impl Artifact {
             // lives (it is stored next to it, and `Kernel` borrows the `Artifact`).
             let entry = unsafe { library.get::<PackedFn>(symbol.as_bytes()) }
                 .map(|s| *s)
-                .map_err(|_| ArtifactError::MissingSymbol {
-                    kernel: k.name.clone(),
-                    symbol: symbol.clone(),
-                })?;
+                .map_err(|_| ArtifactError::MissingSymbol { kernel: k.name.clone(), symbol: symbol.clone() })?;
             entries.push(entry);
         }
         // SAFETY: tfmc's C runtime defines these with exactly these C types; same lifetime
         // argument as above.
-        let set_threads = unsafe { library.get::<SetThreadsFn>(b"tfmc_set_num_threads") }
-            .ok()
-            .map(|s| *s);
+        let set_threads = unsafe { library.get::<SetThreadsFn>(b"tfmc_set_num_threads") }.ok().map(|s| *s);
         // SAFETY: as above.
-        let get_threads = unsafe { library.get::<GetThreadsFn>(b"tfmc_get_num_threads") }
-            .ok()
-            .map(|s| *s);
-        Ok(Artifact {
-            path: path.to_path_buf(),
-            manifest,
-            entries,
-            set_threads,
-            get_threads,
-            _library: library,
-        })
+        let get_threads = unsafe { library.get::<GetThreadsFn>(b"tfmc_get_num_threads") }.ok().map(|s| *s);
+        Ok(Artifact { path: path.to_path_buf(), manifest, entries, set_threads, get_threads, _library: library })
     }
 
     /// The path it was opened from.
@@ -217,11 +176,7 @@ impl Artifact {
 
     /// The names of its kernels, in manifest order.
     pub fn kernel_names(&self) -> Vec<&str> {
-        self.manifest
-            .kernels
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect()
+        self.manifest.kernels.iter().map(|k| k.name.as_str()).collect()
     }
 
     /// The kernel called `name` (an error lists the kernels there are).
@@ -320,10 +275,7 @@ impl<'a> Kernel<'a> {
     }
 
     /// Zero-filled output buffers for these inputs (checked as a call would check them).
-    pub fn alloc_outputs(
-        &self,
-        inputs: &[&NativeTensor],
-    ) -> Result<Vec<NativeTensor>, RuntimeError> {
+    pub fn alloc_outputs(&self, inputs: &[&NativeTensor]) -> Result<Vec<NativeTensor>, RuntimeError> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
         let dims = call::bind_dims(self.manifest, &shapes)?;
         call::alloc_outputs(self.manifest, &dims)

@@ -29,16 +29,9 @@ impl Drop for TempGuard {
 }
 
 /// Creates `path` (or replaces it) with what `body` writes, atomically.
-pub(crate) fn write_atomically<E>(
-    path: &Path,
-    body: impl FnOnce(&mut BufWriter<File>) -> Result<(), E>,
-) -> Result<(), AtomicError<E>> {
-    let name = path.file_name().ok_or_else(|| {
-        AtomicError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path does not name a file",
-        ))
-    })?;
+pub(crate) fn write_atomically<E>(path: &Path, body: impl FnOnce(&mut BufWriter<File>) -> Result<(), E>) -> Result<(), AtomicError<E>> {
+    let name =
+        path.file_name().ok_or_else(|| AtomicError::Io(io::Error::new(io::ErrorKind::InvalidInput, "the path does not name a file")))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -47,9 +40,7 @@ pub(crate) fn write_atomically<E>(
     let mut guard = TempGuard(Some(tmp.clone()));
     let mut w = BufWriter::new(file);
     body(&mut w).map_err(AtomicError::Inner)?;
-    let file = w
-        .into_inner()
-        .map_err(|e| AtomicError::Io(e.into_error()))?;
+    let file = w.into_inner().map_err(|e| AtomicError::Io(e.into_error()))?;
     file.sync_all().map_err(AtomicError::Io)?;
     drop(file);
     fs::rename(&tmp, path).map_err(AtomicError::Io)?;
@@ -87,10 +78,7 @@ mod tests {
     use std::io::Write;
 
     fn entries(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     }
@@ -100,9 +88,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let path = dir.join("a.bin");
-        write_atomically::<()>(&path, |w| w.write_all(b"one").map_err(|_| ()))
-            .ok()
-            .unwrap();
+        write_atomically::<()>(&path, |w| w.write_all(b"one").map_err(|_| ())).ok().unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"one");
         // A failing body leaves the old contents and no temporary file.
         let r = write_atomically(&path, |w| {

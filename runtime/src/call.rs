@@ -20,15 +20,11 @@ use crate::native::NativeTensor;
 use crate::tensor::{DType, Scalar, Tensor};
 
 /// The packed entry `{symbol}_packed` of a compiled kernel (see [`crate::manifest`]).
-pub type PackedFn =
-    unsafe extern "C" fn(bufs: *const *mut c_void, dims: *const i64, params: *const u64) -> i32;
+pub type PackedFn = unsafe extern "C" fn(bufs: *const *mut c_void, dims: *const i64, params: *const u64) -> i32;
 
 /// The kernel's manifest entry checked, as a [`RuntimeError`].
 fn validate(k: &KernelManifest) -> Result<(), RuntimeError> {
-    k.validate().map_err(|reason| RuntimeError::BadManifest {
-        kernel: k.name.clone(),
-        reason,
-    })
+    k.validate().map_err(|reason| RuntimeError::BadManifest { kernel: k.name.clone(), reason })
 }
 
 /// The sizes of `k.dims` (in order) given the shapes of all inputs, by position.
@@ -38,35 +34,20 @@ fn validate(k: &KernelManifest) -> Result<(), RuntimeError> {
 pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, RuntimeError> {
     validate(k)?;
     if shapes.len() != k.inputs.len() {
-        return Err(RuntimeError::InputCount {
-            kernel: k.name.clone(),
-            expected: k.inputs.len(),
-            got: shapes.len(),
-        });
+        return Err(RuntimeError::InputCount { kernel: k.name.clone(), expected: k.inputs.len(), got: shapes.len() });
     }
     // For each dim: its size and the argument that bound it.
     let mut bound: Vec<Option<(usize, &str)>> = vec![None; k.dims.len()];
     for (spec, shape) in k.inputs.iter().zip(shapes) {
         let arg = || format!("input '{}'", spec.name);
         if shape.len() != spec.shape.len() {
-            return Err(RuntimeError::Rank {
-                kernel: k.name.clone(),
-                arg: arg(),
-                ty: spec.type_string(),
-                got: shape.to_vec(),
-            });
+            return Err(RuntimeError::Rank { kernel: k.name.clone(), arg: arg(), ty: spec.type_string(), got: shape.to_vec() });
         }
         for (axis, (d, &size)) in spec.shape.iter().zip(shape.iter()).enumerate() {
             match d {
                 DimSpec::Fixed(n) => {
                     if u64::try_from(*n).ok() != u64::try_from(size).ok() {
-                        return Err(RuntimeError::FixedDim {
-                            kernel: k.name.clone(),
-                            arg: arg(),
-                            axis,
-                            expected: *n,
-                            got: size,
-                        });
+                        return Err(RuntimeError::FixedDim { kernel: k.name.clone(), arg: arg(), axis, expected: *n, got: size });
                     }
                 }
                 DimSpec::Dim(name) => {
@@ -97,10 +78,7 @@ pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, Ru
         .iter()
         .zip(&bound)
         .map(|(dim, b)| match b {
-            None => Err(RuntimeError::UnboundDim {
-                kernel: k.name.clone(),
-                dim: dim.clone(),
-            }),
+            None => Err(RuntimeError::UnboundDim { kernel: k.name.clone(), dim: dim.clone() }),
             Some((size, arg)) => i64::try_from(*size).map_err(|_| RuntimeError::TooLarge {
                 kernel: k.name.clone(),
                 arg: format!("input '{arg}'"),
@@ -121,21 +99,11 @@ pub fn output_shapes(k: &KernelManifest, dims: &[i64]) -> Result<Vec<Vec<usize>>
                 .map(|d| {
                     let size = match d {
                         DimSpec::Fixed(n) => Some(*n),
-                        DimSpec::Dim(name) => k
-                            .dims
-                            .iter()
-                            .position(|x| x == name)
-                            .and_then(|i| dims.get(i).copied()),
+                        DimSpec::Dim(name) => k.dims.iter().position(|x| x == name).and_then(|i| dims.get(i).copied()),
                     };
-                    size.and_then(|s| usize::try_from(s).ok()).ok_or_else(|| {
-                        RuntimeError::BadManifest {
-                            kernel: k.name.clone(),
-                            reason: format!(
-                                "output '{}' has dim '{d}' with no valid size among {} dims given",
-                                spec.name,
-                                dims.len()
-                            ),
-                        }
+                    size.and_then(|s| usize::try_from(s).ok()).ok_or_else(|| RuntimeError::BadManifest {
+                        kernel: k.name.clone(),
+                        reason: format!("output '{}' has dim '{d}' with no valid size among {} dims given", spec.name, dims.len()),
                     })
                 })
                 .collect()
@@ -162,23 +130,14 @@ pub fn alloc_outputs(k: &KernelManifest, dims: &[i64]) -> Result<Vec<NativeTenso
 
 /// The dtype called `name` in `k`'s manifest.
 fn spec_dtype(k: &KernelManifest, name: &str) -> Result<DType, RuntimeError> {
-    DType::parse(name).ok_or_else(|| RuntimeError::BadManifest {
-        kernel: k.name.clone(),
-        reason: format!("unknown dtype '{name}'"),
-    })
+    DType::parse(name).ok_or_else(|| RuntimeError::BadManifest { kernel: k.name.clone(), reason: format!("unknown dtype '{name}'") })
 }
 
 /// The ABI's param slots: one per `k.params`, from `params` or the manifest default. Float
 /// params accept floats and integers (rounded to the param's dtype, passed as a `double`);
 /// integer params accept integers in range; bool params accept bools.
-pub fn pack_params(
-    k: &KernelManifest,
-    params: &BTreeMap<String, Scalar>,
-) -> Result<Vec<u64>, RuntimeError> {
-    if let Some(unknown) = params
-        .keys()
-        .find(|n| !k.params.iter().any(|p| &p.name == *n))
-    {
+pub fn pack_params(k: &KernelManifest, params: &BTreeMap<String, Scalar>) -> Result<Vec<u64>, RuntimeError> {
+    if let Some(unknown) = params.keys().find(|n| !k.params.iter().any(|p| &p.name == *n)) {
         return Err(RuntimeError::UnknownParam {
             kernel: k.name.clone(),
             param: unknown.clone(),
@@ -223,41 +182,20 @@ pub fn check_return(k: &KernelManifest, code: i32) -> Result<(), RuntimeError> {
     }
     let bits = code as u32;
     let Some(kind) = FailKind::from_code(bits) else {
-        return Err(RuntimeError::UnknownFailure {
-            kernel: k.name.clone(),
-            code,
-        });
+        return Err(RuntimeError::UnknownFailure { kernel: k.name.clone(), code });
     };
-    let site = usize::try_from(bits >> 8)
-        .ok()
-        .and_then(|i| k.sites.get(i))
-        .cloned()
-        .unwrap_or_else(|| "unknown site".to_string());
-    Err(RuntimeError::Kernel {
-        kernel: k.name.clone(),
-        kind,
-        site,
-    })
+    let site = usize::try_from(bits >> 8).ok().and_then(|i| k.sites.get(i)).cloned().unwrap_or_else(|| "unknown site".to_string());
+    Err(RuntimeError::Kernel { kernel: k.name.clone(), kind, site })
 }
 
 /// Fails unless `got` is the dtype the manifest declares for argument `spec` (`what`:
 /// `input` or `output`).
-fn check_dtype(
-    k: &KernelManifest,
-    spec: &TensorSpec,
-    what: &str,
-    got: DType,
-) -> Result<(), RuntimeError> {
+fn check_dtype(k: &KernelManifest, spec: &TensorSpec, what: &str, got: DType) -> Result<(), RuntimeError> {
     let expected = spec_dtype(k, &spec.dtype)?;
     if got == expected {
         return Ok(());
     }
-    Err(RuntimeError::DType {
-        kernel: k.name.clone(),
-        arg: format!("{what} '{}'", spec.name),
-        expected,
-        got,
-    })
+    Err(RuntimeError::DType { kernel: k.name.clone(), arg: format!("{what} '{}'", spec.name), expected, got })
 }
 
 /// Calls `entry` on ABI-format tensors after checking them against `k` (see the module docs).
@@ -277,11 +215,7 @@ pub unsafe fn call_native(
 ) -> Result<(), RuntimeError> {
     validate(k)?;
     if inputs.len() != k.inputs.len() {
-        return Err(RuntimeError::InputCount {
-            kernel: k.name.clone(),
-            expected: k.inputs.len(),
-            got: inputs.len(),
-        });
+        return Err(RuntimeError::InputCount { kernel: k.name.clone(), expected: k.inputs.len(), got: inputs.len() });
     }
     for (spec, t) in k.inputs.iter().zip(inputs) {
         check_dtype(k, spec, "input", t.dtype())?;
@@ -289,11 +223,7 @@ pub unsafe fn call_native(
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
     let dims = bind_dims(k, &shapes)?;
     if outputs.len() != k.outputs.len() {
-        return Err(RuntimeError::OutputCount {
-            kernel: k.name.clone(),
-            expected: k.outputs.len(),
-            got: outputs.len(),
-        });
+        return Err(RuntimeError::OutputCount { kernel: k.name.clone(), expected: k.outputs.len(), got: outputs.len() });
     }
     let out_shapes = output_shapes(k, &dims)?;
     for ((spec, t), shape) in k.outputs.iter().zip(outputs.iter()).zip(out_shapes) {
@@ -321,17 +251,8 @@ pub unsafe fn call_native(
 /// # Safety
 /// `entry` is the packed entry of a kernel whose manifest entry the buffers, `dims` and
 /// `params` were checked against ([`call_native`]'s checks or [`bind_call`]).
-unsafe fn invoke(
-    entry: PackedFn,
-    inputs: &[&NativeTensor],
-    outputs: &mut [NativeTensor],
-    dims: &[i64],
-    params: &[u64],
-) -> i32 {
-    let mut bufs: Vec<*mut c_void> = inputs
-        .iter()
-        .map(|t| t.as_ptr().cast_mut().cast::<c_void>())
-        .collect();
+unsafe fn invoke(entry: PackedFn, inputs: &[&NativeTensor], outputs: &mut [NativeTensor], dims: &[i64], params: &[u64]) -> i32 {
+    let mut bufs: Vec<*mut c_void> = inputs.iter().map(|t| t.as_ptr().cast_mut().cast::<c_void>()).collect();
     bufs.extend(outputs.iter_mut().map(|t| t.as_mut_ptr().cast::<c_void>()));
     // SAFETY: the caller guarantees `entry` matches the checked layout. Every buffer is live
     // for the call, has the dtype and shape the manifest gives for the dims passed, and
@@ -375,11 +296,7 @@ pub fn bind_call(
     let mut native = Vec::with_capacity(k.inputs.len());
     for spec in &k.inputs {
         let Some(t) = inputs.get(&spec.name) else {
-            return Err(RuntimeError::MissingInput {
-                kernel: k.name.clone(),
-                input: spec.name.clone(),
-                ty: spec.type_string(),
-            });
+            return Err(RuntimeError::MissingInput { kernel: k.name.clone(), input: spec.name.clone(), ty: spec.type_string() });
         };
         check_dtype(k, spec, "input", t.dtype())?;
         native.push(NativeTensor::from_tensor(t)?);
@@ -388,31 +305,15 @@ pub fn bind_call(
     let dims = bind_dims(k, &shapes)?;
     let outputs = alloc_outputs(k, &dims)?;
     let params = pack_params(k, params)?;
-    Ok(BoundCall {
-        inputs: native,
-        dims,
-        params,
-        outputs,
-    })
+    Ok(BoundCall { inputs: native, dims, params, outputs })
 }
 
 /// The outputs of a call by name (`outputs` in manifest order, as [`BoundCall::outputs`]).
-pub fn named_outputs(
-    k: &KernelManifest,
-    outputs: &[NativeTensor],
-) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+pub fn named_outputs(k: &KernelManifest, outputs: &[NativeTensor]) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
     if outputs.len() != k.outputs.len() {
-        return Err(RuntimeError::OutputCount {
-            kernel: k.name.clone(),
-            expected: k.outputs.len(),
-            got: outputs.len(),
-        });
+        return Err(RuntimeError::OutputCount { kernel: k.name.clone(), expected: k.outputs.len(), got: outputs.len() });
     }
-    k.outputs
-        .iter()
-        .zip(outputs)
-        .map(|(spec, t)| Ok((spec.name.clone(), t.to_tensor()?)))
-        .collect()
+    k.outputs.iter().zip(outputs).map(|(spec, t)| Ok((spec.name.clone(), t.to_tensor()?))).collect()
 }
 
 /// Calls `entry` with inputs by name ([`bind_call`]'s checks); returns the outputs by name.

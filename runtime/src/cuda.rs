@@ -34,10 +34,7 @@ const JIT_LOG_BYTES: usize = 16 * 1024;
 
 /// A driver error in words: its name and description.
 fn describe(e: DriverError) -> String {
-    let name = e
-        .error_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| format!("{:?}", e.0));
+    let name = e.error_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|_| format!("{:?}", e.0));
     match e.error_string() {
         Ok(s) => format!("{name} ({})", s.to_string_lossy()),
         Err(_) => name,
@@ -46,10 +43,7 @@ fn describe(e: DriverError) -> String {
 
 /// A failed device operation.
 fn op_error(op: impl Into<String>, e: DriverError) -> RuntimeError {
-    RuntimeError::DeviceOp {
-        op: op.into(),
-        reason: describe(e),
-    }
+    RuntimeError::DeviceOp { op: op.into(), reason: describe(e) }
 }
 
 /// Checks that the driver library loads and initializes: the guard before any other cudarc
@@ -60,25 +54,16 @@ fn init_driver() -> Result<(), RuntimeError> {
     // and closes it again; it runs no driver code.
     let present = *PRESENT.get_or_init(|| unsafe { sys::is_culib_present() });
     if !present {
-        return Err(RuntimeError::NoCudaDevice(
-            "the CUDA driver library (libcuda.so) cannot be loaded".into(),
-        ));
+        return Err(RuntimeError::NoCudaDevice("the CUDA driver library (libcuda.so) cannot be loaded".into()));
     }
-    result::init().map_err(|e| {
-        RuntimeError::NoCudaDevice(format!(
-            "the CUDA driver failed to initialize: {}",
-            describe(e)
-        ))
-    })
+    result::init().map_err(|e| RuntimeError::NoCudaDevice(format!("the CUDA driver failed to initialize: {}", describe(e))))
 }
 
 /// The number of CUDA devices, or [`RuntimeError::NoCudaDevice`] when there is no usable
 /// driver.
 pub fn device_count() -> Result<usize, RuntimeError> {
     init_driver()?;
-    let n = result::device::get_count().map_err(|e| {
-        RuntimeError::NoCudaDevice(format!("cannot count CUDA devices: {}", describe(e)))
-    })?;
+    let n = result::device::get_count().map_err(|e| RuntimeError::NoCudaDevice(format!("cannot count CUDA devices: {}", describe(e))))?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
@@ -86,21 +71,13 @@ pub fn device_count() -> Result<usize, RuntimeError> {
 fn context(ordinal: usize) -> Result<Arc<CudaContext>, RuntimeError> {
     let n = device_count()?;
     if n == 0 {
-        return Err(RuntimeError::NoCudaDevice(
-            "the CUDA driver reports zero devices".into(),
-        ));
+        return Err(RuntimeError::NoCudaDevice("the CUDA driver reports zero devices".into()));
     }
     if ordinal >= n {
-        return Err(RuntimeError::NoCudaDevice(format!(
-            "there is no device {ordinal}: the CUDA driver reports {n} device(s)"
-        )));
+        return Err(RuntimeError::NoCudaDevice(format!("there is no device {ordinal}: the CUDA driver reports {n} device(s)")));
     }
-    CudaContext::new(ordinal).map_err(|e| {
-        RuntimeError::NoCudaDevice(format!(
-            "cannot create a context on device {ordinal}: {}",
-            describe(e)
-        ))
-    })
+    CudaContext::new(ordinal)
+        .map_err(|e| RuntimeError::NoCudaDevice(format!("cannot create a context on device {ordinal}: {}", describe(e))))
 }
 
 /// A loaded PTX module, unloaded on drop.
@@ -112,50 +89,30 @@ struct Module {
 impl Module {
     /// JIT-compiles and loads `ptx` in `ctx`; the error carries the JIT's log.
     fn load(ctx: &Arc<CudaContext>, ptx: &str) -> Result<Module, String> {
-        let image = CString::new(ptx)
-            .map_err(|e| format!("the PTX text has a NUL byte at offset {}", e.nul_position()))?;
+        let image = CString::new(ptx).map_err(|e| format!("the PTX text has a NUL byte at offset {}", e.nul_position()))?;
         ctx.bind_to_thread().map_err(describe)?;
         let mut log = vec![0u8; JIT_LOG_BYTES];
-        let mut options = [
-            sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
-            sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-        ];
+        let mut options = [sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER, sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES];
         // The driver reads the size option's value as an integer stored in the pointer slot.
         let mut values: [*mut c_void; 2] = [log.as_mut_ptr().cast(), JIT_LOG_BYTES as *mut c_void];
         let mut raw: sys::CUmodule = std::ptr::null_mut();
         // SAFETY: `image` is a NUL-terminated PTX text; `options`/`values` are two matching
         // entries, the log buffer lives across the call and its size is what is passed.
-        let status = unsafe {
-            sys::cuModuleLoadDataEx(
-                &mut raw,
-                image.as_ptr().cast(),
-                2,
-                options.as_mut_ptr(),
-                values.as_mut_ptr(),
-            )
-        };
+        let status = unsafe { sys::cuModuleLoadDataEx(&mut raw, image.as_ptr().cast(), 2, options.as_mut_ptr(), values.as_mut_ptr()) };
         match status.result() {
-            Ok(()) => Ok(Module {
-                raw,
-                ctx: ctx.clone(),
-            }),
+            Ok(()) => Ok(Module { raw, ctx: ctx.clone() }),
             Err(e) => {
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 let text = String::from_utf8_lossy(&log[..end]);
                 let text = text.trim();
-                Err(if text.is_empty() {
-                    describe(e)
-                } else {
-                    format!("{}: {text}", describe(e))
-                })
+                Err(if text.is_empty() { describe(e) } else { format!("{}: {text}", describe(e)) })
             }
         }
     }
 
     /// The entry point called `name`.
     fn function(&self, name: &str) -> Result<sys::CUfunction, String> {
-        let c_name =
-            CString::new(name).map_err(|_| format!("entry name '{name}' has a NUL byte"))?;
+        let c_name = CString::new(name).map_err(|_| format!("entry name '{name}' has a NUL byte"))?;
         self.ctx.bind_to_thread().map_err(describe)?;
         // SAFETY: `raw` is a loaded module (unloaded only on drop).
         unsafe { result::module::get_function(self.raw, c_name) }.map_err(describe)
@@ -211,10 +168,8 @@ impl CudaDevice {
     /// than the device is refused); its log is in the error.
     pub fn from_ptx_on(ptx: &str, ordinal: usize) -> Result<CudaDevice, RuntimeError> {
         let ctx = context(ordinal)?;
-        CudaDevice::with_module(ctx, ptx).map_err(|reason| RuntimeError::DeviceOp {
-            op: format!("loading the PTX module on CUDA device {ordinal}"),
-            reason,
-        })
+        CudaDevice::with_module(ctx, ptx)
+            .map_err(|reason| RuntimeError::DeviceOp { op: format!("loading the PTX module on CUDA device {ordinal}"), reason })
     }
 
     /// The device of `ctx` with `ptx` loaded (the error: why the module was refused).
@@ -222,15 +177,7 @@ impl CudaDevice {
         let name = ctx.name().map_err(describe)?;
         let capability = ctx.compute_capability().map_err(describe)?;
         let module = Module::load(&ctx, ptx)?;
-        Ok(CudaDevice {
-            allocs: BTreeMap::new(),
-            functions: HashMap::new(),
-            module,
-            ctx,
-            stream: std::ptr::null_mut(),
-            name,
-            capability,
-        })
+        Ok(CudaDevice { allocs: BTreeMap::new(), functions: HashMap::new(), module, ctx, stream: std::ptr::null_mut(), name, capability })
     }
 
     /// The device's ordinal.
@@ -260,18 +207,13 @@ impl CudaDevice {
 
     /// Makes the context current on this thread.
     fn bind(&self) -> Result<(), RuntimeError> {
-        self.ctx
-            .bind_to_thread()
-            .map_err(|e| op_error("making the CUDA context current", e))
+        self.ctx.bind_to_thread().map_err(|e| op_error("making the CUDA context current", e))
     }
 
     /// Fails unless `[ptr, ptr + len)` lies inside one live allocation.
     fn check_range(&self, what: &str, ptr: DevPtr, len: usize) -> Result<(), RuntimeError> {
-        let inside = self
-            .allocs
-            .range(..=ptr)
-            .next_back()
-            .is_some_and(|(&base, &size)| u128::from(ptr - base) + len as u128 <= size as u128);
+        let inside =
+            self.allocs.range(..=ptr).next_back().is_some_and(|(&base, &size)| u128::from(ptr - base) + len as u128 <= size as u128);
         if inside {
             return Ok(());
         }
@@ -289,10 +231,7 @@ impl CudaDevice {
         let f = self
             .module
             .function(entry)
-            .map_err(|reason| RuntimeError::DeviceOp {
-                op: format!("looking up entry point '{entry}'"),
-                reason,
-            })?;
+            .map_err(|reason| RuntimeError::DeviceOp { op: format!("looking up entry point '{entry}'"), reason })?;
         self.functions.insert(entry.to_string(), f);
         Ok(f)
     }
@@ -308,8 +247,7 @@ impl GpuDevice for CudaDevice {
         let bytes = bytes.max(1);
         self.bind()?;
         // SAFETY: a plain allocation in the current context.
-        let ptr = unsafe { result::malloc_sync(bytes) }
-            .map_err(|e| op_error(format!("cuMemAlloc of {bytes} bytes"), e))?;
+        let ptr = unsafe { result::malloc_sync(bytes) }.map_err(|e| op_error(format!("cuMemAlloc of {bytes} bytes"), e))?;
         self.allocs.insert(ptr, bytes);
         // SAFETY: `ptr` is a live allocation of `bytes` bytes.
         if let Err(e) = unsafe { result::memset_d8_async(ptr, 0, bytes, self.stream) } {
@@ -334,8 +272,7 @@ impl GpuDevice for CudaDevice {
         self.bind()?;
         // SAFETY: the destination range is inside a live allocation (checked); a pageable
         // source is staged by the driver before the call returns.
-        unsafe { result::memcpy_htod_async(dst, src, self.stream) }
-            .map_err(|e| op_error(format!("upload of {} bytes", src.len()), e))
+        unsafe { result::memcpy_htod_async(dst, src, self.stream) }.map_err(|e| op_error(format!("upload of {} bytes", src.len()), e))
     }
 
     fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<(), RuntimeError> {
@@ -343,36 +280,19 @@ impl GpuDevice for CudaDevice {
         self.bind()?;
         // SAFETY: the source range is inside a live allocation (checked); `dst` is written
         // before the synchronization below returns.
-        unsafe { result::memcpy_dtoh_async(dst, src, self.stream) }
-            .map_err(|e| op_error(format!("download of {} bytes", dst.len()), e))?;
+        unsafe { result::memcpy_dtoh_async(dst, src, self.stream) }.map_err(|e| op_error(format!("download of {} bytes", dst.len()), e))?;
         self.sync("waiting for a download")
     }
 
-    fn launch(
-        &mut self,
-        entry: &str,
-        grid: u32,
-        block: u32,
-        args: [DevPtr; 5],
-    ) -> Result<(), RuntimeError> {
+    fn launch(&mut self, entry: &str, grid: u32, block: u32, args: [DevPtr; 5]) -> Result<(), RuntimeError> {
         let f = self.function(entry)?;
         self.bind()?;
         let mut values = args;
-        let mut params: Vec<*mut c_void> = values
-            .iter_mut()
-            .map(|v| std::ptr::from_mut(v).cast::<c_void>())
-            .collect();
+        let mut params: Vec<*mut c_void> = values.iter_mut().map(|v| std::ptr::from_mut(v).cast::<c_void>()).collect();
         // SAFETY: `f` is an entry of the loaded module taking five `.u64` params (the launch
         // protocol); `params` points at five live `u64`s, copied by the driver at launch.
-        unsafe {
-            result::launch_kernel(f, (grid, 1, 1), (block, 1, 1), 0, self.stream, &mut params)
-        }
-        .map_err(|e| {
-            op_error(
-                format!("launch of '{entry}' on {grid} x {block} threads"),
-                e,
-            )
-        })
+        unsafe { result::launch_kernel(f, (grid, 1, 1), (block, 1, 1), 0, self.stream, &mut params) }
+            .map_err(|e| op_error(format!("launch of '{entry}' on {grid} x {block} threads"), e))
     }
 
     fn synchronize(&mut self) -> Result<(), RuntimeError> {
@@ -384,8 +304,7 @@ impl GpuDevice for CudaDevice {
         self.check_range("memset", dst, bytes)?;
         self.bind()?;
         // SAFETY: the range is inside a live allocation (checked).
-        unsafe { result::memset_d8_async(dst, 0, bytes, self.stream) }
-            .map_err(|e| op_error(format!("zeroing {bytes} bytes"), e))
+        unsafe { result::memset_d8_async(dst, 0, bytes, self.stream) }.map_err(|e| op_error(format!("zeroing {bytes} bytes"), e))
     }
 }
 
@@ -427,9 +346,7 @@ pub struct CudaKernel<'a> {
 
 impl std::fmt::Debug for CudaKernel<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaKernel")
-            .field("name", &self.manifest.name)
-            .finish_non_exhaustive()
+        f.debug_struct("CudaKernel").field("name", &self.manifest.name).finish_non_exhaustive()
     }
 }
 
@@ -439,11 +356,7 @@ fn runs_target(device: (i32, i32), target: &str) -> Option<bool> {
     let (major, minor) = sm_version(target)?;
     let want = (i64::from(major), i64::from(minor));
     let have = (i64::from(device.0), i64::from(device.1));
-    Some(if target.ends_with(['a', 'f']) {
-        have == want
-    } else {
-        have >= want
-    })
+    Some(if target.ends_with(['a', 'f']) { have == want } else { have >= want })
 }
 
 impl CudaArtifact {
@@ -467,17 +380,10 @@ impl CudaArtifact {
         let manifest = manifest_from_ptx(&text)?;
         let target = &manifest.target.cpu;
         if sm_version(target).is_none() {
-            return Err(ArtifactError::InvalidManifest(format!(
-                "target cpu '{target}' is not a CUDA architecture sm_XY"
-            )));
+            return Err(ArtifactError::InvalidManifest(format!("target cpu '{target}' is not a CUDA architecture sm_XY")));
         }
         let ctx = context(ordinal).map_err(|e| ArtifactError::Device(Box::new(e)))?;
-        let device_error = |e: DriverError| {
-            ArtifactError::Device(Box::new(op_error(
-                format!("querying CUDA device {ordinal}"),
-                e,
-            )))
-        };
+        let device_error = |e: DriverError| ArtifactError::Device(Box::new(op_error(format!("querying CUDA device {ordinal}"), e)));
         let capability = ctx.compute_capability().map_err(device_error)?;
         if runs_target(capability, target) != Some(true) {
             return Err(ArtifactError::ComputeCapability {
@@ -490,22 +396,12 @@ impl CudaArtifact {
         let mut device = CudaDevice::with_module(ctx, &text).map_err(ArtifactError::ModuleLoad)?;
         for k in &manifest.kernels {
             let segments = k.gpu.as_ref().map_or(0, |g| g.segments as usize);
-            let entries = std::iter::once(prep_entry(&k.symbol))
-                .chain((0..segments).map(|s| segment_entry(&k.symbol, s)));
+            let entries = std::iter::once(prep_entry(&k.symbol)).chain((0..segments).map(|s| segment_entry(&k.symbol, s)));
             for entry in entries {
-                device
-                    .function(&entry)
-                    .map_err(|_| ArtifactError::MissingSymbol {
-                        kernel: k.name.clone(),
-                        symbol: entry.clone(),
-                    })?;
+                device.function(&entry).map_err(|_| ArtifactError::MissingSymbol { kernel: k.name.clone(), symbol: entry.clone() })?;
             }
         }
-        Ok(CudaArtifact {
-            path: path.to_path_buf(),
-            manifest,
-            device,
-        })
+        Ok(CudaArtifact { path: path.to_path_buf(), manifest, device })
     }
 
     /// The path it was opened from.
@@ -525,11 +421,7 @@ impl CudaArtifact {
 
     /// Its kernels' names, in manifest order.
     pub fn kernel_names(&self) -> Vec<&str> {
-        self.manifest
-            .kernels
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect()
+        self.manifest.kernels.iter().map(|k| k.name.as_str()).collect()
     }
 
     /// The kernel called `name`.
@@ -537,18 +429,10 @@ impl CudaArtifact {
         let Some(manifest) = self.manifest.kernels.iter().find(|k| k.name == name) else {
             return Err(ArtifactError::UnknownKernel {
                 kernel: name.to_string(),
-                available: self
-                    .manifest
-                    .kernels
-                    .iter()
-                    .map(|k| k.name.clone())
-                    .collect(),
+                available: self.manifest.kernels.iter().map(|k| k.name.clone()).collect(),
             });
         };
-        Ok(CudaKernel {
-            device: &mut self.device,
-            manifest,
-        })
+        Ok(CudaKernel { device: &mut self.device, manifest })
     }
 }
 
@@ -571,11 +455,7 @@ impl<'a> CudaKernel<'a> {
     /// Checks a call and uploads its inputs, for repeated launches with inputs resident on
     /// the device: [`Prepared::launch`], [`Prepared::time`] (per-launch wall-clock times,
     /// host↔device copies of inputs and outputs excluded), [`Prepared::outputs`].
-    pub fn prepare(
-        self,
-        inputs: &BTreeMap<String, Tensor>,
-        params: &BTreeMap<String, Scalar>,
-    ) -> Result<Prepared<'a>, RuntimeError> {
+    pub fn prepare(self, inputs: &BTreeMap<String, Tensor>, params: &BTreeMap<String, Scalar>) -> Result<Prepared<'a>, RuntimeError> {
         Prepared::new(self.device, self.manifest, inputs, params)
     }
 }

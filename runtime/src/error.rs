@@ -42,9 +42,7 @@ pub enum ArtifactError {
         actual: u64,
     },
     /// The payload's CRC-32 differs from the one recorded: the file is corrupted.
-    #[error(
-        "checksum mismatch (recorded {recorded:#010x}, computed {computed:#010x}): the file is corrupted"
-    )]
+    #[error("checksum mismatch (recorded {recorded:#010x}, computed {computed:#010x}): the file is corrupted")]
     Checksum {
         /// CRC-32 recorded in the trailer.
         recorded: u32,
@@ -72,9 +70,7 @@ pub enum ArtifactError {
         expected: &'static str,
     },
     /// The manifest's format version is not the one this runtime reads.
-    #[error(
-        "manifest format version {found}, this runtime reads version {expected} (rebuild the artifact with a matching tfmc)"
-    )]
+    #[error("manifest format version {found}, this runtime reads version {expected} (rebuild the artifact with a matching tfmc)")]
     Version {
         /// The manifest's `version`.
         found: u32,
@@ -176,10 +172,7 @@ impl ArtifactError {
 
     /// Wraps `self` with the file it concerns.
     pub fn in_file(self, path: impl Into<PathBuf>) -> ArtifactError {
-        ArtifactError::File {
-            path: path.into(),
-            error: Box::new(self),
-        }
+        ArtifactError::File { path: path.into(), error: Box::new(self) }
     }
 }
 
@@ -217,10 +210,7 @@ pub enum RuntimeError {
         ty: String,
     },
     /// An input name the kernel does not have.
-    #[error(
-        "kernel '{kernel}' has no input '{input}'; its inputs are {}",
-        list(expected)
-    )]
+    #[error("kernel '{kernel}' has no input '{input}'; its inputs are {}", list(expected))]
     UnexpectedInput {
         /// The kernel.
         kernel: String,
@@ -268,9 +258,7 @@ pub enum RuntimeError {
         got: usize,
     },
     /// A symbolic dim given two sizes.
-    #[error(
-        "{arg} of kernel '{kernel}': dimension {axis} ({dim}) is {got}, but {first_arg} gives {dim} = {first}"
-    )]
+    #[error("{arg} of kernel '{kernel}': dimension {axis} ({dim}) is {got}, but {first_arg} gives {dim} = {first}")]
     DimMismatch {
         /// The kernel.
         kernel: String,
@@ -288,9 +276,7 @@ pub enum RuntimeError {
         first: usize,
     },
     /// A dim that is the size of no input, so it cannot be inferred.
-    #[error(
-        "kernel '{kernel}': dim '{dim}' is not the size of any input, so it cannot be inferred"
-    )]
+    #[error("kernel '{kernel}': dim '{dim}' is not the size of any input, so it cannot be inferred")]
     UnboundDim {
         /// The kernel.
         kernel: String,
@@ -320,10 +306,7 @@ pub enum RuntimeError {
         got: Vec<usize>,
     },
     /// A param name the kernel does not have.
-    #[error(
-        "kernel '{kernel}' has no param '{param}'; its params are {}",
-        list(params)
-    )]
+    #[error("kernel '{kernel}' has no param '{param}'; its params are {}", list(params))]
     UnknownParam {
         /// The kernel.
         kernel: String,
@@ -422,9 +405,5 @@ impl RuntimeError {
 
 /// `a, b, c`, or `none` for an empty list.
 fn list(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".to_string()
-    } else {
-        names.join(", ")
-    }
+    if names.is_empty() { "none".to_string() } else { names.join(", ") }
 }

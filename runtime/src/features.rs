@@ -60,10 +60,7 @@ pub fn check_features(features: &[String]) -> Result<(), ArtifactError> {
 }
 
 /// [`check_features`] with the detector given (for tests).
-fn check_features_with(
-    features: &[String],
-    has: impl Fn(&str) -> Option<bool>,
-) -> Result<(), ArtifactError> {
+fn check_features_with(features: &[String], has: impl Fn(&str) -> Option<bool>) -> Result<(), ArtifactError> {
     let missing: Vec<String> = features
         .iter()
         .map(|f| f.trim())
@@ -72,11 +69,7 @@ fn check_features_with(
         .filter(|f| has(f) == Some(false))
         .map(String::from)
         .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(ArtifactError::MissingFeatures { features: missing })
-    }
+    if missing.is_empty() { Ok(()) } else { Err(ArtifactError::MissingFeatures { features: missing }) }
 }
 
 /// The architecture part of a target triple, in `std::env::consts::ARCH` spelling.
@@ -94,10 +87,7 @@ pub fn check_arch(triple: &str) -> Result<(), ArtifactError> {
     if triple_arch(triple) == std::env::consts::ARCH {
         Ok(())
     } else {
-        Err(ArtifactError::Arch {
-            target: triple.to_string(),
-            host: std::env::consts::ARCH,
-        })
+        Err(ArtifactError::Arch { target: triple.to_string(), host: std::env::consts::ARCH })
     }
 }
 
@@ -144,9 +134,6 @@ mod tests {
         assert_eq!(triple_arch("i686-pc-linux-gnu"), "x86");
         let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
         assert!(check_arch(&host).is_ok());
-        assert!(matches!(
-            check_arch("nvptx64-nvidia-cuda"),
-            Err(ArtifactError::Arch { .. })
-        ));
+        assert!(matches!(check_arch("nvptx64-nvidia-cuda"), Err(ArtifactError::Arch { .. })));
     }
 }

@@ -51,13 +51,7 @@ pub trait GpuDevice {
     /// Copies device bytes to the host (waits for earlier launches).
     fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<(), RuntimeError>;
     /// Launches entry point `entry` of the loaded module on a 1-D grid, in stream order.
-    fn launch(
-        &mut self,
-        entry: &str,
-        grid: u32,
-        block: u32,
-        args: [DevPtr; 5],
-    ) -> Result<(), RuntimeError>;
+    fn launch(&mut self, entry: &str, grid: u32, block: u32, args: [DevPtr; 5]) -> Result<(), RuntimeError>;
     /// Waits for every launch; reports asynchronous launch errors.
     fn synchronize(&mut self) -> Result<(), RuntimeError>;
     /// Sets `bytes` bytes at `dst` to zero, in stream order (between repeated launches). The
@@ -113,18 +107,12 @@ struct DeviceMemory<'a> {
 impl<'a> DeviceMemory<'a> {
     /// Wraps a device error with the kernel's name.
     fn wrap(&self, error: RuntimeError) -> RuntimeError {
-        RuntimeError::Gpu {
-            kernel: self.kernel.to_string(),
-            error: Box::new(error),
-        }
+        RuntimeError::Gpu { kernel: self.kernel.to_string(), error: Box::new(error) }
     }
 
     /// `max(bytes, 1)` zeroed bytes, owned by the guard.
     fn alloc(&mut self, bytes: usize) -> Result<DevPtr, RuntimeError> {
-        let ptr = self
-            .dev
-            .alloc_zeroed(bytes.max(1))
-            .map_err(|e| self.wrap(e))?;
+        let ptr = self.dev.alloc_zeroed(bytes.max(1)).map_err(|e| self.wrap(e))?;
         self.live.push(ptr);
         Ok(ptr)
     }
@@ -165,16 +153,8 @@ impl<'a> DeviceMemory<'a> {
         self.dev.fill_zero(dst, bytes).map_err(|e| self.wrap(e))
     }
 
-    fn launch(
-        &mut self,
-        entry: &str,
-        grid: u32,
-        block: u32,
-        args: [DevPtr; 5],
-    ) -> Result<(), RuntimeError> {
-        self.dev
-            .launch(entry, grid, block, args)
-            .map_err(|e| self.wrap(e))
+    fn launch(&mut self, entry: &str, grid: u32, block: u32, args: [DevPtr; 5]) -> Result<(), RuntimeError> {
+        self.dev.launch(entry, grid, block, args).map_err(|e| self.wrap(e))
     }
 
     fn synchronize(&mut self) -> Result<(), RuntimeError> {
@@ -214,10 +194,7 @@ pub struct Prepared<'a> {
 
 impl std::fmt::Debug for Prepared<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("kernel", &self.k.name)
-            .field("launches", &self.launches)
-            .finish_non_exhaustive()
+        f.debug_struct("Prepared").field("kernel", &self.k.name).field("launches", &self.launches).finish_non_exhaustive()
     }
 }
 
@@ -235,19 +212,13 @@ impl<'a> Prepared<'a> {
         inputs: &BTreeMap<String, Tensor>,
         params: &BTreeMap<String, Scalar>,
     ) -> Result<Prepared<'a>, RuntimeError> {
-        let gpu = k.gpu.as_ref().ok_or_else(|| RuntimeError::NotGpuKernel {
-            kernel: k.name.clone(),
-        })?;
+        let gpu = k.gpu.as_ref().ok_or_else(|| RuntimeError::NotGpuKernel { kernel: k.name.clone() })?;
         // Also validates `k`, its launch info included (`GpuLaunch::validate`).
         let bound = call::bind_call(k, inputs, params)?;
         let n_heap = gpu.heap_elem_bytes.len();
         // `GpuLaunch::validate` bounds both counts by `MAX_GPU_SLOTS`: no overflow.
         let status_len = 1 + n_heap + gpu.segments as usize;
-        let mut mem = DeviceMemory {
-            dev,
-            kernel: &k.name,
-            live: Vec::new(),
-        };
+        let mut mem = DeviceMemory { dev, kernel: &k.name, live: Vec::new() };
         let mut bufs = Vec::with_capacity(bound.inputs.len() + bound.outputs.len());
         for t in &bound.inputs {
             bufs.push(mem.alloc_with(t.bytes())?);
@@ -264,17 +235,7 @@ impl<'a> Prepared<'a> {
             mem.alloc(8 * n_heap)?,
             mem.alloc(8 * status_len)?,
         ];
-        Ok(Prepared {
-            mem,
-            k,
-            gpu,
-            args,
-            status_len,
-            outputs: bound.outputs,
-            out_ptrs,
-            heap: Vec::new(),
-            launches: 0,
-        })
+        Ok(Prepared { mem, k, gpu, args, status_len, outputs: bound.outputs, out_ptrs, heap: Vec::new(), launches: 0 })
     }
 
     /// The kernel's manifest entry.
@@ -336,12 +297,8 @@ impl<'a> Prepared<'a> {
         let n_heap = self.gpu.heap_elem_bytes.len();
         for (h, &elem) in self.gpu.heap_elem_bytes.iter().enumerate() {
             let len = slots[1 + h];
-            let bytes = heap_bytes(len, elem).ok_or_else(|| {
-                self.protocol(format!(
-                    "heap buffer {h} has {len} elements of {elem} bytes (status[{}])",
-                    1 + h
-                ))
-            })?;
+            let bytes = heap_bytes(len, elem)
+                .ok_or_else(|| self.protocol(format!("heap buffer {h} has {len} elements of {elem} bytes (status[{}])", 1 + h)))?;
             let ptr = self.mem.alloc(bytes)?;
             self.heap.push(ptr);
         }
@@ -350,20 +307,15 @@ impl<'a> Prepared<'a> {
         let block = self.gpu.block;
         for seg in 0..self.gpu.segments as usize {
             let slot = 1 + n_heap + seg;
-            let count = u64::try_from(slots[slot]).map_err(|_| {
-                self.protocol(format!(
-                    "segment {seg} has iteration count {} (status[{slot}])",
-                    slots[slot]
-                ))
-            })?;
+            let count = u64::try_from(slots[slot])
+                .map_err(|_| self.protocol(format!("segment {seg} has iteration count {} (status[{slot}])", slots[slot])))?;
             if count == 0 {
                 continue;
             }
             let grid = count.div_ceil(u64::from(block)).min(u64::from(MAX_GRID));
             // `grid <= MAX_GRID`, a `u32`.
             let grid = u32::try_from(grid).unwrap_or(MAX_GRID);
-            self.mem
-                .launch(&segment_entry(symbol, seg), grid, block, self.args)?;
+            self.mem.launch(&segment_entry(symbol, seg), grid, block, self.args)?;
         }
         self.mem.synchronize()?;
         let slots = self.read_status(1)?;
@@ -387,22 +339,15 @@ impl<'a> Prepared<'a> {
     /// `status[0]` as the kernel's result: 0 is success; any code that fits 32 bits (signed,
     /// or unsigned as the CPU ABI's `int32_t` bits) is mapped as on the CPU.
     fn check_code(&self, code: i64) -> Result<(), RuntimeError> {
-        let code32 = i32::try_from(code)
-            .ok()
-            .or_else(|| u32::try_from(code).ok().map(|c| c as i32));
+        let code32 = i32::try_from(code).ok().or_else(|| u32::try_from(code).ok().map(|c| c as i32));
         match code32 {
             Some(c) => check_return(self.k, c),
-            None => Err(self.protocol(format!(
-                "status[0] holds {code}, which is not a 32-bit failure code"
-            ))),
+            None => Err(self.protocol(format!("status[0] holds {code}, which is not a 32-bit failure code"))),
         }
     }
 
     fn protocol(&self, reason: String) -> RuntimeError {
-        RuntimeError::GpuProtocol {
-            kernel: self.k.name.clone(),
-            reason,
-        }
+        RuntimeError::GpuProtocol { kernel: self.k.name.clone(), reason }
     }
 }
 

@@ -107,10 +107,7 @@ impl Fake {
 impl GpuDevice for Fake {
     fn alloc_zeroed(&mut self, bytes: usize) -> Result<DevPtr, RuntimeError> {
         if self.fail_alloc == Some(self.alloc_sizes.len()) {
-            return Err(RuntimeError::DeviceOp {
-                op: format!("allocation of {bytes} bytes"),
-                reason: "out of memory".into(),
-            });
+            return Err(RuntimeError::DeviceOp { op: format!("allocation of {bytes} bytes"), reason: "out of memory".into() });
         }
         self.alloc_sizes.push(bytes);
         assert!(bytes >= 1, "the protocol allocates at least one byte");
@@ -135,21 +132,12 @@ impl GpuDevice for Fake {
         Ok(())
     }
 
-    fn launch(
-        &mut self,
-        entry: &str,
-        grid: u32,
-        block: u32,
-        args: [DevPtr; 5],
-    ) -> Result<(), RuntimeError> {
+    fn launch(&mut self, entry: &str, grid: u32, block: u32, args: [DevPtr; 5]) -> Result<(), RuntimeError> {
         self.launches.push((entry.to_string(), grid, block));
         let f = self
             .entries
             .get_mut(entry)
-            .ok_or_else(|| RuntimeError::DeviceOp {
-                op: format!("launch of '{entry}'"),
-                reason: "no such entry".into(),
-            })?;
+            .ok_or_else(|| RuntimeError::DeviceOp { op: format!("launch of '{entry}'"), reason: "no such entry".into() })?;
         f(&mut self.mem, Launch { grid, block, args });
         Ok(())
     }
@@ -160,11 +148,7 @@ impl GpuDevice for Fake {
 }
 
 fn spec(name: &str, dtype: &str, shape: &[&str]) -> TensorSpec {
-    TensorSpec {
-        name: name.into(),
-        dtype: dtype.into(),
-        shape: shape.iter().map(|d| DimSpec::Dim(d.to_string())).collect(),
-    }
+    TensorSpec { name: name.into(), dtype: dtype.into(), shape: shape.iter().map(|d| DimSpec::Dim(d.to_string())).collect() }
 }
 
 /// `add(A f32[N], B f32[N]) -> O f32[N]`, params `scale: f32`, `fail: bool`: one heap
@@ -178,23 +162,11 @@ fn add_kernel() -> KernelManifest {
         outputs: vec![spec("O", "f32", &["N"])],
         dims: vec!["N".into()],
         params: vec![
-            ParamSpec {
-                name: "scale".into(),
-                dtype: "f32".into(),
-                default: ParamValue::Float(1.0),
-            },
-            ParamSpec {
-                name: "fail".into(),
-                dtype: "bool".into(),
-                default: ParamValue::Bool(false),
-            },
+            ParamSpec { name: "scale".into(), dtype: "f32".into(), default: ParamValue::Float(1.0) },
+            ParamSpec { name: "fail".into(), dtype: "bool".into(), default: ParamValue::Bool(false) },
         ],
         sites: vec!["site zero".into(), "A[i] + B[i] at add.tfm:2:9".into()],
-        gpu: Some(GpuLaunch {
-            block: 32,
-            heap_elem_bytes: vec![4],
-            segments: 2,
-        }),
+        gpu: Some(GpuLaunch { block: 32, heap_elem_bytes: vec![4], segments: 2 }),
     }
 }
 
@@ -245,10 +217,7 @@ fn add_inputs(a: &[f64], b: &[f64]) -> BTreeMap<String, Tensor> {
 }
 
 fn launched(dev: &Fake) -> Vec<(&str, u32, u32)> {
-    dev.launches
-        .iter()
-        .map(|(e, g, b)| (e.as_str(), *g, *b))
-        .collect()
+    dev.launches.iter().map(|(e, g, b)| (e.as_str(), *g, *b)).collect()
 }
 
 #[test]
@@ -263,14 +232,7 @@ fn runs_segments_through_a_heap_buffer() {
     assert_eq!(out["O"].shape(), [70]);
     assert_eq!(out["O"].to_f64_vec(), expected);
     // ceil(70 / 32) = 3 blocks of 32 threads.
-    assert_eq!(
-        launched(&dev),
-        [
-            ("tfmc_add_prep", 1, 1),
-            ("tfmc_add_seg0", 3, 32),
-            ("tfmc_add_seg1", 3, 32)
-        ]
-    );
+    assert_eq!(launched(&dev), [("tfmc_add_prep", 1, 1), ("tfmc_add_seg0", 3, 32), ("tfmc_add_seg1", 3, 32)]);
     // The heap buffer: 70 f32; status: 1 + 1 heap + 2 segments slots.
     assert!(dev.alloc_sizes.contains(&280));
     assert!(dev.alloc_sizes.contains(&32));
@@ -281,21 +243,9 @@ fn runs_segments_through_a_heap_buffer() {
 fn prep_failure_names_the_site_and_launches_no_segment() {
     let mut dev = add_device();
     let params = BTreeMap::from([("fail".to_string(), Scalar::B(true))]);
-    let err = run(
-        &mut dev,
-        &add_kernel(),
-        &add_inputs(&[1.0], &[2.0]),
-        &params,
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&err, RuntimeError::Kernel { kind: FailKind::Overflow, site, .. } if site == "A[i] + B[i] at add.tfm:2:9"),
-        "{err}"
-    );
-    assert_eq!(
-        err.to_string(),
-        "kernel 'add' failed: integer overflow at A[i] + B[i] at add.tfm:2:9"
-    );
+    let err = run(&mut dev, &add_kernel(), &add_inputs(&[1.0], &[2.0]), &params).unwrap_err();
+    assert!(matches!(&err, RuntimeError::Kernel { kind: FailKind::Overflow, site, .. } if site == "A[i] + B[i] at add.tfm:2:9"), "{err}");
+    assert_eq!(err.to_string(), "kernel 'add' failed: integer overflow at A[i] + B[i] at add.tfm:2:9");
     assert_eq!(launched(&dev), [("tfmc_add_prep", 1, 1)]);
     assert!(dev.mem.allocs.is_empty());
 }
@@ -304,41 +254,16 @@ fn prep_failure_names_the_site_and_launches_no_segment() {
 fn segment_failure_is_reported_after_the_launch() {
     let mut dev = add_device();
     let a = [1.0, f64::NAN, 3.0];
-    let err = run(
-        &mut dev,
-        &add_kernel(),
-        &add_inputs(&a, &[0.0; 3]),
-        &BTreeMap::new(),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            RuntimeError::Kernel {
-                kind: FailKind::Absent,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    assert_eq!(
-        dev.launches.len(),
-        3,
-        "segments run to the end, then the code is read"
-    );
+    let err = run(&mut dev, &add_kernel(), &add_inputs(&a, &[0.0; 3]), &BTreeMap::new()).unwrap_err();
+    assert!(matches!(&err, RuntimeError::Kernel { kind: FailKind::Absent, .. }), "{err}");
+    assert_eq!(dev.launches.len(), 3, "segments run to the end, then the code is read");
     assert!(dev.mem.allocs.is_empty());
 }
 
 #[test]
 fn empty_tensors_launch_no_segment() {
     let mut dev = add_device();
-    let out = run(
-        &mut dev,
-        &add_kernel(),
-        &add_inputs(&[], &[]),
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let out = run(&mut dev, &add_kernel(), &add_inputs(&[], &[]), &BTreeMap::new()).unwrap();
     assert_eq!(out["O"].shape(), [0]);
     assert!(out["O"].is_empty());
     assert_eq!(launched(&dev), [("tfmc_add_prep", 1, 1)]);
@@ -352,44 +277,19 @@ fn checks_arguments_as_the_cpu_path_does() {
     let mut dev = add_device();
     let only_a = BTreeMap::from([("A".to_string(), f32_tensor(&[1.0]))]);
     let err = run(&mut dev, &k, &only_a, &BTreeMap::new()).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "kernel 'add' needs input 'B' of type f32[N]"
-    );
-    let err = run(
-        &mut dev,
-        &k,
-        &add_inputs(&[1.0, 2.0], &[1.0]),
-        &BTreeMap::new(),
-    )
-    .unwrap_err();
+    assert_eq!(err.to_string(), "kernel 'add' needs input 'B' of type f32[N]");
+    let err = run(&mut dev, &k, &add_inputs(&[1.0, 2.0], &[1.0]), &BTreeMap::new()).unwrap_err();
     assert!(matches!(err, RuntimeError::DimMismatch { .. }), "{err}");
     let params = BTreeMap::from([("scale".to_string(), Scalar::B(true))]);
     let err = run(&mut dev, &k, &add_inputs(&[1.0], &[1.0]), &params).unwrap_err();
     assert!(matches!(err, RuntimeError::ParamType { .. }), "{err}");
     let mut cpu_only = k.clone();
     cpu_only.gpu = None;
-    let err = run(
-        &mut dev,
-        &cpu_only,
-        &add_inputs(&[1.0], &[1.0]),
-        &BTreeMap::new(),
-    )
-    .unwrap_err();
+    let err = run(&mut dev, &cpu_only, &add_inputs(&[1.0], &[1.0]), &BTreeMap::new()).unwrap_err();
     assert!(matches!(err, RuntimeError::NotGpuKernel { .. }), "{err}");
     let mut bad = k;
-    bad.gpu = Some(GpuLaunch {
-        block: 0,
-        heap_elem_bytes: vec![],
-        segments: 0,
-    });
-    let err = run(
-        &mut dev,
-        &bad,
-        &add_inputs(&[1.0], &[1.0]),
-        &BTreeMap::new(),
-    )
-    .unwrap_err();
+    bad.gpu = Some(GpuLaunch { block: 0, heap_elem_bytes: vec![], segments: 0 });
+    let err = run(&mut dev, &bad, &add_inputs(&[1.0], &[1.0]), &BTreeMap::new()).unwrap_err();
     assert!(matches!(err, RuntimeError::BadManifest { .. }), "{err}");
     assert!(dev.launches.is_empty() && dev.alloc_sizes.is_empty());
 }
@@ -400,11 +300,7 @@ fn scripted(slots: Vec<i64>, heap: Vec<u32>, segments: u32) -> (KernelManifest, 
     let mut k = add_kernel();
     k.name = "scripted".into();
     k.symbol = "tfmc_s".into();
-    k.gpu = Some(GpuLaunch {
-        block: 256,
-        heap_elem_bytes: heap,
-        segments,
-    });
+    k.gpu = Some(GpuLaunch { block: 256, heap_elem_bytes: heap, segments });
     let dev = Fake::default()
         .entry("tfmc_s_prep", move |m, l| {
             for (i, &v) in slots.iter().enumerate() {
@@ -416,10 +312,7 @@ fn scripted(slots: Vec<i64>, heap: Vec<u32>, segments: u32) -> (KernelManifest, 
     (k, dev)
 }
 
-fn run_scripted(
-    k: &KernelManifest,
-    dev: &mut Fake,
-) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+fn run_scripted(k: &KernelManifest, dev: &mut Fake) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
     run(dev, k, &add_inputs(&[1.0], &[2.0]), &BTreeMap::new())
 }
 
@@ -427,34 +320,18 @@ fn run_scripted(
 fn grid_is_capped_and_zero_counts_are_skipped() {
     let (k, mut dev) = scripted(vec![0, 1 << 40, 0], vec![], 2);
     run_scripted(&k, &mut dev).unwrap();
-    assert_eq!(
-        launched(&dev),
-        [("tfmc_s_prep", 1, 1), ("tfmc_s_seg0", MAX_GRID, 256)]
-    );
+    assert_eq!(launched(&dev), [("tfmc_s_prep", 1, 1), ("tfmc_s_seg0", MAX_GRID, 256)]);
     let (k, mut dev) = scripted(vec![0, 0, 257], vec![], 2);
     run_scripted(&k, &mut dev).unwrap();
-    assert_eq!(
-        launched(&dev),
-        [("tfmc_s_prep", 1, 1), ("tfmc_s_seg1", 2, 256)]
-    );
+    assert_eq!(launched(&dev), [("tfmc_s_prep", 1, 1), ("tfmc_s_seg1", 2, 256)]);
 }
 
 #[test]
 fn bad_device_values_are_protocol_errors() {
     let cases: [(Vec<i64>, Vec<u32>, u32, &str); 5] = [
-        (
-            vec![0, -1],
-            vec![4],
-            0,
-            "heap buffer 0 has -1 elements of 4 bytes (status[1])",
-        ),
+        (vec![0, -1], vec![4], 0, "heap buffer 0 has -1 elements of 4 bytes (status[1])"),
         (vec![0, i64::MAX / 4], vec![8], 0, "heap buffer 0 has"),
-        (
-            vec![0, 5, -3],
-            vec![2],
-            1,
-            "segment 0 has iteration count -3 (status[2])",
-        ),
+        (vec![0, 5, -3], vec![2], 1, "segment 0 has iteration count -3 (status[2])"),
         (vec![1 << 40], vec![], 0, "status[0] holds 1099511627776"),
         (vec![-(1 << 40)], vec![], 0, "not a 32-bit failure code"),
     ];
@@ -463,11 +340,7 @@ fn bad_device_values_are_protocol_errors() {
         let err = run_scripted(&k, &mut dev).unwrap_err();
         assert!(matches!(err, RuntimeError::GpuProtocol { .. }), "{err}");
         assert!(err.to_string().contains(text), "{err}");
-        assert!(
-            err.to_string()
-                .starts_with("kernel 'scripted' broke the GPU launch protocol: "),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("kernel 'scripted' broke the GPU launch protocol: "), "{err}");
         assert!(dev.mem.allocs.is_empty());
         // No huge allocation was attempted.
         assert!(dev.alloc_sizes.iter().all(|&b| b < 1 << 20));
@@ -479,16 +352,10 @@ fn failure_codes_map_as_on_the_cpu() {
     // An unsigned 32-bit code (site 2^23 + 1) and an unknown kind.
     let (k, mut dev) = scripted(vec![i64::from(u32::MAX)], vec![], 0);
     let err = run_scripted(&k, &mut dev).unwrap_err();
-    assert!(
-        matches!(err, RuntimeError::UnknownFailure { code: -1, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, RuntimeError::UnknownFailure { code: -1, .. }), "{err}");
     let (k, mut dev) = scripted(vec![5 | 7 << 8], vec![], 0);
     let err = run_scripted(&k, &mut dev).unwrap_err();
-    assert!(
-        matches!(&err, RuntimeError::Kernel { kind: FailKind::OutOfMemory, site, .. } if site == "unknown site"),
-        "{err}"
-    );
+    assert!(matches!(&err, RuntimeError::Kernel { kind: FailKind::OutOfMemory, site, .. } if site == "unknown site"), "{err}");
 }
 
 #[test]
@@ -498,36 +365,18 @@ fn device_errors_name_the_kernel_and_free_everything() {
     for i in 0..9 {
         let mut dev = add_device();
         dev.fail_alloc = Some(i);
-        let err = run(
-            &mut dev,
-            &add_kernel(),
-            &add_inputs(&[1.0], &[2.0]),
-            &BTreeMap::new(),
-        )
-        .unwrap_err();
+        let err = run(&mut dev, &add_kernel(), &add_inputs(&[1.0], &[2.0]), &BTreeMap::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!(
-                "kernel 'add' on the GPU: allocation of {} bytes failed: out of memory",
-                [4, 4, 4, 24, 8, 16, 8, 32, 4][i]
-            )
+            format!("kernel 'add' on the GPU: allocation of {} bytes failed: out of memory", [4, 4, 4, 24, 8, 16, 8, 32, 4][i])
         );
         assert!(dev.mem.allocs.is_empty(), "allocation {i}");
     }
     // A missing entry.
     let mut dev = add_device();
     dev.entries.remove("tfmc_add_seg1");
-    let err = run(
-        &mut dev,
-        &add_kernel(),
-        &add_inputs(&[1.0], &[2.0]),
-        &BTreeMap::new(),
-    )
-    .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "kernel 'add' on the GPU: launch of 'tfmc_add_seg1' failed: no such entry"
-    );
+    let err = run(&mut dev, &add_kernel(), &add_inputs(&[1.0], &[2.0]), &BTreeMap::new()).unwrap_err();
+    assert_eq!(err.to_string(), "kernel 'add' on the GPU: launch of 'tfmc_add_seg1' failed: no such entry");
     assert!(dev.mem.allocs.is_empty());
 }
 

@@ -134,10 +134,7 @@ pub fn c_header(m: &Manifest, guard: &str) -> String {
         h.push('\n');
         kernel(&mut h, k);
     }
-    let _ = write!(
-        h,
-        "\n#ifdef __cplusplus\n}} /* extern \"C\" */\n#endif\n\n#endif /* {guard} */\n"
-    );
+    let _ = write!(h, "\n#ifdef __cplusplus\n}} /* extern \"C\" */\n#endif\n\n#endif /* {guard} */\n");
     h
 }
 
@@ -165,13 +162,7 @@ fn kernel(h: &mut String, k: &KernelManifest) {
     if !k.params.is_empty() {
         h.push_str(" * Params:\n");
         for p in &k.params {
-            let _ = writeln!(
-                h,
-                " *   {}: {} = {}",
-                comment(&p.name),
-                comment(&p.dtype),
-                p.default
-            );
+            let _ = writeln!(h, " *   {}: {} = {}", comment(&p.name), comment(&p.dtype), p.default);
         }
     }
     if !k.sites.is_empty() {
@@ -199,11 +190,7 @@ fn kernel(h: &mut String, k: &KernelManifest) {
         let ty = DType::parse(&p.dtype).map_or("double", c_param_type);
         args.push(format!("{ty} {}", unique_ident(&p.name, &mut used)));
     }
-    let args = if args.is_empty() {
-        "void".to_string()
-    } else {
-        args.join(", ")
-    };
+    let args = if args.is_empty() { "void".to_string() } else { args.join(", ") };
     let symbol = unique_ident(&k.symbol, &mut BTreeSet::new());
     let _ = writeln!(h, "int32_t {symbol}({args});");
     let _ = writeln!(
@@ -211,10 +198,7 @@ fn kernel(h: &mut String, k: &KernelManifest) {
         "/** Packed entry of {symbol}: bufs = inputs then outputs, dims in the order above, one\n \
          * 8-byte slot per param (int64_t for integer and bool params, double for float ones). */"
     );
-    let _ = writeln!(
-        h,
-        "int32_t {symbol}_packed(void *const *bufs, const int64_t *dims, const uint64_t *params);"
-    );
+    let _ = writeln!(h, "int32_t {symbol}_packed(void *const *bufs, const int64_t *dims, const uint64_t *params);");
 }
 
 /// ` * Inputs:` and one line per tensor.
@@ -224,12 +208,7 @@ fn tensor_lines(h: &mut String, title: &str, ts: &[TensorSpec]) {
     }
     let _ = writeln!(h, " * {title}:");
     for t in ts {
-        let _ = writeln!(
-            h,
-            " *   {}: {}",
-            comment(&t.name),
-            comment(&t.type_string())
-        );
+        let _ = writeln!(h, " *   {}: {}", comment(&t.name), comment(&t.type_string()));
     }
 }
 
@@ -240,16 +219,7 @@ fn comment(s: &str) -> String {
 
 /// `name` as a C identifier not in `used` (and not reserved), recorded in `used`.
 fn unique_ident(name: &str, used: &mut BTreeSet<String>) -> String {
-    let mut id: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let mut id: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
     if id.is_empty() || id.starts_with(|c: char| c.is_ascii_digit()) {
         id.insert(0, '_');
     }
@@ -297,18 +267,10 @@ mod tests {
                     name: "sdpa".into(),
                     symbol: "tfmc_sdpa".into(),
                     doc: "Scaled dot-product attention.\n\nSoftmax over M, no mask.".into(),
-                    inputs: vec![
-                        spec("Q", "f32", &bhpe),
-                        spec("K", "f32", &bhme),
-                        spec("V", "f32", &bhme),
-                    ],
+                    inputs: vec![spec("Q", "f32", &bhpe), spec("K", "f32", &bhme), spec("V", "f32", &bhme)],
                     outputs: vec![spec("O", "f32", &bhpe)],
                     dims: ["B", "H", "P", "M", "E"].map(String::from).to_vec(),
-                    params: vec![ParamSpec {
-                        name: "scale".into(),
-                        dtype: "f32".into(),
-                        default: ParamValue::Float(0.125),
-                    }],
+                    params: vec![ParamSpec { name: "scale".into(), dtype: "f32".into(), default: ParamValue::Float(0.125) }],
                     sites: vec![],
                     gpu: None,
                 },
@@ -320,16 +282,8 @@ mod tests {
                     outputs: vec![spec("Y", "f64", &["N"]), spec("ok", "bool", &[])],
                     dims: vec!["N".into()],
                     params: vec![
-                        ParamSpec {
-                            name: "W".into(),
-                            dtype: "i64".into(),
-                            default: ParamValue::Int(16),
-                        },
-                        ParamSpec {
-                            name: "causal".into(),
-                            dtype: "bool".into(),
-                            default: ParamValue::Bool(true),
-                        },
+                        ParamSpec { name: "W".into(), dtype: "i64".into(), default: ParamValue::Int(16) },
+                        ParamSpec { name: "causal".into(), dtype: "bool".into(), default: ParamValue::Bool(true) },
                     ],
                     sites: vec!["X[n, j] in window.tfm:3:9".into()],
                     gpu: None,

@@ -233,23 +233,15 @@ impl Manifest {
         let value: serde_json::Value = serde_json::from_str(json)?;
         let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
         if format != FORMAT_NAME {
-            return Err(ArtifactError::Format {
-                found: format.to_string(),
-                expected: FORMAT_NAME,
-            });
+            return Err(ArtifactError::Format { found: format.to_string(), expected: FORMAT_NAME });
         }
         let version = value
             .get("version")
             .and_then(|v| v.as_u64())
             .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| {
-                ArtifactError::InvalidManifest("no 'version' (a 32-bit unsigned integer)".into())
-            })?;
+            .ok_or_else(|| ArtifactError::InvalidManifest("no 'version' (a 32-bit unsigned integer)".into()))?;
         if version != FORMAT_VERSION {
-            return Err(ArtifactError::Version {
-                found: version,
-                expected: FORMAT_VERSION,
-            });
+            return Err(ArtifactError::Version { found: version, expected: FORMAT_VERSION });
         }
         let manifest: Manifest = serde_json::from_value(value)?;
         manifest.validate()?;
@@ -261,23 +253,16 @@ impl Manifest {
     /// the loader's business).
     pub fn validate(&self) -> Result<(), ArtifactError> {
         if self.format != FORMAT_NAME {
-            return Err(ArtifactError::Format {
-                found: self.format.clone(),
-                expected: FORMAT_NAME,
-            });
+            return Err(ArtifactError::Format { found: self.format.clone(), expected: FORMAT_NAME });
         }
         if self.version != FORMAT_VERSION {
-            return Err(ArtifactError::Version {
-                found: self.version,
-                expected: FORMAT_VERSION,
-            });
+            return Err(ArtifactError::Version { found: self.version, expected: FORMAT_VERSION });
         }
         distinct("kernel", self.kernels.iter().map(|k| k.name.as_str()))
             .and_then(|()| distinct("symbol", self.kernels.iter().map(|k| k.symbol.as_str())))
             .map_err(ArtifactError::InvalidManifest)?;
         for k in &self.kernels {
-            k.validate()
-                .map_err(|e| ArtifactError::InvalidManifest(format!("kernel '{}': {e}", k.name)))?;
+            k.validate().map_err(|e| ArtifactError::InvalidManifest(format!("kernel '{}': {e}", k.name)))?;
         }
         Ok(())
     }
@@ -299,21 +284,12 @@ impl KernelManifest {
         distinct("output", self.outputs.iter().map(|t| t.name.as_str()))?;
         distinct("dim", self.dims.iter().map(String::as_str))?;
         distinct("param", self.params.iter().map(|p| p.name.as_str()))?;
-        for (what, t) in self
-            .inputs
-            .iter()
-            .map(|t| ("input", t))
-            .chain(self.outputs.iter().map(|t| ("output", t)))
-        {
-            t.dtype()
-                .ok_or_else(|| format!("{what} '{}' has unknown dtype '{}'", t.name, t.dtype))?;
+        for (what, t) in self.inputs.iter().map(|t| ("input", t)).chain(self.outputs.iter().map(|t| ("output", t))) {
+            t.dtype().ok_or_else(|| format!("{what} '{}' has unknown dtype '{}'", t.name, t.dtype))?;
             for d in &t.shape {
                 match d {
                     DimSpec::Dim(name) if !self.dims.contains(name) => {
-                        return Err(format!(
-                            "{what} '{}' uses dim '{name}', which is not in dims",
-                            t.name
-                        ));
+                        return Err(format!("{what} '{}' uses dim '{name}', which is not in dims", t.name));
                     }
                     DimSpec::Fixed(n) if *n < 0 => {
                         return Err(format!("{what} '{}' has negative size {n}", t.name));
@@ -323,13 +299,9 @@ impl KernelManifest {
             }
         }
         for p in &self.params {
-            let dtype = DType::parse(&p.dtype)
-                .ok_or_else(|| format!("param '{}' has unknown dtype '{}'", p.name, p.dtype))?;
+            let dtype = DType::parse(&p.dtype).ok_or_else(|| format!("param '{}' has unknown dtype '{}'", p.name, p.dtype))?;
             if !p.default.fits(dtype) {
-                return Err(format!(
-                    "param '{}' of dtype {dtype} has default {}",
-                    p.name, p.default
-                ));
+                return Err(format!("param '{}' of dtype {dtype} has default {}", p.name, p.default));
             }
         }
         Ok(())
@@ -346,32 +318,16 @@ impl GpuLaunch {
     /// that heap buffers and segments number at most [`MAX_GPU_SLOTS`] each.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_BLOCK).contains(&self.block) {
-            return Err(format!(
-                "gpu block size {} is not between 1 and {MAX_BLOCK}",
-                self.block
-            ));
+            return Err(format!("gpu block size {} is not between 1 and {MAX_BLOCK}", self.block));
         }
-        if let Some((h, b)) = self
-            .heap_elem_bytes
-            .iter()
-            .enumerate()
-            .find(|(_, b)| ![1, 2, 4, 8].contains(*b))
-        {
-            return Err(format!(
-                "gpu heap buffer {h} has element size {b} bytes (not 1, 2, 4 or 8)"
-            ));
+        if let Some((h, b)) = self.heap_elem_bytes.iter().enumerate().find(|(_, b)| ![1, 2, 4, 8].contains(*b)) {
+            return Err(format!("gpu heap buffer {h} has element size {b} bytes (not 1, 2, 4 or 8)"));
         }
         if self.heap_elem_bytes.len() > MAX_GPU_SLOTS {
-            return Err(format!(
-                "{} gpu heap buffers (at most {MAX_GPU_SLOTS})",
-                self.heap_elem_bytes.len()
-            ));
+            return Err(format!("{} gpu heap buffers (at most {MAX_GPU_SLOTS})", self.heap_elem_bytes.len()));
         }
         if usize::try_from(self.segments).map_or(true, |s| s > MAX_GPU_SLOTS) {
-            return Err(format!(
-                "{} gpu segments (at most {MAX_GPU_SLOTS})",
-                self.segments
-            ));
+            return Err(format!("{} gpu segments (at most {MAX_GPU_SLOTS})", self.segments));
         }
         Ok(())
     }
@@ -381,31 +337,19 @@ impl GpuLaunch {
 /// line must start with the prefix; its JSON is read with [`Manifest::from_json_checked`], the
 /// target kind must be [`CUDA_KIND`] and every kernel must have [`KernelManifest::gpu`].
 pub fn manifest_from_ptx(text: &str) -> Result<Manifest, ArtifactError> {
-    let mut lines = text
-        .lines()
-        .filter_map(|l| l.strip_prefix(PTX_MANIFEST_PREFIX));
+    let mut lines = text.lines().filter_map(|l| l.strip_prefix(PTX_MANIFEST_PREFIX));
     let Some(json) = lines.next() else {
-        return Err(ArtifactError::NoPtxManifest {
-            prefix: PTX_MANIFEST_PREFIX,
-        });
+        return Err(ArtifactError::NoPtxManifest { prefix: PTX_MANIFEST_PREFIX });
     };
     if lines.next().is_some() {
-        return Err(ArtifactError::InvalidManifest(format!(
-            "more than one '{}' line",
-            PTX_MANIFEST_PREFIX.trim_end()
-        )));
+        return Err(ArtifactError::InvalidManifest(format!("more than one '{}' line", PTX_MANIFEST_PREFIX.trim_end())));
     }
     let m = Manifest::from_json_checked(json)?;
     if m.target.kind != CUDA_KIND {
-        return Err(ArtifactError::NotCuda {
-            found: m.target.kind.clone(),
-        });
+        return Err(ArtifactError::NotCuda { found: m.target.kind.clone() });
     }
     if let Some(k) = m.kernels.iter().find(|k| k.gpu.is_none()) {
-        return Err(ArtifactError::InvalidManifest(format!(
-            "kernel '{}' has no 'gpu' launch info",
-            k.name
-        )));
+        return Err(ArtifactError::InvalidManifest(format!("kernel '{}' has no 'gpu' launch info", k.name)));
     }
     Ok(m)
 }
@@ -453,10 +397,7 @@ fn distinct<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<(), 
 /// True for `[A-Za-z_][A-Za-z0-9_]*`.
 pub fn is_c_identifier(s: &str) -> bool {
     let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl TensorSpec {

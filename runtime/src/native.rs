@@ -48,10 +48,7 @@ pub struct NativeTensor {
 
 impl std::fmt::Debug for NativeTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativeTensor")
-            .field("dtype", &self.dtype)
-            .field("shape", &self.shape)
-            .finish_non_exhaustive()
+        f.debug_struct("NativeTensor").field("dtype", &self.dtype).field("shape", &self.shape).finish_non_exhaustive()
     }
 }
 
@@ -59,9 +56,7 @@ impl NativeTensor {
     /// A tensor of zeros (`false` for bool). Fails when the byte size overflows or cannot be
     /// allocated ([`TensorError::ShapeOverflow`]).
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<NativeTensor, TensorError> {
-        let overflow = || TensorError::ShapeOverflow {
-            shape: shape.clone(),
-        };
+        let overflow = || TensorError::ShapeOverflow { shape: shape.clone() };
         let len = shape_len(&shape).ok_or_else(overflow)?;
         let bytes = len.checked_mul(dtype.size_bytes()).ok_or_else(overflow)?;
         if isize::try_from(bytes).is_err() {
@@ -71,26 +66,14 @@ impl NativeTensor {
         let mut blocks = Vec::new();
         blocks.try_reserve_exact(nblocks).map_err(|_| overflow())?;
         blocks.resize(nblocks, Block([0; 64]));
-        Ok(NativeTensor {
-            dtype,
-            shape,
-            len,
-            blocks,
-        })
+        Ok(NativeTensor { dtype, shape, len, blocks })
     }
 
     /// A tensor holding `data` (row-major); its length must be the product of `shape`.
-    pub fn from_vec<T: Element>(
-        shape: Vec<usize>,
-        data: Vec<T>,
-    ) -> Result<NativeTensor, TensorError> {
+    pub fn from_vec<T: Element>(shape: Vec<usize>, data: Vec<T>) -> Result<NativeTensor, TensorError> {
         let mut t = NativeTensor::zeros(T::DTYPE, shape)?;
         if data.len() != t.len {
-            return Err(TensorError::LenMismatch {
-                shape: t.shape,
-                expected: t.len,
-                got: data.len(),
-            });
+            return Err(TensorError::LenMismatch { shape: t.shape, expected: t.len, got: data.len() });
         }
         if let Some(out) = t.as_slice_mut::<T>() {
             out.copy_from_slice(&data);
@@ -119,11 +102,7 @@ impl NativeTensor {
                 DType::I32 => fill(&mut n, v, |&x| x as i32),
                 _ => fill(&mut n, v, |&x| x),
             },
-            TensorData::B(v) => n
-                .bytes_mut()
-                .iter_mut()
-                .zip(v)
-                .for_each(|(o, &b)| *o = u8::from(b)),
+            TensorData::B(v) => n.bytes_mut().iter_mut().zip(v).for_each(|(o, &b)| *o = u8::from(b)),
         }
         Ok(n)
     }
@@ -194,9 +173,7 @@ impl NativeTensor {
             return None;
         }
         // SAFETY: as in `as_slice`, and `&mut self` makes the borrow unique.
-        Some(unsafe {
-            std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<T>(), self.len)
-        })
+        Some(unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<T>(), self.len) })
     }
 
     /// The elements of an `f32` tensor.
@@ -263,11 +240,7 @@ impl NativeTensor {
 
     /// Maps every element of type `T` (empty if `T` is not the element type: not reached).
     fn map<T: Element, U>(&self, f: impl Fn(T) -> U) -> Vec<U> {
-        self.as_slice::<T>()
-            .unwrap_or(&[])
-            .iter()
-            .map(|&x| f(x))
-            .collect()
+        self.as_slice::<T>().unwrap_or(&[]).iter().map(|&x| f(x)).collect()
     }
 }
 

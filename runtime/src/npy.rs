@@ -37,10 +37,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Tensor, NpyError> {
     let (dtype, big_endian) = match &header.descr {
         Value::Str(s) => parse_type_str(s)?,
         other => {
-            return Err(NpyError::Unsupported {
-                numpy: "structured".into(),
-                descr: other.to_string(),
-            });
+            return Err(NpyError::Unsupported { numpy: "structured".into(), descr: other.to_string() });
         }
     };
     if header.fortran_order {
@@ -48,10 +45,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Tensor, NpyError> {
     }
     let data = &bytes[header.data_offset..];
     let size = dtype.size_bytes();
-    let need = header
-        .len
-        .checked_mul(size)
-        .ok_or_else(|| malformed("array is too large"))?;
+    let need = header.len.checked_mul(size).ok_or_else(|| malformed("array is too large"))?;
     if data.len() < need {
         return Err(malformed(format!(
             "array data is truncated: shape {:?} of {} needs {need} bytes, found {}",
@@ -61,23 +55,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Tensor, NpyError> {
         )));
     }
     if data.len() > need {
-        return Err(malformed(format!(
-            "{} unexpected bytes after the array data",
-            data.len() - need
-        )));
+        return Err(malformed(format!("{} unexpected bytes after the array data", data.len() - need)));
     }
     let chunks = data.chunks_exact(size);
     macro_rules! num {
         ($ty:ty, $n:literal) => {
             chunks.map(|c| {
-                let b: [u8; $n] = c
-                    .try_into()
-                    .expect("chunks_exact yields chunks of the element size");
-                if big_endian {
-                    <$ty>::from_be_bytes(b)
-                } else {
-                    <$ty>::from_le_bytes(b)
-                }
+                let b: [u8; $n] = c.try_into().expect("chunks_exact yields chunks of the element size");
+                if big_endian { <$ty>::from_be_bytes(b) } else { <$ty>::from_le_bytes(b) }
             })
         };
     }
@@ -107,9 +92,7 @@ fn parse_type_str(s: &str) -> Result<(DType, bool), NpyError> {
     let mut chars = rest.chars();
     let kind = chars.next();
     let tail = chars.as_str();
-    let digits = tail
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(tail.len());
+    let digits = tail.find(|c: char| !c.is_ascii_digit()).unwrap_or(tail.len());
     let size = tail[..digits].parse::<u64>().ok();
     let suffix = &tail[digits..];
     let dtype = match (kind, size, suffix) {
@@ -123,10 +106,7 @@ fn parse_type_str(s: &str) -> Result<(DType, bool), NpyError> {
     };
     match dtype {
         Some(d) => Ok((d, big_endian)),
-        None => Err(NpyError::Unsupported {
-            numpy: numpy_name(kind, size, suffix, s),
-            descr: format!("'{s}'"),
-        }),
+        None => Err(NpyError::Unsupported { numpy: numpy_name(kind, size, suffix, s), descr: format!("'{s}'") }),
     }
 }
 
@@ -163,16 +143,8 @@ pub(crate) fn encode<W: Write>(w: W, t: &Tensor) -> io::Result<()> {
     }
 }
 
-fn write_elems<T: npyz::AutoSerialize, W: Write>(
-    w: W,
-    shape: &[u64],
-    items: impl Iterator<Item = T>,
-) -> io::Result<()> {
-    let mut writer = npyz::WriteOptions::<T>::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(w)
-        .begin_nd()?;
+fn write_elems<T: npyz::AutoSerialize, W: Write>(w: W, shape: &[u64], items: impl Iterator<Item = T>) -> io::Result<()> {
+    let mut writer = npyz::WriteOptions::<T>::new().default_dtype().shape(shape).writer(w).begin_nd()?;
     writer.extend(items)?;
     writer.finish()
 }

@@ -95,13 +95,8 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
         Some(v) => return Err(format!("unsupported .npy format version {v}")),
         None => return Err("truncated .npy preamble".into()),
     };
-    let raw = bytes
-        .get(8..8 + len_bytes)
-        .ok_or("truncated .npy preamble")?;
-    let header_len = raw
-        .iter()
-        .rev()
-        .fold(0usize, |acc, &b| acc << 8 | usize::from(b));
+    let raw = bytes.get(8..8 + len_bytes).ok_or("truncated .npy preamble")?;
+    let header_len = raw.iter().rev().fold(0usize, |acc, &b| acc << 8 | usize::from(b));
     if header_len > MAX_HEADER_LEN {
         return Err(format!("header length {header_len} is implausibly large"));
     }
@@ -115,10 +110,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
         other => return Err(format!("header is not a dict: {other}")),
     };
     let field = |key: &str| {
-        dict.iter()
-            .find(|(k, _)| *k == Value::Str(key.into()))
-            .map(|(_, v)| v)
-            .ok_or_else(|| format!("header has no '{key}' entry"))
+        dict.iter().find(|(k, _)| *k == Value::Str(key.into())).map(|(_, v)| v).ok_or_else(|| format!("header has no '{key}' entry"))
     };
     let fortran_order = match field("fortran_order")? {
         Value::Bool(b) => *b,
@@ -128,23 +120,14 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
         Value::Tuple(dims) | Value::List(dims) => dims
             .iter()
             .map(|d| match d {
-                Value::Int(i) => {
-                    usize::try_from(*i).map_err(|_| format!("invalid dimension {i} in shape"))
-                }
+                Value::Int(i) => usize::try_from(*i).map_err(|_| format!("invalid dimension {i} in shape")),
                 other => Err(format!("invalid dimension {other} in shape")),
             })
             .collect::<Result<Vec<usize>, String>>()?,
         other => return Err(format!("header 'shape' is not a tuple: {other}")),
     };
-    let len =
-        crate::tensor::shape_len(&shape).ok_or_else(|| format!("shape {shape:?} is too large"))?;
-    Ok(Header {
-        descr: field("descr")?.clone(),
-        fortran_order,
-        shape,
-        len,
-        data_offset: end,
-    })
+    let len = crate::tensor::shape_len(&shape).ok_or_else(|| format!("shape {shape:?} is too large"))?;
+    Ok(Header { descr: field("descr")?.clone(), fortran_order, shape, len, data_offset: end })
 }
 
 /// A recursive-descent parser for the Python literals numpy writes in headers.
@@ -156,11 +139,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
-        Parser {
-            src,
-            pos: 0,
-            depth: 0,
-        }
+        Parser { src, pos: 0, depth: 0 }
     }
 
     fn parse_all(&mut self) -> Result<Value, String> {
@@ -213,9 +192,7 @@ impl<'a> Parser<'a> {
             Some(c) if c == '-' || c == '+' || c.is_ascii_digit() => self.int(),
             Some(c) if c.is_ascii_alphabetic() => {
                 let rest = &self.src[self.pos..];
-                let word_len = rest
-                    .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-                    .unwrap_or(rest.len());
+                let word_len = rest.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(rest.len());
                 let v = match &rest[..word_len] {
                     "True" => Value::Bool(true),
                     "False" => Value::Bool(false),
@@ -243,11 +220,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Comma-separated items up to `close` (a trailing comma is allowed).
-    fn items<T>(
-        &mut self,
-        close: char,
-        mut item: impl FnMut(&mut Self) -> Result<T, String>,
-    ) -> Result<Vec<T>, String> {
+    fn items<T>(&mut self, close: char, mut item: impl FnMut(&mut Self) -> Result<T, String>) -> Result<Vec<T>, String> {
         let mut out = Vec::new();
         loop {
             if self.eat(close) {
@@ -302,13 +275,9 @@ impl<'a> Parser<'a> {
     fn int(&mut self) -> Result<Value, String> {
         let rest = &self.src[self.pos..];
         let sign_len = usize::from(rest.starts_with(['-', '+']));
-        let digits = rest[sign_len..]
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len() - sign_len);
+        let digits = rest[sign_len..].find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len() - sign_len);
         let text = &rest[..sign_len + digits];
-        let v = text
-            .parse::<i128>()
-            .map_err(|_| self.err(&format!("bad integer '{text}'")))?;
+        let v = text.parse::<i128>().map_err(|_| self.err(&format!("bad integer '{text}'")))?;
         self.pos += text.len();
         // Python 2 long suffix, still accepted by numpy.
         if self.src[self.pos..].starts_with('L') {
@@ -331,23 +300,11 @@ mod tests {
 
     #[test]
     fn parses_numpy_headers() {
-        let h = parse_header(&npy(
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }   \n",
-        ))
-        .unwrap();
-        assert_eq!(
-            (h.descr, h.fortran_order, h.shape, h.len),
-            (Value::Str("<f4".into()), false, vec![2, 3], 6)
-        );
-        let h = parse_header(&npy(
-            "{\"shape\": (), \"fortran_order\": True, \"descr\": \"|b1\"}",
-        ))
-        .unwrap();
+        let h = parse_header(&npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }   \n")).unwrap();
+        assert_eq!((h.descr, h.fortran_order, h.shape, h.len), (Value::Str("<f4".into()), false, vec![2, 3], 6));
+        let h = parse_header(&npy("{\"shape\": (), \"fortran_order\": True, \"descr\": \"|b1\"}")).unwrap();
         assert_eq!((h.shape, h.len, h.fortran_order), (vec![], 1, true));
-        let h = parse_header(&npy(
-            "{'descr': [('a', '<f4'), ('b', '<i8', (2,))], 'fortran_order': False, 'shape': (5L,)}",
-        ))
-        .unwrap();
+        let h = parse_header(&npy("{'descr': [('a', '<f4'), ('b', '<i8', (2,))], 'fortran_order': False, 'shape': (5L,)}")).unwrap();
         assert_eq!(h.descr.to_string(), "[('a', '<f4'), ('b', '<i8', (2,))]");
         assert_eq!(h.shape, vec![5]);
     }
@@ -358,31 +315,12 @@ mod tests {
             (b"\x93NUMPZ\x01\x00\x00\x00".to_vec(), "bad magic"),
             (b"\x93NUMPY\x01".to_vec(), "truncated"),
             (b"\x93NUMPY\x07\x00\x00\x00".to_vec(), "version 7"),
-            (
-                npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}"),
-                "invalid dimension -1",
-            ),
-            (
-                npy(
-                    "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296)}",
-                ),
-                "too large",
-            ),
-            (
-                npy(
-                    "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999999999999999999999,)}",
-                ),
-                "bad integer",
-            ),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}"), "invalid dimension -1"),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296)}"), "too large"),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999999999999999999999,)}"), "bad integer"),
             (npy("{'descr': '<f4', 'shape': (1,)}"), "no 'fortran_order'"),
-            (
-                npy("{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}"),
-                "not a bool",
-            ),
-            (
-                npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} x"),
-                "after the header",
-            ),
+            (npy("{'descr': '<f4', 'fortran_order': 0, 'shape': (1,)}"), "not a bool"),
+            (npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} x"), "after the header"),
             (npy("{'descr': '<f4"), "unterminated"),
             (npy(&"[".repeat(100)), "too deep"),
             (npy("[1, 2]"), "not a dict"),

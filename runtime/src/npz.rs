@@ -134,31 +134,16 @@ fn location(path: &Path, array: Option<&str>) -> String {
 fn npy_error(path: &Path, array: Option<&str>, e: NpyError) -> IoError {
     let (path, array) = (path.to_path_buf(), array.map(str::to_string));
     match e {
-        NpyError::Malformed(reason) => IoError::Malformed {
-            path,
-            array,
-            reason,
-        },
-        NpyError::Unsupported { numpy, descr } => IoError::UnsupportedDType {
-            path,
-            array,
-            numpy,
-            descr,
-        },
+        NpyError::Malformed(reason) => IoError::Malformed { path, array, reason },
+        NpyError::Unsupported { numpy, descr } => IoError::UnsupportedDType { path, array, numpy, descr },
         NpyError::FortranOrder => IoError::FortranOrder { path, array },
     }
 }
 
 /// Reads every array of an `.npz` archive, keyed by name (the member name without `.npy`).
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>, IoError> {
-    let file = File::open(path).map_err(|source| IoError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let not_npz = |e: zip::result::ZipError| IoError::NotNpz {
-        path: path.into(),
-        reason: e.to_string(),
-    };
+    let file = File::open(path).map_err(|source| IoError::Read { path: path.into(), source })?;
+    let not_npz = |e: zip::result::ZipError| IoError::NotNpz { path: path.into(), reason: e.to_string() };
     let mut archive = ZipArchive::new(BufReader::new(file)).map_err(not_npz)?;
     let mut out = BTreeMap::new();
     for i in 0..archive.len() {
@@ -168,16 +153,9 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>, IoError> {
         }
         let member = entry.name().to_string();
         let Some(name) = npyz::npz::array_name_from_file_name(&member).map(str::to_string) else {
-            return Err(IoError::NotAnArray {
-                path: path.into(),
-                member,
-            });
+            return Err(IoError::NotAnArray { path: path.into(), member });
         };
-        let malformed = |reason: String| IoError::Malformed {
-            path: path.into(),
-            array: Some(name.clone()),
-            reason,
-        };
+        let malformed = |reason: String| IoError::Malformed { path: path.into(), array: Some(name.clone()), reason };
         // Read at most one byte past the declared size, so a lying header cannot make us
         // allocate (or inflate) without bound.
         let declared = entry.size();
@@ -187,17 +165,11 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>, IoError> {
             .read_to_end(&mut bytes)
             .map_err(|e| malformed(format!("cannot unpack the archive member: {e}")))?;
         if bytes.len() as u64 != declared {
-            return Err(malformed(format!(
-                "archive member holds {} bytes but its header declares {declared}",
-                bytes.len()
-            )));
+            return Err(malformed(format!("archive member holds {} bytes but its header declares {declared}", bytes.len())));
         }
         let tensor = npy::decode(&bytes).map_err(|e| npy_error(path, Some(&name), e))?;
         if out.insert(name.clone(), tensor).is_some() {
-            return Err(IoError::DuplicateArray {
-                path: path.into(),
-                name,
-            });
+            return Err(IoError::DuplicateArray { path: path.into(), name });
         }
     }
     Ok(out)
@@ -206,17 +178,9 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>, IoError> {
 /// Writes `tensors` as an uncompressed `.npz` archive (member `NAME.npy` per entry), atomically.
 /// `bf16` tensors are written as `float32`.
 pub fn write_npz(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<(), IoError> {
-    let write_err = |array: Option<&str>, source: io::Error| IoError::Write {
-        path: path.into(),
-        array: array.map(str::to_string),
-        source,
-    };
+    let write_err = |array: Option<&str>, source: io::Error| IoError::Write { path: path.into(), array: array.map(str::to_string), source };
     for (name, t) in tensors {
-        t.check().map_err(|source| IoError::InvalidTensor {
-            path: path.into(),
-            array: Some(name.clone()),
-            source,
-        })?;
+        t.check().map_err(|source| IoError::InvalidTensor { path: path.into(), array: Some(name.clone()), source })?;
     }
     let result = write_atomically(path, |w| {
         let mut zip = ZipWriter::new(w);
@@ -227,12 +191,10 @@ pub fn write_npz(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<(), 
                 .last_modified_time(zip::DateTime::default())
                 .large_file(bytes >= u64::from(u32::MAX) - (1 << 20));
             let member = npyz::npz::file_name_from_array_name(name);
-            zip.start_file(member, options)
-                .map_err(|e| write_err(Some(name), io::Error::other(e)))?;
+            zip.start_file(member, options).map_err(|e| write_err(Some(name), io::Error::other(e)))?;
             npy::encode(&mut zip, t).map_err(|e| write_err(Some(name), e))?;
         }
-        zip.finish()
-            .map_err(|e| write_err(None, io::Error::other(e)))?;
+        zip.finish().map_err(|e| write_err(None, io::Error::other(e)))?;
         Ok(())
     });
     result.map_err(|e| match e {
@@ -243,29 +205,18 @@ pub fn write_npz(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<(), 
 
 /// Reads one `.npy` file.
 pub fn read_npy(path: &Path) -> Result<Tensor, IoError> {
-    let bytes = std::fs::read(path).map_err(|source| IoError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| IoError::Read { path: path.into(), source })?;
     npy::decode(&bytes).map_err(|e| npy_error(path, None, e))
 }
 
 /// Writes one `.npy` file, atomically; `bf16` is written as `float32`.
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), IoError> {
-    t.check().map_err(|source| IoError::InvalidTensor {
-        path: path.into(),
-        array: None,
-        source,
-    })?;
+    t.check().map_err(|source| IoError::InvalidTensor { path: path.into(), array: None, source })?;
     write_atomically(path, |w| npy::encode(w, t)).map_err(|e| {
         let source = match e {
             AtomicError::Io(e) | AtomicError::Inner(e) => e,
         };
-        IoError::Write {
-            path: path.into(),
-            array: None,
-            source,
-        }
+        IoError::Write { path: path.into(), array: None, source }
     })
 }
 

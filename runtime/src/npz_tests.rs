@@ -14,51 +14,21 @@ use crate::tensor::{DType, TensorData};
 
 /// One tensor of every dtype with awkward values, plus 0-d and empty ones.
 fn sample() -> BTreeMap<String, Tensor> {
-    let floats = vec![
-        0.0,
-        -0.0,
-        1.5,
-        -2.25,
-        1e-3,
-        65504.0,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    ];
+    let floats = vec![0.0, -0.0, 1.5, -2.25, 1e-3, 65504.0, f64::INFINITY, f64::NEG_INFINITY];
     let mut m = BTreeMap::new();
     for d in [DType::F16, DType::BF16, DType::F32, DType::F64] {
-        m.insert(
-            format!("{d}"),
-            Tensor::from_f64(d, vec![2, 4], floats.clone()).unwrap(),
-        );
+        m.insert(format!("{d}"), Tensor::from_f64(d, vec![2, 4], floats.clone()).unwrap());
     }
-    m.insert(
-        "f64_nan".into(),
-        Tensor::from_f64(DType::F64, vec![1], vec![f64::NAN]).unwrap(),
-    );
+    m.insert("f64_nan".into(), Tensor::from_f64(DType::F64, vec![1], vec![f64::NAN]).unwrap());
     let ints = vec![0, -1, i64::from(i32::MIN), i64::from(i32::MAX), 7, 42];
-    m.insert(
-        "i32".into(),
-        Tensor::new(DType::I32, vec![3, 2], TensorData::I(ints.clone())).unwrap(),
-    );
+    m.insert("i32".into(), Tensor::new(DType::I32, vec![3, 2], TensorData::I(ints.clone())).unwrap());
     let mut longs = ints;
     longs.extend([i64::MIN, i64::MAX]);
-    m.insert(
-        "i64".into(),
-        Tensor::new(DType::I64, vec![8], TensorData::I(longs)).unwrap(),
-    );
+    m.insert("i64".into(), Tensor::new(DType::I64, vec![8], TensorData::I(longs)).unwrap());
     let bools = vec![true, false, false, true];
-    m.insert(
-        "bool".into(),
-        Tensor::new(DType::Bool, vec![2, 1, 2], TensorData::B(bools)).unwrap(),
-    );
-    m.insert(
-        "scalar".into(),
-        Tensor::from_f64(DType::F32, vec![], vec![3.25]).unwrap(),
-    );
-    m.insert(
-        "scalar_i".into(),
-        Tensor::new(DType::I64, vec![], TensorData::I(vec![-9])).unwrap(),
-    );
+    m.insert("bool".into(), Tensor::new(DType::Bool, vec![2, 1, 2], TensorData::B(bools)).unwrap());
+    m.insert("scalar".into(), Tensor::from_f64(DType::F32, vec![], vec![3.25]).unwrap());
+    m.insert("scalar_i".into(), Tensor::new(DType::I64, vec![], TensorData::I(vec![-9])).unwrap());
     for d in DType::ALL {
         m.insert(format!("empty_{d}"), Tensor::zeros(d, vec![0, 3]));
     }
@@ -76,26 +46,14 @@ fn expected_after_round_trip(t: &Tensor) -> Tensor {
 fn assert_same(got: &Tensor, want: &Tensor, name: &str) {
     assert_eq!(got.dtype(), want.dtype(), "{name}");
     assert_eq!(got.shape(), want.shape(), "{name}");
-    assert_eq!(
-        got.max_abs_diff(want),
-        Some(0.0),
-        "{name}: {got:?} vs {want:?}"
-    );
+    assert_eq!(got.max_abs_diff(want), Some(0.0), "{name}: {got:?} vs {want:?}");
     // Bitwise, so -0.0 and NaN survive too.
-    let bits = |t: &Tensor| {
-        t.to_f64_vec()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect::<Vec<_>>()
-    };
+    let bits = |t: &Tensor| t.to_f64_vec().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(got), bits(want), "{name}");
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -104,11 +62,7 @@ fn entries(dir: &Path) -> Vec<String> {
 fn write_zip(path: &Path, members: &[(&str, Vec<u8>)], method: zip::CompressionMethod) {
     let mut zip = ZipWriter::new(fs::File::create(path).unwrap());
     for (name, bytes) in members {
-        zip.start_file(
-            *name,
-            zip::write::FileOptions::default().compression_method(method),
-        )
-        .unwrap();
+        zip.start_file(*name, zip::write::FileOptions::default().compression_method(method)).unwrap();
         zip.write_all(bytes).unwrap();
     }
     zip.finish().unwrap();
@@ -117,13 +71,7 @@ fn write_zip(path: &Path, members: &[(&str, Vec<u8>)], method: zip::CompressionM
 /// An `.npy` array of `T` written by npyz (so with npyz's header formatting).
 fn npyz_bytes<T: npyz::AutoSerialize>(shape: &[u64], order: npyz::Order, items: Vec<T>) -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
-    let mut w = npyz::WriteOptions::<T>::new()
-        .default_dtype()
-        .shape(shape)
-        .order(order)
-        .writer(&mut buf)
-        .begin_nd()
-        .unwrap();
+    let mut w = npyz::WriteOptions::<T>::new().default_dtype().shape(shape).order(order).writer(&mut buf).begin_nd().unwrap();
     w.extend(items).unwrap();
     w.finish().unwrap();
     buf.rewind().unwrap();
@@ -146,18 +94,11 @@ fn npz_round_trip_every_dtype() {
     let tensors = sample();
     write_npz(&path, &tensors).unwrap();
     let back = read_npz(&path).unwrap();
-    assert_eq!(
-        back.keys().collect::<Vec<_>>(),
-        tensors.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(back.keys().collect::<Vec<_>>(), tensors.keys().collect::<Vec<_>>());
     for (name, t) in &tensors {
         assert_same(&back[name], &expected_after_round_trip(t), name);
     }
-    assert_eq!(
-        entries(dir.path()),
-        vec!["all.npz"],
-        "no temporary files are left behind"
-    );
+    assert_eq!(entries(dir.path()), vec!["all.npz"], "no temporary files are left behind");
     // Same tensors, same bytes.
     let again = dir.path().join("again.npz");
     write_npz(&again, &tensors).unwrap();
@@ -170,17 +111,9 @@ fn npy_round_trip_every_dtype() {
     for (name, t) in sample() {
         let path = dir.path().join(format!("{name}.npy"));
         write_npy(&path, &t).unwrap();
-        assert_same(
-            &read_npy(&path).unwrap(),
-            &expected_after_round_trip(&t),
-            &name,
-        );
+        assert_same(&read_npy(&path).unwrap(), &expected_after_round_trip(&t), &name);
     }
-    assert!(
-        entries(dir.path())
-            .iter()
-            .all(|e| e.ends_with(".npy") && !e.starts_with('.'))
-    );
+    assert!(entries(dir.path()).iter().all(|e| e.ends_with(".npy") && !e.starts_with('.')));
 }
 
 #[test]
@@ -196,21 +129,11 @@ fn reads_npyz_written_big_endian_and_deflated_members() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("deflated.npz");
     let le = npyz_bytes::<f32>(&[3], npyz::Order::C, vec![1.0, 2.0, 3.0]);
-    let be = raw_npy(
-        "{'descr': '>i4', 'fortran_order': False, 'shape': (2,), }\n",
-        &[0, 0, 1, 0, 255, 255, 255, 254],
-    );
-    write_zip(
-        &path,
-        &[("a.npy", le), ("b.npy", be)],
-        zip::CompressionMethod::Deflated,
-    );
+    let be = raw_npy("{'descr': '>i4', 'fortran_order': False, 'shape': (2,), }\n", &[0, 0, 1, 0, 255, 255, 255, 254]);
+    write_zip(&path, &[("a.npy", le), ("b.npy", be)], zip::CompressionMethod::Deflated);
     let m = read_npz(&path).unwrap();
     assert_eq!(m["a"].to_f64_vec(), vec![1.0, 2.0, 3.0]);
-    assert_eq!(
-        (m["b"].dtype(), m["b"].data()),
-        (DType::I32, &TensorData::I(vec![256, -2]))
-    );
+    assert_eq!((m["b"].dtype(), m["b"].data()), (DType::I32, &TensorData::I(vec![256, -2])));
 }
 
 #[test]
@@ -219,36 +142,18 @@ fn missing_and_non_npz_files() {
     let missing = dir.path().join("missing.npz");
     let err = read_npz(&missing).unwrap_err();
     assert!(matches!(err, IoError::Read { .. }));
-    assert!(
-        err.to_string()
-            .starts_with(&format!("cannot read {}: ", missing.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("cannot read {}: ", missing.display())), "{err}");
     let text = dir.path().join("text.npz");
     fs::write(&text, "this is not a zip archive\n").unwrap();
     let err = read_npz(&text).unwrap_err();
     assert!(matches!(err, IoError::NotNpz { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .starts_with(&format!("{} is not a valid .npz archive: ", text.display())),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with(&format!("{} is not a valid .npz archive: ", text.display())), "{err}");
     let err = read_npy(&text).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("{}: not a .npy array (bad magic bytes)", text.display())
-    );
+    assert_eq!(err.to_string(), format!("{}: not a .npy array (bad magic bytes)", text.display()));
     let odd = dir.path().join("odd.npz");
-    write_zip(
-        &odd,
-        &[("notes.txt", b"hi".to_vec())],
-        zip::CompressionMethod::Stored,
-    );
+    write_zip(&odd, &[("notes.txt", b"hi".to_vec())], zip::CompressionMethod::Stored);
     let err = read_npz(&odd).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("{}: member 'notes.txt' is not a .npy array", odd.display())
-    );
+    assert_eq!(err.to_string(), format!("{}: member 'notes.txt' is not a .npy array", odd.display()));
 }
 
 #[test]
@@ -261,33 +166,20 @@ fn truncated_files_are_errors() {
     for len in (0..full.len()).step_by(37).chain([full.len() - 1]) {
         fs::write(&cut, &full[..len]).unwrap();
         let err = read_npz(&cut).unwrap_err();
-        assert!(
-            err.to_string().contains(&cut.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&cut.display().to_string()), "{err}");
     }
     // A stored member whose array data is cut short (the zip itself intact).
     let mut npy = npyz_bytes::<f64>(&[4], npyz::Order::C, vec![1.0; 4]);
     npy.truncate(npy.len() - 5);
-    write_zip(
-        &cut,
-        &[("x.npy", npy.clone())],
-        zip::CompressionMethod::Stored,
-    );
+    write_zip(&cut, &[("x.npy", npy.clone())], zip::CompressionMethod::Stored);
     let err = read_npz(&cut).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!(
-            "array 'x' in {}: array data is truncated: shape [4] of f64 needs 32 bytes, found 27",
-            cut.display()
-        )
+        format!("array 'x' in {}: array data is truncated: shape [4] of f64 needs 32 bytes, found 27", cut.display())
     );
     let cut_npy = dir.path().join("cut.npy");
     fs::write(&cut_npy, &npy).unwrap();
-    assert!(matches!(
-        read_npy(&cut_npy),
-        Err(IoError::Malformed { array: None, .. })
-    ));
+    assert!(matches!(read_npy(&cut_npy), Err(IoError::Malformed { array: None, .. })));
 }
 
 #[test]
@@ -295,14 +187,8 @@ fn corrupted_archives_never_panic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("full.npz");
     let mut small = BTreeMap::new();
-    small.insert(
-        "x".to_string(),
-        Tensor::from_f64(DType::F32, vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap(),
-    );
-    small.insert(
-        "m".to_string(),
-        Tensor::new(DType::Bool, vec![3], TensorData::B(vec![true; 3])).unwrap(),
-    );
+    small.insert("x".to_string(), Tensor::from_f64(DType::F32, vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap());
+    small.insert("m".to_string(), Tensor::new(DType::Bool, vec![3], TensorData::B(vec![true; 3])).unwrap());
     write_npz(&path, &small).unwrap();
     let full = fs::read(&path).unwrap();
     let bad = dir.path().join("bad.npz");
@@ -332,57 +218,29 @@ fn unsupported_dtypes_and_fortran_order_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("odd.npz");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "bytes",
-            npyz_bytes::<u8>(&[3], npyz::Order::C, vec![1, 2, 3]),
-            "unsupported numpy dtype uint8 (descr '|u1')",
-        ),
-        (
-            "small",
-            npyz_bytes::<i16>(&[1], npyz::Order::C, vec![1]),
-            "unsupported numpy dtype int16 (descr '<i2')",
-        ),
+        ("bytes", npyz_bytes::<u8>(&[3], npyz::Order::C, vec![1, 2, 3]), "unsupported numpy dtype uint8 (descr '|u1')"),
+        ("small", npyz_bytes::<i16>(&[1], npyz::Order::C, vec![1]), "unsupported numpy dtype int16 (descr '<i2')"),
         (
             "cplx",
-            raw_npy(
-                "{'descr': '<c16', 'fortran_order': False, 'shape': (1,), }",
-                &[0; 16],
-            ),
+            raw_npy("{'descr': '<c16', 'fortran_order': False, 'shape': (1,), }", &[0; 16]),
             "unsupported numpy dtype complex128 (descr '<c16')",
         ),
         (
             "rec",
-            raw_npy(
-                "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }",
-                &[0; 4],
-            ),
+            raw_npy("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }", &[0; 4]),
             "unsupported numpy dtype structured (descr [('a', '<f4')])",
         ),
-        (
-            "fort",
-            npyz_bytes::<f32>(&[2, 2], npyz::Order::Fortran, vec![1.0; 4]),
-            "fortran-order arrays are not supported",
-        ),
+        ("fort", npyz_bytes::<f32>(&[2, 2], npyz::Order::Fortran, vec![1.0; 4]), "fortran-order arrays are not supported"),
     ];
     for (name, bytes, want) in cases {
-        write_zip(
-            &path,
-            &[(&format!("{name}.npy"), bytes.clone())],
-            zip::CompressionMethod::Stored,
-        );
+        write_zip(&path, &[(&format!("{name}.npy"), bytes.clone())], zip::CompressionMethod::Stored);
         let msg = read_npz(&path).unwrap_err().to_string();
-        assert!(
-            msg.starts_with(&format!("array '{name}' in {}: ", path.display())),
-            "{msg}"
-        );
+        assert!(msg.starts_with(&format!("array '{name}' in {}: ", path.display())), "{msg}");
         assert!(msg.contains(want), "{msg:?} should contain {want:?}");
         let npy = dir.path().join(format!("{name}.npy"));
         fs::write(&npy, &bytes).unwrap();
         let msg = read_npy(&npy).unwrap_err().to_string();
-        assert!(
-            msg.starts_with(&format!("{}: ", npy.display())) && msg.contains(want),
-            "{msg}"
-        );
+        assert!(msg.starts_with(&format!("{}: ", npy.display())) && msg.contains(want), "{msg}");
     }
 }
 
@@ -400,28 +258,15 @@ fn failed_writes_leave_nothing_behind() {
     let mut bad = good.clone();
     bad.insert("b".to_string(), broken.clone());
     let err = write_npz(&path, &bad).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "cannot write array 'b' in {}: tensor of shape [3] needs 3 elements, got 1",
-            path.display()
-        )
-    );
+    assert_eq!(err.to_string(), format!("cannot write array 'b' in {}: tensor of shape [3] needs 3 elements, got 1", path.display()));
     assert!(write_npy(&dir.path().join("b.npy"), &broken).is_err());
     assert_eq!(fs::read(&path).unwrap(), before);
     assert_eq!(entries(dir.path()), vec!["out.npz"]);
     // A directory that does not exist.
     let nowhere = dir.path().join("no/such/out.npz");
     let err = write_npz(&nowhere, &good).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with(&format!("cannot write {}: ", nowhere.display())),
-        "{err}"
-    );
-    assert!(matches!(
-        write_npy(&nowhere, &good["a"]),
-        Err(IoError::Write { .. })
-    ));
+    assert!(err.to_string().starts_with(&format!("cannot write {}: ", nowhere.display())), "{err}");
+    assert!(matches!(write_npy(&nowhere, &good["a"]), Err(IoError::Write { .. })));
     // Overwriting works and is atomic (the target is replaced).
     good.insert("c".to_string(), Tensor::zeros(DType::I64, vec![1]));
     write_npz(&path, &good).unwrap();
@@ -432,12 +277,9 @@ fn failed_writes_leave_nothing_behind() {
 /// A Python with numpy: the project's `.venv` (made by `setup.sh`) or `python3`.
 fn numpy_python() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    [venv, PathBuf::from("python3")].into_iter().find(|py| {
-        std::process::Command::new(py)
-            .args(["-c", "import numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+    [venv, PathBuf::from("python3")]
+        .into_iter()
+        .find(|py| std::process::Command::new(py).args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success()))
 }
 
 #[test]
@@ -462,12 +304,7 @@ x = np.arange(6, dtype='>f8').reshape(2, 3) / 7
 np.savez_compressed(sys.argv[2], x=x, h=x.astype(np.float16), i=np.arange(4, dtype=np.int32),
                     b=np.array([True, False]), s=np.float64(2.5), e=np.zeros((0, 3), np.int64))
 "#;
-    let status = std::process::Command::new(&py)
-        .args(["-c", script])
-        .arg(&ours)
-        .arg(&theirs)
-        .status()
-        .unwrap();
+    let status = std::process::Command::new(&py).args(["-c", script]).arg(&ours).arg(&theirs).status().unwrap();
     assert!(status.success(), "numpy rejected our archive");
     let m = read_npz(&theirs).unwrap();
     let x: Vec<f64> = (0..6).map(|i| f64::from(i) / 7.0).collect();

@@ -40,21 +40,12 @@ fn default_threads() -> usize {
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
         .filter(|n| (1..=MAX_THREADS).contains(n))
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get().min(MAX_THREADS))
-                .unwrap_or(1)
-        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get().min(MAX_THREADS)).unwrap_or(1))
 }
 
 /// A pool of `n` threads, or `None` when it cannot be built (the caller then runs serially).
 fn build(n: usize) -> Option<Arc<ThreadPool>> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .thread_name(|i| format!("tfmc-worker-{i}"))
-        .build()
-        .ok()
-        .map(Arc::new)
+    rayon::ThreadPoolBuilder::new().num_threads(n).thread_name(|i| format!("tfmc-worker-{i}")).build().ok().map(Arc::new)
 }
 
 fn pool_slot() -> &'static RwLock<Option<Arc<ThreadPool>>> {
@@ -63,25 +54,16 @@ fn pool_slot() -> &'static RwLock<Option<Arc<ThreadPool>>> {
 
 /// The pool calls run on now.
 fn current() -> Option<Arc<ThreadPool>> {
-    pool_slot()
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone()
+    pool_slot().read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
 }
 
 /// Sets the number of threads later calls use (`n == 0` restores the default:
 /// `TFMC_NUM_THREADS` or one per core; values above [`MAX_THREADS`] are clamped). Builds a new
 /// pool; calls already running finish on the old one.
 pub fn set_num_threads(n: usize) {
-    let n = if n == 0 {
-        default_threads()
-    } else {
-        n.min(MAX_THREADS)
-    };
+    let n = if n == 0 { default_threads() } else { n.min(MAX_THREADS) };
     let pool = build(n);
-    *pool_slot()
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = pool;
+    *pool_slot().write().unwrap_or_else(|poisoned| poisoned.into_inner()) = pool;
 }
 
 /// The number of threads calls use now (1 when running serially).

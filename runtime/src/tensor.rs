@@ -37,15 +37,7 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, in declaration order.
-    pub const ALL: [DType; 7] = [
-        DType::F16,
-        DType::BF16,
-        DType::F32,
-        DType::F64,
-        DType::I32,
-        DType::I64,
-        DType::Bool,
-    ];
+    pub const ALL: [DType; 7] = [DType::F16, DType::BF16, DType::F32, DType::F64, DType::I32, DType::I64, DType::Bool];
 
     /// The `.tfm` name: `"f16"`, `"bf16"`, `"f32"`, `"f64"`, `"i32"`, `"i64"` or `"bool"`.
     pub fn name(self) -> &'static str {
@@ -272,27 +264,15 @@ impl Tensor {
     /// Builds a tensor, checking that `data` has `product(shape)` elements and that its variant
     /// matches `dtype` (`F` for floats, `I` for ints, `B` for bool). Float elements are rounded to
     /// the dtype's precision; `i32` elements outside the `i32` range are an error.
-    pub fn new(
-        dtype: DType,
-        shape: Vec<usize>,
-        mut data: TensorData,
-    ) -> Result<Tensor, TensorError> {
+    pub fn new(dtype: DType, shape: Vec<usize>, mut data: TensorData) -> Result<Tensor, TensorError> {
         check_layout(dtype, &shape, &data)?;
         match &mut data {
             TensorData::F(v) if dtype != DType::F64 => {
                 v.iter_mut().for_each(|x| *x = dtype.round_f64(*x));
             }
             TensorData::I(v) if dtype == DType::I32 => {
-                if let Some((index, &value)) = v
-                    .iter()
-                    .enumerate()
-                    .find(|(_, x)| i32::try_from(**x).is_err())
-                {
-                    return Err(TensorError::OutOfRange {
-                        dtype,
-                        value,
-                        index,
-                    });
+                if let Some((index, &value)) = v.iter().enumerate().find(|(_, x)| i32::try_from(**x).is_err()) {
+                    return Err(TensorError::OutOfRange { dtype, value, index });
                 }
             }
             _ => {}
@@ -305,9 +285,7 @@ impl Tensor {
     /// # Panics
     /// If the product of `shape` overflows `usize`.
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
-        let n = shape_len(&shape).unwrap_or_else(|| {
-            panic!("tensor of shape {shape:?} has more elements than fit in memory")
-        });
+        let n = shape_len(&shape).unwrap_or_else(|| panic!("tensor of shape {shape:?} has more elements than fit in memory"));
         let data = match dtype.kind() {
             Kind::F => TensorData::F(vec![0.0; n]),
             Kind::I => TensorData::I(vec![0; n]),
@@ -317,11 +295,7 @@ impl Tensor {
     }
 
     /// Builds a float tensor from `f64` values, rounding them to the dtype's precision.
-    pub fn from_f64(
-        dtype: DType,
-        shape: Vec<usize>,
-        data: Vec<f64>,
-    ) -> Result<Tensor, TensorError> {
+    pub fn from_f64(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Result<Tensor, TensorError> {
         if !dtype.is_float() {
             return Err(TensorError::NotFloat { dtype });
         }
@@ -437,22 +411,12 @@ impl Tensor {
 
 /// Checks the element count against the shape and the data variant against the dtype.
 fn check_layout(dtype: DType, shape: &[usize], data: &TensorData) -> Result<(), TensorError> {
-    let expected = shape_len(shape).ok_or_else(|| TensorError::ShapeOverflow {
-        shape: shape.to_vec(),
-    })?;
+    let expected = shape_len(shape).ok_or_else(|| TensorError::ShapeOverflow { shape: shape.to_vec() })?;
     if data.kind() != dtype.kind() {
-        return Err(TensorError::KindMismatch {
-            dtype,
-            expected: dtype.kind().describe(),
-            got: data.kind().describe(),
-        });
+        return Err(TensorError::KindMismatch { dtype, expected: dtype.kind().describe(), got: data.kind().describe() });
     }
     if data.len() != expected {
-        return Err(TensorError::LenMismatch {
-            shape: shape.to_vec(),
-            expected,
-            got: data.len(),
-        });
+        return Err(TensorError::LenMismatch { shape: shape.to_vec(), expected, got: data.len() });
     }
     Ok(())
 }

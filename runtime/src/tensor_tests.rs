@@ -7,10 +7,7 @@ fn dtype_names_round_trip() {
     for d in DType::ALL {
         assert_eq!(DType::parse(d.name()), Some(d));
         assert_eq!(d.to_string(), d.name());
-        assert_eq!(
-            d.is_float() as u8 + d.is_int() as u8 + (d == DType::Bool) as u8,
-            1
-        );
+        assert_eq!(d.is_float() as u8 + d.is_int() as u8 + (d == DType::Bool) as u8, 1);
     }
     assert_eq!(DType::parse("float32"), None);
     assert_eq!(DType::parse("F32"), None);
@@ -19,25 +16,13 @@ fn dtype_names_round_trip() {
 #[test]
 fn new_checks_len_and_kind() {
     let err = Tensor::new(DType::F32, vec![2, 3], TensorData::F(vec![0.0; 5])).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "tensor of shape [2, 3] needs 6 elements, got 5"
-    );
+    assert_eq!(err.to_string(), "tensor of shape [2, 3] needs 6 elements, got 5");
     let err = Tensor::new(DType::I32, vec![2], TensorData::F(vec![0.0; 2])).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "tensor of dtype i32 needs integer data, got float data"
-    );
+    assert_eq!(err.to_string(), "tensor of dtype i32 needs integer data, got float data");
     let err = Tensor::new(DType::Bool, vec![1], TensorData::I(vec![1])).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "tensor of dtype bool needs bool data, got integer data"
-    );
+    assert_eq!(err.to_string(), "tensor of dtype bool needs bool data, got integer data");
     let err = Tensor::new(DType::I32, vec![2], TensorData::I(vec![1, 1 << 40])).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "value 1099511627776 at flat index 1 does not fit in i32"
-    );
+    assert_eq!(err.to_string(), "value 1099511627776 at flat index 1 does not fit in i32");
     let err = Tensor::new(DType::F32, vec![usize::MAX, 2], TensorData::F(vec![])).unwrap_err();
     assert!(matches!(err, TensorError::ShapeOverflow { .. }), "{err}");
     let err = Tensor::from_f64(DType::I64, vec![1], vec![1.0]).unwrap_err();
@@ -51,10 +36,7 @@ fn zero_d_and_empty() {
     let e = Tensor::zeros(DType::I64, vec![0, 3]);
     assert_eq!((e.len(), e.is_empty()), (0, true));
     assert_eq!(e.data(), &TensorData::I(vec![]));
-    assert_eq!(
-        Tensor::zeros(DType::Bool, vec![2]).data(),
-        &TensorData::B(vec![false; 2])
-    );
+    assert_eq!(Tensor::zeros(DType::Bool, vec![2]).data(), &TensorData::B(vec![false; 2]));
 }
 
 #[test]
@@ -105,12 +87,7 @@ fn to_f64_vec_any_dtype() {
 #[test]
 fn max_abs_diff_rules() {
     let a = Tensor::from_f64(DType::F64, vec![4], vec![1.0, f64::NAN, f64::INFINITY, 0.0]).unwrap();
-    let b = Tensor::from_f64(
-        DType::F64,
-        vec![4],
-        vec![1.5, f64::NAN, f64::INFINITY, -0.25],
-    )
-    .unwrap();
+    let b = Tensor::from_f64(DType::F64, vec![4], vec![1.5, f64::NAN, f64::INFINITY, -0.25]).unwrap();
     assert_eq!(a.max_abs_diff(&b), Some(0.5));
     let c = Tensor::from_f64(DType::F64, vec![4], vec![1.0, 0.0, f64::INFINITY, 0.0]).unwrap();
     assert_eq!(a.max_abs_diff(&c), Some(f64::INFINITY));
@@ -119,10 +96,7 @@ fn max_abs_diff_rules() {
     let i = Tensor::new(DType::I32, vec![4], TensorData::I(vec![1, 0, 0, 0])).unwrap();
     assert_eq!(c.max_abs_diff(&i), Some(f64::INFINITY));
     let e = Tensor::zeros(DType::F32, vec![0, 3]);
-    assert_eq!(
-        e.max_abs_diff(&Tensor::zeros(DType::F16, vec![0, 3])),
-        Some(0.0)
-    );
+    assert_eq!(e.max_abs_diff(&Tensor::zeros(DType::F16, vec![0, 3])), Some(0.0));
 }
 
 #[test]

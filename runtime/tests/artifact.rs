@@ -14,10 +14,7 @@ fn f32_tensor(v: &[f64]) -> Tensor {
 }
 
 fn inputs(pairs: &[(&str, Tensor)]) -> BTreeMap<String, Tensor> {
-    pairs
-        .iter()
-        .map(|(n, t)| (n.to_string(), t.clone()))
-        .collect()
+    pairs.iter().map(|(n, t)| (n.to_string(), t.clone())).collect()
 }
 
 fn no_params() -> BTreeMap<String, Scalar> {
@@ -47,10 +44,7 @@ fn loads_and_runs() {
     assert_eq!(out[0].as_f32().unwrap(), [11.0, 22.0, 33.0, 44.0]);
 
     // By name, with a param.
-    let ins = inputs(&[
-        ("A", f32_tensor(&[1.0, 2.0])),
-        ("B", f32_tensor(&[0.5, 0.25])),
-    ]);
+    let ins = inputs(&[("A", f32_tensor(&[1.0, 2.0])), ("B", f32_tensor(&[0.5, 0.25]))]);
     let params = BTreeMap::from([("scale".to_string(), Scalar::F(2.0))]);
     let outs = k.run(&ins, &params).unwrap();
     assert_eq!(outs.keys().collect::<Vec<_>>(), ["O"]);
@@ -71,75 +65,36 @@ fn call_errors() {
     let two = f32_tensor(&[1.0, 2.0]);
     let three = f32_tensor(&[1.0, 2.0, 3.0]);
 
-    let e = k.run(
-        &inputs(&[("A", two.clone()), ("B", three.clone())]),
-        &no_params(),
-    );
+    let e = k.run(&inputs(&[("A", two.clone()), ("B", three.clone())]), &no_params());
     let e = e.unwrap_err();
     assert!(matches!(e, RuntimeError::DimMismatch { .. }), "{e:?}");
-    assert_eq!(
-        e.to_string(),
-        "input 'B' of kernel 'add': dimension 0 (N) is 3, but input 'A' gives N = 2"
-    );
+    assert_eq!(e.to_string(), "input 'B' of kernel 'add': dimension 0 (N) is 3, but input 'A' gives N = 2");
 
     let bad_rank = Tensor::zeros(DType::F32, vec![2, 1]);
-    let e = k.run(
-        &inputs(&[("A", two.clone()), ("B", bad_rank)]),
-        &no_params(),
-    );
+    let e = k.run(&inputs(&[("A", two.clone()), ("B", bad_rank)]), &no_params());
     let text = e.unwrap_err().to_string();
-    assert!(
-        text.contains("input 'B'") && text.contains("f32[N]"),
-        "{text}"
-    );
+    assert!(text.contains("input 'B'") && text.contains("f32[N]"), "{text}");
 
     let ints = Tensor::zeros(DType::I32, vec![2]);
     let e = k.run(&inputs(&[("A", two.clone()), ("B", ints)]), &no_params());
     let e = e.unwrap_err();
-    assert!(matches!(
-        e,
-        RuntimeError::DType {
-            expected: DType::F32,
-            got: DType::I32,
-            ..
-        }
-    ));
-    assert_eq!(
-        e.to_string(),
-        "input 'B' of kernel 'add' must be f32, got i32"
-    );
+    assert!(matches!(e, RuntimeError::DType { expected: DType::F32, got: DType::I32, .. }));
+    assert_eq!(e.to_string(), "input 'B' of kernel 'add' must be f32, got i32");
 
-    let e = k
-        .run(&inputs(&[("A", two.clone())]), &no_params())
-        .unwrap_err();
+    let e = k.run(&inputs(&[("A", two.clone())]), &no_params()).unwrap_err();
     assert_eq!(e.to_string(), "kernel 'add' needs input 'B' of type f32[N]");
 
-    let e = k.run(
-        &inputs(&[("A", two.clone()), ("B", two.clone()), ("Z", two.clone())]),
-        &no_params(),
-    );
-    assert_eq!(
-        e.unwrap_err().to_string(),
-        "kernel 'add' has no input 'Z'; its inputs are A, B"
-    );
+    let e = k.run(&inputs(&[("A", two.clone()), ("B", two.clone()), ("Z", two.clone())]), &no_params());
+    assert_eq!(e.unwrap_err().to_string(), "kernel 'add' has no input 'Z'; its inputs are A, B");
 
     let ab = inputs(&[("A", two.clone()), ("B", two.clone())]);
-    let e = k.run(
-        &ab,
-        &BTreeMap::from([("sclae".to_string(), Scalar::F(1.0))]),
-    );
-    assert_eq!(
-        e.unwrap_err().to_string(),
-        "kernel 'add' has no param 'sclae'; its params are fail, scale"
-    );
+    let e = k.run(&ab, &BTreeMap::from([("sclae".to_string(), Scalar::F(1.0))]));
+    assert_eq!(e.unwrap_err().to_string(), "kernel 'add' has no param 'sclae'; its params are fail, scale");
     let e = k.run(&ab, &BTreeMap::from([("fail".to_string(), Scalar::I(1))]));
     assert!(matches!(e, Err(RuntimeError::ParamType { .. })));
 
     let e = a.kernel("mul").unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "no kernel 'mul'; the artifact has: add, count"
-    );
+    assert_eq!(e.to_string(), "no kernel 'mul'; the artifact has: add, count");
 
     // Output buffers of the wrong shape or dtype.
     let x = NativeTensor::from_f32(vec![2], vec![1.0, 2.0]).unwrap();
@@ -150,14 +105,7 @@ fn call_errors() {
     let e = k.run_native(&[&x, &x], &mut wrong, &no_params());
     assert!(matches!(e, Err(RuntimeError::DType { .. })));
     let e = k.run_native(&[&x], &mut [], &no_params());
-    assert!(matches!(
-        e,
-        Err(RuntimeError::InputCount {
-            expected: 2,
-            got: 1,
-            ..
-        })
-    ));
+    assert!(matches!(e, Err(RuntimeError::InputCount { expected: 2, got: 1, .. })));
 }
 
 #[test]
@@ -165,12 +113,7 @@ fn kernel_failure_code() {
     let a = Artifact::open(good_lib()).unwrap();
     let k = a.kernel("add").unwrap();
     let ab = inputs(&[("A", f32_tensor(&[1.0])), ("B", f32_tensor(&[2.0]))]);
-    let e = k
-        .run(
-            &ab,
-            &BTreeMap::from([("fail".to_string(), Scalar::B(true))]),
-        )
-        .unwrap_err();
+    let e = k.run(&ab, &BTreeMap::from([("fail".to_string(), Scalar::B(true))])).unwrap_err();
     match &e {
         RuntimeError::Kernel { kernel, kind, site } => {
             assert_eq!(kernel, "add");
@@ -179,10 +122,7 @@ fn kernel_failure_code() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        e.to_string(),
-        "kernel 'add' failed: integer overflow at A[i] + B[i] at add.tfm:2:9"
-    );
+    assert_eq!(e.to_string(), "kernel 'add' failed: integer overflow at A[i] + B[i] at add.tfm:2:9");
 }
 
 #[test]
@@ -190,34 +130,19 @@ fn damaged_files() {
     let good = std::fs::read(good_lib()).unwrap();
 
     let truncated = write("truncated.so", &good[..good.len() / 2]);
-    assert!(matches!(
-        open_err(&truncated).root(),
-        ArtifactError::NotSealed
-    ));
+    assert!(matches!(open_err(&truncated).root(), ArtifactError::NotSealed));
 
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x01;
     let flipped = write("flipped.so", &flipped);
-    assert!(matches!(
-        open_err(&flipped).root(),
-        ArtifactError::Checksum { .. }
-    ));
+    assert!(matches!(open_err(&flipped).root(), ArtifactError::Checksum { .. }));
 
-    let unsealed = write(
-        "unsealed.so",
-        &good[..good.len() - tfmc_runtime::aot::TRAILER_LEN],
-    );
-    assert!(matches!(
-        open_err(&unsealed).root(),
-        ArtifactError::NotSealed
-    ));
+    let unsealed = write("unsealed.so", &good[..good.len() - tfmc_runtime::aot::TRAILER_LEN]);
+    assert!(matches!(open_err(&unsealed).root(), ArtifactError::NotSealed));
 
     let garbage = write("garbage.so", b"this is not an ELF file at all, just text");
-    assert!(matches!(
-        open_err(&garbage).root(),
-        ArtifactError::NotSealed
-    ));
+    assert!(matches!(open_err(&garbage).root(), ArtifactError::NotSealed));
     tfmc_runtime::aot::seal(&garbage).unwrap();
     assert!(matches!(open_err(&garbage).root(), ArtifactError::Elf(_)));
 
@@ -231,35 +156,16 @@ fn wrong_version() {
     m.version = 999;
     let lib = build_lib("v999", Some(&m.to_json()), "");
     let e = open_err(&lib);
-    assert!(
-        matches!(
-            e.root(),
-            ArtifactError::Version {
-                found: 999,
-                expected: 1
-            }
-        ),
-        "{e:?}"
-    );
+    assert!(matches!(e.root(), ArtifactError::Version { found: 999, expected: 1 }), "{e:?}");
     // A future format that no longer fits the schema is still a version error.
-    let lib = build_lib(
-        "v999b",
-        Some(r#"{"format": "tfmc-artifact", "version": 999}"#),
-        "",
-    );
-    assert!(matches!(
-        open_err(&lib).root(),
-        ArtifactError::Version { found: 999, .. }
-    ));
+    let lib = build_lib("v999b", Some(r#"{"format": "tfmc-artifact", "version": 999}"#), "");
+    assert!(matches!(open_err(&lib).root(), ArtifactError::Version { found: 999, .. }));
 }
 
 #[test]
 fn bad_manifests() {
     let lib = build_lib("nomanifest", None, "");
-    assert!(matches!(
-        open_err(&lib).root(),
-        ArtifactError::NoManifest { .. }
-    ));
+    assert!(matches!(open_err(&lib).root(), ArtifactError::NoManifest { .. }));
 
     let lib = build_lib("notjson", Some("{ not json"), "");
     assert!(matches!(open_err(&lib).root(), ArtifactError::Json(_)));
@@ -267,33 +173,20 @@ fn bad_manifests() {
     let mut m = manifest(vec![add_kernel()]);
     m.format = "something-else".into();
     let lib = build_lib("format", Some(&m.to_json()), "");
-    assert!(matches!(
-        open_err(&lib).root(),
-        ArtifactError::Format { .. }
-    ));
+    assert!(matches!(open_err(&lib).root(), ArtifactError::Format { .. }));
 
     let mut m = manifest(vec![add_kernel()]);
     m.kernels[0].inputs[0].dtype = "f128".into();
     let lib = build_lib("baddtype", Some(&m.to_json()), "");
-    assert!(matches!(
-        open_err(&lib).root(),
-        ArtifactError::InvalidManifest(_)
-    ));
+    assert!(matches!(open_err(&lib).root(), ArtifactError::InvalidManifest(_)));
 
     let mut m = manifest(vec![add_kernel()]);
     m.target.kind = "cuda".into();
     let lib = build_lib("cuda", Some(&m.to_json()), "");
-    assert!(matches!(
-        open_err(&lib).root(),
-        ArtifactError::TargetKind { .. }
-    ));
+    assert!(matches!(open_err(&lib).root(), ArtifactError::TargetKind { .. }));
 
     let mut m = manifest(vec![add_kernel()]);
-    let other = if std::env::consts::ARCH == "aarch64" {
-        "x86_64"
-    } else {
-        "aarch64"
-    };
+    let other = if std::env::consts::ARCH == "aarch64" { "x86_64" } else { "aarch64" };
     m.target.triple = format!("{other}-unknown-linux-gnu");
     let lib = build_lib("arch", Some(&m.to_json()), "");
     assert!(matches!(open_err(&lib).root(), ArtifactError::Arch { .. }));
@@ -304,11 +197,7 @@ fn bad_manifests() {
     let m = manifest(vec![add_kernel(), ghost]);
     let lib = build_lib("ghost", Some(&m.to_json()), "");
     let e = open_err(&lib);
-    assert!(
-        e.to_string()
-            .contains("missing symbol 'tfmc_ghost_packed' (kernel 'ghost')"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("missing symbol 'tfmc_ghost_packed' (kernel 'ghost')"), "{e}");
 }
 
 #[test]
@@ -324,17 +213,8 @@ fn cpu_features() {
 
     // A testable feature this CPU lacks is an error (deterministic given the CPU; the table
     // logic itself is unit-tested with a fake detector in `features`).
-    let candidates = [
-        "avx512fp16",
-        "avx512vp2intersect",
-        "avx512bf16",
-        "sse4a",
-        "avx512f",
-    ];
-    let Some(lacking) = candidates
-        .iter()
-        .find(|f| tfmc_runtime::features::host_has_feature(f) == Some(false))
-    else {
+    let candidates = ["avx512fp16", "avx512vp2intersect", "avx512bf16", "sse4a", "avx512f"];
+    let Some(lacking) = candidates.iter().find(|f| tfmc_runtime::features::host_has_feature(f) == Some(false)) else {
         eprintln!("note: this CPU has every candidate feature; missing-feature load not exercised");
         return;
     };
@@ -350,27 +230,9 @@ fn cpu_features() {
 #[test]
 fn header_of_the_test_manifest_compiles() {
     let m = manifest(vec![add_kernel(), count_kernel()]);
-    let h = write(
-        "model.h",
-        tfmc_runtime::manifest::c_header(&m, "MODEL_H").as_bytes(),
-    );
-    let c = write(
-        "use_header.c",
-        format!(
-            "#include \"{}\"\n#include \"{}\"\n",
-            h.display(),
-            h.display()
-        )
-        .as_bytes(),
-    );
-    cc(&[
-        "-std=c11",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-fsyntax-only",
-        c.to_str().unwrap(),
-    ]);
+    let h = write("model.h", tfmc_runtime::manifest::c_header(&m, "MODEL_H").as_bytes());
+    let c = write("use_header.c", format!("#include \"{}\"\n#include \"{}\"\n", h.display(), h.display()).as_bytes());
+    cc(&["-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", c.to_str().unwrap()]);
 }
 
 #[test]

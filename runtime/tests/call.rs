@@ -25,10 +25,7 @@ fn sdpa() -> tfmc_runtime::manifest::KernelManifest {
             spec("V", "f32", &["B", "H", "M", "E"]),
             spec("T", "i64", &["2"]),
         ],
-        vec![
-            spec("O", "f32", &["B", "H", "P", "E"]),
-            spec("S", "bool", &[]),
-        ],
+        vec![spec("O", "f32", &["B", "H", "P", "E"]), spec("S", "bool", &[])],
         &["B", "H", "P", "M", "E"],
         vec![
             param("W", "i32", ParamValue::Int(16)),
@@ -40,11 +37,7 @@ fn sdpa() -> tfmc_runtime::manifest::KernelManifest {
 }
 
 /// Records its dims and params, writes O[0] = 7 and S = true, returns `params[0] >> 32`.
-unsafe extern "C" fn stand_in(
-    bufs: *const *mut c_void,
-    dims: *const i64,
-    params: *const u64,
-) -> i32 {
+unsafe extern "C" fn stand_in(bufs: *const *mut c_void, dims: *const i64, params: *const u64) -> i32 {
     // SAFETY: called by `call_native` with sdpa's layout: 4 inputs, 2 outputs, 5 dims, 3 params.
     unsafe {
         let d = std::slice::from_raw_parts(dims, 5).to_vec();
@@ -88,10 +81,7 @@ fn binds_packs_and_calls() {
     assert_eq!(out["S"].to_f64_vec(), [1.0]);
     let seen = SEEN.lock().unwrap().clone();
     // Other tests call the stand-in concurrently: find this call by its W.
-    let (dims, p) = seen
-        .iter()
-        .find(|(_, p)| p[0] == 3)
-        .expect("a call with W = 3");
+    let (dims, p) = seen.iter().find(|(_, p)| p[0] == 3).expect("a call with W = 3");
     assert_eq!(dims, &[1, 2, 3, 5, 4]);
     assert_eq!(f64::from_bits(p[1]), 0.5);
     assert_eq!(p[2], 1);
@@ -105,34 +95,15 @@ fn shape_errors_name_argument_axis_and_dim() {
     let v7 = [1usize, 2, 7, 4];
     let two = [2usize];
     let e = bind_dims(&k, &[&q, &kk, &v7, &two]).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "input 'V' of kernel 'sdpa': dimension 2 (M) is 7, but input 'K' gives M = 5"
-    );
+    assert_eq!(e.to_string(), "input 'V' of kernel 'sdpa': dimension 2 (M) is 7, but input 'K' gives M = 5");
     let three = [3usize];
     let e = bind_dims(&k, &[&q, &kk, &kk, &three]).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "input 'T' of kernel 'sdpa': dimension 0 is 3, expected 2"
-    );
+    assert_eq!(e.to_string(), "input 'T' of kernel 'sdpa': dimension 0 is 3, expected 2");
     let e = bind_dims(&k, &[&q, &kk, &[1, 2, 5], &two]).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "input 'V' of kernel 'sdpa' must have type f32[B, H, M, E], got a rank-3 tensor of shape [1, 2, 5]"
-    );
+    assert_eq!(e.to_string(), "input 'V' of kernel 'sdpa' must have type f32[B, H, M, E], got a rank-3 tensor of shape [1, 2, 5]");
     let e = bind_dims(&k, &[&q]).unwrap_err();
-    assert!(matches!(
-        e,
-        RuntimeError::InputCount {
-            expected: 4,
-            got: 1,
-            ..
-        }
-    ));
-    assert_eq!(
-        bind_dims(&k, &[&q, &kk, &kk, &two]).unwrap(),
-        [1, 2, 3, 5, 4]
-    );
+    assert!(matches!(e, RuntimeError::InputCount { expected: 4, got: 1, .. }));
+    assert_eq!(bind_dims(&k, &[&q, &kk, &kk, &two]).unwrap(), [1, 2, 3, 5, 4]);
 }
 
 #[test]
@@ -142,10 +113,7 @@ fn unbound_dims_and_bad_manifests() {
     k.outputs[1].shape = vec![tfmc_runtime::manifest::DimSpec::Dim("Z".into())];
     let shapes: [&[usize]; 4] = [&[1, 2, 3, 4], &[1, 2, 5, 4], &[1, 2, 5, 4], &[2]];
     let e = bind_dims(&k, &shapes).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "kernel 'sdpa': dim 'Z' is not the size of any input, so it cannot be inferred"
-    );
+    assert_eq!(e.to_string(), "kernel 'sdpa': dim 'Z' is not the size of any input, so it cannot be inferred");
 
     let mut k = sdpa();
     k.inputs[0].shape[0] = tfmc_runtime::manifest::DimSpec::Dim("nope".into());
@@ -154,10 +122,7 @@ fn unbound_dims_and_bad_manifests() {
 
     let mut k = sdpa();
     k.inputs[1].name = "Q".into();
-    assert!(matches!(
-        bind_dims(&k, &shapes),
-        Err(RuntimeError::BadManifest { .. })
-    ));
+    assert!(matches!(bind_dims(&k, &shapes), Err(RuntimeError::BadManifest { .. })));
 }
 
 #[test]
@@ -169,15 +134,9 @@ fn params_checked() {
     assert!(pack_params(&k, &p("causal", Scalar::I(1))).is_err());
     assert!(pack_params(&k, &p("scale", Scalar::B(true))).is_err());
     let e = pack_params(&k, &p("window", Scalar::I(1))).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "kernel 'sdpa' has no param 'window'; its params are W, scale, causal"
-    );
+    assert_eq!(e.to_string(), "kernel 'sdpa' has no param 'window'; its params are W, scale, causal");
     let e = pack_params(&k, &p("W", Scalar::F(2.5))).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "param 'W' of kernel 'sdpa' is i32, got the float 2.5"
-    );
+    assert_eq!(e.to_string(), "param 'W' of kernel 'sdpa' is i32, got the float 2.5");
     let slots = pack_params(&k, &p("scale", Scalar::I(2))).unwrap();
     assert_eq!(slots, [16, 2.0f64.to_bits(), 1]);
 }
@@ -197,23 +156,14 @@ fn return_codes() {
         Err(RuntimeError::Kernel { site, .. }) => assert_eq!(site, "unknown site"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(
-        check_return(&k, 0x42),
-        Err(RuntimeError::UnknownFailure { code: 0x42, .. })
-    ));
-    assert!(matches!(
-        check_return(&k, -1),
-        Err(RuntimeError::UnknownFailure { .. })
-    ));
+    assert!(matches!(check_return(&k, 0x42), Err(RuntimeError::UnknownFailure { code: 0x42, .. })));
+    assert!(matches!(check_return(&k, -1), Err(RuntimeError::UnknownFailure { .. })));
     // Through a call: the stand-in returns params[0] >> 32, i.e. W's high bits.
     let entry: PackedFn = stand_in;
     let params = BTreeMap::from([("W".to_string(), Scalar::I(-1))]);
     // SAFETY: `stand_in` follows sdpa's layout.
     let e = unsafe { call(entry, &k, &good_inputs(), &params) }.unwrap_err();
-    assert!(
-        matches!(e, RuntimeError::UnknownFailure { code: -1, .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, RuntimeError::UnknownFailure { code: -1, .. }), "{e:?}");
 }
 
 #[test]
@@ -231,42 +181,15 @@ fn native_calls_check_everything() {
     assert_eq!(outs[0].as_f32().unwrap()[..2], [7.0, 0.0]);
     // SAFETY: as above (the call is refused before the kernel runs).
     let e = unsafe { call_native(entry, &k, &[&q, &kv, &kv, &q], &mut outs, &BTreeMap::new()) };
-    assert_eq!(
-        e.unwrap_err().to_string(),
-        "input 'T' of kernel 'sdpa' must be i64, got f32"
-    );
+    assert_eq!(e.unwrap_err().to_string(), "input 'T' of kernel 'sdpa' must be i64, got f32");
     // SAFETY: as above.
-    let e = unsafe {
-        call_native(
-            entry,
-            &k,
-            &[&q, &kv, &kv, &tt],
-            &mut outs[..1],
-            &BTreeMap::new(),
-        )
-    };
-    assert!(matches!(
-        e,
-        Err(RuntimeError::OutputCount {
-            expected: 2,
-            got: 1,
-            ..
-        })
-    ));
+    let e = unsafe { call_native(entry, &k, &[&q, &kv, &kv, &tt], &mut outs[..1], &BTreeMap::new()) };
+    assert!(matches!(e, Err(RuntimeError::OutputCount { expected: 2, got: 1, .. })));
     // Empty dims are fine (the kernel still runs).
     let q0 = NativeTensor::zeros(DType::F32, vec![0, 2, 3, 4]).unwrap();
     let kv0 = NativeTensor::zeros(DType::F32, vec![0, 2, 5, 4]).unwrap();
     let mut outs = tfmc_runtime::call::alloc_outputs(&k, &[0, 2, 3, 5, 4]).unwrap();
     // SAFETY: as above.
-    unsafe {
-        call_native(
-            entry,
-            &k,
-            &[&q0, &kv0, &kv0, &tt],
-            &mut outs,
-            &BTreeMap::new(),
-        )
-    }
-    .unwrap();
+    unsafe { call_native(entry, &k, &[&q0, &kv0, &kv0, &tt], &mut outs, &BTreeMap::new()) }.unwrap();
     assert!(outs[0].is_empty());
 }

@@ -13,8 +13,8 @@ use std::process::Command;
 
 use tfmc_runtime::cuda::{CudaArtifact, CudaDevice, device_count};
 use tfmc_runtime::manifest::{
-    DimSpec, FORMAT_NAME, FORMAT_VERSION, FailKind, GpuLaunch, KernelManifest, Manifest, ParamSpec,
-    ParamValue, Target, TensorSpec, ptx_with_manifest,
+    DimSpec, FORMAT_NAME, FORMAT_VERSION, FailKind, GpuLaunch, KernelManifest, Manifest, ParamSpec, ParamValue, Target, TensorSpec,
+    ptx_with_manifest,
 };
 use tfmc_runtime::{ArtifactError, DType, RuntimeError, Scalar, Tensor, write_npz};
 
@@ -101,11 +101,7 @@ $L_done:
 "#;
 
 fn spec(name: &str) -> TensorSpec {
-    TensorSpec {
-        name: name.into(),
-        dtype: "f32".into(),
-        shape: vec![DimSpec::Dim("N".into())],
-    }
+    TensorSpec { name: name.into(), dtype: "f32".into(), shape: vec![DimSpec::Dim("N".into())] }
 }
 
 fn vadd_manifest(cpu: &str, segments: u32) -> Manifest {
@@ -113,12 +109,7 @@ fn vadd_manifest(cpu: &str, segments: u32) -> Manifest {
         format: FORMAT_NAME.into(),
         version: FORMAT_VERSION,
         compiler_version: "test".into(),
-        target: Target {
-            kind: "cuda".into(),
-            triple: "nvptx64-nvidia-cuda".into(),
-            cpu: cpu.into(),
-            features: vec!["ptx80".into()],
-        },
+        target: Target { kind: "cuda".into(), triple: "nvptx64-nvidia-cuda".into(), cpu: cpu.into(), features: vec!["ptx80".into()] },
         kernels: vec![KernelManifest {
             name: "vadd".into(),
             symbol: "tfmc_vadd".into(),
@@ -126,17 +117,9 @@ fn vadd_manifest(cpu: &str, segments: u32) -> Manifest {
             inputs: vec![spec("A"), spec("B")],
             outputs: vec![spec("O")],
             dims: vec!["N".into()],
-            params: vec![ParamSpec {
-                name: "fail".into(),
-                dtype: "bool".into(),
-                default: ParamValue::Bool(false),
-            }],
+            params: vec![ParamSpec { name: "fail".into(), dtype: "bool".into(), default: ParamValue::Bool(false) }],
             sites: vec!["prologue".into(), "A[i] + B[i] at vadd.tfm:2:9".into()],
-            gpu: Some(GpuLaunch {
-                block: 128,
-                heap_elem_bytes: vec![],
-                segments,
-            }),
+            gpu: Some(GpuLaunch { block: 128, heap_elem_bytes: vec![], segments }),
         }],
     }
 }
@@ -153,22 +136,14 @@ fn inputs(n: usize) -> BTreeMap<String, Tensor> {
     let a: Vec<f64> = (0..n).map(|i| i as f64 * 0.5).collect();
     let b: Vec<f64> = (0..n).map(|i| 1.0 - i as f64).collect();
     BTreeMap::from([
-        (
-            "A".into(),
-            Tensor::from_f64(DType::F32, vec![n], a).unwrap(),
-        ),
-        (
-            "B".into(),
-            Tensor::from_f64(DType::F32, vec![n], b).unwrap(),
-        ),
+        ("A".into(), Tensor::from_f64(DType::F32, vec![n], a).unwrap()),
+        ("B".into(), Tensor::from_f64(DType::F32, vec![n], b).unwrap()),
     ])
 }
 
 /// `A + B` for [`inputs`], in f32.
 fn expected(n: usize) -> Vec<f64> {
-    (0..n)
-        .map(|i| f64::from((i as f64 * 0.5) as f32 + (1.0 - i as f64) as f32))
-        .collect()
+    (0..n).map(|i| f64::from((i as f64 * 0.5) as f32 + (1.0 - i as f64) as f32)).collect()
 }
 
 /// True when a CUDA device is usable; prints the skip line otherwise.
@@ -197,10 +172,7 @@ fn no_device_is_an_error_never_a_panic() {
     // An ordinal no machine has: "no device" whether or not a GPU is present.
     let err = CudaDevice::from_ptx_on(VADD_PTX, 9999).unwrap_err();
     assert!(err.is_no_device(), "{err}");
-    assert!(
-        err.to_string().starts_with("no CUDA device found: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("no CUDA device found: "), "{err}");
     let err = CudaArtifact::open_on(&path, 9999).unwrap_err();
     assert!(err.is_no_device(), "{err}");
     assert!(err.to_string().contains("no CUDA device found: "), "{err}");
@@ -219,11 +191,7 @@ fn no_device_is_an_error_never_a_panic() {
 fn runner_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_artifact(dir.path(), "sm_80", 1);
-    let out = runner()
-        .arg(&path)
-        .args(["--kernel", "vadd", "--device", "9999"])
-        .output()
-        .unwrap();
+    let out = runner().arg(&path).args(["--kernel", "vadd", "--device", "9999"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no CUDA device found"), "{stderr}");
@@ -231,18 +199,10 @@ fn runner_exit_codes() {
         let out = runner().arg(&path).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains(
-                "no CUDA device found: the CUDA driver library (libcuda.so) cannot be loaded"
-            ),
-            "{stderr}"
-        );
+        assert!(stderr.contains("no CUDA device found: the CUDA driver library (libcuda.so) cannot be loaded"), "{stderr}");
     }
     // A missing file: an error naming it, exit 1.
-    let out = runner()
-        .arg(dir.path().join("missing.ptx"))
-        .output()
-        .unwrap();
+    let out = runner().arg(dir.path().join("missing.ptx")).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("missing.ptx': cannot read it"), "{stderr}");
@@ -282,48 +242,22 @@ fn vadd_on_the_gpu() {
     let path = write_artifact(dir.path(), "sm_80", 1);
     let mut art = CudaArtifact::open(&path).unwrap();
     assert_eq!(art.kernel_names(), ["vadd"]);
-    println!(
-        "device: {} {:?}",
-        art.device().name(),
-        art.device().compute_capability()
-    );
+    println!("device: {} {:?}", art.device().name(), art.device().compute_capability());
     // Empty (no segment launched), one partial block, many blocks.
     for n in [0, 1, 1000, 3_000_001] {
-        let out = art
-            .kernel("vadd")
-            .unwrap()
-            .run(&inputs(n), &BTreeMap::new())
-            .unwrap();
+        let out = art.kernel("vadd").unwrap().run(&inputs(n), &BTreeMap::new()).unwrap();
         assert_eq!(out["O"].shape(), [n]);
         assert_eq!(out["O"].to_f64_vec(), expected(n), "n = {n}");
     }
     // A failure from the segment's CAS maps to the manifest's site.
     let params = BTreeMap::from([("fail".to_string(), Scalar::B(true))]);
-    let err = art
-        .kernel("vadd")
-        .unwrap()
-        .run(&inputs(300), &params)
-        .unwrap_err();
-    assert!(
-        matches!(&err, RuntimeError::Kernel { kind: FailKind::Overflow, site, .. } if site == "A[i] + B[i] at vadd.tfm:2:9"),
-        "{err}"
-    );
+    let err = art.kernel("vadd").unwrap().run(&inputs(300), &params).unwrap_err();
+    assert!(matches!(&err, RuntimeError::Kernel { kind: FailKind::Overflow, site, .. } if site == "A[i] + B[i] at vadd.tfm:2:9"), "{err}");
     // The same checks as the CPU path.
-    let err = art
-        .kernel("vadd")
-        .unwrap()
-        .run(&BTreeMap::new(), &BTreeMap::new())
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "kernel 'vadd' needs input 'A' of type f32[N]"
-    );
+    let err = art.kernel("vadd").unwrap().run(&BTreeMap::new(), &BTreeMap::new()).unwrap_err();
+    assert_eq!(err.to_string(), "kernel 'vadd' needs input 'A' of type f32[N]");
     // Repeated launches with resident inputs.
-    let mut p = art
-        .kernel("vadd")
-        .unwrap()
-        .prepare(&inputs(1 << 20), &BTreeMap::new())
-        .unwrap();
+    let mut p = art.kernel("vadd").unwrap().prepare(&inputs(1 << 20), &BTreeMap::new()).unwrap();
     let times = p.time(5).unwrap();
     assert_eq!(times.len(), 5);
     println!("vadd 2^20: {times:?}");
@@ -338,16 +272,10 @@ fn gpu_artifact_errors() {
     let dir = tempfile::tempdir().unwrap();
     let future = write_artifact(dir.path(), "sm_999", 1);
     let err = CudaArtifact::open(&future).unwrap_err();
-    assert!(
-        matches!(err.root(), ArtifactError::ComputeCapability { .. }),
-        "{err}"
-    );
+    assert!(matches!(err.root(), ArtifactError::ComputeCapability { .. }), "{err}");
     let missing = write_artifact(dir.path(), "sm_80", 2);
     let err = CudaArtifact::open(&missing).unwrap_err();
-    assert!(
-        matches!(err.root(), ArtifactError::MissingSymbol { symbol, .. } if symbol == "tfmc_vadd_seg1"),
-        "{err}"
-    );
+    assert!(matches!(err.root(), ArtifactError::MissingSymbol { symbol, .. } if symbol == "tfmc_vadd_seg1"), "{err}");
     let err = CudaDevice::from_ptx("this is not PTX").unwrap_err();
     assert!(matches!(err, RuntimeError::DeviceOp { .. }), "{err}");
     println!("refused PTX: {err}");
@@ -378,30 +306,15 @@ fn runner_on_the_gpu() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("output O: f32 [4096]"), "{stdout}");
-    assert!(
-        stdout.contains("PASS") && stdout.contains("5 launches: median"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("PASS") && stdout.contains("5 launches: median"), "{stdout}");
     assert_eq!(tfmc_runtime::read_npz(&out_path).unwrap()["O"], o);
     let mut wrong = o;
     wrong.set(7, Scalar::F(1e3));
     let bad = dir.path().join("bad.npz");
     write_npz(&bad, &BTreeMap::from([("O".to_string(), wrong)])).unwrap();
-    let out = runner()
-        .arg(&path)
-        .arg("--inputs")
-        .arg(&ins)
-        .arg("--expect")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = runner().arg(&path).arg("--inputs").arg(&ins).arg("--expect").arg(&bad).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("FAIL"), "{stdout}");
@@ -428,18 +341,8 @@ fn hand_written_ptx_assembles() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_artifact(dir.path(), "sm_80", 1);
     for arch in ["sm_80", "sm_90"] {
-        let out = Command::new(&ptxas)
-            .arg(format!("-arch={arch}"))
-            .arg(&path)
-            .arg("-o")
-            .arg(dir.path().join("vadd.cubin"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ptxas -arch={arch} {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out =
+            Command::new(&ptxas).arg(format!("-arch={arch}")).arg(&path).arg("-o").arg(dir.path().join("vadd.cubin")).output().unwrap();
+        assert!(out.status.success(), "ptxas -arch={arch} {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     }
 }

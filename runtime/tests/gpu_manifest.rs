@@ -5,9 +5,7 @@ mod common;
 
 use common::*;
 use tfmc_runtime::ArtifactError;
-use tfmc_runtime::manifest::{
-    GpuLaunch, Manifest, PTX_MANIFEST_PREFIX, manifest_from_ptx, ptx_with_manifest,
-};
+use tfmc_runtime::manifest::{GpuLaunch, Manifest, PTX_MANIFEST_PREFIX, manifest_from_ptx, ptx_with_manifest};
 
 const PTX: &str = ".version 8.0\n.target sm_90\n.address_size 64\n";
 
@@ -19,11 +17,7 @@ fn cuda_manifest() -> Manifest {
     m.target.cpu = "sm_90".into();
     m.target.features = vec!["ptx80".into()];
     for (k, heap) in m.kernels.iter_mut().zip([vec![4, 8], vec![]]) {
-        k.gpu = Some(GpuLaunch {
-            block: 256,
-            heap_elem_bytes: heap,
-            segments: 2,
-        });
+        k.gpu = Some(GpuLaunch { block: 256, heap_elem_bytes: heap, segments: 2 });
     }
     m.kernels[0].doc = "Adds.\n//@tfmc-manifest {} is not a line of its own".into();
     m
@@ -73,58 +67,34 @@ fn ptx_manifest_errors() {
     let root = |text: &str| manifest_from_ptx(text).unwrap_err();
     let e = root(PTX);
     assert!(matches!(e, ArtifactError::NoPtxManifest { .. }));
-    assert_eq!(
-        e.to_string(),
-        "no '//@tfmc-manifest' line: not a tfmc PTX artifact"
-    );
+    assert_eq!(e.to_string(), "no '//@tfmc-manifest' line: not a tfmc PTX artifact");
     let twice = ptx_with_manifest(&ptx_with_manifest(PTX, &m), &m);
     assert!(root(&twice).to_string().contains("more than one"));
 
     let mut cpu = m.clone();
     cpu.target.kind = "cpu".into();
     let e = root(&ptx_with_manifest(PTX, &cpu));
-    assert_eq!(
-        e.to_string(),
-        "built for target kind 'cpu', expected a 'cuda' artifact"
-    );
+    assert_eq!(e.to_string(), "built for target kind 'cpu', expected a 'cuda' artifact");
 
     let mut no_gpu = m.clone();
     no_gpu.kernels[1].gpu = None;
     let e = root(&ptx_with_manifest(PTX, &no_gpu));
-    assert_eq!(
-        e.to_string(),
-        "invalid manifest: kernel 'count' has no 'gpu' launch info"
-    );
+    assert_eq!(e.to_string(), "invalid manifest: kernel 'count' has no 'gpu' launch info");
 
     let mut bad = m.clone();
     bad.kernels[0].gpu.as_mut().unwrap().heap_elem_bytes = vec![3];
     let e = root(&ptx_with_manifest(PTX, &bad));
-    assert_eq!(
-        e.to_string(),
-        "invalid manifest: kernel 'add': gpu heap buffer 0 has element size 3 bytes (not 1, 2, 4 or 8)"
-    );
+    assert_eq!(e.to_string(), "invalid manifest: kernel 'add': gpu heap buffer 0 has element size 3 bytes (not 1, 2, 4 or 8)");
     bad.kernels[0].gpu.as_mut().unwrap().heap_elem_bytes = vec![];
     bad.kernels[0].gpu.as_mut().unwrap().block = 2048;
-    assert!(
-        root(&ptx_with_manifest(PTX, &bad))
-            .to_string()
-            .contains("gpu block size 2048 is not between 1 and 1024")
-    );
+    assert!(root(&ptx_with_manifest(PTX, &bad)).to_string().contains("gpu block size 2048 is not between 1 and 1024"));
     bad.kernels[0].gpu.as_mut().unwrap().block = 32;
     bad.kernels[0].gpu.as_mut().unwrap().segments = u32::MAX;
-    assert!(
-        root(&ptx_with_manifest(PTX, &bad))
-            .to_string()
-            .contains("4294967295 gpu segments (at most 65536)")
-    );
+    assert!(root(&ptx_with_manifest(PTX, &bad)).to_string().contains("4294967295 gpu segments (at most 65536)"));
 
     // Format and version are read before the schema.
-    let future =
-        format!("{PTX}{PTX_MANIFEST_PREFIX}{{\"format\":\"tfmc-artifact\",\"version\":2}}\n");
-    assert!(matches!(
-        root(&future),
-        ArtifactError::Version { found: 2, .. }
-    ));
+    let future = format!("{PTX}{PTX_MANIFEST_PREFIX}{{\"format\":\"tfmc-artifact\",\"version\":2}}\n");
+    assert!(matches!(root(&future), ArtifactError::Version { found: 2, .. }));
     let other = format!("{PTX}{PTX_MANIFEST_PREFIX}{{\"format\":\"other\"}}\n");
     assert!(matches!(root(&other), ArtifactError::Format { .. }));
     let broken = format!("{PTX}{PTX_MANIFEST_PREFIX}{{\"format\":\n");

@@ -59,11 +59,7 @@ fn concurrent_callers() {
             s.spawn(move || {
                 for i in 0..20 {
                     let n = 1000 + 37 * t + i;
-                    assert!(
-                        count(a, n, i % 5 == 0)
-                            .iter()
-                            .all(|&x| x == if i % 5 == 0 { n as i32 } else { 1 })
-                    );
+                    assert!(count(a, n, i % 5 == 0).iter().all(|&x| x == if i % 5 == 0 { n as i32 } else { 1 }));
                 }
             });
         }
@@ -82,19 +78,10 @@ fn thread_count_from_environment_is_used() {
     let exe = std::env::current_exe().unwrap();
     // Captured, so the child's "test result" line does not count as another test.
     let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "thread_count_from_environment_is_used",
-            "--nocapture",
-        ])
+        .args(["--exact", "thread_count_from_environment_is_used", "--nocapture"])
         .env("TFMC_POOL_CHILD", "1")
         .env("TFMC_NUM_THREADS", "3")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "child failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "child failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }

@@ -81,7 +81,8 @@ impl Case {
 
     /// Parses [`Case::line`] against `program` (param dtypes); missing dims are 2.
     pub fn parse(line: &str, program: &Program) -> Option<Case> {
-        let mut case = Case { kernel: String::new(), dims: BTreeMap::new(), params: BTreeMap::new(), seed: 0, style: Style::Unit, split: None };
+        let mut case =
+            Case { kernel: String::new(), dims: BTreeMap::new(), params: BTreeMap::new(), seed: 0, style: Style::Unit, split: None };
         for field in line.split_whitespace() {
             let (key, value) = field.split_once('=')?;
             let pairs = || value.split(',').filter(|s| !s.is_empty()).filter_map(|kv| kv.split_once(':'));
@@ -177,7 +178,8 @@ pub fn random_case(program: &Program, kernel: &str, seed: u64) -> Option<Case> {
         _ => Style::Inf,
     };
     // Sometimes split the reductions over one index (flash-decoding's chunks).
-    let split = (r.below(4) == 0 && !k.indices.is_empty()).then(|| (k.indices[r.below(k.indices.len())].name.clone(), 1 + r.below(4) as i64));
+    let split =
+        (r.below(4) == 0 && !k.indices.is_empty()).then(|| (k.indices[r.below(k.indices.len())].name.clone(), 1 + r.below(4) as i64));
     Some(Case { kernel: kernel.to_string(), dims, params, seed: r.next() % 1_000_000, style, split })
 }
 

@@ -154,7 +154,13 @@ fn compare(want: &Outputs, got: &Outputs, mid: &Outputs, mag: f64) -> Option<Fin
         let bad: Vec<usize> = (0..wv.len()).filter(|&i| !same(gv[i], wv[i], tol)).collect();
         for &i in bad.iter().take(4) {
             let m = mv.as_ref().map_or("?".to_string(), |m| format!("{:?}", m[i]));
-            let _ = writeln!(detail, "  {name}[{i}] (flat, shape {:?}): optimized {:?}, oracle {:?}, unoptimized IR {m}", wt.shape(), gv[i], wv[i]);
+            let _ = writeln!(
+                detail,
+                "  {name}[{i}] (flat, shape {:?}): optimized {:?}, oracle {:?}, unoptimized IR {m}",
+                wt.shape(),
+                gv[i],
+                wv[i]
+            );
         }
         if let Some(&i) = bad.first()
             && sig.is_empty()

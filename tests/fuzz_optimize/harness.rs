@@ -80,7 +80,16 @@ where
         }
         let mut s = stats.get();
         if s.programs % 500 == 499 {
-            eprintln!("{name}: {} programs, {} check, {} kernels, {} cases, {} findings ({} of known classes) ({:.0} s)", s.programs + 1, s.checked, s.kernels, s.runs, s.findings, s.known, start.elapsed().as_secs_f64());
+            eprintln!(
+                "{name}: {} programs, {} check, {} kernels, {} cases, {} findings ({} of known classes) ({:.0} s)",
+                s.programs + 1,
+                s.checked,
+                s.kernels,
+                s.runs,
+                s.findings,
+                s.known,
+                start.elapsed().as_secs_f64()
+            );
         }
         s.programs += 1;
         let r = f(v, &mut s);
@@ -88,7 +97,10 @@ where
         r
     });
     let s = stats.get();
-    eprintln!("{name}: {} programs, {} check, {} kernels, {} cases, {} findings ({} of known classes)", s.programs, s.checked, s.kernels, s.runs, s.findings, s.known);
+    eprintln!(
+        "{name}: {} programs, {} check, {} kernels, {} cases, {} findings ({} of known classes)",
+        s.programs, s.checked, s.kernels, s.runs, s.findings, s.known
+    );
     if let Err(e) = result {
         panic!("{name}: {e}");
     }

@@ -28,7 +28,8 @@ fn blame(text: &str, case: &Case, kind: Kind, sig: &str) -> String {
         finding_of(text, case, Some(&opts)).is_some_and(|f| f.kind == kind && f.sig == sig)
     };
     if with(Vec::new()) {
-        return "persists with no rewrite rule: a pass outside the e-graph (inline, float_filters, filters_to_bounds, prefix_scans, split)".to_string();
+        return "persists with no rewrite rule: a pass outside the e-graph (inline, float_filters, filters_to_bounds, prefix_scans, split)"
+            .to_string();
     }
     let needed: Vec<&String> = all.iter().filter(|r| !with(all.iter().filter(|x| x != r).cloned().collect())).collect();
     let alone: Vec<&String> = all.iter().filter(|r| with(vec![(*r).clone()])).collect();
@@ -55,7 +56,8 @@ fn items(lines: &[String]) -> Vec<std::ops::Range<usize>> {
 /// plain inputs.
 fn minimize(text: &str, case: &Case, kind: Kind, sig: &str) -> (String, Case) {
     let fails = |l: &[String], c: &Case| finding_of(&(l.join("\n") + "\n"), c, None).is_some_and(|f| f.kind == kind && f.sig == sig);
-    let mut lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//")).map(String::from).collect();
+    let mut lines: Vec<String> =
+        text.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//")).map(String::from).collect();
     if !fails(&lines, case) {
         lines = text.lines().map(String::from).collect();
     }

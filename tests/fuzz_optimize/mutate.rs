@@ -28,7 +28,9 @@ fn lex(line: &str) -> Vec<Tok> {
                 i += 1;
             }
         } else if c.is_ascii_digit() {
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == '.' || (matches!(b[i], '-' | '+') && matches!(b[i - 1], 'e' | 'E'))) {
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == '.' || (matches!(b[i], '-' | '+') && matches!(b[i - 1], 'e' | 'E')))
+            {
                 i += 1;
             }
         } else {
@@ -68,8 +70,13 @@ pub struct Mutation {
 }
 
 pub fn mutation() -> impl Strategy<Value = Mutation> {
-    (0u8..10, any::<usize>(), any::<usize>(), any::<usize>(), any::<usize>())
-        .prop_map(|(what, line, at, pick, pick2)| Mutation { what, line, at, pick, pick2 })
+    (0u8..10, any::<usize>(), any::<usize>(), any::<usize>(), any::<usize>()).prop_map(|(what, line, at, pick, pick2)| Mutation {
+        what,
+        line,
+        at,
+        pick,
+        pick2,
+    })
 }
 
 fn is_name(t: &Tok) -> bool {
@@ -77,7 +84,10 @@ fn is_name(t: &Tok) -> bool {
 }
 
 fn is_index(t: &Tok) -> bool {
-    is_name(t) && t.text.starts_with(|c: char| c.is_ascii_lowercase()) && !["where", "scan", "init", "if", "then", "else", "true", "false", "inf"].contains(&t.text.as_str()) && !REDUCTIONS.contains(&t.text.as_str())
+    is_name(t)
+        && t.text.starts_with(|c: char| c.is_ascii_lowercase())
+        && !["where", "scan", "init", "if", "then", "else", "true", "false", "inf"].contains(&t.text.as_str())
+        && !REDUCTIONS.contains(&t.text.as_str())
 }
 
 /// The index of the bracket closing the one at `open` (`[`/`(`), or `None`.
@@ -173,7 +183,10 @@ fn apply(lines: &mut [String], m: &Mutation) -> bool {
             let cond = if m.pick2.is_multiple_of(5) {
                 // A data-dependent filter: a read of the right-hand side at left-hand indices.
                 let read = find(&|k| {
-                    k >= rhs && is_name(&toks[k]) && next_is(k, "[") && !REDUCTIONS.contains(&toks[k].text.as_str())
+                    k >= rhs
+                        && is_name(&toks[k])
+                        && next_is(k, "[")
+                        && !REDUCTIONS.contains(&toks[k].text.as_str())
                         && closing(&toks, k + 1).is_some_and(|c| toks[k + 2..c].iter().all(|t| t.text == "," || lhs.contains(&t.text)))
                 });
                 match read {
@@ -220,7 +233,14 @@ fn apply(lines: &mut [String], m: &Mutation) -> bool {
         }
         // Rename an index of the right-hand side to another index of the line.
         7 => {
-            let idx: Vec<usize> = (rhs..n).filter(|&i| is_index(&toks[i]) && !next_is(i, "(") && !next_is(i, "[") && !toks[i].text.starts_with(|c: char| c.is_ascii_uppercase())).collect();
+            let idx: Vec<usize> = (rhs..n)
+                .filter(|&i| {
+                    is_index(&toks[i])
+                        && !next_is(i, "(")
+                        && !next_is(i, "[")
+                        && !toks[i].text.starts_with(|c: char| c.is_ascii_uppercase())
+                })
+                .collect();
             if idx.len() < 2 {
                 return false;
             }
@@ -229,13 +249,24 @@ fn apply(lines: &mut [String], m: &Mutation) -> bool {
         }
         // Offset an index in a subscript: `K[b, h, m, e]` → `K[b, h, m + 1, e]`.
         9 => {
-            let Some(i) = find(&|i| i > rhs.max(1) && is_index(&toks[i]) && matches!(toks[i - 1].text.as_str(), "[" | ",") && toks.get(i + 1).is_some_and(|t| matches!(t.text.as_str(), "]" | ","))) else { return false };
+            let Some(i) = find(&|i| {
+                i > rhs.max(1)
+                    && is_index(&toks[i])
+                    && matches!(toks[i - 1].text.as_str(), "[" | ",")
+                    && toks.get(i + 1).is_some_and(|t| matches!(t.text.as_str(), "]" | ","))
+            }) else {
+                return false;
+            };
             let off = [" + 1", " - 1", " + 2", " * 2"][m.pick % 4];
             toks[i].text = format!("{}{off}", toks[i].text);
         }
         // Swap the operands of a comparison whose operands are single tokens.
         _ => {
-            let Some(i) = find(&|i| i > 0 && i + 1 < n && CMPS.contains(&toks[i].text.as_str()) && !next_is(i + 1, "[") && !next_is(i + 1, "(")) else { return false };
+            let Some(i) =
+                find(&|i| i > 0 && i + 1 < n && CMPS.contains(&toks[i].text.as_str()) && !next_is(i + 1, "[") && !next_is(i + 1, "("))
+            else {
+                return false;
+            };
             let t = toks[i - 1].text.clone();
             toks[i - 1].text = std::mem::replace(&mut toks[i + 1].text, t);
         }

@@ -6,8 +6,8 @@ use crate::compare::load;
 use std::sync::OnceLock;
 use tfmc::hir::Program;
 
-pub use tfmc_conformance::{repo_root as repo, tfm_files};
 use tfmc_conformance::inline_uses;
+pub use tfmc_conformance::{repo_root as repo, tfm_files};
 
 pub struct Seed {
     pub name: String,

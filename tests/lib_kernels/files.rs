@@ -13,10 +13,7 @@ const FILES: [(&str, &[&str]); 13] = [
     ("gqa.tfm", &["gqa", "mqa"]),
     ("alibi.tfm", &["alibi"]),
     ("softcap.tfm", &["softcap"]),
-    (
-        "linear.tfm",
-        &["linear", "linear_causal", "linear_causal_scan"],
-    ),
+    ("linear.tfm", &["linear", "linear_causal", "linear_causal_scan"]),
     ("retnet.tfm", &["retention_parallel", "retention_recurrent"]),
     ("mamba.tfm", &["selective_scan"]),
     ("l2.tfm", &["l2_attention"]),
@@ -30,44 +27,25 @@ fn every_lib_file_parses_with_documented_kernels() {
     let readme = std::fs::read_to_string(lib_path("README.md")).expect("lib/README.md");
     let mut listed = std::fs::read_dir(lib_path(""))
         .expect("lib/")
-        .map(|e| {
-            e.expect("dir entry")
-                .file_name()
-                .into_string()
-                .expect("utf-8 name")
-        })
+        .map(|e| e.expect("dir entry").file_name().into_string().expect("utf-8 name"))
         .filter(|n| n.ends_with(".tfm"))
         .collect::<Vec<_>>();
     listed.sort();
     let mut expected: Vec<&str> = FILES.iter().map(|(f, _)| *f).collect();
     expected.sort();
-    assert_eq!(
-        listed, expected,
-        "lib/*.tfm and this test's inventory differ"
-    );
+    assert_eq!(listed, expected, "lib/*.tfm and this test's inventory differ");
     for (file, kernels) in FILES {
-        assert!(
-            readme.contains(&format!("`{file}`")),
-            "lib/README.md does not mention {file}"
-        );
+        assert!(readme.contains(&format!("`{file}`")), "lib/README.md does not mention {file}");
         let text = std::fs::read_to_string(lib_path(file)).expect("read lib file");
         let ast = parse_file(&text, FileId(0)).unwrap_or_else(|d| panic!("{file}: {d:?}"));
         let mut found = Vec::new();
         for item in &ast.items {
             match item {
                 Item::Kernel(k) => {
-                    assert!(
-                        !k.docs.is_empty(),
-                        "{file}: kernel {} has no /// doc",
-                        k.name.name
-                    );
+                    assert!(!k.docs.is_empty(), "{file}: kernel {} has no /// doc", k.name.name);
                     found.push(k.name.name.as_str());
                 }
-                Item::Param(p) => assert!(
-                    !p.docs.is_empty(),
-                    "{file}: param {} has no /// doc",
-                    p.name.name
-                ),
+                Item::Param(p) => assert!(!p.docs.is_empty(), "{file}: param {} has no /// doc", p.name.name),
                 _ => {}
             }
         }

@@ -17,26 +17,10 @@ fn rmsnorm_matches_reference() {
         let wn = rand_nd(&mut rng, &[shape[2]], 0.5, 1.5);
         let inputs = Inputs::new().f32("X", &x).f32("Wn", &wn);
         let got = run_out(&program, "rmsnorm", &inputs, &[], "Y");
-        assert_nd_close(
-            &format!("rmsnorm {shape:?}"),
-            &got,
-            &r::rmsnorm(&x, &wn.data, RMS_EPS),
-            TOL,
-        );
+        assert_nd_close(&format!("rmsnorm {shape:?}"), &got, &r::rmsnorm(&x, &wn.data, RMS_EPS), TOL);
         // The parameter reaches the kernel: a large epsilon visibly shrinks the output.
-        let got = run_out(
-            &program,
-            "rmsnorm",
-            &inputs,
-            &[("rms_eps", param_f32(0.5))],
-            "Y",
-        );
-        assert_nd_close(
-            &format!("rmsnorm eps=0.5 {shape:?}"),
-            &got,
-            &r::rmsnorm(&x, &wn.data, 0.5),
-            TOL,
-        );
+        let got = run_out(&program, "rmsnorm", &inputs, &[("rms_eps", param_f32(0.5))], "Y");
+        assert_nd_close(&format!("rmsnorm eps=0.5 {shape:?}"), &got, &r::rmsnorm(&x, &wn.data, 0.5), TOL);
     }
 }
 
@@ -44,10 +28,7 @@ fn rmsnorm_matches_reference() {
 fn block_matches_reference() {
     let program = load_lib("model.tfm");
     // [B, T, D, H, E]
-    for (i, [b, t, d, h, e]) in [[1, 1, 1, 1, 1], [1, 7, 5, 2, 3], [2, 13, 6, 3, 2]]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, [b, t, d, h, e]) in [[1, 1, 1, 1, 1], [1, 7, 5, 2, 3], [2, 13, 6, 3, 2]].into_iter().enumerate() {
         let mut rng = rng(1600 + i as u64);
         let x = rand_nd(&mut rng, &[b, t, d], -1.0, 1.0);
         let wn = rand_nd(&mut rng, &[d], 0.5, 1.5);
@@ -55,13 +36,7 @@ fn block_matches_reference() {
         let wk = rand_nd(&mut rng, &[d, h, e], -1.0, 1.0);
         let wv = rand_nd(&mut rng, &[d, h, e], -1.0, 1.0);
         let wo = rand_nd(&mut rng, &[h, e, d], -1.0, 1.0);
-        let inputs = Inputs::new()
-            .f32("X", &x)
-            .f32("Wn", &wn)
-            .f32("Wq", &wq)
-            .f32("Wk", &wk)
-            .f32("Wv", &wv)
-            .f32("Wo", &wo);
+        let inputs = Inputs::new().f32("X", &x).f32("Wn", &wn).f32("Wq", &wq).f32("Wk", &wk).f32("Wv", &wv).f32("Wo", &wo);
         let got = run_out(&program, "block", &inputs, &[], "Y");
         let want = r::block(&x, &wn.data, &wq, &wk, &wv, &wo, RMS_EPS);
         assert_nd_close(&format!("block {:?}", [b, t, d, h, e]), &got, &want, TOL);
@@ -76,26 +51,13 @@ fn block_first_token_is_its_own_value() {
     let mut rng = rng(1700);
     let x = rand_nd(&mut rng, &[b, t, d], -1.0, 1.0);
     let wn = rand_nd(&mut rng, &[d], 0.5, 1.5);
-    let ws: Vec<Nd> = (0..3)
-        .map(|_| rand_nd(&mut rng, &[d, h, e], -1.0, 1.0))
-        .collect();
+    let ws: Vec<Nd> = (0..3).map(|_| rand_nd(&mut rng, &[d, h, e], -1.0, 1.0)).collect();
     let wo = rand_nd(&mut rng, &[h, e, d], -1.0, 1.0);
     let run = |wq: &Nd, wk: &Nd| {
-        let inputs = Inputs::new()
-            .f32("X", &x)
-            .f32("Wn", &wn)
-            .f32("Wq", wq)
-            .f32("Wk", wk)
-            .f32("Wv", &ws[2])
-            .f32("Wo", &wo);
+        let inputs = Inputs::new().f32("X", &x).f32("Wn", &wn).f32("Wq", wq).f32("Wk", wk).f32("Wv", &ws[2]).f32("Wo", &wo);
         run_out(&program, "block", &inputs, &[], "Y")
     };
     let (y1, y2) = (run(&ws[0], &ws[1]), run(&ws[1], &ws[0]));
     let first = |y: &Nd| Nd::new(&[d], y.data[..d].to_vec());
-    assert_nd_close(
-        "block token 0 independent of Wq/Wk",
-        &first(&y1),
-        &first(&y2),
-        TOL,
-    );
+    assert_nd_close("block token 0 independent of Wq/Wk", &first(&y1), &first(&y2), TOL);
 }

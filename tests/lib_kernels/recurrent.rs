@@ -20,19 +20,9 @@ fn linear_matches_reference() {
     for (i, shape) in SHAPES.into_iter().enumerate() {
         let (q, k, v) = qkv(&mut rng(1000 + i as u64), shape);
         let got = run_out(&program, "linear", &inputs(&q, &k, &v), &[], "O");
-        assert_nd_close(
-            &format!("linear {shape:?}"),
-            &got,
-            &r::linear(&q, &k, &v),
-            TOL,
-        );
+        assert_nd_close(&format!("linear {shape:?}"), &got, &r::linear(&q, &k, &v), TOL);
         let got = run_out(&program, "linear_causal", &inputs(&q, &k, &v), &[], "O");
-        assert_nd_close(
-            &format!("linear_causal {shape:?}"),
-            &got,
-            &r::linear_causal(&q, &k, &v),
-            TOL,
-        );
+        assert_nd_close(&format!("linear_causal {shape:?}"), &got, &r::linear_causal(&q, &k, &v), TOL);
     }
 }
 
@@ -43,26 +33,10 @@ fn linear_causal_scan_equals_quadratic_form() {
         // Inputs in [-3, 3) so that both branches of elu are exercised.
         let (q, k, v) = qkv(&mut rng(1100 + i as u64), self_shape(shape));
         let (q, k) = (map_f32(&q, |a| a * 3.0), map_f32(&k, |a| a * 3.0));
-        let scan = run_out(
-            &program,
-            "linear_causal_scan",
-            &inputs(&q, &k, &v),
-            &[],
-            "O",
-        );
+        let scan = run_out(&program, "linear_causal_scan", &inputs(&q, &k, &v), &[], "O");
         let quad = run_out(&program, "linear_causal", &inputs(&q, &k, &v), &[], "O");
-        assert_nd_close(
-            &format!("linear_causal_scan {shape:?}"),
-            &scan,
-            &r::linear_causal(&q, &k, &v),
-            TOL,
-        );
-        assert_nd_close(
-            &format!("linear_causal_scan vs linear_causal {shape:?}"),
-            &scan,
-            &quad,
-            TOL,
-        );
+        assert_nd_close(&format!("linear_causal_scan {shape:?}"), &scan, &r::linear_causal(&q, &k, &v), TOL);
+        assert_nd_close(&format!("linear_causal_scan vs linear_causal {shape:?}"), &scan, &quad, TOL);
     }
 }
 
@@ -83,12 +57,7 @@ fn retention_parallel_and_recurrent_match_reference_and_each_other() {
         let rec = run_out(&program, "retention_recurrent", &inputs, &[], "O");
         assert_nd_close(&format!("retention_parallel {shape:?}"), &par, &want, TOL);
         assert_nd_close(&format!("retention_recurrent {shape:?}"), &rec, &want, TOL);
-        assert_nd_close(
-            &format!("retention parallel vs recurrent {shape:?}"),
-            &par,
-            &rec,
-            TOL,
-        );
+        assert_nd_close(&format!("retention parallel vs recurrent {shape:?}"), &par, &rec, TOL);
     }
 }
 
@@ -99,19 +68,8 @@ fn retention_parallel_cross_lengths() {
     for (i, shape) in SHAPES.into_iter().enumerate() {
         let (q, k, v) = qkv(&mut rng(1300 + i as u64), shape);
         let gamma = gammas(1350 + i as u64, shape[1]);
-        let got = run_out(
-            &program,
-            "retention_parallel",
-            &inputs(&q, &k, &v).f32("Gamma", &gamma),
-            &[],
-            "O",
-        );
-        assert_nd_close(
-            &format!("retention_parallel {shape:?}"),
-            &got,
-            &r::retention(&q, &k, &v, &gamma.data),
-            TOL,
-        );
+        let got = run_out(&program, "retention_parallel", &inputs(&q, &k, &v).f32("Gamma", &gamma), &[], "O");
+        assert_nd_close(&format!("retention_parallel {shape:?}"), &got, &r::retention(&q, &k, &v, &gamma.data), TOL);
     }
 }
 
@@ -149,32 +107,17 @@ impl Ssm {
     }
 
     fn reference(&self) -> Nd {
-        r::selective_scan(
-            &self.x,
-            &self.delta,
-            &self.a,
-            &self.bm,
-            &self.c,
-            &self.dskip.data,
-        )
+        r::selective_scan(&self.x, &self.delta, &self.a, &self.bm, &self.c, &self.dskip.data)
     }
 }
 
 #[test]
 fn selective_scan_matches_reference() {
     let program = load_lib("mamba.tfm");
-    for (i, shape) in [[1, 1, 1, 1], [1, 7, 3, 4], [2, 13, 5, 7], [2, 13, 1, 16]]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, shape) in [[1, 1, 1, 1], [1, 7, 3, 4], [2, 13, 5, 7], [2, 13, 1, 16]].into_iter().enumerate() {
         let ssm = Ssm::random(1400 + i as u64, shape);
         let got = run_out(&program, "selective_scan", &ssm.inputs(), &[], "Y");
-        assert_nd_close(
-            &format!("selective_scan {shape:?}"),
-            &got,
-            &ssm.reference(),
-            TOL,
-        );
+        assert_nd_close(&format!("selective_scan {shape:?}"), &got, &ssm.reference(), TOL);
     }
 }
 

@@ -17,20 +17,12 @@ fn offsets(lengths: &[usize]) -> Vec<usize> {
 /// Random packed Q [T,H,E], K [T,H,E], V [T,H,F].
 fn packed(seed: u64, t: usize, h: usize, e: usize, f: usize) -> (Nd, Nd, Nd) {
     let mut rng = rng(seed);
-    (
-        rand_nd(&mut rng, &[t, h, e], -1.0, 1.0),
-        rand_nd(&mut rng, &[t, h, e], -1.0, 1.0),
-        rand_nd(&mut rng, &[t, h, f], -1.0, 1.0),
-    )
+    (rand_nd(&mut rng, &[t, h, e], -1.0, 1.0), rand_nd(&mut rng, &[t, h, e], -1.0, 1.0), rand_nd(&mut rng, &[t, h, f], -1.0, 1.0))
 }
 
 fn run_varlen(q: &Nd, k: &Nd, v: &Nd, off: &[usize]) -> Nd {
     let off: Vec<i32> = off.iter().map(|&o| o as i32).collect();
-    let inputs = Inputs::new()
-        .f32("Q", q)
-        .f32("K", k)
-        .f32("V", v)
-        .i32("Off", &off);
+    let inputs = Inputs::new().f32("Q", q).f32("K", k).f32("V", v).i32("Off", &off);
     run_out(&load_lib("varlen.tfm"), "varlen_causal", &inputs, &[], "O")
 }
 
@@ -48,13 +40,7 @@ fn unpack(x: &Nd, start: usize, end: usize) -> Nd {
     out
 }
 
-const CASES: [&[usize]; 5] = [
-    &[1, 4, 0, 7],
-    &[13],
-    &[1, 1, 1],
-    &[0, 7, 0],
-    &[5, 0, 0, 2, 6],
-];
+const CASES: [&[usize]; 5] = [&[1, 4, 0, 7], &[13], &[1, 1, 1], &[0, 7, 0], &[5, 0, 0, 2, 6]];
 
 #[test]
 fn varlen_matches_reference() {
@@ -81,25 +67,12 @@ fn varlen_equals_causal_on_each_sequence() {
     let got = run_varlen(&q, &k, &v, &off);
     for w in off.windows(2).filter(|w| w[0] < w[1]) {
         let (s, e) = (w[0], w[1]);
-        let inputs = Inputs::new()
-            .f32("Q", &unpack(&q, s, e))
-            .f32("K", &unpack(&k, s, e))
-            .f32("V", &unpack(&v, s, e));
+        let inputs = Inputs::new().f32("Q", &unpack(&q, s, e)).f32("K", &unpack(&k, s, e)).f32("V", &unpack(&v, s, e));
         let alone = run_out(&causal, "causal", &inputs, &[], "O");
-        assert_nd_close(
-            &format!("varlen tokens {s}..{e} vs causal"),
-            &unpack(&got, s, e),
-            &alone,
-            TOL,
-        );
+        assert_nd_close(&format!("varlen tokens {s}..{e} vs causal"), &unpack(&got, s, e), &alone, TOL);
     }
     // The length-1 sequence attends to itself only.
-    assert_nd_close(
-        "varlen single token",
-        &unpack(&got, 0, 1),
-        &unpack(&v, 0, 1),
-        Tol::EXACT,
-    );
+    assert_nd_close("varlen single token", &unpack(&got, 0, 1), &unpack(&v, 0, 1), Tol::EXACT);
 }
 
 #[test]
@@ -124,11 +97,7 @@ fn varlen_tokens_attend_only_inside_their_sequence() {
         let got = run_varlen(&bump(&q), &bump(&k), &bump(&v), &off);
         for t in 0..12 {
             let same = (0..2).all(|h| (0..5).all(|f| got.at(&[t, h, f]) == base.at(&[t, h, f])));
-            assert_eq!(
-                same,
-                !(s..e).contains(&t),
-                "token {t} after perturbing tokens {s}..{e}"
-            );
+            assert_eq!(same, !(s..e).contains(&t), "token {t} after perturbing tokens {s}..{e}");
         }
     }
 }

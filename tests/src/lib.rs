@@ -18,9 +18,7 @@ pub fn repo_root() -> PathBuf {
 
 /// The `.tfm` files directly in `dir`, sorted (none if `dir` cannot be read).
 pub fn tfm_files(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
     v.retain(|p| p.extension().is_some_and(|x| x == "tfm"));
     v.sort();
     v
@@ -49,10 +47,7 @@ pub fn inline_uses(path: &std::path::Path, seen: &mut Vec<PathBuf>) -> String {
 
 /// Path of a file of the standard library (`lib/` at the workspace root).
 pub fn lib_path(file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("lib")
-        .join(file)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("lib").join(file)
 }
 
 /// Loads (parses, resolves `use`, checks) a `lib/` file; panics with the rendered diagnostics.
@@ -107,12 +102,7 @@ pub fn rounded(x: &Nd, dtype: DType) -> Nd {
 
 /// A rank-1 i32 tensor.
 pub fn i32_tensor(data: &[i32]) -> Tensor {
-    Tensor::new(
-        DType::I32,
-        vec![data.len()],
-        TensorData::I(data.iter().map(|&x| x.into()).collect()),
-    )
-    .expect("i32 tensor")
+    Tensor::new(DType::I32, vec![data.len()], TensorData::I(data.iter().map(|&x| x.into()).collect())).expect("i32 tensor")
 }
 
 /// An i64 parameter value.
@@ -127,14 +117,8 @@ pub fn param_f32(v: f32) -> Scalar {
 
 /// Runs `kernel` of `program` in the interpreter (`run_exact`: unrounded f64 outputs); panics
 /// with the error on failure.
-pub fn run(
-    program: &tfmc::Program,
-    kernel: &str,
-    inputs: &Inputs,
-    params: &[(&str, Scalar)],
-) -> BTreeMap<String, Tensor> {
-    let params: BTreeMap<String, Scalar> =
-        params.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+pub fn run(program: &tfmc::Program, kernel: &str, inputs: &Inputs, params: &[(&str, Scalar)]) -> BTreeMap<String, Tensor> {
+    let params: BTreeMap<String, Scalar> = params.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     match tfmc::interp::run_exact(program, kernel, &inputs.0, &params) {
         Ok(outputs) => outputs,
         Err(e) => panic!("interpreting kernel `{kernel}` failed: {e}"),
@@ -142,20 +126,9 @@ pub fn run(
 }
 
 /// Runs `kernel` and returns its output `out` as an f64 array (shape included).
-pub fn run_out(
-    program: &tfmc::Program,
-    kernel: &str,
-    inputs: &Inputs,
-    params: &[(&str, Scalar)],
-    out: &str,
-) -> Nd {
+pub fn run_out(program: &tfmc::Program, kernel: &str, inputs: &Inputs, params: &[(&str, Scalar)], out: &str) -> Nd {
     let outputs = run(program, kernel, inputs, params);
-    let t = outputs.get(out).unwrap_or_else(|| {
-        panic!(
-            "kernel `{kernel}` has no output `{out}`; got {:?}",
-            outputs.keys()
-        )
-    });
+    let t = outputs.get(out).unwrap_or_else(|| panic!("kernel `{kernel}` has no output `{out}`; got {:?}", outputs.keys()));
     Nd::new(t.shape(), t.to_f64_vec())
 }
 
@@ -163,19 +136,14 @@ pub fn run_out(
 /// f32 tensors) and the f64 reference see exactly the same inputs.
 pub fn rand_nd(rng: &mut StdRng, shape: &[usize], lo: f64, hi: f64) -> Nd {
     let n = shape.iter().product();
-    let data = (0..n)
-        .map(|_| rng.random_range(lo..hi) as f32 as f64)
-        .collect();
+    let data = (0..n).map(|_| rng.random_range(lo..hi) as f32 as f64).collect();
     Nd::new(shape, data)
 }
 
 /// `f` applied elementwise, each result rounded to f32 (inputs must stay f32-representable so
 /// that the interpreter and the reference see the same values).
 pub fn map_f32(x: &Nd, f: impl Fn(f64) -> f64) -> Nd {
-    Nd::new(
-        &x.shape,
-        x.data.iter().map(|&a| f(a) as f32 as f64).collect(),
-    )
+    Nd::new(&x.shape, x.data.iter().map(|&a| f(a) as f32 as f64).collect())
 }
 
 /// The multi-index of a row-major offset.
@@ -206,26 +174,17 @@ pub struct Tol {
 
 impl Tol {
     /// Bit-for-bit equality.
-    pub const EXACT: Tol = Tol {
-        rtol: 0.0,
-        roundoff: 0.0,
-    };
+    pub const EXACT: Tol = Tol { rtol: 0.0, roundoff: 0.0 };
 
     /// `rtol` plus the rounding of f32 results: one rounding against an f64 reference, two when
     /// two rounded outputs are compared with each other (hence 2 × [`F32_ROUNDOFF`]).
     pub const fn f32_out(rtol: f64) -> Tol {
-        Tol {
-            rtol,
-            roundoff: 2.0 * F32_ROUNDOFF,
-        }
+        Tol { rtol, roundoff: 2.0 * F32_ROUNDOFF }
     }
 
     /// Only `rtol` (no storage rounding), e.g. for f64 results.
     pub const fn rel(rtol: f64) -> Tol {
-        Tol {
-            rtol,
-            roundoff: 0.0,
-        }
+        Tol { rtol, roundoff: 0.0 }
     }
 }
 
@@ -274,13 +233,7 @@ impl std::fmt::Display for Mismatch {
 /// Elementwise check of `got` against `want` within `tol` (see [`Tol`]). A non-finite `got`
 /// fails unless it equals `want`. Returns the worst element when any fails.
 pub fn compare(got: &[f64], want: &[f64], tol: Tol) -> Option<Mismatch> {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "got {} elements, want {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "got {} elements, want {}", got.len(), want.len());
     let magnitude = want.iter().fold(0.0f64, |a, w| a.max(w.abs()));
     let (mut worst, mut worst_ratio, mut failures) = (0, -1.0f64, 0);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -325,11 +278,7 @@ pub fn assert_close(name: &str, got: &[f64], want: &[f64], rtol: f64) {
 pub fn assert_nd_close(name: &str, got: &Nd, want: &Nd, tol: Tol) {
     assert_eq!(got.shape, want.shape, "{name}: output shape");
     if let Some(m) = compare(&got.data, &want.data, tol) {
-        panic!(
-            "{name}: {m}\n  worst multi-index {:?} of shape {:?}",
-            unravel(&got.shape, m.index),
-            got.shape
-        );
+        panic!("{name}: {m}\n  worst multi-index {:?} of shape {:?}", unravel(&got.shape, m.index), got.shape);
     }
 }
 

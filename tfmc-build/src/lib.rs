@@ -143,18 +143,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Check { file, diagnostics } => {
-                write!(
-                    f,
-                    "tfmc-build: '{}' does not check:\n\n{}",
-                    file.display(),
-                    diagnostics.render().trim_end()
-                )
+                write!(f, "tfmc-build: '{}' does not check:\n\n{}", file.display(), diagnostics.render().trim_end())
             }
-            Error::Compile { file, error } => write!(
-                f,
-                "tfmc-build: cannot compile '{}': {error}",
-                file.display()
-            ),
+            Error::Compile { file, error } => write!(f, "tfmc-build: cannot compile '{}': {error}", file.display()),
             Error::Config(m) => write!(f, "tfmc-build: {m}"),
         }
     }
@@ -240,17 +231,9 @@ impl Build {
     fn artifact_name(&self) -> Result<String, Error> {
         let name = match &self.name {
             Some(n) => n.clone(),
-            None => self
-                .file
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            None => self.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
         };
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(Error::Config(format!(
                 "artifact name '{name}' (from '{}') must be non-empty ASCII letters, digits, '_' or '-'; set one with .name(..)",
                 self.file.display()
@@ -298,9 +281,7 @@ impl Build {
             None => match std::env::var_os("OUT_DIR") {
                 Some(d) => PathBuf::from(d),
                 None => {
-                    return Err(Error::Config(
-                        "OUT_DIR is not set: call tfmc-build from a build script, or set .out_dir(..)".to_string(),
-                    ));
+                    return Err(Error::Config("OUT_DIR is not set: call tfmc-build from a build script, or set .out_dir(..)".to_string()));
                 }
             },
         };
@@ -322,43 +303,23 @@ impl Build {
             // It could not even be read: rerun once it exists.
             directives.push(format!("rerun-if-changed={}", self.file.display()));
         }
-        let loaded = loaded.map_err(|diagnostics| Error::Check {
-            file: self.file.clone(),
-            diagnostics,
-        })?;
+        let loaded = loaded.map_err(|diagnostics| Error::Check { file: self.file.clone(), diagnostics })?;
 
         let (program, warnings) =
-            tfmc::load_with_warnings(&self.file).map_err(|diagnostics| Error::Check {
-                file: self.file.clone(),
-                diagnostics,
-            })?;
+            tfmc::load_with_warnings(&self.file).map_err(|diagnostics| Error::Check { file: self.file.clone(), diagnostics })?;
         if !warnings.is_empty() {
             // Rendered against the sources read above: the same files, loaded the same way
             // (a span that no longer fits falls back to the bare message).
-            let text = tfmc::Diagnostics {
-                items: warnings,
-                sources: loaded.sources,
-            }
-            .render();
+            let text = tfmc::Diagnostics { items: warnings, sources: loaded.sources }.render();
             directives.extend(text.lines().map(|l| format!("warning={l}")));
         }
 
         if let Err(error) = std::fs::create_dir_all(&out_dir) {
-            return Err(Error::Config(format!(
-                "cannot create '{}': {error}",
-                out_dir.display()
-            )));
+            return Err(Error::Config(format!("cannot create '{}': {error}", out_dir.display())));
         }
         let out = out_dir.join(format!("lib{name}.so"));
-        let opts = CompileOptions {
-            target: self.target.clone(),
-            params: self.params.clone(),
-            ..CompileOptions::default()
-        };
-        tfmc::compile::build(&program, &out, &opts).map_err(|error| Error::Compile {
-            file: self.file.clone(),
-            error: Box::new(error),
-        })?;
+        let opts = CompileOptions { target: self.target.clone(), params: self.params.clone(), ..CompileOptions::default() };
+        tfmc::compile::build(&program, &out, &opts).map_err(|error| Error::Compile { file: self.file.clone(), error: Box::new(error) })?;
         if self.cargo_metadata {
             used_names().insert(var.clone());
         }
@@ -369,23 +330,12 @@ impl Build {
 
 /// The environment-variable names given out so far in this process (one build script).
 fn used_names() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
-    USED_NAMES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    USED_NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `TFMC_ARTIFACT_` + `name` upper-cased, characters other than ASCII letters and digits as `_`.
 pub fn env_var_name(name: &str) -> String {
-    let upper: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let upper: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("TFMC_ARTIFACT_{upper}")
 }
 

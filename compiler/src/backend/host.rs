@@ -84,7 +84,6 @@ math! {
     }
 }
 
-
 /// The address of the runtime's `tfmc_parallel_for`, which outlined `Parallel` bodies run on.
 pub(crate) fn parallel_for() -> usize {
     tfmc_runtime::parallel::tfmc_parallel_for as *const () as usize

@@ -32,24 +32,13 @@ pub struct Export<'a> {
 impl<'a> Export<'a> {
     /// The export of `func` as `symbol`.
     pub fn new(func: &'a kir::Func, symbol: impl Into<String>) -> Export<'a> {
-        Export {
-            func,
-            symbol: symbol.into(),
-        }
+        Export { func, symbol: symbol.into() }
     }
 }
 
 /// External names the backends themselves declare or link: an export may not take them.
-const RESERVED: &[&str] = &[
-    "tfmc_parallel_for",
-    "tfmc_set_num_threads",
-    "tfmc_get_num_threads",
-    "tfmc_manifest",
-    "tfmc_manifest_len",
-    "calloc",
-    "free",
-    "main",
-];
+const RESERVED: &[&str] =
+    &["tfmc_parallel_for", "tfmc_set_num_threads", "tfmc_get_num_threads", "tfmc_manifest", "tfmc_manifest_len", "calloc", "free", "main"];
 
 /// Checks that every symbol is a C identifier, not reserved (by the runtime, the C library or
 /// the math functions JIT code links), and that no two exports' entry names (`s`,
@@ -60,8 +49,8 @@ pub fn check_symbols(exports: &[Export<'_>]) -> Result<(), (String, &'static str
         let s = e.symbol.as_str();
         let bad = |reason| Err((s.to_string(), reason));
         let mut chars = s.chars();
-        let ident = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ident =
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ident {
             return bad("not a C identifier");
         }

@@ -12,27 +12,14 @@ pub(crate) struct K(pub(crate) Func);
 
 impl K {
     pub(crate) fn new(name: &str) -> K {
-        K(Func {
-            name: name.into(),
-            vars: vec![],
-            bufs: vec![],
-            dims: vec![],
-            params: vec![],
-            n_args: 0,
-            sites: vec![],
-            body: vec![],
-        })
+        K(Func { name: name.into(), vars: vec![], bufs: vec![], dims: vec![], params: vec![], n_args: 0, sites: vec![], body: vec![] })
     }
     pub(crate) fn var(&mut self, name: &str, ty: Ty) -> Var {
         self.0.vars.push(VarDecl { name: name.into(), ty });
         Var(self.0.vars.len() as u32 - 1)
     }
     fn buf(&mut self, name: &str, elem: Ty, kind: BufKind) -> Buf {
-        self.0.bufs.push(BufDecl {
-            name: name.into(),
-            elem,
-            kind,
-        });
+        self.0.bufs.push(BufDecl { name: name.into(), elem, kind });
         Buf(self.0.bufs.len() as u32 - 1)
     }
     pub(crate) fn arg(&mut self, name: &str, elem: Ty) -> Buf {
@@ -71,26 +58,13 @@ pub(crate) fn v(x: Var) -> Expr {
     Expr::Var(x)
 }
 pub(crate) fn ld(b: Buf, index: Expr) -> Expr {
-    Expr::Load {
-        buf: b,
-        index: Box::new(index),
-    }
+    Expr::Load { buf: b, index: Box::new(index) }
 }
 pub(crate) fn bin(op: BinOp, a: Expr, b: Expr) -> Expr {
-    Expr::Binary {
-        op,
-        a: Box::new(a),
-        b: Box::new(b),
-        reassoc: false,
-    }
+    Expr::Binary { op, a: Box::new(a), b: Box::new(b), reassoc: false }
 }
 pub(crate) fn re(op: BinOp, a: Expr, b: Expr) -> Expr {
-    Expr::Binary {
-        op,
-        a: Box::new(a),
-        b: Box::new(b),
-        reassoc: true,
-    }
+    Expr::Binary { op, a: Box::new(a), b: Box::new(b), reassoc: true }
 }
 pub(crate) fn un(op: UnOp, x: Expr) -> Expr {
     Expr::Unary { op, x: Box::new(x) }
@@ -99,11 +73,7 @@ pub(crate) fn cast(to: Ty, x: Expr) -> Expr {
     Expr::Cast { to, x: Box::new(x) }
 }
 pub(crate) fn sel(c: Expr, a: Expr, b: Expr) -> Expr {
-    Expr::Select {
-        c: Box::new(c),
-        a: Box::new(a),
-        b: Box::new(b),
-    }
+    Expr::Select { c: Box::new(c), a: Box::new(a), b: Box::new(b) }
 }
 pub(crate) fn set(var: Var, value: Expr) -> Stmt {
     Stmt::Set { var, value }
@@ -137,12 +107,7 @@ pub(crate) fn elementwise(t: Ty, op: BinOp) -> Func {
     let (a, b, o) = (k.arg("a", t), k.arg("b", t), k.arg("o", t));
     let n = k.dim("n");
     let iv = k.var("i", Ty::I64);
-    k.body(vec![for_(
-        iv,
-        i(0),
-        v(n),
-        vec![st(o, v(iv), bin(op, ld(a, v(iv)), ld(b, v(iv))))],
-    )])
+    k.body(vec![for_(iv, i(0), v(n), vec![st(o, v(iv), bin(op, ld(a, v(iv)), ld(b, v(iv))))])])
 }
 
 /// `o[j] = f(a[j], b[j])` for `j < n`: operands of type `ta`, results of type `to`.

@@ -2,8 +2,6 @@
 
 use std::time::Instant;
 
-
-
 /// The measured FMA peak.
 #[derive(Clone, Debug)]
 pub struct Peak {
@@ -29,14 +27,10 @@ mod fma {
             pub fn $name(iters: u64) -> f32 {
                 let a = $set1(0.999_999);
                 let b = $set1(1e-7);
-                let (mut x0, mut x1, mut x2, mut x3) =
-                    ($set1(1.0), $set1(1.1), $set1(1.2), $set1(1.3));
-                let (mut x4, mut x5, mut x6, mut x7) =
-                    ($set1(1.4), $set1(1.5), $set1(1.6), $set1(1.7));
-                let (mut x8, mut x9, mut x10, mut x11) =
-                    ($set1(1.8), $set1(1.9), $set1(2.0), $set1(2.1));
-                let (mut x12, mut x13, mut x14, mut x15) =
-                    ($set1(2.2), $set1(2.3), $set1(2.4), $set1(2.5));
+                let (mut x0, mut x1, mut x2, mut x3) = ($set1(1.0), $set1(1.1), $set1(1.2), $set1(1.3));
+                let (mut x4, mut x5, mut x6, mut x7) = ($set1(1.4), $set1(1.5), $set1(1.6), $set1(1.7));
+                let (mut x8, mut x9, mut x10, mut x11) = ($set1(1.8), $set1(1.9), $set1(2.0), $set1(2.1));
+                let (mut x12, mut x13, mut x14, mut x15) = ($set1(2.2), $set1(2.3), $set1(2.4), $set1(2.5));
                 for _ in 0..iters {
                     x0 = $fmadd(x0, a, b);
                     x1 = $fmadd(x1, a, b);
@@ -55,14 +49,8 @@ mod fma {
                     x14 = $fmadd(x14, a, b);
                     x15 = $fmadd(x15, a, b);
                 }
-                let s = $add(
-                    $add($add(x0, x1), $add(x2, x3)),
-                    $add($add(x4, x5), $add(x6, x7)),
-                );
-                let t = $add(
-                    $add($add(x8, x9), $add(x10, x11)),
-                    $add($add(x12, x13), $add(x14, x15)),
-                );
+                let s = $add($add($add(x0, x1), $add(x2, x3)), $add($add(x4, x5), $add(x6, x7)));
+                let t = $add($add($add(x8, x9), $add(x10, x11)), $add($add(x12, x13), $add(x14, x15)));
                 let mut out = [0f32; $lanes];
                 // SAFETY: `out` holds exactly one vector of f32 lanes; unaligned store.
                 unsafe { $store(out.as_mut_ptr(), $add(s, t)) };
@@ -71,35 +59,14 @@ mod fma {
         };
     }
 
-    fma_loop!(
-        avx512,
-        "avx512f",
-        __m512,
-        _mm512_set1_ps,
-        _mm512_fmadd_ps,
-        _mm512_add_ps,
-        _mm512_storeu_ps,
-        16
-    );
-    fma_loop!(
-        avx2,
-        "avx2,fma",
-        __m256,
-        _mm256_set1_ps,
-        _mm256_fmadd_ps,
-        _mm256_add_ps,
-        _mm256_storeu_ps,
-        8
-    );
+    fma_loop!(avx512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, 16);
+    fma_loop!(avx2, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps, 8);
 }
 
 /// The scalar fallback: 16 independent multiply-add chains (an estimate: the compiler may or
 /// may not fuse or vectorize them).
 pub(super) fn scalar_loop(iters: u64) -> f32 {
-    let (a, b) = (
-        std::hint::black_box(0.999_999f32),
-        std::hint::black_box(1e-7f32),
-    );
+    let (a, b) = (std::hint::black_box(0.999_999f32), std::hint::black_box(1e-7f32));
     let mut x = [1.0f32; 16];
     for _ in 0..iters {
         for v in x.iter_mut() {
@@ -156,11 +123,7 @@ pub fn measure_peak(threads: usize) -> Peak {
         let dt = start.elapsed().as_secs_f64().max(1e-9);
         best = best.max(flops_per_iter * iters as f64 * threads as f64 / dt / 1e9);
     }
-    Peak {
-        gflops: best,
-        method,
-        threads,
-    }
+    Peak { gflops: best, method, threads }
 }
 
 /// Bytes per thread streamed by [`measure_bandwidth`] (far beyond any cache of the machines
@@ -186,9 +149,7 @@ pub fn measure_bandwidth(threads: usize) -> Option<f64> {
         let start = Instant::now();
         std::thread::scope(|s| {
             for b in &bufs {
-                s.spawn(move || {
-                    std::hint::black_box(b.iter().fold(0u64, |a, &x| a.wrapping_add(x)))
-                });
+                s.spawn(move || std::hint::black_box(b.iter().fold(0u64, |a, &x| a.wrapping_add(x))));
             }
         });
         let dt = start.elapsed().as_secs_f64().max(1e-9);
@@ -196,4 +157,3 @@ pub fn measure_bandwidth(threads: usize) -> Option<f64> {
     }
     Some(best)
 }
-

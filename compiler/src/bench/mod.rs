@@ -32,7 +32,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-
 mod machine;
 mod table;
 mod tfmc_side;
@@ -40,12 +39,11 @@ mod tiers;
 mod torch;
 
 pub use machine::{Peak, measure_bandwidth, measure_peak};
+use table::*;
 pub use tfmc_side::{TfmcResult, bench_tfmc};
 pub use tiers::{CompileTimes, compile_times, run_tiers};
 pub use torch::TorchResult;
-use table::*;
 use torch::*;
-
 
 /// Wall-clock budget for the timed calls of one shape (per side), in seconds: the number of
 /// calls is cut so that `calls × warm-up time` stays within it (at least one call).
@@ -53,9 +51,7 @@ pub const BUDGET_S: f64 = 10.0;
 
 /// Threads used when `--threads` is not given: one per available core.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(tfmc_runtime::parallel::MAX_THREADS)
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(tfmc_runtime::parallel::MAX_THREADS)
 }
 
 /// The PyTorch reference script (also usable by hand: `python3 bench/torch_ref.py --example`).
@@ -91,12 +87,7 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> BenchOptions {
-        BenchOptions {
-            shapes: None,
-            iters: 5,
-            torch: TorchMode::Auto,
-            threads: None,
-        }
+        BenchOptions { shapes: None, iters: 5, torch: TorchMode::Auto, threads: None }
     }
 }
 
@@ -191,16 +182,7 @@ impl Shape {
 
 /// The benchmark shapes of design.md §4, in order.
 pub fn shapes() -> Vec<Shape> {
-    let s = |name, kind, b, h, p, m, e, w| Shape {
-        name,
-        kind,
-        b,
-        h,
-        p,
-        m,
-        e,
-        w,
-    };
+    let s = |name, kind, b, h, p, m, e, w| Shape { name, kind, b, h, p, m, e, w };
     vec![
         s("sdpa-512", Kind::Sdpa, 1, 8, 512, 512, 64, 0),
         s("sdpa-1k", Kind::Sdpa, 1, 8, 1024, 1024, 64, 0),
@@ -238,10 +220,7 @@ fn select(names: Option<&[String]>) -> Result<Vec<Shape>, String> {
             return Err(format!("unknown shape '{n}'; shapes: {}", known.join(", ")));
         }
     }
-    let picked: Vec<Shape> = all
-        .into_iter()
-        .filter(|s| names.iter().any(|n| n == s.name))
-        .collect();
+    let picked: Vec<Shape> = all.into_iter().filter(|s| names.iter().any(|n| n == s.name)).collect();
     if picked.is_empty() {
         return Err(format!("no shapes selected; shapes: {}", known.join(", ")));
     }
@@ -265,38 +244,21 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
     }
     let threads = opts.threads.unwrap_or_else(default_threads);
     if threads == 0 || threads > tfmc_runtime::parallel::MAX_THREADS {
-        return Err(format!(
-            "--threads must be in 1..={}",
-            tfmc_runtime::parallel::MAX_THREADS
-        ));
+        return Err(format!("--threads must be in 1..={}", tfmc_runtime::parallel::MAX_THREADS));
     }
     let selected = select(opts.shapes.as_deref())?;
     let lib = lib_dir();
     if !lib.join("sdpa.tfm").is_file() {
-        return Err(format!(
-            "cannot find the .tfm library at '{}' (set TFMC_LIB to the lib/ directory)",
-            lib.display()
-        ));
+        return Err(format!("cannot find the .tfm library at '{}' (set TFMC_LIB to the lib/ directory)", lib.display()));
     }
     let mut report = String::new();
     let mut notes: Vec<String> = Vec::new();
 
     let peak = measure_peak(threads);
-    let nthreads = if threads == 1 {
-        "1 thread".to_string()
-    } else {
-        format!("{threads} threads")
-    };
+    let nthreads = if threads == 1 { "1 thread".to_string() } else { format!("{threads} threads") };
     let _ = writeln!(report, "threads: {threads}");
-    let _ = writeln!(
-        report,
-        "FMA peak ({}, {nthreads}): {:.0} GFLOP/s",
-        peak.method, peak.gflops
-    );
-    eprintln!(
-        "bench: FMA peak ({}, {nthreads}): {:.0} GFLOP/s",
-        peak.method, peak.gflops
-    );
+    let _ = writeln!(report, "FMA peak ({}, {nthreads}): {:.0} GFLOP/s", peak.method, peak.gflops);
+    eprintln!("bench: FMA peak ({}, {nthreads}): {:.0} GFLOP/s", peak.method, peak.gflops);
     if let Some(bw) = measure_bandwidth(threads) {
         let _ = writeln!(report, "memory read bandwidth ({nthreads}): {bw:.1} GB/s");
         eprintln!("bench: memory read bandwidth ({nthreads}): {bw:.1} GB/s");
@@ -317,19 +279,13 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
             if opts.torch == TorchMode::Install && !torch_available() {
                 install_torch()?;
                 if !torch_available() {
-                    return Err(
-                        "torch was installed but `python3 -c 'import torch'` still fails"
-                            .to_string(),
-                    );
+                    return Err("torch was installed but `python3 -c 'import torch'` still fails".to_string());
                 }
             }
             match TorchSession::start(opts.iters, threads) {
                 Ok(t) => {
-                    let _ = writeln!(
-                        report,
-                        "PyTorch: {}, fp32, {nthreads}, scaled_dot_product_attention (linear: cumsum form)",
-                        t.version
-                    );
+                    let _ =
+                        writeln!(report, "PyTorch: {}, fp32, {nthreads}, scaled_dot_product_attention (linear: cumsum form)", t.version);
                     Some(t)
                 }
                 Err(e) => {
@@ -349,18 +305,9 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
     for s in &selected {
         match bench_tfmc(s, opts.iters, &lib, crate::compile::JitBackend::Llvm) {
             Ok(r) => {
-                eprintln!(
-                    "bench: {}: tfmc {} ms (median of {}, compile {:.2} s)",
-                    s.name,
-                    fmt_ms(r.median_ms),
-                    r.iters,
-                    r.compile_s
-                );
+                eprintln!("bench: {}: tfmc {} ms (median of {}, compile {:.2} s)", s.name, fmt_ms(r.median_ms), r.iters, r.compile_s);
                 if r.non_finite {
-                    notes.push(format!(
-                        "warning: {}: the tfmc output holds NaN or infinity on random inputs",
-                        s.name
-                    ));
+                    notes.push(format!("warning: {}: the tfmc output holds NaN or infinity on random inputs", s.name));
                 }
                 tfmc.insert(s.name, r);
             }
@@ -374,12 +321,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
         };
         match session.bench(s) {
             Ok(TorchOutcome::Ok(r)) => {
-                eprintln!(
-                    "bench: {}: torch {} ms (median of {})",
-                    s.name,
-                    fmt_ms(r.median_ms),
-                    r.iters
-                );
+                eprintln!("bench: {}: torch {} ms (median of {})", s.name, fmt_ms(r.median_ms), r.iters);
                 reference.insert(s.name, r);
             }
             Ok(TorchOutcome::Failed(e)) => notes.push(format!("{}: PyTorch failed: {e}", s.name)),
@@ -392,17 +334,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
     drop(guard);
     drop(torch);
 
-    let header = [
-        "shape",
-        "tfmc ms",
-        "torch ms",
-        "speedup",
-        "GFLOP/s",
-        "% peak",
-        "GB/s",
-        "compile s",
-        "iters",
-    ];
+    let header = ["shape", "tfmc ms", "torch ms", "speedup", "GFLOP/s", "% peak", "GB/s", "compile s", "iters"];
     let dash = || "-".to_string();
     let rows: Vec<Vec<String>> = selected
         .iter()
@@ -427,9 +359,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
                     _ => dash(),
                 },
                 gflops.map_or_else(dash, |g| format!("{g:.1}")),
-                gflops
-                    .filter(|_| peak.gflops > 0.0)
-                    .map_or_else(dash, |g| format!("{:.1}%", 100.0 * g / peak.gflops)),
+                gflops.filter(|_| peak.gflops > 0.0).map_or_else(dash, |g| format!("{:.1}%", 100.0 * g / peak.gflops)),
                 match (s.kind, t) {
                     (Kind::Decode, Some(t)) => {
                         format!("{:.1}", s.kv_bytes() / (t.median_ms * 1e-3) / 1e9)

@@ -44,4 +44,3 @@ pub(super) fn fmt_ms(ms: f64) -> String {
         format!("{ms:.3}")
     }
 }
-

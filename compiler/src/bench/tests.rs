@@ -10,38 +10,18 @@ use super::*;
 
 #[test]
 fn pairs_count_exactly_the_unmasked_points() {
-    let mk = |kind, p, m, w| Shape {
-        name: "t",
-        kind,
-        b: 1,
-        h: 1,
-        p,
-        m,
-        e: 1,
-        w,
-    };
+    let mk = |kind, p, m, w| Shape { name: "t", kind, b: 1, h: 1, p, m, e: 1, w };
     assert_eq!(mk(Kind::Sdpa, 3, 5, 0).pairs(), 15);
     assert_eq!(mk(Kind::Causal, 4, 4, 0).pairs(), 10);
     assert_eq!(mk(Kind::Linear, 4, 2, 0).pairs(), 1 + 2 + 2 + 2);
     // Rows 0..5 with W = 2 see 1, 2, 2, 2, 2 keys.
     assert_eq!(mk(Kind::Window, 5, 5, 2).pairs(), 9);
     assert_eq!(mk(Kind::Window, 5, 5, 0).pairs(), 0);
-    assert_eq!(
-        mk(Kind::Window, 4096, 4096, 256).pairs(),
-        256 * 257 / 2 + (4096 - 256) * 256
-    );
-    let brute = |p: u64, m: u64, w: u64| {
-        (0..p)
-            .flat_map(|r| (0..m).map(move |c| (r, c)))
-            .filter(|&(r, c)| c <= r && r - c < w)
-            .count() as u64
-    };
+    assert_eq!(mk(Kind::Window, 4096, 4096, 256).pairs(), 256 * 257 / 2 + (4096 - 256) * 256);
+    let brute =
+        |p: u64, m: u64, w: u64| (0..p).flat_map(|r| (0..m).map(move |c| (r, c))).filter(|&(r, c)| c <= r && r - c < w).count() as u64;
     for (p, m, w) in [(7, 3, 2), (3, 7, 5), (9, 9, 1), (6, 4, 100)] {
-        assert_eq!(
-            mk(Kind::Window, p as usize, m as usize, w as usize).pairs(),
-            brute(p, m, w),
-            "{p} {m} {w}"
-        );
+        assert_eq!(mk(Kind::Window, p as usize, m as usize, w as usize).pairs(), brute(p, m, w), "{p} {m} {w}");
     }
 }
 
@@ -50,36 +30,15 @@ fn shapes_match_the_design_table() {
     let names: Vec<&str> = shapes().iter().map(|s| s.name).collect();
     assert_eq!(
         names,
-        [
-            "sdpa-512",
-            "sdpa-1k",
-            "sdpa-4k",
-            "batch",
-            "causal-1k",
-            "causal-4k",
-            "window-4k",
-            "decode-4k",
-            "decode-32k",
-            "linear-4k"
-        ]
+        ["sdpa-512", "sdpa-1k", "sdpa-4k", "batch", "causal-1k", "causal-4k", "window-4k", "decode-4k", "decode-32k", "linear-4k"]
     );
-    assert!(
-        select(Some(&["nope".to_string()]))
-            .unwrap_err()
-            .contains("unknown shape 'nope'")
-    );
-    assert_eq!(
-        select(Some(&["batch".to_string(), "sdpa-512".to_string()]))
-            .unwrap()
-            .len(),
-        2
-    );
+    assert!(select(Some(&["nope".to_string()])).unwrap_err().contains("unknown shape 'nope'"));
+    assert_eq!(select(Some(&["batch".to_string(), "sdpa-512".to_string()])).unwrap().len(), 2);
 }
 
 #[test]
 fn flat_json_lines_parse() {
-    let o =
-        parse_flat_object(r#"{"name": "sdpa-1k", "median_ms": 12.5e0, "iters": 5}"#).unwrap();
+    let o = parse_flat_object(r#"{"name": "sdpa-1k", "median_ms": 12.5e0, "iters": 5}"#).unwrap();
     assert_eq!(o["name"], JsonScalar::Str("sdpa-1k".into()));
     assert_eq!(o["median_ms"], JsonScalar::Num(12.5));
     let o = parse_flat_object(r#"{"name": "a\"b\u0041", "error": "x: y"}"#).unwrap();
@@ -87,19 +46,10 @@ fn flat_json_lines_parse() {
     assert!(parse_flat_object("not json").is_none());
     assert!(parse_flat_object(r#"{"a": [1]}"#).is_none());
     assert!(parse_flat_object("{}").unwrap().is_empty());
-    assert_eq!(
-        parse_flat_object(r#"{"done": true}"#).unwrap()["done"],
-        JsonScalar::Bool(true)
-    );
-    assert_eq!(
-        parse_flat_object(r#"{"x": NaN, "y": null}"#).unwrap()["y"],
-        JsonScalar::Null
-    );
+    assert_eq!(parse_flat_object(r#"{"done": true}"#).unwrap()["done"], JsonScalar::Bool(true));
+    assert_eq!(parse_flat_object(r#"{"x": NaN, "y": null}"#).unwrap()["y"], JsonScalar::Null);
     let req = torch_request(&[&shapes()[6]], 5, 2);
-    assert!(
-        req.contains(r#""kind": "window""#) && req.contains(r#""w": 256"#),
-        "{req}"
-    );
+    assert!(req.contains(r#""kind": "window""#) && req.contains(r#""w": 256"#), "{req}");
 }
 
 #[test]
@@ -113,13 +63,7 @@ fn median_and_budget() {
 
 #[test]
 fn table_aligns_columns() {
-    let t = table(
-        &["a", "bb"],
-        &[
-            vec!["xxx".into(), "1".into()],
-            vec!["y".into(), "22".into()],
-        ],
-    );
+    let t = table(&["a", "bb"], &[vec!["xxx".into(), "1".into()], vec!["y".into(), "22".into()]]);
     assert_eq!(t, "a    bb\n-------\nxxx   1\ny    22\n");
 }
 
@@ -131,16 +75,7 @@ fn peak_is_positive() {
 
 #[test]
 fn small_shape_runs_and_is_finite() {
-    let s = Shape {
-        name: "tiny",
-        kind: Kind::Window,
-        b: 1,
-        h: 2,
-        p: 33,
-        m: 33,
-        e: 8,
-        w: 5,
-    };
+    let s = Shape { name: "tiny", kind: Kind::Window, b: 1, h: 2, p: 33, m: 33, e: 8, w: 5 };
     let r = bench_tfmc(&s, 2, &lib_dir(), crate::compile::JitBackend::Llvm).unwrap();
     assert!(!r.non_finite && r.median_ms >= 0.0 && r.iters >= 1, "{r:?}");
 }
@@ -153,9 +88,7 @@ fn full_benchmark() {
     let env = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
     let opts = BenchOptions {
         shapes: env("TFMC_BENCH_SHAPES").map(|s| s.split(',').map(str::to_string).collect()),
-        iters: env("TFMC_BENCH_ITERS")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(5),
+        iters: env("TFMC_BENCH_ITERS").and_then(|s| s.parse().ok()).unwrap_or(5),
         torch: match env("TFMC_BENCH_TORCH").as_deref() {
             Some("skip") => TorchMode::Skip,
             Some("install") => TorchMode::Install,
@@ -168,7 +101,6 @@ fn full_benchmark() {
         Err(e) => panic!("{e}"),
     }
 }
-
 
 /// Every lib kernel compiles on both tiers, with positive times.
 #[test]

@@ -27,11 +27,9 @@ pub struct TfmcResult {
 
 /// A seeded uniform `[-1, 1)` f32 tensor.
 pub(super) fn random_tensor(shape: Vec<usize>, rng: &mut StdRng) -> Result<NativeTensor, String> {
-    let mut t = NativeTensor::zeros(DType::F32, shape.clone())
-        .map_err(|e| format!("cannot allocate a tensor of shape {shape:?}: {e}"))?;
+    let mut t = NativeTensor::zeros(DType::F32, shape.clone()).map_err(|e| format!("cannot allocate a tensor of shape {shape:?}: {e}"))?;
     if let Some(data) = t.as_f32_mut() {
-        data.iter_mut()
-            .for_each(|x| *x = rng.random::<f32>() * 2.0 - 1.0);
+        data.iter_mut().for_each(|x| *x = rng.random::<f32>() * 2.0 - 1.0);
     }
     Ok(t)
 }
@@ -43,21 +41,13 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 /// How many timed calls fit the budget after a warm-up of `warm` (at least one).
 pub(super) fn calls_within_budget(iters: usize, warm: Duration) -> usize {
     let per = warm.as_secs_f64();
-    let fit = if per > 0.0 {
-        (BUDGET_S / per).floor() as usize
-    } else {
-        iters
-    };
+    let fit = if per > 0.0 { (BUDGET_S / per).floor() as usize } else { iters };
     iters.min(fit).max(1)
 }
 
@@ -65,8 +55,7 @@ pub(super) fn calls_within_budget(iters: usize, warm: Duration) -> usize {
 pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, backend: JitBackend) -> Result<TfmcResult, String> {
     let (file, kernel) = shape.kind.kernel();
     let path = lib.join(file);
-    let program =
-        crate::load(&path).map_err(|d| format!("{}: does not check:\n{d}", path.display()))?;
+    let program = crate::load(&path).map_err(|d| format!("{}: does not check:\n{d}", path.display()))?;
     let mut copts = CompileOptions::default();
     let mut params = BTreeMap::new();
     if shape.kind == Kind::Window {
@@ -82,41 +71,25 @@ pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, backend: JitBackend) 
     let prepared = prepare(&program, kernel, &copts).map_err(|e| format!("{kernel}: {e}"))?;
     let manifest = &prepared.manifest;
     let symbol = manifest.symbol.clone();
-    with_jit(
-        backend,
-        std::slice::from_ref(&prepared),
-        &copts,
-        |lookup| -> Result<TfmcResult, String> {
-            let compile_s = start.elapsed().as_secs_f64();
-            let entry = lookup(&symbol).ok_or_else(|| format!("the JIT has no symbol '{symbol}'"))?;
-            let inputs = [&q, &k, &v];
-            let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
-            let dims = bind_dims(manifest, &shapes).map_err(|e| e.to_string())?;
-            let mut outputs = alloc_outputs(manifest, &dims).map_err(|e| e.to_string())?;
-            let mut call = || -> Result<Duration, String> {
-                let t = Instant::now();
-                // SAFETY: `entry` is the packed entry JIT-compiled from `prepared`, whose manifest
-                // entry is `manifest`; `call_native` checks every buffer against it.
-                unsafe { call_native(entry, manifest, &inputs, &mut outputs, &params) }
-                    .map_err(|e| e.to_string())?;
-                Ok(t.elapsed())
-            };
-            let warm = call()?;
-            let n = calls_within_budget(iters, warm);
-            let times = (0..n)
-                .map(|_| call().map(|d| d.as_secs_f64() * 1e3))
-                .collect::<Result<Vec<_>, _>>()?;
-            let non_finite = outputs
-                .iter()
-                .any(|o| o.as_f32().is_some_and(|d| d.iter().any(|x| !x.is_finite())));
-            Ok(TfmcResult {
-                median_ms: median(times),
-                iters: n,
-                compile_s,
-                non_finite,
-            })
-        },
-    )
+    with_jit(backend, std::slice::from_ref(&prepared), &copts, |lookup| -> Result<TfmcResult, String> {
+        let compile_s = start.elapsed().as_secs_f64();
+        let entry = lookup(&symbol).ok_or_else(|| format!("the JIT has no symbol '{symbol}'"))?;
+        let inputs = [&q, &k, &v];
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        let dims = bind_dims(manifest, &shapes).map_err(|e| e.to_string())?;
+        let mut outputs = alloc_outputs(manifest, &dims).map_err(|e| e.to_string())?;
+        let mut call = || -> Result<Duration, String> {
+            let t = Instant::now();
+            // SAFETY: `entry` is the packed entry JIT-compiled from `prepared`, whose manifest
+            // entry is `manifest`; `call_native` checks every buffer against it.
+            unsafe { call_native(entry, manifest, &inputs, &mut outputs, &params) }.map_err(|e| e.to_string())?;
+            Ok(t.elapsed())
+        };
+        let warm = call()?;
+        let n = calls_within_budget(iters, warm);
+        let times = (0..n).map(|_| call().map(|d| d.as_secs_f64() * 1e3)).collect::<Result<Vec<_>, _>>()?;
+        let non_finite = outputs.iter().any(|o| o.as_f32().is_some_and(|d| d.iter().any(|x| !x.is_finite())));
+        Ok(TfmcResult { median_ms: median(times), iters: n, compile_s, non_finite })
+    })
     .map_err(|e| format!("{kernel}: {e}"))?
 }
-

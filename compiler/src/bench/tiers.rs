@@ -79,7 +79,8 @@ pub fn run_tiers(opts: &BenchOptions, compile_iters: usize) -> Result<String, St
     let selected = select(opts.shapes.as_deref())?;
     let lib = lib_dir();
     let mut report = String::new();
-    let _ = writeln!(report, "threads: {threads}; compile times: median of {compile_iters}; run times: median of up to {} calls", opts.iters);
+    let _ =
+        writeln!(report, "threads: {threads}; compile times: median of {compile_iters}; run times: median of up to {} calls", opts.iters);
 
     eprintln!("bench: compile times of every lib kernel ...");
     let times = compile_times(&lib, compile_iters.max(1))?;
@@ -99,10 +100,8 @@ pub fn run_tiers(opts: &BenchOptions, compile_iters: usize) -> Result<String, St
         })
         .collect();
     report.push('\n');
-    report.push_str(&table(
-        &["kernel", "front ms", "llvm O3 ms", "cranelift ms", "codegen speedup", "total cl ms", "total speedup"],
-        &rows,
-    ));
+    report
+        .push_str(&table(&["kernel", "front ms", "llvm O3 ms", "cranelift ms", "codegen speedup", "total cl ms", "total speedup"], &rows));
     let worst = times.iter().map(|t| t.cranelift_ms).fold(0.0, f64::max);
     let min_ratio = times.iter().map(|t| t.llvm_ms / t.cranelift_ms.max(1e-9)).fold(f64::INFINITY, f64::min);
     let _ = writeln!(

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 use super::*;
 
 /// One shape's PyTorch measurement.
@@ -45,10 +44,7 @@ pub(super) fn install_torch() -> Result<(), String> {
     if pip(&["--index-url", "https://download.pytorch.org/whl/cpu"]) || pip(&[]) {
         Ok(())
     } else {
-        Err(
-            "pip could not install torch (tried the CPU wheel index and the default index)"
-                .to_string(),
-        )
+        Err("pip could not install torch (tried the CPU wheel index and the default index)".to_string())
     }
 }
 
@@ -117,10 +113,7 @@ pub(super) fn parse_flat_object(line: &str) -> Option<BTreeMap<String, JsonScala
                     'f' => s.push('\u{c}'),
                     'u' => {
                         let hex: String = (0..4).map(|_| it.next()).collect::<Option<_>>()?;
-                        s.push(
-                            char::from_u32(u32::from_str_radix(&hex, 16).ok()?)
-                                .unwrap_or('\u{fffd}'),
-                        );
+                        s.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?).unwrap_or('\u{fffd}'));
                     }
                     c => s.push(c),
                 },
@@ -159,10 +152,7 @@ pub(super) fn parse_flat_object(line: &str) -> Option<BTreeMap<String, JsonScala
             JsonScalar::Str(string(&mut it)?)
         } else {
             let mut num = String::new();
-            while it
-                .peek()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.'))
-            {
+            while it.peek().is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '+' | '.')) {
                 num.extend(it.next());
             }
             match num.as_str() {
@@ -218,14 +208,8 @@ impl TorchSession {
             let _ = child.wait();
             return Err("cannot talk to python3 (no pipes)".to_string());
         };
-        let mut session = TorchSession {
-            child,
-            stdin: Some(stdin),
-            stdout: std::io::BufReader::new(stdout),
-            version: String::new(),
-            iters,
-            threads,
-        };
+        let mut session =
+            TorchSession { child, stdin: Some(stdin), stdout: std::io::BufReader::new(stdout), version: String::new(), iters, threads };
         loop {
             let obj = session.next_object()?;
             if let Some(JsonScalar::Str(v)) = obj.get("torch") {
@@ -241,10 +225,7 @@ impl TorchSession {
         let mut line = String::new();
         loop {
             line.clear();
-            let n = self
-                .stdout
-                .read_line(&mut line)
-                .map_err(|e| format!("reading from bench/torch_ref.py: {e}"))?;
+            let n = self.stdout.read_line(&mut line).map_err(|e| format!("reading from bench/torch_ref.py: {e}"))?;
             if n == 0 {
                 return Err("bench/torch_ref.py exited early".to_string());
             }
@@ -258,20 +239,13 @@ impl TorchSession {
     pub(super) fn bench(&mut self, shape: &Shape) -> Result<TorchOutcome, String> {
         use std::io::Write;
         let request = torch_request(&[shape], self.iters, self.threads);
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or("bench/torch_ref.py's stdin is closed")?;
-        writeln!(stdin, "{request}")
-            .and_then(|()| stdin.flush())
-            .map_err(|e| format!("writing to bench/torch_ref.py: {e}"))?;
+        let stdin = self.stdin.as_mut().ok_or("bench/torch_ref.py's stdin is closed")?;
+        writeln!(stdin, "{request}").and_then(|()| stdin.flush()).map_err(|e| format!("writing to bench/torch_ref.py: {e}"))?;
         let mut outcome = None;
         loop {
             let obj = self.next_object()?;
             if obj.contains_key("done") {
-                return outcome.ok_or_else(|| {
-                    format!("bench/torch_ref.py gave no result for {}", shape.name)
-                });
+                return outcome.ok_or_else(|| format!("bench/torch_ref.py gave no result for {}", shape.name));
             }
             if obj.get("name") != Some(&JsonScalar::Str(shape.name.to_string())) {
                 continue;
@@ -283,10 +257,7 @@ impl TorchSession {
                         Some(JsonScalar::Num(n)) => n.max(0.0) as usize,
                         _ => 0,
                     };
-                    TorchOutcome::Ok(TorchResult {
-                        median_ms: *ms,
-                        iters: n,
-                    })
+                    TorchOutcome::Ok(TorchResult { median_ms: *ms, iters: n })
                 }
                 _ => TorchOutcome::Failed("malformed result line".to_string()),
             });
@@ -310,4 +281,3 @@ impl Drop for TorchSession {
         }
     }
 }
-

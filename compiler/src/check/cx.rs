@@ -12,7 +12,13 @@ use tfm_dsl::{Diagnostic, Span};
 
 /// `1 dimension`, `2 dimensions`.
 pub fn plural(n: usize, word: &str) -> String {
-    if n == 1 { format!("1 {word}") } else if word.ends_with('x') { format!("{n} {}ices", &word[..word.len() - 2]) } else { format!("{n} {word}s") }
+    if n == 1 {
+        format!("1 {word}")
+    } else if word.ends_with('x') {
+        format!("{n} {}ices", &word[..word.len() - 2])
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 /// `1 value was`, `2 values were`.
@@ -179,7 +185,12 @@ impl<'g, 'a> Cx<'g, 'a> {
         let dims: Vec<&str> = self.dims.iter().map(|d| d.name.as_str()).collect();
         let list = |v: &[&str]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
         let mut d = Diagnostic::error(format!("unknown name '{name}'"), span, "not a tensor, dimension, param or index");
-        let similar = params.iter().chain(&dims).copied().chain(self.tensor_by_name.keys().map(String::as_str)).find(|c| c.eq_ignore_ascii_case(name));
+        let similar = params
+            .iter()
+            .chain(&dims)
+            .copied()
+            .chain(self.tensor_by_name.keys().map(String::as_str))
+            .find(|c| c.eq_ignore_ascii_case(name));
         if let Some(c) = similar {
             d = d.with_hint(format!("did you mean '{c}'? names are case-sensitive"));
         }
@@ -206,12 +217,8 @@ impl<'g, 'a> Cx<'g, 'a> {
             return Ok(*id);
         }
         if let Some((what, prev)) = self.meaning_of(&name.name) {
-            let mut d = Diagnostic::error(
-                format!("'{}' is {what}, not an index", name.name),
-                name.span,
-                "used as an index here",
-            )
-            .with_hint("indices are lower-case names that range over a dimension, like `p` over `P`");
+            let mut d = Diagnostic::error(format!("'{}' is {what}, not an index", name.name), name.span, "used as an index here")
+                .with_hint("indices are lower-case names that range over a dimension, like `p` over `P`");
             if let Some(s) = prev {
                 d = d.with_label(s, "defined here");
             }
@@ -240,14 +247,13 @@ impl<'g, 'a> Cx<'g, 'a> {
             return Ok(e);
         }
         let dims: Vec<&str> = self.dims.iter().map(|d| d.name.as_str()).collect();
-        Err(self.err(
-            Diagnostic::error(format!("cannot infer the range of index '{}'", name.name), name.span, "range unknown")
-                .with_hint(format!(
-                    "declare it in the kernel body, e.g. `index {}: {}` (dims: {})",
-                    name.name,
-                    dims.first().copied().unwrap_or("N"),
-                    if dims.is_empty() { "none".to_string() } else { dims.join(", ") }
-                )),
-        ))
+        Err(self.err(Diagnostic::error(format!("cannot infer the range of index '{}'", name.name), name.span, "range unknown").with_hint(
+            format!(
+                "declare it in the kernel body, e.g. `index {}: {}` (dims: {})",
+                name.name,
+                dims.first().copied().unwrap_or("N"),
+                if dims.is_empty() { "none".to_string() } else { dims.join(", ") }
+            ),
+        )))
     }
 }

@@ -99,9 +99,13 @@ impl<'g, 'a> Cx<'g, 'a> {
                 let (y, ty) = self.expr(b)?;
                 let Some(t) = join(tx, ty) else {
                     return Err(self.err(
-                        Diagnostic::error(format!("`if` branches have incompatible types {} and {}", tx.dtype, ty.dtype), span, "branches disagree")
-                            .with_label(a.span, format!("this is {}", tx.dtype))
-                            .with_label(b.span, format!("this is {}", ty.dtype)),
+                        Diagnostic::error(
+                            format!("`if` branches have incompatible types {} and {}", tx.dtype, ty.dtype),
+                            span,
+                            "branches disagree",
+                        )
+                        .with_label(a.span, format!("this is {}", tx.dtype))
+                        .with_label(b.span, format!("this is {}", ty.dtype)),
                     ));
                 };
                 let (x, y) = (coerce(x, t.dtype), coerce(y, t.dtype));
@@ -205,10 +209,14 @@ impl<'g, 'a> Cx<'g, 'a> {
         let joined = join(tx, ty).filter(|t| t.dtype != DType::Bool || matches!(op, BinOp::Eq | BinOp::Ne));
         let Some(t) = joined else {
             return Err(self.err(
-                Diagnostic::error(format!("cannot apply `{}` to {} and {}", op.symbol(), tx.dtype, ty.dtype), span, "incompatible operands")
-                    .with_label(a.span, format!("{}", tx.dtype))
-                    .with_label(b.span, format!("{}", ty.dtype))
-                    .with_hint("convert one side explicitly, e.g. `f32(x)`"),
+                Diagnostic::error(
+                    format!("cannot apply `{}` to {} and {}", op.symbol(), tx.dtype, ty.dtype),
+                    span,
+                    "incompatible operands",
+                )
+                .with_label(a.span, format!("{}", tx.dtype))
+                .with_label(b.span, format!("{}", ty.dtype))
+                .with_hint("convert one side explicitly, e.g. `f32(x)`"),
             ));
         };
         let (x, y) = (coerce(x, t.dtype), coerce(y, t.dtype));
@@ -224,8 +232,7 @@ impl<'g, 'a> Cx<'g, 'a> {
             let d = if self.g.kernel_by_name.contains_key(&func.name) {
                 Diagnostic::error(format!("kernel '{}' cannot be called inside an expression", func.name), func.span, "a kernel")
                     .with_hint(format!("call it as a statement: `O = {}(A, B)`", func.name))
-            } else if super::globals::BUILTIN_REDUCTIONS.contains(&func.name.as_str())
-                || self.g.reduction_by_name.contains_key(&func.name)
+            } else if super::globals::BUILTIN_REDUCTIONS.contains(&func.name.as_str()) || self.g.reduction_by_name.contains_key(&func.name)
             {
                 Diagnostic::error(format!("reduction '{}' needs the indices it reduces", func.name), func.span, "no indices")
                     .with_hint(format!("write `{}[m](...)`; for the larger of two values use `max(a, b)`", func.name))
@@ -238,7 +245,13 @@ impl<'g, 'a> Cx<'g, 'a> {
         };
         if args.len() != f.arity() {
             return Err(self.err(Diagnostic::error(
-                format!("function '{}' takes {} argument{}, found {}", f.name(), f.arity(), if f.arity() == 1 { "" } else { "s" }, args.len()),
+                format!(
+                    "function '{}' takes {} argument{}, found {}",
+                    f.name(),
+                    f.arity(),
+                    if f.arity() == 1 { "" } else { "s" },
+                    args.len()
+                ),
                 span,
                 "wrong number of arguments",
             )));
@@ -247,11 +260,10 @@ impl<'g, 'a> Cx<'g, 'a> {
         for a in args {
             let (x, t) = self.expr(a)?;
             if t.dtype == DType::Bool {
-                return Err(self.err(Diagnostic::error(
-                    format!("function '{}' takes numbers, found bool", f.name()),
-                    a.span,
-                    "a bool",
-                ).with_hint("convert explicitly: `f32(c)`")));
+                return Err(self.err(
+                    Diagnostic::error(format!("function '{}' takes numbers, found bool", f.name()), a.span, "a bool")
+                        .with_hint("convert explicitly: `f32(c)`"),
+                ));
             }
             typed.push((x, t));
         }
@@ -280,7 +292,12 @@ impl<'g, 'a> Cx<'g, 'a> {
         if subs.len() != info.shape.len() {
             return Err(self.err(
                 Diagnostic::error(
-                    format!("tensor '{}' has {} but {} given", tensor.name, plural(info.shape.len(), "dimension"), plural_verb(subs.len(), "subscript")),
+                    format!(
+                        "tensor '{}' has {} but {} given",
+                        tensor.name,
+                        plural(info.shape.len(), "dimension"),
+                        plural_verb(subs.len(), "subscript")
+                    ),
                     span,
                     format!("expected {} subscripts", info.shape.len()),
                 )
@@ -365,12 +382,9 @@ impl<'g, 'a> Cx<'g, 'a> {
     fn scan_prev(&mut self, sc: &super::cx::ScanCx, subs: &'a [ast::Expr], span: tfm_dsl::Span) -> CResult<(Expr, Ty)> {
         let bad = |cx: &mut Self, label: &str| {
             let iname = cx.indices[sc.index.index()].name.clone();
-            cx.err(
-                Diagnostic::error(format!("a recurrence may only look back along '{iname}'"), span, label.to_string()).with_hint(format!(
-                    "read '{}' with the left-hand subscripts, except `{iname} - c` (c ≥ 1) in the scanned position",
-                    sc.name
-                )),
-            )
+            cx.err(Diagnostic::error(format!("a recurrence may only look back along '{iname}'"), span, label.to_string()).with_hint(
+                format!("read '{}' with the left-hand subscripts, except `{iname} - c` (c ≥ 1) in the scanned position", sc.name),
+            ))
         };
         if subs.len() != sc.lhs.len() {
             return Err(bad(self, "wrong number of subscripts"));
@@ -503,7 +517,12 @@ impl<'g, 'a> Cx<'g, 'a> {
                 if body.len() != fields.len() {
                     return Err(self.err(
                         Diagnostic::error(
-                            format!("reduction '{}' has {} but {} given", op.name, plural(fields.len(), "field"), plural_verb(body.len(), "value")),
+                            format!(
+                                "reduction '{}' has {} but {} given",
+                                op.name,
+                                plural(fields.len(), "field"),
+                                plural_verb(body.len(), "value")
+                            ),
                             span,
                             format!("expected {} values", fields.len()),
                         )

@@ -33,8 +33,12 @@ impl<'g, 'a> Cx<'g, 'a> {
                     {
                         let name = self.dims[id.index()].name.clone();
                         self.err(
-                            Diagnostic::error(format!("dimension '{name}' of output '{}' is not bound by any input", d.name.name), dim.span(), "unbound dimension")
-                                .with_hint("every output dimension must appear in an input's shape (or be a fixed size)"),
+                            Diagnostic::error(
+                                format!("dimension '{name}' of output '{}' is not bound by any input", d.name.name),
+                                dim.span(),
+                                "unbound dimension",
+                            )
+                            .with_hint("every output dimension must appear in an input's shape (or be a fixed size)"),
                         );
                     }
                 }
@@ -65,8 +69,12 @@ impl<'g, 'a> Cx<'g, 'a> {
                 ast::Dim::Named(id) => {
                     if !id.name.starts_with(|c: char| c.is_ascii_uppercase()) {
                         self.err(
-                            Diagnostic::error(format!("dimension '{}' must start with an upper-case letter", id.name), id.span, "lower-case dimension")
-                                .with_hint(format!("lower-case names are indices; name the dimension `{}`", capitalize(&id.name))),
+                            Diagnostic::error(
+                                format!("dimension '{}' must start with an upper-case letter", id.name),
+                                id.span,
+                                "lower-case dimension",
+                            )
+                            .with_hint(format!("lower-case names are indices; name the dimension `{}`", capitalize(&id.name))),
                         );
                         return None;
                     }
@@ -74,7 +82,8 @@ impl<'g, 'a> Cx<'g, 'a> {
                         Some(x) => *x,
                         None => {
                             if let Some((what, prev)) = self.meaning_of(&id.name) {
-                                let mut diag = Diagnostic::error(format!("'{}' is already {what}", id.name), id.span, "used as a dimension here");
+                                let mut diag =
+                                    Diagnostic::error(format!("'{}' is already {what}", id.name), id.span, "used as a dimension here");
                                 if let Some(s) = prev {
                                     diag = diag.with_label(s, "defined here");
                                 }
@@ -111,11 +120,10 @@ impl<'g, 'a> Cx<'g, 'a> {
         // Left-hand indices: distinct names, identical across targets.
         for (i, x) in first.indices.iter().enumerate() {
             if first.indices[..i].iter().any(|y| y.name == x.name) {
-                return Err(self.err(Diagnostic::error(
-                    format!("index '{}' appears twice on the left-hand side", x.name),
-                    x.span,
-                    "repeated index",
-                ).with_hint("a diagonal is read, not written: `D[i] = A[i, i]`")));
+                return Err(self.err(
+                    Diagnostic::error(format!("index '{}' appears twice on the left-hand side", x.name), x.span, "repeated index")
+                        .with_hint("a diagonal is read, not written: `D[i] = A[i, i]`"),
+                ));
             }
         }
         for l in &a.lhs[1..] {
@@ -150,8 +158,12 @@ impl<'g, 'a> Cx<'g, 'a> {
                 infer::index_names(self, c, &mut idx);
                 if let Some(missing) = idx.iter().find(|n| !space.contains(*n)) {
                     return Err(self.err(
-                        Diagnostic::error(format!("filter uses index '{missing}', which this statement does not bind"), c.span, "unbound index")
-                            .with_hint(format!("this statement's indices: {}", space.iter().cloned().collect::<Vec<_>>().join(", "))),
+                        Diagnostic::error(
+                            format!("filter uses index '{missing}', which this statement does not bind"),
+                            c.span,
+                            "unbound index",
+                        )
+                        .with_hint(format!("this statement's indices: {}", space.iter().cloned().collect::<Vec<_>>().join(", "))),
                     ));
                 }
                 self.pending.push(Pending { ast: c, indices: idx, from_kernel: false, used: false, active: false });
@@ -178,7 +190,11 @@ impl<'g, 'a> Cx<'g, 'a> {
         let (filters, _) = self.attach_pending()?;
         let is_scan = matches!(a.rhs, ast::Rhs::Scan { .. });
         if is_scan && let Some(f) = filters.first() {
-            let origin = if self.pending.iter().any(|p| p.from_kernel && p.used) { "this kernel filter restricts the scan" } else { "restricts the scan" };
+            let origin = if self.pending.iter().any(|p| p.from_kernel && p.used) {
+                "this kernel filter restricts the scan"
+            } else {
+                "restricts the scan"
+            };
             return Err(self.err(
                 Diagnostic::error("a filter cannot restrict a scan statement", f.span, origin)
                     .with_label(a.lhs[0].span, "defined by a scan")
@@ -189,8 +205,12 @@ impl<'g, 'a> Cx<'g, 'a> {
             ast::Rhs::Expr(e) if targets.len() > 1 => {
                 let ast::ExprKind::Reduce { op, indices, filter, body } = &e.kind else {
                     return Err(self.err(
-                        Diagnostic::error(format!("{} tensors are defined but the right-hand side gives one value", targets.len()), e.span, "one value")
-                            .with_hint("several tensors are defined together only by a user reduction with as many fields"),
+                        Diagnostic::error(
+                            format!("{} tensors are defined but the right-hand side gives one value", targets.len()),
+                            e.span,
+                            "one value",
+                        )
+                        .with_hint("several tensors are defined together only by a user reduction with as many fields"),
                     ));
                 };
                 let (r, _) = self.reduce(op, indices, filter.as_deref(), body, e.span)?;
@@ -227,9 +247,13 @@ impl<'g, 'a> Cx<'g, 'a> {
         if !converts_implicitly(v, info.dtype) {
             let (name, want) = (info.name.clone(), info.dtype);
             return Err(self.err(
-                Diagnostic::error(format!("mismatched types: output '{name}' is {want}, found {}", v.dtype), span, format!("this is {}", v.dtype))
-                    .with_label(info.span, format!("declared {want} here"))
-                    .with_hint(format!("convert explicitly: `{want}(...)`")),
+                Diagnostic::error(
+                    format!("mismatched types: output '{name}' is {want}, found {}", v.dtype),
+                    span,
+                    format!("this is {}", v.dtype),
+                )
+                .with_label(info.span, format!("declared {want} here"))
+                .with_hint(format!("convert explicitly: `{want}(...)`")),
             ));
         }
         Ok(info.dtype)
@@ -255,7 +279,11 @@ impl<'g, 'a> Cx<'g, 'a> {
                         if info.shape.len() != lhs.len() {
                             return Err(self.err(
                                 Diagnostic::error(
-                                    format!("output '{name}' has {} but {} given", plural(info.shape.len(), "dimension"), plural_verb(lhs.len(), "index")),
+                                    format!(
+                                        "output '{name}' has {} but {} given",
+                                        plural(info.shape.len(), "dimension"),
+                                        plural_verb(lhs.len(), "index")
+                                    ),
                                     l.span,
                                     format!("expected {} indices", info.shape.len()),
                                 )
@@ -265,10 +293,15 @@ impl<'g, 'a> Cx<'g, 'a> {
                         for (pos, (i, want)) in lhs.iter().zip(&info.shape).enumerate() {
                             let have = self.index_extent(*i);
                             if have != *want {
-                                let (iname, hn, wn) = (self.indices[i.index()].name.clone(), self.extent_name(have), self.extent_name(*want));
+                                let (iname, hn, wn) =
+                                    (self.indices[i.index()].name.clone(), self.extent_name(have), self.extent_name(*want));
                                 return Err(self.err(
-                                    Diagnostic::error(format!("index '{iname}' ranges over {hn} but dimension {pos} of '{name}' is {wn}"), l.indices[pos].span, format!("expected an index over {wn}"))
-                                        .with_label(info.span, "declared here"),
+                                    Diagnostic::error(
+                                        format!("index '{iname}' ranges over {hn} but dimension {pos} of '{name}' is {wn}"),
+                                        l.indices[pos].span,
+                                        format!("expected an index over {wn}"),
+                                    )
+                                    .with_label(info.span, "declared here"),
                                 ));
                             }
                         }
@@ -311,8 +344,15 @@ impl<'g, 'a> Cx<'g, 'a> {
         infer::index_names(self, init, &mut init_names);
         if init_names.contains(&index.name) {
             return Err(self.err(
-                Diagnostic::error(format!("the init of a scan cannot use the scanned index '{}'", index.name), init.span, "uses the scanned index")
-                    .with_hint(format!("init is the value read before the start (`{} - c < 0`); it may use the other left-hand indices", index.name)),
+                Diagnostic::error(
+                    format!("the init of a scan cannot use the scanned index '{}'", index.name),
+                    init.span,
+                    "uses the scanned index",
+                )
+                .with_hint(format!(
+                    "init is the value read before the start (`{} - c < 0`); it may use the other left-hand indices",
+                    index.name
+                )),
             ));
         }
         // `init` is evaluated with the other left-hand indices bound, not the scanned one.
@@ -342,14 +382,20 @@ impl<'g, 'a> Cx<'g, 'a> {
             };
             if !converts_implicitly(init_t, settled) {
                 return Err(self.err(
-                    Diagnostic::error(format!("mismatched types: the scan is {settled}, its init is {}", init_t.dtype), init.span, "init type")
-                        .with_hint(format!("convert explicitly: `{settled}(...)`")),
+                    Diagnostic::error(
+                        format!("mismatched types: the scan is {settled}, its init is {}", init_t.dtype),
+                        init.span,
+                        "init type",
+                    )
+                    .with_hint(format!("convert explicitly: `{settled}(...)`")),
                 ));
             }
             return Ok(hir::Rhs::Scan { index: idx, init: coerce(init_x, settled), body: coerce(bx, settled) });
         }
-        Err(self.err(Diagnostic::error("cannot settle the type of this recurrence", span, "ambiguous type")
-            .with_hint("convert the body explicitly, e.g. `f64(...)`")))
+        Err(self.err(
+            Diagnostic::error("cannot settle the type of this recurrence", span, "ambiguous type")
+                .with_hint("convert the body explicitly, e.g. `f64(...)`"),
+        ))
     }
 
     /// Checks a kernel call statement.
@@ -357,7 +403,12 @@ impl<'g, 'a> Cx<'g, 'a> {
         if c.args.len() != callee.inputs.len() {
             return Err(self.err(
                 Diagnostic::error(
-                    format!("kernel '{}' takes {} but {} given", callee.name, plural(callee.inputs.len(), "tensor"), plural_verb(c.args.len(), "argument")),
+                    format!(
+                        "kernel '{}' takes {} but {} given",
+                        callee.name,
+                        plural(callee.inputs.len(), "tensor"),
+                        plural_verb(c.args.len(), "argument")
+                    ),
                     c.span,
                     "wrong number of arguments",
                 )
@@ -367,7 +418,12 @@ impl<'g, 'a> Cx<'g, 'a> {
         if c.outputs.len() != callee.outputs.len() {
             return Err(self.err(
                 Diagnostic::error(
-                    format!("kernel '{}' returns {} but {} given", callee.name, plural(callee.outputs.len(), "tensor"), plural_verb(c.outputs.len(), "name")),
+                    format!(
+                        "kernel '{}' returns {} but {} given",
+                        callee.name,
+                        plural(callee.outputs.len(), "tensor"),
+                        plural_verb(c.outputs.len(), "name")
+                    ),
                     c.span,
                     "wrong number of results",
                 )
@@ -388,7 +444,16 @@ impl<'g, 'a> Cx<'g, 'a> {
             if info.dtype != p.dtype || info.shape.len() != p.shape.len() {
                 return Err(self.err(
                     Diagnostic::error(
-                        format!("argument '{}' is {}{} but '{}' expects `{}: {}{}`", a.name, info.dtype, self.shape_text(&info.shape), callee.name, p.name, p.dtype, callee_shape(callee, &p.shape)),
+                        format!(
+                            "argument '{}' is {}{} but '{}' expects `{}: {}{}`",
+                            a.name,
+                            info.dtype,
+                            self.shape_text(&info.shape),
+                            callee.name,
+                            p.name,
+                            p.dtype,
+                            callee_shape(callee, &p.shape)
+                        ),
                         a.span,
                         "mismatched argument",
                     )
@@ -417,7 +482,12 @@ impl<'g, 'a> Cx<'g, 'a> {
                     };
                     return Err(self.err(
                         Diagnostic::error(
-                            format!("dimension {pos} of argument '{}' is {}, but '{}' needs it to be {wn} = {bound}", a.name, self.extent_name(*have), callee.name),
+                            format!(
+                                "dimension {pos} of argument '{}' is {}, but '{}' needs it to be {wn} = {bound}",
+                                a.name,
+                                self.extent_name(*have),
+                                callee.name
+                            ),
                             a.span,
                             "shape mismatch",
                         )
@@ -431,17 +501,33 @@ impl<'g, 'a> Cx<'g, 'a> {
         for (o, pid) in c.outputs.iter().zip(&callee.outputs) {
             let p = &callee.tensors[pid.index()];
             // Callee outputs only use dims bound by its inputs (checked), so the map is total.
-            let shape: Vec<Extent> = p.shape.iter().map(|e| match e {
-                Extent::Const(n) => Extent::Const(*n),
-                Extent::Dim(d) => map[d.index()].unwrap_or(Extent::Const(0)),
-            }).collect();
+            let shape: Vec<Extent> = p
+                .shape
+                .iter()
+                .map(|e| match e {
+                    Extent::Const(n) => Extent::Const(*n),
+                    Extent::Dim(d) => map[d.index()].unwrap_or(Extent::Const(0)),
+                })
+                .collect();
             let t = match self.tensor_by_name.get(&o.name).copied() {
-                Some(t) if self.tensors[t.index()].role != Role::Input(0) && matches!(self.tensors[t.index()].role, Role::Output(_)) && !self.defined[t.index()] => {
+                Some(t)
+                    if self.tensors[t.index()].role != Role::Input(0)
+                        && matches!(self.tensors[t.index()].role, Role::Output(_))
+                        && !self.defined[t.index()] =>
+                {
                     let info = self.tensors[t.index()].clone();
                     if info.dtype != p.dtype || info.shape != shape {
                         return Err(self.err(
                             Diagnostic::error(
-                                format!("output '{}' is {}{} but '{}' returns {}{}", o.name, info.dtype, self.shape_text(&info.shape), callee.name, p.dtype, self.shape_text(&shape)),
+                                format!(
+                                    "output '{}' is {}{} but '{}' returns {}{}",
+                                    o.name,
+                                    info.dtype,
+                                    self.shape_text(&info.shape),
+                                    callee.name,
+                                    p.dtype,
+                                    self.shape_text(&shape)
+                                ),
                                 o.span,
                                 "mismatched result",
                             )
@@ -453,7 +539,8 @@ impl<'g, 'a> Cx<'g, 'a> {
                 Some(t) => {
                     let info = self.tensors[t.index()].clone();
                     return Err(self.err(
-                        Diagnostic::error(format!("tensor '{}' is defined twice", o.name), o.span, "second definition").with_label(info.span, "first defined here"),
+                        Diagnostic::error(format!("tensor '{}' is defined twice", o.name), o.span, "second definition")
+                            .with_label(info.span, "first defined here"),
                     ));
                 }
                 None => {

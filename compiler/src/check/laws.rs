@@ -39,9 +39,13 @@ pub fn check_laws(program: &Program) -> Vec<Diagnostic> {
                     && let Some(k) = disagreement(&r, &x, false)
                 {
                     out.push(
-                        Diagnostic::error(format!("the identity of reduction '{}' is not neutral", red.name), red.identity[k].span, "not an identity")
-                            .with_note(format!("{what} = {} for x = {}", show(&r), show(&x)))
-                            .with_hint("the identity must satisfy combine(identity, x) = x = combine(x, identity)"),
+                        Diagnostic::error(
+                            format!("the identity of reduction '{}' is not neutral", red.name),
+                            red.identity[k].span,
+                            "not an identity",
+                        )
+                        .with_note(format!("{what} = {} for x = {}", show(&r), show(&x)))
+                        .with_hint("the identity must satisfy combine(identity, x) = x = combine(x, identity)"),
                     );
                     break;
                 }
@@ -54,16 +58,20 @@ pub fn check_laws(program: &Program) -> Vec<Diagnostic> {
             if let Some(k) = disagreement(&l, &r, true) {
                 let field = &red.fields[k].0;
                 out.push(
-                    Diagnostic::error(format!("reduction '{}' is not associative", red.name), red.result[k].span, format!("field '{field}' is not associative"))
-                        .with_note(format!(
-                            "for x = {}, y = {}, z = {}: combine(combine(x, y), z) = {} but combine(x, combine(y, z)) = {}",
-                            show(&x),
-                            show(&y),
-                            show(&z),
-                            show(&l),
-                            show(&r)
-                        ))
-                        .with_hint("reductions may be split and reordered, so combine(combine(a, b), c) must equal combine(a, combine(b, c))"),
+                    Diagnostic::error(
+                        format!("reduction '{}' is not associative", red.name),
+                        red.result[k].span,
+                        format!("field '{field}' is not associative"),
+                    )
+                    .with_note(format!(
+                        "for x = {}, y = {}, z = {}: combine(combine(x, y), z) = {} but combine(x, combine(y, z)) = {}",
+                        show(&x),
+                        show(&y),
+                        show(&z),
+                        show(&l),
+                        show(&r)
+                    ))
+                    .with_hint("reductions may be split and reordered, so combine(combine(a, b), c) must equal combine(a, combine(b, c))"),
                 );
                 break;
             }

@@ -146,8 +146,12 @@ fn check_kernel_rec(g: &Globals, ks: &[&ast::KernelItem], i: usize, st: &mut Ker
         {
             if st.in_progress.contains(&j) {
                 diags.push(
-                    Diagnostic::error(format!("kernel '{}' calls itself (through '{}')", k.name.name, c.callee.name), c.callee.span, "recursive call")
-                        .with_hint("kernels cannot be recursive; write the recurrence with `scan`"),
+                    Diagnostic::error(
+                        format!("kernel '{}' calls itself (through '{}')", k.name.name, c.callee.name),
+                        c.callee.span,
+                        "recursive call",
+                    )
+                    .with_hint("kernels cannot be recursive; write the recurrence with `scan`"),
                 );
                 st.in_progress.remove(&i);
                 st.done[i] = Some(None);
@@ -181,7 +185,10 @@ fn check_kernel(g: &Globals, k: &ast::KernelItem, done: &[Option<Option<Kernel>>
             }
             if let Some((_, prev)) = cx.index_decls.get(&name.name) {
                 let prev = *prev;
-                cx.err(Diagnostic::error(format!("index '{}' is declared twice", name.name), name.span, "second declaration").with_label(prev, "first declared here"));
+                cx.err(
+                    Diagnostic::error(format!("index '{}' is declared twice", name.name), name.span, "second declaration")
+                        .with_label(prev, "first declared here"),
+                );
                 return None;
             }
             let extent = match range {
@@ -251,7 +258,10 @@ fn check_kernel(g: &Globals, k: &ast::KernelItem, done: &[Option<Option<Kernel>>
     }
     for (name, (_, span)) in cx.index_decls.clone() {
         if !cx.index_decl_used.contains(&name) && !cx.index_by_name.contains_key(&name) {
-            cx.err(Diagnostic::error(format!("index '{name}' is declared but never used"), span, "unused declaration").with_hint("remove the declaration"));
+            cx.err(
+                Diagnostic::error(format!("index '{name}' is declared but never used"), span, "unused declaration")
+                    .with_hint("remove the declaration"),
+            );
             return None;
         }
     }

@@ -15,7 +15,10 @@ pub fn check(g: &Globals, diags: &mut Vec<Diagnostic>, r: &ast::ReductionItem) -
     let n = r.fields.len();
     for (i, f) in r.fields.iter().enumerate() {
         if let Some(prev) = r.fields[..i].iter().find(|x| x.name.name == f.name.name) {
-            cx.err(Diagnostic::error(format!("field '{}' is declared twice", f.name.name), f.name.span, "repeated field").with_label(prev.name.span, "first declared here"));
+            cx.err(
+                Diagnostic::error(format!("field '{}' is declared twice", f.name.name), f.name.span, "repeated field")
+                    .with_label(prev.name.span, "first declared here"),
+            );
             return None;
         }
         if f.dtype == hir::DType::Bool {
@@ -35,7 +38,10 @@ pub fn check(g: &Globals, diags: &mut Vec<Diagnostic>, r: &ast::ReductionItem) -
     let mut lets = Vec::new();
     for (j, (name, e)) in r.lets.iter().enumerate() {
         if cx.locals.contains_key(&name.name) || cx.g.param(&name.name).is_some() {
-            cx.err(Diagnostic::error(format!("'{}' is already defined", name.name), name.span, "shadows an earlier name").with_hint("choose another name"));
+            cx.err(
+                Diagnostic::error(format!("'{}' is already defined", name.name), name.span, "shadows an earlier name")
+                    .with_hint("choose another name"),
+            );
             return None;
         }
         let (x, _) = cx.expr(e).ok()?;
@@ -62,8 +68,16 @@ fn values<'a>(cx: &mut Cx<'_, 'a>, e: &'a ast::Expr, r: &'a ast::ReductionItem, 
     };
     if elems.len() != n {
         cx.err(
-            Diagnostic::error(format!("the {what} has {} values but '{}' has {n} fields", elems.len(), r.name.name), e.span, format!("expected {n} values"))
-                .with_hint(if n == 1 { "write a single value".to_string() } else { format!("write a tuple of {n} values: `(a, b)`") }),
+            Diagnostic::error(
+                format!("the {what} has {} values but '{}' has {n} fields", elems.len(), r.name.name),
+                e.span,
+                format!("expected {n} values"),
+            )
+            .with_hint(if n == 1 {
+                "write a single value".to_string()
+            } else {
+                format!("write a tuple of {n} values: `(a, b)`")
+            }),
         );
         return None;
     }

@@ -404,10 +404,32 @@ impl Func {
 
     /// Every function.
     pub const ALL: [Func; 26] = [
-        Func::Exp, Func::Exp2, Func::Log, Func::Log2, Func::Log1p, Func::Sqrt, Func::Rsqrt, Func::Abs,
-        Func::Neg, Func::Sign, Func::Floor, Func::Ceil, Func::Tanh, Func::Sigmoid, Func::Relu, Func::Gelu,
-        Func::Elu, Func::Silu, Func::Softplus, Func::Erf, Func::Sin, Func::Cos, Func::Pow, Func::Min,
-        Func::Max, Func::Atan2,
+        Func::Exp,
+        Func::Exp2,
+        Func::Log,
+        Func::Log2,
+        Func::Log1p,
+        Func::Sqrt,
+        Func::Rsqrt,
+        Func::Abs,
+        Func::Neg,
+        Func::Sign,
+        Func::Floor,
+        Func::Ceil,
+        Func::Tanh,
+        Func::Sigmoid,
+        Func::Relu,
+        Func::Gelu,
+        Func::Elu,
+        Func::Silu,
+        Func::Softplus,
+        Func::Erf,
+        Func::Sin,
+        Func::Cos,
+        Func::Pow,
+        Func::Min,
+        Func::Max,
+        Func::Atan2,
     ];
 
     /// The `.tfm` name.

@@ -13,8 +13,7 @@
 use std::fmt::Write;
 
 use super::{
-    Assign, BinOp, Call, DType, Expr, ExprKind, Extent, Kernel, Lit, Program, Reduce, ReduceOp, Rhs, Role, Stmt,
-    TensorId, TensorInfo, UnOp,
+    Assign, BinOp, Call, DType, Expr, ExprKind, Extent, Kernel, Lit, Program, Reduce, ReduceOp, Rhs, Role, Stmt, TensorId, TensorInfo, UnOp,
 };
 
 /// The whole program: params, user reductions, then kernels, each in declaration order.
@@ -68,13 +67,11 @@ pub fn print_kernel(program: &Program, kernel: &Kernel) -> String {
         let _ = writeln!(out, "    {role} {}: {}", t.name, tensor_type(kernel, t));
     }
     if !kernel.indices.is_empty() {
-        let idx: Vec<String> =
-            kernel.indices.iter().map(|i| format!("{}: {}", i.name, extent_name(kernel, i.extent))).collect();
+        let idx: Vec<String> = kernel.indices.iter().map(|i| format!("{}: {}", i.name, extent_name(kernel, i.extent))).collect();
         let _ = writeln!(out, "    index {}", idx.join(", "));
     }
     if !kernel.params_used.is_empty() {
-        let ps: Vec<&str> =
-            kernel.params_used.iter().map(|p| program.params.get(p.index()).map_or("?", |p| p.name.as_str())).collect();
+        let ps: Vec<&str> = kernel.params_used.iter().map(|p| program.params.get(p.index()).map_or("?", |p| p.name.as_str())).collect();
         let _ = writeln!(out, "    params {}", ps.join(", "));
     }
     let _ = writeln!(out, "    {{");
@@ -177,11 +174,7 @@ impl Printer<'_> {
 
     fn lhs(&self, t: TensorId, indices: &[super::IndexId]) -> String {
         let idx: Vec<&str> = indices.iter().map(|i| self.index_name(*i)).collect();
-        if idx.is_empty() {
-            self.tensor_name(t).to_string()
-        } else {
-            format!("{}[{}]", self.tensor_name(t), idx.join(", "))
-        }
+        if idx.is_empty() { self.tensor_name(t).to_string() } else { format!("{}[{}]", self.tensor_name(t), idx.join(", ")) }
     }
 
     fn tuple(&self, es: &[Expr]) -> String {
@@ -235,12 +228,8 @@ impl Printer<'_> {
                 (lit_text(*l, e.dtype), if negative { 6 } else { 7 })
             }
             ExprKind::Index(i) => (self.index_name(*i).to_string(), 7),
-            ExprKind::Dim(d) => {
-                (self.kernel.and_then(|k| k.dims.get(d.index())).map_or_else(|| "?".to_string(), |d| d.name.clone()), 7)
-            }
-            ExprKind::Param(id) => {
-                (self.program.params.get(id.index()).map_or_else(|| "?".to_string(), |p| p.name.clone()), 7)
-            }
+            ExprKind::Dim(d) => (self.kernel.and_then(|k| k.dims.get(d.index())).map_or_else(|| "?".to_string(), |d| d.name.clone()), 7),
+            ExprKind::Param(id) => (self.program.params.get(id.index()).map_or_else(|| "?".to_string(), |p| p.name.clone()), 7),
             ExprKind::Read { tensor, subs } => {
                 if subs.is_empty() {
                     (self.tensor_name(*tensor).to_string(), 7)
@@ -264,9 +253,7 @@ impl Printer<'_> {
                 let lmin = if op.is_comparison() { p + 1 } else { p };
                 (format!("{} {} {}", self.expr(a, lmin), op.symbol(), self.expr(b, p + 1)), p)
             }
-            ExprKind::If(c, a, b) => {
-                (format!("if {} then {} else {}", self.expr(c, 0), self.expr(a, 0), self.expr(b, 0)), 0)
-            }
+            ExprKind::If(c, a, b) => (format!("if {} then {} else {}", self.expr(c, 0), self.expr(a, 0), self.expr(b, 0)), 0),
             ExprKind::Call(f, args) => {
                 let a: Vec<String> = args.iter().map(|x| self.expr(x, 0)).collect();
                 (format!("{}({})", f.name(), a.join(", ")), 7)

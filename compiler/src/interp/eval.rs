@@ -115,23 +115,12 @@ impl Eval<'_, '_> {
     pub fn expr(&self, e: &Expr, env: &mut Env) -> Result<Scalar, Flow> {
         match &e.kind {
             ExprKind::Lit(l) => Ok(lit_value(*l, e.dtype)),
-            ExprKind::Index(i) => {
-                env.idx.get(i.index()).map(|&v| Scalar::I(v)).ok_or_else(|| self.internal("unknown index", e.span))
-            }
-            ExprKind::Dim(d) => self
-                .frame
-                .dims
-                .get(d.index())
-                .map(|&v| Scalar::I(v))
-                .ok_or_else(|| self.internal("unknown dim", e.span)),
-            ExprKind::Param(p) => {
-                self.frame.params.get(p.index()).copied().ok_or_else(|| self.internal("unknown param", e.span))
-            }
+            ExprKind::Index(i) => env.idx.get(i.index()).map(|&v| Scalar::I(v)).ok_or_else(|| self.internal("unknown index", e.span)),
+            ExprKind::Dim(d) => self.frame.dims.get(d.index()).map(|&v| Scalar::I(v)).ok_or_else(|| self.internal("unknown dim", e.span)),
+            ExprKind::Param(p) => self.frame.params.get(p.index()).copied().ok_or_else(|| self.internal("unknown param", e.span)),
             ExprKind::Read { tensor, subs } => self.read(*tensor, subs, env, e.span),
             ExprKind::ScanPrev { tensor, offset } => self.scan_prev(*tensor, *offset, env, e.span),
-            ExprKind::Local(i) => {
-                env.stack.get(env.base + i).copied().ok_or_else(|| self.internal("local outside a combine", e.span))
-            }
+            ExprKind::Local(i) => env.stack.get(env.base + i).copied().ok_or_else(|| self.internal("local outside a combine", e.span)),
             ExprKind::Unary(op, a) => {
                 let v = self.expr(a, env)?;
                 ops::unary(*op, a.dtype, v).map_err(|err| self.op_err(err, e.span))
@@ -180,8 +169,7 @@ impl Eval<'_, '_> {
             ExprKind::Reduce(r) => match r.op {
                 ReduceOp::User(id) => {
                     let start = self.user_reduce(id, r, env)?;
-                    let v =
-                        env.stack.get(start).copied().ok_or_else(|| self.internal("empty reduction state", e.span))?;
+                    let v = env.stack.get(start).copied().ok_or_else(|| self.internal("empty reduction state", e.span))?;
                     env.stack.truncate(start);
                     Ok(v)
                 }
@@ -231,12 +219,7 @@ impl Eval<'_, '_> {
     }
 
     /// Runs `f` at every point of `indices` (row-major), restoring their outer values after.
-    fn for_each(
-        &self,
-        indices: &[IndexId],
-        env: &mut Env,
-        mut f: impl FnMut(&mut Env) -> Result<(), RunError>,
-    ) -> Result<(), RunError> {
+    fn for_each(&self, indices: &[IndexId], env: &mut Env, mut f: impl FnMut(&mut Env) -> Result<(), RunError>) -> Result<(), RunError> {
         let extent = |i: IndexId| self.frame.index_extent(i);
         let saved_at = env.saved.len();
         for &i in indices {
@@ -271,14 +254,7 @@ impl Eval<'_, '_> {
     }
 
     /// A built-in reduction of result dtype `d`.
-    fn builtin_reduce(
-        &self,
-        op: ReduceOp,
-        r: &Reduce,
-        d: DType,
-        env: &mut Env,
-        span: Span,
-    ) -> Result<Scalar, RunError> {
+    fn builtin_reduce(&self, op: ReduceOp, r: &Reduce, d: DType, env: &mut Env, span: Span) -> Result<Scalar, RunError> {
         let Some(body) = r.body.first() else {
             return Err(RunError::Internal { what: "reduction without body".to_string(), loc: self.frame.loc(span) });
         };

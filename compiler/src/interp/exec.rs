@@ -22,8 +22,7 @@ fn alloc_targets(frame: &Frame<'_>, a: &Assign) -> Result<Vec<Buf<'static>>, Run
     for &t in &a.targets {
         let info = &frame.kernel.tensors[t.index()];
         let shape: Vec<usize> = info.shape.iter().map(|&e| frame.extent(e) as usize).collect();
-        let buf = Buf::empty(info.dtype, shape.clone())
-            .ok_or_else(|| RunError::TooLarge { tensor: info.name.clone(), shape })?;
+        let buf = Buf::empty(info.dtype, shape.clone()).ok_or_else(|| RunError::TooLarge { tensor: info.name.clone(), shape })?;
         out.push(buf);
     }
     Ok(out)
@@ -36,10 +35,7 @@ pub(super) fn assign(frame: &mut Frame<'_>, a: &Assign, env: &mut Env) -> Result
     let points = extents.iter().try_fold(1usize, |n, &e| n.checked_mul(e as usize));
     let (len, rank) = targets.first().map_or((0, 0), |t| (t.data.len(), t.shape.len()));
     let Some(points) = points.filter(|&n| n == len && extents.len() == rank && !targets.is_empty()) else {
-        return Err(RunError::Internal {
-            what: "left-hand indices do not match the target's shape".to_string(),
-            loc: frame.loc(a.span),
-        });
+        return Err(RunError::Internal { what: "left-hand indices do not match the target's shape".to_string(), loc: frame.loc(a.span) });
     };
     let scan_axis = match &a.rhs {
         Rhs::Scan { index, .. } => a.indices.iter().position(|i| i == index),
@@ -88,22 +84,12 @@ fn point(
         Rhs::Scan { index, init, body } => {
             let target = &targets[0];
             let axis = scan_axis.unwrap_or(0);
-            let scan = Scan {
-                tensor: a.targets[0],
-                target,
-                flat,
-                stride: target.strides[axis],
-                t: env.idx[index.index()],
-                init,
-            };
+            let scan = Scan { tensor: a.targets[0], target, flat, stride: target.strides[axis], t: env.idx[index.index()], init };
             Eval { frame, scan: Some(scan) }.expr(body, env)
         }
         Rhs::Tuple(r) => {
             let crate::hir::ReduceOp::User(id) = r.op else {
-                return Err(RunError::Internal {
-                    what: "tuple of a built-in reduction".to_string(),
-                    loc: frame.loc(a.span),
-                });
+                return Err(RunError::Internal { what: "tuple of a built-in reduction".to_string(), loc: frame.loc(a.span) });
             };
             let start = plain.user_reduce(id, r, env)?;
             for (k, t) in targets.iter_mut().enumerate() {
@@ -161,12 +147,7 @@ pub(super) fn call(frame: &mut Frame<'_>, c: &Call, env: &mut Env) -> Result<(),
         let info = &frame.kernel.tensors[t.index()];
         let shape: Vec<usize> = info.shape.iter().map(|&e| frame.extent(e) as usize).collect();
         if shape != buf.shape {
-            return Err(RunError::ShapeMismatch {
-                tensor: info.name.clone(),
-                expected: shape,
-                got: buf.shape,
-                loc: frame.loc(c.span),
-            });
+            return Err(RunError::ShapeMismatch { tensor: info.name.clone(), expected: shape, got: buf.shape, loc: frame.loc(c.span) });
         }
         frame.bufs[t.index()] = Some(buf);
     }

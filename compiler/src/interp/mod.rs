@@ -308,9 +308,7 @@ fn run_kernel<'a>(
             None => {
                 let info = &kernel.tensors[t.index()];
                 let shape: Vec<usize> = info.shape.iter().map(|&e| frame.extent(e) as usize).collect();
-                Buf::empty(info.dtype, shape.clone())
-                    .ok_or_else(|| RunError::TooLarge { tensor: info.name.clone(), shape })?
-                    .into_dense()
+                Buf::empty(info.dtype, shape.clone()).ok_or_else(|| RunError::TooLarge { tensor: info.name.clone(), shape })?.into_dense()
             }
         };
         out.push(buf);

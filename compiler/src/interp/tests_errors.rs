@@ -33,10 +33,7 @@ fn extra_input_lists_the_expected_names() {
 #[test]
 fn wrong_dtype_and_rank() {
     let q64 = Tensor::zeros(DType::F64, vec![2, 3]);
-    assert_eq!(
-        err(&[("Q", q64), ("K", z(&[4, 3])), ("V", z(&[4, 5]))]),
-        "input 'Q' has dtype f64, kernel 'sdpa' expects f32"
-    );
+    assert_eq!(err(&[("Q", q64), ("K", z(&[4, 3])), ("V", z(&[4, 5]))]), "input 'Q' has dtype f64, kernel 'sdpa' expects f32");
     assert_eq!(
         err(&[("Q", z(&[2, 3, 1])), ("K", z(&[4, 3])), ("V", z(&[4, 5]))]),
         "input 'Q' has rank 3 (shape [2, 3, 1]), kernel 'sdpa' expects rank 2 (f32[P, E])"
@@ -45,10 +42,7 @@ fn wrong_dtype_and_rank() {
 
 #[test]
 fn symbolic_dim_conflict_names_both_places() {
-    assert_eq!(
-        err(&[("Q", z(&[2, 3])), ("K", z(&[5, 3])), ("V", z(&[7, 5]))]),
-        "dimension M is 5 from K (dim 0) but 7 from V (dim 0)"
-    );
+    assert_eq!(err(&[("Q", z(&[2, 3])), ("K", z(&[5, 3])), ("V", z(&[7, 5]))]), "dimension M is 5 from K (dim 0) but 7 from V (dim 0)");
 }
 
 #[test]

@@ -40,7 +40,10 @@ pub fn parse_cascade(text: &str) -> Result<Cascade, ParseError> {
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty());
     let mut header = |keyword: &str| -> Result<(usize, String), ParseError> {
         let Some((line, l)) = lines.next() else {
-            return Err(ParseError { line: text.lines().count().max(1), what: format!("expected a `{keyword}` line, found the end of the text") });
+            return Err(ParseError {
+                line: text.lines().count().max(1),
+                what: format!("expected a `{keyword}` line, found the end of the text"),
+            });
         };
         match l.strip_prefix(keyword) {
             Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => Ok((line, rest.trim().to_string())),

@@ -47,14 +47,9 @@ pub fn print_cascade(c: &Cascade) -> String {
         };
         match &n.def {
             Def::Input => out.push_str(&format!("  {role} {}: {}{}\n", n.name, n.dtype, shape(&n.shape))),
-            Def::Expr(e) => out.push_str(&format!(
-                "  {role} {}[{}]: {}{} = {}\n",
-                n.name,
-                n.indices.join(", "),
-                n.dtype,
-                shape(&n.shape),
-                e
-            )),
+            Def::Expr(e) => {
+                out.push_str(&format!("  {role} {}[{}]: {}{} = {}\n", n.name, n.indices.join(", "), n.dtype, shape(&n.shape), e))
+            }
             Def::Scan { index, init, body } => out.push_str(&format!(
                 "  {role} {}[{}]: {}{} = scan {index} init {init} body {body}\n",
                 n.name,

@@ -42,8 +42,12 @@ pub fn verify(c: &Cascade) -> Result<(), VerifyError> {
         }
     }
     let listed: HashSet<_> = c.order.iter().collect();
-    if c.order.len() != c.graph.node_count() || listed.len() != c.order.len() || c.order.iter().any(|ix| c.graph.node_weight(*ix).is_none()) {
-        return Err(err("", format!("order lists {} entries ({} distinct) for {} nodes", c.order.len(), listed.len(), c.graph.node_count())));
+    if c.order.len() != c.graph.node_count() || listed.len() != c.order.len() || c.order.iter().any(|ix| c.graph.node_weight(*ix).is_none())
+    {
+        return Err(err(
+            "",
+            format!("order lists {} entries ({} distinct) for {} nodes", c.order.len(), listed.len(), c.graph.node_count()),
+        ));
     }
     check_ranges(c).map_err(|w| err("", w))?;
     check_roles(c).map_err(|(node, w)| err(&node, w))?;
@@ -150,7 +154,8 @@ fn check_node(c: &Cascade, ix: petgraph::graph::NodeIndex, defined: &HashSet<&st
 fn check_edges(c: &Cascade) -> Result<(), (String, String)> {
     for b in c.graph.node_indices() {
         let want: BTreeSet<String> = super::reads_of(&c.graph[b].def).into_iter().collect();
-        let have: BTreeSet<String> = c.graph.neighbors_directed(b, petgraph::Direction::Incoming).map(|a| c.graph[a].name.clone()).collect();
+        let have: BTreeSet<String> =
+            c.graph.neighbors_directed(b, petgraph::Direction::Incoming).map(|a| c.graph[a].name.clone()).collect();
         if want != have {
             let name = c.graph[b].name.clone();
             return Err((name, format!("graph edges from {have:?} but it reads {want:?} (run relink after editing defs)")));
@@ -231,7 +236,10 @@ impl<'a> Cx<'a> {
                 DType::parse(name).ok_or_else(|| format!("cast to unknown dtype '{name}'"))?;
                 self.value(*x)
             }
-            Tfm::Sum([i, lo, hi, f, body]) | Tfm::Max([i, lo, hi, f, body]) | Tfm::Min([i, lo, hi, f, body]) | Tfm::Prod([i, lo, hi, f, body]) => {
+            Tfm::Sum([i, lo, hi, f, body])
+            | Tfm::Max([i, lo, hi, f, body])
+            | Tfm::Min([i, lo, hi, f, body])
+            | Tfm::Prod([i, lo, hi, f, body]) => {
                 let op = e[id].to_string();
                 self.reduction(&op, *i, *lo, *hi, &[*f, *body])
             }

@@ -48,13 +48,19 @@ fn same_def(a: &Def, b: &Def) -> bool {
     match (a, b) {
         (Def::Input, Def::Input) => true,
         (Def::Expr(x), Def::Expr(y)) => same_expr(x, y),
-        (Def::Scan { index: i, init: a0, body: a1 }, Def::Scan { index: j, init: b0, body: b1 }) => i == j && same_expr(a0, b0) && same_expr(a1, b1),
+        (Def::Scan { index: i, init: a0, body: a1 }, Def::Scan { index: j, init: b0, body: b1 }) => {
+            i == j && same_expr(a0, b0) && same_expr(a1, b1)
+        }
         _ => false,
     }
 }
 
 fn edges(c: &Cascade) -> BTreeSet<(String, String)> {
-    c.graph.edge_indices().filter_map(|e| c.graph.edge_endpoints(e)).map(|(a, b)| (c.graph[a].name.clone(), c.graph[b].name.clone())).collect()
+    c.graph
+        .edge_indices()
+        .filter_map(|e| c.graph.edge_endpoints(e))
+        .map(|(a, b)| (c.graph[a].name.clone(), c.graph[b].name.clone()))
+        .collect()
 }
 
 /// Structural equality of two cascades, node by node in order.
@@ -94,8 +100,26 @@ fn outputs_defined_out_of_order_keep_their_numbers() {
 #[test]
 fn constants_print_and_parse_bit_exactly() {
     let floats = [
-        1e-6, 0.1, -0.0, 0.0, 1.0, -8.0, f64::INFINITY, f64::NEG_INFINITY, 1e300, 5e-324, f64::MAX, f64::MIN, f64::MIN_POSITIVE,
-        1.0 / 3.0, 9007199254740993.0, 1e22, 123456789012345680.0, f64::EPSILON, 0.30000000000000004, -1e-300,
+        1e-6,
+        0.1,
+        -0.0,
+        0.0,
+        1.0,
+        -8.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e300,
+        5e-324,
+        f64::MAX,
+        f64::MIN,
+        f64::MIN_POSITIVE,
+        1.0 / 3.0,
+        9007199254740993.0,
+        1e22,
+        123456789012345680.0,
+        f64::EPSILON,
+        0.30000000000000004,
+        -1e-300,
     ];
     let nans = [f64::NAN, -f64::NAN, f64::from_bits(0x7ff0_0000_0000_0001), f64::from_bits(0xfff8_0000_0000_00ff)];
     let mut consts: Vec<Const> = floats.iter().chain(&nans).map(|x| Const::float(*x)).collect();
@@ -191,12 +215,21 @@ fn verifier_rejects_bad_reads() {
     rejects(&edit(SDPA, "local N[", "(read G ", "(read Gz "), "N", "reads unknown tensor 'Gz'");
     // G and N swapped: N reads G before G is defined.
     let lines: Vec<&str> = SDPA.lines().collect();
-    let (g, n) = (lines.iter().position(|l| l.contains("local G[")).expect("G"), lines.iter().position(|l| l.contains("local N[")).expect("N"));
+    let (g, n) =
+        (lines.iter().position(|l| l.contains("local G[")).expect("G"), lines.iter().position(|l| l.contains("local N[")).expect("N"));
     let mut swapped = lines.clone();
     swapped.swap(g, n);
     rejects(&(swapped.join("\n") + "\n"), "N", "reads 'G' before it is defined");
-    rejects(&edit(SDPA, "output O[", "(read D (idx b) (idx h) (idx p))", "(read D (idx b) (idx h))"), "O", "reads 'D' with 2 subscripts, it has 3 dimensions");
-    rejects(&edit(SDPA, "output O[", "(read D (idx b) (idx h) (idx p))", "(read D (idx b) (idx h) (idx p) (idx p))"), "O", "with 4 subscripts");
+    rejects(
+        &edit(SDPA, "output O[", "(read D (idx b) (idx h) (idx p))", "(read D (idx b) (idx h))"),
+        "O",
+        "reads 'D' with 2 subscripts, it has 3 dimensions",
+    );
+    rejects(
+        &edit(SDPA, "output O[", "(read D (idx b) (idx h) (idx p))", "(read D (idx b) (idx h) (idx p) (idx p))"),
+        "O",
+        "with 4 subscripts",
+    );
     rejects(&edit(SDPA, "output O[", "(read D (idx b) (idx h) (idx p))", "(read 3 (idx b))"), "O", "`read` needs a tensor name");
     rejects(&edit(SDPA, "local D[", "(read N ", "(read D "), "D", "reads 'D' before it is defined");
 }
@@ -205,7 +238,11 @@ fn verifier_rejects_bad_reads() {
 fn verifier_rejects_unbound_indices_and_unknown_dims() {
     rejects(&edit(SDPA, "local G[", "(idx p)", "(idx q)"), "G", "index 'q' is not bound here");
     // `m` is bound only inside the reductions over m.
-    rejects(&edit(SDPA, "output O[", "(read D (idx b) (idx h) (idx p))", "(read D (idx b) (idx h) (idx m))"), "O", "index 'm' is not bound here");
+    rejects(
+        &edit(SDPA, "output O[", "(read D (idx b) (idx h) (idx p))", "(read D (idx b) (idx h) (idx m))"),
+        "O",
+        "index 'm' is not bound here",
+    );
     // A reduction's bounds are outside its own scope.
     rejects(&edit(SDPA, "local G[", "(max m 0 (dim M)", "(max m 0 (idx m)"), "G", "index 'm' is not bound here");
     rejects(&edit(SDPA, "local S[", "(dim E)", "(dim Q9)"), "S", "unknown dimension 'Q9'");
@@ -235,8 +272,16 @@ fn verifier_rejects_duplicates_and_bad_roles() {
 #[test]
 fn verifier_checks_operands_of_every_operator() {
     // `where` / `if` children are values, checked in scope.
-    rejects(&edit(SDPA, "local N[", "(read G (idx b) (idx h) (idx p))", "(where (< (idx z) 1) (read G (idx b) (idx h) (idx p)))"), "N", "index 'z' is not bound");
-    rejects(&edit(SDPA, "local S[", "(call rsqrt (cast f32 (dim E)))", "(if true zz 1.0)"), "S", "bare name 'zz' where a value is expected");
+    rejects(
+        &edit(SDPA, "local N[", "(read G (idx b) (idx h) (idx p))", "(where (< (idx z) 1) (read G (idx b) (idx h) (idx p)))"),
+        "N",
+        "index 'z' is not bound",
+    );
+    rejects(
+        &edit(SDPA, "local S[", "(call rsqrt (cast f32 (dim E)))", "(if true zz 1.0)"),
+        "S",
+        "bare name 'zz' where a value is expected",
+    );
     rejects(&edit(SDPA, "local S[", "(call rsqrt (cast f32 (dim E)))", "(where (idx b) (idx y))"), "S", "index 'y' is not bound");
     rejects(&edit(SDPA, "local S[", "(call rsqrt ", "(call rsqrtt "), "S", "call of unknown function 'rsqrtt'");
     rejects(&edit(SDPA, "local S[", "(call rsqrt (cast f32 (dim E)))", "(call pow 2.0)"), "S", "`pow` takes 2 arguments, given 1");
@@ -314,7 +359,9 @@ fn parse_errors_name_the_line() {
 #[test]
 fn scan_init_may_be_an_atom_or_a_list() {
     for init in ["0.0", "-inf", "(read A (idx b))", "(+ (read A (idx b)) \"%\")"] {
-        let text = format!("cascade k\n  dims B T\n  range b: B, t: T\n  input A: f32[B]\n  output Y[b, t]: f32[B, T] = scan t init {init} body (+ (prev Y 1) 1.0)\n");
+        let text = format!(
+            "cascade k\n  dims B T\n  range b: B, t: T\n  input A: f32[B]\n  output Y[b, t]: f32[B, T] = scan t init {init} body (+ (prev Y 1) 1.0)\n"
+        );
         let c = parse_cascade(&text).unwrap_or_else(|e| panic!("{e}"));
         let Def::Scan { init: i, .. } = &c.node("Y").expect("Y").def else { panic!("scan") };
         assert_eq!(i.to_string(), init);

@@ -150,7 +150,9 @@ impl FreeIndices {
     fn make_scope(egraph: &Graph, enode: &Tfm) -> Facts {
         let d = |id: &Id| &egraph[*id].data;
         match enode {
-            Tfm::Symbol(s) => Facts { free: BTreeSet::new(), partial: false, symbol: Some(*s), kind: Kind::Unknown, safe: true, is_idx: false },
+            Tfm::Symbol(s) => {
+                Facts { free: BTreeSet::new(), partial: false, symbol: Some(*s), kind: Kind::Unknown, safe: true, is_idx: false }
+            }
             Tfm::Idx(s) => {
                 let mut free = BTreeSet::new();
                 if let Some(sym) = d(s).symbol {
@@ -158,7 +160,9 @@ impl FreeIndices {
                 }
                 Facts { free, partial: false, symbol: None, kind: Kind::Unknown, safe: true, is_idx: false }
             }
-            Tfm::Dense(x) => Facts { free: d(x).free.clone(), partial: false, symbol: None, kind: Kind::Unknown, safe: true, is_idx: false },
+            Tfm::Dense(x) => {
+                Facts { free: d(x).free.clone(), partial: false, symbol: None, kind: Kind::Unknown, safe: true, is_idx: false }
+            }
             Tfm::Where([f, x]) => {
                 let mut free = d(f).free.clone();
                 free.extend(d(x).free.iter().copied());

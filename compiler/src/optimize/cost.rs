@@ -78,10 +78,7 @@ impl CostFunction<Tfm> for WorkCost<'_> {
                 } else if free.contains(&b) {
                     points = points / full * trip.max(1.0);
                 }
-                let reduces_again = enode
-                    .children()
-                    .iter()
-                    .any(|c| *c != i && reduced_inside(g, *c, b, 0));
+                let reduces_again = enode.children().iter().any(|c| *c != i && reduced_inside(g, *c, b, 0));
                 if reduces_again {
                     points *= 1.0 + PASS_WEIGHT;
                 }

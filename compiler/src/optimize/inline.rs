@@ -24,11 +24,9 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
         let new_def = match &node.def {
             Def::Input => Def::Input,
             Def::Expr(e) => Def::Expr(substitute(e, &defs, &mut renamed)),
-            Def::Scan { index, init, body } => Def::Scan {
-                index: index.clone(),
-                init: substitute(init, &defs, &mut renamed),
-                body: substitute(body, &defs, &mut renamed),
-            },
+            Def::Scan { index, init, body } => {
+                Def::Scan { index: index.clone(), init: substitute(init, &defs, &mut renamed), body: substitute(body, &defs, &mut renamed) }
+            }
         };
         let inlinable = matches!(node.role, crate::ir::Role::Local) && matches!(new_def, Def::Expr(_));
         if let (true, Def::Expr(e)) = (inlinable, &new_def) {
@@ -56,11 +54,7 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
 }
 
 /// `e` with every read of a tensor in `defs` replaced by its definition.
-fn substitute(
-    e: &RecExpr<Tfm>,
-    defs: &HashMap<String, (Vec<String>, RecExpr<Tfm>)>,
-    renamed: &mut Vec<(String, String)>,
-) -> RecExpr<Tfm> {
+fn substitute(e: &RecExpr<Tfm>, defs: &HashMap<String, (Vec<String>, RecExpr<Tfm>)>, renamed: &mut Vec<(String, String)>) -> RecExpr<Tfm> {
     let mut out = RecExpr::default();
     let mut map: Vec<Id> = Vec::with_capacity(e.as_ref().len());
     for node in e.as_ref() {

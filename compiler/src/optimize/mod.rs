@@ -145,7 +145,12 @@ pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), Verify
         .with_node_limit(opts.node_limit)
         .with_iter_limit(opts.iter_limit)
         .with_time_limit(opts.time_limit)
-        .run(&rules::all().into_iter().filter(|r| opts.only_rules.as_ref().is_none_or(|only| only.iter().any(|n| n == r.name.as_str()))).collect::<Vec<_>>());
+        .run(
+            &rules::all()
+                .into_iter()
+                .filter(|r| opts.only_rules.as_ref().is_none_or(|only| only.iter().any(|n| n == r.name.as_str())))
+                .collect::<Vec<_>>(),
+        );
     for it in &runner.iterations {
         for (rule, n) in &it.applied {
             *report.rules_fired.entry(rule.to_string()).or_insert(0) += n;

@@ -40,7 +40,14 @@ fn inputs_for(program: &crate::Program, kernel: &str, size: impl Fn(&str) -> usi
     inputs
 }
 
-fn check(program: &crate::Program, kernel: &str, opts: &Options, inputs: &BTreeMap<String, Tensor>, params: &BTreeMap<String, Scalar>, what: &str) {
+fn check(
+    program: &crate::Program,
+    kernel: &str,
+    opts: &Options,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &BTreeMap<String, Scalar>,
+    what: &str,
+) {
     let oracle = crate::interp::run_exact(program, kernel, inputs, params).unwrap_or_else(|e| panic!("{what}: oracle: {e}"));
     let before = lower(program, kernel).expect("lowers");
     let (after, _) = optimize(&before, opts).expect("optimizes");
@@ -96,7 +103,14 @@ fn huge_logits_stay_finite_and_equal() {
         let scaled: Vec<f64> = q.to_f64_vec().iter().map(|x| x * 3e4).collect();
         inputs.insert("Q".into(), Tensor::from_f64(DType::F32, q.shape().to_vec(), scaled).expect("f32"));
         check(&program, kernel, &Options::for_program(&program), &inputs, &BTreeMap::new(), &format!("{kernel} ±1e4"));
-        let out = run_cascade(&optimize(&lower(&program, kernel).expect("lowers"), &Options::for_program(&program)).expect("opt").0, &program, &inputs, &BTreeMap::new(), true).expect("runs");
+        let out = run_cascade(
+            &optimize(&lower(&program, kernel).expect("lowers"), &Options::for_program(&program)).expect("opt").0,
+            &program,
+            &inputs,
+            &BTreeMap::new(),
+            true,
+        )
+        .expect("runs");
         assert!(out["O"].to_f64_vec().iter().all(|x| x.is_finite()), "{kernel}: non-finite output");
     }
 }
@@ -179,7 +193,8 @@ fn each_rule_alone_is_sound() {
     // mul-out-of-sum fires once sums are swapped and the product regrouped (the linear
     // attention path).
     let mut opts = Options::for_program(&program);
-    opts.only_rules = Some(["mul-into-sum", "mul-out-of-sum", "mul-comm", "mul-assoc-left", "mul-assoc-right", "sum-swap"].map(String::from).to_vec());
+    opts.only_rules =
+        Some(["mul-into-sum", "mul-out-of-sum", "mul-comm", "mul-assoc-left", "mul-assoc-right", "sum-swap"].map(String::from).to_vec());
     let (_, report) = optimize(&lower(&program, "contract").expect("lowers"), &opts).expect("opt");
     assert!(report.rules_fired.contains_key("mul-out-of-sum"), "{report:?}");
     let inputs = inputs_for(&program, "contract", |_| 4, 5);
@@ -190,7 +205,9 @@ fn each_rule_alone_is_sound() {
 /// bounds (causal, window), masked rows and huge logits; the split cascade equals the oracle.
 #[test]
 fn split_reduction_is_sound() {
-    for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("gqa.tfm", "gqa"), ("linear.tfm", "linear")] {
+    for (file, kernel) in
+        [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("gqa.tfm", "gqa"), ("linear.tfm", "linear")]
+    {
         let program = lib(file);
         for chunk in [1, 8, 64] {
             let mut opts = Options::for_program(&program);
@@ -198,13 +215,18 @@ fn split_reduction_is_sound() {
             let (after, _) = optimize(&lower(&program, kernel).expect("lowers"), &opts).expect("optimizes");
             assert!(after.range("m_chunk").is_some(), "{kernel}: not split");
             for (p, m) in [(1, 37), (3, 8), (1, 1)] {
-                let inputs = inputs_for(&program, kernel, |d| match d {
-                    "P" => p,
-                    "M" => m,
-                    "H" => 2,
-                    "G" => 1,
-                    _ => 3,
-                }, 5);
+                let inputs = inputs_for(
+                    &program,
+                    kernel,
+                    |d| match d {
+                        "P" => p,
+                        "M" => m,
+                        "H" => 2,
+                        "G" => 1,
+                        _ => 3,
+                    },
+                    5,
+                );
                 let windows: Vec<BTreeMap<String, Scalar>> = if kernel == "window" {
                     vec![[("W".to_string(), Scalar::I(0))].into(), [("W".to_string(), Scalar::I(5))].into()]
                 } else {

@@ -76,12 +76,7 @@ fn linear_attention_contracts_keys_and_values_first() {
 #[test]
 fn causal_linear_attention_becomes_a_scan() {
     let (c, r) = opt("linear.tfm", "linear_causal");
-    let scans: Vec<&str> = c
-        .graph
-        .node_weights()
-        .filter(|n| matches!(n.def, Def::Scan { .. }))
-        .map(|n| n.name.as_str())
-        .collect();
+    let scans: Vec<&str> = c.graph.node_weights().filter(|n| matches!(n.def, Def::Scan { .. })).map(|n| n.name.as_str()).collect();
     // Σ_{m<=p} φK and Σ_{m<=p} φKᵀV both become running sums along p.
     assert_eq!(scans.len(), 2, "{}", print_cascade(&c));
     assert_eq!(r.passes_after.get("m").copied().unwrap_or(0), 0, "{r:?}");

@@ -273,11 +273,7 @@ pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -
         Func::Rsqrt => e::bin(K::Div, c(1.0), e::un(KU::Sqrt, a)),
         Func::Abs => e::un(KU::Abs, a),
         Func::Neg => e::un(KU::Neg, a),
-        Func::Sign => e::select(
-            e::bin(K::Gt, a.clone(), c(0.0)),
-            c(1.0),
-            e::select(e::bin(K::Lt, a.clone(), c(0.0)), c(-1.0), a),
-        ),
+        Func::Sign => e::select(e::bin(K::Gt, a.clone(), c(0.0)), c(1.0), e::select(e::bin(K::Lt, a.clone(), c(0.0)), c(-1.0), a)),
         Func::Floor => e::un(KU::Floor, a),
         Func::Ceil => e::un(KU::Ceil, a),
         Func::Tanh => e::un(KU::Tanh, a),

@@ -30,9 +30,8 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
     let loc0 = format!("cascade '{}'", c.name);
     let internal = |what: String, loc: &str| ScheduleError::Internal { what, loc: loc.to_string() };
     // Defaults stand in for user-reduction identities that read params.
-    let defaults = crate::bind::resolve_params(program, kernel, &Default::default()).unwrap_or_else(|_| {
-        program.params.iter().map(|p| crate::bind::zero(p.dtype)).collect()
-    });
+    let defaults = crate::bind::resolve_params(program, kernel, &Default::default())
+        .unwrap_or_else(|_| program.params.iter().map(|p| crate::bind::zero(p.dtype)).collect());
     let mut scope = Scope {
         program,
         params: &defaults,
@@ -166,7 +165,11 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                         node.shape.last().map_or(String::new(), |s| s.to_string()),
                         super::attention::FMAX
                     ));
-                    let fits = e::bin(K::Le, cx.tensors[slot].shape.last().cloned().unwrap_or(e::i64(0)), e::i64(i64::from(super::attention::FMAX)));
+                    let fits = e::bin(
+                        K::Le,
+                        cx.tensors[slot].shape.last().cloned().unwrap_or(e::i64(0)),
+                        e::i64(i64::from(super::attention::FMAX)),
+                    );
                     cx.b.open_if(fits);
                     super::attention::dispatch(&mut cx, node, slot, &slots_of[slot], d, &p, opts)?;
                     cx.b.open_else();
@@ -274,7 +277,8 @@ fn generic_plan(node: &Node, scan: Option<usize>) -> String {
         (None, n) => format!("parallel ({}), inner loop {}", idx[..n - 1].join(", "), idx[n - 1]),
         (Some(a), n) => {
             let last = n - 1;
-            let par: Vec<&str> = idx.iter().enumerate().filter(|(k, _)| *k != a && (*k != last || a == last)).map(|(_, s)| s.as_str()).collect();
+            let par: Vec<&str> =
+                idx.iter().enumerate().filter(|(k, _)| *k != a && (*k != last || a == last)).map(|(_, s)| s.as_str()).collect();
             let inner = if a == last { String::new() } else { format!(", inner loop {}", idx[last]) };
             format!("parallel ({}), sequential scan {}{inner}", par.join(", "), idx[a])
         }
@@ -283,7 +287,12 @@ fn generic_plan(node: &Node, scan: Option<usize>) -> String {
 
 /// The node's indices at positions `which` as [`Cx::bind_flat`] takes them: slot, name,
 /// run-time extent (from `shape`) and declared range.
-pub(super) fn node_axes<'n>(node: &'n Node, slots: &[usize], shape: &[Expr], which: &[usize]) -> Vec<(usize, &'n str, Expr, crate::ir::Size)> {
+pub(super) fn node_axes<'n>(
+    node: &'n Node,
+    slots: &[usize],
+    shape: &[Expr],
+    which: &[usize],
+) -> Vec<(usize, &'n str, Expr, crate::ir::Size)> {
     which.iter().map(|&a| (slots[a], node.indices[a].as_str(), shape[a].clone(), node.shape[a].clone())).collect()
 }
 

@@ -55,14 +55,14 @@ fn block(func: &Func, b: &[Stmt], depth: usize, out: &mut String) -> fmt::Result
             }
             Stmt::Alloc { buf, len } => writeln!(out, "{pad}alloc {}[{}]", func.buf(*buf).name, expr(func, len))?,
             Stmt::Mma(m) => {
-                    let list = |xs: &[Expr]| xs.iter().map(|x| expr(func, x)).collect::<Vec<_>>().join(", ");
-                    let d: Vec<String> = m.d.iter().map(|v| vname(func, v.0)).collect();
-                    let kind = match m.kind {
-                        crate::schedule::kir::MmaKind::F16 => "f16",
-                        crate::schedule::kir::MmaKind::BF16 => "bf16",
-                    };
-                    writeln!(out, "{pad}({}) = mma.m16n8k16.{kind} a[{}] b[{}] c[{}]", d.join(", "), list(&m.a), list(&m.b), list(&m.c))?
-                }
+                let list = |xs: &[Expr]| xs.iter().map(|x| expr(func, x)).collect::<Vec<_>>().join(", ");
+                let d: Vec<String> = m.d.iter().map(|v| vname(func, v.0)).collect();
+                let kind = match m.kind {
+                    crate::schedule::kir::MmaKind::F16 => "f16",
+                    crate::schedule::kir::MmaKind::BF16 => "bf16",
+                };
+                writeln!(out, "{pad}({}) = mma.m16n8k16.{kind} a[{}] b[{}] c[{}]", d.join(", "), list(&m.a), list(&m.b), list(&m.c))?
+            }
             Stmt::Fail { code } => {
                 let site = func.sites.get((*code >> 8) as usize).map_or("", String::as_str);
                 writeln!(out, "{pad}fail {} ({site})", code & 0xff)?

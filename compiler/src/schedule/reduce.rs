@@ -139,11 +139,7 @@ impl Cx<'_> {
                 }
                 let a = vs.first().cloned().ok_or_else(|| self.internal("a call without arguments"))?;
                 let b = vs.get(1).cloned().unwrap_or_else(|| a.clone());
-                if ty.is_int() {
-                    self.int_func(*f, ty, a, Some(b))
-                } else {
-                    super::arith::float_func(&mut self.b, *f, ty, a, b)
-                }
+                if ty.is_int() { self.int_func(*f, ty, a, Some(b)) } else { super::arith::float_func(&mut self.b, *f, ty, a, b) }
             }
             ExprKind::Cast(a) => {
                 let v = self.combine_expr(a, locals)?;

@@ -11,8 +11,7 @@ fn every_lib_kernel_schedules() {
             let c = lower(&program, &k.name).unwrap();
             let (opt, _) = optimize(&c, &Options::default()).unwrap();
             for cas in [&c, &opt] {
-                let s = schedule(&program, cas, &ScheduleOptions::default())
-                    .unwrap_or_else(|e| panic!("{file}/{}: {e}", k.name));
+                let s = schedule(&program, cas, &ScheduleOptions::default()).unwrap_or_else(|e| panic!("{file}/{}: {e}", k.name));
                 if std::env::var("TFMC_PRINT_KIR").is_ok() && k.name == "sdpa" {
                     println!("{}", s.func);
                 }

@@ -33,7 +33,9 @@ pub fn check_gpu(f: &Func) -> Result<(), String> {
 
 fn check_with(f: &Func, gpu_dialect: bool) -> Result<(), String> {
     if !gpu_dialect && gpu::uses_dialect(f) {
-        return Err("the kernel uses the GPU dialect (block parallels, barriers or shared memory), which only the NVPTX backend runs".into());
+        return Err(
+            "the kernel uses the GPU dialect (block parallels, barriers or shared memory), which only the NVPTX backend runs".into()
+        );
     }
     let mut threads = None;
     for (i, d) in f.vars.iter().enumerate() {
@@ -85,18 +87,11 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn var(&self, v: Var) -> Result<Ty, String> {
-        self.f
-            .vars
-            .get(v.0 as usize)
-            .map(|d| d.ty)
-            .ok_or_else(|| format!("variable {} out of range", v.0))
+        self.f.vars.get(v.0 as usize).map(|d| d.ty).ok_or_else(|| format!("variable {} out of range", v.0))
     }
 
     fn buf(&self, b: crate::schedule::kir::Buf) -> Result<&crate::schedule::kir::BufDecl, String> {
-        self.f
-            .bufs
-            .get(b.0 as usize)
-            .ok_or_else(|| format!("buffer {} out of range", b.0))
+        self.f.bufs.get(b.0 as usize).ok_or_else(|| format!("buffer {} out of range", b.0))
     }
 
     /// A shared buffer is only used inside a block parallel.
@@ -109,11 +104,7 @@ impl Cx<'_> {
 
     fn expect(&self, e: &Expr, want: Ty, what: &str) -> Result<(), String> {
         let t = self.ty(e)?;
-        if t == want {
-            Ok(())
-        } else {
-            Err(format!("{what} has type {t}, expected {want}"))
-        }
+        if t == want { Ok(()) } else { Err(format!("{what} has type {t}, expected {want}")) }
     }
 
     fn block(&self, b: &[Stmt], in_par: bool) -> Result<(), String> {
@@ -127,7 +118,8 @@ impl Cx<'_> {
                 if gpu::is_thread(self.f, *var) {
                     return Err("the thread variable is set".into());
                 }
-                if gpu::is_barrier(self.f, *var) && (!self.in_block.get() || *value != Expr::Const(crate::schedule::kir::Const::Bool(true))) {
+                if gpu::is_barrier(self.f, *var) && (!self.in_block.get() || *value != Expr::Const(crate::schedule::kir::Const::Bool(true)))
+                {
                     return Err("a barrier outside a block parallel, or not set to true".into());
                 }
                 self.expect(value, t, &format!("the value set to variable {}", var.0))
@@ -176,22 +168,22 @@ impl Cx<'_> {
                 self.expect(len, Ty::I64, "an allocation length")
             }
             Stmt::Mma(m) => {
-                    if !self.in_block.get() {
-                        return Err("a tensor-core product outside a block parallel".into());
-                    }
-                    if m.a.len() != 8 || m.b.len() != 4 || m.c.len() != 4 || m.d.len() != 4 {
-                        return Err("a tensor-core product without 8 A, 4 B, 4 C and 4 D elements per thread".into());
-                    }
-                    for e in m.operands() {
-                        self.expect(e, Ty::F32, "a tensor-core operand")?;
-                    }
-                    for &d in &m.d {
-                        if self.var(d)? != Ty::F32 {
-                            return Err(format!("tensor-core result variable {} is not f32", d.0));
-                        }
-                    }
-                    Ok(())
+                if !self.in_block.get() {
+                    return Err("a tensor-core product outside a block parallel".into());
                 }
+                if m.a.len() != 8 || m.b.len() != 4 || m.c.len() != 4 || m.d.len() != 4 {
+                    return Err("a tensor-core product without 8 A, 4 B, 4 C and 4 D elements per thread".into());
+                }
+                for e in m.operands() {
+                    self.expect(e, Ty::F32, "a tensor-core operand")?;
+                }
+                for &d in &m.d {
+                    if self.var(d)? != Ty::F32 {
+                        return Err(format!("tensor-core result variable {} is not f32", d.0));
+                    }
+                }
+                Ok(())
+            }
             Stmt::Fail { code } => {
                 if *code == 0 {
                     return Err("fail with code 0 (which means success)".into());
@@ -247,11 +239,7 @@ impl Cx<'_> {
             }
             Expr::Bitcast { to, x } => {
                 let t = self.ty(x)?;
-                let ok = t == *to
-                    || matches!(
-                        (t, *to),
-                        (Ty::I32, Ty::F32) | (Ty::F32, Ty::I32) | (Ty::I64, Ty::F64) | (Ty::F64, Ty::I64)
-                    );
+                let ok = t == *to || matches!((t, *to), (Ty::I32, Ty::F32) | (Ty::F32, Ty::I32) | (Ty::I64, Ty::F64) | (Ty::F64, Ty::I64));
                 if !ok {
                     return Err(format!("bitcast of {t} to {to}"));
                 }

@@ -39,10 +39,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let artifact = Artifact::open(env!("TFMC_ARTIFACT_SDPA"))?;
     let m = artifact.manifest();
     println!("artifact: {}", artifact.path().display());
-    println!(
-        "built by tfmc {} for {} ({})",
-        m.compiler_version, m.target.triple, m.target.cpu
-    );
+    println!("built by tfmc {} for {} ({})", m.compiler_version, m.target.triple, m.target.cpu);
     println!("kernels: {}", artifact.kernel_names().join(", "));
     for k in &m.kernels {
         let sig = |ts: &[TensorSpec]| ts.iter().map(spec).collect::<Vec<_>>().join(", ");
@@ -60,21 +57,10 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
 
     let o = outputs[0].as_f32().ok_or("output O is not f32")?;
     let checksum: f64 = o.iter().map(|&x| f64::from(x)).sum();
-    println!(
-        "output O: shape {:?}, checksum {checksum:.6}",
-        outputs[0].shape()
-    );
+    println!("output O: shape {:?}, checksum {checksum:.6}", outputs[0].shape());
 
-    let want = reference(
-        q.as_f32().unwrap(),
-        k.as_f32().unwrap(),
-        v.as_f32().unwrap(),
-    );
-    let diff = o
-        .iter()
-        .zip(&want)
-        .map(|(&g, &w)| (f64::from(g) - w).abs())
-        .fold(0.0, f64::max);
+    let want = reference(q.as_f32().unwrap(), k.as_f32().unwrap(), v.as_f32().unwrap());
+    let diff = o.iter().zip(&want).map(|(&g, &w)| (f64::from(g) - w).abs()).fold(0.0, f64::max);
     println!("max abs diff vs reference: {diff:.3e}");
     if diff <= TOL {
         println!("OK");
@@ -108,20 +94,14 @@ fn reference(q: &[f32], k: &[f32], v: &[f32]) -> Vec<f64> {
             let s: Vec<f64> = (0..M)
                 .map(|m| {
                     let krow = &k[(bh * M + m) * E..][..E];
-                    qrow.iter()
-                        .zip(krow)
-                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                        .sum::<f64>()
-                        * scale
+                    qrow.iter().zip(krow).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>() * scale
                 })
                 .collect();
             let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let w: Vec<f64> = s.iter().map(|&x| (x - max).exp()).collect();
             let total: f64 = w.iter().sum();
             for f in 0..F {
-                let acc: f64 = (0..M)
-                    .map(|m| w[m] * f64::from(v[(bh * M + m) * F + f]))
-                    .sum();
+                let acc: f64 = (0..M).map(|m| w[m] * f64::from(v[(bh * M + m) * F + f])).sum();
                 o[(bh * P + p) * F + f] = acc / total;
             }
         }

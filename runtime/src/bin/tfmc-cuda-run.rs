@@ -58,17 +58,11 @@ struct Failure {
 
 impl Failure {
     fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            message: format!("{}\n\n{USAGE}", message.into()),
-            code: 64,
-        }
+        Failure { message: format!("{}\n\n{USAGE}", message.into()), code: 64 }
     }
 
     fn error(message: impl std::fmt::Display) -> Failure {
-        Failure {
-            message: format!("error: {message}"),
-            code: 1,
-        }
+        Failure { message: format!("error: {message}"), code: 1 }
     }
 }
 
@@ -77,11 +71,7 @@ fn parse_scalar(text: &str) -> Option<Scalar> {
     match text {
         "true" => Some(Scalar::B(true)),
         "false" => Some(Scalar::B(false)),
-        _ => text
-            .parse::<i64>()
-            .map(Scalar::I)
-            .or_else(|_| text.parse::<f64>().map(Scalar::F))
-            .ok(),
+        _ => text.parse::<i64>().map(Scalar::I).or_else(|_| text.parse::<f64>().map(Scalar::F)).ok(),
     }
 }
 
@@ -99,16 +89,10 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
         device: 0,
     };
     while let Some(arg) = argv.next() {
-        let mut value = |name: &str| {
-            argv.next()
-                .ok_or_else(|| Failure::usage(format!("{name} needs a value")))
-        };
+        let mut value = |name: &str| argv.next().ok_or_else(|| Failure::usage(format!("{name} needs a value")));
         match arg.as_str() {
             "-h" | "--help" => {
-                return Err(Failure {
-                    message: USAGE.to_string(),
-                    code: 0,
-                });
+                return Err(Failure { message: USAGE.to_string(), code: 0 });
             }
             "--kernel" => args.kernel = Some(value("--kernel")?),
             "--inputs" => args.inputs = Some(value("--inputs")?.into()),
@@ -119,11 +103,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
                 let Some((name, text)) = p.split_once('=') else {
                     return Err(Failure::usage(format!("--param '{p}' is not NAME=VALUE")));
                 };
-                let v = parse_scalar(text).ok_or_else(|| {
-                    Failure::usage(format!(
-                        "--param {name}: '{text}' is not true, false, an integer or a float"
-                    ))
-                })?;
+                let v = parse_scalar(text)
+                    .ok_or_else(|| Failure::usage(format!("--param {name}: '{text}' is not true, false, an integer or a float")))?;
                 args.params.insert(name.to_string(), v);
             }
             "--rtol" => {
@@ -132,31 +113,23 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
                     .parse::<f64>()
                     .ok()
                     .filter(|r| r.is_finite() && *r >= 0.0)
-                    .ok_or_else(|| {
-                        Failure::usage(format!("--rtol '{t}' is not a non-negative number"))
-                    })?;
+                    .ok_or_else(|| Failure::usage(format!("--rtol '{t}' is not a non-negative number")))?;
                 args.rtol = Some(rtol);
             }
             "--iters" => {
                 let t = value("--iters")?;
-                args.iters = t.parse().map_err(|_| {
-                    Failure::usage(format!("--iters '{t}' is not a non-negative integer"))
-                })?;
+                args.iters = t.parse().map_err(|_| Failure::usage(format!("--iters '{t}' is not a non-negative integer")))?;
             }
             "--device" => {
                 let t = value("--device")?;
-                args.device = t.parse().map_err(|_| {
-                    Failure::usage(format!("--device '{t}' is not a device ordinal"))
-                })?;
+                args.device = t.parse().map_err(|_| Failure::usage(format!("--device '{t}' is not a device ordinal")))?;
             }
             flag if flag.starts_with('-') && flag != "-" => {
                 return Err(Failure::usage(format!("unknown option '{flag}'")));
             }
             path => {
                 if artifact.replace(PathBuf::from(path)).is_some() {
-                    return Err(Failure::usage(format!(
-                        "unexpected argument '{path}': only one artifact"
-                    )));
+                    return Err(Failure::usage(format!("unexpected argument '{path}': only one artifact")));
                 }
             }
         }
@@ -180,29 +153,18 @@ fn max_abs(t: &Tensor) -> f64 {
 }
 
 /// Compares every output with the reference of the same name; true when all pass.
-fn compare(
-    outputs: &BTreeMap<String, Tensor>,
-    reference: &BTreeMap<String, Tensor>,
-    rtol: f64,
-) -> bool {
+fn compare(outputs: &BTreeMap<String, Tensor>, reference: &BTreeMap<String, Tensor>, rtol: f64) -> bool {
     let mut all = true;
     for (name, out) in outputs {
         let verdict = match reference.get(name) {
             None => "FAIL (no array of this name in the reference)".to_string(),
             Some(r) => match out.max_abs_diff(r) {
-                None => format!(
-                    "FAIL (shape {} but the reference has {})",
-                    shape_text(out.shape()),
-                    shape_text(r.shape())
-                ),
+                None => format!("FAIL (shape {} but the reference has {})", shape_text(out.shape()), shape_text(r.shape())),
                 Some(diff) => {
                     let scale = max_abs(r);
                     let tol = rtol * scale.max(1.0);
                     let ok = diff <= tol;
-                    format!(
-                        "max abs diff {diff:.3e}, max abs ref {scale:.3e}, tolerance {tol:.3e}: {}",
-                        if ok { "PASS" } else { "FAIL" }
-                    )
+                    format!("max abs diff {diff:.3e}, max abs ref {scale:.3e}, tolerance {tol:.3e}: {}", if ok { "PASS" } else { "FAIL" })
                 }
             },
         };
@@ -217,10 +179,8 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn run(args: Args) -> Result<bool, Failure> {
-    let mut artifact = CudaArtifact::open_on(&args.artifact, args.device).map_err(|e| Failure {
-        code: if e.is_no_device() { 2 } else { 1 },
-        message: format!("error: {e}"),
-    })?;
+    let mut artifact = CudaArtifact::open_on(&args.artifact, args.device)
+        .map_err(|e| Failure { code: if e.is_no_device() { 2 } else { 1 }, message: format!("error: {e}") })?;
     let device = artifact.device();
     println!(
         "device {}: {} (compute capability {}.{})",
@@ -234,10 +194,7 @@ fn run(args: Args) -> Result<bool, Failure> {
         None => match artifact.kernel_names().as_slice() {
             [only] => only.to_string(),
             names => {
-                return Err(Failure::usage(format!(
-                    "--kernel is needed: the artifact has {}",
-                    names.join(", ")
-                )));
+                return Err(Failure::usage(format!("--kernel is needed: the artifact has {}", names.join(", "))));
             }
         },
     };
@@ -251,12 +208,8 @@ fn run(args: Args) -> Result<bool, Failure> {
     };
     let kernel = artifact.kernel(&name).map_err(Failure::error)?;
     let specs = &kernel.manifest().inputs;
-    tfmc_runtime::as_declared_bf16(&mut inputs, |n| {
-        specs.iter().find(|s| s.name == n).and_then(|s| tfmc_runtime::DType::parse(&s.dtype))
-    });
-    let mut prepared = kernel
-        .prepare(&inputs, &args.params)
-        .map_err(Failure::error)?;
+    tfmc_runtime::as_declared_bf16(&mut inputs, |n| specs.iter().find(|s| s.name == n).and_then(|s| tfmc_runtime::DType::parse(&s.dtype)));
+    let mut prepared = kernel.prepare(&inputs, &args.params).map_err(Failure::error)?;
     prepared.launch().map_err(Failure::error)?;
     let outputs = prepared.outputs().map_err(Failure::error)?;
     for (name, t) in &outputs {
@@ -273,12 +226,7 @@ fn run(args: Args) -> Result<bool, Failure> {
         times.sort();
         // `time(iters)` returns `iters > 0` durations: both indices are in range.
         let median = times[times.len() / 2];
-        println!(
-            "{} launches: median {:.4} ms, min {:.4} ms",
-            times.len(),
-            ms(median),
-            ms(times[0])
-        );
+        println!("{} launches: median {:.4} ms, min {:.4} ms", times.len(), ms(median), ms(times[0]));
     }
     Ok(pass)
 }

@@ -7,10 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use tfmc_runtime::aot;
-use tfmc_runtime::manifest::{
-    DimSpec, FORMAT_NAME, FORMAT_VERSION, KernelManifest, Manifest, ParamSpec, ParamValue, Target,
-    TensorSpec,
-};
+use tfmc_runtime::manifest::{DimSpec, FORMAT_NAME, FORMAT_VERSION, KernelManifest, Manifest, ParamSpec, ParamValue, Target, TensorSpec};
 
 /// A tensor spec from a dtype and dims (numbers are fixed sizes).
 pub fn spec(name: &str, dtype: &str, shape: &[&str]) -> TensorSpec {
@@ -29,11 +26,7 @@ pub fn spec(name: &str, dtype: &str, shape: &[&str]) -> TensorSpec {
 
 /// A param spec.
 pub fn param(name: &str, dtype: &str, default: ParamValue) -> ParamSpec {
-    ParamSpec {
-        name: name.into(),
-        dtype: dtype.into(),
-        default,
-    }
+    ParamSpec { name: name.into(), dtype: dtype.into(), default }
 }
 
 /// A kernel manifest entry.
@@ -65,10 +58,7 @@ pub fn add_kernel() -> KernelManifest {
         vec![spec("A", "f32", &["N"]), spec("B", "f32", &["N"])],
         vec![spec("O", "f32", &["N"])],
         &["N"],
-        vec![
-            param("fail", "bool", ParamValue::Bool(false)),
-            param("scale", "f32", ParamValue::Float(1.0)),
-        ],
+        vec![param("fail", "bool", ParamValue::Bool(false)), param("scale", "f32", ParamValue::Float(1.0))],
         &["site zero", "A[i] + B[i] at add.tfm:2:9"],
     )
 }
@@ -184,20 +174,16 @@ pub fn manifest_c(json: &str) -> String {
 /// A directory kept for the whole test run.
 pub fn dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
-        .path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path()
 }
 
 /// Runs `cc` on `args`, with a clear message if there is no C compiler.
 pub fn cc(args: &[&str]) {
-    let out = Command::new("cc").args(args).output().unwrap_or_else(|e| {
-        panic!("these tests need a C compiler: cannot run `cc` ({e}); install gcc or clang")
-    });
-    assert!(
-        out.status.success(),
-        "cc {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("cc")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("these tests need a C compiler: cannot run `cc` ({e}); install gcc or clang"));
+    assert!(out.status.success(), "cc {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Builds `name.so` from the kernels, the C runtime and (if given) a manifest section with

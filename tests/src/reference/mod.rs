@@ -12,9 +12,7 @@ mod recurrent;
 #[cfg(test)]
 mod selftest;
 
-pub use attention::{
-    alibi, causal, gqa, l2_attention, mqa, sdpa, softcap, softmax_attention, varlen_causal, window,
-};
+pub use attention::{alibi, causal, gqa, l2_attention, mqa, sdpa, softcap, softmax_attention, varlen_causal, window};
 pub use model::{block, rmsnorm};
 pub use recurrent::{linear, linear_causal, retention, selective_scan};
 
@@ -28,40 +26,21 @@ pub struct Nd {
 impl Nd {
     /// An all-zero array of `shape`.
     pub fn zeros(shape: &[usize]) -> Nd {
-        Nd {
-            shape: shape.to_vec(),
-            data: vec![0.0; shape.iter().product()],
-        }
+        Nd { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
     }
 
     /// An array from a shape and its row-major data (panics when the lengths disagree).
     pub fn new(shape: &[usize], data: Vec<f64>) -> Nd {
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            data.len(),
-            "Nd::new: shape {shape:?}"
-        );
-        Nd {
-            shape: shape.to_vec(),
-            data,
-        }
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "Nd::new: shape {shape:?}");
+        Nd { shape: shape.to_vec(), data }
     }
 
     /// The row-major offset of a multi-index (bounds-checked on every axis).
     pub fn offset(&self, ix: &[usize]) -> usize {
-        assert_eq!(
-            ix.len(),
-            self.shape.len(),
-            "rank mismatch: {ix:?} vs {:?}",
-            self.shape
-        );
+        assert_eq!(ix.len(), self.shape.len(), "rank mismatch: {ix:?} vs {:?}", self.shape);
         let mut off = 0;
         for (&i, &n) in ix.iter().zip(&self.shape) {
-            assert!(
-                i < n,
-                "index {ix:?} out of bounds for shape {:?}",
-                self.shape
-            );
+            assert!(i < n, "index {ix:?} out of bounds for shape {:?}", self.shape);
             off = off * n + i;
         }
         off
@@ -82,16 +61,8 @@ impl Nd {
 /// Softmax-weighted average of value rows: `logits[m]` is `None` for a masked key. Returns
 /// `sum_m w_m value(m, f) / sum_m w_m` with `w_m = exp(l_m - max_m l_m)`, or all zeros when every
 /// key is masked.
-pub fn softmax_row(
-    logits: &[Option<f64>],
-    nf: usize,
-    value: impl Fn(usize, usize) -> f64,
-) -> Vec<f64> {
-    let mx = logits
-        .iter()
-        .flatten()
-        .copied()
-        .fold(f64::NEG_INFINITY, f64::max);
+pub fn softmax_row(logits: &[Option<f64>], nf: usize, value: impl Fn(usize, usize) -> f64) -> Vec<f64> {
+    let mx = logits.iter().flatten().copied().fold(f64::NEG_INFINITY, f64::max);
     let mut out = vec![0.0; nf];
     if mx == f64::NEG_INFINITY {
         return out; // fully masked row

@@ -11,9 +11,7 @@ fn phi(x: f64) -> f64 {
 /// Linear attention, non-causal when `causal` is false:
 /// O[b,h,p,f] = sum_m (φ(q_p)·φ(k_m)) V[m,f] / sum_m φ(q_p)·φ(k_m), over m <= p when causal.
 fn linear_attention(q: &Nd, k: &Nd, v: &Nd, causal: bool) -> Nd {
-    let [nb, nh, np, ne] = q.shape[..] else {
-        panic!("Q must be rank 4")
-    };
+    let [nb, nh, np, ne] = q.shape[..] else { panic!("Q must be rank 4") };
     let (nm, nf) = (k.shape[2], v.shape[3]);
     let mut o = Nd::zeros(&[nb, nh, np, nf]);
     for b in 0..nb {
@@ -21,11 +19,7 @@ fn linear_attention(q: &Nd, k: &Nd, v: &Nd, causal: bool) -> Nd {
             for p in 0..np {
                 let (mut num, mut den) = (vec![0.0; nf], 0.0);
                 for m in (0..nm).filter(|&m| !causal || m <= p) {
-                    let a = dot(
-                        ne,
-                        |e| phi(q.at(&[b, h, p, e])),
-                        |e| phi(k.at(&[b, h, m, e])),
-                    );
+                    let a = dot(ne, |e| phi(q.at(&[b, h, p, e])), |e| phi(k.at(&[b, h, m, e])));
                     den += a;
                     for (f, n) in num.iter_mut().enumerate() {
                         *n += a * v.at(&[b, h, m, f]);
@@ -53,9 +47,7 @@ pub fn linear_causal(q: &Nd, k: &Nd, v: &Nd) -> Nd {
 /// RetNet retention, parallel form (Sun et al. 2023, eq. 5):
 /// O[b,h,p,f] = sum_{m <= p} (q_p·k_m) gamma[h]^(p-m) V[m,f]; no scaling or normalization.
 pub fn retention(q: &Nd, k: &Nd, v: &Nd, gamma: &[f64]) -> Nd {
-    let [nb, nh, np, ne] = q.shape[..] else {
-        panic!("Q must be rank 4")
-    };
+    let [nb, nh, np, ne] = q.shape[..] else { panic!("Q must be rank 4") };
     let nf = v.shape[3];
     let mut o = Nd::zeros(&[nb, nh, np, nf]);
     for b in 0..nb {
@@ -79,9 +71,7 @@ pub fn retention(q: &Nd, k: &Nd, v: &Nd, gamma: &[f64]) -> Nd {
 /// h_t[d,n] = exp(Δ[t,d] A[d,n]) h_{t-1}[d,n] + Δ[t,d] B[t,n] x[t,d], h_{-1} = 0;
 /// y[t,d] = sum_n h_t[d,n] C[t,n] + Dskip[d] x[t,d].
 pub fn selective_scan(x: &Nd, delta: &Nd, a: &Nd, bm: &Nd, c: &Nd, dskip: &[f64]) -> Nd {
-    let [nb, nt, nd] = x.shape[..] else {
-        panic!("X must be rank 3")
-    };
+    let [nb, nt, nd] = x.shape[..] else { panic!("X must be rank 3") };
     let nn = a.shape[1];
     let mut y = Nd::zeros(&[nb, nt, nd]);
     for b in 0..nb {

@@ -5,15 +5,11 @@ use super::*;
 
 fn rand(seed: u64, shape: &[usize]) -> Nd {
     // A tiny LCG: the references must not depend on the RNG the tests use.
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let n = shape.iter().product();
     let data = (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
         })
         .collect();
@@ -31,36 +27,21 @@ fn close(a: &Nd, b: &Nd) {
 fn softmax_row_basics() {
     // Fully masked: zeros. Equal logits: the mean. Huge logits: the argmax row.
     assert_eq!(softmax_row(&[None, None], 2, |_, _| 1.0), vec![0.0, 0.0]);
-    assert_eq!(
-        softmax_row(&[Some(3.0), Some(3.0)], 1, |m, _| m as f64),
-        vec![0.5]
-    );
+    assert_eq!(softmax_row(&[Some(3.0), Some(3.0)], 1, |m, _| m as f64), vec![0.5]);
     let row = softmax_row(&[Some(1e4), Some(-1e4), None], 1, |m, _| m as f64 + 1.0);
     assert_eq!(row, vec![1.0]);
 }
 
 #[test]
 fn sdpa_by_explicit_softmax_matrix() {
-    let (q, k, v) = (
-        rand(1, &[1, 1, 3, 2]),
-        rand(2, &[1, 1, 4, 2]),
-        rand(3, &[1, 1, 4, 2]),
-    );
+    let (q, k, v) = (rand(1, &[1, 1, 3, 2]), rand(2, &[1, 1, 4, 2]), rand(3, &[1, 1, 4, 2]));
     let mut want = Nd::zeros(&[1, 1, 3, 2]);
     for p in 0..3 {
-        let s: Vec<f64> = (0..4)
-            .map(|m| {
-                (q.at(&[0, 0, p, 0]) * k.at(&[0, 0, m, 0])
-                    + q.at(&[0, 0, p, 1]) * k.at(&[0, 0, m, 1]))
-                    / 2f64.sqrt()
-            })
-            .collect();
+        let s: Vec<f64> =
+            (0..4).map(|m| (q.at(&[0, 0, p, 0]) * k.at(&[0, 0, m, 0]) + q.at(&[0, 0, p, 1]) * k.at(&[0, 0, m, 1])) / 2f64.sqrt()).collect();
         let z: f64 = s.iter().map(|x| x.exp()).sum();
         for f in 0..2 {
-            want.set(
-                &[0, 0, p, f],
-                (0..4).map(|m| s[m].exp() / z * v.at(&[0, 0, m, f])).sum(),
-            );
+            want.set(&[0, 0, p, f], (0..4).map(|m| s[m].exp() / z * v.at(&[0, 0, m, f])).sum());
         }
     }
     close(&sdpa(&q, &k, &v), &want);
@@ -68,11 +49,7 @@ fn sdpa_by_explicit_softmax_matrix() {
 
 #[test]
 fn masks_and_groups_reduce_to_sdpa() {
-    let (q, k, v) = (
-        rand(4, &[2, 3, 5, 4]),
-        rand(5, &[2, 3, 5, 4]),
-        rand(6, &[2, 3, 5, 3]),
-    );
+    let (q, k, v) = (rand(4, &[2, 3, 5, 4]), rand(5, &[2, 3, 5, 4]), rand(6, &[2, 3, 5, 3]));
     close(&gqa(&q, &k, &v), &sdpa(&q, &k, &v));
     close(&window(&q, &k, &v, 5), &causal(&q, &k, &v));
     close(&softcap(&q, &k, &v, 1e9), &sdpa(&q, &k, &v));
@@ -92,32 +69,17 @@ fn masks_and_groups_reduce_to_sdpa() {
     }
     // MQA is GQA with one group.
     let (k1, v1) = (rand(7, &[2, 5, 4]), rand(8, &[2, 5, 3]));
-    let g = gqa(
-        &q,
-        &Nd::new(&[2, 1, 5, 4], k1.data.clone()),
-        &Nd::new(&[2, 1, 5, 3], v1.data.clone()),
-    );
+    let g = gqa(&q, &Nd::new(&[2, 1, 5, 4], k1.data.clone()), &Nd::new(&[2, 1, 5, 3], v1.data.clone()));
     close(&mqa(&q, &k1, &v1), &g);
 }
 
-fn itertools(
-    a: usize,
-    b: usize,
-    c: usize,
-    d: usize,
-) -> impl Iterator<Item = (usize, usize, usize, usize)> {
-    (0..a).flat_map(move |i| {
-        (0..b).flat_map(move |j| (0..c).flat_map(move |k| (0..d).map(move |l| (i, j, k, l))))
-    })
+fn itertools(a: usize, b: usize, c: usize, d: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    (0..a).flat_map(move |i| (0..b).flat_map(move |j| (0..c).flat_map(move |k| (0..d).map(move |l| (i, j, k, l)))))
 }
 
 #[test]
 fn varlen_single_sequence_is_causal() {
-    let (q, k, v) = (
-        rand(9, &[6, 2, 3]),
-        rand(10, &[6, 2, 3]),
-        rand(11, &[6, 2, 4]),
-    );
+    let (q, k, v) = (rand(9, &[6, 2, 3]), rand(10, &[6, 2, 3]), rand(11, &[6, 2, 4]));
     let batch = |x: &Nd| {
         let mut y = Nd::zeros(&[1, x.shape[1], x.shape[0], x.shape[2]]);
         for (t, h, i, _) in itertools(x.shape[0], x.shape[1], x.shape[2], 1) {
@@ -125,19 +87,12 @@ fn varlen_single_sequence_is_causal() {
         }
         y
     };
-    close(
-        &batch(&varlen_causal(&q, &k, &v, &[0, 6])),
-        &causal(&batch(&q), &batch(&k), &batch(&v)),
-    );
+    close(&batch(&varlen_causal(&q, &k, &v, &[0, 6])), &causal(&batch(&q), &batch(&k), &batch(&v)));
 }
 
 #[test]
 fn retention_and_linear_equal_their_recurrences() {
-    let (q, k, v) = (
-        rand(12, &[1, 2, 6, 3]),
-        rand(13, &[1, 2, 6, 3]),
-        rand(14, &[1, 2, 6, 2]),
-    );
+    let (q, k, v) = (rand(12, &[1, 2, 6, 3]), rand(13, &[1, 2, 6, 3]), rand(14, &[1, 2, 6, 2]));
     let gamma = [0.9, 0.6];
     let (ret, lin) = (retention(&q, &k, &v, &gamma), linear_causal(&q, &k, &v));
     let phi = |x: f64| if x > 0.0 { x + 1.0 } else { x.exp() };
@@ -165,13 +120,7 @@ fn retention_and_linear_equal_their_recurrences() {
 #[test]
 fn selective_scan_single_step_closed_form() {
     // T = 1: h = Δ B x, so y = Δ x (B · C) + Dskip x.
-    let (x, dt, a, bm, c) = (
-        rand(15, &[1, 1, 2]),
-        rand(16, &[1, 1, 2]),
-        rand(17, &[2, 3]),
-        rand(18, &[1, 1, 3]),
-        rand(19, &[1, 1, 3]),
-    );
+    let (x, dt, a, bm, c) = (rand(15, &[1, 1, 2]), rand(16, &[1, 1, 2]), rand(17, &[2, 3]), rand(18, &[1, 1, 3]), rand(19, &[1, 1, 3]));
     let y = selective_scan(&x, &dt, &a, &bm, &c, &[0.5, -0.25]);
     let bc: f64 = (0..3).map(|n| bm.at(&[0, 0, n]) * c.at(&[0, 0, n])).sum();
     for (d, skip) in [0.5, -0.25].into_iter().enumerate() {
@@ -185,10 +134,7 @@ fn alibi_slopes_are_geometric() {
     // H = 8: slopes 1/2, 1/4, ..., 1/256 (Press et al. 2022). With K = 0 all dot products vanish,
     // so the weights are exp(-slope (p - m)) normalized.
     let q = rand(20, &[1, 8, 3, 2]);
-    let (k, v) = (
-        Nd::zeros(&[1, 8, 3, 2]),
-        Nd::new(&[1, 8, 3, 1], (0..24).map(|i| (i % 3) as f64).collect()),
-    );
+    let (k, v) = (Nd::zeros(&[1, 8, 3, 2]), Nd::new(&[1, 8, 3, 1], (0..24).map(|i| (i % 3) as f64).collect()));
     let o = alibi(&q, &k, &v);
     for h in 0..8 {
         let s = 0.5f64.powi(h as i32 + 1);

@@ -41,28 +41,14 @@ pub(super) fn contraction<'e>(f: &Func, e: &'e Expr) -> Option<MulAdd<'e>> {
         return None;
     }
     let mul = |e: &'e Expr| match e {
-        Expr::Binary {
-            op: BinOp::Mul, a, b, ..
-        } => Some((&**a, &**b)),
+        Expr::Binary { op: BinOp::Mul, a, b, .. } => Some((&**a, &**b)),
         _ => None,
     };
     let sub = *op == BinOp::Sub;
     if let Some((x, y)) = mul(b) {
-        return Some(MulAdd {
-            x,
-            y,
-            z: a,
-            neg_xy: sub,
-            neg_z: false,
-        });
+        return Some(MulAdd { x, y, z: a, neg_xy: sub, neg_z: false });
     }
-    mul(a).map(|(x, y)| MulAdd {
-        x,
-        y,
-        z: b,
-        neg_xy: false,
-        neg_z: sub,
-    })
+    mul(a).map(|(x, y)| MulAdd { x, y, z: b, neg_xy: false, neg_z: sub })
 }
 
 /// The libm names (`f64`, `f32`) of a unary math function.
@@ -164,11 +150,7 @@ impl Fx<'_, '_> {
             }
             Expr::Bitcast { to, x } => {
                 let v = self.expr(x)?;
-                if self.f.ty(x) == *to {
-                    v
-                } else {
-                    self.b.ins().bitcast(clif_ty(*to), MemFlagsData::new(), v)
-                }
+                if self.f.ty(x) == *to { v } else { self.b.ins().bitcast(clif_ty(*to), MemFlagsData::new(), v) }
             }
         })
     }
@@ -286,11 +268,7 @@ impl Fx<'_, '_> {
         match t {
             Ty::Bool => v,
             _ if t.is_float() => {
-                let z = if t == Ty::F64 {
-                    self.b.ins().f64const(0.0)
-                } else {
-                    self.b.ins().f32const(0.0)
-                };
+                let z = if t == Ty::F64 { self.b.ins().f64const(0.0) } else { self.b.ins().f32const(0.0) };
                 self.b.ins().fcmp(FloatCC::NotEqual, v, z)
             }
             _ => self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0),

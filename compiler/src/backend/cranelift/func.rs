@@ -14,9 +14,7 @@
 
 use std::collections::HashMap;
 
-use cranelift_codegen::ir::{
-    self, Block, FuncRef, InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Type, Value, types,
-};
+use cranelift_codegen::ir::{self, Block, FuncRef, InstBuilder, MemFlagsData, StackSlot, StackSlotData, StackSlotKind, Type, Value, types};
 use cranelift_frontend::{FuncInstBuilder, FunctionBuilder, Variable};
 use cranelift_module::{FuncId, Module};
 
@@ -115,17 +113,7 @@ impl<'a, 'k> Fx<'a, 'k> {
     /// Wraps `b` (positioned in its entry block), declaring a variable per KIR variable.
     pub(super) fn new(mut b: FunctionBuilder<'a>, cx: &'a mut Cx, f: &'k Func, symbol: &'k str, kind: FnKind) -> Self {
         let vars = f.vars.iter().map(|d| b.declare_var(clif_ty(d.ty))).collect();
-        Fx {
-            b,
-            cx,
-            f,
-            symbol,
-            vars,
-            bufs: HashMap::new(),
-            kind,
-            refs: HashMap::new(),
-            jobs: Vec::new(),
-        }
+        Fx { b, cx, f, symbol, vars, bufs: HashMap::new(), kind, refs: HashMap::new(), jobs: Vec::new() }
     }
 
     /// The instruction builder at the current position.
@@ -135,17 +123,11 @@ impl<'a, 'k> Fx<'a, 'k> {
 
     /// A broken backend invariant, in this kernel.
     pub(super) fn internal(&self, message: impl Into<String>) -> CraneliftError {
-        CraneliftError::Internal {
-            kernel: self.f.name.clone(),
-            message: message.into(),
-        }
+        CraneliftError::Internal { kernel: self.f.name.clone(), message: message.into() }
     }
 
     fn variable(&self, v: Var) -> Result<Variable, CraneliftError> {
-        self.vars
-            .get(v.0 as usize)
-            .copied()
-            .ok_or_else(|| self.internal(format!("variable {} out of range", v.0)))
+        self.vars.get(v.0 as usize).copied().ok_or_else(|| self.internal(format!("variable {} out of range", v.0)))
     }
 
     /// The current value of KIR variable `v`.
@@ -156,9 +138,7 @@ impl<'a, 'k> Fx<'a, 'k> {
 
     /// The current value of Cranelift variable `var`.
     pub(super) fn use_variable(&mut self, var: Variable) -> Result<Value, CraneliftError> {
-        self.b
-            .try_use_var(var)
-            .map_err(|e| self.internal(format!("using {var:?}: {e}")))
+        self.b.try_use_var(var).map_err(|e| self.internal(format!("using {var:?}: {e}")))
     }
 
     /// Sets KIR variable `v` to `x`.
@@ -169,9 +149,7 @@ impl<'a, 'k> Fx<'a, 'k> {
 
     /// Sets Cranelift variable `var` to `x`.
     pub(super) fn def_variable(&mut self, var: Variable, x: Value) -> Result<(), CraneliftError> {
-        self.b
-            .try_def_var(var, x)
-            .map_err(|e| self.internal(format!("setting {var:?}: {e}")))
+        self.b.try_def_var(var, x).map_err(|e| self.internal(format!("setting {var:?}: {e}")))
     }
 
     /// A constant of integer type `ty` (`i8` for `Bool`).
@@ -187,13 +165,7 @@ impl<'a, 'k> Fx<'a, 'k> {
     }
 
     /// Calls external function `name` (declared on first use) and returns its result, if any.
-    pub(super) fn call(
-        &mut self,
-        name: &str,
-        params: &[Type],
-        ret: Option<Type>,
-        args: &[Value],
-    ) -> Result<Option<Value>, CraneliftError> {
+    pub(super) fn call(&mut self, name: &str, params: &[Type], ret: Option<Type>, args: &[Value]) -> Result<Option<Value>, CraneliftError> {
         let id = self.cx.import(name, params, ret)?;
         let fref = self.func_ref(id);
         let inst = self.b.ins().call(fref, args);
@@ -201,15 +173,8 @@ impl<'a, 'k> Fx<'a, 'k> {
     }
 
     /// Calls external function `name` returning a value.
-    pub(super) fn call_value(
-        &mut self,
-        name: &str,
-        params: &[Type],
-        ret: Type,
-        args: &[Value],
-    ) -> Result<Value, CraneliftError> {
-        self.call(name, params, Some(ret), args)?
-            .ok_or_else(|| self.internal(format!("call to '{name}' without a result")))
+    pub(super) fn call_value(&mut self, name: &str, params: &[Type], ret: Type, args: &[Value]) -> Result<Value, CraneliftError> {
+        self.call(name, params, Some(ret), args)?.ok_or_else(|| self.internal(format!("call to '{name}' without a result")))
     }
 
     /// This function's reference to module function `id`.
@@ -229,9 +194,7 @@ impl<'a, 'k> Fx<'a, 'k> {
             buffer: what.to_string(),
             bytes,
         })?;
-        Ok(self
-            .b
-            .create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 4)))
+        Ok(self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, size, 4)))
     }
 
     /// The base pointer of buffer `buf` in this function (a stack array is created on first
@@ -260,11 +223,7 @@ impl<'a, 'k> Fx<'a, 'k> {
     pub(super) fn addr(&mut self, buf: Buf, index: Value) -> Result<Value, CraneliftError> {
         let base = self.base(buf)?;
         let shift = self.f.buf(buf).elem.size().trailing_zeros();
-        let off = if shift == 0 {
-            index
-        } else {
-            self.b.ins().ishl_imm_s(index, i64::from(shift))
-        };
+        let off = if shift == 0 { index } else { self.b.ins().ishl_imm_s(index, i64::from(shift)) };
         Ok(self.b.ins().iadd(base, off))
     }
 

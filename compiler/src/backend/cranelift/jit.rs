@@ -27,10 +27,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{AbiParam, Function, Signature, Type};
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::{Context, ir};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
@@ -70,11 +70,7 @@ impl Jit {
 
 /// Compiles `exports` in memory and runs `f` with the compiled entries; the code is freed when
 /// `f` returns.
-pub fn with_jit<R>(
-    exports: &[Export<'_>],
-    opts: &CraneliftOptions,
-    f: impl FnOnce(&Jit) -> R,
-) -> Result<R, CraneliftError> {
+pub fn with_jit<R>(exports: &[Export<'_>], opts: &CraneliftOptions, f: impl FnOnce(&Jit) -> R) -> Result<R, CraneliftError> {
     let mut cx = Cx::new(opts)?;
     let mut funcs = Vec::new();
     translate(&mut cx, exports, &mut |_, kernel, id, func| {
@@ -83,13 +79,11 @@ pub fn with_jit<R>(
     })?;
     for c in compile_all(cx.module.isa(), funcs) {
         let c = c?;
-        cx.module
-            .define_function_bytes(c.id, c.align, &c.bytes, &c.relocs)
-            .map_err(|e| CraneliftError::Compile {
-                kernel: c.kernel,
-                function: c.name,
-                message: e.to_string(),
-            })?;
+        cx.module.define_function_bytes(c.id, c.align, &c.bytes, &c.relocs).map_err(|e| CraneliftError::Compile {
+            kernel: c.kernel,
+            function: c.name,
+            message: e.to_string(),
+        })?;
     }
     let module = &mut *cx.module;
     catch_unwind(AssertUnwindSafe(|| module.finalize_definitions().map_err(|e| e.to_string())))
@@ -97,10 +91,7 @@ pub fn with_jit<R>(
         .map_err(CraneliftError::Jit)?;
     let mut packed = HashMap::new();
     for e in exports {
-        let id = cx
-            .entries
-            .get(&e.symbol)
-            .ok_or_else(|| CraneliftError::Jit(format!("no entry '{}_packed'", e.symbol)))?;
+        let id = cx.entries.get(&e.symbol).ok_or_else(|| CraneliftError::Jit(format!("no entry '{}_packed'", e.symbol)))?;
         let p = cx.module.get_finalized_function(*id);
         // SAFETY: `{symbol}_packed` is generated with exactly PackedFn's signature (entry.rs)
         // in the host's C calling convention; the pointer is valid until `cx` is dropped.
@@ -150,24 +141,16 @@ fn host_isa(opts: &CraneliftOptions) -> Result<OwnedTargetIsa, CraneliftError> {
         ("probestack_strategy", "inline"),
     ];
     for (k, v) in set {
-        flags
-            .set(k, v)
-            .map_err(|e| CraneliftError::Host(format!("setting {k}={v}: {e}")))?;
+        flags.set(k, v).map_err(|e| CraneliftError::Host(format!("setting {k}={v}: {e}")))?;
     }
     let builder = cranelift_native::builder().map_err(|e| CraneliftError::Host(e.to_string()))?;
-    builder
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| CraneliftError::Host(e.to_string()))
+    builder.finish(settings::Flags::new(flags)).map_err(|e| CraneliftError::Host(e.to_string()))
 }
 
 impl Cx {
     pub(super) fn new(opts: &CraneliftOptions) -> Result<Cx, CraneliftError> {
         let isa = host_isa(opts)?;
-        let has = |name: &str| {
-            isa.isa_flags()
-                .iter()
-                .any(|v| v.name == name && v.as_bool() == Some(true))
-        };
+        let has = |name: &str| isa.isa_flags().iter().any(|v| v.name == name && v.as_bool() == Some(true));
         let simd = opts.simd && has("has_sse41") && has("has_sse42");
         let fma = has("has_fma");
         let libcalls = default_libcall_names();
@@ -189,13 +172,7 @@ impl Cx {
         for (name, _, addr) in math_symbols() {
             b.symbol(name, addr as *const u8);
         }
-        Ok(Cx {
-            module: ManuallyDrop::new(JITModule::new(b)),
-            simd,
-            fma,
-            imports: HashMap::new(),
-            entries: HashMap::new(),
-        })
+        Ok(Cx { module: ManuallyDrop::new(JITModule::new(b)), simd, fma, imports: HashMap::new(), entries: HashMap::new() })
     }
 
     /// A signature in the host's C calling convention.
@@ -222,16 +199,13 @@ impl Cx {
 
     /// Declares a function defined by this module.
     pub(super) fn declare(&mut self, name: &str, linkage: Linkage, sig: &Signature) -> Result<FuncId, CraneliftError> {
-        self.module
-            .declare_function(name, linkage, sig)
-            .map_err(|e| CraneliftError::Jit(format!("declaring '{name}': {e}")))
+        self.module.declare_function(name, linkage, sig).map_err(|e| CraneliftError::Jit(format!("declaring '{name}': {e}")))
     }
 
     /// Runs Cranelift's verifier on `func` in debug builds (see [`verify`]).
     pub(super) fn verify(&self, kernel: &str, func: &Function) -> Result<(), CraneliftError> {
         verify(self.module.isa(), kernel, func)
     }
-
 }
 
 /// A function compiled to machine code, ready to define in the module.
@@ -261,11 +235,7 @@ fn verify(isa: &dyn TargetIsa, kernel: &str, func: &Function) -> Result<(), Cran
 fn compile_one(isa: &dyn TargetIsa, kernel: &str, id: FuncId, func: Function) -> Result<Compiled, CraneliftError> {
     verify(isa, kernel, &func)?;
     let name = func.name.to_string();
-    let err = |message: String| CraneliftError::Compile {
-        kernel: kernel.to_string(),
-        function: name.clone(),
-        message,
-    };
+    let err = |message: String| CraneliftError::Compile { kernel: kernel.to_string(), function: name.clone(), message };
     let mut ctx = Context::for_function(func);
     let compiled = catch_unwind(AssertUnwindSafe(|| {
         ctx.compile(isa, &mut ControlPlane::default())
@@ -275,22 +245,10 @@ fn compile_one(isa: &dyn TargetIsa, kernel: &str, id: FuncId, func: Function) ->
     .map_err(|_| err("code generation panicked".into()))?
     .map_err(err)?;
     let relocs = match ctx.compiled_code() {
-        Some(c) => c
-            .buffer
-            .relocs()
-            .iter()
-            .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
-            .collect(),
+        Some(c) => c.buffer.relocs().iter().map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id)).collect(),
         None => return Err(err("no code after compiling".into())),
     };
-    Ok(Compiled {
-        id,
-        kernel: kernel.to_string(),
-        name,
-        align: u64::from(compiled.0),
-        bytes: compiled.1,
-        relocs,
-    })
+    Ok(Compiled { id, kernel: kernel.to_string(), name, align: u64::from(compiled.0), bytes: compiled.1, relocs })
 }
 
 /// Below this many instructions in all, a module compiles on the calling thread (starting
@@ -301,9 +259,7 @@ const PARALLEL_INSTS: usize = 4000;
 /// thread when small); the results are in `funcs`' order.
 fn compile_all(isa: &dyn TargetIsa, funcs: Vec<(String, FuncId, Function)>) -> Vec<Result<Compiled, CraneliftError>> {
     let insts: usize = funcs.iter().map(|f| f.2.dfg.num_insts()).sum();
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(funcs.len());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(funcs.len());
     if workers <= 1 || insts < PARALLEL_INSTS {
         return funcs.into_iter().map(|(k, id, f)| compile_one(isa, &k, id, f)).collect();
     }
@@ -334,9 +290,10 @@ fn compile_all(isa: &dyn TargetIsa, funcs: Vec<(String, FuncId, Function)>) -> V
     results
         .into_iter()
         .map(|r| {
-            r.into_inner().ok().flatten().unwrap_or_else(|| {
-                Err(CraneliftError::Jit("a compile worker stopped before finishing its function".into()))
-            })
+            r.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(CraneliftError::Jit("a compile worker stopped before finishing its function".into())))
         })
         .collect()
 }

@@ -78,10 +78,7 @@ pub struct CraneliftOptions {
 
 impl Default for CraneliftOptions {
     fn default() -> Self {
-        CraneliftOptions {
-            opt_level: OptLevel::Speed,
-            simd: true,
-        }
+        CraneliftOptions { opt_level: OptLevel::Speed, simd: true }
     }
 }
 
@@ -185,10 +182,7 @@ type Sink<'s> = dyn FnMut(&mut jit::Cx, &str, FuncId, Function) -> Result<(), Cr
 fn translate(cx: &mut jit::Cx, exports: &[Export<'_>], sink: &mut Sink<'_>) -> Result<(), CraneliftError> {
     super::check_symbols(exports).map_err(|(symbol, reason)| CraneliftError::Symbol { symbol, reason })?;
     for e in exports {
-        crate::schedule::validate::check(e.func).map_err(|message| CraneliftError::InvalidKir {
-            kernel: e.func.name.clone(),
-            message,
-        })?;
+        crate::schedule::validate::check(e.func).map_err(|message| CraneliftError::InvalidKir { kernel: e.func.name.clone(), message })?;
     }
     for e in exports {
         entry::translate_export(cx, e, sink)?;

@@ -44,12 +44,8 @@ impl<'k> Fx<'_, 'k> {
         let live = live_in(var, body);
         uses.vars.retain(|v| live.contains(v));
         let f = self.f;
-        let keys: BTreeSet<MemKey> = uses
-            .bufs
-            .iter()
-            .filter(|&&b| !matches!(f.buf(b).kind, BufKind::Stack(_)))
-            .map(|&b| mem_key(f, b))
-            .collect();
+        let keys: BTreeSet<MemKey> =
+            uses.bufs.iter().filter(|&&b| !matches!(f.buf(b).kind, BufKind::Stack(_))).map(|&b| mem_key(f, b)).collect();
         let keys: Vec<MemKey> = keys.into_iter().collect();
         let vars: Vec<Var> = uses.vars.iter().copied().collect();
         let n = self.expr(n)?;
@@ -92,13 +88,7 @@ impl<'k> Fx<'_, 'k> {
         self.b.set_cold_block(bad);
         self.b.ins().jump(exit, &[e.into()]);
         self.b.switch_to_block(ok);
-        self.jobs.push(Job {
-            id,
-            var,
-            body,
-            keys,
-            vars,
-        });
+        self.jobs.push(Job { id, var, body, keys, vars });
         Ok(())
     }
 }

@@ -80,7 +80,10 @@ impl<'k> Fx<'_, 'k> {
                 self.alloc(*buf, len)
             }
             // GPU dialect only: `validate::check` rejects it before any CPU backend runs.
-            Stmt::Mma(_) => Err(CraneliftError::InvalidKir { kernel: self.f.name.clone(), message: "a tensor-core product (GPU dialect) in a CPU kernel".into() }),
+            Stmt::Mma(_) => Err(CraneliftError::InvalidKir {
+                kernel: self.f.name.clone(),
+                message: "a tensor-core product (GPU dialect) in a CPU kernel".into(),
+            }),
             Stmt::Fail { code } => {
                 self.fail_jump(*code);
                 self.dead_block();

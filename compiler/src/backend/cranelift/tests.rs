@@ -3,7 +3,6 @@
 //! and errors. Re-exports the shared KIR-building helpers (`backend::test_kir`) for the other
 //! test modules (`tests_ops`, `tests_vec`), beside this backend's `jit`/`jit_with`.
 
-
 use super::*;
 use crate::schedule::kir::*;
 
@@ -20,16 +19,8 @@ pub(super) fn jit_with<R>(f: &Func, opts: &CraneliftOptions, body: impl FnOnce(P
 }
 
 /// Both option sets the vectorizer tests compare.
-pub(super) const SIMD_AND_SCALAR: [CraneliftOptions; 2] = [
-    CraneliftOptions {
-        opt_level: OptLevel::Speed,
-        simd: true,
-    },
-    CraneliftOptions {
-        opt_level: OptLevel::Speed,
-        simd: false,
-    },
-];
+pub(super) const SIMD_AND_SCALAR: [CraneliftOptions; 2] =
+    [CraneliftOptions { opt_level: OptLevel::Speed, simd: true }, CraneliftOptions { opt_level: OptLevel::Speed, simd: false }];
 
 #[test]
 fn vector_add_every_element_type() {
@@ -77,22 +68,14 @@ fn vector_add_every_element_type() {
         jit_with(&elementwise(Ty::F16, BinOp::Add), &opts, |f| {
             assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
         });
-        assert!(
-            o.iter()
-                .zip(a.iter().zip(&b))
-                .all(|(o, (a, b))| *o == ::half::f16::from_f32(a.to_f32() + b.to_f32()))
-        );
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == ::half::f16::from_f32(a.to_f32() + b.to_f32())));
         let mut a: Vec<::half::bf16> = (0..n).map(|x| ::half::bf16::from_f32(x as f32 * 0.37 - 3.0)).collect();
         let mut b: Vec<::half::bf16> = (0..n).map(|x| ::half::bf16::from_f32(x as f32 * 1e-3)).collect();
         let mut o = vec![::half::bf16::ZERO; n];
         jit_with(&elementwise(Ty::BF16, BinOp::Mul), &opts, |f| {
             assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
         });
-        assert!(
-            o.iter()
-                .zip(a.iter().zip(&b))
-                .all(|(o, (a, b))| *o == ::half::bf16::from_f32(a.to_f32() * b.to_f32()))
-        );
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == ::half::bf16::from_f32(a.to_f32() * b.to_f32())));
     }
 }
 
@@ -102,11 +85,8 @@ fn reassoc_sum() {
     let (x, o) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32));
     let n = k.dim("n");
     let (iv, acc) = (k.var("i", Ty::I64), k.var("acc", Ty::F32));
-    let f = k.body(vec![
-        set(acc, f32c(0.0)),
-        for_(iv, i(0), v(n), vec![set(acc, re(BinOp::Add, v(acc), ld(x, v(iv))))]),
-        st(o, i(0), v(acc)),
-    ]);
+    let f =
+        k.body(vec![set(acc, f32c(0.0)), for_(iv, i(0), v(n), vec![set(acc, re(BinOp::Add, v(acc), ld(x, v(iv))))]), st(o, i(0), v(acc))]);
     let len = 10_007;
     let mut xs: Vec<f32> = (0..len).map(|j| ((j * 7919) % 1000) as f32 * 1e-3).collect();
     let want: f64 = xs.iter().map(|&x| f64::from(x)).sum();
@@ -115,14 +95,7 @@ fn reassoc_sum() {
     assert!((f64::from(o[0]) - want).abs() < 1e-3 * want, "{} vs {want}", o[0]);
     let clif = emit_clif(&[Export::new(&f, "sum")], &CraneliftOptions::default()).unwrap();
     assert!(clif.contains("f32x4"), "the reduction should vectorize:\n{clif}");
-    let clif = emit_clif(
-        &[Export::new(&f, "sum")],
-        &CraneliftOptions {
-            simd: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let clif = emit_clif(&[Export::new(&f, "sum")], &CraneliftOptions { simd: false, ..Default::default() }).unwrap();
     assert!(!clif.contains("f32x4"), "simd: false stays scalar:\n{clif}");
 }
 
@@ -133,11 +106,7 @@ fn parallel_fill() -> Func {
     let n = k.dim("n");
     let c = k.param("c", Ty::I64);
     let iv = k.var("i", Ty::I64);
-    k.body(vec![par(
-        iv,
-        v(n),
-        vec![st(o, v(iv), bin(BinOp::Add, bin(BinOp::Mul, i(2), v(iv)), v(c)))],
-    )])
+    k.body(vec![par(iv, v(n), vec![st(o, v(iv), bin(BinOp::Add, bin(BinOp::Mul, i(2), v(iv)), v(c)))])])
 }
 
 #[test]
@@ -161,12 +130,7 @@ fn nested_for_in_parallel_with_stack_buffer_and_private_writes() {
     let (x, o) = (k.arg("x", Ty::F64), k.arg("o", Ty::F64));
     let (rows, m) = (k.dim("rows"), k.dim("m"));
     let s = k.stack("s", Ty::F64, 16);
-    let (r, j, acc, t) = (
-        k.var("r", Ty::I64),
-        k.var("j", Ty::I64),
-        k.var("acc", Ty::F64),
-        k.var("t", Ty::I64),
-    );
+    let (r, j, acc, t) = (k.var("r", Ty::I64), k.var("j", Ty::I64), k.var("acc", Ty::F64), k.var("t", Ty::I64));
     let at = bin(BinOp::Add, bin(BinOp::Mul, v(r), v(m)), v(j));
     let f = k.body(vec![
         set(t, i(0)),
@@ -175,12 +139,7 @@ fn nested_for_in_parallel_with_stack_buffer_and_private_writes() {
             v(rows),
             vec![
                 set(t, bin(BinOp::Add, v(t), v(r))),
-                for_(
-                    j,
-                    i(0),
-                    v(m),
-                    vec![st(s, v(j), bin(BinOp::Mul, ld(x, at), Expr::Const(Const::F64(2.0))))],
-                ),
+                for_(j, i(0), v(m), vec![st(s, v(j), bin(BinOp::Mul, ld(x, at), Expr::Const(Const::F64(2.0))))]),
                 set(acc, Expr::Const(Const::F64(0.0))),
                 for_(j, i(0), v(m), vec![set(acc, bin(BinOp::Add, v(acc), ld(s, v(j))))]),
                 st(o, v(r), bin(BinOp::Add, v(acc), cast(Ty::F64, bin(BinOp::Sub, v(t), v(r))))),
@@ -190,9 +149,7 @@ fn nested_for_in_parallel_with_stack_buffer_and_private_writes() {
     let (nr, nm) = (300usize, 13usize);
     let mut xs: Vec<f64> = (0..nr * nm).map(|q| q as f64).collect();
     let mut out = vec![0f64; nr];
-    jit(&f, |e| {
-        assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[nr as i64, nm as i64], &[]), 0)
-    });
+    jit(&f, |e| assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[nr as i64, nm as i64], &[]), 0));
     for (row, got) in out.iter().enumerate() {
         let want: f64 = (0..nm).map(|q| 2.0 * (row * nm + q) as f64).sum();
         assert_eq!(*got, want, "row {row}");
@@ -272,11 +229,7 @@ fn fail_at_kernel_level_and_in_parallel() {
             v(n),
             vec![
                 st(h, i(0), Expr::Const(Const::I32(0))),
-                if_(
-                    bin(BinOp::Eq, v(iv), v(bad)),
-                    vec![Stmt::Fail { code: code + 256 }],
-                    vec![],
-                ),
+                if_(bin(BinOp::Eq, v(iv), v(bad)), vec![Stmt::Fail { code: code + 256 }], vec![]),
                 st(o, bin(BinOp::Add, v(iv), i(1)), Expr::Const(Const::I32(1))),
             ],
         ),
@@ -304,10 +257,7 @@ fn first_failure_wins_across_parallel_iterations() {
     let f = k.body(vec![par(
         iv,
         v(n),
-        vec![
-            if_(bin(BinOp::Lt, v(iv), i(1000)), vec![Stmt::Fail { code: 0x107 }], vec![]),
-            Stmt::Fail { code: 0x207 },
-        ],
+        vec![if_(bin(BinOp::Lt, v(iv), i(1000)), vec![Stmt::Fail { code: 0x107 }], vec![]), Stmt::Fail { code: 0x207 }],
     )]);
     jit(&f, |e| {
         for n in [1i64, 7, 5000] {
@@ -346,13 +296,7 @@ fn params_of_every_type() {
         st(o, i(4), v(e)),
         st(o, i(5), cast(Ty::F64, v(n))),
     ]);
-    let slots = [
-        (-(1i64 << 40)) as u64,
-        (-7i64 + (1 << 32)) as u64,
-        3,
-        1.5f64.to_bits(),
-        (-2.25f64).to_bits(),
-    ];
+    let slots = [(-(1i64 << 40)) as u64, (-7i64 + (1 << 32)) as u64, 3, 1.5f64.to_bits(), (-2.25f64).to_bits()];
     let mut out = [0f64; 6];
     jit(&f, |e| assert_eq!(call(e, &[p(&mut out)], &[9], &slots), 0));
     assert_eq!(out, [-(1i64 << 40) as f64, -7.0, 1.0, 1.5, -2.25, 9.0]);
@@ -361,29 +305,22 @@ fn params_of_every_type() {
 #[test]
 fn several_exports_in_one_module() {
     let (a, b) = (elementwise(Ty::F32, BinOp::Mul), parallel_fill());
-    with_jit(
-        &[Export::new(&a, "mul"), Export::new(&b, "fill")],
-        &CraneliftOptions::default(),
-        |j| {
-            let (mut x, mut y, mut o) = (vec![2f32; 5], vec![3f32; 5], vec![0f32; 5]);
-            assert_eq!(call(j.entry("mul").unwrap(), &[p(&mut x), p(&mut y), p(&mut o)], &[5], &[]), 0);
-            assert_eq!(o, [6.0; 5]);
-            let mut o = vec![0i64; 3];
-            assert_eq!(call(j.entry("fill").unwrap(), &[p(&mut o)], &[3], &[1]), 0);
-            assert_eq!(o, [1, 3, 5]);
-            assert!(j.entry("nope").is_none());
-        },
-    )
+    with_jit(&[Export::new(&a, "mul"), Export::new(&b, "fill")], &CraneliftOptions::default(), |j| {
+        let (mut x, mut y, mut o) = (vec![2f32; 5], vec![3f32; 5], vec![0f32; 5]);
+        assert_eq!(call(j.entry("mul").unwrap(), &[p(&mut x), p(&mut y), p(&mut o)], &[5], &[]), 0);
+        assert_eq!(o, [6.0; 5]);
+        let mut o = vec![0i64; 3];
+        assert_eq!(call(j.entry("fill").unwrap(), &[p(&mut o)], &[3], &[1]), 0);
+        assert_eq!(o, [1, 3, 5]);
+        assert!(j.entry("nope").is_none());
+    })
     .unwrap();
 }
 
 #[test]
 fn opt_level_none_compiles_the_same_kernel() {
     let f = heap_kernel();
-    let opts = CraneliftOptions {
-        opt_level: OptLevel::None,
-        simd: true,
-    };
+    let opts = CraneliftOptions { opt_level: OptLevel::None, simd: true };
     jit_with(&f, &opts, |e| {
         let mut o = vec![0i64; 11];
         assert_eq!(call(e, &[p(&mut o)], &[10], &[]), 0);
@@ -398,21 +335,14 @@ fn invalid_kir_and_symbols_are_errors() {
     let o = k.arg("o", Ty::F32);
     let f = k.body(vec![st(o, i(0), i(1))]);
     let err = with_jit(&[Export::new(&f, "bad")], &CraneliftOptions::default(), |_| ()).unwrap_err();
-    assert!(
-        matches!(&err, CraneliftError::InvalidKir { kernel, .. } if kernel == "bad"),
-        "{err}"
-    );
+    assert!(matches!(&err, CraneliftError::InvalidKir { kernel, .. } if kernel == "bad"), "{err}");
     assert!(err.to_string().contains("expected f32"), "{err}");
     let g = elementwise(Ty::F32, BinOp::Add);
     for sym in ["expf", "2x", "tfmc_parallel_for", "calloc"] {
         let err = emit_clif(&[Export::new(&g, sym)], &CraneliftOptions::default()).unwrap_err();
         assert!(matches!(err, CraneliftError::Symbol { .. }), "{sym}: {err}");
     }
-    let err = emit_clif(
-        &[Export::new(&g, "a"), Export::new(&g, "a")],
-        &CraneliftOptions::default(),
-    )
-    .unwrap_err();
+    let err = emit_clif(&[Export::new(&g, "a"), Export::new(&g, "a")], &CraneliftOptions::default()).unwrap_err();
     assert!(matches!(err, CraneliftError::Symbol { .. }), "{err}");
     let mut k = K::new("huge");
     let o = k.arg("o", Ty::F64);
@@ -456,10 +386,13 @@ fn parallel_bodies_capture_what_an_iteration_may_read_first() {
             ],
         ),
     ]);
-    let live = super::outline::live_in(iv, match &f.body[2] {
-        Stmt::Parallel { body, .. } => body,
-        _ => unreachable!("the third statement is the parallel loop"),
-    });
+    let live = super::outline::live_in(
+        iv,
+        match &f.body[2] {
+            Stmt::Parallel { body, .. } => body,
+            _ => unreachable!("the third statement is the parallel loop"),
+        },
+    );
     assert_eq!(live.into_iter().collect::<Vec<_>>(), [t, acc], "t and acc are live in, u is not");
     let n = 101;
     let mut out = vec![0i64; n];
@@ -488,10 +421,7 @@ fn clif_golden() {
         for_(iv, i(0), v(n), vec![set(acc, bin(BinOp::Max, v(acc), ld(h, v(iv))))]),
         st(o, i(0), v(acc)),
     ]);
-    let opts = CraneliftOptions {
-        simd: false,
-        ..Default::default()
-    };
+    let opts = CraneliftOptions { simd: false, ..Default::default() };
     let clif = emit_clif(&[Export::new(&f, "golden")], &opts).unwrap();
     insta::with_settings!({prepend_module_to_snapshot => false}, {
         insta::assert_snapshot!("clif_golden", clif);

@@ -86,14 +86,10 @@ fn lib_kernels_match_the_interpreter() {
     let mut compared = 0;
     for (file, program) in crate::testing::lib_programs() {
         for k in &program.kernels {
-            let prepared = prepare(&program, &k.name, &CompileOptions::default())
-                .unwrap_or_else(|e| panic!("{file}/{}: {e}", k.name));
+            let prepared = prepare(&program, &k.name, &CompileOptions::default()).unwrap_or_else(|e| panic!("{file}/{}: {e}", k.name));
             for (s, dims) in dim_sets().iter().enumerate() {
-                let d: BTreeMap<String, usize> = k
-                    .dims
-                    .iter()
-                    .map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3)))
-                    .collect();
+                let d: BTreeMap<String, usize> =
+                    k.dims.iter().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
                 let inputs = crate::inputs::random_inputs(&program, &k.name, &d, 7 + s as u64).unwrap();
                 let params = BTreeMap::new();
                 let want = crate::interp::run_exact(&program, &k.name, &inputs, &params);
@@ -121,10 +117,8 @@ fn large_logits_and_fully_masked_rows() {
         let program = crate::testing::lib(file);
         let prepared = prepare(&program, kernel, &CompileOptions::default()).unwrap();
         for (p, m) in [(1, 1), (17, 9), (37, 70)] {
-            let d: BTreeMap<String, usize> = [("B", 1), ("H", 2), ("P", p), ("M", m), ("E", 8), ("F", 5)]
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect();
+            let d: BTreeMap<String, usize> =
+                [("B", 1), ("H", 2), ("P", p), ("M", m), ("E", 8), ("F", 5)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
             let mut inputs = crate::inputs::random_inputs(&program, kernel, &d, 3).unwrap();
             for name in ["Q", "K"] {
                 let t = &inputs[name];
@@ -140,10 +134,8 @@ fn large_logits_and_fully_masked_rows() {
     }
     let program = crate::testing::lib("window.tfm");
     let prepared = prepare(&program, "window", &CompileOptions::default()).unwrap();
-    let d: BTreeMap<String, usize> = [("B", 1), ("H", 2), ("P", 11), ("M", 11), ("E", 8), ("F", 5)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), *v))
-        .collect();
+    let d: BTreeMap<String, usize> =
+        [("B", 1), ("H", 2), ("P", 11), ("M", 11), ("E", 8), ("F", 5)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let inputs = crate::inputs::random_inputs(&program, "window", &d, 5).unwrap();
     let params: BTreeMap<String, Scalar> = [("W".to_string(), Scalar::I(0))].into();
     let got = run_prepared(&prepared, &inputs, &params, &opts).unwrap();
@@ -161,11 +153,7 @@ fn report(file: &str, kernel: &str) -> Vec<LoopReport> {
 fn attention_tile_hot_loops_vectorize() {
     for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal")] {
         let r = report(file, kernel);
-        let vec: Vec<&str> = r
-            .iter()
-            .filter(|l| l.scalar_because.is_none())
-            .map(|l| l.var.split('%').next().unwrap_or(""))
-            .collect();
+        let vec: Vec<&str> = r.iter().filter(|l| l.scalar_because.is_none()).map(|l| l.var.split('%').next().unwrap_or("")).collect();
         // The tiled plan's hot loops, in order: O.s = O.s + a * Kᵀ (j), the masking loop (j),
         // the acc rescale (f), the exp loop (j), P·V (f), the output (f).
         let want = ["j", "j", "f", "j", "f", "f"];
@@ -207,9 +195,7 @@ fn measure_compile_and_run_time_against_llvm() {
             let pk = prepare(&program, &k.name, &CompileOptions::default()).unwrap();
             let ex = [Export::new(&pk.scheduled.func, pk.manifest.symbol.clone())];
             let c = median_ms(|| with_jit(&ex, &cl, |j| assert!(j.entry(&ex[0].symbol).is_some())).unwrap());
-            let l = median_ms(|| {
-                crate::backend::llvm::with_jit(&ex, &llvm_opts, |j| assert!(j.entry(&ex[0].symbol).is_some())).unwrap()
-            });
+            let l = median_ms(|| crate::backend::llvm::with_jit(&ex, &llvm_opts, |j| assert!(j.entry(&ex[0].symbol).is_some())).unwrap());
             let name = format!("{}/{}", file.rsplit('/').next().unwrap_or(&file), k.name);
             println!("{name:<28} {c:>8.2}ms {l:>8.2}ms {:>7.1}x", l / c);
         }
@@ -258,16 +244,9 @@ fn run_time_against_llvm(file: &str, kernel: &str, dims: &[(&str, usize)]) {
         (ms, out)
     };
     let (c_ms, c_out) = with_jit(&ex, &cl, |j| run(j.entry(&ex[0].symbol).unwrap())).unwrap();
-    let (l_ms, l_out) =
-        crate::backend::llvm::with_jit(&ex, &llvm_opts, |j| run(j.entry(&ex[0].symbol).unwrap())).unwrap();
-    let scalar = CraneliftOptions {
-        simd: false,
-        ..Default::default()
-    };
+    let (l_ms, l_out) = crate::backend::llvm::with_jit(&ex, &llvm_opts, |j| run(j.entry(&ex[0].symbol).unwrap())).unwrap();
+    let scalar = CraneliftOptions { simd: false, ..Default::default() };
     let (s_ms, _) = with_jit(&ex, &scalar, |j| run(j.entry(&ex[0].symbol).unwrap())).unwrap();
-    println!(
-        "{kernel} {dims:?}: cranelift {c_ms:.2} ms (scalar {s_ms:.2} ms), llvm {l_ms:.2} ms, ratio {:.2}",
-        c_ms / l_ms
-    );
+    println!("{kernel} {dims:?}: cranelift {c_ms:.2} ms (scalar {s_ms:.2} ms), llvm {l_ms:.2} ms, ratio {:.2}", c_ms / l_ms);
     check(&format!("{kernel}: cranelift vs llvm"), &c_out, &l_out);
 }

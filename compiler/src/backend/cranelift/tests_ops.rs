@@ -44,9 +44,7 @@ fn run2<A: Copy, O: Same>(f: &Func, a: &[A], b: &[A]) -> Vec<O> {
     for opts in SIMD_AND_SCALAR {
         let (mut a, mut b) = (a.to_vec(), b.to_vec());
         let mut o = vec![O::default(); a.len()];
-        jit_with(f, &opts, |e| {
-            assert_eq!(call(e, &[p(&mut a), p(&mut b), p(&mut o)], &[a.len() as i64], &[]), 0)
-        });
+        jit_with(f, &opts, |e| assert_eq!(call(e, &[p(&mut a), p(&mut b), p(&mut o)], &[a.len() as i64], &[]), 0));
         outs.push(o);
     }
     let same = outs[0].iter().zip(&outs[1]).all(|(x, y)| x.same(y));
@@ -115,16 +113,10 @@ fn casts_at_the_edges() {
     assert_eq!(o, wide.map(|x| x as i32));
     let o: Vec<i64> = run2(&map2(Ty::I64, Ty::I64, |x, _| cast(Ty::I64, cast(Ty::I32, x))), &wide, &wide);
     assert_eq!(o, wide.map(|x| i64::from(x as i32)));
-    let bits = |x| Expr::Bitcast {
-        to: Ty::I64,
-        x: Box::new(cast(Ty::F64, x)),
-    };
+    let bits = |x| Expr::Bitcast { to: Ty::I64, x: Box::new(cast(Ty::F64, x)) };
     let o: Vec<i64> = run2(&map2(Ty::I64, Ty::I64, |x, _| bits(x)), &wide, &wide);
     assert_eq!(o, wide.map(|x| (x as f64).to_bits() as i64));
-    let fbits = |x| Expr::Bitcast {
-        to: Ty::I32,
-        x: Box::new(x),
-    };
+    let fbits = |x| Expr::Bitcast { to: Ty::I32, x: Box::new(x) };
     let o: Vec<i32> = run2(&map2(Ty::F32, Ty::I32, |x, _| fbits(x)), &xf, &xf);
     assert_eq!(o, xf.map(|x| x.to_bits() as i32));
     // f64 ↔ f32 round to nearest; inf and NaN survive.
@@ -260,9 +252,7 @@ fn check_unary(op: UnOp, xs: &[f64], r64: fn(f64) -> f64, r32: fn(f32) -> f32, u
     let o: Vec<f32> = run2(&map2(Ty::F32, Ty::F32, |x, _| un(op, x)), &xf, &xf);
     for (x, got) in xf.iter().zip(&o) {
         let want = r32(*x);
-        let ok = (got.is_nan() && want.is_nan())
-            || got == &want
-            || (got - want).abs() <= ulps as f32 * f32::EPSILON * want.abs();
+        let ok = (got.is_nan() && want.is_nan()) || got == &want || (got - want).abs() <= ulps as f32 * f32::EPSILON * want.abs();
         assert!(ok, "{op:?}({x}) = {got}, want {want} (f32)");
     }
 }
@@ -309,10 +299,7 @@ fn math_functions_match_rust() {
 /// no F16C), bit for bit.
 fn half_round_trip(t: Ty) {
     let all: Vec<u16> = (0..=u16::MAX).collect();
-    let llvm_generic = crate::backend::llvm::TargetOptions {
-        cpu: Some("x86-64".into()),
-        ..Default::default()
-    };
+    let llvm_generic = crate::backend::llvm::TargetOptions { cpu: Some("x86-64".into()), ..Default::default() };
     let copy = |from: Ty, to: Ty| {
         let mut k = K::new("copy");
         let (x, o) = (k.arg("x", from), k.arg("o", to));
@@ -325,21 +312,12 @@ fn half_round_trip(t: Ty) {
     let mut out = vec![0f32; xs.len()];
     jit(&widen, |e| assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[xs.len() as i64], &[]), 0));
     for (&h, &got) in all.iter().zip(&out) {
-        let want = if t == Ty::F16 {
-            ::half::f16::from_bits(h).to_f32()
-        } else {
-            ::half::bf16::from_bits(h).to_f32()
-        };
-        assert!(
-            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-            "{t} {h:#06x}: {got} vs {want}"
-        );
+        let want = if t == Ty::F16 { ::half::f16::from_bits(h).to_f32() } else { ::half::bf16::from_bits(h).to_f32() };
+        assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{t} {h:#06x}: {got} vs {want}");
     }
     let narrow = copy(Ty::F32, t);
-    let mut fs: Vec<f32> = vec![
-        65504.0, 65519.99, 65520.0, 1e9, -1e9, 5.96e-8, 2.98e-8, 2.99e-8, 1e-10, 6.1e-5, f32::NAN, -f32::NAN,
-        f32::INFINITY,
-    ];
+    let mut fs: Vec<f32> =
+        vec![65504.0, 65519.99, 65520.0, 1e9, -1e9, 5.96e-8, 2.98e-8, 2.99e-8, 1e-10, 6.1e-5, f32::NAN, -f32::NAN, f32::INFINITY];
     fs.extend((0..200_000u32).map(|q| f32::from_bits(q.wrapping_mul(2_654_435_761))));
     fs.extend(all.iter().map(|&h| {
         let x = ::half::f16::from_bits(h).to_f32();
@@ -362,15 +340,8 @@ fn half_round_trip(t: Ty) {
             let w = ::half::bf16::from_f32(f);
             (w.to_bits(), w.is_nan())
         };
-        let got_nan = if t == Ty::F16 {
-            ::half::f16::from_bits(got).is_nan()
-        } else {
-            ::half::bf16::from_bits(got).is_nan()
-        };
-        assert!(
-            got == want || (nan && got_nan && (got ^ want) & 0x8000 == 0),
-            "{t} {f:e}: {got:#06x} vs {want:#06x}"
-        );
+        let got_nan = if t == Ty::F16 { ::half::f16::from_bits(got).is_nan() } else { ::half::bf16::from_bits(got).is_nan() };
+        assert!(got == want || (nan && got_nan && (got ^ want) & 0x8000 == 0), "{t} {f:e}: {got:#06x} vs {want:#06x}");
     }
 }
 

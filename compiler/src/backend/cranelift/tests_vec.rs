@@ -20,20 +20,15 @@ fn same_bits_but(f: &Func, x: &[f32], len: usize, lo: i64, hi: i64, exact: &[usi
         let mut xs = x.to_vec();
         let mut o = vec![0f32; len];
         let mut r = vec![0f32; 4];
-        jit_with(f, &opts, |e| {
-            assert_eq!(call(e, &[p(&mut xs), p(&mut o), p(&mut r)], &[lo, hi], &[]), 0)
-        });
+        jit_with(f, &opts, |e| assert_eq!(call(e, &[p(&mut xs), p(&mut o), p(&mut r)], &[lo, hi], &[]), 0));
         results.push((o, r));
     }
     let same = |a: &f32, b: &f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
     let ((o1, r1), (o2, r2)) = (&results[0], &results[1]);
     assert!(o1.iter().zip(o2).all(|(a, b)| same(a, b)), "outputs differ for lo={lo} hi={hi}: {o1:?} vs {o2:?}");
     for q in 0..4 {
-        let ok = if exact.contains(&q) {
-            same(&r1[q], &r2[q])
-        } else {
-            same(&r1[q], &r2[q]) || (r1[q] - r2[q]).abs() <= 1e-6 * r2[q].abs()
-        };
+        let ok =
+            if exact.contains(&q) { same(&r1[q], &r2[q]) } else { same(&r1[q], &r2[q]) || (r1[q] - r2[q]).abs() <= 1e-6 * r2[q].abs() };
         assert!(ok, "result {q} differs for lo={lo} hi={hi}: {r1:?} vs {r2:?}");
     }
     results.swap_remove(0)
@@ -56,12 +51,7 @@ fn elementwise_and_reductions() -> Func {
     let (lo, hi) = (k.dim("lo"), k.dim("hi"));
     let j = k.var("j", Ty::I64);
     let t = k.var("t", Ty::F32);
-    let (sum, mx, cnt, any) = (
-        k.var("sum", Ty::F32),
-        k.var("mx", Ty::F32),
-        k.var("cnt", Ty::I32),
-        k.var("any", Ty::Bool),
-    );
+    let (sum, mx, cnt, any) = (k.var("sum", Ty::F32), k.var("mx", Ty::F32), k.var("cnt", Ty::I32), k.var("any", Ty::Bool));
     let xj = || ld(x, v(j));
     k.body(vec![
         set(sum, f32c(0.5)),
@@ -78,10 +68,7 @@ fn elementwise_and_reductions() -> Func {
                 st(o, v(j), bin(BinOp::Sub, bin(BinOp::Mul, v(t), f32c(3.0)), f32c(1.0))),
                 set(sum, re(BinOp::Add, v(sum), v(t))),
                 set(mx, bin(BinOp::Max, xj(), v(mx))),
-                set(
-                    cnt,
-                    bin(BinOp::Add, v(cnt), cast(Ty::I32, bin(BinOp::Gt, xj(), f32c(0.0)))),
-                ),
+                set(cnt, bin(BinOp::Add, v(cnt), cast(Ty::I32, bin(BinOp::Gt, xj(), f32c(0.0))))),
                 set(any, bin(BinOp::Or, v(any), bin(BinOp::Lt, xj(), f32c(0.0)))),
             ],
         ),
@@ -153,12 +140,7 @@ fn dependent_store_and_load_at_different_offsets_stays_scalar() {
     let (x, o, _r) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32), k.arg("r", Ty::F32));
     let (lo, hi) = (k.dim("lo"), k.dim("hi"));
     let j = k.var("j", Ty::I64);
-    let f = k.body(vec![for_(
-        j,
-        v(lo),
-        v(hi),
-        vec![st(o, bin(BinOp::Add, v(j), i(1)), bin(BinOp::Add, ld(o, v(j)), ld(x, v(j))))],
-    )]);
+    let f = k.body(vec![for_(j, v(lo), v(hi), vec![st(o, bin(BinOp::Add, v(j), i(1)), bin(BinOp::Add, ld(o, v(j)), ld(x, v(j))))])]);
     let report = vector_report(&f);
     assert_eq!(report.len(), 1);
     let why = report[0].scalar_because.as_deref().unwrap_or("vectorized");
@@ -176,12 +158,7 @@ fn dependent_store_and_load_at_different_offsets_stays_scalar() {
     let f = k.body(vec![
         for_(j, i(0), v(n), vec![st(o, i(0), ld(x, v(j)))]),
         for_(j, i(0), v(n), vec![st(o, bin(BinOp::Mul, v(j), i(2)), ld(x, v(j)))]),
-        for_(
-            j,
-            i(0),
-            v(n),
-            vec![if_(bin(BinOp::Gt, v(j), i(3)), vec![st(o, v(j), f32c(1.0))], vec![])],
-        ),
+        for_(j, i(0), v(n), vec![if_(bin(BinOp::Gt, v(j), i(3)), vec![st(o, v(j), f32c(1.0))], vec![])]),
     ]);
     assert_eq!(vectorized(&f), [false, false]);
 }
@@ -195,8 +172,7 @@ fn mask_and_exp() -> Func {
     let (lo, hi) = (k.dim("lo"), k.dim("hi"));
     let [j, m, base, m0] = ["j", "m", "base", "m0"].map(|n| k.var(n, Ty::I64));
     let (valid, any) = (k.var("valid", Ty::Bool), k.var("any", Ty::Bool));
-    let [logit, bmax, l, x, xc, nn, rr, w] =
-        ["logit", "bmax", "l", "x", "xc", "n", "r", "w"].map(|n| k.var(n, Ty::F32));
+    let [logit, bmax, l, x, xc, nn, rr, w] = ["logit", "bmax", "l", "x", "xc", "n", "r", "w"].map(|n| k.var(n, Ty::F32));
     let at = || bin(BinOp::Add, v(base), v(j));
     let poly = {
         let mut p = f32c(0.001_388_888_9);
@@ -205,11 +181,7 @@ fn mask_and_exp() -> Func {
         }
         let pow2 = Expr::Bitcast {
             to: Ty::F32,
-            x: Box::new(bin(
-                BinOp::Shl,
-                bin(BinOp::Add, cast(Ty::I32, v(nn)), Expr::Const(Const::I32(126))),
-                Expr::Const(Const::I32(23)),
-            )),
+            x: Box::new(bin(BinOp::Shl, bin(BinOp::Add, cast(Ty::I32, v(nn)), Expr::Const(Const::I32(126))), Expr::Const(Const::I32(23)))),
         };
         bin(BinOp::Mul, bin(BinOp::Mul, p, pow2), f32c(2.0))
     };
@@ -277,10 +249,7 @@ fn attention_masking_and_exp_loops_vectorize_and_match() {
         let valid = |j: i64| (10 + j >= lo) && (10 + j < hi);
         let any = (0..64).any(valid);
         assert_eq!(r[2], f32::from(u8::from(any)), "lo={lo} hi={hi}");
-        let bmax = (0..64)
-            .filter(|&j| valid(j))
-            .map(|j| s[3 + j as usize])
-            .fold(f32::NEG_INFINITY, f32::max);
+        let bmax = (0..64).filter(|&j| valid(j)).map(|j| s[3 + j as usize]).fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(r[0], bmax);
         if any {
             for (j, got) in o.iter().take(61).enumerate() {
@@ -309,15 +278,7 @@ fn libm_calls_and_integer_division_run_lane_by_lane() {
             v(hi),
             vec![
                 set(q, bin(BinOp::Div, xi(), bin(BinOp::Sub, xi(), Expr::Const(Const::I32(3))))),
-                st(
-                    o,
-                    v(j),
-                    bin(
-                        BinOp::Add,
-                        un(UnOp::Exp, un(UnOp::Tanh, ld(x, v(j)))),
-                        bin(BinOp::Pow, cast(Ty::F32, v(q)), f32c(0.5)),
-                    ),
-                ),
+                st(o, v(j), bin(BinOp::Add, un(UnOp::Exp, un(UnOp::Tanh, ld(x, v(j)))), bin(BinOp::Pow, cast(Ty::F32, v(q)), f32c(0.5)))),
                 set(acc, bin(BinOp::Mul, v(acc), bin(BinOp::Rem, xi(), Expr::Const(Const::I32(5))))),
             ],
         ),
@@ -331,7 +292,13 @@ fn libm_calls_and_integer_division_run_lane_by_lane() {
         for jj in lo as usize..hi as usize {
             let xi = x[jj] as i32;
             let d = xi - 3;
-            let qq = if d == 0 { xi } else if d == -1 { xi.wrapping_neg() } else { xi / d };
+            let qq = if d == 0 {
+                xi
+            } else if d == -1 {
+                xi.wrapping_neg()
+            } else {
+                xi / d
+            };
             let want = x[jj].tanh().exp() + (qq as f32).powf(0.5);
             assert!(o[jj].to_bits() == want.to_bits() || (o[jj].is_nan() && want.is_nan()), "{jj}");
         }
@@ -360,14 +327,7 @@ fn strided_loads_are_gathered() {
             v(hi),
             vec![
                 set(at, bin(BinOp::Add, i(2), bin(BinOp::Mul, v(j), v(s)))),
-                set(
-                    acc,
-                    re(
-                        BinOp::Add,
-                        v(acc),
-                        bin(BinOp::Mul, ld(x, v(at)), ld(x, bin(BinOp::Add, bin(BinOp::Mul, v(t), v(j)), i(1)))),
-                    ),
-                ),
+                set(acc, re(BinOp::Add, v(acc), bin(BinOp::Mul, ld(x, v(at)), ld(x, bin(BinOp::Add, bin(BinOp::Mul, v(t), v(j)), i(1)))))),
                 st(o, v(j), ld(x, bin(BinOp::Mul, v(j), v(t)))),
             ],
         ),
@@ -406,18 +366,10 @@ fn lane_comparisons_of_every_kind() {
         let flag = |c: Expr| cast(Ty::F32, c);
         let sum = bin(
             BinOp::Add,
-            bin(
-                BinOp::Mul,
-                flag(bin(op, v(j), bin(BinOp::Add, v(lo), i(7)))),
-                f32c(1.0),
-            ),
+            bin(BinOp::Mul, flag(bin(op, v(j), bin(BinOp::Add, v(lo), i(7)))), f32c(1.0)),
             bin(
                 BinOp::Add,
-                bin(
-                    BinOp::Mul,
-                    flag(bin(op, bin(BinOp::Gt, xa(), f32c(0.0)), bin(BinOp::Gt, xb(), f32c(0.0)))),
-                    f32c(2.0),
-                ),
+                bin(BinOp::Mul, flag(bin(op, bin(BinOp::Gt, xa(), f32c(0.0)), bin(BinOp::Gt, xb(), f32c(0.0)))), f32c(2.0)),
                 bin(BinOp::Mul, flag(bin(op, cast(Ty::I32, xa()), cast(Ty::I32, xb()))), f32c(4.0)),
             ),
         );
@@ -437,9 +389,8 @@ fn lane_comparisons_of_every_kind() {
                     _ => a != b,
                 };
                 let (pa, pb) = (x[jq] > 0.0, x[jq + 1] > 0.0);
-                let want = c(cmp_i(q, lo + 7))
-                    + 2.0 * c(cmp_i(i64::from(pa), i64::from(pb)))
-                    + 4.0 * c(cmp_i(x[jq] as i64, x[jq + 1] as i64));
+                let want =
+                    c(cmp_i(q, lo + 7)) + 2.0 * c(cmp_i(i64::from(pa), i64::from(pb))) + 4.0 * c(cmp_i(x[jq] as i64, x[jq + 1] as i64));
                 assert_eq!(o[jq], want, "{op:?} at {q} (lo={lo})");
             }
         }

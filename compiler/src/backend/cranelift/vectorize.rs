@@ -247,22 +247,8 @@ fn analyze(f: &Func, var: Var, body: &Block) -> Result<Plan, String> {
             }
         }
     }
-    let mut an = An {
-        f,
-        set,
-        accs,
-        not_acc,
-        env: HashMap::new(),
-        stores: HashMap::new(),
-        loads: Vec::new(),
-    };
-    an.env.insert(
-        var,
-        Info {
-            shape: Shape::Aff,
-            sym: Some(Expr::Var(var)),
-        },
-    );
+    let mut an = An { f, set, accs, not_acc, env: HashMap::new(), stores: HashMap::new(), loads: Vec::new() };
+    an.env.insert(var, Info { shape: Shape::Aff, sym: Some(Expr::Var(var)) });
     let mut temps = Vec::new();
     for s in body {
         match s {
@@ -339,35 +325,19 @@ fn boxed(i: &Info) -> Option<Box<Expr>> {
 
 impl An<'_> {
     fn uni(sym: Option<Expr>) -> Info {
-        Info {
-            shape: Shape::Uni,
-            sym: sym.and_then(small),
-        }
+        Info { shape: Shape::Uni, sym: sym.and_then(small) }
     }
 
     fn vec(t: Ty) -> Result<Info, String> {
-        if is_lane(t) {
-            Ok(Info {
-                shape: Shape::Vec,
-                sym: None,
-            })
-        } else {
-            Err(format!("a varying {t} value"))
-        }
+        if is_lane(t) { Ok(Info { shape: Shape::Vec, sym: None }) } else { Err(format!("a varying {t} value")) }
     }
 
     fn strided() -> Info {
-        Info {
-            shape: Shape::Str,
-            sym: None,
-        }
+        Info { shape: Shape::Str, sym: None }
     }
 
     fn aff(sym: Option<Expr>) -> Info {
-        Info {
-            shape: Shape::Aff,
-            sym: sym.and_then(small),
-        }
+        Info { shape: Shape::Aff, sym: sym.and_then(small) }
     }
 
     /// The shape of `e` (see the module docs) and, for uniform and affine values, its form
@@ -424,14 +394,7 @@ impl An<'_> {
             }
             Expr::Binary { op, a, b, reassoc } => {
                 let (ia, ib) = (self.shape(a)?, self.shape(b)?);
-                let sym = || {
-                    Some(Expr::Binary {
-                        op: *op,
-                        a: boxed(&ia)?,
-                        b: boxed(&ib)?,
-                        reassoc: *reassoc,
-                    })
-                };
+                let sym = || Some(Expr::Binary { op: *op, a: boxed(&ia)?, b: boxed(&ib)?, reassoc: *reassoc });
                 let overflow = matches!(op, BinOp::AddOverflows | BinOp::SubOverflows | BinOp::MulOverflows);
                 match (ia.shape, ib.shape, op) {
                     (Uni, Uni, _) => Self::uni(sym()),
@@ -459,13 +422,7 @@ impl An<'_> {
                     return Err("a select of i64 lane values".into());
                 }
                 if shapes.iter().all(|s| *s == Uni) {
-                    let sym = || {
-                        Some(Expr::Select {
-                            c: boxed(&ic)?,
-                            a: boxed(&ia)?,
-                            b: boxed(&ib)?,
-                        })
-                    };
+                    let sym = || Some(Expr::Select { c: boxed(&ic)?, a: boxed(&ia)?, b: boxed(&ib)? });
                     Self::uni(sym())
                 } else {
                     Self::vec(t)?

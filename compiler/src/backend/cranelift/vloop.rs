@@ -220,17 +220,12 @@ impl<'k> Fx<'_, 'k> {
         plan: &Plan,
         accs: &[Vec<Variable>],
     ) -> Result<VEnv, CraneliftError> {
-        let mut env = VEnv {
-            vals: HashMap::new(),
-            accs: HashMap::new(),
-        };
+        let mut env = VEnv { vals: HashMap::new(), accs: HashMap::new() };
         for k in ks {
             env.vals.clear();
             env.vals.insert(var, VV::Aff(i, k * LANES));
             for (acc, vars) in plan.accs.iter().zip(accs) {
-                let copy = vars
-                    .get((k % plan.unroll) as usize)
-                    .ok_or_else(|| self.internal("an accumulator without its copy"))?;
+                let copy = vars.get((k % plan.unroll) as usize).ok_or_else(|| self.internal("an accumulator without its copy"))?;
                 env.accs.insert(acc.var, *copy);
             }
             for s in body {
@@ -261,11 +256,7 @@ impl<'k> Fx<'_, 'k> {
     /// Lane `k` of vector `v` with lanes of type `t`, as a scalar (`Bool`: `i8` 0/1).
     fn lane(&mut self, v: Value, t: Ty, k: u8) -> Value {
         let x = self.b.ins().extractlane(v, k);
-        if t == Ty::Bool {
-            self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
-        } else {
-            x
-        }
+        if t == Ty::Bool { self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0) } else { x }
     }
 
     /// The identity of reduction `op` on `t` (a scalar; `Bool` as an `i32` mask lane).
@@ -433,11 +424,7 @@ impl<'k> Fx<'_, 'k> {
                     (c, x, y) => {
                         let m = self.as_vector(c, Ty::Bool)?;
                         let (x, y) = (self.as_vector(x, t)?, self.as_vector(y, t)?);
-                        let m = if t == Ty::F32 {
-                            self.b.ins().bitcast(types::F32X4, MemFlagsData::new(), m)
-                        } else {
-                            m
-                        };
+                        let m = if t == Ty::F32 { self.b.ins().bitcast(types::F32X4, MemFlagsData::new(), m) } else { m };
                         VV::Vec(self.b.ins().bitselect(m, x, y))
                     }
                 }
@@ -462,9 +449,7 @@ impl<'k> Fx<'_, 'k> {
             }
             Expr::Bitcast { to, x } => match self.vexpr(env, x)? {
                 VV::Vec(v) if f.ty(x) != *to => VV::Vec(self.b.ins().bitcast(vec_ty(*to), MemFlagsData::new(), v)),
-                VV::Uni(v) if f.ty(x) != *to => {
-                    VV::Uni(self.b.ins().bitcast(super::func::clif_ty(*to), MemFlagsData::new(), v))
-                }
+                VV::Uni(v) if f.ty(x) != *to => VV::Uni(self.b.ins().bitcast(super::func::clif_ty(*to), MemFlagsData::new(), v)),
                 v => v,
             },
         })

@@ -23,12 +23,7 @@ use super::{Export, LlvmError, types};
 use crate::schedule::kir::{BufKind, FailKind, Ty, fail_code};
 
 /// Emits the kernel function, packed entry and typed wrapper of `e` into `module`.
-pub(super) fn emit_export<'ctx>(
-    cx: &'ctx Context,
-    module: &Module<'ctx>,
-    e: &Export<'_>,
-    native_f16: bool,
-) -> Result<(), LlvmError> {
+pub(super) fn emit_export<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, e: &Export<'_>, native_f16: bool) -> Result<(), LlvmError> {
     let mut cg = Cg::new(cx, module, e.func, &e.symbol, native_f16);
     let kernel = cg.kernel_fn()?;
     let packed = cg.packed_entry(kernel)?;
@@ -48,11 +43,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let i64t = self.cx.i64_type();
         let mut v: Vec<BasicMetadataTypeEnum<'ctx>> = (0..self.func.n_args).map(|_| ptr.into()).collect();
         v.extend(self.func.dims.iter().map(|_| BasicMetadataTypeEnum::from(i64t)));
-        v.extend(
-            self.param_tys()
-                .into_iter()
-                .map(|t| BasicMetadataTypeEnum::from(types::value(self.cx, t))),
-        );
+        v.extend(self.param_tys().into_iter().map(|t| BasicMetadataTypeEnum::from(types::value(self.cx, t))));
         v
     }
 
@@ -69,10 +60,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let mut fx = self.begin(k, |ab| {
             let ret = ab.build_alloca(i32t, "ret")?;
             let err = ab.build_alloca(i32t, "err")?;
-            let heap = heap_bufs
-                .iter()
-                .map(|&i| ab.build_alloca(ptr, &f.bufs[i].name))
-                .collect::<Result<Vec<_>, _>>()?;
+            let heap = heap_bufs.iter().map(|&i| ab.build_alloca(ptr, &f.bufs[i].name)).collect::<Result<Vec<_>, _>>()?;
             Ok(FnKind::Kernel { ret, err, heap })
         })?;
         let FnKind::Kernel { ret, heap, .. } = &fx.kind else {
@@ -87,10 +75,7 @@ impl<'ctx> Cg<'ctx, '_> {
         for (i, d) in f.bufs.iter().enumerate() {
             if let BufKind::Arg(a) = d.kind {
                 // validate: a < n_args, and there is one pointer parameter per argument.
-                fx.bufs.insert(
-                    crate::schedule::kir::Buf(i as u32),
-                    BufLoc::Ptr(params[a].into_pointer_value()),
-                );
+                fx.bufs.insert(crate::schedule::kir::Buf(i as u32), BufLoc::Ptr(params[a].into_pointer_value()));
             }
         }
         let vars = f.dims.iter().chain(&f.params);
@@ -112,23 +97,12 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Loads element `j` of type `ty` from the array at `base`.
-    pub(crate) fn load_at(
-        &self,
-        ty: BasicTypeEnum<'ctx>,
-        base: PointerValue<'ctx>,
-        j: usize,
-    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    pub(crate) fn load_at(&self, ty: BasicTypeEnum<'ctx>, base: PointerValue<'ctx>, j: usize) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let at = self.gep(ty, base, self.cx.i64_type().const_int(j as u64, false))?;
         Ok(self.b.build_load(ty, at, "")?)
     }
 
-    fn store_at(
-        &self,
-        ty: BasicTypeEnum<'ctx>,
-        base: PointerValue<'ctx>,
-        j: usize,
-        v: BasicValueEnum<'ctx>,
-    ) -> Result<(), LlvmError> {
+    fn store_at(&self, ty: BasicTypeEnum<'ctx>, base: PointerValue<'ctx>, j: usize, v: BasicValueEnum<'ctx>) -> Result<(), LlvmError> {
         let at = self.gep(ty, base, self.cx.i64_type().const_int(j as u64, false))?;
         self.b.build_store(at, v)?;
         Ok(())
@@ -141,11 +115,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let ty = i32t.fn_type(&[ptr.into(), ptr.into(), ptr.into()], false);
         let e = self.add_function(&format!("{}_packed", self.symbol), ty, Some(Linkage::External));
         let p = e.get_params();
-        let (bufs, dims, params) = (
-            p[0].into_pointer_value(),
-            p[1].into_pointer_value(),
-            p[2].into_pointer_value(),
-        );
+        let (bufs, dims, params) = (p[0].into_pointer_value(), p[1].into_pointer_value(), p[2].into_pointer_value());
         let entry = self.cx.append_basic_block(e, "entry");
         let bad = self.cx.append_basic_block(e, "bad_dims");
         let run = self.cx.append_basic_block(e, "run");
@@ -186,10 +156,7 @@ impl<'ctx> Cg<'ctx, '_> {
             let v: BasicValueEnum<'ctx> = match t {
                 Ty::I64 | Ty::F64 => raw,
                 Ty::I32 => self.b.build_int_truncate(int(raw)?, i32t, "")?.into(),
-                Ty::Bool => self
-                    .b
-                    .build_int_compare(IP::NE, int(raw)?, i64t.const_zero(), "")?
-                    .into(),
+                Ty::Bool => self.b.build_int_compare(IP::NE, int(raw)?, i64t.const_zero(), "")?.into(),
                 Ty::F32 => self.b.build_float_trunc(float(raw)?, self.cx.f32_type(), "")?.into(),
                 // validate: param variables have value types.
                 Ty::F16 | Ty::BF16 => return Err(internal("param of a memory-only type")),
@@ -216,12 +183,8 @@ impl<'ctx> Cg<'ctx, '_> {
         self.b.position_at_end(entry);
         let p = w.get_params();
         let bufs = self.b.build_alloca(ptr.array_type(f.n_args.max(1) as u32), "bufs")?;
-        let dims = self
-            .b
-            .build_alloca(i64t.array_type(f.dims.len().max(1) as u32), "dims")?;
-        let params = self
-            .b
-            .build_alloca(i64t.array_type(ptys.len().max(1) as u32), "params")?;
+        let dims = self.b.build_alloca(i64t.array_type(f.dims.len().max(1) as u32), "dims")?;
+        let params = self.b.build_alloca(i64t.array_type(ptys.len().max(1) as u32), "params")?;
         for (i, &a) in p[..f.n_args].iter().enumerate() {
             self.store_at(ptr.into(), bufs, i, a)?;
         }

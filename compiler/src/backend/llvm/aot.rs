@@ -21,20 +21,12 @@ use inkwell::targets::{FileType, RelocMode};
 use super::{Export, LlvmError, TargetOptions, build_module, target};
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LlvmError + '_ {
-    move |source| LlvmError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LlvmError::Io { path: path.to_path_buf(), source }
 }
 
 /// Writes a shared library with `exports`, the C runtime and `manifest_json` to `out`
 /// atomically (see the module docs).
-pub fn build_shared_library(
-    exports: &[Export<'_>],
-    manifest_json: &str,
-    opts: &TargetOptions,
-    out: &Path,
-) -> Result<(), LlvmError> {
+pub fn build_shared_library(exports: &[Export<'_>], manifest_json: &str, opts: &TargetOptions, out: &Path) -> Result<(), LlvmError> {
     let (target, features) = target::resolve(opts)?;
     let tm = target::machine(&target, &features, opts.opt_level, RelocMode::PIC)?;
     let cx = Context::create();
@@ -59,13 +51,9 @@ pub fn build_shared_library(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new()
-        .prefix(".tfmc-build-")
-        .tempdir_in(&dir)
-        .map_err(io(&dir))?;
+    let tmp = tempfile::Builder::new().prefix(".tfmc-build-").tempdir_in(&dir).map_err(io(&dir))?;
     let obj = tmp.path().join("kernels.o");
-    tm.write_to_file(&module, FileType::Object, &obj)
-        .map_err(|e| LlvmError::Codegen(e.to_string()))?;
+    tm.write_to_file(&module, FileType::Object, &obj).map_err(|e| LlvmError::Codegen(e.to_string()))?;
     let rt = tmp.path().join("tfmc_rt.c");
     std::fs::write(&rt, tfmc_runtime::aot::C_RUNTIME_SOURCE).map_err(io(&rt))?;
     let lib = tmp.path().join("artifact.so");

@@ -39,11 +39,7 @@ pub(crate) enum BufLoc<'ctx> {
 pub(crate) enum FnKind<'ctx> {
     /// The kernel function: `ret` holds the return code; `err` is the error slot shared with
     /// parallel bodies; `heap` the slots of every heap buffer (freed at exit).
-    Kernel {
-        ret: PointerValue<'ctx>,
-        err: PointerValue<'ctx>,
-        heap: Vec<PointerValue<'ctx>>,
-    },
+    Kernel { ret: PointerValue<'ctx>, err: PointerValue<'ctx>, heap: Vec<PointerValue<'ctx>> },
     /// An outlined parallel body: a failure is recorded in `*err` (first one wins).
     Body { err: PointerValue<'ctx> },
     /// An entry of the GPU launch protocol (`backend::nvptx`): `Parallel`, `Alloc` and `Fail`
@@ -107,23 +103,8 @@ pub(crate) fn float(v: BasicValueEnum<'_>) -> Result<FloatValue<'_>, LlvmError> 
 }
 
 impl<'ctx, 'a> Cg<'ctx, 'a> {
-    pub(crate) fn new(
-        cx: &'ctx Context,
-        module: &'a Module<'ctx>,
-        func: &'a Func,
-        symbol: &'a str,
-        native_f16: bool,
-    ) -> Self {
-        Cg {
-            cx,
-            module,
-            b: cx.create_builder(),
-            func,
-            symbol,
-            native_f16,
-            n_par: 0,
-            math: MathLib::Libm,
-        }
+    pub(crate) fn new(cx: &'ctx Context, module: &'a Module<'ctx>, func: &'a Func, symbol: &'a str, native_f16: bool) -> Self {
+        Cg { cx, module, b: cx.create_builder(), func, symbol, native_f16, n_par: 0, math: MathLib::Libm }
     }
 
     pub(crate) fn ptr_type(&self) -> inkwell::types::PointerType<'ctx> {
@@ -131,12 +112,7 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
     }
 
     /// Adds a function with `nounwind` (nothing here unwinds).
-    pub(crate) fn add_function(
-        &self,
-        name: &str,
-        ty: inkwell::types::FunctionType<'ctx>,
-        linkage: Option<Linkage>,
-    ) -> FunctionValue<'ctx> {
+    pub(crate) fn add_function(&self, name: &str, ty: inkwell::types::FunctionType<'ctx>, linkage: Option<Linkage>) -> FunctionValue<'ctx> {
         let f = self.module.add_function(name, ty, linkage);
         let kind = inkwell::attributes::Attribute::get_named_enum_kind_id("nounwind");
         f.add_attribute(AttributeLoc::Function, self.cx.create_enum_attribute(kind, 0));
@@ -174,11 +150,7 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
     }
 
     /// Calls `f` and returns its (non-void) result.
-    pub(crate) fn call(
-        &self,
-        f: FunctionValue<'ctx>,
-        args: &[BasicMetadataValueEnum<'ctx>],
-    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    pub(crate) fn call(&self, f: FunctionValue<'ctx>, args: &[BasicMetadataValueEnum<'ctx>]) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         self.b
             .build_call(f, args, "")
             .map_err(LlvmError::from)?
@@ -203,23 +175,11 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
         allocas.position_before(&br);
         let kind = kind(&allocas)?;
         self.b.position_at_end(start);
-        Ok(FnCx {
-            f,
-            allocas,
-            vars: HashMap::new(),
-            bufs: HashMap::new(),
-            exit,
-            kind,
-        })
+        Ok(FnCx { f, allocas, vars: HashMap::new(), bufs: HashMap::new(), exit, kind })
     }
 
     /// A new alloca of `ty` in the function's `allocas` block.
-    pub(crate) fn alloca(
-        &self,
-        fx: &FnCx<'ctx>,
-        ty: impl BasicType<'ctx>,
-        name: &str,
-    ) -> Result<PointerValue<'ctx>, LlvmError> {
+    pub(crate) fn alloca(&self, fx: &FnCx<'ctx>, ty: impl BasicType<'ctx>, name: &str) -> Result<PointerValue<'ctx>, LlvmError> {
         Ok(fx.allocas.build_alloca(ty, name)?)
     }
 
@@ -247,10 +207,7 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
         }
         let d = self.func.buf(b);
         let BufKind::Stack(n) = d.kind else {
-            return Err(LlvmError::Internal(format!(
-                "buffer '{}' is not available in this function",
-                d.name
-            )));
+            return Err(LlvmError::Internal(format!("buffer '{}' is not available in this function", d.name)));
         };
         let elem = types::memory(self.cx, d.elem, self.native_f16);
         let p = self.alloca(fx, elem.array_type(n), &d.name)?;

@@ -59,20 +59,14 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Loads element `index` of buffer `buf` as a value.
-    pub(crate) fn load_elem(
-        &self,
-        fx: &mut FnCx<'ctx>,
-        buf: Buf,
-        index: IntValue<'ctx>,
-    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    pub(crate) fn load_elem(&self, fx: &mut FnCx<'ctx>, buf: Buf, index: IntValue<'ctx>) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let elem = self.func.buf(buf).elem;
         let base = self.buf_ptr(fx, buf)?;
         let mty = types::memory(self.cx, elem, self.native_f16);
         let p = self.gep(mty, base, index)?;
         let v = self.b.build_load(mty, p, "")?;
         if let Some(i) = v.as_instruction_value() {
-            i.set_alignment(elem.size() as u32)
-                .map_err(|e| LlvmError::Internal(e.to_string()))?;
+            i.set_alignment(elem.size() as u32).map_err(|e| LlvmError::Internal(e.to_string()))?;
         }
         Ok(match elem {
             Ty::Bool => self.truthy(v, Ty::I32)?.into(),
@@ -103,8 +97,7 @@ impl<'ctx> Cg<'ctx, '_> {
             _ => x,
         };
         let st = self.b.build_store(p, v)?;
-        st.set_alignment(elem.size() as u32)
-            .map_err(|e| LlvmError::Internal(e.to_string()))?;
+        st.set_alignment(elem.size() as u32).map_err(|e| LlvmError::Internal(e.to_string()))?;
         Ok(())
     }
 
@@ -149,11 +142,7 @@ impl<'ctx> Cg<'ctx, '_> {
             }
             Expr::Bitcast { to, x } => {
                 let v = self.expr(fx, x)?;
-                if self.func.ty(x) == *to {
-                    v
-                } else {
-                    self.b.build_bit_cast(v, types::value(cx, *to), "")?
-                }
+                if self.func.ty(x) == *to { v } else { self.b.build_bit_cast(v, types::value(cx, *to), "")? }
             }
         })
     }
@@ -174,11 +163,7 @@ impl<'ctx> Cg<'ctx, '_> {
             MathLib::Libm => "",
             MathLib::Libdevice => "__nv_",
         };
-        let full = if f32 {
-            format!("{prefix}{name}f")
-        } else {
-            format!("{prefix}{name}")
-        };
+        let full = if f32 { format!("{prefix}{name}f") } else { format!("{prefix}{name}") };
         let params: Vec<_> = args.iter().map(|a| a.get_type().into()).collect();
         let f = self.extern_fn(&full, Some(ty), &params);
         let args: Vec<_> = args.iter().map(|&a| a.into()).collect();
@@ -187,12 +172,7 @@ impl<'ctx> Cg<'ctx, '_> {
 
     /// A math function LLVM has an intrinsic for: the intrinsic on the host, libdevice's
     /// function (see [`Cg::libm`]) on a device, where NVPTX has no instruction for it.
-    fn transcendental(
-        &self,
-        intrinsic: &str,
-        name: &str,
-        args: &[BasicValueEnum<'ctx>],
-    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    fn transcendental(&self, intrinsic: &str, name: &str, args: &[BasicValueEnum<'ctx>]) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         match self.math {
             MathLib::Libm => self.math(intrinsic, args),
             MathLib::Libdevice => self.libm(name, args),
@@ -235,24 +215,13 @@ impl<'ctx> Cg<'ctx, '_> {
         })
     }
 
-    fn overflow(
-        &self,
-        name: &str,
-        a: BasicValueEnum<'ctx>,
-        b: BasicValueEnum<'ctx>,
-    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    fn overflow(&self, name: &str, a: BasicValueEnum<'ctx>, b: BasicValueEnum<'ctx>) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let f = self.intrinsic(name, &[a.get_type()])?;
         let r = self.call(f, &[a.into(), b.into()])?.into_struct_value();
         Ok(self.b.build_extract_value(r, 1, "")?)
     }
 
-    fn binary(
-        &self,
-        op: BinOp,
-        t: Ty,
-        va: BasicValueEnum<'ctx>,
-        vb: BasicValueEnum<'ctx>,
-    ) -> Result<BasicValueEnum<'ctx>, LlvmError> {
+    fn binary(&self, op: BinOp, t: Ty, va: BasicValueEnum<'ctx>, vb: BasicValueEnum<'ctx>) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         use BinOp::*;
         let b = &self.b;
         if t.is_float() {
@@ -293,14 +262,8 @@ impl<'ctx> Cg<'ctx, '_> {
             Mul => b.build_int_mul(x, y, "")?.into(),
             Div => b.build_int_signed_div(x, y, "")?.into(),
             Rem => b.build_int_signed_rem(x, y, "")?.into(),
-            Min => self.call(
-                self.intrinsic(name("llvm.smin", "llvm.umin"), &[va.get_type()])?,
-                &[va.into(), vb.into()],
-            )?,
-            Max => self.call(
-                self.intrinsic(name("llvm.smax", "llvm.umax"), &[va.get_type()])?,
-                &[va.into(), vb.into()],
-            )?,
+            Min => self.call(self.intrinsic(name("llvm.smin", "llvm.umin"), &[va.get_type()])?, &[va.into(), vb.into()])?,
+            Max => self.call(self.intrinsic(name("llvm.smax", "llvm.umax"), &[va.get_type()])?, &[va.into(), vb.into()])?,
             Lt => cmp(pick(IP::SLT, IP::ULT))?,
             Le => cmp(pick(IP::SLE, IP::ULE))?,
             Gt => cmp(pick(IP::SGT, IP::UGT))?,
@@ -341,9 +304,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 let f = self.intrinsic("llvm.fptosi.sat", &[dst, v.get_type()])?;
                 self.call(f, &[v.into()])?
             }
-            (false, true) if from == Ty::Bool => b
-                .build_unsigned_int_to_float(int(v)?, dst.into_float_type(), "")?
-                .into(),
+            (false, true) if from == Ty::Bool => b.build_unsigned_int_to_float(int(v)?, dst.into_float_type(), "")?.into(),
             (false, true) => b.build_signed_int_to_float(int(v)?, dst.into_float_type(), "")?.into(),
             (false, false) if from == Ty::Bool => b.build_int_z_extend(int(v)?, dst.into_int_type(), "")?.into(),
             (false, false) => {

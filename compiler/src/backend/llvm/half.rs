@@ -61,11 +61,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let infnan = b.build_int_add(normal, self.k32(112 << 23), "")?;
         // Subnormal: (mantissa as a normal with exponent 2^-14) - 2^-14, exact.
         let sub = b.build_int_add(normal, self.k32(1 << 23), "")?;
-        let sub = b.build_float_sub(
-            self.bits_to_f32(sub)?,
-            self.cx.f32_type().const_float(2f64.powi(-14)),
-            "",
-        )?;
+        let sub = b.build_float_sub(self.bits_to_f32(sub)?, self.cx.f32_type().const_float(2f64.powi(-14)), "")?;
         let sub = self.f32_to_bits(sub)?;
         let is_infnan = b.build_int_compare(P::EQ, exp, self.k32(0x0f80_0000), "")?;
         let is_sub = b.build_int_compare(P::EQ, exp, self.k32(0), "")?;

@@ -47,11 +47,7 @@ impl Jit<'_> {
 
 /// Compiles `exports` in memory (O3 unless `opts` say otherwise) and runs `f` with the
 /// compiled entries; the JIT lives until `f` returns.
-pub fn with_jit<R>(
-    exports: &[Export<'_>],
-    opts: &TargetOptions,
-    f: impl FnOnce(&Jit<'_>) -> R,
-) -> Result<R, LlvmError> {
+pub fn with_jit<R>(exports: &[Export<'_>], opts: &TargetOptions, f: impl FnOnce(&Jit<'_>) -> R) -> Result<R, LlvmError> {
     let (target, features) = target::resolve(opts)?;
     let tm = target::machine(&target, &features, opts.opt_level, RelocMode::Default)?;
     let cx = Context::create();
@@ -60,10 +56,7 @@ pub fn with_jit<R>(
     let mut packed = HashMap::new();
     let mut typed = HashMap::new();
     for e in exports {
-        let lookup = |name: &str| {
-            ee.get_function_address(name)
-                .map_err(|err| LlvmError::Jit(format!("no entry '{name}': {err}")))
-        };
+        let lookup = |name: &str| ee.get_function_address(name).map_err(|err| LlvmError::Jit(format!("no entry '{name}': {err}")));
         let p = lookup(&format!("{}_packed", e.symbol))?;
         // SAFETY: `{symbol}_packed` is generated with exactly PackedFn's signature (abi.rs).
         packed.insert(e.symbol.clone(), unsafe { std::mem::transmute::<usize, PackedFn>(p) });
@@ -78,15 +71,9 @@ pub fn with_jit<R>(
 
 /// An MCJIT engine for `module` (optimized already) with every host symbol mapped
 /// (`tfmc_parallel_for` and the math functions).
-pub(crate) fn engine<'ctx>(
-    cx: &'ctx Context,
-    module: &Module<'ctx>,
-    opt_level: u8,
-) -> Result<ExecutionEngine<'ctx>, LlvmError> {
+pub(crate) fn engine<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, opt_level: u8) -> Result<ExecutionEngine<'ctx>, LlvmError> {
     let decls = declare_symbols(cx, module);
-    let ee = module
-        .create_jit_execution_engine(target::level(opt_level))
-        .map_err(|e| LlvmError::Jit(e.to_string()))?;
+    let ee = module.create_jit_execution_engine(target::level(opt_level)).map_err(|e| LlvmError::Jit(e.to_string()))?;
     for (func, addr) in decls {
         ee.add_global_mapping(&func, addr);
     }
@@ -94,25 +81,16 @@ pub(crate) fn engine<'ctx>(
 }
 
 /// Declares (if absent) every symbol the JIT maps, returning the declarations and addresses.
-fn declare_symbols<'ctx>(
-    cx: &'ctx Context,
-    module: &Module<'ctx>,
-) -> Vec<(inkwell::values::FunctionValue<'ctx>, usize)> {
+fn declare_symbols<'ctx>(cx: &'ctx Context, module: &Module<'ctx>) -> Vec<(inkwell::values::FunctionValue<'ctx>, usize)> {
     let (f32t, f64t) = (cx.f32_type(), cx.f64_type());
     let ptr = cx.ptr_type(AddressSpace::default());
     let mut out = Vec::new();
     let mut add = |name: &str, ty: inkwell::types::FunctionType<'ctx>, addr: usize| {
-        let f = module
-            .get_function(name)
-            .unwrap_or_else(|| module.add_function(name, ty, Some(Linkage::External)));
+        let f = module.get_function(name).unwrap_or_else(|| module.add_function(name, ty, Some(Linkage::External)));
         out.push((f, addr));
     };
     let pp: [BasicMetadataTypeEnum<'ctx>; 3] = [ptr.into(), ptr.into(), cx.i64_type().into()];
-    add(
-        "tfmc_parallel_for",
-        cx.void_type().fn_type(&pp, false),
-        crate::backend::host::parallel_for(),
-    );
+    add("tfmc_parallel_for", cx.void_type().fn_type(&pp, false), crate::backend::host::parallel_for());
     for (name, sig, addr) in math_symbols() {
         let ty = match sig {
             Sig::F32 => f32t.fn_type(&[f32t.into()], false),

@@ -144,9 +144,7 @@ pub fn emit_asm(exports: &[Export<'_>], opts: &TargetOptions) -> Result<String, 
     let tm = target::machine(&target, &features, opts.opt_level, RelocMode::Default)?;
     let cx = Context::create();
     let module = build_module(&cx, exports, &target, &features, &tm, opts.opt_level)?;
-    let buf = tm
-        .write_to_memory_buffer(&module, FileType::Assembly)
-        .map_err(|e| LlvmError::Codegen(e.to_string()))?;
+    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| LlvmError::Codegen(e.to_string()))?;
     Ok(String::from_utf8_lossy(buf.as_slice()).into_owned())
 }
 
@@ -174,10 +172,7 @@ fn build_module<'ctx>(
 pub(crate) fn check_exports(exports: &[Export<'_>]) -> Result<(), LlvmError> {
     super::check_symbols(exports).map_err(|(symbol, reason)| LlvmError::Symbol { symbol, reason })?;
     for e in exports {
-        crate::schedule::validate::check(e.func).map_err(|message| LlvmError::InvalidKir {
-            kernel: e.func.name.clone(),
-            message,
-        })?;
+        crate::schedule::validate::check(e.func).map_err(|message| LlvmError::InvalidKir { kernel: e.func.name.clone(), message })?;
     }
     Ok(())
 }
@@ -218,8 +213,6 @@ pub(crate) fn finish_module<'ctx>(
         f = func.get_next_function();
     }
     module.verify().map_err(|e| LlvmError::Verify(e.to_string()))?;
-    module
-        .run_passes(&format!("default<O{opt_level}>"), tm, PassBuilderOptions::create())
-        .map_err(|e| LlvmError::Passes(e.to_string()))?;
+    module.run_passes(&format!("default<O{opt_level}>"), tm, PassBuilderOptions::create()).map_err(|e| LlvmError::Passes(e.to_string()))?;
     Ok(())
 }

@@ -90,10 +90,7 @@ impl<'ctx> Cg<'ctx, '_> {
         }
         for (j, v) in values.into_iter().enumerate() {
             let slot = self.gep(i64t.into(), ctx, i64t.const_int(j as u64, false))?;
-            self.b
-                .build_store(slot, v)?
-                .set_alignment(8)
-                .map_err(|e| internal(&e.to_string()))?;
+            self.b.build_store(slot, v)?.set_alignment(8).map_err(|e| internal(&e.to_string()))?;
         }
         let i32t = self.cx.i32_type();
         self.b.build_store(err, i32t.const_zero())?;
@@ -126,10 +123,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let ptr = self.ptr_type();
         let i64t = self.cx.i64_type();
         let mut params: Vec<BasicMetadataTypeEnum<'ctx>> = keys.iter().map(|_| ptr.into()).collect();
-        params.extend(
-            vars.iter()
-                .map(|&v| BasicMetadataTypeEnum::from(types::value(self.cx, self.func.var(v).ty))),
-        );
+        params.extend(vars.iter().map(|&v| BasicMetadataTypeEnum::from(types::value(self.cx, self.func.var(v).ty))));
         params.extend::<[BasicMetadataTypeEnum<'ctx>; 3]>([ptr.into(), i64t.into(), i64t.into()]);
         let ty = self.cx.void_type().fn_type(&params, false);
         let f = self.add_function(&format!("{}.par{k}.body", self.symbol), ty, Some(Linkage::Internal));
@@ -141,10 +135,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let (err, lo, hi) = (p[base].into_pointer_value(), int(p[base + 1])?, int(p[base + 2])?);
 
         // Save the kernel's insertion point: the body is built with the same builder.
-        let saved = self
-            .b
-            .get_insert_block()
-            .ok_or_else(|| internal("builder not positioned"))?;
+        let saved = self.b.get_insert_block().ok_or_else(|| internal("builder not positioned"))?;
         let mut bx = self.begin(f, |_| Ok(FnKind::Body { err }))?;
         for (j, key) in keys.iter().enumerate() {
             let ptr = p[j].into_pointer_value();
@@ -158,8 +149,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let i32t = self.cx.i32_type();
         let e = self.b.build_load(i32t, err, "err")?;
         if let Some(i) = e.as_instruction_value() {
-            i.set_atomic_ordering(AtomicOrdering::Monotonic)
-                .map_err(|e| internal(&e.to_string()))?;
+            i.set_atomic_ordering(AtomicOrdering::Monotonic).map_err(|e| internal(&e.to_string()))?;
             i.set_alignment(4).map_err(|e| internal(&e.to_string()))?;
         }
         let failed = self.b.build_int_compare(IP::NE, int(e)?, i32t.const_zero(), "")?;
@@ -190,15 +180,9 @@ impl<'ctx> Cg<'ctx, '_> {
     ) -> Result<inkwell::values::FunctionValue<'ctx>, LlvmError> {
         let ptr = self.ptr_type();
         let i64t = self.cx.i64_type();
-        let ty = self
-            .cx
-            .void_type()
-            .fn_type(&[ptr.into(), i64t.into(), i64t.into()], false);
+        let ty = self.cx.void_type().fn_type(&[ptr.into(), i64t.into(), i64t.into()], false);
         let f = self.add_function(&format!("{}.par{k}", self.symbol), ty, Some(Linkage::Internal));
-        let saved = self
-            .b
-            .get_insert_block()
-            .ok_or_else(|| internal("builder not positioned"))?;
+        let saved = self.b.get_insert_block().ok_or_else(|| internal("builder not positioned"))?;
         let bb = self.cx.append_basic_block(f, "entry");
         self.b.position_at_end(bb);
         let p = f.get_params();

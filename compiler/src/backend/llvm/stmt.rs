@@ -45,9 +45,7 @@ impl<'ctx> Cg<'ctx, '_> {
                     cg.block(fx, body)
                 })
             }
-            Stmt::Parallel { var, n, body } if matches!(fx.kind, FnKind::Device(_)) => {
-                self.device_parallel(fx, *var, n, body)
-            }
+            Stmt::Parallel { var, n, body } if matches!(fx.kind, FnKind::Device(_)) => self.device_parallel(fx, *var, n, body),
             Stmt::Parallel { var, n, body } => self.parallel(fx, *var, n, body),
             Stmt::If { cond, then, els } => {
                 let c = int(self.expr(fx, cond)?)?;
@@ -114,13 +112,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 self.b.build_store(*ret, k)?;
             }
             FnKind::Body { err } => {
-                self.b.build_cmpxchg(
-                    *err,
-                    i32t.const_zero(),
-                    k,
-                    AtomicOrdering::Monotonic,
-                    AtomicOrdering::Monotonic,
-                )?;
+                self.b.build_cmpxchg(*err, i32t.const_zero(), k, AtomicOrdering::Monotonic, AtomicOrdering::Monotonic)?;
             }
             FnKind::Device(d) => self.device_record_failure(d, code)?,
         }
@@ -130,12 +122,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Branches to a failure with `code` when `bad`, else continues.
-    pub(crate) fn fail_if(
-        &mut self,
-        fx: &mut FnCx<'ctx>,
-        bad: inkwell::values::IntValue<'ctx>,
-        code: u32,
-    ) -> Result<(), LlvmError> {
+    pub(crate) fn fail_if(&mut self, fx: &mut FnCx<'ctx>, bad: inkwell::values::IntValue<'ctx>, code: u32) -> Result<(), LlvmError> {
         let fail = self.cx.append_basic_block(fx.f, "fail");
         let ok = self.cx.append_basic_block(fx.f, "ok");
         self.b.build_conditional_branch(bad, fail, ok)?;

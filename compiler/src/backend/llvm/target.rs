@@ -29,11 +29,7 @@ pub struct TargetOptions {
 
 impl Default for TargetOptions {
     fn default() -> Self {
-        TargetOptions {
-            cpu: None,
-            features: None,
-            opt_level: 3,
-        }
+        TargetOptions { cpu: None, features: None, opt_level: 3 }
     }
 }
 
@@ -61,17 +57,11 @@ pub(crate) fn init() -> Result<(), LlvmError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| Target::initialize_native(&InitializationConfig::default()))
         .clone()
-        .map_err(|message| LlvmError::Target {
-            triple: host_triple(),
-            message,
-        })
+        .map_err(|message| LlvmError::Target { triple: host_triple(), message })
 }
 
 fn host_triple() -> String {
-    TargetMachine::get_default_triple()
-        .as_str()
-        .to_string_lossy()
-        .into_owned()
+    TargetMachine::get_default_triple().as_str().to_string_lossy().into_owned()
 }
 
 fn is_x86(triple: &str) -> bool {
@@ -118,11 +108,7 @@ pub(crate) fn resolve(opts: &TargetOptions) -> Result<(ResolvedTarget, String), 
             None => state.push((name.to_string(), on)),
         }
     }
-    let string = state
-        .iter()
-        .map(|(n, on)| format!("{}{n}", if *on { '+' } else { '-' }))
-        .collect::<Vec<_>>()
-        .join(",");
+    let string = state.iter().map(|(n, on)| format!("{}{n}", if *on { '+' } else { '-' })).collect::<Vec<_>>().join(",");
     let mut features: Vec<String> = state.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect();
     features.sort();
     Ok((ResolvedTarget { triple, cpu, features }, string))
@@ -139,26 +125,11 @@ pub(crate) fn level(opt_level: u8) -> OptimizationLevel {
 }
 
 /// A target machine for `target` with the normalized `features` string.
-pub(crate) fn machine(
-    target: &ResolvedTarget,
-    features: &str,
-    opt_level: u8,
-    reloc: RelocMode,
-) -> Result<TargetMachine, LlvmError> {
+pub(crate) fn machine(target: &ResolvedTarget, features: &str, opt_level: u8, reloc: RelocMode) -> Result<TargetMachine, LlvmError> {
     init()?;
-    let err = |message: String| LlvmError::Target {
-        triple: target.triple.clone(),
-        message,
-    };
+    let err = |message: String| LlvmError::Target { triple: target.triple.clone(), message };
     let triple = inkwell::targets::TargetTriple::create(&target.triple);
     let t = Target::from_triple(&triple).map_err(|e| err(e.to_string()))?;
-    t.create_target_machine(
-        &triple,
-        &target.cpu,
-        features,
-        level(opt_level),
-        reloc,
-        CodeModel::Default,
-    )
-    .ok_or_else(|| err("LLVM could not create a target machine".to_string()))
+    t.create_target_machine(&triple, &target.cpu, features, level(opt_level), reloc, CodeModel::Default)
+        .ok_or_else(|| err("LLVM could not create a target machine".to_string()))
 }

@@ -3,7 +3,6 @@
 //! Re-exports the shared KIR-building helpers (`backend::test_kir`) for the other test modules
 //! (`tests_ops`, `tests_aot`), beside this backend's `jit`/`jit_with`.
 
-
 use super::*;
 use crate::schedule::kir::*;
 
@@ -26,60 +25,36 @@ fn vector_add_every_element_type() {
     let mut a: Vec<f32> = (0..n).map(|x| x as f32 * 0.5).collect();
     let mut b: Vec<f32> = (0..n).map(|x| 1.0 - x as f32).collect();
     let mut o = vec![0f32; n];
-    jit(&elementwise(Ty::F32, BinOp::Add), |f| {
-        assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
-    });
+    jit(&elementwise(Ty::F32, BinOp::Add), |f| assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0));
     assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == a + b));
     // i32 (wrapping)
     let mut a: Vec<i32> = (0..n as i32).map(|x| (x * 1000).wrapping_add(i32::MAX - 5)).collect();
     let mut b: Vec<i32> = (0..n as i32).collect();
     let mut o = vec![0i32; n];
-    jit(&elementwise(Ty::I32, BinOp::Add), |f| {
-        assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
-    });
-    assert!(
-        o.iter()
-            .zip(a.iter().zip(&b))
-            .all(|(o, (a, b))| *o == a.wrapping_add(*b))
-    );
+    jit(&elementwise(Ty::I32, BinOp::Add), |f| assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0));
+    assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == a.wrapping_add(*b)));
     // bool (or), one byte each
     let mut a: Vec<u8> = (0..n).map(|x| (x % 2) as u8).collect();
     let mut b: Vec<u8> = (0..n).map(|x| (x % 3 == 0) as u8).collect();
     let mut o = vec![7u8; n];
-    jit(&elementwise(Ty::Bool, BinOp::Or), |f| {
-        assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
-    });
+    jit(&elementwise(Ty::Bool, BinOp::Or), |f| assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0));
     assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == (a | b)));
     // f16 and bf16, native and integer conversions
-    for opts in [
-        TargetOptions::default(),
-        TargetOptions {
-            cpu: Some("x86-64".into()),
-            ..Default::default()
-        },
-    ] {
+    for opts in [TargetOptions::default(), TargetOptions { cpu: Some("x86-64".into()), ..Default::default() }] {
         let mut a: Vec<::half::f16> = (0..n).map(|x| ::half::f16::from_f32(x as f32 * 0.37 - 3.0)).collect();
         let mut b: Vec<::half::f16> = (0..n).map(|x| ::half::f16::from_f32(x as f32 * 1e-3)).collect();
         let mut o = vec![::half::f16::ZERO; n];
         jit_with(&elementwise(Ty::F16, BinOp::Add), &opts, |f| {
             assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
         });
-        assert!(
-            o.iter()
-                .zip(a.iter().zip(&b))
-                .all(|(o, (a, b))| *o == ::half::f16::from_f32(a.to_f32() + b.to_f32()))
-        );
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == ::half::f16::from_f32(a.to_f32() + b.to_f32())));
         let mut a: Vec<::half::bf16> = (0..n).map(|x| ::half::bf16::from_f32(x as f32 * 0.37 - 3.0)).collect();
         let mut b: Vec<::half::bf16> = (0..n).map(|x| ::half::bf16::from_f32(x as f32 * 1e-3)).collect();
         let mut o = vec![::half::bf16::ZERO; n];
         jit_with(&elementwise(Ty::BF16, BinOp::Mul), &opts, |f| {
             assert_eq!(call(f, &[p(&mut a), p(&mut b), p(&mut o)], &[n as i64], &[]), 0)
         });
-        assert!(
-            o.iter()
-                .zip(a.iter().zip(&b))
-                .all(|(o, (a, b))| *o == ::half::bf16::from_f32(a.to_f32() * b.to_f32()))
-        );
+        assert!(o.iter().zip(a.iter().zip(&b)).all(|(o, (a, b))| *o == ::half::bf16::from_f32(a.to_f32() * b.to_f32())));
     }
 }
 
@@ -89,30 +64,16 @@ fn reassoc_sum() {
     let (x, o) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32));
     let n = k.dim("n");
     let (iv, acc) = (k.var("i", Ty::I64), k.var("acc", Ty::F32));
-    let add = Expr::Binary {
-        op: BinOp::Add,
-        a: Box::new(v(acc)),
-        b: Box::new(ld(x, v(iv))),
-        reassoc: true,
-    };
-    let f = k.body(vec![
-        set(acc, Expr::Const(Const::F32(0.0))),
-        for_(iv, i(0), v(n), vec![set(acc, add)]),
-        st(o, i(0), v(acc)),
-    ]);
+    let add = Expr::Binary { op: BinOp::Add, a: Box::new(v(acc)), b: Box::new(ld(x, v(iv))), reassoc: true };
+    let f = k.body(vec![set(acc, Expr::Const(Const::F32(0.0))), for_(iv, i(0), v(n), vec![set(acc, add)]), st(o, i(0), v(acc))]);
     let len = 10_007;
     let mut xs: Vec<f32> = (0..len).map(|j| ((j * 7919) % 1000) as f32 * 1e-3).collect();
     let want: f64 = xs.iter().map(|&x| f64::from(x)).sum();
     let mut o = [0f32];
-    jit(&f, |e| {
-        assert_eq!(call(e, &[p(&mut xs), p(&mut o)], &[len as i64], &[]), 0)
-    });
+    jit(&f, |e| assert_eq!(call(e, &[p(&mut xs), p(&mut o)], &[len as i64], &[]), 0));
     assert!((f64::from(o[0]) - want).abs() < 1e-3 * want, "{} vs {want}", o[0]);
     let ir = emit_llvm(&[Export::new(&f, "sum")], &TargetOptions::default()).unwrap();
-    assert!(
-        ir.contains("fadd reassoc contract <"),
-        "the reduction should vectorize:\n{ir}"
-    );
+    assert!(ir.contains("fadd reassoc contract <"), "the reduction should vectorize:\n{ir}");
 }
 
 /// `o[i] = 2 * i + c` for `i < n` in parallel.
@@ -122,11 +83,7 @@ fn parallel_fill() -> Func {
     let n = k.dim("n");
     let c = k.param("c", Ty::I64);
     let iv = k.var("i", Ty::I64);
-    k.body(vec![par(
-        iv,
-        v(n),
-        vec![st(o, v(iv), bin(BinOp::Add, bin(BinOp::Mul, i(2), v(iv)), v(c)))],
-    )])
+    k.body(vec![par(iv, v(n), vec![st(o, v(iv), bin(BinOp::Add, bin(BinOp::Mul, i(2), v(iv)), v(c)))])])
 }
 
 #[test]
@@ -155,12 +112,7 @@ fn nested_for_in_parallel_with_stack_buffer() {
         r,
         v(rows),
         vec![
-            for_(
-                j,
-                i(0),
-                v(m),
-                vec![st(s, v(j), bin(BinOp::Mul, ld(x, at), Expr::Const(Const::F64(2.0))))],
-            ),
+            for_(j, i(0), v(m), vec![st(s, v(j), bin(BinOp::Mul, ld(x, at), Expr::Const(Const::F64(2.0))))]),
             set(acc, Expr::Const(Const::F64(0.0))),
             for_(j, i(0), v(m), vec![set(acc, bin(BinOp::Add, v(acc), ld(s, v(j))))]),
             st(o, v(r), v(acc)),
@@ -169,9 +121,7 @@ fn nested_for_in_parallel_with_stack_buffer() {
     let (nr, nm) = (300usize, 13usize);
     let mut xs: Vec<f64> = (0..nr * nm).map(|q| q as f64).collect();
     let mut out = vec![0f64; nr];
-    jit(&f, |e| {
-        assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[nr as i64, nm as i64], &[]), 0)
-    });
+    jit(&f, |e| assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[nr as i64, nm as i64], &[]), 0));
     for (row, got) in out.iter().enumerate() {
         let want: f64 = (0..nm).map(|q| 2.0 * (row * nm + q) as f64).sum();
         assert_eq!(*got, want);
@@ -216,11 +166,8 @@ fn heap_alloc_failures() {
     let len = k.param("len", Ty::I64);
     let h = k.heap("h", Ty::F64);
     let h2 = k.heap("h2", Ty::I32);
-    let f = k.body(vec![
-        Stmt::Alloc { buf: h2, len: i(10) },
-        Stmt::Alloc { buf: h, len: v(len) },
-        st(h, i(0), Expr::Const(Const::F64(1.0))),
-    ]);
+    let f =
+        k.body(vec![Stmt::Alloc { buf: h2, len: i(10) }, Stmt::Alloc { buf: h, len: v(len) }, st(h, i(0), Expr::Const(Const::F64(1.0)))]);
     let oom = fail_code(FailKind::OutOfMemory, 0) as i32;
     jit(&f, |e| {
         assert_eq!(call(e, &[], &[], &[5]), 0);
@@ -242,20 +189,12 @@ fn fail_at_kernel_level_and_in_parallel() {
     let f = k.body(vec![
         Stmt::Alloc { buf: h, len: i(4) },
         st(o, i(0), Expr::Const(Const::I32(11))),
-        Stmt::If {
-            cond: bin(BinOp::Lt, v(bad), i(0)),
-            then: vec![Stmt::Fail { code }],
-            els: vec![],
-        },
+        Stmt::If { cond: bin(BinOp::Lt, v(bad), i(0)), then: vec![Stmt::Fail { code }], els: vec![] },
         par(
             iv,
             v(n),
             vec![
-                Stmt::If {
-                    cond: bin(BinOp::Eq, v(iv), v(bad)),
-                    then: vec![Stmt::Fail { code: code + 256 }],
-                    els: vec![],
-                },
+                Stmt::If { cond: bin(BinOp::Eq, v(iv), v(bad)), then: vec![Stmt::Fail { code: code + 256 }], els: vec![] },
                 st(o, bin(BinOp::Add, v(iv), i(1)), Expr::Const(Const::I32(1))),
             ],
         ),
@@ -278,10 +217,7 @@ fn negative_dim_is_bad_dims() {
     let f = parallel_fill();
     jit(&f, |e| {
         let mut o = vec![0i64; 4];
-        assert_eq!(
-            call(e, &[p(&mut o)], &[-3], &[0]),
-            fail_code(FailKind::BadDims, 0) as i32
-        );
+        assert_eq!(call(e, &[p(&mut o)], &[-3], &[0]), fail_code(FailKind::BadDims, 0) as i32);
         assert_eq!(o, [0; 4]);
     });
 }
@@ -305,13 +241,7 @@ fn params_of_every_type() {
         st(o, i(5), cast(Ty::F64, v(n))),
     ]);
     let want = [-(1i64 << 40) as f64, -7.0, 1.0, 1.5, -2.25, 9.0];
-    let slots = [
-        (-(1i64 << 40)) as u64,
-        (-7i64) as u64,
-        3,
-        1.5f64.to_bits(),
-        (-2.25f64).to_bits(),
-    ];
+    let slots = [(-(1i64 << 40)) as u64, (-7i64) as u64, 3, 1.5f64.to_bits(), (-2.25f64).to_bits()];
     with_jit(&[Export::new(&f, "params")], &TargetOptions::default(), |j| {
         let mut out = [0f64; 6];
         assert_eq!(call(j.entry("params").unwrap(), &[p(&mut out)], &[9], &slots), 0);
@@ -321,10 +251,7 @@ fn params_of_every_type() {
         let typed: Typed = unsafe { std::mem::transmute(j.typed_entry("params").unwrap()) };
         let mut out = [0f64; 6];
         // SAFETY: `out` has the 6 elements the kernel writes.
-        assert_eq!(
-            unsafe { typed(out.as_mut_ptr(), 9, -(1i64 << 40), -7, true, 1.5, -2.25) },
-            0
-        );
+        assert_eq!(unsafe { typed(out.as_mut_ptr(), 9, -(1i64 << 40), -7, true, 1.5, -2.25) }, 0);
         assert_eq!(out, want);
         // SAFETY: as above; a negative dim is refused before anything is stored.
         assert_eq!(unsafe { typed(out.as_mut_ptr(), -1, 0, 0, false, 0.0, 0.0) }, 6);

@@ -16,11 +16,7 @@ fn scale() -> kir::Func {
     let j = k.var("j", Ty::I64);
     k.body(vec![
         Stmt::Alloc { buf: h, len: v(n) },
-        par(
-            j,
-            v(n),
-            vec![st(h, v(j), un(UnOp::Tanh, bin(BinOp::Mul, ld(x, v(j)), v(s))))],
-        ),
+        par(j, v(n), vec![st(h, v(j), un(UnOp::Tanh, bin(BinOp::Mul, ld(x, v(j)), v(s))))]),
         for_(j, i(0), v(n), vec![st(o, v(j), ld(h, v(j)))]),
     ])
 }
@@ -35,14 +31,8 @@ fn shared_library_builds_loads_and_runs() {
     build_shared_library(&exports, json, &TargetOptions::default(), &out).unwrap();
     let bytes = std::fs::read(&out).unwrap();
     let payload = tfmc_runtime::aot::unseal(&bytes).expect("sealed");
-    assert!(
-        payload.windows(json.len()).any(|w| w == json.as_bytes()),
-        "manifest embedded"
-    );
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    assert!(payload.windows(json.len()).any(|w| w == json.as_bytes()), "manifest embedded");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["scale.so"], "no temporary files left");
 
     // SAFETY: a library we just built; its initializers are the C runtime's (none run code).
@@ -52,17 +42,11 @@ fn shared_library_builds_loads_and_runs() {
     let n = 5000;
     let mut x: Vec<f32> = (0..n).map(|q| q as f32 * 1e-3 - 2.0).collect();
     let mut o = vec![0f32; n];
-    assert_eq!(
-        call(*entry, &[p(&mut x), p(&mut o)], &[n as i64], &[0.5f64.to_bits()]),
-        0
-    );
+    assert_eq!(call(*entry, &[p(&mut x), p(&mut o)], &[n as i64], &[0.5f64.to_bits()]), 0);
     for (a, b) in x.iter().zip(&o) {
         assert!((b - (a * 0.5).tanh()).abs() <= 2.0 * f32::EPSILON, "{a}: {b}");
     }
-    assert_eq!(
-        call(*entry, &[p(&mut x), p(&mut o)], &[-1], &[0]),
-        fail_code(FailKind::BadDims, 0) as i32
-    );
+    assert_eq!(call(*entry, &[p(&mut x), p(&mut o)], &[-1], &[0]), fail_code(FailKind::BadDims, 0) as i32);
     // SAFETY: the manifest globals' types.
     let len: libloading::Symbol<'_, *const u64> = unsafe { lib.get(b"tfmc_manifest_len") }.unwrap();
     // SAFETY: tfmc_manifest_len is an initialized constant u64.
@@ -77,20 +61,14 @@ fn shared_library_builds_loads_and_runs() {
 
     // A failed build leaves nothing at `out`, not even a previous artifact's temporaries.
     let bad = dir.path().join("bad.so");
-    let opts = TargetOptions {
-        cpu: Some("no-such-cpu".into()),
-        ..Default::default()
-    };
+    let opts = TargetOptions { cpu: Some("no-such-cpu".into()), ..Default::default() };
     let err = build_shared_library(&exports, json, &opts, &bad).unwrap_err();
     assert_eq!(err.to_string(), "unknown target cpu 'no-such-cpu'");
     assert!(!bad.exists());
     let clash = [Export::new(&f, "a"), Export::new(&f, "a")];
     assert!(build_shared_library(&clash, json, &TargetOptions::default(), &bad).is_err());
     assert!(!bad.exists());
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["scale.so"]);
 }
 
@@ -108,38 +86,13 @@ fn target_options_resolve_and_reject() {
         opt_level: 2,
     })
     .unwrap();
-    assert_eq!(
-        (t.cpu.as_str(), t.features.clone()),
-        ("x86-64-v3", vec!["avx2".to_string(), "avx512f".into(), "fma".into()])
-    );
-    let named = resolve_target(&TargetOptions {
-        cpu: Some("znver4".into()),
-        ..Default::default()
-    })
-    .unwrap();
+    assert_eq!((t.cpu.as_str(), t.features.clone()), ("x86-64-v3", vec!["avx2".to_string(), "avx512f".into(), "fma".into()]));
+    let named = resolve_target(&TargetOptions { cpu: Some("znver4".into()), ..Default::default() }).unwrap();
     assert!(named.features.is_empty());
     let err = |o: TargetOptions| resolve_target(&o).unwrap_err().to_string();
-    assert_eq!(
-        err(TargetOptions {
-            cpu: Some("foo".into()),
-            ..Default::default()
-        }),
-        "unknown target cpu 'foo'"
-    );
-    assert_eq!(
-        err(TargetOptions {
-            features: Some("+avx2,+bogus".into()),
-            ..Default::default()
-        }),
-        "unknown target feature 'bogus'"
-    );
-    assert_eq!(
-        err(TargetOptions {
-            opt_level: 4,
-            ..Default::default()
-        }),
-        "optimization level 4 is out of range (0..=3)"
-    );
+    assert_eq!(err(TargetOptions { cpu: Some("foo".into()), ..Default::default() }), "unknown target cpu 'foo'");
+    assert_eq!(err(TargetOptions { features: Some("+avx2,+bogus".into()), ..Default::default() }), "unknown target feature 'bogus'");
+    assert_eq!(err(TargetOptions { opt_level: 4, ..Default::default() }), "optimization level 4 is out of range (0..=3)");
 }
 
 #[test]
@@ -149,14 +102,9 @@ fn every_opt_level_compiles_and_runs() {
         let mut a = [1.0f64, 2.0, 3.0];
         let mut b = [0.5f64, 0.25, 4.0];
         let mut o = [0f64; 3];
-        jit_with(
-            &f,
-            &TargetOptions {
-                opt_level,
-                ..Default::default()
-            },
-            |e| assert_eq!(call(e, &[p(&mut a), p(&mut b), p(&mut o)], &[3], &[]), 0),
-        );
+        jit_with(&f, &TargetOptions { opt_level, ..Default::default() }, |e| {
+            assert_eq!(call(e, &[p(&mut a), p(&mut b), p(&mut o)], &[3], &[]), 0)
+        });
         assert_eq!(o, [0.5, 1.75, -1.0]);
     }
 }
@@ -166,22 +114,12 @@ fn emitted_text() {
     let f = elementwise(Ty::F32, BinOp::Add);
     let ex = [Export::new(&f, "vadd")];
     let ir = emit_llvm(&ex, &TargetOptions::default()).unwrap();
-    assert!(
-        ir.contains(" i32 @vadd_packed(ptr") && ir.contains(" i32 @vadd(ptr"),
-        "{ir}"
-    );
+    assert!(ir.contains(" i32 @vadd_packed(ptr") && ir.contains(" i32 @vadd(ptr"), "{ir}");
     assert!(ir.contains("x float>"), "the loop vectorizes:\n{ir}");
     assert!(ir.contains("\"target-cpu\""), "{ir}");
     let asm = emit_asm(&ex, &TargetOptions::default()).unwrap();
     assert!(asm.contains("vadd_packed:"), "{asm}");
-    let pf = emit_llvm(
-        &[Export::new(&scale(), "s")],
-        &TargetOptions {
-            opt_level: 0,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let pf = emit_llvm(&[Export::new(&scale(), "s")], &TargetOptions { opt_level: 0, ..Default::default() }).unwrap();
     assert!(pf.contains("@tfmc_parallel_for") && pf.contains("noalias"), "{pf}");
 }
 
@@ -204,10 +142,7 @@ fn bad_symbols_and_bad_kir_are_errors() {
         let mut f = k.body(body);
         // Stand-ins for references in the bodies below.
         let _ = (x, h, n);
-        f.vars.push(VarDecl {
-            name: "f".into(),
-            ty: Ty::F32,
-        });
+        f.vars.push(VarDecl { name: "f".into(), ty: Ty::F32 });
         f
     };
     let (x, h, n, fv) = (Buf(0), Buf(1), Var(0), Var(1));
@@ -215,42 +150,21 @@ fn bad_symbols_and_bad_kir_are_errors() {
         (vec![set(n, Expr::Const(Const::F32(1.0)))], "has type f32, expected i64"),
         (vec![st(x, i(0), i(1))], "expected f32"),
         (vec![st(x, Expr::Const(Const::I32(0)), ld(x, i(0)))], "store index"),
-        (
-            vec![set(fv, bin(BinOp::Add, ld(x, i(0)), Expr::Const(Const::F64(1.0))))],
-            "Add on f32 and f64",
-        ),
+        (vec![set(fv, bin(BinOp::Add, ld(x, i(0)), Expr::Const(Const::F64(1.0))))], "Add on f32 and f64"),
         (vec![set(fv, bin(BinOp::Shl, ld(x, i(0)), ld(x, i(0))))], "Shl on f32"),
         (vec![st(Buf(9), i(0), ld(x, i(0)))], "buffer 9 out of range"),
         (vec![set(Var(7), i(0))], "variable 7 out of range"),
-        (
-            vec![par(n, i(4), vec![par(n, i(2), vec![])])],
-            "parallel loop inside a parallel loop",
-        ),
-        (
-            vec![par(n, i(4), vec![Stmt::Alloc { buf: h, len: i(1) }])],
-            "inside a parallel loop",
-        ),
+        (vec![par(n, i(4), vec![par(n, i(2), vec![])])], "parallel loop inside a parallel loop"),
+        (vec![par(n, i(4), vec![Stmt::Alloc { buf: h, len: i(1) }])], "inside a parallel loop"),
         (vec![Stmt::Alloc { buf: x, len: i(1) }], "non-heap"),
         (vec![Stmt::Fail { code: 0 }], "code 0"),
         (vec![set(fv, cast(Ty::F16, ld(x, i(0))))], "memory-only"),
-        (
-            vec![set(
-                n,
-                Expr::Bitcast {
-                    to: Ty::I64,
-                    x: Box::new(ld(x, i(0))),
-                },
-            )],
-            "bitcast of f32 to i64",
-        ),
+        (vec![set(n, Expr::Bitcast { to: Ty::I64, x: Box::new(ld(x, i(0))) })], "bitcast of f32 to i64"),
     ];
     for (body, want) in cases {
         let e = emit_llvm(&[Export::new(&bad(body.clone()), "k")], &o).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            matches!(e, LlvmError::InvalidKir { .. }) && msg.contains(want),
-            "{body:?}: {msg}"
-        );
+        assert!(matches!(e, LlvmError::InvalidKir { .. }) && msg.contains(want), "{body:?}: {msg}");
     }
 }
 

@@ -13,9 +13,7 @@ type FloatPred = fn(f64, f64) -> bool;
 fn run2<A: Copy, O: Copy + Default>(f: &Func, a: &[A], b: &[A]) -> Vec<O> {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());
     let mut o = vec![O::default(); a.len()];
-    jit(f, |e| {
-        assert_eq!(call(e, &[p(&mut a), p(&mut b), p(&mut o)], &[a.len() as i64], &[]), 0)
-    });
+    jit(f, |e| assert_eq!(call(e, &[p(&mut a), p(&mut b), p(&mut o)], &[a.len() as i64], &[]), 0));
     o
 }
 
@@ -42,33 +40,15 @@ fn overflow_predicates() {
     }
     let a64 = [i64::MAX, i64::MIN, 1 << 32, -1];
     let b64 = [1, -1, 1 << 31, i64::MIN];
-    let o: Vec<u8> = run2(
-        &map2(Ty::I64, Ty::Bool, |x, y| bin(BinOp::MulOverflows, x, y)),
-        &a64,
-        &b64,
-    );
+    let o: Vec<u8> = run2(&map2(Ty::I64, Ty::Bool, |x, y| bin(BinOp::MulOverflows, x, y)), &a64, &b64);
     assert_eq!(o, [0, 1, 1, 1]);
-    let o: Vec<u8> = run2(
-        &map2(Ty::I64, Ty::Bool, |x, y| bin(BinOp::AddOverflows, x, y)),
-        &a64,
-        &b64,
-    );
+    let o: Vec<u8> = run2(&map2(Ty::I64, Ty::Bool, |x, y| bin(BinOp::AddOverflows, x, y)), &a64, &b64);
     assert_eq!(o, [1, 1, 0, 1]);
 }
 
 #[test]
 fn float_to_int_saturates_and_nan_is_zero() {
-    let xs = [
-        f64::NAN,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        1e10,
-        -1e10,
-        2.7,
-        -2.7,
-        1e300,
-        -0.0,
-    ];
+    let xs = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e10, -1e10, 2.7, -2.7, 1e300, -0.0];
     let o: Vec<i32> = run2(&map2(Ty::F64, Ty::I32, |x, _| cast(Ty::I32, x)), &xs, &xs);
     assert_eq!(o, xs.map(|x| x as i32));
     let o: Vec<i64> = run2(&map2(Ty::F64, Ty::I64, |x, _| cast(Ty::I64, x)), &xs, &xs);
@@ -79,29 +59,14 @@ fn float_to_int_saturates_and_nan_is_zero() {
     // number → Bool is != 0 (NaN true); Bool → number is 0/1; int → int wraps/extends.
     let o: Vec<u8> = run2(&map2(Ty::F64, Ty::Bool, |x, _| cast(Ty::Bool, x)), &xs, &xs);
     assert_eq!(o, [1, 1, 1, 1, 1, 1, 1, 1, 0]);
-    let o: Vec<f32> = run2(
-        &map2(Ty::F64, Ty::F32, |x, _| cast(Ty::F32, cast(Ty::Bool, x))),
-        &xs,
-        &xs,
-    );
+    let o: Vec<f32> = run2(&map2(Ty::F64, Ty::F32, |x, _| cast(Ty::F32, cast(Ty::Bool, x))), &xs, &xs);
     assert_eq!(o, [1., 1., 1., 1., 1., 1., 1., 1., 0.]);
     let big = [1i64 << 40 | 5, -1, i64::MIN];
     let o: Vec<i32> = run2(&map2(Ty::I64, Ty::I32, |x, _| cast(Ty::I32, x)), &big, &big);
     assert_eq!(o, big.map(|x| x as i32));
-    let o: Vec<i64> = run2(
-        &map2(Ty::I64, Ty::I64, |x, _| cast(Ty::I64, cast(Ty::I32, x))),
-        &big,
-        &big,
-    );
+    let o: Vec<i64> = run2(&map2(Ty::I64, Ty::I64, |x, _| cast(Ty::I64, cast(Ty::I32, x))), &big, &big);
     assert_eq!(o, big.map(|x| i64::from(x as i32)));
-    let o: Vec<i64> = run2(
-        &map2(Ty::I64, Ty::I64, |x, _| Expr::Bitcast {
-            to: Ty::I64,
-            x: Box::new(cast(Ty::F64, x)),
-        }),
-        &big,
-        &big,
-    );
+    let o: Vec<i64> = run2(&map2(Ty::I64, Ty::I64, |x, _| Expr::Bitcast { to: Ty::I64, x: Box::new(cast(Ty::F64, x)) }), &big, &big);
     assert_eq!(o, big.map(|x| (x as f64).to_bits() as i64));
 }
 
@@ -157,23 +122,11 @@ fn arithmetic_and_comparisons() {
     ];
     for (op, want) in preds {
         let o: Vec<u8> = run2(&map2(Ty::F64, Ty::Bool, |p, q| bin(op, p, q)), &x, &y);
-        assert_eq!(
-            o,
-            (0..x.len()).map(|q| want(x[q], y[q]) as u8).collect::<Vec<_>>(),
-            "{op:?}"
-        );
+        assert_eq!(o, (0..x.len()).map(|q| want(x[q], y[q]) as u8).collect::<Vec<_>>(), "{op:?}");
     }
-    let o: Vec<u8> = run2(
-        &map2(Ty::F64, Ty::Bool, |p, _| un(UnOp::Not, un(UnOp::IsNan, p))),
-        &x,
-        &y,
-    );
+    let o: Vec<u8> = run2(&map2(Ty::F64, Ty::Bool, |p, _| un(UnOp::Not, un(UnOp::IsNan, p))), &x, &y);
     assert_eq!(o, [1, 1, 0, 1, 1]);
-    let sel = |p: Expr, q: Expr| Expr::Select {
-        c: Box::new(bin(BinOp::Gt, p.clone(), q.clone())),
-        a: Box::new(p),
-        b: Box::new(q),
-    };
+    let sel = |p: Expr, q: Expr| Expr::Select { c: Box::new(bin(BinOp::Gt, p.clone(), q.clone())), a: Box::new(p), b: Box::new(q) };
     let o: Vec<f64> = run2(&map2(Ty::F64, Ty::F64, sel), &x, &y);
     assert_eq!((o[0], o[1], o[4]), (5.5, 2.0, 2.0));
     assert!(o[3].is_nan() && o[2] == 1.0);
@@ -184,38 +137,21 @@ fn check_unary(op: UnOp, xs: &[f64], r64: fn(f64) -> f64, r32: fn(f32) -> f32, u
     let o: Vec<f64> = run2(&map2(Ty::F64, Ty::F64, |x, _| un(op, x)), xs, xs);
     for (x, got) in xs.iter().zip(&o) {
         let want = r64(*x);
-        let ok =
-            (got.is_nan() && want.is_nan()) || got == &want || (got - want).abs() <= ulps * f64::EPSILON * want.abs();
+        let ok = (got.is_nan() && want.is_nan()) || got == &want || (got - want).abs() <= ulps * f64::EPSILON * want.abs();
         assert!(ok, "{op:?}({x}) = {got}, want {want}");
     }
     let xf: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
     let o: Vec<f32> = run2(&map2(Ty::F32, Ty::F32, |x, _| un(op, x)), &xf, &xf);
     for (x, got) in xf.iter().zip(&o) {
         let want = r32(*x);
-        let ok = (got.is_nan() && want.is_nan())
-            || got == &want
-            || (got - want).abs() <= ulps as f32 * f32::EPSILON * want.abs();
+        let ok = (got.is_nan() && want.is_nan()) || got == &want || (got - want).abs() <= ulps as f32 * f32::EPSILON * want.abs();
         assert!(ok, "{op:?}({x}) = {got}, want {want} (f32)");
     }
 }
 
 #[test]
 fn math_functions_match_rust() {
-    let xs = [
-        0.0,
-        -0.0,
-        0.5,
-        -0.75,
-        1.0,
-        2.5,
-        -3.25,
-        10.0,
-        1e-5,
-        100.0,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::NAN,
-    ];
+    let xs = [0.0, -0.0, 0.5, -0.75, 1.0, 2.5, -3.25, 10.0, 1e-5, 100.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN];
     let pos = [0.0, 0.5, 1.0, 2.5, 10.0, 1e-5, 1e10, f64::INFINITY, -1.0, f64::NAN];
     check_unary(UnOp::Tanh, &xs, f64::tanh, f32::tanh, 2.0);
     check_unary(UnOp::Log1p, &pos, f64::ln_1p, f32::ln_1p, 2.0);
@@ -231,13 +167,7 @@ fn math_functions_match_rust() {
     check_unary(UnOp::Abs, &xs, f64::abs, f32::abs, 0.0);
     check_unary(UnOp::Floor, &xs, f64::floor, f32::floor, 0.0);
     check_unary(UnOp::Ceil, &xs, f64::ceil, f32::ceil, 0.0);
-    check_unary(
-        UnOp::RoundEven,
-        &[0.5, 1.5, 2.5, -0.5, -2.5, 3.7, f64::NAN],
-        f64::round_ties_even,
-        f32::round_ties_even,
-        0.0,
-    );
+    check_unary(UnOp::RoundEven, &[0.5, 1.5, 2.5, -0.5, -2.5, 3.7, f64::NAN], f64::round_ties_even, f32::round_ties_even, 0.0);
     check_unary(UnOp::Neg, &xs, |x| -x, |x| -x, 0.0);
     let a = [2.0f64, -1.0, 0.5, 3.0, f64::NAN, 0.0];
     let b = [10.0f64, 3.0, -2.0, -0.5, 1.0, -1.0];
@@ -245,18 +175,8 @@ fn math_functions_match_rust() {
     let at: Vec<f64> = run2(&map2(Ty::F64, Ty::F64, |x, y| bin(BinOp::Atan2, x, y)), &a, &b);
     for q in 0..a.len() {
         let (wp, wa) = (a[q].powf(b[q]), a[q].atan2(b[q]));
-        assert!(
-            pow[q] == wp || (pow[q].is_nan() && wp.is_nan()),
-            "pow({}, {})",
-            a[q],
-            b[q]
-        );
-        assert!(
-            at[q] == wa || (at[q].is_nan() && wa.is_nan()),
-            "atan2({}, {})",
-            a[q],
-            b[q]
-        );
+        assert!(pow[q] == wp || (pow[q].is_nan() && wp.is_nan()), "pow({}, {})", a[q], b[q]);
+        assert!(at[q] == wa || (at[q].is_nan() && wa.is_nan()), "atan2({}, {})", a[q], b[q]);
     }
     let af = a.map(|x| x as f32);
     let bf = b.map(|x| x as f32);
@@ -278,19 +198,10 @@ fn half_round_trip(t: Ty, opts: &TargetOptions) {
     let widen = k.body(vec![for_(j, i(0), v(n), vec![st(o, v(j), ld(x, v(j)))])]);
     let mut xs = all.clone();
     let mut out = vec![0f32; xs.len()];
-    jit_with(&widen, opts, |e| {
-        assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[xs.len() as i64], &[]), 0)
-    });
+    jit_with(&widen, opts, |e| assert_eq!(call(e, &[p(&mut xs), p(&mut out)], &[xs.len() as i64], &[]), 0));
     for (&h, &got) in all.iter().zip(&out) {
-        let want = if t == Ty::F16 {
-            ::half::f16::from_bits(h).to_f32()
-        } else {
-            ::half::bf16::from_bits(h).to_f32()
-        };
-        assert!(
-            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-            "{t} {h:#06x}: {got} vs {want}"
-        );
+        let want = if t == Ty::F16 { ::half::f16::from_bits(h).to_f32() } else { ::half::bf16::from_bits(h).to_f32() };
+        assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{t} {h:#06x}: {got} vs {want}");
     }
     // Narrow: tricky f32s (halfway cases, subnormals, overflow) and a spread of bit patterns.
     let mut k = K::new("narrow");
@@ -298,29 +209,12 @@ fn half_round_trip(t: Ty, opts: &TargetOptions) {
     let n = k.dim("n");
     let j = k.var("j", Ty::I64);
     let narrow = k.body(vec![for_(j, i(0), v(n), vec![st(o, v(j), ld(x, v(j)))])]);
-    let mut fs: Vec<f32> = vec![
-        65504.0,
-        65519.99,
-        65520.0,
-        1e9,
-        -1e9,
-        5.96e-8,
-        2.98e-8,
-        2.99e-8,
-        1e-10,
-        6.1e-5,
-        f32::NAN,
-        -f32::NAN,
-        f32::INFINITY,
-    ];
+    let mut fs: Vec<f32> =
+        vec![65504.0, 65519.99, 65520.0, 1e9, -1e9, 5.96e-8, 2.98e-8, 2.99e-8, 1e-10, 6.1e-5, f32::NAN, -f32::NAN, f32::INFINITY];
     fs.extend((0..200_000u32).map(|q| f32::from_bits(q.wrapping_mul(2_654_435_761))));
-    fs.extend(all.iter().map(|&h| {
-        ::half::f16::from_bits(h).to_f32() + f32::from_bits(0x3380_0000) * ::half::f16::from_bits(h).to_f32()
-    }));
+    fs.extend(all.iter().map(|&h| ::half::f16::from_bits(h).to_f32() + f32::from_bits(0x3380_0000) * ::half::f16::from_bits(h).to_f32()));
     let mut hs = vec![0u16; fs.len()];
-    jit_with(&narrow, opts, |e| {
-        assert_eq!(call(e, &[p(&mut fs), p(&mut hs)], &[fs.len() as i64], &[]), 0)
-    });
+    jit_with(&narrow, opts, |e| assert_eq!(call(e, &[p(&mut fs), p(&mut hs)], &[fs.len() as i64], &[]), 0));
     for (&f, &got) in fs.iter().zip(&hs) {
         let (want, nan) = if t == Ty::F16 {
             let w = ::half::f16::from_f32(f);
@@ -329,24 +223,14 @@ fn half_round_trip(t: Ty, opts: &TargetOptions) {
             let w = ::half::bf16::from_f32(f);
             (w.to_bits(), w.is_nan())
         };
-        let got_nan = if t == Ty::F16 {
-            ::half::f16::from_bits(got).is_nan()
-        } else {
-            ::half::bf16::from_bits(got).is_nan()
-        };
-        assert!(
-            got == want || (nan && got_nan && (got ^ want) & 0x8000 == 0),
-            "{t} {f:e}: {got:#06x} vs {want:#06x}"
-        );
+        let got_nan = if t == Ty::F16 { ::half::f16::from_bits(got).is_nan() } else { ::half::bf16::from_bits(got).is_nan() };
+        assert!(got == want || (nan && got_nan && (got ^ want) & 0x8000 == 0), "{t} {f:e}: {got:#06x} vs {want:#06x}");
     }
 }
 
 #[test]
 fn half_and_bfloat_conversions_are_exact() {
-    let generic = TargetOptions {
-        cpu: Some("x86-64".into()),
-        ..Default::default()
-    };
+    let generic = TargetOptions { cpu: Some("x86-64".into()), ..Default::default() };
     half_round_trip(Ty::F16, &generic);
     half_round_trip(Ty::BF16, &generic);
     half_round_trip(Ty::F16, &TargetOptions::default());

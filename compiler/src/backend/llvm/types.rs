@@ -35,9 +35,5 @@ pub(crate) fn memory<'ctx>(cx: &'ctx Context, t: Ty, native_f16: bool) -> BasicT
 
 /// The type of a packed-ABI param slot holding a value of type `t`.
 pub(crate) fn slot<'ctx>(cx: &'ctx Context, t: Ty) -> BasicTypeEnum<'ctx> {
-    if t.is_float() {
-        cx.f64_type().into()
-    } else {
-        cx.i64_type().into()
-    }
+    if t.is_float() { cx.f64_type().into() } else { cx.i64_type().into() }
 }

@@ -153,7 +153,8 @@ impl<'ctx> Cg<'ctx, '_> {
                 let f = self.b.build_load(pt, slot, "mma.fn")?.into_pointer_value();
                 let slot = self.gep(i8t.into(), ctx, i64t.const_int(32, false))?;
                 let arg = self.b.build_load(pt, slot, "mma.arg")?;
-                let thread = gpu::thread_var(self.func).ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
+                let thread =
+                    gpu::thread_var(self.func).ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
                 let tid = self.load_var(fx, thread)?;
                 let kind = self.cx.i32_type().const_int(u64::from(m.kind == MmaKind::BF16), false);
                 let fty = self.cx.void_type().fn_type(&[pt.into(), i64t.into(), self.cx.i32_type().into(), pt.into()], false);
@@ -167,7 +168,10 @@ impl<'ctx> Cg<'ctx, '_> {
             }
             None => {
                 // Pairs of inputs, element 0 in the low half.
-                let pack = |cg: &mut Self, x: inkwell::values::FloatValue<'ctx>, y: inkwell::values::FloatValue<'ctx>| -> Result<inkwell::values::BasicMetadataValueEnum<'ctx>, LlvmError> {
+                let pack = |cg: &mut Self,
+                            x: inkwell::values::FloatValue<'ctx>,
+                            y: inkwell::values::FloatValue<'ctx>|
+                 -> Result<inkwell::values::BasicMetadataValueEnum<'ctx>, LlvmError> {
                     let et = match m.kind {
                         MmaKind::F16 => cg.cx.f16_type(),
                         MmaKind::BF16 => cg.cx.bf16_type(),

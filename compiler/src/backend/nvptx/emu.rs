@@ -31,8 +31,8 @@ use inkwell::targets::RelocMode;
 use tfmc_runtime::RuntimeError;
 use tfmc_runtime::gpu::{DevPtr, GpuDevice};
 
-use super::lower::Flavor;
 use super::block::{EmuBlockCtx, shared_layout, threads};
+use super::lower::Flavor;
 use super::{Export, NvptxError, ThreadIds, lower_all, prepare};
 use crate::backend::llvm::codegen::MathLib;
 use crate::backend::llvm::{LlvmError, TargetOptions, target};
@@ -88,10 +88,7 @@ pub fn with_emulator<R>(exports: &[Export<'_>], f: impl FnOnce(&mut EmuDevice<'_
     let tm = target::machine(&tgt, &features, opts.opt_level, RelocMode::Default)?;
     let cx = Context::create();
     let module = crate::backend::llvm::new_module(&cx, &tm);
-    let flavor = Flavor {
-        ids: ThreadIds::Params,
-        global: AddressSpace::default(),
-    };
+    let flavor = Flavor { ids: ThreadIds::Params, global: AddressSpace::default() };
     let native_f16 = tgt.features.iter().any(|f| f == "f16c" || f == "avx512fp16");
     let entries = lower_all(&cx, &module, &gpu, flavor, MathLib::Libm, native_f16)?.entries;
     crate::backend::llvm::finish_module(&cx, &module, &tgt, &features, &tm, opts.opt_level)?;
@@ -107,20 +104,12 @@ pub fn with_emulator<R>(exports: &[Export<'_>], f: impl FnOnce(&mut EmuDevice<'_
     }
     let mut map = HashMap::new();
     for name in entries {
-        let addr = ee
-            .get_function_address(&name)
-            .map_err(|e| LlvmError::Jit(format!("no entry '{name}': {e}")))?;
+        let addr = ee.get_function_address(&name).map_err(|e| LlvmError::Jit(format!("no entry '{name}': {e}")))?;
         // SAFETY: every entry is generated with EmuEntry's signature (lower.rs, ThreadIds::Params:
         // five pointers and four i32, returning void).
         map.insert(name, unsafe { std::mem::transmute::<usize, EmuEntry>(addr) });
     }
-    let mut dev = EmuDevice {
-        entries: map,
-        concurrent,
-        allocs: BTreeMap::new(),
-        stats: EmuStats::default(),
-        _jit: PhantomData,
-    };
+    let mut dev = EmuDevice { entries: map, concurrent, allocs: BTreeMap::new(), stats: EmuStats::default(), _jit: PhantomData };
     let r = f(&mut dev);
     drop(dev);
     drop(ee);
@@ -128,10 +117,7 @@ pub fn with_emulator<R>(exports: &[Export<'_>], f: impl FnOnce(&mut EmuDevice<'_
 }
 
 fn op_err(op: String, reason: impl Into<String>) -> RuntimeError {
-    RuntimeError::DeviceOp {
-        op,
-        reason: reason.into(),
-    }
+    RuntimeError::DeviceOp { op, reason: reason.into() }
 }
 
 impl EmuDevice<'_> {
@@ -154,16 +140,15 @@ impl EmuDevice<'_> {
 
     /// The host pointer to `[addr, addr + len)` if it lies inside one live allocation.
     fn range(&self, addr: DevPtr, len: usize, op: &str) -> Result<*mut u8, RuntimeError> {
-        let inside = self.allocs.range(..=addr).next_back().is_some_and(|(&base, l)| {
-            addr - base <= l.size() as u64 && (len as u64) <= l.size() as u64 - (addr - base)
-        });
+        let inside = self
+            .allocs
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(&base, l)| addr - base <= l.size() as u64 && (len as u64) <= l.size() as u64 - (addr - base));
         if inside {
             Ok(addr as usize as *mut u8)
         } else {
-            Err(op_err(
-                format!("{op} of {len} bytes at {addr:#x}"),
-                "not inside an allocation of this emulated device",
-            ))
+            Err(op_err(format!("{op} of {len} bytes at {addr:#x}"), "not inside an allocation of this emulated device"))
         }
     }
 }
@@ -207,21 +192,14 @@ impl GpuDevice for EmuDevice<'_> {
 
     fn launch(&mut self, entry: &str, grid: u32, block: u32, args: [DevPtr; 5]) -> Result<(), RuntimeError> {
         let op = || format!("emulated launch of '{entry}' on {grid} x {block} threads");
-        let f = *self.entries.get(entry).ok_or_else(|| {
-            op_err(
-                op(),
-                format!("no entry '{entry}' (entries: {})", self.entries().join(", ")),
-            )
-        })?;
+        let f =
+            *self.entries.get(entry).ok_or_else(|| op_err(op(), format!("no entry '{entry}' (entries: {})", self.entries().join(", "))))?;
         if grid == 0 || block == 0 {
             return Err(op_err(op(), "empty grid or block"));
         }
         for (i, &a) in args.iter().enumerate() {
             if !self.allocs.contains_key(&a) {
-                return Err(op_err(
-                    op(),
-                    format!("argument {i} ({a:#x}) is not an allocation of this device"),
-                ));
+                return Err(op_err(op(), format!("argument {i} ({a:#x}) is not an allocation of this device")));
             }
         }
         if let Some(&shared) = self.concurrent.get(entry) {
@@ -230,10 +208,10 @@ impl GpuDevice for EmuDevice<'_> {
             let [bufs, dims, params, heap, status] = args.map(|a| a as usize as *mut c_void);
             for ctaid in 0..grid {
                 for tid in 0..block {
-                // SAFETY: `f` is a JIT-compiled protocol entry alive for this device's lifetime;
-                // its five arguments are live allocations of this device laid out by the
-                // protocol's host driver, and the generated code only accesses memory the
-                // protocol gives it (bounds are checked or proved by the schedule).
+                    // SAFETY: `f` is a JIT-compiled protocol entry alive for this device's lifetime;
+                    // its five arguments are live allocations of this device laid out by the
+                    // protocol's host driver, and the generated code only accesses memory the
+                    // protocol gives it (bounds are checked or proved by the schedule).
                     unsafe { f(bufs, dims, params, heap, status, tid, block, ctaid, grid, std::ptr::null_mut()) };
                 }
             }
@@ -313,7 +291,16 @@ unsafe extern "C" fn emu_mma(arg: *mut c_void, thread: i64, kind: i32, frag: *mu
         for l in 0..32 {
             let Some(f) = g.get(warp + l) else { continue };
             let (gr, tg) = (l / 4, l % 4);
-            let at = [(gr, 2 * tg), (gr, 2 * tg + 1), (gr + 8, 2 * tg), (gr + 8, 2 * tg + 1), (gr, 2 * tg + 8), (gr, 2 * tg + 9), (gr + 8, 2 * tg + 8), (gr + 8, 2 * tg + 9)];
+            let at = [
+                (gr, 2 * tg),
+                (gr, 2 * tg + 1),
+                (gr + 8, 2 * tg),
+                (gr + 8, 2 * tg + 1),
+                (gr, 2 * tg + 8),
+                (gr, 2 * tg + 9),
+                (gr + 8, 2 * tg + 8),
+                (gr + 8, 2 * tg + 9),
+            ];
             for (i, &(r, k)) in at.iter().enumerate() {
                 a[r][k] = round(f[i]);
             }

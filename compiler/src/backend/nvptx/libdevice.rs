@@ -78,22 +78,12 @@ pub fn find() -> Result<PathBuf, Vec<PathBuf>> {
 }
 
 /// Links libdevice (at `path`) into `module` and internalizes every definition not in `keep`.
-pub(crate) fn link<'ctx>(
-    cx: &'ctx Context,
-    module: &Module<'ctx>,
-    path: &Path,
-    keep: &HashSet<String>,
-) -> Result<(), NvptxError> {
-    let load_err = |message: String| NvptxError::LibdeviceLoad {
-        path: path.to_path_buf(),
-        message,
-    };
+pub(crate) fn link<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, path: &Path, keep: &HashSet<String>) -> Result<(), NvptxError> {
+    let load_err = |message: String| NvptxError::LibdeviceLoad { path: path.to_path_buf(), message };
     let lib = Module::parse_bitcode_from_path(path, cx).map_err(|e| load_err(e.to_string()))?;
     lib.set_triple(&module.get_triple());
     lib.set_data_layout(&module.get_data_layout());
-    module
-        .link_in_module(lib)
-        .map_err(|e| load_err(format!("linking failed: {e}")))?;
+    module.link_in_module(lib).map_err(|e| load_err(format!("linking failed: {e}")))?;
     let mut f = module.get_first_function();
     while let Some(func) = f {
         let name = func.get_name().to_string_lossy();

@@ -108,10 +108,7 @@ impl<'ctx> Cg<'ctx, '_> {
 
     /// The heap buffers' positions in `Func::bufs`, in order (`h` = index in this list).
     fn heap_bufs(&self) -> Vec<Buf> {
-        (0..self.func.bufs.len())
-            .filter(|&i| self.func.bufs[i].kind == BufKind::Heap)
-            .map(|i| Buf(i as u32))
-            .collect()
+        (0..self.func.bufs.len()).filter(|&i| self.func.bufs[i].kind == BufKind::Heap).map(|i| Buf(i as u32)).collect()
     }
 
     /// `S_E.body`: see the module docs.
@@ -126,11 +123,7 @@ impl<'ctx> Cg<'ctx, '_> {
         };
         let mut params: Vec<BasicMetadataTypeEnum<'ctx>> = (0..n_ptrs).map(|_| gp.into()).collect();
         params.extend(f.dims.iter().map(|_| BasicMetadataTypeEnum::from(i64t)));
-        params.extend(
-            self.param_tys()
-                .into_iter()
-                .map(|t| BasicMetadataTypeEnum::from(types::value(self.cx, t))),
-        );
+        params.extend(self.param_tys().into_iter().map(|t| BasicMetadataTypeEnum::from(types::value(self.cx, t))));
         params.push(gp.into());
         params.extend((0..4).map(|_| BasicMetadataTypeEnum::from(i32t)));
         if flavor.ids == ThreadIds::Params {
@@ -149,23 +142,10 @@ impl<'ctx> Cg<'ctx, '_> {
         let p = func.get_params();
         let status_at = n_ptrs + f.dims.len() + f.params.len();
         let status = p[status_at].into_pointer_value();
-        let ids = [
-            int(p[status_at + 1])?,
-            int(p[status_at + 2])?,
-            int(p[status_at + 3])?,
-            int(p[status_at + 4])?,
-        ];
+        let ids = [int(p[status_at + 1])?, int(p[status_at + 2])?, int(p[status_at + 3])?, int(p[status_at + 4])?];
         let ctx = (flavor.ids == ThreadIds::Params).then(|| p[status_at + 5].into_pointer_value());
         let n_heap = heap.len();
-        let mut fx = self.begin(func, |_| {
-            Ok(FnKind::Device(DeviceFn {
-                status,
-                role,
-                n_heap,
-                ids,
-                ctx,
-            }))
-        })?;
+        let mut fx = self.begin(func, |_| Ok(FnKind::Device(DeviceFn { status, role, n_heap, ids, ctx })))?;
         self.bind_shared(&mut fx, role, flavor)?;
         if let Role::Seg(_) = role {
             for (i, d) in f.bufs.iter().enumerate() {
@@ -273,8 +253,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let s0 = self.status_slot(status, 0)?;
         let code = self.b.build_load(i64t, s0, "status0")?;
         if let Some(i) = code.as_instruction_value() {
-            i.set_atomic_ordering(AtomicOrdering::Monotonic)
-                .map_err(|e| internal(&e.to_string()))?;
+            i.set_atomic_ordering(AtomicOrdering::Monotonic).map_err(|e| internal(&e.to_string()))?;
             i.set_alignment(8).map_err(|e| internal(&e.to_string()))?;
         }
         let failed = self.b.build_int_compare(IP::NE, int(code)?, i64t.const_zero(), "")?;
@@ -304,21 +283,12 @@ impl<'ctx> Cg<'ctx, '_> {
     /// Stores `v` (`i64`) in `status[j]`.
     pub(super) fn store_status(&self, status: PointerValue<'ctx>, j: usize, v: IntValue<'ctx>) -> Result<(), LlvmError> {
         let slot = self.status_slot(status, j)?;
-        self.b
-            .build_store(slot, v)?
-            .set_alignment(8)
-            .map_err(|e| internal(&e.to_string()))?;
+        self.b.build_store(slot, v)?.set_alignment(8).map_err(|e| internal(&e.to_string()))?;
         Ok(())
     }
 
     /// `Parallel { var, n, body }` in a device function: see the module docs.
-    pub(crate) fn device_parallel(
-        &mut self,
-        fx: &mut FnCx<'ctx>,
-        var: Var,
-        n: &Expr,
-        body: &Block,
-    ) -> Result<(), LlvmError> {
+    pub(crate) fn device_parallel(&mut self, fx: &mut FnCx<'ctx>, var: Var, n: &Expr, body: &Block) -> Result<(), LlvmError> {
         let (status, role, n_heap, ids) = Self::device(fx)?;
         let k = self.n_par;
         self.n_par += 1;
@@ -361,12 +331,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let start_vals = self.start_values(fx, body, &[var])?;
         let wide = |cg: &Self, x: IntValue<'ctx>| cg.b.build_int_z_extend(x, i64t, "");
         let [tid, ntid, ctaid, nctaid] = ids;
-        let (tid, ntid, ctaid, nctaid) = (
-            wide(self, tid)?,
-            wide(self, ntid)?,
-            wide(self, ctaid)?,
-            wide(self, nctaid)?,
-        );
+        let (tid, ntid, ctaid, nctaid) = (wide(self, tid)?, wide(self, ntid)?, wide(self, ctaid)?, wide(self, nctaid)?);
         let first = self.b.build_int_nuw_mul(ctaid, ntid, "")?;
         let first = self.b.build_int_nuw_add(first, tid, "first")?;
         let stride = self.b.build_int_nuw_mul(nctaid, ntid, "stride")?;
@@ -402,11 +367,7 @@ impl<'ctx> Cg<'ctx, '_> {
         if role != Role::Prep {
             return Ok(());
         }
-        let h = self
-            .heap_bufs()
-            .iter()
-            .position(|&b| b == buf)
-            .ok_or_else(|| internal("alloc of a buffer that is not a heap buffer"))?;
+        let h = self.heap_bufs().iter().position(|&b| b == buf).ok_or_else(|| internal("alloc of a buffer that is not a heap buffer"))?;
         let i64t = self.cx.i64_type();
         let len = int(self.expr(fx, len)?)?;
         let oom = fail_code(FailKind::OutOfMemory, 0);
@@ -429,13 +390,7 @@ impl<'ctx> Cg<'ctx, '_> {
             Role::Prep => self.store_status(d.status, 0, k),
             Role::Seg(_) => {
                 let s0 = self.status_slot(d.status, 0)?;
-                self.b.build_cmpxchg(
-                    s0,
-                    i64t.const_zero(),
-                    k,
-                    AtomicOrdering::Monotonic,
-                    AtomicOrdering::Monotonic,
-                )?;
+                self.b.build_cmpxchg(s0, i64t.const_zero(), k, AtomicOrdering::Monotonic, AtomicOrdering::Monotonic)?;
                 Ok(())
             }
         }
@@ -444,9 +399,5 @@ impl<'ctx> Cg<'ctx, '_> {
 
 /// The heap element sizes (bytes) of `f`, in the order of its heap buffers.
 pub(crate) fn heap_elem_bytes(f: &crate::schedule::kir::Func) -> Vec<u32> {
-    f.bufs
-        .iter()
-        .filter(|d| d.kind == BufKind::Heap)
-        .map(|d| d.elem.size() as u32)
-        .collect()
+    f.bufs.iter().filter(|d| d.kind == BufKind::Heap).map(|d| d.elem.size() as u32).collect()
 }

@@ -108,11 +108,7 @@ pub struct NvptxOptions {
 
 impl Default for NvptxOptions {
     fn default() -> Self {
-        NvptxOptions {
-            sm: 90,
-            opt_level: 3,
-            libdevice: None,
-        }
+        NvptxOptions { sm: 90, opt_level: 3, libdevice: None }
     }
 }
 
@@ -181,20 +177,12 @@ pub enum NvptxError {
 }
 
 fn supported_archs() -> String {
-    ARCHS
-        .iter()
-        .map(|(s, _)| format!("sm_{s}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    ARCHS.iter().map(|(s, _)| format!("sm_{s}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The PTX ISA feature (`ptx80`, ...) used for `sm_{sm}`.
 pub fn ptx_feature(sm: u32) -> Result<&'static str, NvptxError> {
-    ARCHS
-        .iter()
-        .find(|(s, _)| *s == sm)
-        .map(|(_, f)| *f)
-        .ok_or(NvptxError::Arch { sm })
+    ARCHS.iter().find(|(s, _)| *s == sm).map(|(_, f)| *f).ok_or(NvptxError::Arch { sm })
 }
 
 /// An export after the spine transform, with its launch information.
@@ -211,17 +199,11 @@ pub(crate) fn prepare(exports: &[Export<'_>]) -> Result<Vec<GpuExport>, NvptxErr
     super::check_symbols(exports).map_err(|(symbol, reason)| LlvmError::Symbol { symbol, reason })?;
     for e in exports {
         // The GPU dialect is allowed here (`validate::check_gpu`), unlike on the CPU.
-        crate::schedule::validate::check_gpu(e.func).map_err(|message| LlvmError::InvalidKir {
-            kernel: e.func.name.clone(),
-            message,
-        })?;
+        crate::schedule::validate::check_gpu(e.func).map_err(|message| LlvmError::InvalidKir { kernel: e.func.name.clone(), message })?;
     }
     let mut out = Vec::new();
     for e in exports {
-        let func = spine::make_spine_memory_free(e.func).map_err(|error| NvptxError::Spine {
-            kernel: e.func.name.clone(),
-            error,
-        })?;
+        let func = spine::make_spine_memory_free(e.func).map_err(|error| NvptxError::Spine { kernel: e.func.name.clone(), error })?;
         // The transform keeps KIR valid; checked again since the backend relies on it.
         crate::schedule::validate::check_gpu(&func).map_err(|message| LlvmError::InvalidKir {
             kernel: func.name.clone(),
@@ -233,11 +215,7 @@ pub(crate) fn prepare(exports: &[Export<'_>]) -> Result<Vec<GpuExport>, NvptxErr
             heap_elem_bytes: lower::heap_elem_bytes(&func),
             segments: segments as u32,
         };
-        out.push(GpuExport {
-            func,
-            symbol: e.symbol.clone(),
-            launch,
-        });
+        out.push(GpuExport { func, symbol: e.symbol.clone(), launch });
     }
     Ok(out)
 }
@@ -247,9 +225,7 @@ pub fn launch_info(func: &kir::Func) -> Result<LaunchInfo, NvptxError> {
     let e = Export::new(func, "k");
     let mut v = prepare(std::slice::from_ref(&e))?;
     // prepare returns one entry per export.
-    v.pop()
-        .map(|g| g.launch)
-        .ok_or_else(|| LlvmError::Internal("no export prepared".into()).into())
+    v.pop().map(|g| g.launch).ok_or_else(|| LlvmError::Internal("no export prepared".into()).into())
 }
 
 /// The NVPTX target machine for `opts`.
@@ -260,10 +236,7 @@ fn machine(opts: &NvptxOptions) -> Result<TargetMachine, NvptxError> {
     }
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| Target::initialize_nvptx(&InitializationConfig::default()));
-    let err = |message: String| LlvmError::Target {
-        triple: TRIPLE.to_string(),
-        message,
-    };
+    let err = |message: String| LlvmError::Target { triple: TRIPLE.to_string(), message };
     let triple = TargetTriple::create(TRIPLE);
     let t = Target::from_triple(&triple).map_err(|e| err(e.to_string()))?;
     let level = match opts.opt_level {
@@ -272,15 +245,8 @@ fn machine(opts: &NvptxOptions) -> Result<TargetMachine, NvptxError> {
         2 => OptimizationLevel::Default,
         _ => OptimizationLevel::Aggressive,
     };
-    t.create_target_machine(
-        &triple,
-        &format!("sm_{}", opts.sm),
-        &format!("+{feature}"),
-        level,
-        RelocMode::Default,
-        CodeModel::Default,
-    )
-    .ok_or_else(|| err("LLVM could not create a target machine".to_string()).into())
+    t.create_target_machine(&triple, &format!("sm_{}", opts.sm), &format!("+{feature}"), level, RelocMode::Default, CodeModel::Default)
+        .ok_or_else(|| err("LLVM could not create a target machine".to_string()).into())
 }
 
 /// What [`lower_all`] put into a module.
@@ -318,10 +284,7 @@ pub(crate) fn lower_all<'ctx>(
             f = func.get_next_function();
         }
     }
-    Ok(Lowered {
-        entries,
-        libdevice_calls: calls,
-    })
+    Ok(Lowered { entries, libdevice_calls: calls })
 }
 
 /// PTX for `exports` (one module; entries `S_prep`, `S_seg{k}` per export, see the module
@@ -335,10 +298,7 @@ pub fn emit_ptx(exports: &[Export<'_>], opts: &NvptxOptions) -> Result<String, N
     let gpu = prepare(exports)?;
     let cx = Context::create();
     let module = crate::backend::llvm::new_module(&cx, &tm);
-    let flavor = Flavor {
-        ids: ThreadIds::Sreg,
-        global: AddressSpace::from(1u16),
-    };
+    let flavor = Flavor { ids: ThreadIds::Sreg, global: AddressSpace::from(1u16) };
     let lowered = lower_all(&cx, &module, &gpu, flavor, MathLib::Libdevice, true)?;
     if let Some((kernel, function)) = lowered.libdevice_calls.first() {
         let found = match &opts.libdevice {
@@ -346,23 +306,13 @@ pub fn emit_ptx(exports: &[Export<'_>], opts: &NvptxOptions) -> Result<String, N
             Some(p) => Err(vec![p.clone()]),
             None => libdevice::find(),
         };
-        let path = found.map_err(|searched| NvptxError::NoLibdevice {
-            kernel: kernel.clone(),
-            function: function.clone(),
-            searched,
-        })?;
+        let path = found.map_err(|searched| NvptxError::NoLibdevice { kernel: kernel.clone(), function: function.clone(), searched })?;
         libdevice::link(&cx, &module, &path, &lowered.entries)?;
     }
     module.verify().map_err(|e| LlvmError::Verify(e.to_string()))?;
     module
-        .run_passes(
-            &format!("default<O{}>", opts.opt_level),
-            &tm,
-            PassBuilderOptions::create(),
-        )
+        .run_passes(&format!("default<O{}>", opts.opt_level), &tm, PassBuilderOptions::create())
         .map_err(|e| LlvmError::Passes(e.to_string()))?;
-    let buf = tm
-        .write_to_memory_buffer(&module, FileType::Assembly)
-        .map_err(|e| LlvmError::Codegen(e.to_string()))?;
+    let buf = tm.write_to_memory_buffer(&module, FileType::Assembly).map_err(|e| LlvmError::Codegen(e.to_string()))?;
     Ok(String::from_utf8_lossy(buf.as_slice()).into_owned())
 }

@@ -61,10 +61,7 @@ pub fn make_spine_memory_free(f: &Func) -> Result<Func, SpineError> {
     let mut cx = Cx { f, it, wrapped: false };
     out.body = cx.block(&f.body, &BTreeSet::new())?;
     if cx.wrapped {
-        out.vars.push(VarDecl {
-            name: "spine.it".to_string(),
-            ty: Ty::I64,
-        });
+        out.vars.push(VarDecl { name: "spine.it".to_string(), ty: Ty::I64 });
     }
     Ok(out)
 }
@@ -90,10 +87,7 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn var_name(&self, v: Var) -> String {
-        self.f
-            .vars
-            .get(v.0 as usize)
-            .map_or_else(|| format!("%{}", v.0), |d| d.name.clone())
+        self.f.vars.get(v.0 as usize).map_or_else(|| format!("%{}", v.0), |d| d.name.clone())
     }
 
     /// Transforms `b`, whose successor reads the variables in `after`.
@@ -117,11 +111,7 @@ impl Cx<'_> {
                 }
                 let run = &b[i..j];
                 if let Some(buf) = first_alloc(run) {
-                    let name = self
-                        .f
-                        .bufs
-                        .get(buf.0 as usize)
-                        .map_or_else(String::new, |d| d.name.clone());
+                    let name = self.f.bufs.get(buf.0 as usize).map_or_else(String::new, |d| d.name.clone());
                     return Err(SpineError::AllocInMemoryCode { buf: name });
                 }
                 let mut written = BTreeSet::new();
@@ -130,11 +120,7 @@ impl Cx<'_> {
                     return Err(SpineError::Escapes { var: self.var_name(*v) });
                 }
                 self.wrapped = true;
-                out.push(Stmt::Parallel {
-                    var: self.it,
-                    n: Expr::Const(Const::I64(1)),
-                    body: run.to_vec(),
-                });
+                out.push(Stmt::Parallel { var: self.it, n: Expr::Const(Const::I64(1)), body: run.to_vec() });
                 i = j;
             } else {
                 out.push(s.clone());
@@ -151,15 +137,9 @@ impl Cx<'_> {
                 if expr_memory(cond) {
                     return Err(SpineError::MemoryCondition);
                 }
-                Ok(Stmt::If {
-                    cond: cond.clone(),
-                    then: self.block(then, after)?,
-                    els: self.block(els, after)?,
-                })
+                Ok(Stmt::If { cond: cond.clone(), then: self.block(then, after)?, els: self.block(els, after)? })
             }
-            Stmt::For { var, .. } => Err(SpineError::ParallelInLoop {
-                var: self.var_name(*var),
-            }),
+            Stmt::For { var, .. } => Err(SpineError::ParallelInLoop { var: self.var_name(*var) }),
             _ => Ok(s.clone()),
         }
     }

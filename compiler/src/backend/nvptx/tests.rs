@@ -43,14 +43,7 @@ fn spine_wraps_each_memory_run_in_a_one_iteration_parallel_loop() {
     let it = Var(f.vars.len() as u32);
     assert_eq!(g.vars[it.0 as usize].name, "spine.it");
     assert_eq!(g.body[0], f.body[0], "a pure set stays in the spine");
-    assert_eq!(
-        g.body[1],
-        Stmt::Parallel {
-            var: it,
-            n: i(1),
-            body: vec![f.body[1].clone()]
-        }
-    );
+    assert_eq!(g.body[1], Stmt::Parallel { var: it, n: i(1), body: vec![f.body[1].clone()] });
     assert_eq!(g.body[2..], f.body[2..], "alloc and parallel loops are kept");
     assert_eq!(count_parallel(&g.body), 3);
     crate::schedule::validate::check(&g).unwrap();
@@ -82,23 +75,11 @@ fn spine_wraps_consecutive_memory_statements_together_and_recurses_into_ifs() {
     let g = make_spine_memory_free(&f).unwrap();
     let it = Var(f.vars.len() as u32);
     assert_eq!(g.body.len(), 2);
-    assert_eq!(
-        g.body[0],
-        Stmt::Parallel {
-            var: it,
-            n: i(1),
-            body: body[..2].to_vec()
-        }
-    );
-    let Stmt::If { then, els, .. } = &g.body[1] else {
-        panic!("the if around the parallel loop is kept: {:?}", g.body[1])
-    };
+    assert_eq!(g.body[0], Stmt::Parallel { var: it, n: i(1), body: body[..2].to_vec() });
+    let Stmt::If { then, els, .. } = &g.body[1] else { panic!("the if around the parallel loop is kept: {:?}", g.body[1]) };
     assert!(matches!(&then[0], Stmt::Parallel { var, .. } if *var == it));
     assert!(matches!(&then[1], Stmt::Parallel { var, .. } if *var == j));
-    assert_eq!(
-        els,
-        &vec![if_(bin(BinOp::Lt, v(n), i(0)), vec![Stmt::Fail { code: 7 }], vec![])]
-    );
+    assert_eq!(els, &vec![if_(bin(BinOp::Lt, v(n), i(0)), vec![Stmt::Fail { code: 7 }], vec![])]);
     assert_eq!(count_parallel(&g.body), 3);
 }
 
@@ -111,11 +92,7 @@ fn spine_rejects_a_variable_read_after_the_wrapped_code_that_sets_it() {
     let f = k.body(vec![set(a, ld(x, i(0))), par(j, v(n), vec![st(o, v(j), v(a))])]);
     let e = make_spine_memory_free(&f).unwrap_err();
     assert_eq!(e, SpineError::Escapes { var: "a".into() });
-    assert!(
-        e.to_string()
-            .contains("variable 'a' is set by code that reads or writes memory"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("variable 'a' is set by code that reads or writes memory"), "{e}");
 }
 
 #[test]
@@ -147,25 +124,12 @@ fn spine_rejects_what_the_protocol_cannot_express() {
     let in_loop = k.0.clone();
     let mut in_loop = K(in_loop).body(vec![for_(q, i(0), i(2), vec![inner.clone()])]);
     in_loop.name = "in_loop".into();
-    assert_eq!(
-        make_spine_memory_free(&in_loop).unwrap_err(),
-        SpineError::ParallelInLoop { var: "q".into() }
-    );
-    let cond = K(k.0.clone()).body(vec![if_(
-        bin(BinOp::Gt, ld(x, i(0)), f32c(0.0)),
-        vec![inner.clone()],
-        vec![],
-    )]);
+    assert_eq!(make_spine_memory_free(&in_loop).unwrap_err(), SpineError::ParallelInLoop { var: "q".into() });
+    let cond = K(k.0.clone()).body(vec![if_(bin(BinOp::Gt, ld(x, i(0)), f32c(0.0)), vec![inner.clone()], vec![])]);
     assert_eq!(make_spine_memory_free(&cond).unwrap_err(), SpineError::MemoryCondition);
-    let alloc = K(k.0.clone()).body(vec![if_(
-        bin(BinOp::Gt, v(n), i(0)),
-        vec![st(o, i(0), f32c(1.0)), Stmt::Alloc { buf: t, len: v(n) }],
-        vec![],
-    )]);
-    assert_eq!(
-        make_spine_memory_free(&alloc).unwrap_err(),
-        SpineError::AllocInMemoryCode { buf: "t".into() }
-    );
+    let alloc =
+        K(k.0.clone()).body(vec![if_(bin(BinOp::Gt, v(n), i(0)), vec![st(o, i(0), f32c(1.0)), Stmt::Alloc { buf: t, len: v(n) }], vec![])]);
+    assert_eq!(make_spine_memory_free(&alloc).unwrap_err(), SpineError::AllocInMemoryCode { buf: "t".into() });
 }
 
 /// Every kernel of `lib/` and `tests/ok/`, under both schedules: the spine transform succeeds
@@ -175,11 +139,8 @@ fn spine_rejects_what_the_protocol_cannot_express() {
 fn spine_accepts_every_library_and_golden_kernel_under_both_schedules() {
     let mut programs = crate::testing::lib_programs();
     let ok = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/ok");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&ok)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tfm"))
-        .collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&ok).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "tfm")).collect();
     files.sort();
     for p in files {
         programs.push((p.display().to_string(), crate::load(&p).unwrap()));
@@ -218,17 +179,10 @@ fn ptx_has_the_protocol_entries() {
     assert!(text.contains(".target sm_90"));
     assert!(text.contains(".address_size 64"));
     for e in ["k_prep", "k_seg0", "k_seg1", "k_seg2"] {
-        assert!(
-            text.contains(&format!(".visible .entry {e}(")),
-            "entry {e} missing:\n{text}"
-        );
+        assert!(text.contains(&format!(".visible .entry {e}(")), "entry {e} missing:\n{text}");
     }
     assert!(!text.contains("k_seg3"));
-    assert_eq!(
-        text.matches(".maxntid 128").count(),
-        3,
-        "segments are bounded to BLOCK threads"
-    );
+    assert_eq!(text.matches(".maxntid 128").count(), 3, "segments are bounded to BLOCK threads");
     assert_eq!(text.matches(".maxntid 1\n").count(), 1, "prep runs on one thread");
     // Five u64 parameters per entry.
     assert!(text.contains("k_prep_param_4"));
@@ -249,65 +203,23 @@ fn ptx_failures_use_a_64_bit_compare_and_swap_in_segments() {
     let n = k.dim("n");
     let j = k.var("j", Ty::I64);
     let code = fail_code(FailKind::OutOfRange, 0);
-    let f = k.body(vec![par(
-        j,
-        v(n),
-        vec![if_(
-            bin(BinOp::Ge, ld(x, v(j)), v(n)),
-            vec![Stmt::Fail { code }],
-            vec![st(o, v(j), ld(x, v(j)))],
-        )],
-    )]);
+    let f =
+        k.body(vec![par(j, v(n), vec![if_(bin(BinOp::Ge, ld(x, v(j)), v(n)), vec![Stmt::Fail { code }], vec![st(o, v(j), ld(x, v(j)))])])]);
     let text = ptx(&f, &NvptxOptions::default()).unwrap();
     assert!(text.contains("atom.relaxed.sys.global.cas.b64"), "{text}");
-    assert!(
-        text.contains(&format!(", 0, {code};")),
-        "the code is swapped in for 0:\n{text}"
-    );
+    assert!(text.contains(&format!(", 0, {code};")), "the code is swapped in for 0:\n{text}");
 }
 
 #[test]
 fn ptx_targets_the_requested_architecture() {
-    let text = ptx(
-        &mixed(),
-        &NvptxOptions {
-            sm: 80,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let text = ptx(&mixed(), &NvptxOptions { sm: 80, ..Default::default() }).unwrap();
     assert!(text.contains(".target sm_80"));
-    let text = ptx(
-        &mixed(),
-        &NvptxOptions {
-            sm: 120,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let text = ptx(&mixed(), &NvptxOptions { sm: 120, ..Default::default() }).unwrap();
     assert!(text.contains(".target sm_120") && text.contains(".version 8.7"));
-    let e = ptx(
-        &mixed(),
-        &NvptxOptions {
-            sm: 60,
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let e = ptx(&mixed(), &NvptxOptions { sm: 60, ..Default::default() }).unwrap_err();
     assert!(matches!(e, NvptxError::Arch { sm: 60 }));
-    assert!(
-        e.to_string()
-            .starts_with("unsupported GPU architecture sm_60; supported: sm_70, sm_72"),
-        "{e}"
-    );
-    let e = ptx(
-        &mixed(),
-        &NvptxOptions {
-            opt_level: 4,
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    assert!(e.to_string().starts_with("unsupported GPU architecture sm_60; supported: sm_70, sm_72"), "{e}");
+    let e = ptx(&mixed(), &NvptxOptions { opt_level: 4, ..Default::default() }).unwrap_err();
     assert!(e.to_string().contains("optimization level 4"), "{e}");
 }
 
@@ -322,15 +234,7 @@ fn libm_kernel() -> Func {
         j,
         v(n),
         vec![
-            st(
-                o,
-                v(j),
-                bin(
-                    BinOp::Add,
-                    un(UnOp::Tanh, ld(x, v(j))),
-                    bin(BinOp::Rem, ld(x, v(j)), f32c(0.75)),
-                ),
-            ),
+            st(o, v(j), bin(BinOp::Add, un(UnOp::Tanh, ld(x, v(j))), bin(BinOp::Rem, ld(x, v(j)), f32c(0.75)))),
             st(p, v(j), un(UnOp::Erf, ld(y, v(j)))),
         ],
     )])
@@ -340,10 +244,7 @@ fn libm_kernel() -> Func {
 fn libdevice_functions_are_linked_and_inlined() {
     if libdevice::find().is_err() {
         eprintln!("SKIP: libdevice not found (run ./setup.sh)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have libdevice (./setup.sh installs it)"
-        );
+        assert!(std::env::var_os("CI").is_none(), "CI must have libdevice (./setup.sh installs it)");
         return;
     }
     let text = ptx(&libm_kernel(), &NvptxOptions::default()).unwrap();
@@ -357,19 +258,9 @@ fn libdevice_functions_are_linked_and_inlined() {
 #[test]
 fn a_missing_libdevice_is_an_error_naming_the_function_and_the_fix() {
     let bad = PathBuf::from("/nonexistent/libdevice.10.bc");
-    let opts = NvptxOptions {
-        libdevice: Some(bad.clone()),
-        ..Default::default()
-    };
+    let opts = NvptxOptions { libdevice: Some(bad.clone()), ..Default::default() };
     let e = ptx(&libm_kernel(), &opts).unwrap_err();
-    let NvptxError::NoLibdevice {
-        kernel,
-        function,
-        searched,
-    } = &e
-    else {
-        panic!("{e}")
-    };
+    let NvptxError::NoLibdevice { kernel, function, searched } = &e else { panic!("{e}") };
     assert_eq!((kernel.as_str(), function.as_str()), ("gelu", "__nv_tanhf"));
     assert_eq!(searched, &vec![bad]);
     let msg = e.to_string();
@@ -381,14 +272,7 @@ fn a_missing_libdevice_is_an_error_naming_the_function_and_the_fix() {
 #[test]
 fn launch_info_counts_segments_and_heap_buffers() {
     let info = launch_info(&mixed()).unwrap();
-    assert_eq!(
-        info,
-        LaunchInfo {
-            block: BLOCK,
-            heap_elem_bytes: vec![4],
-            segments: 3
-        }
-    );
+    assert_eq!(info, LaunchInfo { block: BLOCK, heap_elem_bytes: vec![4], segments: 3 });
 }
 
 #[test]
@@ -403,11 +287,7 @@ fn invalid_kir_and_unexpressible_spines_are_errors() {
     let (a, j) = (k.var("a", Ty::F32), k.var("j", Ty::I64));
     let f = k.body(vec![set(a, ld(x, i(0))), par(j, i(4), vec![st(o, v(j), v(a))])]);
     let e = ptx(&f, &NvptxOptions::default()).unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("kernel 'k' cannot be compiled for a GPU: variable 'a'"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("kernel 'k' cannot be compiled for a GPU: variable 'a'"), "{e}");
     let e = emit_ptx(&[Export::new(&f, "a b")], &NvptxOptions::default()).unwrap_err();
     assert!(e.to_string().contains("invalid export symbol 'a b'"), "{e}");
 }
@@ -417,14 +297,10 @@ pub(super) fn ptxas() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TFMC_PTXAS") {
         return Some(PathBuf::from(p));
     }
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .find_map(|d| {
-            let rd = std::fs::read_dir(d.join(".venv/lib")).ok()?;
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("site-packages/nvidia/cuda_nvcc/bin/ptxas"))
-                .find(|p| p.is_file())
-        })
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().find_map(|d| {
+        let rd = std::fs::read_dir(d.join(".venv/lib")).ok()?;
+        rd.filter_map(|e| e.ok()).map(|e| e.path().join("site-packages/nvidia/cuda_nvcc/bin/ptxas")).find(|p| p.is_file())
+    })
 }
 
 /// Assembles `text` for `sm_{sm}` with [`ptxas`] where it is installed (kept as
@@ -457,9 +333,7 @@ fn every_kir_operation_lowers_to_ptx() {
         let xv = || ld(x, v(j));
         let mut vals: Vec<Expr> = Vec::new();
         let mut preds: Vec<Expr> = Vec::new();
-        for op in [
-            Neg, Not, Abs, Sqrt, Floor, Ceil, RoundEven, Exp, Exp2, Log, Log2, Log1p, Expm1, Tanh, Erf, Sin, Cos, IsNan,
-        ] {
+        for op in [Neg, Not, Abs, Sqrt, Floor, Ceil, RoundEven, Exp, Exp2, Log, Log2, Log1p, Expm1, Tanh, Erf, Sin, Cos, IsNan] {
             let ok = match op {
                 Neg | Abs | Floor | Ceil | RoundEven => t != Ty::Bool,
                 Not => t == Ty::Bool || t.is_int(),
@@ -471,29 +345,9 @@ fn every_kir_operation_lowers_to_ptx() {
                 if op == IsNan { preds.push(e) } else { vals.push(e) }
             }
         }
-        for op in [
-            Add,
-            Sub,
-            Mul,
-            Div,
-            Rem,
-            Min,
-            Max,
-            Pow,
-            Atan2,
-            Lt,
-            Le,
-            Gt,
-            Ge,
-            Eq,
-            Ne,
-            And,
-            Or,
-            Shl,
-            AddOverflows,
-            SubOverflows,
-            MulOverflows,
-        ] {
+        for op in
+            [Add, Sub, Mul, Div, Rem, Min, Max, Pow, Atan2, Lt, Le, Gt, Ge, Eq, Ne, And, Or, Shl, AddOverflows, SubOverflows, MulOverflows]
+        {
             let ok = match op {
                 Add | Sub | Mul | Div | Rem => t != Ty::Bool,
                 Min | Max | Lt | Le | Gt | Ge | Eq | Ne => true,
@@ -524,11 +378,7 @@ fn every_kir_operation_lowers_to_ptx() {
             body.push(st(o, bin(Add, v(j), i(q as i64)), e));
         }
         for (q, e) in preds.into_iter().enumerate() {
-            let sel = Expr::Select {
-                c: Box::new(e),
-                a: Box::new(Expr::Const(Const::Bool(true))),
-                b: Box::new(ld(b, v(j))),
-            };
+            let sel = Expr::Select { c: Box::new(e), a: Box::new(Expr::Const(Const::Bool(true))), b: Box::new(ld(b, v(j))) };
             body.push(st(b, bin(Add, v(j), i(q as i64)), sel));
         }
     }
@@ -536,21 +386,11 @@ fn every_kir_operation_lowers_to_ptx() {
     crate::schedule::validate::check(&f).unwrap();
     if libdevice::find().is_err() {
         eprintln!("SKIP: libdevice not found (run ./setup.sh)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have libdevice (./setup.sh installs it)"
-        );
+        assert!(std::env::var_os("CI").is_none(), "CI must have libdevice (./setup.sh installs it)");
         return;
     }
     for sm in [70, 90] {
-        let text = ptx(
-            &f,
-            &NvptxOptions {
-                sm,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let text = ptx(&f, &NvptxOptions { sm, ..Default::default() }).unwrap();
         // libdevice's slow paths may stay functions (`.func`), but nothing is external.
         assert!(!text.contains(".extern"), "no external functions:\n{text}");
         assert!(!text.contains("__nv_") && !text.contains("__nvvm_reflect"));

@@ -17,7 +17,15 @@ fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
     let mut opts = CompileOptions::default();
     opts.schedule.target = Target::Gpu { threads: 32, tensor_cores: true };
     let mut planned = 0;
-    for (file, kernel) in [("sdpa.tfm", None), ("causal.tfm", None), ("window.tfm", None), ("alibi.tfm", None), ("softcap.tfm", None), ("gqa.tfm", None), ("varlen.tfm", None)] {
+    for (file, kernel) in [
+        ("sdpa.tfm", None),
+        ("causal.tfm", None),
+        ("window.tfm", None),
+        ("alibi.tfm", None),
+        ("softcap.tfm", None),
+        ("gqa.tfm", None),
+        ("varlen.tfm", None),
+    ] {
         let program = lib(file);
         for k in &program.kernels {
             if kernel.is_some_and(|n: &str| n != k.name) {
@@ -88,7 +96,8 @@ fn split_k_decode_matches_the_interpreter() {
         let combine = prepared.scheduled.func.vars.iter().any(|v| v.name.ends_with(".combine"));
         assert!(combine, "{file}/{kernel}: no split-K combine in the schedule");
         let shapes = [(1usize, 300usize, 1.0f64), (3, 257, 1.0), (1, 100, 1e4), (2, 33, 1.0)];
-        let dims: Vec<[(&str, usize); 6]> = shapes.iter().map(|&(p, m, _)| [("P", p), ("M", m), ("B", 1), ("H", 2), ("E", 5), ("F", 5)]).collect();
+        let dims: Vec<[(&str, usize); 6]> =
+            shapes.iter().map(|&(p, m, _)| [("P", p), ("M", m), ("B", 1), ("H", 2), ("E", 5), ("F", 5)]).collect();
         let cases: Vec<Case<'_>> = dims.iter().zip(shapes).enumerate().map(|(i, (d, s))| (&d[..], 7 + i as u64, s.2)).collect();
         run_cases(&program, &prepared, file, kernel, params, &cases, 2e-4);
     }
@@ -100,13 +109,22 @@ type Case<'a> = (&'a [(&'a str, usize)], u64, f64);
 /// Builds `prepared` (kernel `kernel` of `program`, GPU-prepared) once for the emulation and
 /// runs it on seeded random inputs for every case (dims, seed, Q scaled by a factor) with
 /// `params`; compares each with the interpreter within `tol` of the output's magnitude.
-fn run_cases(program: &crate::Program, prepared: &crate::compile::Prepared, file: &str, kernel: &str, params: &[(&str, i64)], cases: &[Case<'_>], tol: f64) {
+fn run_cases(
+    program: &crate::Program,
+    prepared: &crate::compile::Prepared,
+    file: &str,
+    kernel: &str,
+    params: &[(&str, i64)],
+    cases: &[Case<'_>],
+    tol: f64,
+) {
     let k = program.kernels.iter().find(|k| k.name == kernel).unwrap();
     let params: BTreeMap<String, tfmc_runtime::Scalar> = params.iter().map(|(n, v)| (n.to_string(), tfmc_runtime::Scalar::I(*v))).collect();
     let ex = [crate::backend::Export::new(&prepared.scheduled.func, prepared.manifest.symbol.clone())];
     super::emu::with_emulator(&ex, |dev| {
         for &(dims, seed, scale) in cases {
-            let d: BTreeMap<String, usize> = k.dims.iter().map(|dim| (dim.name.clone(), dims.iter().find(|(n, _)| *n == dim.name).map_or(2, |x| x.1))).collect();
+            let d: BTreeMap<String, usize> =
+                k.dims.iter().map(|dim| (dim.name.clone(), dims.iter().find(|(n, _)| *n == dim.name).map_or(2, |x| x.1))).collect();
             let mut inputs = crate::inputs::random_inputs(program, kernel, &d, seed).unwrap();
             if scale != 1.0 {
                 let q = inputs.get_mut("Q").unwrap();
@@ -168,11 +186,18 @@ fn half_attention_on_tensor_cores_matches_the_interpreter() {
             assert!(crate::schedule::kir::gpu::has_mma(&prepared.scheduled.func.body), "{file}/{kernel} in {fmt}: no tensor-core plan");
             // The head sizes with block parallels of their own only where the kernel is sdpa
             // (the emulation of their wide tiles is slow).
-            let mut shapes = vec![(1usize, 1usize, 3usize, 5usize, 1.0f64), (33, 17, 20, 12, 1.0), (5, 70, 16, 8, 1.0), (40, 3, 7, 9, 1.0), (17, 33, 12, 16, 1e4)];
+            let mut shapes = vec![
+                (1usize, 1usize, 3usize, 5usize, 1.0f64),
+                (33, 17, 20, 12, 1.0),
+                (5, 70, 16, 8, 1.0),
+                (40, 3, 7, 9, 1.0),
+                (17, 33, 12, 16, 1e4),
+            ];
             if kernel == "sdpa" {
                 shapes.extend([(20, 40, 64, 64, 1.0), (3, 20, 128, 128, 1.0)]);
             }
-            let dims: Vec<[(&str, usize); 6]> = shapes.iter().map(|&(p, m, ed, fd, _)| [("P", p), ("M", m), ("E", ed), ("F", fd), ("B", 1), ("H", 2)]).collect();
+            let dims: Vec<[(&str, usize); 6]> =
+                shapes.iter().map(|&(p, m, ed, fd, _)| [("P", p), ("M", m), ("E", ed), ("F", fd), ("B", 1), ("H", 2)]).collect();
             let cases: Vec<Case<'_>> = dims.iter().zip(&shapes).enumerate().map(|(i, (d, s))| (&d[..], 11 + i as u64, s.4)).collect();
             run_cases(&program, &prepared, file, kernel, params, &cases, tol);
         }

@@ -44,15 +44,19 @@ fn block_sum() -> Func {
             st(sum, v(t), v(xv)),
             st(rev, bin(BinOp::Sub, i(tl - 1), v(t)), v(xv)),
             barrier(),
-            for_(r, i(0), i(5), vec![
-                set(half, bin(BinOp::Div, i(tl / 2), bin(BinOp::Shl, i(1), v(r)))),
-                if_(bin(BinOp::Lt, v(t), v(half)), vec![st(
-                    sum,
-                    v(t),
-                    bin(BinOp::Add, ld(sum, v(t)), ld(sum, bin(BinOp::Add, v(t), v(half)))),
-                )]),
-                barrier(),
-            ]),
+            for_(
+                r,
+                i(0),
+                i(5),
+                vec![
+                    set(half, bin(BinOp::Div, i(tl / 2), bin(BinOp::Shl, i(1), v(r)))),
+                    if_(
+                        bin(BinOp::Lt, v(t), v(half)),
+                        vec![st(sum, v(t), bin(BinOp::Add, ld(sum, v(t)), ld(sum, bin(BinOp::Add, v(t), v(half)))))],
+                    ),
+                    barrier(),
+                ],
+            ),
             if_(in_range(), vec![st(o, v(g), bin(BinOp::Add, ld(sum, i(0)), ld(rev, v(t))))]),
         ],
     )])

@@ -30,9 +30,7 @@ fn alloc_with(dev: &mut EmuDevice<'_>, bytes: &[u8]) -> DevPtr {
 fn read_i64(dev: &mut EmuDevice<'_>, p: DevPtr, n: usize) -> Vec<i64> {
     let mut b = vec![0u8; 8 * n];
     dev.download(p, &mut b).unwrap();
-    b.chunks_exact(8)
-        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 /// The five protocol arrays for `bufs` (device pointers), `dims`, no params, `n_heap` heap
@@ -55,14 +53,7 @@ fn private_state() -> Func {
     let o = k.arg("o", Ty::I64);
     let n = k.dim("n");
     let (acc, j) = (k.var("acc", Ty::I64), k.var("j", Ty::I64));
-    k.body(vec![
-        set(acc, i(5)),
-        par(
-            j,
-            v(n),
-            vec![set(acc, bin(BinOp::Add, v(acc), v(j))), st(o, v(j), v(acc))],
-        ),
-    ])
+    k.body(vec![set(acc, i(5)), par(j, v(n), vec![set(acc, bin(BinOp::Add, v(acc), v(j))), st(o, v(j), v(acc))])])
 }
 
 #[test]
@@ -74,11 +65,7 @@ fn grid_stride_loops_cover_every_iteration_from_the_spine_state() {
         let o = dev.alloc_zeroed(8 * n).unwrap();
         let args = arrays(dev, &[o], &[n as i64], 0, 2);
         dev.launch("k_prep", 1, 1, args).unwrap();
-        assert_eq!(
-            read_i64(dev, args[4], 2),
-            vec![0, n as i64],
-            "prep writes the segment's count"
-        );
+        assert_eq!(read_i64(dev, args[4], 2), vec![0, n as i64], "prep writes the segment's count");
         // 2 blocks of 3 threads: each thread runs about 4 iterations.
         dev.launch("k_seg0", 2, 3, args).unwrap();
         let want: Vec<i64> = (0..n as i64).map(|j| 5 + j).collect();
@@ -98,18 +85,11 @@ fn prep_reports_heap_sizes_counts_and_failures_in_status() {
     let n = k.dim("n");
     let (j, q) = (k.var("j", Ty::I64), k.var("q", Ty::I64));
     let f = k.body(vec![
-        Stmt::Alloc {
-            buf: t,
-            len: bin(BinOp::Add, v(n), i(2)),
-        },
+        Stmt::Alloc { buf: t, len: bin(BinOp::Add, v(n), i(2)) },
         Stmt::Alloc { buf: u, len: i(3) },
         st(o, i(0), Expr::Const(Const::F64(1.0))),
         par(j, v(n), vec![st(t, v(j), Expr::Const(Const::F64(2.0)))]),
-        par(
-            q,
-            bin(BinOp::Sub, i(0), v(n)),
-            vec![st(u, v(q), Expr::Const(Const::I32(1)))],
-        ),
+        par(q, bin(BinOp::Sub, i(0), v(n)), vec![st(u, v(q), Expr::Const(Const::I32(1)))]),
     ]);
     assert_eq!(launch_info(&f).unwrap().heap_elem_bytes, vec![8, 4]);
     with_emulator(&[Export::new(&f, "k")], |dev| {
@@ -120,27 +100,18 @@ fn prep_reports_heap_sizes_counts_and_failures_in_status() {
         // A negative dim: BadDims before anything else.
         let args = arrays(dev, &[o], &[-1], 2, 6);
         dev.launch("k_prep", 1, 1, args).unwrap();
-        assert_eq!(
-            read_i64(dev, args[4], 6),
-            vec![i64::from(fail_code(FailKind::BadDims, 0)), 0, 0, 0, 0, 0]
-        );
+        assert_eq!(read_i64(dev, args[4], 6), vec![i64::from(fail_code(FailKind::BadDims, 0)), 0, 0, 0, 0, 0]);
     })
     .unwrap();
     // A heap length whose byte size overflows i64: OutOfMemory at site 0.
     let mut k = K::new("k");
     let t = k.heap("t", Ty::F64);
     let n = k.dim("n");
-    let f = k.body(vec![Stmt::Alloc {
-        buf: t,
-        len: bin(BinOp::Shl, v(n), i(60)),
-    }]);
+    let f = k.body(vec![Stmt::Alloc { buf: t, len: bin(BinOp::Shl, v(n), i(60)) }]);
     with_emulator(&[Export::new(&f, "k")], |dev| {
         let args = arrays(dev, &[], &[1], 1, 2);
         dev.launch("k_prep", 1, 1, args).unwrap();
-        assert_eq!(
-            read_i64(dev, args[4], 2),
-            vec![i64::from(fail_code(FailKind::OutOfMemory, 0)), 0]
-        );
+        assert_eq!(read_i64(dev, args[4], 2), vec![i64::from(fail_code(FailKind::OutOfMemory, 0)), 0]);
     })
     .unwrap();
 }
@@ -159,9 +130,7 @@ fn gather() -> Func {
             set(s, ld(x, v(j))),
             Stmt::If {
                 cond: bad,
-                then: vec![Stmt::Fail {
-                    code: fail_code(FailKind::OutOfRange, 0),
-                }],
+                then: vec![Stmt::Fail { code: fail_code(FailKind::OutOfRange, 0) }],
                 els: vec![st(o, v(j), ld(x, v(s)))],
             },
         ],
@@ -171,11 +140,7 @@ fn gather() -> Func {
 }
 
 fn gather_manifest(f: &Func) -> KernelManifest {
-    let spec = |name: &str| TensorSpec {
-        name: name.into(),
-        dtype: "i64".into(),
-        shape: vec![DimSpec::Dim("n".into())],
-    };
+    let spec = |name: &str| TensorSpec { name: name.into(), dtype: "i64".into(), shape: vec![DimSpec::Dim("n".into())] };
     let info = launch_info(f).unwrap();
     KernelManifest {
         name: "gather".into(),
@@ -186,11 +151,7 @@ fn gather_manifest(f: &Func) -> KernelManifest {
         dims: vec!["n".into()],
         params: vec![],
         sites: f.sites.clone(),
-        gpu: Some(GpuLaunch {
-            block: info.block,
-            heap_elem_bytes: info.heap_elem_bytes,
-            segments: info.segments,
-        }),
+        gpu: Some(GpuLaunch { block: info.block, heap_elem_bytes: info.heap_elem_bytes, segments: info.segments }),
     }
 }
 
@@ -219,16 +180,7 @@ fn the_runtime_driver_runs_emulated_kernels_and_maps_segment_failures_as_the_cpu
         })
         .unwrap();
         assert_eq!(e.to_string(), cpu.to_string());
-        assert!(
-            matches!(
-                e,
-                RuntimeError::Kernel {
-                    kind: FailKind::OutOfRange,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, RuntimeError::Kernel { kind: FailKind::OutOfRange, .. }), "{e}");
         // Every device allocation was freed by the driver.
         assert_eq!(dev.live_allocations(), 0);
         assert_eq!(dev.stats().preps, 2);
@@ -245,10 +197,7 @@ fn the_first_failure_wins_and_later_threads_stop() {
         let o = dev.alloc_zeroed(8 * n).unwrap();
         let args = arrays(dev, &[x, o], &[n as i64], 0, 2);
         dev.launch("k_seg0", 1, n as u32, args).unwrap();
-        assert_eq!(
-            read_i64(dev, args[4], 1),
-            vec![i64::from(fail_code(FailKind::OutOfRange, 0))]
-        );
+        assert_eq!(read_i64(dev, args[4], 1), vec![i64::from(fail_code(FailKind::OutOfRange, 0))]);
         // Thread 0 ran; the threads after the failing one skipped their iteration (status is
         // checked at entry), so they neither stored nor failed again.
         assert_eq!(read_i64(dev, o, n), vec![-1, 0, 0, 0, 0, 0]);
@@ -272,10 +221,7 @@ fn the_device_checks_addresses_entries_and_sizes() {
         let mut b = [0u8; 17];
         assert!(dev.download(p, &mut b).is_err());
         let e = dev.launch("nope", 1, 1, [p; 5]).unwrap_err();
-        assert!(
-            e.to_string().contains("no entry 'nope' (entries: k_prep, k_seg0)"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("no entry 'nope' (entries: k_prep, k_seg0)"), "{e}");
         let e = dev.launch("k_prep", 1, 1, [p, p, p, p, p + 8]).unwrap_err();
         assert!(e.to_string().contains("argument 4"), "{e}");
         assert!(dev.launch("k_prep", 0, 1, [p; 5]).is_err());
@@ -315,11 +261,7 @@ fn float_math_matches_the_host() {
         vec![st(
             o,
             v(j),
-            bin(
-                BinOp::Add,
-                bin(BinOp::Rem, ld(x, v(j)), f32c(0.75)),
-                crate::backend::llvm::tests::un(UnOp::Tanh, ld(x, v(j))),
-            ),
+            bin(BinOp::Add, bin(BinOp::Rem, ld(x, v(j)), f32c(0.75)), crate::backend::llvm::tests::un(UnOp::Tanh, ld(x, v(j)))),
         )],
     )]);
     let xs: Vec<f32> = (0..9).map(|q| q as f32 * 0.37 - 1.5).collect();
@@ -331,10 +273,7 @@ fn float_math_matches_the_host() {
         dev.launch("k_seg0", 1, 4, args).unwrap();
         let mut ob = vec![0u8; 4 * xs.len()];
         dev.download(o, &mut ob).unwrap();
-        let got: Vec<f32> = ob
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let got: Vec<f32> = ob.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         let want: Vec<f32> = xs.iter().map(|x| x % 0.75 + x.tanh()).collect();
         assert_eq!(got, want);
     })
@@ -352,10 +291,7 @@ fn half_and_bfloat_buffers_convert_as_on_the_cpu() {
     let f = k.body(vec![par(
         j,
         v(n),
-        vec![
-            st(o16, v(j), bin(BinOp::Mul, ld(x16, v(j)), f32c(3.0))),
-            st(ob, v(j), bin(BinOp::Mul, ld(xb, v(j)), f32c(3.0))),
-        ],
+        vec![st(o16, v(j), bin(BinOp::Mul, ld(x16, v(j)), f32c(3.0))), st(ob, v(j), bin(BinOp::Mul, ld(xb, v(j)), f32c(3.0)))],
     )]);
     let xs: Vec<f32> = vec![0.1, -2.5, 1e-6, 6e4, 30000.0, f32::NAN, -0.0, 1.0 / 3.0];
     let h: Vec<half::f16> = xs.iter().map(|&x| half::f16::from_f32(x)).collect();
@@ -364,10 +300,7 @@ fn half_and_bfloat_buffers_convert_as_on_the_cpu() {
         let hb: Vec<u8> = h.iter().flat_map(|x| x.to_le_bytes()).collect();
         let bb: Vec<u8> = b.iter().flat_map(|x| x.to_le_bytes()).collect();
         let (hp, bp) = (alloc_with(dev, &hb), alloc_with(dev, &bb));
-        let (o1, o2) = (
-            dev.alloc_zeroed(2 * xs.len()).unwrap(),
-            dev.alloc_zeroed(2 * xs.len()).unwrap(),
-        );
+        let (o1, o2) = (dev.alloc_zeroed(2 * xs.len()).unwrap(), dev.alloc_zeroed(2 * xs.len()).unwrap());
         let args = arrays(dev, &[hp, bp, o1, o2], &[xs.len() as i64], 0, 2);
         dev.launch("k_seg0", 2, 4, args).unwrap();
         let mut r1 = vec![0u8; 2 * xs.len()];
@@ -379,11 +312,7 @@ fn half_and_bfloat_buffers_convert_as_on_the_cpu() {
             let gb = half::bf16::from_le_bytes([r2[2 * q], r2[2 * q + 1]]);
             let w16 = half::f16::from_f32(h[q].to_f32() * 3.0);
             let wb = half::bf16::from_f32(b[q].to_f32() * 3.0);
-            assert!(
-                g16 == w16 || (g16.is_nan() && w16.is_nan()),
-                "f16 {}: {g16} vs {w16}",
-                xs[q]
-            );
+            assert!(g16 == w16 || (g16.is_nan() && w16.is_nan()), "f16 {}: {g16} vs {w16}", xs[q]);
             assert!(gb == wb || (gb.is_nan() && wb.is_nan()), "bf16 {}: {gb} vs {wb}", xs[q]);
         }
     })

@@ -74,7 +74,13 @@ fn run(kind: MmaKind, nb: usize, a: &[f32], b: &[f32], c: &[f32]) -> Vec<f32> {
         let (ap, bp, cp) = (alloc(dev, &f32_bytes(a)), alloc(dev, &f32_bytes(b)), alloc(dev, &f32_bytes(c)));
         let dp = dev.alloc_zeroed(4 * c.len()).unwrap();
         let ptrs: Vec<u8> = [ap, bp, cp, dp].iter().flat_map(|p| (*p as i64).to_le_bytes()).collect();
-        let args = [alloc(dev, &ptrs), alloc(dev, &(nb as i64).to_le_bytes()), dev.alloc_zeroed(8).unwrap(), dev.alloc_zeroed(8).unwrap(), dev.alloc_zeroed(16).unwrap()];
+        let args = [
+            alloc(dev, &ptrs),
+            alloc(dev, &(nb as i64).to_le_bytes()),
+            dev.alloc_zeroed(8).unwrap(),
+            dev.alloc_zeroed(8).unwrap(),
+            dev.alloc_zeroed(16).unwrap(),
+        ];
         dev.launch("k_prep", 1, 1, args).unwrap();
         dev.launch("k_seg0", nb as u32, T, args).unwrap();
         let mut out = vec![0u8; 4 * c.len()];
@@ -104,7 +110,8 @@ fn emulated_products_follow_the_fragment_layout_and_round_to_the_format() {
     let tiles_n = 2 * nb;
     // Distinct small values: any misplaced element changes the result. 1 + 2^-9 is an f16
     // but not a bf16, so the formats' rounding shows.
-    let a: Vec<f32> = (0..tiles_n * 256).map(|j| ((j * 7 % 23) as f32 - 11.0) * 0.25 + if j % 5 == 0 { 1.0 / 512.0 } else { 0.0 }).collect();
+    let a: Vec<f32> =
+        (0..tiles_n * 256).map(|j| ((j * 7 % 23) as f32 - 11.0) * 0.25 + if j % 5 == 0 { 1.0 / 512.0 } else { 0.0 }).collect();
     let b: Vec<f32> = (0..tiles_n * 128).map(|j| ((j * 5 % 19) as f32 - 9.0) * 0.5).collect();
     let c: Vec<f32> = (0..tiles_n * 128).map(|j| (j % 11) as f32 - 5.0).collect();
     let f16 = |x: f32| half::f16::from_f32(x).to_f32();
@@ -117,7 +124,10 @@ fn emulated_products_follow_the_fragment_layout_and_round_to_the_format() {
 
 #[test]
 fn products_lower_to_mma_sync_for_sm80_and_sm90_and_are_an_error_before() {
-    for (kind, inst) in [(MmaKind::F16, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"), (MmaKind::BF16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32")] {
+    for (kind, inst) in [
+        (MmaKind::F16, "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"),
+        (MmaKind::BF16, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"),
+    ] {
         let f = tiles(kind);
         for sm in [80, 90] {
             let text = emit_ptx(&[Export::new(&f, "k")], &NvptxOptions { sm, ..Default::default() }).unwrap();

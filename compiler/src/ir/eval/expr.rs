@@ -13,11 +13,11 @@ use tfm_dsl::Span;
 use tfmc_runtime::Scalar;
 
 use super::compile::{Head, Op};
-use crate::interp::store::Buf as Store;
 use crate::hir::{self, BinOp, DType, ExprKind, Lit, Program, ReduceOp};
 use crate::interp::RunError;
 pub(super) use crate::interp::eval::Flow;
 use crate::interp::ops::{self, OpError};
+use crate::interp::store::Buf as Store;
 
 /// Mutable evaluation state: index values by slot and the user-reduction stack.
 pub(super) struct Env {
@@ -196,13 +196,7 @@ impl Eval<'_> {
     /// bound (the outer value of the slot is restored after). An absent bound makes the
     /// range empty (as a filter reading that point would); a bound outside the index's
     /// declared range is an error.
-    fn each(
-        &self,
-        ops: &[Op],
-        head: &Head,
-        env: &mut Env,
-        mut f: impl FnMut(&mut Env) -> Result<(), Box<RunError>>,
-    ) -> Result<(), Flow> {
+    fn each(&self, ops: &[Op], head: &Head, env: &mut Env, mut f: impl FnMut(&mut Env) -> Result<(), Box<RunError>>) -> Result<(), Flow> {
         let bound = |id: Id, env: &mut Env| match self.eval(ops, id, env) {
             Ok(v) => Ok(Some(v.as_i64())),
             Err(Flow::Absent) => Ok(None),
@@ -351,10 +345,18 @@ impl Eval<'_> {
             ExprKind::Local(i) => locals.get(*i).copied().ok_or_else(|| bad("local outside a combine"))?,
             ExprKind::Unary(op, a) => ops::unary(*op, a.dtype, self.local(a, locals)?).map_err(|x| err(x, e.span))?,
             ExprKind::Binary(BinOp::And, a, b) => {
-                if self.local(a, locals)?.as_bool() { self.local(b, locals)? } else { Scalar::B(false) }
+                if self.local(a, locals)?.as_bool() {
+                    self.local(b, locals)?
+                } else {
+                    Scalar::B(false)
+                }
             }
             ExprKind::Binary(BinOp::Or, a, b) => {
-                if self.local(a, locals)?.as_bool() { Scalar::B(true) } else { self.local(b, locals)? }
+                if self.local(a, locals)?.as_bool() {
+                    Scalar::B(true)
+                } else {
+                    self.local(b, locals)?
+                }
             }
             ExprKind::Binary(op, a, b) => {
                 let x = self.local(a, locals)?;
@@ -362,7 +364,11 @@ impl Eval<'_> {
                 ops::binary(*op, a.dtype, x, y).map_err(|x| err(x, e.span))?
             }
             ExprKind::If(c, a, b) => {
-                if self.local(c, locals)?.as_bool() { self.local(a, locals)? } else { self.local(b, locals)? }
+                if self.local(c, locals)?.as_bool() {
+                    self.local(a, locals)?
+                } else {
+                    self.local(b, locals)?
+                }
             }
             ExprKind::Call(f, args) => {
                 let x = match args.first() {

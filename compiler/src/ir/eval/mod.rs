@@ -38,9 +38,9 @@ use tfmc_runtime::{DType, Scalar, Tensor};
 use super::{Cascade, Def, Node, Role, Size};
 use crate::bind::{bind, resolve_params};
 use crate::interp::RunError;
+use crate::interp::store::Buf as Store;
 use compile::{Op, Scope, This};
 use expr::{Env, Eval, Flow, ScanPoint};
-use crate::interp::store::Buf as Store;
 
 /// An internal error (a broken IR invariant) at `loc`.
 fn internal(what: &str, loc: &str) -> RunError {
@@ -106,15 +106,8 @@ fn run_here(
         let n = size(s).ok_or_else(|| internal(&format!("index '{name}' ranges over unknown dimension '{s}'"), &c.name))?;
         ranges.insert(name.as_str(), n);
     }
-    let mut scope = Scope {
-        program,
-        params: &params,
-        dims: dims.clone(),
-        ranges,
-        slots: HashMap::new(),
-        tensors: HashMap::new(),
-        symbolic: false,
-    };
+    let mut scope =
+        Scope { program, params: &params, dims: dims.clone(), ranges, slots: HashMap::new(), tensors: HashMap::new(), symbolic: false };
     let mut steps = Vec::with_capacity(c.order.len());
     for (slot, &ix) in c.order.iter().enumerate() {
         let node = &c.graph[ix];

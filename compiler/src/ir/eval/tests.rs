@@ -93,12 +93,8 @@ const SHAPES: [Shape; 3] = [
 /// Random inputs for `kernel` at `shape` (valid offsets for `Off`).
 fn inputs_for(program: &crate::Program, kernel: &str, shape: &Shape, seed: u64) -> BTreeMap<String, Tensor> {
     let (_, k) = program.kernel(kernel).expect("kernel");
-    let dims: BTreeMap<String, usize> = shape
-        .dims
-        .iter()
-        .filter(|(n, _)| k.dims.iter().any(|d| d.name == *n))
-        .map(|(n, s)| (n.to_string(), *s))
-        .collect();
+    let dims: BTreeMap<String, usize> =
+        shape.dims.iter().filter(|(n, _)| k.dims.iter().any(|d| d.name == *n)).map(|(n, s)| (n.to_string(), *s)).collect();
     let mut inputs = crate::inputs::random_inputs(program, kernel, &dims, seed).unwrap_or_else(|e| panic!("{kernel}: {e}"));
     if kernel == "varlen_causal" {
         let off = Tensor::new(DType::I32, vec![shape.offsets.len()], TensorData::I(shape.offsets.to_vec())).expect("offsets");
@@ -143,8 +139,8 @@ fn every_optimized_lib_kernel_matches_the_hir_interpreter() {
     for (file, program) in lib_programs() {
         for k in &program.kernels {
             let c = lower(&program, &k.name).expect("lowers");
-            let (opt, _) = crate::optimize::optimize(&c, &crate::optimize::Options::default())
-                .unwrap_or_else(|e| panic!("{file}: {}: {e}", k.name));
+            let (opt, _) =
+                crate::optimize::optimize(&c, &crate::optimize::Options::default()).unwrap_or_else(|e| panic!("{file}: {}: {e}", k.name));
             for (s, shape) in SHAPES.iter().enumerate() {
                 let inputs = inputs_for(&program, &k.name, shape, 29 + s as u64);
                 for params in &param_sets(&program) {

@@ -37,7 +37,16 @@ struct Site<'a, 'o> {
 /// Emits the plan for `node`: the packed variant when it applies at run time, else the
 /// natural one.
 #[allow(clippy::too_many_arguments)]
-pub(in super::super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, tp: u32, tm: u32) -> Result<(), ScheduleError> {
+pub(in super::super) fn emit(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    plan: &Plan,
+    tp: u32,
+    tm: u32,
+) -> Result<(), ScheduleError> {
     let site = Site { node, slot, slots, d, plan, tp, tm };
     let Some(dot) = &plan.dot else { return tiles(cx, &site, None) };
     let t = cx.tensors[slot].clone();
@@ -153,7 +162,7 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, packed: Option<&Packed<'_>>) -> R
             let qt = stack(cx, "a", Ty::F32, tp * EMAX);
             let i = cx.b.open_for("i", e::i64(0), e::var(nt));
             let row = cx.b.let_(&node.indices[ta], e::add(e::var(t0), e::var(i)));
-                    let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
+            let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
             let erange = cx.ranges.get(p.dot.head.name.as_str()).cloned();
             let ev = cx.b.open_for(p.dot.head.name.as_str(), e::i64(0), p.e.clone());
             let old_e = cx.bind(p.dot.head.slot, IdxVar { var: ev, range: erange });

@@ -43,7 +43,17 @@ use crate::ir::Node;
 
 /// Emits the GPU plan for `node` with blocks of `threads` threads and tiles of `tm` keys.
 #[allow(clippy::too_many_arguments)]
-pub(in super::super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, tm: u32, tc: Option<MmaKind>) -> Result<(), ScheduleError> {
+pub(in super::super) fn emit(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    plan: &Plan,
+    threads: u32,
+    tm: u32,
+    tc: Option<MmaKind>,
+) -> Result<(), ScheduleError> {
     let t = cx.tensors[slot].clone();
     let k = slots.len();
     let ta = plan.tile;
@@ -136,7 +146,15 @@ pub(super) struct Split {
 impl Split {
     /// Chooses the split for blocks of `block_rows` rows and allocates the partials (kernel
     /// level).
-    fn plan(cx: &mut Cx<'_>, node: &Node, slot: usize, plan: &Plan, block_rows: i64, outer_n: &Expr, rows: &Expr) -> Result<Split, ScheduleError> {
+    fn plan(
+        cx: &mut Cx<'_>,
+        node: &Node,
+        slot: usize,
+        plan: &Plan,
+        block_rows: i64,
+        outer_n: &Expr,
+        rows: &Expr,
+    ) -> Result<Split, ScheduleError> {
         let t = cx.tensors[slot].clone();
         let ty = if vty(node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 };
         let keys = match cx.ranges.get(plan.head.name.as_str()).cloned() {
@@ -160,7 +178,13 @@ impl Split {
 
     /// Opens the block parallel over `tiles` × `others` (their product `n`) × parts, with
     /// blocks of `threads` threads; returns (part, tile, outer point) of the block.
-    pub fn open_blocks(&self, cx: &mut Cx<'_>, threads: u32, n: Expr, tiles: crate::schedule::kir::Var) -> (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var) {
+    pub fn open_blocks(
+        &self,
+        cx: &mut Cx<'_>,
+        threads: u32,
+        n: Expr,
+        tiles: crate::schedule::kir::Var,
+    ) -> (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var) {
         let q = cx.b.open_parallel(&gpu::block_var_name(threads), e::mul(n, e::var(self.n)));
         let part = cx.b.let_("part", e::bin(K::Rem, e::var(q), e::var(self.n)));
         let qt = cx.b.let_("block_tile", e::bin(K::Div, e::var(q), e::var(self.n)));
@@ -172,7 +196,15 @@ impl Split {
     /// Opens the loop over this block's part of its key tiles of `tm` keys (the block range is
     /// min lo .. max hi of the `threads` bounds in `lo_sh`/`hi_sh`; all of it without a split);
     /// returns (first key, keys in the tile). The caller closes the loop.
-    pub fn open_key_tiles(&self, cx: &mut Cx<'_>, lo_sh: super::super::kir::Buf, hi_sh: super::super::kir::Buf, threads: u32, tm: i64, part: crate::schedule::kir::Var) -> (crate::schedule::kir::Var, crate::schedule::kir::Var) {
+    pub fn open_key_tiles(
+        &self,
+        cx: &mut Cx<'_>,
+        lo_sh: super::super::kir::Buf,
+        hi_sh: super::super::kir::Buf,
+        threads: u32,
+        tm: i64,
+        part: crate::schedule::kir::Var,
+    ) -> (crate::schedule::kir::Var, crate::schedule::kir::Var) {
         let mlo = cx.b.let_("mlo", e::i64(i64::MAX));
         let mhi = cx.b.let_("mhi", e::i64(i64::MIN));
         let j = cx.b.open_for("j", e::i64(0), e::i64(i64::from(threads)));
@@ -195,7 +227,13 @@ impl Split {
 
     /// Stores a row's state — max, sum, any — as part `part` of flat row `r` (the
     /// accumulator's elements are the caller's).
-    pub fn store_state(&self, cx: &mut Cx<'_>, r: &Expr, part: crate::schedule::kir::Var, (max, sum, any): (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var)) {
+    pub fn store_state(
+        &self,
+        cx: &mut Cx<'_>,
+        r: &Expr,
+        part: crate::schedule::kir::Var,
+        (max, sum, any): (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var),
+    ) {
         let c = |x: f64| e::num(self.ty, x);
         cx.b.store(self.part, self.at(r.clone(), e::var(part), e::i64(0)), e::var(max));
         cx.b.store(self.part, self.at(r.clone(), e::var(part), e::i64(1)), e::var(sum));
@@ -265,7 +303,19 @@ impl Split {
 
 /// The block parallel (packed when `esize` is given).
 #[allow(clippy::too_many_arguments)]
-fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, tm: u32, bnd: super::super::kir::Buf, esize: Option<Expr>, split: &Split) -> Result<(), ScheduleError> {
+fn block(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    plan: &Plan,
+    threads: u32,
+    tm: u32,
+    bnd: super::super::kir::Buf,
+    esize: Option<Expr>,
+    split: &Split,
+) -> Result<(), ScheduleError> {
     let t = cx.tensors[slot].clone();
     let ty = if vty(node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 };
     let c = |x: f64| e::num(ty, x);
@@ -285,7 +335,9 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
     let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
     let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
-    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}{}.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n));
+    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| {
+        cx.b.buf(&format!("{}{}.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n))
+    };
     let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.{name}", node.name), ty, BufKind::Stack(n));
     let lo_sh = shared(cx, "lo", Ty::I64, threads);
     let hi_sh = shared(cx, "hi", Ty::I64, threads);
@@ -333,7 +385,10 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     sync(cx);
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     // Stage V[j, f] (and Bᵀ[j, e]): element i of the tile by thread i mod T.
-    let stage = |cx: &mut Cx<'_>, width: Expr, body: &mut dyn FnMut(&mut Cx<'_>, crate::schedule::kir::Var, crate::schedule::kir::Var) -> Result<(), ScheduleError>| -> Result<(), ScheduleError> {
+    let stage = |cx: &mut Cx<'_>,
+                 width: Expr,
+                 body: &mut dyn FnMut(&mut Cx<'_>, crate::schedule::kir::Var, crate::schedule::kir::Var) -> Result<(), ScheduleError>|
+     -> Result<(), ScheduleError> {
         let total = cx.b.let_("stage.n", e::mul(e::var(nm), width.clone()));
         let it = cx.b.open_for("stage", e::i64(0), e::bin(K::Div, e::add(e::var(total), e::i64(tl - 1)), e::i64(tl)));
         let i = cx.b.let_("stage.i", e::add(e::mul(e::var(it), e::i64(tl)), e::var(thread)));

@@ -37,8 +37,8 @@ mod tc;
 
 use egg::Id;
 
-use emit::emit;
 use super::{ScheduleError, ScheduleOptions, Target};
+use emit::emit;
 
 use super::lower::{Cx, Def, children};
 use crate::hir::{BinOp, ReduceOp};
@@ -165,7 +165,6 @@ fn reaches(d: Def<'_>, root: Id, target: Id) -> bool {
     marked.get(usize::from(target)).copied().unwrap_or(false)
 }
 
-
 /// True if evaluating `id` can neither fail nor be absent, given that `dot` (if any) is
 /// replaced by a value: float arithmetic, float functions, casts, indices, dims, params,
 /// and integer `+`/`-` of indices, dims and constants (which cannot overflow: dims are at
@@ -198,7 +197,9 @@ pub(super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> 
     // The osm itself, or the osm rounded to the node's half format (`O = bf16(...)`): the
     // plan computes in f32 and the store rounds.
     let root = match d.ops.last()? {
-        Op::Cast { to, x } if *to == node.dtype && matches!(to, crate::hir::DType::F16 | crate::hir::DType::BF16) => d.ops.get(usize::from(*x))?,
+        Op::Cast { to, x } if *to == node.dtype && matches!(to, crate::hir::DType::F16 | crate::hir::DType::BF16) => {
+            d.ops.get(usize::from(*x))?
+        }
         op => op,
     };
     let Op::Osm { head, s, v } = root.clone() else { return None };
@@ -227,7 +228,17 @@ pub(super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> 
 /// node's dtype, at point `idx` of `t` (every index bound; `plan` names the plan in the
 /// internal error otherwise).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn store_output(cx: &mut Cx<'_>, node: &Node, t: &super::lower::TensorInfo, idx: &[Option<super::kir::Expr>], ty: super::kir::Ty, num: super::kir::Expr, den: super::kir::Expr, nan: super::kir::Var, plan: &str) -> Result<(), ScheduleError> {
+pub(super) fn store_output(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    t: &super::lower::TensorInfo,
+    idx: &[Option<super::kir::Expr>],
+    ty: super::kir::Ty,
+    num: super::kir::Expr,
+    den: super::kir::Expr,
+    nan: super::kir::Var,
+    plan: &str,
+) -> Result<(), ScheduleError> {
     use super::build::e;
     let mut flat = e::i64(0);
     for (a, x) in idx.iter().enumerate() {
@@ -252,7 +263,15 @@ pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bo
 
 /// Emits the plan for `opts.target` (the CPU's tiles, or [`gpu`]'s block parallel).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn dispatch(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, opts: &ScheduleOptions) -> Result<(), ScheduleError> {
+pub(super) fn dispatch(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    plan: &Plan,
+    opts: &ScheduleOptions,
+) -> Result<(), ScheduleError> {
     match opts.target {
         Target::Cpu => emit(cx, node, slot, slots, d, plan, opts.tile_p, opts.tile_m),
         Target::Gpu { threads, tensor_cores } => {

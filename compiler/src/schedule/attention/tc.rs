@@ -117,7 +117,19 @@ pub(super) const SPECIALIZED: [(i64, i64); 3] = [(64, 64), (128, 128), (256, 256
 /// time, and a general one (the caller checked `E <= EMAX` and `F <= FMAX` at run time and
 /// allocated `bnd` and the split).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, bnd: Buf, esize: Expr, kind: MmaKind, split: &Split) -> Result<(), ScheduleError> {
+pub(super) fn emit(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    plan: &Plan,
+    threads: u32,
+    bnd: Buf,
+    esize: Expr,
+    kind: MmaKind,
+    split: &Split,
+) -> Result<(), ScheduleError> {
     let fsize = cx.tensors[slot].shape[slots.len() - 1].clone();
     for &(es, fs) in &SPECIALIZED {
         cx.b.open_if(e::bin(K::And, e::bin(K::Eq, esize.clone(), e::i64(es)), e::bin(K::Eq, fsize.clone(), e::i64(fs))));
@@ -133,7 +145,20 @@ pub(super) fn emit(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d
 
 /// One block parallel of the plan; `spec` fixes `(E, F)`.
 #[allow(clippy::too_many_arguments)]
-fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>, plan: &Plan, threads: u32, bnd: Buf, esize: Expr, spec: Option<(i64, i64)>, kind: MmaKind, split: &Split) -> Result<(), ScheduleError> {
+fn block(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    plan: &Plan,
+    threads: u32,
+    bnd: Buf,
+    esize: Expr,
+    spec: Option<(i64, i64)>,
+    kind: MmaKind,
+    split: &Split,
+) -> Result<(), ScheduleError> {
     let dot = plan.dot.as_ref().ok_or_else(|| cx.internal("the tensor-core plan without a dot product"))?;
     let t = cx.tensors[slot].clone();
     let ty = Ty::F32;
@@ -152,7 +177,9 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
     let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
     let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
-    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}{}.tc.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n));
+    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| {
+        cx.b.buf(&format!("{}{}.tc.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n))
+    };
     let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.tc.{name}", node.name), ty, BufKind::Stack(n));
     let lo_sh = shared(cx, "lo", Ty::I64, threads);
     let hi_sh = shared(cx, "hi", Ty::I64, threads);
@@ -246,7 +273,9 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
     sync(cx);
     let mrange = cx.ranges.get(plan.head.name.as_str()).cloned();
     // Stage Kᵀ[j, e] (width 16·ec) and V[j, f] (width 8·fc), zero past the tile and the dims.
-    for (buf, width, stride, extent) in [(ks, e::mul(ec.clone(), e::i64(16)), EMAX, esize.clone()), (vs, e::mul(fc.clone(), e::i64(8)), FMAX, fsize.clone())] {
+    for (buf, width, stride, extent) in
+        [(ks, e::mul(ec.clone(), e::i64(16)), EMAX, esize.clone()), (vs, e::mul(fc.clone(), e::i64(8)), FMAX, fsize.clone())]
+    {
         let width = cx.b.let_("stage.w", width);
         let total = e::mul(e::i64(TK), e::var(width));
         let it = cx.b.open_for("stage", e::i64(0), e::bin(K::Div, e::add(total, e::i64(tl - 1)), e::i64(tl)));
@@ -287,7 +316,15 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
             let key = e::add(e::i64(nt * 8), e::var(g));
             let b = B_K
                 .iter()
-                .map(|&ko| e::load(ks, e::add(e::mul(key.clone(), e::i64(i64::from(EMAX))), e::add(e::mul(kc.clone(), e::i64(16)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(ko))))))
+                .map(|&ko| {
+                    e::load(
+                        ks,
+                        e::add(
+                            e::mul(key.clone(), e::i64(i64::from(EMAX))),
+                            e::add(e::mul(kc.clone(), e::i64(16)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(ko))),
+                        ),
+                    )
+                })
                 .collect();
             cx.b.emit(Stmt::Mma(Box::new(Mma { kind, a, b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.clone() })));
         }
@@ -303,7 +340,11 @@ fn block(cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>,
         let kk = cx.b.let_("key.at", e::add(e::i64(8 * (i / 4) + i % 2), e::mul(e::var(tg), e::i64(2))));
         let key = cx.b.let_("key", e::add(e::var(m0), e::var(kk)));
         let r = &rs[h];
-        let valid = e::bin(K::And, e::bin(K::Lt, e::var(kk), e::var(nm)), e::bin(K::And, e::bin(K::Ge, e::var(key), e::var(r.lo)), e::bin(K::Lt, e::var(key), e::var(r.hi))));
+        let valid = e::bin(
+            K::And,
+            e::bin(K::Lt, e::var(kk), e::var(nm)),
+            e::bin(K::And, e::bin(K::Ge, e::var(key), e::var(r.lo)), e::bin(K::Lt, e::var(key), e::var(r.hi))),
+        );
         let valid = cx.b.let_("valid", valid);
         let m = cx.b.let_(plan.head.name.as_str(), e::bin(K::Min, e::var(key), e::add(e::var(m0), e::sub(e::var(nm), e::i64(1)))));
         let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: mrange.clone() });
