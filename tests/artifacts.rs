@@ -1,5 +1,5 @@
 //! `tfmc build` end to end, through the library function the CLI calls
-//! (`tfmc::compile::build`): a good build writes the library and its C header, the library
+//! (`tfmc::driver::build` for the host's LLVM target): a good build writes the library and its C header, the library
 //! opens with `tfmc_runtime::Artifact::open` and its `block` kernel (lib/model.tfm: RMSNorm,
 //! projections, causal attention — kernels composed across files) matches the interpreter; a
 //! failed build leaves nothing at the output path (nor temp files beside it).
@@ -7,7 +7,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tfmc::compile::{CompileOptions, build};
+use tfmc::driver::{CompileOptions, Target};
+
+/// Builds a shared library for this machine (what `tfmc build` does).
+fn build(
+    program: &tfmc::Program,
+    out: &std::path::Path,
+    opts: &CompileOptions,
+) -> Result<Vec<tfmc::driver::Prepared>, tfmc::driver::CompileError> {
+    tfmc::driver::build(program, out, opts, &Target::host_llvm())
+}
 use tfmc_conformance::{Tol, compare, load_lib};
 use tfmc_runtime::{Artifact, Scalar};
 

@@ -10,44 +10,24 @@
 
 use std::collections::BTreeMap;
 
-use tfmc::compile::{CompileOptions, JitBackend, run_jit};
+use tfmc::driver::{CompileOptions, Target};
 use tfmc_conformance::{Tol, compare, load_lib, repo_root, tfm_files};
 use tfmc_runtime::{Scalar, Tensor};
 
-/// Where a kernel runs.
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    /// A JIT backend.
-    Jit(JitBackend),
-    /// The CUDA path (GPU schedule, NVPTX lowering, launch protocol) emulated on the CPU.
-    GpuEmulation,
-    /// The CUDA path on device 0 (the tests print `SKIP: no CUDA device` without one).
-    Cuda,
-}
-
-/// Runs `kernel` of `program` on `backend`.
+/// Runs `kernel` of `program` compiled for `target`.
 fn run_on(
-    backend: Backend,
+    target: &Target,
     program: &tfmc::Program,
     kernel: &str,
     inputs: &BTreeMap<String, Tensor>,
     params: &BTreeMap<String, Scalar>,
 ) -> Result<BTreeMap<String, Tensor>, String> {
-    match backend {
-        Backend::Jit(b) => {
-            run_jit(b, program, kernel, inputs, params, &CompileOptions::default()).map(|r| r.outputs).map_err(|e| e.to_string())
-        }
-        Backend::GpuEmulation => {
-            tfmc::gpu::run_emulated(program, kernel, inputs, params, &CompileOptions::default()).map_err(|e| e.to_string())
-        }
-        Backend::Cuda => tfmc::gpu::run_cuda(program, kernel, inputs, params, &CompileOptions::default(), tfmc::gpu::DEFAULT_SM)
-            .map_err(|e| e.to_string()),
-    }
+    tfmc::driver::run(program, kernel, inputs, params, &CompileOptions::default(), target).map(|r| r.outputs).map_err(|e| e.to_string())
 }
 
 /// False (after printing a SKIP line) when `backend` needs a CUDA device and there is none.
-fn available(backend: Backend, test: &str) -> bool {
-    if matches!(backend, Backend::Cuda) && tfmc_runtime::cuda::device_count().unwrap_or(0) == 0 {
+fn available(target: &Target, test: &str) -> bool {
+    if matches!(target, Target::Cuda(_)) && tfmc_runtime::cuda::device_count().unwrap_or(0) == 0 {
         eprintln!("SKIP: no CUDA device ({test})");
         return false;
     }
@@ -104,7 +84,7 @@ fn attention_inputs(program: &tfmc::Program, kernel: &str, p: usize, m: usize, s
 
 /// An output with missing points read by a later statement: the reader's points there are
 /// missing too (written as 0), not computed from the 0 the output holds.
-fn partial_output_read_by_a_later_statement(backend: Backend) {
+fn partial_output_read_by_a_later_statement(backend: &Target) {
     let program = tfmc::load_str(
         "partial.tfm",
         "kernel k(X: f32[N]) -> (A: f32[N], B: f32[N]) {\n    A[n] = X[n] where n > 0\n    B[n] = A[n] + 1.0\n}\n",
@@ -121,7 +101,7 @@ fn partial_output_read_by_a_later_statement(backend: Backend) {
 
 /// Integer functions inside a user reduction's `combine` (here `abs`, whose compiled form
 /// once was negation).
-fn integer_functions_in_a_user_combine(backend: Backend) {
+fn integer_functions_in_a_user_combine(backend: &Target) {
     let program = tfmc::load_str(
         "isum.tfm",
         "reduction isum(v: i32) {\n    identity = (0)\n    combine(a, b) {\n        (a.v + b.v + abs(a.v - a.v + 1) - 1)\n    }\n}\n\
@@ -138,7 +118,7 @@ fn integer_functions_in_a_user_combine(backend: Backend) {
 
 /// Logits of ±1e4 (softmax saturates; the online max must keep it finite) on the softmax
 /// kernels, and rows with no point (window W = 0: every row fully masked, output 0).
-fn large_logits_and_fully_masked_rows(backend: Backend) {
+fn large_logits_and_fully_masked_rows(backend: &Target) {
     for (file, kernel) in
         [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("window.tfm", "window"), ("alibi.tfm", "alibi"), ("softcap.tfm", "softcap")]
     {
@@ -174,7 +154,7 @@ fn lib_kernels_as_aot_artifacts_match_the_interpreter() {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         let program = load_lib(&file);
         let out = dir.path().join(format!("lib{}.so", file.trim_end_matches(".tfm")));
-        tfmc::compile::build(&program, &out, &opts).unwrap_or_else(|e| panic!("{file}: {e}"));
+        tfmc::driver::build(&program, &out, &opts, &Target::host_llvm()).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(out.with_extension("h").exists());
         let art = tfmc_runtime::Artifact::open(&out).unwrap_or_else(|e| panic!("{file}: {e}"));
         for k in &program.kernels {
@@ -201,7 +181,7 @@ fn lib_kernels_as_aot_artifacts_match_the_interpreter() {
 /// Runs `kernel` on `backend` and the interpreter with the same inputs (one seeded set per
 /// dim set) and compares; returns how many runs were compared (both failing counts as agreeing).
 fn compare_kernel(
-    backend: Backend,
+    backend: &Target,
     what: &str,
     program: &tfmc::Program,
     kernel: &tfmc::hir::Kernel,
@@ -215,7 +195,7 @@ fn compare_kernel(
         let params = BTreeMap::new();
         let want = tfmc::interp::run_exact(program, &kernel.name, &inputs, &params);
         let got = run_on(backend, program, &kernel.name, &inputs, &params);
-        let at = format!("{backend:?} {what}/{} dims {d:?}", kernel.name);
+        let at = format!("{} {what}/{} dims {d:?}", backend.name(), kernel.name);
         match (want, got) {
             (Ok(want), Ok(got)) => {
                 check(&at, &got, &want);
@@ -229,7 +209,7 @@ fn compare_kernel(
     checked
 }
 
-fn lib_kernels_match_the_interpreter(backend: Backend, sets: &[BTreeMap<&'static str, usize>]) {
+fn lib_kernels_match_the_interpreter(backend: &Target, sets: &[BTreeMap<&'static str, usize>]) {
     let mut checked = 0;
     for path in tfm_files(&repo_root().join("lib")) {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
@@ -244,7 +224,7 @@ fn lib_kernels_match_the_interpreter(backend: Backend, sets: &[BTreeMap<&'static
 
 /// The golden programs of `tests/ok` (every language feature the checker accepts there:
 /// casts, masks, scans, index arithmetic, calls, rank 0, `use`).
-fn golden_programs_match_the_interpreter(backend: Backend) {
+fn golden_programs_match_the_interpreter(backend: &Target) {
     let mut checked = 0;
     for path in tfm_files(&repo_root().join("tests/ok")) {
         let program = tfmc::load(&path).unwrap_or_else(|d| panic!("{}", d.render()));
@@ -265,44 +245,44 @@ macro_rules! suite {
 
             #[test]
             fn lib_kernels_match_the_interpreter() {
-                if available($backend, "lib kernels") {
-                    super::lib_kernels_match_the_interpreter($backend, $sets);
+                if available(&$backend, "lib kernels") {
+                    super::lib_kernels_match_the_interpreter(&$backend, $sets);
                 }
             }
 
             #[test]
             fn golden_programs_match_the_interpreter() {
-                if available($backend, "golden programs") {
-                    super::golden_programs_match_the_interpreter($backend);
+                if available(&$backend, "golden programs") {
+                    super::golden_programs_match_the_interpreter(&$backend);
                 }
             }
 
             #[test]
             fn large_logits_and_fully_masked_rows() {
-                if available($backend, "large logits") {
-                    super::large_logits_and_fully_masked_rows($backend);
+                if available(&$backend, "large logits") {
+                    super::large_logits_and_fully_masked_rows(&$backend);
                 }
             }
 
             #[test]
             fn partial_output_read_by_a_later_statement() {
-                if available($backend, "partial output") {
-                    super::partial_output_read_by_a_later_statement($backend);
+                if available(&$backend, "partial output") {
+                    super::partial_output_read_by_a_later_statement(&$backend);
                 }
             }
 
             #[test]
             fn integer_functions_in_a_user_combine() {
-                if available($backend, "user combine") {
-                    super::integer_functions_in_a_user_combine($backend);
+                if available(&$backend, "user combine") {
+                    super::integer_functions_in_a_user_combine(&$backend);
                 }
             }
         }
     };
 }
 
-suite!(llvm, Backend::Jit(JitBackend::Llvm), &dim_sets());
-suite!(cranelift, Backend::Jit(JitBackend::Cranelift), &dim_sets());
+suite!(llvm, Target::host_llvm(), &dim_sets());
+suite!(cranelift, Target::cranelift(), &dim_sets());
 // The emulation runs one GPU thread at a time: the three smaller shape sets.
-suite!(gpu_emulation, Backend::GpuEmulation, &dim_sets()[..3]);
-suite!(cuda, Backend::Cuda, &dim_sets());
+suite!(gpu_emulation, Target::gpu_emu(), &dim_sets()[..3]);
+suite!(cuda, Target::cuda(tfmc::driver::DEFAULT_SM), &dim_sets());

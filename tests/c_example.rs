@@ -1,5 +1,5 @@
 //! The C example (`examples/c/main.c`) against a real artifact: build `lib/sdpa.tfm` into a
-//! fresh directory with `tfmc::compile::build` (what `tfmc build` does), compile `main.c` with
+//! fresh directory with `tfmc::driver::build` (what `tfmc build` does), compile `main.c` with
 //! `cc -std=c11 -Wall -Wextra -Werror` against the generated header and library, run it, and
 //! check that it reports a match with its naive C reference and that a negative dim returns
 //! `TFMC_FAIL_BAD_DIMS`. Needs a C compiler (`cc`).
@@ -7,7 +7,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tfmc::compile::{CompileOptions, build};
+use tfmc::driver::{CompileOptions, Target};
+
+/// Builds a shared library for this machine (what `tfmc build` does).
+fn build(
+    program: &tfmc::Program,
+    out: &std::path::Path,
+    opts: &CompileOptions,
+) -> Result<Vec<tfmc::driver::Prepared>, tfmc::driver::CompileError> {
+    tfmc::driver::build(program, out, opts, &Target::host_llvm())
+}
 use tfmc_conformance::{load_lib, repo_root};
 
 /// A fresh directory under Cargo's per-target temp dir, removed when dropped.

@@ -12,13 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use tfmc::compile::CompileOptions;
-
-/// What a snapshot is compiled for (the driver's targets, spelled with the pre-driver API).
-enum Target {
-    Cpu,
-    Cuda(u32),
-}
+use tfmc::backend::llvm::TargetOptions;
+use tfmc::driver::{self, CompileOptions, Stage, Target};
 
 /// `lib/*.tfm`, sorted, relative to the repo root (made the working directory).
 fn lib_files() -> Vec<PathBuf> {
@@ -50,11 +45,8 @@ fn kir_of_every_lib_kernel(folder: &str, target: &Target) {
         let program = tfmc::load(&path).unwrap_or_else(|d| panic!("{} does not check:\n{d}", path.display()));
         let mut text = String::new();
         for name in own_kernels(&program, &path) {
-            let k = match target {
-                Target::Cpu => tfmc::compile::prepare(&program, &name, &CompileOptions::default()),
-                Target::Cuda(sm) => tfmc::gpu::prepare_gpu(&program, &name, &CompileOptions::default(), *sm),
-            }
-            .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
+            let k = driver::prepare(&program, &name, &CompileOptions::default(), target)
+                .unwrap_or_else(|e| panic!("{}: {name}: {e}", path.display()));
             text.push_str(&format!("// {name}: {}\n{}\n", k.scheduled.plan.join("; "), k.scheduled.func));
             n += 1;
         }
@@ -65,17 +57,17 @@ fn kir_of_every_lib_kernel(folder: &str, target: &Target) {
 
 #[test]
 fn kir_cpu() {
-    kir_of_every_lib_kernel("kir_cpu", &Target::Cpu);
+    kir_of_every_lib_kernel("kir_cpu", &Target::host_llvm());
 }
 
 #[test]
 fn kir_sm80() {
-    kir_of_every_lib_kernel("kir_sm80", &Target::Cuda(80));
+    kir_of_every_lib_kernel("kir_sm80", &Target::cuda(80));
 }
 
 #[test]
 fn kir_sm90() {
-    kir_of_every_lib_kernel("kir_sm90", &Target::Cuda(90));
+    kir_of_every_lib_kernel("kir_sm90", &Target::cuda(90));
 }
 
 /// Kernels whose PTX is pinned: the f32 block plan (sdpa, causal), the tensor-core plan
@@ -88,8 +80,8 @@ fn ptx() {
     for file in PTX_FILES {
         let program = tfmc_conformance::load_lib(&format!("{file}.tfm"));
         for sm in [80, 90] {
-            let text =
-                tfmc::gpu::emit_ptx(&program, None, &CompileOptions::default(), sm).unwrap_or_else(|e| panic!("{file} sm_{sm}: {e}"));
+            let text = driver::emit(&program, None, &CompileOptions::default(), &Target::cuda(sm), Stage::Ptx)
+                .unwrap_or_else(|e| panic!("{file} sm_{sm}: {e}"));
             snapshot("ptx", &format!("{file}_sm{sm}"), &text);
         }
     }
@@ -102,14 +94,10 @@ const LLVM_FILES: &[&str] = &["sdpa", "causal", "linear", "half"];
 #[test]
 fn llvm_ir() {
     lib_files();
-    let mut opts = CompileOptions::default();
-    opts.target.cpu = Some("x86-64-v3".to_string());
-    opts.target.opt_level = 0;
+    let target = Target::Llvm(TargetOptions { cpu: Some("x86-64-v3".to_string()), features: None, opt_level: 0 });
     for file in LLVM_FILES {
         let program = tfmc_conformance::load_lib(&format!("{file}.tfm"));
-        let kernels: Vec<_> = program.kernels.iter().map(|k| tfmc::compile::prepare(&program, &k.name, &opts).expect("prepares")).collect();
-        let exports: Vec<_> = kernels.iter().map(|k| tfmc::backend::Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect();
-        let text = tfmc::backend::llvm::emit_llvm(&exports, &opts.target).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let text = driver::emit(&program, None, &CompileOptions::default(), &target, Stage::Llvm).unwrap_or_else(|e| panic!("{file}: {e}"));
         snapshot("llvm", file, &text);
     }
 }

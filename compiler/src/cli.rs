@@ -6,6 +6,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tfmc::backend::llvm::TargetOptions;
+use tfmc::driver::{self, CompileOptions, Gpu, Target};
 use tfmc_runtime::{Scalar, Tensor};
 
 /// tfmc — a compiler for attention variants written as cascades of Einsums.
@@ -61,8 +63,8 @@ enum Command {
         #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
         params: Vec<String>,
         /// Execution backend: the f64 interpreter, or compiled code (LLVM or Cranelift JIT).
-        #[arg(long, value_enum, default_value_t = Backend::Interp)]
-        backend: Backend,
+        #[arg(long, value_enum, default_value_t = Engine::Interp)]
+        backend: Engine,
         #[command(flatten)]
         target: TargetArgs,
         /// Interpret the optimized cascade (fused, online softmax, filters as bounds: see
@@ -113,11 +115,13 @@ enum Command {
         params: Vec<String>,
         #[command(flatten)]
         target: TargetArgs,
-        /// What to build for: `cpu` (a shared library for this machine or `--target-cpu`) or
-        /// `cuda` (a PTX artifact for `--sm`: PTX text with the manifest on its last line,
-        /// loaded by the runtime's `CudaArtifact` or `tfmc-cuda-run`).
-        #[arg(long = "target", value_enum, default_value_t = BuildTarget::Cpu)]
-        build_target: BuildTarget,
+        /// What to build for: `llvm` (alias `cpu`: a shared library for this machine or
+        /// `--target-cpu`) or `cuda` (a PTX artifact for `--sm`: PTX text with the manifest on
+        /// its last line, loaded by the runtime's `CudaArtifact` or `tfmc-cuda-run`). With
+        /// `--emit`, the target whose code is printed (`--emit=kir --target cuda` shows the
+        /// GPU schedule).
+        #[arg(long = "target", value_enum, default_value_t = Engine::Llvm)]
+        build_target: Engine,
         /// Print a code-generation stage to stdout instead of writing the library: `kir`
         /// (the scheduled loop nests), `llvm` (optimized LLVM IR), `asm` (assembly), `clif`
         /// (Cranelift IR) or `ptx` (CUDA, for `--sm`).
@@ -182,8 +186,8 @@ enum Command {
         #[arg(long, default_value_t = 2e-4)]
         rtol: f64,
         /// Execution backend (Cranelift compiles in milliseconds; `llvm` for the fastest code).
-        #[arg(long, value_enum, default_value_t = Backend::Cranelift)]
-        backend: Backend,
+        #[arg(long, value_enum, default_value_t = Engine::Cranelift)]
+        backend: Engine,
         #[command(flatten)]
         target: TargetArgs,
         /// Also write each round's outputs here (`.npz`, atomically).
@@ -212,29 +216,36 @@ enum Command {
     },
 }
 
-/// Execution backends.
+/// Where a kernel runs (`--backend`) or what it is built for (`build --target`): the
+/// interpreter, or one of the driver's targets ([`tfmc::driver::Target`]), completed by
+/// [`TargetArgs`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Backend {
+enum Engine {
     /// The f64 reference interpreter (the correctness oracle).
     Interp,
-    /// Compiled code: LLVM, JIT-compiled for this machine (fastest code).
+    /// Compiled code: LLVM for this machine's CPU or `--target-cpu` (fastest code; JIT, or a
+    /// shared library with `tfmc build`).
+    #[value(alias = "cpu")]
     Llvm,
     /// Compiled code: Cranelift, JIT-compiled for this machine (compiles in milliseconds).
     Cranelift,
-    /// Compiled to PTX and run on CUDA device 0 (`--sm` picks the architecture).
+    /// Compiled to PTX for `--sm`: run on CUDA device 0, or a PTX artifact with `tfmc build`.
     Cuda,
     /// The CUDA path's kernels and launch protocol emulated on this CPU, one GPU thread at a
     /// time (for checking GPU code without a GPU; slow).
     GpuEmu,
 }
 
-impl Backend {
-    /// The JIT backend, if this is one.
-    fn jit(self) -> Option<tfmc::compile::JitBackend> {
+impl Engine {
+    /// The driver's target, or `None` for the interpreter.
+    fn target(self, args: &TargetArgs) -> Option<Target> {
+        let gpu = Gpu { sm: args.sm, opt_level: args.opt_level, ..Gpu::default() };
         match self {
-            Backend::Interp | Backend::Cuda | Backend::GpuEmu => None,
-            Backend::Llvm => Some(tfmc::compile::JitBackend::Llvm),
-            Backend::Cranelift => Some(tfmc::compile::JitBackend::Cranelift),
+            Engine::Interp => None,
+            Engine::Llvm => Some(Target::Llvm(TargetOptions { cpu: args.target_cpu.clone(), features: None, opt_level: args.opt_level })),
+            Engine::Cranelift => Some(Target::cranelift()),
+            Engine::Cuda => Some(Target::Cuda(gpu)),
+            Engine::GpuEmu => Some(Target::GpuEmu(gpu)),
         }
     }
 }
@@ -248,15 +259,6 @@ enum Torch {
     Skip,
     /// `pip install torch` first.
     Install,
-}
-
-/// What `tfmc build` builds for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum BuildTarget {
-    /// A shared library for a CPU.
-    Cpu,
-    /// A PTX artifact for NVIDIA GPUs.
-    Cuda,
 }
 
 /// Code-generation stages `tfmc build --emit` prints.
@@ -284,17 +286,8 @@ struct TargetArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
     opt_level: u8,
     /// GPU architecture for CUDA code: `--sm 90` is sm_90 (H100/H200), 80 is sm_80 (A100).
-    #[arg(long, default_value_t = tfmc::gpu::DEFAULT_SM)]
+    #[arg(long, default_value_t = tfmc::driver::DEFAULT_SM)]
     sm: u32,
-}
-
-impl TargetArgs {
-    fn options(&self, params: BTreeMap<String, Scalar>) -> tfmc::compile::CompileOptions {
-        let mut o = tfmc::compile::CompileOptions { params, ..Default::default() };
-        o.target.cpu = self.target_cpu.clone();
-        o.target.opt_level = self.opt_level;
-        o
-    }
 }
 
 #[derive(Args, Debug)]
@@ -339,26 +332,19 @@ pub fn run(cli: Cli) -> Result<(), String> {
             let params = parse_params(&params)?;
             let inputs = tfmc::inputs::read_inputs(&program, &kernel, &inputs).map_err(|e| format!("error: {e}\n"))?;
             let outputs = match backend {
-                Backend::Interp if optimized => {
+                Engine::Interp if optimized => {
                     let lowered = tfmc::ir::lower::lower(&program, &kernel).map_err(|e| format!("error: {e}\n"))?;
                     let mut opts = tfmc::optimize::Options::for_program(&program);
                     opts.split = split.as_deref().map(parse_split).transpose()?;
                     let (c, _) = tfmc::optimize::optimize(&lowered, &opts).map_err(|e| format!("error: {e}\n"))?;
                     tfmc::ir::eval::run_cascade(&c, &program, &inputs, &params, false).map_err(|e| format!("error: {e}\n"))?
                 }
-                Backend::Interp => tfmc::interp::run(&program, &kernel, &inputs, &params).map_err(|e| format!("error: {e}\n"))?,
-                Backend::Llvm | Backend::Cranelift => {
-                    let opts = target.options(BTreeMap::new());
-                    let jit = backend.jit().expect("a JIT backend (matched above)");
-                    tfmc::compile::run_jit(jit, &program, &kernel, &inputs, &params, &opts).map_err(|e| format!("error: {e}\n"))?.outputs
-                }
-                Backend::Cuda => {
-                    let opts = target.options(BTreeMap::new());
-                    tfmc::gpu::run_cuda(&program, &kernel, &inputs, &params, &opts, target.sm).map_err(|e| format!("error: {e}\n"))?
-                }
-                Backend::GpuEmu => {
-                    let opts = target.options(BTreeMap::new());
-                    tfmc::gpu::run_emulated(&program, &kernel, &inputs, &params, &opts).map_err(|e| format!("error: {e}\n"))?
+                Engine::Interp => tfmc::interp::run(&program, &kernel, &inputs, &params).map_err(|e| format!("error: {e}\n"))?,
+                compiled => {
+                    let t = compiled.target(&target).expect("a compiled engine (the interpreter is matched above)");
+                    driver::run(&program, &kernel, &inputs, &params, &CompileOptions::default(), &t)
+                        .map_err(|e| format!("error: {e}\n"))?
+                        .outputs
                 }
             };
             tfmc_runtime::write_npz(&out, &outputs).map_err(|e| format!("error: {e}\n"))?;
@@ -388,31 +374,36 @@ pub fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Build { file, out: dest, params, target, build_target, emit, kernel } => {
             let program = load(&file, None)?;
-            let opts = target.options(parse_params(&params)?);
+            let opts = CompileOptions { params: parse_params(&params)?, ..Default::default() };
+            let Some(t) = build_target.target(&target) else {
+                return Err("error: the interpreter builds no artifact; use --target llvm or --target cuda\n".to_string());
+            };
             if let Some(stage) = emit {
-                return emit_code(&program, stage, kernel.as_deref(), &opts, target.sm);
+                return emit_code(&program, stage, kernel.as_deref(), &opts, &t, &target);
             }
             let stem = file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "tfmc".to_string());
-            if build_target == BuildTarget::Cuda {
-                let dest = dest.unwrap_or_else(|| PathBuf::from(format!("{stem}.ptx")));
-                let kernels = tfmc::gpu::build_cuda(&program, &dest, &opts, target.sm).map_err(|e| format!("error: {e}\n"))?;
-                for k in &kernels {
-                    out(&format!(
-                        "{} -> {}_prep, {} segment(s)\n",
-                        k.manifest.name,
-                        k.manifest.symbol,
-                        k.manifest.gpu.as_ref().map_or(0, |g| g.segments)
-                    ));
+            let dest =
+                dest.unwrap_or_else(|| PathBuf::from(if t.gpu().is_some() { format!("{stem}.ptx") } else { format!("lib{stem}.so") }));
+            let kernels = driver::build(&program, &dest, &opts, &t).map_err(|e| format!("error: {e}\n"))?;
+            match t.gpu() {
+                Some(g) => {
+                    for k in &kernels {
+                        out(&format!(
+                            "{} -> {}_prep, {} segment(s)\n",
+                            k.manifest.name,
+                            k.manifest.symbol,
+                            k.manifest.gpu.as_ref().map_or(0, |g| g.segments)
+                        ));
+                    }
+                    out(&format!("wrote {} (sm_{})\n", dest.display(), g.sm));
                 }
-                out(&format!("wrote {} (sm_{})\n", dest.display(), target.sm));
-                return Ok(());
+                None => {
+                    for k in &kernels {
+                        out(&format!("{} -> {}\n", k.manifest.name, k.manifest.symbol));
+                    }
+                    out(&format!("wrote {} and {}\n", dest.display(), dest.with_extension("h").display()));
+                }
             }
-            let dest = dest.unwrap_or_else(|| PathBuf::from(format!("lib{stem}.so")));
-            let kernels = tfmc::compile::build(&program, &dest, &opts).map_err(|e| format!("error: {e}\n"))?;
-            for k in &kernels {
-                out(&format!("{} -> {}\n", k.manifest.name, k.manifest.symbol));
-            }
-            out(&format!("wrote {} and {}\n", dest.display(), dest.with_extension("h").display()));
             Ok(())
         }
         Command::Bench { shapes, iters, torch, threads, tiers } => {
@@ -448,8 +439,8 @@ pub fn run(cli: Cli) -> Result<(), String> {
                     (None, false) => None,
                 },
                 rtol,
-                engine: backend.jit().map_or(tfmc::watch::Engine::Interpreter, tfmc::watch::Engine::Jit),
-                options: target.options(BTreeMap::new()),
+                target: backend.target(&target),
+                options: CompileOptions::default(),
                 out: dest,
             };
             if once {
@@ -470,37 +461,26 @@ pub fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-/// Prints a code-generation stage of every kernel (or one) of `program`.
+/// Prints a code-generation stage of every kernel (or one) of `program` for target `t`:
+/// `kir` of `t`'s schedule; `llvm`/`asm` of an LLVM target; `ptx` always for CUDA (`--sm`) and
+/// `clif` always for Cranelift, whatever `--target` says (each stage has one backend).
 fn emit_code(
     program: &tfmc::Program,
     stage: CodeStage,
     only: Option<&str>,
-    opts: &tfmc::compile::CompileOptions,
-    sm: u32,
+    opts: &CompileOptions,
+    t: &Target,
+    args: &TargetArgs,
 ) -> Result<(), String> {
-    if stage == CodeStage::Ptx {
-        // The GPU has its own schedule: prepared by the CUDA pipeline.
-        out(&tfmc::gpu::emit_ptx(program, only, opts, sm).map_err(|e| format!("error: {e}\n"))?);
-        return Ok(());
-    }
+    let (stage, t) = match stage {
+        CodeStage::Kir => (driver::Stage::Kir, t.clone()),
+        CodeStage::Llvm => (driver::Stage::Llvm, t.clone()),
+        CodeStage::Asm => (driver::Stage::Asm, t.clone()),
+        CodeStage::Clif => (driver::Stage::Clif, Target::cranelift()),
+        CodeStage::Ptx => (driver::Stage::Ptx, Engine::Cuda.target(args).expect("cuda is a compiled target")),
+    };
     // An unknown `--kernel` fails in `prepare`, naming the program's kernels.
-    let names: Vec<&str> = match only {
-        Some(k) => vec![k],
-        None => program.kernels.iter().map(|k| k.name.as_str()).collect(),
-    };
-    let mut prepared = Vec::new();
-    for name in names {
-        prepared.push(tfmc::compile::prepare(program, name, opts).map_err(|e| format!("error: {e}\n"))?);
-    }
-    let exports: Vec<_> = prepared.iter().map(|k| tfmc::backend::Export::new(&k.scheduled.func, k.manifest.symbol.clone())).collect();
-    let text = match stage {
-        CodeStage::Kir => prepared.iter().map(|k| format!("{}\n", k.scheduled.func)).collect(),
-        CodeStage::Llvm => tfmc::backend::llvm::emit_llvm(&exports, &opts.target).map_err(|e| format!("error: {e}\n"))?,
-        CodeStage::Asm => tfmc::backend::llvm::emit_asm(&exports, &opts.target).map_err(|e| format!("error: {e}\n"))?,
-        CodeStage::Clif => tfmc::backend::cranelift::emit_clif(&exports, &opts.cranelift).map_err(|e| format!("error: {e}\n"))?,
-        CodeStage::Ptx => unreachable!("PTX returned above"),
-    };
-    out(&text);
+    out(&driver::emit(program, only, opts, &t, stage).map_err(|e| format!("error: {e}\n"))?);
     Ok(())
 }
 

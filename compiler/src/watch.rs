@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use tfmc_runtime::{Scalar, Tensor};
 
-use crate::compile::{CompileOptions, JitBackend};
+use crate::driver::{CompileOptions, Target};
 
 /// Where a round's inputs come from.
 #[derive(Clone, Debug)]
@@ -44,15 +44,6 @@ pub enum Reference {
     Interpreter,
 }
 
-/// How a round runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    /// A JIT backend.
-    Jit(JitBackend),
-    /// The f64 interpreter.
-    Interpreter,
-}
-
 /// Everything one round needs.
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
@@ -69,8 +60,10 @@ pub struct WatchConfig {
     /// Largest difference allowed, relative to the reference's largest magnitude (at least 1).
     pub rtol: f64,
     /// How the kernel runs.
-    pub engine: Engine,
-    /// Compile options for the JIT backends.
+    /// Where the kernel runs: a compiled target (JIT, the CUDA device or its emulation), or
+    /// the f64 interpreter when `None`.
+    pub target: Option<Target>,
+    /// Compile options for the compiled targets.
     pub options: CompileOptions,
     /// Where to write the outputs of each successful round (`.npz`, atomically).
     pub out: Option<PathBuf>,
@@ -132,16 +125,16 @@ fn round_inner(cfg: &WatchConfig, files: &mut BTreeSet<PathBuf>, report: &mut St
             crate::inputs::random_inputs(&program, &cfg.kernel, dims, *seed).map_err(|e| format!("error: {e}"))?
         }
     };
-    let outputs = match cfg.engine {
-        Engine::Jit(backend) => {
-            let r = crate::compile::run_jit(backend, &program, &cfg.kernel, &inputs, &cfg.params, &cfg.options)
-                .map_err(|e| format!("error: {e}"))?;
+    let outputs = match &cfg.target {
+        Some(target) => {
+            let r =
+                crate::driver::run(&program, &cfg.kernel, &inputs, &cfg.params, &cfg.options, target).map_err(|e| format!("error: {e}"))?;
             let _ = writeln!(
                 report,
                 "{}: {} on {}: checked in {}, compiled in {} (optimize + schedule {}, codegen {}), ran in {}",
                 cfg.file.display(),
                 cfg.kernel,
-                backend.name(),
+                target.name(),
                 ms(check_time),
                 ms(r.prepare + r.codegen),
                 ms(r.prepare),
@@ -150,7 +143,7 @@ fn round_inner(cfg: &WatchConfig, files: &mut BTreeSet<PathBuf>, report: &mut St
             );
             r.outputs
         }
-        Engine::Interpreter => {
+        None => {
             let t = Instant::now();
             let o = crate::interp::run(&program, &cfg.kernel, &inputs, &cfg.params).map_err(|e| format!("error: {e}"))?;
             let _ = writeln!(
@@ -301,7 +294,7 @@ mod tests {
             params: BTreeMap::new(),
             reference: Some(Reference::Interpreter),
             rtol: 1e-5,
-            engine: Engine::Jit(JitBackend::Cranelift),
+            target: Some(Target::cranelift()),
             options: CompileOptions::default(),
             out: None,
         }

@@ -366,3 +366,34 @@ fn run_optimized_agrees_with_run() {
     let diff = a["O"].max_abs_diff(&b["O"]).expect("same shape");
     assert!(diff <= 1e-6, "optimized and plain runs differ by {diff}");
 }
+
+/// `--emit=kir` prints the schedule of the chosen target: the CPU plan by default, the GPU's
+/// block-parallel plan with `--target cuda` (one `Target` decides the schedule, the backend and
+/// the manifest).
+#[test]
+fn emit_kir_follows_the_target() {
+    let cpu = tfmc(&["build", "lib/sdpa.tfm", "--emit=kir"]);
+    assert!(cpu.status.success(), "{}", stderr(&cpu));
+    let gpu = tfmc(&["build", "lib/sdpa.tfm", "--target", "cuda", "--emit=kir"]);
+    assert!(gpu.status.success(), "{}", stderr(&gpu));
+    assert!(stdout(&gpu).contains("gpu:block/128"), "no block parallel in the CUDA schedule:\n{}", stdout(&gpu));
+    assert!(!stdout(&cpu).contains("gpu:"), "GPU dialect in the CPU schedule");
+    assert_ne!(stdout(&cpu), stdout(&gpu));
+}
+
+/// A stage or artifact the target does not have is a clear error (exit 1), and nothing is
+/// written.
+#[test]
+fn stages_and_artifacts_the_target_lacks_are_errors() {
+    let s = Scratch::new("target-lacks");
+    for (args, msg) in [
+        (&["build", "lib/sdpa.tfm", "--target", "cuda", "--emit=llvm"][..], "the cuda target has no 'llvm' stage"),
+        (&["build", "lib/sdpa.tfm", "--target", "cranelift", "-o", &s.str("x.so")][..], "the cranelift target builds no artifact"),
+        (&["build", "lib/sdpa.tfm", "--target", "interp", "-o", &s.str("x.so")][..], "the interpreter builds no artifact"),
+    ] {
+        let o = tfmc(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!s.path("x.so").exists() && !s.path("x.h").exists());
+}

@@ -21,8 +21,7 @@ use tfmc::Program;
 use tfmc::backend::Export;
 use tfmc::backend::nvptx::emu::with_emulator;
 use tfmc::backend::nvptx::{self, NvptxOptions};
-use tfmc::compile::{CompileError, CompileOptions, Prepared};
-use tfmc::gpu;
+use tfmc::driver::{self, CompileError, CompileOptions, DEFAULT_SM, Prepared, Target};
 use tfmc_runtime::{RuntimeError, Scalar, Tensor};
 
 fn root() -> PathBuf {
@@ -129,8 +128,8 @@ fn every_lib_and_golden_kernel_assembles_for_sm80_and_sm90() {
     for path in files {
         let program = load(&path);
         for k in &program.kernels {
-            let prep =
-                gpu::prepare_gpu(&program, &k.name, &opts, gpu::DEFAULT_SM).unwrap_or_else(|e| panic!("{}/{}: {e}", stem(&path), k.name));
+            let prep = driver::prepare(&program, &k.name, &opts, &Target::cuda(DEFAULT_SM))
+                .unwrap_or_else(|e| panic!("{}/{}: {e}", stem(&path), k.name));
             let launch = prep.manifest.gpu.clone().unwrap();
             for sm in [80, 90] {
                 let t = Instant::now();
@@ -201,7 +200,7 @@ fn cuda_artifacts_of_every_lib_file_assemble_and_carry_their_manifest() {
     for path in tfm_files(&root().join("lib")) {
         let program = load(&path);
         let out = out_dir().join(format!("{}.ptx", stem(&path)));
-        let kernels = gpu::build_cuda(&program, &out, &opts, 90).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let kernels = driver::build(&program, &out, &opts, &Target::cuda(90)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let text = std::fs::read_to_string(&out).unwrap();
         let m = tfmc_runtime::manifest::manifest_from_ptx(&text).unwrap();
         assert_eq!(m.target.kind, "cuda");
@@ -240,14 +239,14 @@ fn resources(log: &str) -> Vec<(String, u32, u32)> {
 }
 
 /// The schedule choice for GPUs, measured: sdpa's entries under the generic plan (what
-/// `gpu::prepare_gpu` uses) need far less local memory per thread than under the CPU's tiled
+/// `driver::prepare` uses for a CUDA target) need far less local memory per thread than under the CPU's tiled
 /// attention plan.
 #[test]
 fn sdpa_registers_and_local_memory_per_entry() {
     let Some(ptxas) = toolchain_or_skip() else { return };
     let program = load(&root().join("lib/sdpa.tfm"));
-    let generic = gpu::prepare_gpu(&program, "sdpa", &CompileOptions::default(), gpu::DEFAULT_SM).unwrap();
-    let tiled = tfmc::compile::prepare(&program, "sdpa", &CompileOptions::default()).unwrap();
+    let generic = driver::prepare(&program, "sdpa", &CompileOptions::default(), &Target::cuda(DEFAULT_SM)).unwrap();
+    let tiled = driver::prepare(&program, "sdpa", &CompileOptions::default(), &Target::host_llvm()).unwrap();
     let mut worst = Vec::new();
     for (plan, k) in [("generic", &generic), ("tiled", &tiled)] {
         let file = out_dir().join(format!("sdpa_{plan}_sm90.ptx"));
@@ -279,7 +278,7 @@ fn half_kernels_use_tensor_cores_from_sm80() {
             "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
         };
         for sm in [75, 80, 90] {
-            let prep = gpu::prepare_gpu(&program, &k.name, &CompileOptions::default(), sm).unwrap();
+            let prep = driver::prepare(&program, &k.name, &CompileOptions::default(), &Target::cuda(sm)).unwrap();
             let ptx = ptx_of(&prep, sm);
             assert_eq!(ptx.contains(inst), sm >= 80, "{} sm_{sm}: {inst}", k.name);
             let file = out_dir().join(format!("{}_sm{sm}.ptx", k.name));
@@ -329,7 +328,7 @@ type Case = (BTreeMap<String, Tensor>, BTreeMap<String, Scalar>);
 /// Runs `program`'s kernel `name` (compiled once for the emulation) on every input set and
 /// compares with the interpreter; returns (runs compared, (segments launched, threads)).
 fn emulate_against_interpreter(what: &str, program: &Program, name: &str, cases: &[Case]) -> (usize, (u64, u64)) {
-    let k = gpu::prepare_gpu(program, name, &CompileOptions::default(), gpu::DEFAULT_SM).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let k = driver::prepare(program, name, &CompileOptions::default(), &Target::cuda(DEFAULT_SM)).unwrap_or_else(|e| panic!("{what}: {e}"));
     let ex = [Export::new(&k.scheduled.func, k.manifest.symbol.clone())];
     with_emulator(&ex, |dev| {
         let mut compared = 0;
@@ -419,7 +418,7 @@ fn large_logits_and_fully_masked_rows_on_the_emulator() {
     let program = load(&root().join("lib/window.tfm"));
     let inputs = attention_inputs(&program, "window", 11, 11, 5);
     let params: BTreeMap<String, Scalar> = [("W".to_string(), Scalar::I(0))].into();
-    let got = gpu::run_emulated(&program, "window", &inputs, &params, &CompileOptions::default()).unwrap();
+    let got = driver::run(&program, "window", &inputs, &params, &CompileOptions::default(), &Target::gpu_emu()).map(|r| r.outputs).unwrap();
     let o = got["O"].to_f64_vec();
     assert!(!o.is_empty() && o.iter().all(|x| *x == 0.0), "fully masked rows must be 0");
     emulate_against_interpreter("window W=0", &program, "window", &[(inputs, params)]);
@@ -443,12 +442,12 @@ fn failures_inside_segments_are_the_cpu_errors() {
     let params = BTreeMap::new();
     let x = f32s(&[1.0, 2.0, 3.0]);
     let ok: BTreeMap<String, Tensor> = [("X".into(), x.clone()), ("I".into(), i32s(&[2, 0, 1, 2]))].into();
-    let got = gpu::run_emulated(&program, "g", &ok, &params, &opts).unwrap();
+    let got = driver::run(&program, "g", &ok, &params, &opts, &Target::gpu_emu()).map(|r| r.outputs).unwrap();
     assert_eq!(got["Y"].to_f64_vec(), vec![6.0, 2.0, 4.0, 6.0]);
     for bad in [[0, 3, 1, 2], [0, 1, 2, -1]] {
         let inputs: BTreeMap<String, Tensor> = [("X".into(), x.clone()), ("I".into(), i32s(&bad))].into();
-        let gpu_err = gpu::run_emulated(&program, "g", &inputs, &params, &opts).unwrap_err();
-        let cpu_err = tfmc::compile::run_llvm(&program, "g", &inputs, &params, &opts).unwrap_err();
+        let gpu_err = driver::run(&program, "g", &inputs, &params, &opts, &Target::gpu_emu()).map(|r| r.outputs).unwrap_err();
+        let cpu_err = driver::run(&program, "g", &inputs, &params, &opts, &Target::host_llvm()).map(|r| r.outputs).unwrap_err();
         assert_eq!(gpu_err.to_string(), cpu_err.to_string());
         assert!(
             matches!(&gpu_err, CompileError::Runtime(RuntimeError::Kernel { kind: tfmc_runtime::manifest::FailKind::OutOfRange, .. })),
@@ -460,8 +459,8 @@ fn failures_inside_segments_are_the_cpu_errors() {
     let d: BTreeMap<String, usize> =
         [("B", 1), ("H", 3), ("G", 2), ("P", 4), ("M", 5), ("E", 2), ("F", 2)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
     let inputs = tfmc::inputs::random_inputs(&program, "gqa", &d, 1).unwrap();
-    let gpu_err = gpu::run_emulated(&program, "gqa", &inputs, &params, &opts).unwrap_err();
-    let cpu_err = tfmc::compile::run_llvm(&program, "gqa", &inputs, &params, &opts).unwrap_err();
+    let gpu_err = driver::run(&program, "gqa", &inputs, &params, &opts, &Target::gpu_emu()).map(|r| r.outputs).unwrap_err();
+    let cpu_err = driver::run(&program, "gqa", &inputs, &params, &opts, &Target::host_llvm()).map(|r| r.outputs).unwrap_err();
     assert_eq!(gpu_err.to_string(), cpu_err.to_string());
     assert!(tfmc::interp::run_exact(&program, "gqa", &inputs, &params).is_err());
 }
@@ -474,7 +473,7 @@ fn sdpa_on_a_cuda_device_matches_the_interpreter() {
     let params = BTreeMap::new();
     for (i, (p, m)) in [(1, 1), (37, 70), (129, 257)].into_iter().enumerate() {
         let inputs = attention_inputs(&program, "sdpa", p, m, 21 + i as u64);
-        let got = match gpu::run_cuda(&program, "sdpa", &inputs, &params, &opts, gpu::DEFAULT_SM) {
+        let got = match driver::run(&program, "sdpa", &inputs, &params, &opts, &Target::cuda(DEFAULT_SM)).map(|r| r.outputs) {
             Err(CompileError::Runtime(e)) if e.is_no_device() => {
                 eprintln!("SKIP: no CUDA device ({e})");
                 return;

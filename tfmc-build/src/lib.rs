@@ -38,7 +38,7 @@
 //!    printing `cargo::rerun-if-changed=` for each of those files (so editing any of them
 //!    rebuilds the artifact, and nothing else does) and each warning as `cargo::warning=`;
 //! 2. compiles every kernel of the program into `$OUT_DIR/lib<name>.so` plus the C header
-//!    `$OUT_DIR/lib<name>.h` (`tfmc::compile::build`, both written atomically; `<name>` is
+//!    `$OUT_DIR/lib<name>.h` (`tfmc::driver::build` for an LLVM target, both written atomically; `<name>` is
 //!    the file stem unless [`Build::name`] says otherwise);
 //! 3. prints `cargo::rustc-env=TFMC_ARTIFACT_<NAME>=<path>` (`<NAME>` upper-cased, characters
 //!    other than ASCII letters and digits as `_`), so the crate finds the artifact with
@@ -61,7 +61,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use tfmc::backend::llvm::TargetOptions;
-use tfmc::compile::{CompileError, CompileOptions};
+use tfmc::driver::{CompileError, CompileOptions, Target};
 pub use tfmc_runtime::Scalar;
 
 /// Compiles `file` with default options: `Build::new(file).compile()` (see [`Build::compile`]).
@@ -318,8 +318,9 @@ impl Build {
             return Err(Error::Config(format!("cannot create '{}': {error}", out_dir.display())));
         }
         let out = out_dir.join(format!("lib{name}.so"));
-        let opts = CompileOptions { target: self.target.clone(), params: self.params.clone(), ..CompileOptions::default() };
-        tfmc::compile::build(&program, &out, &opts).map_err(|error| Error::Compile { file: self.file.clone(), error: Box::new(error) })?;
+        let opts = CompileOptions { params: self.params.clone(), ..CompileOptions::default() };
+        tfmc::driver::build(&program, &out, &opts, &Target::Llvm(self.target.clone()))
+            .map_err(|error| Error::Compile { file: self.file.clone(), error: Box::new(error) })?;
         if self.cargo_metadata {
             used_names().insert(var.clone());
         }

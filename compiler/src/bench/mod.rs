@@ -303,7 +303,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
     let mut tfmc: BTreeMap<&str, TfmcResult> = BTreeMap::new();
     let mut reference: BTreeMap<&str, TorchResult> = BTreeMap::new();
     for s in &selected {
-        match bench_tfmc(s, opts.iters, &lib, crate::compile::JitBackend::Llvm) {
+        match bench_tfmc(s, opts.iters, &lib, &crate::driver::Target::host_llvm()) {
             Ok(r) => {
                 eprintln!("bench: {}: tfmc {} ms (median of {}, compile {:.2} s)", s.name, fmt_ms(r.median_ms), r.iters, r.compile_s);
                 if r.non_finite {

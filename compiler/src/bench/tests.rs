@@ -76,7 +76,7 @@ fn peak_is_positive() {
 #[test]
 fn small_shape_runs_and_is_finite() {
     let s = Shape { name: "tiny", kind: Kind::Window, b: 1, h: 2, p: 33, m: 33, e: 8, w: 5 };
-    let r = bench_tfmc(&s, 2, &lib_dir(), crate::compile::JitBackend::Llvm).unwrap();
+    let r = bench_tfmc(&s, 2, &lib_dir(), &crate::driver::Target::host_llvm()).unwrap();
     assert!(!r.non_finite && r.median_ms >= 0.0 && r.iters >= 1, "{r:?}");
 }
 

@@ -10,7 +10,7 @@ use tfmc_runtime::native::NativeTensor;
 use tfmc_runtime::{DType, Scalar};
 
 use super::*;
-use crate::compile::{CompileOptions, JitBackend, prepare, with_jit};
+use crate::driver::{CompileOptions, Target, prepare, with_jit};
 
 /// One shape's tfmc measurement.
 #[derive(Clone, Debug)]
@@ -52,7 +52,7 @@ pub(super) fn calls_within_budget(iters: usize, warm: Duration) -> usize {
 }
 
 /// Compiles `shape`'s kernel with `backend` and times it (see the module docs).
-pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, backend: JitBackend) -> Result<TfmcResult, String> {
+pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, target: &Target) -> Result<TfmcResult, String> {
     let (file, kernel) = shape.kind.kernel();
     let path = lib.join(file);
     let program = crate::load(&path).map_err(|d| format!("{}: does not check:\n{d}", path.display()))?;
@@ -68,10 +68,10 @@ pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, backend: JitBackend) 
     let k = random_tensor(vec![shape.b, shape.h, shape.m, shape.e], &mut rng)?;
     let v = random_tensor(vec![shape.b, shape.h, shape.m, shape.e], &mut rng)?;
     let start = Instant::now();
-    let prepared = prepare(&program, kernel, &copts).map_err(|e| format!("{kernel}: {e}"))?;
+    let prepared = prepare(&program, kernel, &copts, target).map_err(|e| format!("{kernel}: {e}"))?;
     let manifest = &prepared.manifest;
     let symbol = manifest.symbol.clone();
-    with_jit(backend, std::slice::from_ref(&prepared), &copts, |lookup| -> Result<TfmcResult, String> {
+    with_jit(target, std::slice::from_ref(&prepared), |lookup| -> Result<TfmcResult, String> {
         let compile_s = start.elapsed().as_secs_f64();
         let entry = lookup(&symbol).ok_or_else(|| format!("the JIT has no symbol '{symbol}'"))?;
         let inputs = [&q, &k, &v];

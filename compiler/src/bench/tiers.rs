@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::table::{fmt_ms, table};
 use super::tfmc_side::{bench_tfmc, median};
 use super::{BenchOptions, PoolGuard, default_threads, lib_dir, select};
-use crate::compile::{CompileOptions, JitBackend, prepare, with_jit};
+use crate::driver::{CompileOptions, Target, prepare, with_jit};
 
 /// One kernel's compile times, ms (medians).
 #[derive(Clone, Debug)]
@@ -49,21 +49,22 @@ pub fn compile_times(lib: &Path, iters: usize) -> Result<Vec<CompileTimes>, Stri
             let mut prepared = None;
             for _ in 0..iters {
                 let t = Instant::now();
-                prepared = Some(prepare(&program, &k.name, &opts).map_err(|e| format!("{name}: {e}"))?);
+                prepared = Some(prepare(&program, &k.name, &opts, &Target::host_llvm()).map_err(|e| format!("{name}: {e}"))?);
                 prep.push(t.elapsed().as_secs_f64() * 1e3);
             }
             let Some(prepared) = prepared else { continue };
-            let time = |backend| -> Result<f64, String> {
+            // Both tiers compile the CPU schedule's KIR, prepared once above.
+            let time = |target: Target| -> Result<f64, String> {
                 let mut v = Vec::new();
                 for _ in 0..iters {
                     let t = Instant::now();
-                    with_jit(backend, std::slice::from_ref(&prepared), &opts, |_| ()).map_err(|e| format!("{name}: {e}"))?;
+                    with_jit(&target, std::slice::from_ref(&prepared), |_| ()).map_err(|e| format!("{name}: {e}"))?;
                     v.push(t.elapsed().as_secs_f64() * 1e3);
                 }
                 Ok(median(v))
             };
-            let llvm_ms = time(JitBackend::Llvm)?;
-            let cranelift_ms = time(JitBackend::Cranelift)?;
+            let llvm_ms = time(Target::host_llvm())?;
+            let cranelift_ms = time(Target::cranelift())?;
             out.push(CompileTimes { name, prepare_ms: median(prep), llvm_ms, cranelift_ms });
         }
     }
@@ -114,18 +115,18 @@ pub fn run_tiers(opts: &BenchOptions, compile_iters: usize) -> Result<String, St
     tfmc_runtime::parallel::set_num_threads(threads);
     let mut rows = Vec::new();
     for s in &selected {
-        let mut cell = |backend| match bench_tfmc(s, opts.iters, &lib, backend) {
+        let mut cell = |target: Target| match bench_tfmc(s, opts.iters, &lib, &target) {
             Ok(r) => {
-                eprintln!("bench: {}: {} {} ms", s.name, backend.name(), fmt_ms(r.median_ms));
+                eprintln!("bench: {}: {} {} ms", s.name, target.name(), fmt_ms(r.median_ms));
                 Some(r.median_ms)
             }
             Err(e) => {
-                let _ = writeln!(report, "{}: {} failed: {e}", s.name, backend.name());
+                let _ = writeln!(report, "{}: {} failed: {e}", s.name, target.name());
                 None
             }
         };
-        let l = cell(JitBackend::Llvm);
-        let c = cell(JitBackend::Cranelift);
+        let l = cell(Target::host_llvm());
+        let c = cell(Target::cranelift());
         let dash = || "-".to_string();
         rows.push(vec![
             s.name.to_string(),

@@ -11,7 +11,12 @@ use std::time::Instant;
 use tfmc_runtime::{Scalar, Tensor};
 
 use super::*;
-use crate::compile::{CompileOptions, Prepared, prepare};
+use crate::driver::{CompileOptions, Prepared, Target};
+
+/// The CPU schedule's prepared kernel (the Cranelift target's).
+fn prepare(program: &crate::Program, name: &str, opts: &CompileOptions) -> Result<Prepared, crate::driver::CompileError> {
+    crate::driver::prepare(program, name, opts, &Target::cranelift())
+}
 
 /// fp32 against f64, relative to the output's magnitude.
 const RTOL: f64 = 2e-4;

@@ -8,7 +8,8 @@
 //! `default<O{n}>`. Nothing is emitted for a module that fails to verify.
 //!
 //! Module map:
-//! - `target`: [`TargetOptions`] → [`ResolvedTarget`] (host defaults, CPU/feature checks) and
+//! - `target`: [`TargetOptions`] → the resolved target (host defaults, CPU/feature checks; the
+//!   manifest's target is [`resolve_target`]) and
 //!   the `TargetMachine`; `cpus`: the x86 CPU/feature names LLVM knows;
 //! - `types`: KIR types → LLVM types (values, memory, ABI slots, C types);
 //! - `codegen`: module/function state (allocas, buffers, exit blocks, declarations);
@@ -54,7 +55,8 @@ use inkwell::targets::{FileType, RelocMode, TargetMachine};
 pub use super::Export;
 pub use aot::build_shared_library;
 pub use jit::{Jit, PackedFn, with_jit};
-pub use target::{ResolvedTarget, TargetOptions, resolve_target};
+pub(crate) use target::ResolvedTarget;
+pub use target::{TargetOptions, resolve_target};
 
 /// Why the backend could not produce code.
 #[derive(Debug, thiserror::Error)]

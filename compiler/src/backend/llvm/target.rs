@@ -33,9 +33,10 @@ impl Default for TargetOptions {
     }
 }
 
-/// The target a compilation actually uses (what an artifact's manifest records).
+/// The target a compilation actually uses (what an artifact's manifest records, see
+/// [`resolve_target`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedTarget {
+pub(crate) struct ResolvedTarget {
     /// LLVM target triple.
     pub triple: String,
     /// LLVM CPU name.
@@ -45,11 +46,18 @@ pub struct ResolvedTarget {
     pub features: Vec<String>,
 }
 
-/// Resolves `opts` against the host: see [`TargetOptions`].
+/// Resolves `opts` against the host (see [`TargetOptions`]) into the target an artifact's
+/// manifest records: kind `cpu`, the LLVM triple and CPU name, and the explicitly enabled
+/// features (names without `+`, sorted; empty for a named CPU without a feature string).
 ///
 /// Errors: [`LlvmError::UnknownCpu`], [`LlvmError::UnknownFeature`], [`LlvmError::OptLevel`].
-pub fn resolve_target(opts: &TargetOptions) -> Result<ResolvedTarget, LlvmError> {
-    resolve(opts).map(|(t, _)| t)
+pub fn resolve_target(opts: &TargetOptions) -> Result<tfmc_runtime::manifest::Target, LlvmError> {
+    resolve(opts).map(|(t, _)| tfmc_runtime::manifest::Target {
+        kind: "cpu".to_string(),
+        triple: t.triple,
+        cpu: t.cpu,
+        features: t.features,
+    })
 }
 
 /// Registers the native target with LLVM once per process.

@@ -150,9 +150,9 @@ fn spine_accepts_every_library_and_golden_kernel_under_both_schedules() {
     for (file, program) in &programs {
         for attention in [false, true] {
             for k in &program.kernels {
-                let mut opts = crate::compile::CompileOptions::default();
+                let mut opts = crate::driver::CompileOptions::default();
                 opts.schedule.attention = attention;
-                let Ok(prep) = crate::compile::prepare(program, &k.name, &opts) else {
+                let Ok(prep) = crate::driver::prepare(program, &k.name, &opts, &crate::driver::Target::host_llvm()) else {
                     // A kernel needing a param without a default is not compiled anywhere.
                     continue;
                 };

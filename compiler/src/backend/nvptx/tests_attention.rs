@@ -4,8 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::compile::CompileOptions;
-use crate::schedule::Target;
+use crate::driver::{CompileOptions, Gpu, Target};
+
+/// The GPU emulation with blocks of 32 threads (one warp: fast to emulate).
+fn emu32() -> Target {
+    Target::GpuEmu(Gpu { threads: 32, ..Gpu::default() })
+}
 
 fn lib(file: &str) -> crate::Program {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib").join(file);
@@ -14,8 +18,8 @@ fn lib(file: &str) -> crate::Program {
 
 #[test]
 fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
-    let mut opts = CompileOptions::default();
-    opts.schedule.target = Target::Gpu { threads: 32, tensor_cores: true };
+    let opts = CompileOptions::default();
+    let target = emu32();
     let mut planned = 0;
     for (file, kernel) in [
         ("sdpa.tfm", None),
@@ -31,7 +35,7 @@ fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
             if kernel.is_some_and(|n: &str| n != k.name) {
                 continue;
             }
-            let prepared = crate::gpu::prepare_gpu(&program, &k.name, &opts, crate::gpu::DEFAULT_SM).unwrap();
+            let prepared = crate::driver::prepare(&program, &k.name, &opts, &target).unwrap();
             if prepared.scheduled.func.vars.iter().any(|v| v.name.starts_with(crate::schedule::kir::gpu::BLOCK_PREFIX)) {
                 planned += 1;
             }
@@ -53,7 +57,7 @@ fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
                 let inputs = crate::inputs::random_inputs(&program, &k.name, &d, seed as u64).unwrap();
                 let params = BTreeMap::new();
                 let want = crate::interp::run_exact(&program, &k.name, &inputs, &params);
-                let got = crate::gpu::run_emulated(&program, &k.name, &inputs, &params, &opts);
+                let got = crate::driver::run(&program, &k.name, &inputs, &params, &opts, &target).map(|r| r.outputs);
                 let at = format!("{file}/{} dims {d:?}", k.name);
                 match (want, got) {
                     (Ok(want), Ok(got)) => {
@@ -80,8 +84,8 @@ fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
 /// interpreter with ordinary, ±1e4 and fully masked (`W = 0`) logits.
 #[test]
 fn split_k_decode_matches_the_interpreter() {
-    let mut opts = CompileOptions::default();
-    opts.schedule.target = Target::Gpu { threads: 32, tensor_cores: true };
+    let opts = CompileOptions::default();
+    let target = emu32();
     type Params<'a> = &'a [(&'a str, i64)];
     let cases: [(&str, &str, Params<'_>); 5] = [
         ("sdpa.tfm", "sdpa", &[]),
@@ -92,7 +96,7 @@ fn split_k_decode_matches_the_interpreter() {
     ];
     for (file, kernel, params) in cases {
         let program = lib(file);
-        let prepared = crate::gpu::prepare_gpu(&program, kernel, &opts, crate::gpu::DEFAULT_SM).unwrap();
+        let prepared = crate::driver::prepare(&program, kernel, &opts, &target).unwrap();
         let combine = prepared.scheduled.func.vars.iter().any(|v| v.name.ends_with(".combine"));
         assert!(combine, "{file}/{kernel}: no split-K combine in the schedule");
         let shapes = [(1usize, 300usize, 1.0f64), (3, 257, 1.0), (1, 100, 1e4), (2, 33, 1.0)];
@@ -111,7 +115,7 @@ type Case<'a> = (&'a [(&'a str, usize)], u64, f64);
 /// `params`; compares each with the interpreter within `tol` of the output's magnitude.
 fn run_cases(
     program: &crate::Program,
-    prepared: &crate::compile::Prepared,
+    prepared: &crate::driver::Prepared,
     file: &str,
     kernel: &str,
     params: &[(&str, i64)],
@@ -170,8 +174,8 @@ fn lib_in(file: &str, fmt: &str) -> crate::Program {
 /// and fully masked rows.
 #[test]
 fn half_attention_on_tensor_cores_matches_the_interpreter() {
-    let mut opts = CompileOptions::default();
-    opts.schedule.target = Target::Gpu { threads: 32, tensor_cores: true };
+    let opts = CompileOptions::default();
+    let target = emu32();
     for (fmt, tol) in [("f16", 3e-3), ("bf16", 2e-2)] {
         for (file, kernel, params) in [
             ("sdpa.tfm", "sdpa", &[][..]),
@@ -182,7 +186,7 @@ fn half_attention_on_tensor_cores_matches_the_interpreter() {
             ("softcap.tfm", "softcap", &[]),
         ] {
             let program = lib_in(file, fmt);
-            let prepared = crate::gpu::prepare_gpu(&program, kernel, &opts, crate::gpu::DEFAULT_SM).unwrap();
+            let prepared = crate::driver::prepare(&program, kernel, &opts, &target).unwrap();
             assert!(crate::schedule::kir::gpu::has_mma(&prepared.scheduled.func.body), "{file}/{kernel} in {fmt}: no tensor-core plan");
             // The head sizes with block parallels of their own only where the kernel is sdpa
             // (the emulation of their wide tiles is slow).
