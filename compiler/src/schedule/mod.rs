@@ -19,6 +19,7 @@
 pub mod arith;
 pub mod attention;
 pub mod build;
+mod common;
 pub mod kir;
 pub mod lower;
 pub mod nodes;
@@ -54,7 +55,7 @@ pub enum Target {
         /// Threads per block (rows of `p` per block).
         threads: u32,
         /// Use tensor-core products (`Stmt::Mma`, sm_80+) for attention whose inputs are all
-        /// f16 or all bf16 (`attention::tc`).
+        /// f16 or all bf16 (`attention::tensor_core`).
         tensor_cores: bool,
     },
 }

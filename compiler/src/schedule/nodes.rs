@@ -8,6 +8,7 @@ use egg::{Id, Symbol};
 use tfmc_runtime::Scalar;
 
 use super::build::{Builder, e};
+use super::common::{checked_len, may_absent, node_axes};
 use super::kir::{BinOp as K, BufKind, Expr, FailKind, Ty};
 use super::lower::{Cx, Def, IdxVar, MAX_DIM, ScanCx, TensorInfo, vty};
 use super::{ArgInfo, ScheduleError, ScheduleOptions, Scheduled};
@@ -222,19 +223,6 @@ fn strides(cx: &mut Cx<'_>, shape: &[Expr], name: &str) -> Vec<Expr> {
     out
 }
 
-/// The element count of a local, failing with `OutOfMemory` when it overflows `i64`.
-pub(super) fn checked_len(cx: &mut Cx<'_>, shape: &[Expr], name: &str) -> Expr {
-    let mut len = e::i64(1);
-    for s in shape {
-        let ovf = e::bin(K::MulOverflows, len.clone(), s.clone());
-        if !cx.within(&e::mul(len.clone(), s.clone()), 0, i64::MAX as i128) {
-            cx.b.fail_if(ovf, FailKind::OutOfMemory, format!("local tensor '{name}' has too many elements"));
-        }
-        len = e::var(cx.b.let_(&format!("{name}.len"), e::mul(len, s.clone())));
-    }
-    len
-}
-
 /// Which nodes may have absent points.
 fn partiality(c: &Cascade, compiled: &[Compiled]) -> Vec<bool> {
     let mut partial = vec![false; c.order.len()];
@@ -251,24 +239,6 @@ fn partiality(c: &Cascade, compiled: &[Compiled]) -> Vec<bool> {
     partial
 }
 
-/// True if op `id` may have no point (conservative); `partial` says which tensors may
-/// miss points, `prev_absent` whether a scan's look-back may.
-pub(super) fn may_absent(ops: &[Op], id: Id, partial: &[bool], prev_absent: bool) -> bool {
-    // One pass, children before parents, so shared subterms are visited once.
-    let mut absent = vec![false; usize::from(id) + 1];
-    for i in 0..absent.len() {
-        let v = match &ops[i] {
-            Op::Read { tensor, .. } if partial.get(*tensor).copied().unwrap_or(true) => true,
-            Op::Dense { .. } | Op::Reduce { .. } | Op::URed { .. } | Op::Osm { .. } => false,
-            Op::Where { .. } => true,
-            Op::Prev { .. } => prev_absent,
-            op => super::lower::children(op).into_iter().any(|c| absent[usize::from(c)]),
-        };
-        absent[i] = v;
-    }
-    absent[usize::from(id)]
-}
-
 fn generic_plan(node: &Node, scan: Option<usize>) -> String {
     let idx = &node.indices;
     match (scan, idx.len()) {
@@ -283,17 +253,6 @@ fn generic_plan(node: &Node, scan: Option<usize>) -> String {
             format!("parallel ({}), sequential scan {}{inner}", par.join(", "), idx[a])
         }
     }
-}
-
-/// The node's indices at positions `which` as [`Cx::bind_flat`] takes them: slot, name,
-/// run-time extent (from `shape`) and declared range.
-pub(super) fn node_axes<'n>(
-    node: &'n Node,
-    slots: &[usize],
-    shape: &[Expr],
-    which: &[usize],
-) -> Vec<(usize, &'n str, Expr, crate::ir::Size)> {
-    which.iter().map(|&a| (slots[a], node.indices[a].as_str(), shape[a].clone(), node.shape[a].clone())).collect()
 }
 
 /// The generic loop nest of one node; `scan` is the scanned axis of a scan node.

@@ -5,9 +5,9 @@
 use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
+use super::super::common::{checked_len, node_axes};
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
 use super::super::lower::{Cx, Def, IdxVar, vty};
-use super::super::nodes::node_axes;
 use super::{Dot, EMAX, FMAX, PACKED_MIN_ROWS, Plan};
 use crate::ir::Node;
 
@@ -86,7 +86,7 @@ fn prepass<'p>(cx: &mut Cx<'_>, site: &Site<'_, '_>, dot: &'p Dot, esize: Expr) 
     let mut shape: Vec<Expr> = others(site).iter().map(|&a| t.shape[a].clone()).collect();
     shape.push(esize.clone());
     shape.push(mp.clone());
-    let len = super::super::nodes::checked_len(cx, &shape, &format!("{}.kt", node.name));
+    let len = checked_len(cx, &shape, &format!("{}.kt", node.name));
     let kt = cx.b.buf(&format!("{}.kt", node.name), Ty::F32, BufKind::Heap);
     cx.b.emit(Stmt::Alloc { buf: kt, len });
     let mark = cx.b.mark();

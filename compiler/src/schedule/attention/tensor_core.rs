@@ -28,10 +28,10 @@
 use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
+use super::super::common::node_axes;
 use super::super::kir::{BinOp as K, Buf, BufKind, Const, Expr, Mma, MmaKind, Stmt, Ty, Var, gpu};
 use super::super::lower::{Cx, Def, IdxVar, vty};
-use super::super::nodes::node_axes;
-use super::gpu::Split;
+use super::split_k::Split;
 use super::{EMAX, FMAX, Plan};
 use crate::hir::DType;
 use crate::ir::Node;
