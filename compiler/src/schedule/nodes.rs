@@ -172,7 +172,8 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                         e::i64(i64::from(super::attention::FMAX)),
                     );
                     cx.b.open_if(fits);
-                    super::attention::dispatch(&mut cx, node, slot, &slots_of[slot], d, &p, opts)?;
+                    let site = super::attention::Site { node, slot, slots: &slots_of[slot], d, plan: &p };
+                    super::attention::dispatch(&mut cx, &site, opts)?;
                     cx.b.open_else();
                     generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out)?;
                     cx.b.close();

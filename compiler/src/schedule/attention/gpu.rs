@@ -32,33 +32,28 @@
 //! A logit without a dot product is evaluated as written by each thread (`K` read from global
 //! memory, `V` staged).
 
+//!
+//! Files: this one ([`emit`], the per-row bounds, the CUDA-core block parallel in the stages
+//! above: [`open_block`], [`stage_tile`], [`row_logits`], [`update_row`], [`finish_row`]) and
+//! the GPU dialect helpers both GPU plans use ([`Dialect`]); split-K is [`super::split_k`], the
+//! tensor-core block parallel [`super::tensor_core`].
+
 use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
-use super::super::kir::{BinOp as K, BufKind, Const, Expr, MmaKind, Stmt, Ty, gpu};
-use super::super::lower::{Cx, Def, IdxVar, vty};
+use super::super::kir::{BinOp as K, Buf, BufKind, Const, Expr, MmaKind, Stmt, Ty, Var, gpu};
+use super::super::lower::{Cx, IdxVar};
 use super::split_k::Split;
-use super::{EMAX, FMAX, Plan};
-use crate::ir::Node;
+use super::{EMAX, FMAX, RowValue, Site};
 
-/// Emits the GPU plan for `node` with blocks of `threads` threads and tiles of `tm` keys.
-#[allow(clippy::too_many_arguments)]
-pub(in super::super) fn emit(
-    cx: &mut Cx<'_>,
-    node: &Node,
-    slot: usize,
-    slots: &[usize],
-    d: Def<'_>,
-    plan: &Plan,
-    threads: u32,
-    tm: u32,
-    tc: Option<MmaKind>,
-) -> Result<(), ScheduleError> {
-    let t = cx.tensors[slot].clone();
-    let k = slots.len();
+/// Emits the GPU plan for the node of `site` with blocks of `threads` threads and tiles of
+/// `tm` keys, on tensor cores of format `tc` when given.
+pub(super) fn emit(cx: &mut Cx<'_>, site: &Site<'_, '_>, threads: u32, tm: u32, tc: Option<MmaKind>) -> Result<(), ScheduleError> {
+    let (node, plan, d) = (site.node, site.plan, site.d);
+    let t = cx.tensors[site.slot].clone();
     let ta = plan.tile;
-    let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
+    let others = site.others();
     let rows = t.shape[ta].clone();
     let mut outer_n = e::i64(1);
     for &a in &others {
@@ -71,14 +66,14 @@ pub(in super::super) fn emit(
     let mark = cx.b.mark();
     let r = cx.b.open_parallel(&format!("{}.bounds", node.name), e::mul(outer_n.clone(), rows.clone()));
     let outer = cx.b.let_("outer", e::bin(K::Div, e::var(r), rows.clone()));
-    let (_, saved) = cx.bind_flat(e::var(outer), &node_axes(node, slots, &t.shape, &others));
+    let (_, saved) = cx.bind_flat(e::var(outer), &node_axes(node, site.slots, &t.shape, &others));
     let row = cx.b.let_(&node.indices[ta], e::bin(K::Rem, e::var(r), rows.clone()));
-    let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
+    let old_t = cx.bind(site.slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
     let (l, h) = cx.bounds(d, &plan.head)?;
     cx.b.store(bnd, e::mul(e::var(r), e::i64(2)), e::var(l));
     cx.b.store(bnd, e::add(e::mul(e::var(r), e::i64(2)), e::i64(1)), e::var(h));
     cx.b.close_to(mark);
-    cx.unbind(slots[ta], old_t);
+    cx.unbind(site.slots[ta], old_t);
     cx.restore(saved);
     // The packed variant when the contracted extent fits.
     let esize = plan.dot.as_ref().and_then(|dot| match &d.ops[usize::from(dot.head.hi)] {
@@ -87,98 +82,194 @@ pub(in super::super) fn emit(
     });
     // Rows per block: one per thread on CUDA cores, 16 per warp on tensor cores.
     let block_rows = if tc.is_some() { super::tensor_core::block_rows(threads) } else { i64::from(threads) };
-    let split = Split::plan(cx, node, slot, plan, block_rows, &outer_n, &rows)?;
+    let split = Split::plan(cx, site, block_rows, &outer_n, &rows)?;
+    let blocks = Blocks { threads, bnd, split: &split };
     match esize {
         Some(es) => {
             cx.b.open_if(e::bin(K::Le, es.clone(), e::i64(i64::from(EMAX))));
             match tc {
-                Some(kind) => super::tensor_core::emit(cx, node, slot, slots, d, plan, threads, bnd, es, kind, &split)?,
-                None => block(cx, node, slot, slots, d, plan, threads, tm, bnd, Some(es), &split)?,
+                Some(kind) => super::tensor_core::emit(cx, site, &blocks, es, kind)?,
+                None => block(cx, site, &blocks, tm, Some(es))?,
             }
-            split.combine(cx, node, slot, slots, plan)?;
+            split.combine(cx, site)?;
             cx.b.open_else();
             // The dot product evaluated as written has range checks that may fail: the CPU
             // plan with one row per parallel iteration (plain parallel loops) instead.
-            super::cpu::emit(cx, node, slot, slots, d, plan, 1, tm)?;
+            super::cpu::emit(cx, site, 1, tm)?;
             cx.b.close();
         }
-        None if plan.dot.is_some() => super::cpu::emit(cx, node, slot, slots, d, plan, 1, tm)?,
+        None if plan.dot.is_some() => super::cpu::emit(cx, site, 1, tm)?,
         None => {
-            block(cx, node, slot, slots, d, plan, threads, tm, bnd, None, &split)?;
-            split.combine(cx, node, slot, slots, plan)?;
+            block(cx, site, &blocks, tm, None)?;
+            split.combine(cx, site)?;
         }
     }
     Ok(())
 }
 
+/// What the block parallels of one node share: their block size, the per-row key bounds
+/// written by the bounds parallel (`[lo, hi]` per flat row), and the split.
+pub(super) struct Blocks<'s> {
+    /// Threads per block.
+    pub threads: u32,
+    /// The rows' bounds.
+    pub bnd: Buf,
+    /// The split of the key range.
+    pub split: &'s Split,
+}
+
+/// The GPU dialect as a block parallel's code uses it: the thread index, barriers and shared
+/// buffers (one per kernel of each; see the `kir` module docs).
+#[derive(Clone, Copy)]
+pub(super) struct Dialect {
+    /// The thread's index in its block.
+    pub thread: Var,
+    barrier: Var,
+}
+
+impl Dialect {
+    /// The kernel's thread index and barrier.
+    pub fn new(cx: &mut Cx<'_>) -> Dialect {
+        let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
+        let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
+        Dialect { thread, barrier }
+    }
+
+    /// A barrier of the block's threads.
+    pub fn sync(&self, cx: &mut Cx<'_>) {
+        cx.b.set(self.barrier, Expr::Const(Const::Bool(true)));
+    }
+
+    /// A shared buffer of `n` elements, one per block, named `{prefix}.{name}` for dumps.
+    pub fn shared(cx: &mut Cx<'_>, prefix: &str, name: &str, ty: Ty, n: u32) -> Buf {
+        cx.b.buf(&format!("{}{prefix}.{name}", gpu::SHARED_PREFIX), ty, BufKind::Stack(n))
+    }
+
+    /// Opens a block parallel of `n` blocks of `threads` threads; returns the block index.
+    pub fn open_blocks(cx: &mut Cx<'_>, threads: u32, n: Expr) -> Var {
+        cx.b.open_parallel(&gpu::block_var_name(threads), n)
+    }
+}
+
+/// One thread's part of a CUDA-core block: its row and that row's state.
+struct Thread {
+    /// The state's type (`f32`, or `f64` for `f64` nodes).
+    ty: Ty,
+    /// The block's threads and the dialect.
+    tl: i64,
+    dialect: Dialect,
+    /// Rows of the tile index and `F`, at run time.
+    rows: Expr,
+    fsize: Expr,
+    /// Shared: the block's rows' bounds, the staged `V` tile and (packed) `Bᵀ` tile.
+    lo_sh: Buf,
+    hi_sh: Buf,
+    vs: Buf,
+    ks: Option<Buf>,
+    /// Per thread: `acc[f]`, the tile's logits, (packed) the row's `A[e]`.
+    acc: Buf,
+    sloc: Buf,
+    qa: Option<Buf>,
+    /// The block's split part and other-index point; the row (unclamped), whether it is live,
+    /// and its key bounds.
+    part: Var,
+    outer: Var,
+    rowi: Var,
+    live: Var,
+    l: Var,
+    h: Var,
+    /// Running max, sum, "any point".
+    mx: Var,
+    sum: Var,
+    any: Var,
+    /// Every index's value where it is bound.
+    idx: Vec<Option<Expr>>,
+}
+
+impl Thread {
+    fn c(&self, x: f64) -> Expr {
+        e::num(self.ty, x)
+    }
+}
+
 /// The block parallel (packed when `esize` is given).
-#[allow(clippy::too_many_arguments)]
-fn block(
-    cx: &mut Cx<'_>,
-    node: &Node,
-    slot: usize,
-    slots: &[usize],
-    d: Def<'_>,
-    plan: &Plan,
-    threads: u32,
-    tm: u32,
-    bnd: super::super::kir::Buf,
-    esize: Option<Expr>,
-    split: &Split,
-) -> Result<(), ScheduleError> {
-    let t = cx.tensors[slot].clone();
-    let ty = if vty(node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 };
-    let c = |x: f64| e::num(ty, x);
-    let k = slots.len();
-    let (fa, ta) = (k - 1, plan.tile);
-    let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
-    let rows = t.shape[ta].clone();
-    let fsize = t.shape[fa].clone();
-    let tl = i64::from(threads);
+fn block(cx: &mut Cx<'_>, site: &Site<'_, '_>, blocks: &Blocks<'_>, tm: u32, esize: Option<Expr>) -> Result<(), ScheduleError> {
     let mark = cx.b.mark();
-    let mut idx: Vec<Option<Expr>> = vec![None; k];
+    let (mut th, saved, old_t) = open_block(cx, site, blocks, tm, esize.as_ref())?;
+    th.dialect.sync(cx);
+    let (m0, nm) = blocks.split.open_key_tiles(cx, th.lo_sh, th.hi_sh, blocks.threads, i64::from(tm), th.part);
+    th.dialect.sync(cx);
+    stage_tile(cx, site, &th, esize.as_ref(), m0, nm)?;
+    th.dialect.sync(cx);
+    let bmax = row_logits(cx, site, &th, esize.as_ref(), m0, nm)?;
+    update_row(cx, &th, bmax, nm);
+    cx.b.close(); // key tiles
+    finish_row(cx, site, &mut th, blocks.split)?;
+    cx.b.close_to(mark);
+    cx.unbind(site.slots[site.plan.tile], old_t);
+    cx.restore(saved);
+    Ok(())
+}
+
+/// Declares the block's buffers, opens the block parallel, binds the thread's row (clamped to
+/// the last one past the end), publishes its bounds to shared memory, and sets up its state
+/// (and, packed, its row of `A`).
+#[allow(clippy::type_complexity)]
+fn open_block(
+    cx: &mut Cx<'_>,
+    site: &Site<'_, '_>,
+    blocks: &Blocks<'_>,
+    tm: u32,
+    esize: Option<&Expr>,
+) -> Result<(Thread, Vec<(usize, Option<IdxVar>)>, Option<IdxVar>), ScheduleError> {
+    let (node, plan, d) = (site.node, site.plan, site.d);
+    let t = cx.tensors[site.slot].clone();
+    let ty = site.acc_ty();
+    let c = |x: f64| e::num(ty, x);
+    let ta = plan.tile;
+    let others = site.others();
+    let rows = t.shape[ta].clone();
+    let fsize = t.shape[site.f_axis()].clone();
+    let tl = i64::from(blocks.threads);
+    let mut idx: Vec<Option<Expr>> = vec![None; site.slots.len()];
     let ntiles = cx.b.let_("tiles", e::bin(K::Div, e::add(rows.clone(), e::i64(tl - 1)), e::i64(tl)));
     let mut n = e::var(ntiles);
     for &a in &others {
         n = e::mul(n, t.shape[a].clone());
     }
-    let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
-    let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
-    let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
-    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| {
-        cx.b.buf(&format!("{}{}.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n))
-    };
+    let dialect = Dialect::new(cx);
+    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| Dialect::shared(cx, &node.name, name, ty, n);
     let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.{name}", node.name), ty, BufKind::Stack(n));
-    let lo_sh = shared(cx, "lo", Ty::I64, threads);
-    let hi_sh = shared(cx, "hi", Ty::I64, threads);
+    let lo_sh = shared(cx, "lo", Ty::I64, blocks.threads);
+    let hi_sh = shared(cx, "hi", Ty::I64, blocks.threads);
     let vs = shared(cx, "v", ty, tm * FMAX);
-    let ks = esize.as_ref().map(|_| shared(cx, "kt", Ty::F32, tm * EMAX));
+    let ks = esize.map(|_| shared(cx, "kt", Ty::F32, tm * EMAX));
     let acc = stack(cx, "acc", ty, FMAX);
     let sloc = stack(cx, "s", ty, tm);
-    let qa = esize.as_ref().map(|_| stack(cx, "a", Ty::F32, EMAX));
-    let (part, tile, outer) = split.open_blocks(cx, threads, n, ntiles);
-    let (vals, saved) = cx.bind_flat(e::var(outer), &node_axes(node, slots, &t.shape, &others));
+    let qa = esize.map(|_| stack(cx, "a", Ty::F32, EMAX));
+    let (part, tile, outer) = blocks.split.open_blocks(cx, blocks.threads, n, ntiles);
+    let (vals, saved) = cx.bind_flat(e::var(outer), &node_axes(node, site.slots, &t.shape, &others));
     for (&a, v) in others.iter().zip(vals) {
         idx[a] = Some(v);
     }
-    let rowi = cx.b.let_("row", e::add(e::mul(e::var(tile), e::i64(tl)), e::var(thread)));
+    let rowi = cx.b.let_("row", e::add(e::mul(e::var(tile), e::i64(tl)), e::var(dialect.thread)));
     let live = cx.b.let_("live", e::bin(K::Lt, e::var(rowi), rows.clone()));
     // ntiles >= 1 here, so rows >= 1.
     let row = cx.b.let_(&node.indices[ta], e::bin(K::Min, e::var(rowi), e::sub(rows.clone(), e::i64(1))));
-    let old_t = cx.bind(slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
+    let old_t = cx.bind(site.slots[ta], IdxVar { var: row, range: Some(node.shape[ta].clone()) });
     let at = e::mul(e::add(e::mul(e::var(outer), rows.clone()), e::var(row)), e::i64(2));
-    let l = cx.b.let_("lo", e::load(bnd, at.clone()));
-    let h = cx.b.let_("hi", e::load(bnd, e::add(at, e::i64(1))));
+    let l = cx.b.let_("lo", e::load(blocks.bnd, at.clone()));
+    let h = cx.b.let_("hi", e::load(blocks.bnd, e::add(at, e::i64(1))));
     let some = cx.b.let_("some", e::bin(K::And, e::var(live), e::bin(K::Lt, e::var(l), e::var(h))));
-    cx.b.store(lo_sh, e::var(thread), e::select(e::var(some), e::var(l), e::i64(i64::MAX)));
-    cx.b.store(hi_sh, e::var(thread), e::select(e::var(some), e::var(h), e::i64(i64::MIN)));
+    cx.b.store(lo_sh, e::var(dialect.thread), e::select(e::var(some), e::var(l), e::i64(i64::MAX)));
+    cx.b.store(hi_sh, e::var(dialect.thread), e::select(e::var(some), e::var(h), e::i64(i64::MIN)));
     let mx = cx.b.let_("max", c(f64::NEG_INFINITY));
     let sum = cx.b.let_("sum", c(0.0));
     let any = cx.b.let_("any", e::bool(false));
     let f0 = cx.b.open_for("f", e::i64(0), fsize.clone());
     cx.b.store(acc, e::var(f0), c(0.0));
     cx.b.close();
-    if let (Some(es), Some(qa), Some(dot)) = (&esize, qa, &plan.dot) {
+    if let (Some(es), Some(qa), Some(dot)) = (esize, qa, &plan.dot) {
         let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
         let ev = cx.b.open_for(dot.head.name.as_str(), e::i64(0), es.clone());
         let old_e = cx.bind(dot.head.slot, IdxVar { var: ev, range: erange });
@@ -190,14 +281,19 @@ fn block(
         cx.b.close();
         cx.unbind(dot.head.slot, old_e);
     }
-    sync(cx);
-    let (m0, nm) = split.open_key_tiles(cx, lo_sh, hi_sh, threads, i64::from(tm), part);
-    sync(cx);
+    let th = Thread { ty, tl, dialect, rows, fsize, lo_sh, hi_sh, vs, ks, acc, sloc, qa, part, outer, rowi, live, l, h, mx, sum, any, idx };
+    Ok((th, saved, old_t))
+}
+
+/// Stages the key tile's `V[j, f]` (and packed, `Bᵀ[j, e]`) in shared memory: element `i` of
+/// the tile by thread `i mod T`.
+fn stage_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &Thread, esize: Option<&Expr>, m0: Var, nm: Var) -> Result<(), ScheduleError> {
+    let (node, plan, d, fa) = (site.node, site.plan, site.d, site.f_axis());
+    let (tl, thread) = (th.tl, th.dialect.thread);
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
-    // Stage V[j, f] (and Bᵀ[j, e]): element i of the tile by thread i mod T.
     let stage = |cx: &mut Cx<'_>,
                  width: Expr,
-                 body: &mut dyn FnMut(&mut Cx<'_>, crate::schedule::kir::Var, crate::schedule::kir::Var) -> Result<(), ScheduleError>|
+                 body: &mut dyn FnMut(&mut Cx<'_>, Var, Var) -> Result<(), ScheduleError>|
      -> Result<(), ScheduleError> {
         let total = cx.b.let_("stage.n", e::mul(e::var(nm), width.clone()));
         let it = cx.b.open_for("stage", e::i64(0), e::bin(K::Div, e::add(e::var(total), e::i64(tl - 1)), e::i64(tl)));
@@ -213,14 +309,14 @@ fn block(
         cx.b.close();
         Ok(())
     };
-    stage(cx, fsize.clone(), &mut |cx, jj, f| {
-        let old_f = cx.bind(slots[fa], IdxVar { var: f, range: Some(node.shape[fa].clone()) });
-        let val = cx.lower_as(d, plan.v, ty)?;
-        cx.b.store(vs, e::add(e::mul(e::var(jj), e::i64(i64::from(FMAX))), e::var(f)), val);
-        cx.unbind(slots[fa], old_f);
+    stage(cx, th.fsize.clone(), &mut |cx, jj, f| {
+        let old_f = cx.bind(site.slots[fa], IdxVar { var: f, range: Some(node.shape[fa].clone()) });
+        let val = cx.lower_as(d, plan.v, th.ty)?;
+        cx.b.store(th.vs, e::add(e::mul(e::var(jj), e::i64(i64::from(FMAX))), e::var(f)), val);
+        cx.unbind(site.slots[fa], old_f);
         Ok(())
     })?;
-    if let (Some(es), Some(ks), Some(dot)) = (&esize, ks, &plan.dot) {
+    if let (Some(es), Some(ks), Some(dot)) = (esize, th.ks, &plan.dot) {
         let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
         stage(cx, es.clone(), &mut |cx, jj, ev| {
             let old_e = cx.bind(dot.head.slot, IdxVar { var: ev, range: erange.clone() });
@@ -233,14 +329,20 @@ fn block(
             Ok(())
         })?;
     }
-    sync(cx);
-    // Per thread: the logits of its row.
-    let bmax = cx.b.let_("bmax", c(f64::NEG_INFINITY));
+    Ok(())
+}
+
+/// Per thread: the logits of its row for the key tile (packed: `Σ_e A[e] · Bᵀ[j, e]` in the
+/// logit), `-inf` outside the row's bounds; returns the tile's max.
+fn row_logits(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &Thread, esize: Option<&Expr>, m0: Var, nm: Var) -> Result<Var, ScheduleError> {
+    let (plan, d, ty) = (site.plan, site.d, th.ty);
+    let range = cx.ranges.get(plan.head.name.as_str()).cloned();
+    let bmax = cx.b.let_("bmax", th.c(f64::NEG_INFINITY));
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
-    let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: range.clone() });
-    let valid = cx.b.let_("valid", e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(l)), e::bin(K::Lt, e::var(m), e::var(h))));
-    if let (Some(es), Some(ks), Some(qa), Some(dot)) = (&esize, ks, qa, &plan.dot) {
+    let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
+    let valid = cx.b.let_("valid", e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(th.l)), e::bin(K::Lt, e::var(m), e::var(th.h))));
+    if let (Some(es), Some(ks), Some(qa), Some(dot)) = (esize, th.ks, th.qa, &plan.dot) {
         let dv = cx.b.let_("dot", e::num(Ty::F32, 0.0));
         let ev = cx.b.open_for("e", e::i64(0), es.clone());
         let kv = e::load(ks, e::add(e::mul(e::var(j), e::i64(i64::from(EMAX))), e::var(ev)));
@@ -251,50 +353,58 @@ fn block(
     }
     let x = cx.lower_as(d, plan.s, ty)?;
     cx.subst.clear();
-    let sv = cx.b.let_("logit", e::select(e::var(valid), x, c(f64::NEG_INFINITY)));
-    cx.b.set(any, e::bin(K::Or, e::var(any), e::var(valid)));
-    cx.b.store(sloc, e::var(j), e::var(sv));
+    let sv = cx.b.let_("logit", e::select(e::var(valid), x, th.c(f64::NEG_INFINITY)));
+    cx.b.set(th.any, e::bin(K::Or, e::var(th.any), e::var(valid)));
+    cx.b.store(th.sloc, e::var(j), e::var(sv));
     cx.b.set(bmax, e::acc(K::Max, e::var(bmax), e::var(sv)));
     cx.b.close();
     cx.unbind(plan.head.slot, old_m);
-    // Online softmax update of the row.
-    let mnew = cx.b.let_("mnew", e::bin(K::Max, e::var(mx), e::var(bmax)));
-    cx.b.open_if(e::bin(K::Ne, e::var(mnew), c(f64::NEG_INFINITY)));
-    let sc = exp(&mut cx.b, ty, e::sub(e::var(mx), e::var(mnew)));
+    Ok(bmax)
+}
+
+/// The online-softmax update of the thread's row with the tile's max `bmax`: rescale by
+/// `exp(max_old - max_new)`, then `acc[f] += exp(S[j] - max_new) · V[j, f]`.
+fn update_row(cx: &mut Cx<'_>, th: &Thread, bmax: Var, nm: Var) {
+    let ty = th.ty;
+    let mnew = cx.b.let_("mnew", e::bin(K::Max, e::var(th.mx), e::var(bmax)));
+    cx.b.open_if(e::bin(K::Ne, e::var(mnew), th.c(f64::NEG_INFINITY)));
+    let sc = exp(&mut cx.b, ty, e::sub(e::var(th.mx), e::var(mnew)));
     let scale = cx.b.let_("scale", sc);
-    cx.b.set(sum, e::mul(e::var(sum), e::var(scale)));
-    let f1 = cx.b.open_for("f", e::i64(0), fsize.clone());
-    cx.b.store(acc, e::var(f1), e::mul(e::load(acc, e::var(f1)), e::var(scale)));
+    cx.b.set(th.sum, e::mul(e::var(th.sum), e::var(scale)));
+    let f1 = cx.b.open_for("f", e::i64(0), th.fsize.clone());
+    cx.b.store(th.acc, e::var(f1), e::mul(e::load(th.acc, e::var(f1)), e::var(scale)));
     cx.b.close();
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
-    let w = exp(&mut cx.b, ty, e::sub(e::load(sloc, e::var(j)), e::var(mnew)));
+    let w = exp(&mut cx.b, ty, e::sub(e::load(th.sloc, e::var(j)), e::var(mnew)));
     let w = cx.b.let_("w", w);
-    cx.b.set(sum, e::acc(K::Add, e::var(sum), e::var(w)));
-    let f2 = cx.b.open_for("f", e::i64(0), fsize.clone());
-    let vv = e::load(vs, e::add(e::mul(e::var(j), e::i64(i64::from(FMAX))), e::var(f2)));
-    cx.b.store(acc, e::var(f2), e::add(e::load(acc, e::var(f2)), e::mul(e::var(w), vv)));
+    cx.b.set(th.sum, e::acc(K::Add, e::var(th.sum), e::var(w)));
+    let f2 = cx.b.open_for("f", e::i64(0), th.fsize.clone());
+    let vv = e::load(th.vs, e::add(e::mul(e::var(j), e::i64(i64::from(FMAX))), e::var(f2)));
+    cx.b.store(th.acc, e::var(f2), e::add(e::load(th.acc, e::var(f2)), e::mul(e::var(w), vv)));
     cx.b.close();
     cx.b.close();
-    cx.b.set(mx, e::var(mnew));
+    cx.b.set(th.mx, e::var(mnew));
     cx.b.close(); // if live max
-    cx.b.close(); // key tiles
+}
+
+/// The thread's row after the key tiles: a split part's state for the combine, or (no split)
+/// the row's output `acc / sum`.
+fn finish_row(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &mut Thread, split: &Split) -> Result<(), ScheduleError> {
+    let (ta, fa) = (site.plan.tile, site.f_axis());
     // A part of a split row: its state, for the combine.
-    cx.b.open_if(e::bin(K::And, e::var(live), e::bin(K::Gt, e::var(split.n), e::i64(1))));
-    let r = e::add(e::mul(e::var(outer), rows.clone()), e::var(rowi));
-    split.store_state(cx, &r, part, (mx, sum, any));
-    let f4 = cx.b.open_for("f", e::i64(0), fsize.clone());
-    cx.b.store(split.part, split.acc_at(r, e::var(part), e::var(f4)), e::load(acc, e::var(f4)));
+    cx.b.open_if(e::bin(K::And, e::var(th.live), e::bin(K::Gt, e::var(split.n), e::i64(1))));
+    let r = e::add(e::mul(e::var(th.outer), th.rows.clone()), e::var(th.rowi));
+    split.store_state(cx, &r, th.part, (th.mx, th.sum, th.any));
+    let f4 = cx.b.open_for("f", e::i64(0), th.fsize.clone());
+    cx.b.store(split.part, split.acc_at(r, e::var(th.part), e::var(f4)), e::load(th.acc, e::var(f4)));
     cx.b.close();
     cx.b.close();
     // Write the row (no split).
-    cx.b.open_if(e::bin(K::And, e::var(live), e::bin(K::Eq, e::var(split.n), e::i64(1))));
-    idx[ta] = Some(e::var(rowi));
-    let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(any), e::bin(K::Eq, e::var(mx), c(f64::NEG_INFINITY))));
-    let f3 = cx.b.open_for("f", e::i64(0), fsize);
-    idx[fa] = Some(e::var(f3));
-    super::store_output(cx, node, &t, &idx, ty, e::load(acc, e::var(f3)), e::var(sum), nan, "GPU attention plan")?;
-    cx.b.close_to(mark);
-    cx.unbind(slots[ta], old_t);
-    cx.restore(saved);
-    Ok(())
+    cx.b.open_if(e::bin(K::And, e::var(th.live), e::bin(K::Eq, e::var(split.n), e::i64(1))));
+    th.idx[ta] = Some(e::var(th.rowi));
+    let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(th.any), e::bin(K::Eq, e::var(th.mx), th.c(f64::NEG_INFINITY))));
+    let f3 = cx.b.open_for("f", e::i64(0), th.fsize.clone());
+    th.idx[fa] = Some(e::var(f3));
+    let v = RowValue { num: e::load(th.acc, e::var(f3)), den: e::var(th.sum), nan };
+    super::store_output(cx, site, &th.idx, th.ty, v, "GPU attention plan")
 }

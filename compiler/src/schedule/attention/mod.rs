@@ -40,7 +40,9 @@ mod tensor_core;
 use analysis::{Dot, pure};
 pub(super) use analysis::{Plan, analyze};
 
-use super::lower::{Cx, Def};
+use super::build::e;
+use super::kir::{Expr, Ty, Var};
+use super::lower::{Cx, Def, vty};
 use super::{ScheduleError, ScheduleOptions, Target};
 use crate::ir::Node;
 
@@ -53,31 +55,62 @@ pub(crate) const EMAX: u32 = 256;
 /// The packed variant runs when the tile index has at least this many rows.
 pub(crate) const PACKED_MIN_ROWS: i64 = 16;
 
-/// Stores one output element of a softmax row: `num / den` (`0 / 0 = 0`), NaN where `nan`
-/// (every point's logit was -inf, as the interpreter), converted from the plan's `ty` to the
-/// node's dtype, at point `idx` of `t` (every index bound; `plan` names the plan in the
-/// internal error otherwise).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn store_output(
-    cx: &mut Cx<'_>,
-    node: &Node,
-    t: &super::lower::TensorInfo,
-    idx: &[Option<super::kir::Expr>],
-    ty: super::kir::Ty,
-    num: super::kir::Expr,
-    den: super::kir::Expr,
-    nan: super::kir::Var,
-    plan: &str,
-) -> Result<(), ScheduleError> {
-    use super::build::e;
+/// A node being given an attention plan: what every emitter of the plans reads.
+#[derive(Clone, Copy)]
+pub(super) struct Site<'a, 'o> {
+    /// The node.
+    pub node: &'a Node,
+    /// Its slot among the cascade's tensors (`cx.tensors[slot]`).
+    pub slot: usize,
+    /// The index slots of its indices, in order (the last is the output column `f`).
+    pub slots: &'a [usize],
+    /// Its definition.
+    pub d: Def<'o>,
+    /// What the analysis found.
+    pub plan: &'a Plan,
+}
+
+impl Site<'_, '_> {
+    /// Position of the output column `f` (the last index).
+    fn f_axis(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Positions of the other indices: all but the tile index and `f`, in order.
+    fn others(&self) -> Vec<usize> {
+        (0..self.slots.len() - 1).filter(|&a| a != self.plan.tile).collect()
+    }
+
+    /// The online-softmax state's type: `f64` for an `f64` node, else `f32`.
+    fn acc_ty(&self) -> Ty {
+        if vty(self.node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 }
+    }
+}
+
+/// A softmax row's output element before the division: `num / den`, NaN where `nan`.
+struct RowValue {
+    /// The accumulated weighted value.
+    num: Expr,
+    /// The row's sum of weights.
+    den: Expr,
+    /// True when every point's logit was -inf (the interpreter's NaN row).
+    nan: Var,
+}
+
+/// Stores one output element of a softmax row: `num / den` (`0 / 0 = 0`), NaN where `nan`,
+/// converted from the plan's `ty` to the node's dtype, at point `idx` of the node's tensor
+/// (every index bound; `what` names the plan in the internal error otherwise).
+fn store_output(cx: &mut Cx<'_>, site: &Site<'_, '_>, idx: &[Option<Expr>], ty: Ty, v: RowValue, what: &str) -> Result<(), ScheduleError> {
+    let t = &cx.tensors[site.slot];
+    let (buf, strides) = (t.buf, t.strides.clone());
     let mut flat = e::i64(0);
     for (a, x) in idx.iter().enumerate() {
-        let x = x.clone().ok_or_else(|| cx.internal(&format!("an unbound index in the {plan}")))?;
-        flat = e::add(flat, e::mul(x, t.strides[a].clone()));
+        let x = x.clone().ok_or_else(|| cx.internal(&format!("an unbound index in the {what}")))?;
+        flat = e::add(flat, e::mul(x, strides[a].clone()));
     }
-    let o = e::select(e::var(nan), e::num(ty, f64::NAN), super::arith::fdiv(ty, num, den));
-    let o = if super::lower::vty(node.dtype) == ty { o } else { e::cast(super::lower::vty(node.dtype), o) };
-    cx.b.store(t.buf, flat, o);
+    let o = e::select(e::var(v.nan), e::num(ty, f64::NAN), super::arith::fdiv(ty, v.num, v.den));
+    let o = if vty(site.node.dtype) == ty { o } else { e::cast(vty(site.node.dtype), o) };
+    cx.b.store(buf, flat, o);
     Ok(())
 }
 
@@ -91,22 +124,14 @@ pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bo
     }
 }
 
-/// Emits the plan for `opts.target` (the CPU's tiles, or [`gpu`]'s block parallel).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn dispatch(
-    cx: &mut Cx<'_>,
-    node: &Node,
-    slot: usize,
-    slots: &[usize],
-    d: Def<'_>,
-    plan: &Plan,
-    opts: &ScheduleOptions,
-) -> Result<(), ScheduleError> {
+/// Emits the plan for `opts.target` (the CPU's tiles, or the GPU's block parallels: on tensor
+/// cores when asked for and the inputs' format allows).
+pub(super) fn dispatch(cx: &mut Cx<'_>, site: &Site<'_, '_>, opts: &ScheduleOptions) -> Result<(), ScheduleError> {
     match opts.target {
-        Target::Cpu => cpu::emit(cx, node, slot, slots, d, plan, opts.tile_p, opts.tile_m),
+        Target::Cpu => cpu::emit(cx, site, opts.tile_p, opts.tile_m),
         Target::Gpu { threads, tensor_cores } => {
-            let tc = if tensor_cores { tensor_core::kind(plan, d, node) } else { None };
-            gpu::emit(cx, node, slot, slots, d, plan, threads, opts.tile_m, tc)
+            let tc = if tensor_cores { tensor_core::kind(site.plan, site.d, site.node) } else { None };
+            gpu::emit(cx, site, threads, opts.tile_m, tc)
         }
     }
 }

@@ -7,10 +7,10 @@ use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
-use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var, gpu};
-use super::super::lower::{Cx, vty};
-use super::Plan;
-use crate::ir::Node;
+use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
+use super::super::lower::Cx;
+use super::gpu::Dialect;
+use super::{RowValue, Site};
 
 /// Blocks wanted in flight before the plan stops splitting the key range (a few waves of an
 /// H100's 132 SMs).
@@ -48,17 +48,10 @@ pub(super) struct Split {
 impl Split {
     /// Chooses the split for blocks of `block_rows` rows and allocates the partials (kernel
     /// level).
-    pub(super) fn plan(
-        cx: &mut Cx<'_>,
-        node: &Node,
-        slot: usize,
-        plan: &Plan,
-        block_rows: i64,
-        outer_n: &Expr,
-        rows: &Expr,
-    ) -> Result<Split, ScheduleError> {
-        let t = cx.tensors[slot].clone();
-        let ty = if vty(node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 };
+    pub(super) fn plan(cx: &mut Cx<'_>, site: &Site<'_, '_>, block_rows: i64, outer_n: &Expr, rows: &Expr) -> Result<Split, ScheduleError> {
+        let (node, plan) = (site.node, site.plan);
+        let t = cx.tensors[site.slot].clone();
+        let ty = site.acc_ty();
         let keys = match cx.ranges.get(plan.head.name.as_str()).cloned() {
             Some(r) => cx.size(&r)?,
             None => e::i64(1),
@@ -81,7 +74,7 @@ impl Split {
     /// Opens the block parallel over `tiles` × `others` (their product `n`) × parts, with
     /// blocks of `threads` threads; returns (part, tile, outer point) of the block.
     pub fn open_blocks(&self, cx: &mut Cx<'_>, threads: u32, n: Expr, tiles: Var) -> (Var, Var, Var) {
-        let q = cx.b.open_parallel(&gpu::block_var_name(threads), e::mul(n, e::var(self.n)));
+        let q = Dialect::open_blocks(cx, threads, e::mul(n, e::var(self.n)));
         let part = cx.b.let_("part", e::bin(K::Rem, e::var(q), e::var(self.n)));
         let qt = cx.b.let_("block_tile", e::bin(K::Div, e::var(q), e::var(self.n)));
         let tile = cx.b.let_("tile", e::bin(K::Rem, e::var(qt), e::var(tiles)));
@@ -133,13 +126,14 @@ impl Split {
     }
 
     /// The combine parallel: one thread per (other point, row), merging the parts.
-    pub(super) fn combine(&self, cx: &mut Cx<'_>, node: &Node, slot: usize, slots: &[usize], plan: &Plan) -> Result<(), ScheduleError> {
-        let t = cx.tensors[slot].clone();
+    pub(super) fn combine(&self, cx: &mut Cx<'_>, site: &Site<'_, '_>) -> Result<(), ScheduleError> {
+        let (node, slots) = (site.node, site.slots);
+        let t = cx.tensors[site.slot].clone();
         let ty = self.ty;
         let c = |x: f64| e::num(ty, x);
         let k = slots.len();
-        let (fa, ta) = (k - 1, plan.tile);
-        let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
+        let (fa, ta) = (site.f_axis(), site.plan.tile);
+        let others = site.others();
         let fsize = t.shape[fa].clone();
         let mark = cx.b.mark();
         let n = e::select(e::bin(K::Gt, e::var(self.n), e::i64(1)), self.points.clone(), e::i64(0));
@@ -176,7 +170,7 @@ impl Split {
         let a = e::load(self.part, self.acc_at(e::var(r), e::var(s), e::var(f)));
         cx.b.set(o, e::acc(K::Add, e::var(o), e::mul(e::load(scales, e::var(s)), a)));
         cx.b.close();
-        super::store_output(cx, node, &t, &idx, ty, e::var(o), e::var(sum), nan, "split-K combine")?;
+        super::store_output(cx, site, &idx, ty, RowValue { num: e::var(o), den: e::var(sum), nan }, "split-K combine")?;
         cx.b.close_to(mark);
         cx.restore(saved);
         Ok(())

@@ -16,7 +16,7 @@
 //!     per row: tile max and sum from shared (the 4 lanes of a row agree), rescale the row's
 //!       O fragments by exp(max_old - max_new); P = exp(S - max_new) (in the A layout already)
 //!     O (16 rows × F per warp, fragments in a per-thread stack array) += mma(P, V tile)
-//!   rows: O = acc / sum, or the split's partials (gpu.rs combines them)
+//!   rows: O = acc / sum, or the split's partials (split_k.rs combines them)
 //! ```
 //!
 //! What differs from the `f32` plan: the softmax weights `P` are rounded to the input format
@@ -24,15 +24,21 @@
 //! precision of the interpreter's, not `f32`'s (docs/language.md). `Q·Kᵀ` is exact products
 //! summed in `f32`. Padded rows (past the last row) compute with the last row's data and store
 //! nothing; padded keys are masked; padded `e` and `f` are zero.
+//!
+//! [`block`] emits one block parallel in the stages above: [`open_block`], [`load_q`], then per
+//! key tile [`stage_tile`], [`qk_product`], [`logits`], [`row_stats`], [`pv_product`], and
+//! last [`finish_rows`]. Split-K is [`super::split_k`] ("gpu.rs" above: the bounds parallel
+//! and the combine).
 
 use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::node_axes;
-use super::super::kir::{BinOp as K, Buf, BufKind, Const, Expr, Mma, MmaKind, Stmt, Ty, Var, gpu};
+use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Mma, MmaKind, Stmt, Ty, Var};
 use super::super::lower::{Cx, Def, IdxVar, vty};
+use super::gpu::{Blocks, Dialect};
 use super::split_k::Split;
-use super::{EMAX, FMAX, Plan};
+use super::{Dot, EMAX, FMAX, Plan, RowValue, Site};
 use crate::hir::DType;
 use crate::ir::Node;
 use crate::ir::eval::compile::Op;
@@ -94,6 +100,28 @@ fn close_chunks(cx: &mut Cx<'_>, fixed: Option<i64>) {
     }
 }
 
+/// Head sizes `(E, F)` with a block parallel of their own, whose loops over `e` and `f`
+/// chunks have constant trip counts (fully unrolled, the per-thread Q and O fragments in
+/// registers); other sizes share one with run-time trip counts.
+pub(super) const SPECIALIZED: [(i64, i64); 3] = [(64, 64), (128, 128), (256, 256)];
+
+/// Emits the tensor-core plan: a block parallel per [`SPECIALIZED`] head size, chosen at run
+/// time, and a general one (the caller checked `E <= EMAX` and `F <= FMAX` at run time and
+/// allocated the bounds and the split).
+pub(super) fn emit(cx: &mut Cx<'_>, site: &Site<'_, '_>, blocks: &Blocks<'_>, esize: Expr, kind: MmaKind) -> Result<(), ScheduleError> {
+    let fsize = cx.tensors[site.slot].shape[site.f_axis()].clone();
+    for &(es, fs) in &SPECIALIZED {
+        cx.b.open_if(e::bin(K::And, e::bin(K::Eq, esize.clone(), e::i64(es)), e::bin(K::Eq, fsize.clone(), e::i64(fs))));
+        block(cx, site, blocks, e::i64(es), Some((es, fs)), kind)?;
+        cx.b.open_else();
+    }
+    block(cx, site, blocks, esize, None, kind)?;
+    for _ in SPECIALIZED {
+        cx.b.close();
+    }
+    Ok(())
+}
+
 /// Per-row state of the two rows a thread holds (`g` and `g + 8` of its warp's 16).
 struct Row {
     /// Unclamped row index (`< rows` when live).
@@ -108,79 +136,111 @@ struct Row {
     any: Var,
 }
 
-/// Head sizes `(E, F)` with a block parallel of their own, whose loops over `e` and `f`
-/// chunks have constant trip counts (fully unrolled, the per-thread Q and O fragments in
-/// registers); other sizes share one with run-time trip counts.
-pub(super) const SPECIALIZED: [(i64, i64); 3] = [(64, 64), (128, 128), (256, 256)];
-
-/// Emits the tensor-core plan: a block parallel per [`SPECIALIZED`] head size, chosen at run
-/// time, and a general one (the caller checked `E <= EMAX` and `F <= FMAX` at run time and
-/// allocated `bnd` and the split).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn emit(
-    cx: &mut Cx<'_>,
-    node: &Node,
-    slot: usize,
-    slots: &[usize],
-    d: Def<'_>,
-    plan: &Plan,
-    threads: u32,
-    bnd: Buf,
-    esize: Expr,
+/// One thread's part of a tensor-core block: its warp's fragments and its two rows.
+struct Warp<'a> {
+    /// The dot product of the logit (`A` is the Q side, `B` the K side).
+    dot: &'a Dot,
+    /// Input format.
     kind: MmaKind,
-    split: &Split,
-) -> Result<(), ScheduleError> {
-    let fsize = cx.tensors[slot].shape[slots.len() - 1].clone();
-    for &(es, fs) in &SPECIALIZED {
-        cx.b.open_if(e::bin(K::And, e::bin(K::Eq, esize.clone(), e::i64(es)), e::bin(K::Eq, fsize.clone(), e::i64(fs))));
-        block(cx, node, slot, slots, d, plan, threads, bnd, e::i64(es), Some((es, fs)), kind, split)?;
-        cx.b.open_else();
+    /// Rows of the tile index, `E` and `F` (constants when `spec` fixes them).
+    rows: Expr,
+    esize: Expr,
+    fsize: Expr,
+    /// Threads per block.
+    tl: i64,
+    dialect: Dialect,
+    /// Shared: the block's rows' bounds, the staged `Kᵀ` and `V` tiles, the logits.
+    lo_sh: Buf,
+    hi_sh: Buf,
+    ks: Buf,
+    vs: Buf,
+    ssh: Buf,
+    /// Per thread: Q fragments, O fragments, the S fragment.
+    qf: Buf,
+    acc: Buf,
+    sfr: Buf,
+    /// Chunks of 16 along `e`, of 8 along `f` (run-time counts, and the constants when fixed).
+    ec: Expr,
+    fc: Expr,
+    nec: Option<i64>,
+    nfc: Option<i64>,
+    /// The block's split part and other-index point; the thread's warp, lane group `g` and
+    /// lane-in-group `t`.
+    part: Var,
+    outer: Var,
+    warp: Var,
+    g: Var,
+    tg: Var,
+    /// The thread's two rows.
+    rs: Vec<Row>,
+    /// Every index's value where it is bound.
+    idx: Vec<Option<Expr>>,
+}
+
+impl Warp<'_> {
+    /// Element `(row r, key kk)` of the warp's logits in shared memory.
+    fn ssh_at(&self, r: Expr, kk: Expr) -> Expr {
+        e::add(e::mul(e::add(e::mul(e::var(self.warp), e::i64(16)), r), e::i64(TK)), kk)
     }
-    block(cx, node, slot, slots, d, plan, threads, bnd, esize, None, kind, split)?;
-    for _ in SPECIALIZED {
-        cx.b.close();
-    }
-    Ok(())
 }
 
 /// One block parallel of the plan; `spec` fixes `(E, F)`.
-#[allow(clippy::too_many_arguments)]
 fn block(
     cx: &mut Cx<'_>,
-    node: &Node,
-    slot: usize,
-    slots: &[usize],
-    d: Def<'_>,
-    plan: &Plan,
-    threads: u32,
-    bnd: Buf,
+    site: &Site<'_, '_>,
+    blocks: &Blocks<'_>,
     esize: Expr,
     spec: Option<(i64, i64)>,
     kind: MmaKind,
-    split: &Split,
 ) -> Result<(), ScheduleError> {
+    let mark = cx.b.mark();
+    let (mut w, saved) = open_block(cx, site, blocks, esize, spec, kind)?;
+    load_q(cx, site, &w)?;
+    w.dialect.sync(cx);
+    let (m0, nm) = blocks.split.open_key_tiles(cx, w.lo_sh, w.hi_sh, blocks.threads, TK, w.part);
+    w.dialect.sync(cx);
+    stage_tile(cx, site, &w, m0, nm)?;
+    w.dialect.sync(cx);
+    let cv = qk_product(cx, &w);
+    logits(cx, site, &w, m0, nm)?;
+    w.dialect.sync(cx);
+    let (refs, scales) = row_stats(cx, &w);
+    pv_product(cx, &w, &cv, &refs, &scales);
+    cx.b.close(); // key tiles
+    finish_rows(cx, site, &mut w, blocks.split)?;
+    cx.b.close_to(mark);
+    cx.restore(saved);
+    Ok(())
+}
+
+/// Declares the block's buffers, opens the block parallel, binds the other indices, and sets
+/// up the thread's two rows and the block's key range in shared memory (thread `j < rb`
+/// reports block row `j`).
+fn open_block<'a>(
+    cx: &mut Cx<'_>,
+    site: &Site<'a, '_>,
+    blocks: &Blocks<'_>,
+    esize: Expr,
+    spec: Option<(i64, i64)>,
+    kind: MmaKind,
+) -> Result<(Warp<'a>, Vec<(usize, Option<IdxVar>)>), ScheduleError> {
+    let (node, plan) = (site.node, site.plan);
     let dot = plan.dot.as_ref().ok_or_else(|| cx.internal("the tensor-core plan without a dot product"))?;
-    let t = cx.tensors[slot].clone();
-    let ty = Ty::F32;
-    let c = |x: f64| e::num(ty, x);
-    let k = slots.len();
-    let (fa, ta) = (k - 1, plan.tile);
-    let others: Vec<usize> = (0..k - 1).filter(|&a| a != ta).collect();
+    let t = cx.tensors[site.slot].clone();
+    let c = |x: f64| e::num(Ty::F32, x);
+    let ta = plan.tile;
+    let others = site.others();
     let rows = t.shape[ta].clone();
     let fsize = match spec {
         Some((_, fs)) => e::i64(fs),
-        None => t.shape[fa].clone(),
+        None => t.shape[site.f_axis()].clone(),
     };
-    let tl = i64::from(threads);
-    let rb = block_rows(threads);
-    let mark = cx.b.mark();
-    let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
-    let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
-    let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
-    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| {
-        cx.b.buf(&format!("{}{}.tc.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n))
-    };
-    let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.tc.{name}", node.name), ty, BufKind::Stack(n));
+    let threads = blocks.threads;
+    let (tl, rb) = (i64::from(threads), block_rows(threads));
+    let dialect = Dialect::new(cx);
+    let prefix = format!("{}.tc", node.name);
+    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| Dialect::shared(cx, &prefix, name, ty, n);
+    let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{prefix}.{name}"), ty, BufKind::Stack(n));
     let lo_sh = shared(cx, "lo", Ty::I64, threads);
     let hi_sh = shared(cx, "hi", Ty::I64, threads);
     let ks = shared(cx, "kt", kind.elem(), TK as u32 * EMAX);
@@ -202,12 +262,13 @@ fn block(
     for &a in &others {
         n = e::mul(n, t.shape[a].clone());
     }
-    let (part, tile, outer) = split.open_blocks(cx, threads, n, ntiles);
-    let (vals, saved) = cx.bind_flat(e::var(outer), &node_axes(node, slots, &t.shape, &others));
-    let mut idx: Vec<Option<Expr>> = vec![None; k];
+    let (part, tile, outer) = blocks.split.open_blocks(cx, threads, n, ntiles);
+    let (vals, saved) = cx.bind_flat(e::var(outer), &node_axes(node, site.slots, &t.shape, &others));
+    let mut idx: Vec<Option<Expr>> = vec![None; site.slots.len()];
     for (&a, v) in others.iter().zip(vals) {
         idx[a] = Some(v);
     }
+    let thread = dialect.thread;
     let warp = cx.b.let_("warp", e::bin(K::Div, e::var(thread), e::i64(32)));
     let lane = cx.b.let_("lane", e::bin(K::Rem, e::var(thread), e::i64(32)));
     let g = cx.b.let_("g", e::bin(K::Div, e::var(lane), e::i64(4)));
@@ -216,7 +277,7 @@ fn block(
     let last = e::sub(rows.clone(), e::i64(1));
     let bounds_of = |row: Expr| {
         let at = e::mul(e::add(e::mul(e::var(outer), rows.clone()), row), e::i64(2));
-        (e::load(bnd, at.clone()), e::load(bnd, e::add(at, e::i64(1))))
+        (e::load(blocks.bnd, at.clone()), e::load(blocks.bnd, e::add(at, e::i64(1))))
     };
     let mut rs = Vec::with_capacity(2);
     for h in 0..2i64 {
@@ -242,39 +303,79 @@ fn block(
     let some = cx.b.let_("some", some);
     cx.b.store(lo_sh, e::var(thread), e::select(e::var(some), e::var(bl), e::i64(i64::MAX)));
     cx.b.store(hi_sh, e::var(thread), e::select(e::var(some), e::var(bh), e::i64(i64::MIN)));
-    // Q fragments: element (row g + ro, e = 16·chunk + 2t + co) of the warp's rows.
-    let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
-    // With a fixed E the chunks are unrolled here (constant indices keep the fragments in
-    // registers); otherwise a loop.
     let (nec, nfc) = (spec.map(|(es, _)| (es + 15) / 16), spec.map(|(_, fs)| (fs + 7) / 8));
-    for kc in chunks_of(cx, "chunk", nec, &ec) {
+    let w = Warp {
+        dot,
+        kind,
+        rows,
+        esize,
+        fsize,
+        tl,
+        dialect,
+        lo_sh,
+        hi_sh,
+        ks,
+        vs,
+        ssh,
+        qf,
+        acc,
+        sfr,
+        ec,
+        fc,
+        nec,
+        nfc,
+        part,
+        outer,
+        warp,
+        g,
+        tg,
+        rs,
+        idx,
+    };
+    Ok((w, saved))
+}
+
+/// The warp's Q fragments — element `(row g + ro, e = 16·chunk + 2t + co)` of its rows, zero
+/// past `E` — and its O fragments zeroed. With a fixed `E` the chunks are unrolled here
+/// (constant indices keep the fragments in registers); otherwise a loop.
+fn load_q(cx: &mut Cx<'_>, site: &Site<'_, '_>, w: &Warp<'_>) -> Result<(), ScheduleError> {
+    let (node, ta, dot) = (site.node, site.plan.tile, w.dot);
+    let c = |x: f64| e::num(Ty::F32, x);
+    let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
+    for kc in chunks_of(cx, "chunk", w.nec, &w.ec) {
         for (i, &(ro, co)) in A_AT.iter().enumerate() {
-            let ev = e::add(e::mul(kc.clone(), e::i64(16)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(co)));
+            let ev = e::add(e::mul(kc.clone(), e::i64(16)), e::add(e::mul(e::var(w.tg), e::i64(2)), e::i64(co)));
             let ev = cx.b.let_("e.at", ev);
-            let inside = cx.b.let_("e.in", e::bin(K::Lt, e::var(ev), esize.clone()));
-            let ecl = cx.b.let_(dot.head.name.as_str(), e::bin(K::Min, e::var(ev), e::sub(esize.clone(), e::i64(1))));
+            let inside = cx.b.let_("e.in", e::bin(K::Lt, e::var(ev), w.esize.clone()));
+            let ecl = cx.b.let_(dot.head.name.as_str(), e::bin(K::Min, e::var(ev), e::sub(w.esize.clone(), e::i64(1))));
             let old_e = cx.bind(dot.head.slot, IdxVar { var: ecl, range: erange.clone() });
-            let old_t = cx.bind(slots[ta], IdxVar { var: rs[(ro / 8) as usize].clamped, range: Some(node.shape[ta].clone()) });
-            let x = cx.lower_as(d, dot.a[0], Ty::F32)?;
-            cx.unbind(slots[ta], old_t);
+            let old_t = cx.bind(site.slots[ta], IdxVar { var: w.rs[(ro / 8) as usize].clamped, range: Some(node.shape[ta].clone()) });
+            let x = cx.lower_as(site.d, dot.a[0], Ty::F32)?;
+            cx.unbind(site.slots[ta], old_t);
             cx.unbind(dot.head.slot, old_e);
-            cx.b.store(qf, e::add(e::mul(kc.clone(), e::i64(8)), e::i64(i as i64)), e::select(e::var(inside), x, c(0.0)));
+            cx.b.store(w.qf, e::add(e::mul(kc.clone(), e::i64(8)), e::i64(i as i64)), e::select(e::var(inside), x, c(0.0)));
         }
     }
-    close_chunks(cx, nec);
-    for nf in chunks_of(cx, "f8", nfc, &fc) {
+    close_chunks(cx, w.nec);
+    for nf in chunks_of(cx, "f8", w.nfc, &w.fc) {
         for i in 0..4 {
-            cx.b.store(acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(i)), c(0.0));
+            cx.b.store(w.acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(i)), c(0.0));
         }
     }
-    close_chunks(cx, nfc);
-    sync(cx);
-    let (m0, nm) = split.open_key_tiles(cx, lo_sh, hi_sh, threads, TK, part);
-    sync(cx);
+    close_chunks(cx, w.nfc);
+    Ok(())
+}
+
+/// Stages the key tile's `Kᵀ[j, e]` (width 16·chunks) and `V[j, f]` (width 8·chunks) in
+/// shared memory, zero past the tile and the dims.
+fn stage_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, w: &Warp<'_>, m0: Var, nm: Var) -> Result<(), ScheduleError> {
+    let (node, plan, dot, fa) = (site.node, site.plan, w.dot, site.f_axis());
+    let c = |x: f64| e::num(Ty::F32, x);
+    let (tl, thread) = (w.tl, w.dialect.thread);
+    let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
     let mrange = cx.ranges.get(plan.head.name.as_str()).cloned();
-    // Stage Kᵀ[j, e] (width 16·ec) and V[j, f] (width 8·fc), zero past the tile and the dims.
     for (buf, width, stride, extent) in
-        [(ks, e::mul(ec.clone(), e::i64(16)), EMAX, esize.clone()), (vs, e::mul(fc.clone(), e::i64(8)), FMAX, fsize.clone())]
+        [(w.ks, e::mul(w.ec.clone(), e::i64(16)), EMAX, w.esize.clone()), (w.vs, e::mul(w.fc.clone(), e::i64(8)), FMAX, w.fsize.clone())]
     {
         let width = cx.b.let_("stage.w", width);
         let total = e::mul(e::i64(TK), e::var(width));
@@ -288,15 +389,15 @@ fn block(
         let m = cx.b.let_(plan.head.name.as_str(), e::add(e::var(m0), e::bin(K::Min, e::var(jj), e::sub(e::var(nm), e::i64(1)))));
         let xc = cx.b.let_("x.c", e::bin(K::Min, e::var(x), e::sub(extent.clone(), e::i64(1))));
         let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: mrange.clone() });
-        let val = if buf == ks {
+        let val = if buf == w.ks {
             let old_e = cx.bind(dot.head.slot, IdxVar { var: xc, range: erange.clone() });
-            let v = cx.lower_as(d, dot.b[0], Ty::F32)?;
+            let v = cx.lower_as(site.d, dot.b[0], Ty::F32)?;
             cx.unbind(dot.head.slot, old_e);
             v
         } else {
-            let old_f = cx.bind(slots[fa], IdxVar { var: xc, range: Some(node.shape[fa].clone()) });
-            let v = cx.lower_as(d, plan.v, Ty::F32)?;
-            cx.unbind(slots[fa], old_f);
+            let old_f = cx.bind(site.slots[fa], IdxVar { var: xc, range: Some(node.shape[fa].clone()) });
+            let v = cx.lower_as(site.d, plan.v, Ty::F32)?;
+            cx.unbind(site.slots[fa], old_f);
             v
         };
         cx.unbind(plan.head.slot, old_m);
@@ -304,42 +405,53 @@ fn block(
         cx.b.close();
         cx.b.close();
     }
-    sync(cx);
-    // S = Q·Kᵀ: two tiles of 8 keys, summed over the chunks of e.
+    Ok(())
+}
+
+/// `S = Q·Kᵀ`: two tiles of 8 keys, each summed over the chunks of `e`, into the S fragment;
+/// returns the four accumulator variables (reused by [`pv_product`]).
+fn qk_product(cx: &mut Cx<'_>, w: &Warp<'_>) -> Vec<Var> {
     let cv: Vec<Var> = (0..4).map(|i| cx.b.var(&format!("c{i}"), Ty::F32)).collect();
     for nt in 0..2i64 {
         for &v in &cv {
-            cx.b.set(v, c(0.0));
+            cx.b.set(v, e::num(Ty::F32, 0.0));
         }
-        for kc in chunks_of(cx, "chunk", nec, &ec) {
-            let a = (0..8).map(|i| e::load(qf, e::add(e::mul(kc.clone(), e::i64(8)), e::i64(i)))).collect();
-            let key = e::add(e::i64(nt * 8), e::var(g));
+        for kc in chunks_of(cx, "chunk", w.nec, &w.ec) {
+            let a = (0..8).map(|i| e::load(w.qf, e::add(e::mul(kc.clone(), e::i64(8)), e::i64(i)))).collect();
+            let key = e::add(e::i64(nt * 8), e::var(w.g));
             let b = B_K
                 .iter()
                 .map(|&ko| {
                     e::load(
-                        ks,
+                        w.ks,
                         e::add(
                             e::mul(key.clone(), e::i64(i64::from(EMAX))),
-                            e::add(e::mul(kc.clone(), e::i64(16)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(ko))),
+                            e::add(e::mul(kc.clone(), e::i64(16)), e::add(e::mul(e::var(w.tg), e::i64(2)), e::i64(ko))),
                         ),
                     )
                 })
                 .collect();
-            cx.b.emit(Stmt::Mma(Box::new(Mma { kind, a, b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.clone() })));
+            cx.b.emit(Stmt::Mma(Box::new(Mma { kind: w.kind, a, b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.clone() })));
         }
-        close_chunks(cx, nec);
+        close_chunks(cx, w.nec);
         for (i, &v) in cv.iter().enumerate() {
-            cx.b.store(sfr, e::i64(nt * 4 + i as i64), e::var(v));
+            cx.b.store(w.sfr, e::i64(nt * 4 + i as i64), e::var(v));
         }
     }
-    // Logits: element i of the S fragment is row g + 8·((i % 4) / 2), key 8·(i / 4) + 2t + i % 2.
-    let ssh_at = |r: Expr, kk: Expr| e::add(e::mul(e::add(e::mul(e::var(warp), e::i64(16)), r), e::i64(TK)), kk);
+    cv
+}
+
+/// The logits `g(S)`, `-inf` outside each row's bounds and past the tile, into the S fragment
+/// and the warp's rows in shared memory: element `i` of the fragment is row
+/// `g + 8·((i % 4) / 2)`, key `8·(i / 4) + 2t + i % 2`.
+fn logits(cx: &mut Cx<'_>, site: &Site<'_, '_>, w: &Warp<'_>, m0: Var, nm: Var) -> Result<(), ScheduleError> {
+    let (node, plan, ta) = (site.node, site.plan, site.plan.tile);
+    let mrange = cx.ranges.get(plan.head.name.as_str()).cloned();
     for i in 0..8i64 {
         let h = ((i % 4) / 2) as usize;
-        let kk = cx.b.let_("key.at", e::add(e::i64(8 * (i / 4) + i % 2), e::mul(e::var(tg), e::i64(2))));
+        let kk = cx.b.let_("key.at", e::add(e::i64(8 * (i / 4) + i % 2), e::mul(e::var(w.tg), e::i64(2))));
         let key = cx.b.let_("key", e::add(e::var(m0), e::var(kk)));
-        let r = &rs[h];
+        let r = &w.rs[h];
         let valid = e::bin(
             K::And,
             e::bin(K::Lt, e::var(kk), e::var(nm)),
@@ -348,28 +460,34 @@ fn block(
         let valid = cx.b.let_("valid", valid);
         let m = cx.b.let_(plan.head.name.as_str(), e::bin(K::Min, e::var(key), e::add(e::var(m0), e::sub(e::var(nm), e::i64(1)))));
         let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: mrange.clone() });
-        let old_t = cx.bind(slots[ta], IdxVar { var: r.clamped, range: Some(node.shape[ta].clone()) });
-        cx.subst = vec![(dot.id, e::load(sfr, e::i64(i)))];
-        let x = cx.lower_as(d, plan.s, ty);
+        let old_t = cx.bind(site.slots[ta], IdxVar { var: r.clamped, range: Some(node.shape[ta].clone()) });
+        cx.subst = vec![(w.dot.id, e::load(w.sfr, e::i64(i)))];
+        let x = cx.lower_as(site.d, plan.s, Ty::F32);
         cx.subst.clear();
         let x = x?;
-        cx.unbind(slots[ta], old_t);
+        cx.unbind(site.slots[ta], old_t);
         cx.unbind(plan.head.slot, old_m);
-        let s = cx.b.let_("logit", e::select(e::var(valid), x, c(f64::NEG_INFINITY)));
+        let s = cx.b.let_("logit", e::select(e::var(valid), x, e::num(Ty::F32, f64::NEG_INFINITY)));
         cx.b.set(r.any, e::bin(K::Or, e::var(r.any), e::var(valid)));
-        cx.b.store(sfr, e::i64(i), e::var(s));
-        cx.b.store(ssh, ssh_at(e::add(e::var(g), e::i64(8 * h as i64)), e::var(kk)), e::var(s));
+        cx.b.store(w.sfr, e::i64(i), e::var(s));
+        cx.b.store(w.ssh, w.ssh_at(e::add(e::var(w.g), e::i64(8 * h as i64)), e::var(kk)), e::var(s));
     }
-    sync(cx);
-    // Per row: the tile's max and sum (from shared: the row's 4 lanes compute the same), the
-    // rescale of the row's state; a row without a finite max yet keeps weights 0.
+    Ok(())
+}
+
+/// Per row: the tile's max and sum (from shared: the row's 4 lanes compute the same) and the
+/// rescale of the row's state; a row without a finite max yet keeps weights 0. Returns each
+/// row's reference max and scale.
+fn row_stats(cx: &mut Cx<'_>, w: &Warp<'_>) -> (Vec<Var>, Vec<Var>) {
+    let ty = Ty::F32;
+    let c = |x: f64| e::num(ty, x);
     let mut refs = Vec::with_capacity(2);
     let mut scales = Vec::with_capacity(2);
-    for (h, r) in rs.iter().enumerate() {
-        let rr = e::add(e::var(g), e::i64(8 * h as i64));
+    for (h, r) in w.rs.iter().enumerate() {
+        let rr = e::add(e::var(w.g), e::i64(8 * h as i64));
         let bmax = cx.b.let_("bmax", c(f64::NEG_INFINITY));
         let j = cx.b.open_for("j", e::i64(0), e::i64(TK));
-        cx.b.set(bmax, e::acc(K::Max, e::var(bmax), e::load(ssh, ssh_at(rr.clone(), e::var(j)))));
+        cx.b.set(bmax, e::acc(K::Max, e::var(bmax), e::load(w.ssh, w.ssh_at(rr.clone(), e::var(j)))));
         cx.b.close();
         let mnew = cx.b.let_("mnew", e::bin(K::Max, e::var(r.max), e::var(bmax)));
         let mref = cx.b.let_(&format!("mref{h}"), e::select(e::bin(K::Eq, e::var(mnew), c(f64::NEG_INFINITY)), c(0.0), e::var(mnew)));
@@ -377,75 +495,86 @@ fn block(
         let scale = cx.b.let_(&format!("scale{h}"), sc);
         let tsum = cx.b.let_("tsum", c(0.0));
         let j = cx.b.open_for("j", e::i64(0), e::i64(TK));
-        let w = exp(&mut cx.b, ty, e::sub(e::load(ssh, ssh_at(rr.clone(), e::var(j))), e::var(mref)));
-        cx.b.set(tsum, e::acc(K::Add, e::var(tsum), w));
+        let wt = exp(&mut cx.b, ty, e::sub(e::load(w.ssh, w.ssh_at(rr.clone(), e::var(j))), e::var(mref)));
+        cx.b.set(tsum, e::acc(K::Add, e::var(tsum), wt));
         cx.b.close();
         cx.b.set(r.sum, e::add(e::mul(e::var(r.sum), e::var(scale)), e::var(tsum)));
         cx.b.set(r.max, e::var(mnew));
         refs.push(mref);
         scales.push(scale);
     }
-    // P in the A layout: S tile 0 is A's columns 0..8, tile 1 columns 8..16.
+    (refs, scales)
+}
+
+/// `P = exp(S - max)` in the A layout (S tile 0 is A's columns 0..8, tile 1 columns 8..16),
+/// then `O = O·scale + P·V`, 8 columns of `f` at a time.
+fn pv_product(cx: &mut Cx<'_>, w: &Warp<'_>, cv: &[Var], refs: &[Var], scales: &[Var]) {
     let mut p = Vec::with_capacity(8);
     for i in 0..8i64 {
         let h = ((i % 4) / 2) as usize;
-        let w = exp(&mut cx.b, ty, e::sub(e::load(sfr, e::i64(i)), e::var(refs[h])));
-        p.push(e::var(cx.b.let_("p", w)));
+        let x = exp(&mut cx.b, Ty::F32, e::sub(e::load(w.sfr, e::i64(i)), e::var(refs[h])));
+        p.push(e::var(cx.b.let_("p", x)));
     }
-    // O = O·scale + P·V, 8 columns of f at a time.
-    for nf in chunks_of(cx, "f8", nfc, &fc) {
+    for nf in chunks_of(cx, "f8", w.nfc, &w.fc) {
         let at = |i: usize| e::add(e::mul(nf.clone(), e::i64(4)), e::i64(i as i64));
         for (i, &v) in cv.iter().enumerate() {
-            cx.b.set(v, e::mul(e::load(acc, at(i)), e::var(scales[i / 2])));
+            cx.b.set(v, e::mul(e::load(w.acc, at(i)), e::var(scales[i / 2])));
         }
-        let col = e::add(e::mul(nf.clone(), e::i64(8)), e::var(g));
+        let col = e::add(e::mul(nf.clone(), e::i64(8)), e::var(w.g));
         let b = B_K
             .iter()
-            .map(|&ko| e::load(vs, e::add(e::mul(e::add(e::mul(e::var(tg), e::i64(2)), e::i64(ko)), e::i64(i64::from(FMAX))), col.clone())))
+            .map(|&ko| {
+                e::load(w.vs, e::add(e::mul(e::add(e::mul(e::var(w.tg), e::i64(2)), e::i64(ko)), e::i64(i64::from(FMAX))), col.clone()))
+            })
             .collect();
-        cx.b.emit(Stmt::Mma(Box::new(Mma { kind, a: p.clone(), b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.clone() })));
+        cx.b.emit(Stmt::Mma(Box::new(Mma { kind: w.kind, a: p.clone(), b, c: cv.iter().map(|&v| e::var(v)).collect(), d: cv.to_vec() })));
         for (i, &v) in cv.iter().enumerate() {
-            cx.b.store(acc, at(i), e::var(v));
+            cx.b.store(w.acc, at(i), e::var(v));
         }
     }
-    close_chunks(cx, nfc);
-    cx.b.close(); // key tiles
-    // The rows: element i of fragment chunk nf is row g + 8·(i / 2), column 8·nf + 2t + i % 2.
-    for (h, r) in rs.iter().enumerate() {
-        let flat_row = e::add(e::mul(e::var(outer), rows.clone()), e::var(r.at));
-        cx.b.open_if(e::bin(K::And, e::var(r.live), e::bin(K::Gt, e::var(split.n), e::i64(1))));
-        cx.b.open_if(e::bin(K::Eq, e::var(tg), e::i64(0)));
-        split.store_state(cx, &flat_row, part, (r.max, r.sum, r.any));
+    close_chunks(cx, w.nfc);
+}
+
+/// The thread's rows after the key tiles: a split part's state and O fragment (the state by
+/// the row's lane `t = 0`), or (no split) the outputs `O / sum`. Element `i` of O fragment
+/// chunk `nf` is row `g + 8·(i / 2)`, column `8·nf + 2t + i % 2`.
+fn finish_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, w: &mut Warp<'_>, split: &Split) -> Result<(), ScheduleError> {
+    let (ta, fa) = (site.plan.tile, site.f_axis());
+    let c = |x: f64| e::num(Ty::F32, x);
+    for h in 0..w.rs.len() {
+        let (at, live, max, sum, any) = (w.rs[h].at, w.rs[h].live, w.rs[h].max, w.rs[h].sum, w.rs[h].any);
+        let flat_row = e::add(e::mul(e::var(w.outer), w.rows.clone()), e::var(at));
+        cx.b.open_if(e::bin(K::And, e::var(live), e::bin(K::Gt, e::var(split.n), e::i64(1))));
+        cx.b.open_if(e::bin(K::Eq, e::var(w.tg), e::i64(0)));
+        split.store_state(cx, &flat_row, w.part, (max, sum, any));
         cx.b.close();
-        for nf in chunks_of(cx, "f8", nfc, &fc) {
+        for nf in chunks_of(cx, "f8", w.nfc, &w.fc) {
             for i in 0..2i64 {
-                let f = cx.b.let_("f", e::add(e::mul(nf.clone(), e::i64(8)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(i))));
-                cx.b.open_if(e::bin(K::Lt, e::var(f), fsize.clone()));
-                let v = e::load(acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
-                cx.b.store(split.part, split.acc_at(flat_row.clone(), e::var(part), e::var(f)), v);
+                let f = cx.b.let_("f", e::add(e::mul(nf.clone(), e::i64(8)), e::add(e::mul(e::var(w.tg), e::i64(2)), e::i64(i))));
+                cx.b.open_if(e::bin(K::Lt, e::var(f), w.fsize.clone()));
+                let v = e::load(w.acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
+                cx.b.store(split.part, split.acc_at(flat_row.clone(), e::var(w.part), e::var(f)), v);
                 cx.b.close();
             }
         }
-        close_chunks(cx, nfc);
+        close_chunks(cx, w.nfc);
         cx.b.open_else();
-        cx.b.open_if(e::var(r.live));
-        let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(r.any), e::bin(K::Eq, e::var(r.max), c(f64::NEG_INFINITY))));
-        idx[ta] = Some(e::var(r.at));
-        for nf in chunks_of(cx, "f8", nfc, &fc) {
+        cx.b.open_if(e::var(live));
+        let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(any), e::bin(K::Eq, e::var(max), c(f64::NEG_INFINITY))));
+        w.idx[ta] = Some(e::var(at));
+        for nf in chunks_of(cx, "f8", w.nfc, &w.fc) {
             for i in 0..2i64 {
-                let f = cx.b.let_("f", e::add(e::mul(nf.clone(), e::i64(8)), e::add(e::mul(e::var(tg), e::i64(2)), e::i64(i))));
-                cx.b.open_if(e::bin(K::Lt, e::var(f), fsize.clone()));
-                idx[fa] = Some(e::var(f));
-                let v = e::load(acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
-                super::store_output(cx, node, &t, &idx, ty, v, e::var(r.sum), nan, "tensor-core attention plan")?;
+                let f = cx.b.let_("f", e::add(e::mul(nf.clone(), e::i64(8)), e::add(e::mul(e::var(w.tg), e::i64(2)), e::i64(i))));
+                cx.b.open_if(e::bin(K::Lt, e::var(f), w.fsize.clone()));
+                w.idx[fa] = Some(e::var(f));
+                let v = e::load(w.acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
+                super::store_output(cx, site, &w.idx, Ty::F32, RowValue { num: v, den: e::var(sum), nan }, "tensor-core attention plan")?;
                 cx.b.close();
             }
         }
-        close_chunks(cx, nfc);
+        close_chunks(cx, w.nfc);
         cx.b.close();
         cx.b.close();
     }
-    cx.b.close_to(mark);
-    cx.restore(saved);
     Ok(())
 }
