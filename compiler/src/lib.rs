@@ -2,8 +2,11 @@
 //!
 //! Pipeline (one function per stage, in order): [`load::load_files()`] (read + parse + follow
 //! `use`) → [`check::check_program`] (names, indices, shapes, dtypes, filters → [`hir`]) →
-//! [`interp`] (the f64 reference interpreter, the correctness oracle). Later stages (IR,
-//! rewrites, schedule, backends) consume the same [`hir::Program`].
+//! [`interp`] (the f64 reference interpreter, the correctness oracle). Code generation is
+//! [`driver`]: for one [`driver::Target`], `ir::lower` → `optimize` → `schedule` → a
+//! [`backend`] (LLVM, Cranelift, NVPTX), then a JIT run, an artifact or a text dump. The
+//! operator semantics the interpreter, the IR evaluator and the schedule share live in one
+//! place; see `docs/ARCHITECTURE.md` for the layering rules.
 
 pub mod backend;
 pub mod bench;

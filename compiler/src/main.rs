@@ -1,5 +1,7 @@
-//! The `tfmc` command line: `check`, `run`, `inputs`. Thin: parsing arguments, calling the
-//! library, printing diagnostics to stderr and results to stdout/files.
+//! The `tfmc` command line: `check`, `run`, `explain`, `build`, `bench`, `watch`, `inputs`
+//! (defined in `cli`). Thin: parsing arguments, mapping `--backend`/`--target` onto the
+//! driver's one `Target`, calling the library, printing diagnostics to stderr and results to
+//! stdout/files.
 //!
 //! Exit codes: 0 success; 1 the program or its inputs were rejected (diagnostics printed);
 //! 2 bad command-line usage (clap).
