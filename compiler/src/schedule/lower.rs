@@ -65,6 +65,9 @@ pub(crate) struct IdxVar {
     pub range: Option<Size>,
 }
 
+/// Index bindings replaced by [`Cx::bind_flat`], for [`Cx::restore`].
+pub(crate) type Saved = Vec<(usize, Option<IdxVar>)>;
+
 /// One definition's ops and dtypes.
 #[derive(Clone, Copy)]
 pub(crate) struct Def<'o> {
@@ -147,7 +150,7 @@ impl Cx<'_> {
     /// the row-major decomposition of `flat` over their extents (the iteration variable of a
     /// parallel loop over their product). Returns each axis' value, in `axes` order, and the
     /// bindings they replaced, for [`Cx::restore`].
-    pub fn bind_flat(&mut self, flat: Expr, axes: &[(usize, &str, Expr, Size)]) -> (Vec<Expr>, Vec<(usize, Option<IdxVar>)>) {
+    pub fn bind_flat(&mut self, flat: Expr, axes: &[(usize, &str, Expr, Size)]) -> (Vec<Expr>, Saved) {
         let mut vals = vec![e::i64(0); axes.len()];
         let mut saved = Vec::with_capacity(axes.len());
         let mut rest = flat;
@@ -162,7 +165,7 @@ impl Cx<'_> {
     }
 
     /// Restores bindings saved by [`Cx::bind_flat`] (or collected the same way).
-    pub fn restore(&mut self, saved: Vec<(usize, Option<IdxVar>)>) {
+    pub fn restore(&mut self, saved: Saved) {
         for (slot, old) in saved.into_iter().rev() {
             self.unbind(slot, old);
         }

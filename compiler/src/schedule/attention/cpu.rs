@@ -11,7 +11,7 @@ use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
-use super::super::lower::{Cx, IdxVar};
+use super::super::lower::{Cx, IdxVar, Saved};
 use super::{Dot, EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
 
 /// The packed variant's buffers.
@@ -179,7 +179,7 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32, packed: Option<
 
 /// Opens the parallel loop over (other indices × row tiles), binds the other indices, and
 /// declares the tile's per-row state; returns the tile and the indices' previous bindings.
-fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> (Tile, Vec<(usize, Option<IdxVar>)>) {
+fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> (Tile, Saved) {
     let node = site.node;
     let t = cx.tensors[site.slot].clone();
     let ty = site.acc_ty();

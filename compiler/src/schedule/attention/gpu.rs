@@ -43,7 +43,7 @@ use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
 use super::super::kir::{BinOp as K, Buf, BufKind, Const, Expr, MmaKind, Stmt, Ty, Var, gpu};
-use super::super::lower::{Cx, IdxVar};
+use super::super::lower::{Cx, IdxVar, Saved};
 use super::split_k::Split;
 use super::{EMAX, FMAX, RowValue, Site};
 
@@ -214,14 +214,13 @@ fn block(cx: &mut Cx<'_>, site: &Site<'_, '_>, blocks: &Blocks<'_>, tm: u32, esi
 /// Declares the block's buffers, opens the block parallel, binds the thread's row (clamped to
 /// the last one past the end), publishes its bounds to shared memory, and sets up its state
 /// (and, packed, its row of `A`).
-#[allow(clippy::type_complexity)]
 fn open_block(
     cx: &mut Cx<'_>,
     site: &Site<'_, '_>,
     blocks: &Blocks<'_>,
     tm: u32,
     esize: Option<&Expr>,
-) -> Result<(Thread, Vec<(usize, Option<IdxVar>)>, Option<IdxVar>), ScheduleError> {
+) -> Result<(Thread, Saved, Option<IdxVar>), ScheduleError> {
     let (node, plan, d) = (site.node, site.plan, site.d);
     let t = cx.tensors[site.slot].clone();
     let ty = site.acc_ty();

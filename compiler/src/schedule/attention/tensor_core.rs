@@ -35,7 +35,7 @@ use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::node_axes;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Mma, MmaKind, Stmt, Ty, Var};
-use super::super::lower::{Cx, Def, IdxVar, vty};
+use super::super::lower::{Cx, Def, IdxVar, Saved, vty};
 use super::gpu::{Blocks, Dialect};
 use super::split_k::Split;
 use super::{Dot, EMAX, FMAX, Plan, RowValue, Site};
@@ -223,7 +223,7 @@ fn open_block<'a>(
     esize: Expr,
     spec: Option<(i64, i64)>,
     kind: MmaKind,
-) -> Result<(Warp<'a>, Vec<(usize, Option<IdxVar>)>), ScheduleError> {
+) -> Result<(Warp<'a>, Saved), ScheduleError> {
     let (node, plan) = (site.node, site.plan);
     let dot = plan.dot.as_ref().ok_or_else(|| cx.internal("the tensor-core plan without a dot product"))?;
     let t = cx.tensors[site.slot].clone();
