@@ -7,9 +7,9 @@
 //! combine errs (overflow) or either side of an associativity check is not finite are skipped,
 //! so only clear failures are reported.
 
-use crate::bind::{lit_scalar, zero};
 use crate::hir::{Program, ReductionId};
 use crate::interp::{reduction_combine, reduction_identity};
+use crate::semantics::ops::{lit_scalar, zero};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tfm_dsl::Diagnostic;
 use tfmc_runtime::Scalar;

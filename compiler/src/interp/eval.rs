@@ -11,10 +11,10 @@
 use tfm_dsl::Span;
 use tfmc_runtime::Scalar;
 
-use super::ops::{self, OpError};
 use super::store::Buf;
 use super::{Frame, RunError};
-use crate::hir::{BinOp, DType, Expr, ExprKind, IndexId, Lit, Reduce, ReduceOp, ReductionId, TensorId};
+use crate::hir::{BinOp, DType, Expr, ExprKind, IndexId, Reduce, ReduceOp, ReductionId, TensorId};
+use crate::semantics::ops::{self, OpError, lit_value};
 
 /// Why an expression has no value (shared with the IR interpreter, `ir::eval`).
 #[derive(Debug)]
@@ -330,21 +330,5 @@ fn flow_error(f: Flow) -> RunError {
     match f {
         Flow::Error(e) => *e,
         Flow::Absent => RunError::Internal { what: "absent value".to_string(), loc: String::new() },
-    }
-}
-
-/// A literal as a value of dtype `d`.
-fn lit_value(l: Lit, d: DType) -> Scalar {
-    let v = match l {
-        Lit::Int(i) => Scalar::I(i),
-        Lit::Float(x) => Scalar::F(x),
-        Lit::Bool(b) => Scalar::B(b),
-    };
-    if d.is_float() {
-        Scalar::F(v.as_f64())
-    } else if d.is_int() {
-        Scalar::I(v.as_i64())
-    } else {
-        Scalar::B(v.as_bool())
     }
 }

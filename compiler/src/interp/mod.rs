@@ -37,7 +37,6 @@
 mod combine;
 pub(crate) mod eval;
 mod exec;
-pub(crate) mod ops;
 pub(crate) mod store;
 
 #[cfg(test)]

@@ -299,7 +299,7 @@ impl Cx<'_> {
                 if scope.symbolic {
                     return Ok((Op::Param { id: id.index() }, strong(p.dtype)));
                 }
-                let v = scope.params.get(id.index()).copied().unwrap_or(crate::bind::zero(p.dtype));
+                let v = scope.params.get(id.index()).copied().unwrap_or(crate::semantics::ops::zero(p.dtype));
                 (Op::Const(v), strong(p.dtype))
             }
             Tfm::Read(ch) => {

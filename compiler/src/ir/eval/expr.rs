@@ -13,11 +13,11 @@ use tfm_dsl::Span;
 use tfmc_runtime::Scalar;
 
 use super::compile::{Head, Op};
-use crate::hir::{self, BinOp, DType, ExprKind, Lit, Program, ReduceOp};
+use crate::hir::{self, BinOp, DType, ExprKind, Program, ReduceOp};
 use crate::interp::RunError;
 pub(super) use crate::interp::eval::Flow;
-use crate::interp::ops::{self, OpError};
 use crate::interp::store::Buf as Store;
+use crate::semantics::ops::{self, OpError, lit_value};
 
 /// Mutable evaluation state: index values by slot and the user-reduction stack.
 pub(super) struct Env {
@@ -139,7 +139,7 @@ impl Eval<'_> {
                 ops::cast(v, *to).map_err(|e| self.op_err(e))
             }
             Op::Dense { x, d } => match self.eval(ops, *x, env) {
-                Err(Flow::Absent) => Ok(crate::bind::zero(*d)),
+                Err(Flow::Absent) => Ok(crate::semantics::ops::zero(*d)),
                 other => other,
             },
             Op::Where { filter, x } => {
@@ -391,17 +391,5 @@ fn flow_error(f: Flow) -> Box<RunError> {
     match f {
         Flow::Error(e) => e,
         Flow::Absent => Box::new(RunError::Internal { what: "absent value".to_string(), loc: String::new() }),
-    }
-}
-
-/// A literal as a value of dtype `d` (as the HIR interpreter reads literals).
-fn lit_value(l: Lit, d: DType) -> Scalar {
-    let v = crate::bind::lit_scalar(l);
-    if d.is_float() {
-        Scalar::F(v.as_f64())
-    } else if d.is_int() {
-        Scalar::I(v.as_i64())
-    } else {
-        Scalar::B(v.as_bool())
     }
 }
