@@ -10,5 +10,7 @@
 //!
 //! - [`ops`]: scalar operators, casts, functions, built-in reduction identities/combiners,
 //!   literal values.
+//! - [`types`]: dtype promotion (`join`), implicit conversions, literal adaptation.
 
 pub mod ops;
+pub mod types;

@@ -2,7 +2,7 @@
 //! tensor, index, dim and param names become slots or constants, function and reduction names
 //! become their HIR ids, and every operator gets the dtype the HIR interpreter would use.
 //!
-//! Dtypes are inferred bottom-up with the checker's own rules ([`crate::check::types::join`]):
+//! Dtypes are inferred bottom-up with the checker's own rules ([`crate::semantics::types::join`]):
 //! `idx`/`dim` are `i64`, reads and params have their declared dtype, `cast` its target,
 //! comparisons and `&& || not` are `bool`, arithmetic, `if` and `where` join their operands
 //! (a literal is *weak* and adapts to the other operand, exactly as in the checker), a
@@ -20,10 +20,10 @@ use egg::{Id, RecExpr, Symbol};
 use tfmc_runtime::Scalar;
 
 use super::internal;
-use crate::check::types::{Ty, join};
 use crate::hir::{BinOp, DType, Func, Program, ReduceOp, Reduction, UnOp};
 use crate::interp::RunError;
 use crate::ir::lang::{Const, Tfm};
+use crate::semantics::types::{Ty, join};
 
 /// A reduction's head: the index it binds, its bounds and its filter.
 #[derive(Clone, Copy, Debug)]
