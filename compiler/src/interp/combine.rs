@@ -4,9 +4,10 @@
 //! Invariant: the expressions evaluated read no tensors and no indices (the checker only
 //! allows literals, params and the combine's locals there), so an empty kernel frame suffices.
 
+use super::Frame;
 use super::eval::{Env, Eval};
-use super::{Frame, RunError};
 use crate::hir::{Kernel, Program, ReductionId};
+use crate::semantics::RunError;
 use tfmc_runtime::Scalar;
 
 fn empty_kernel(program: &Program, id: ReductionId) -> Kernel {

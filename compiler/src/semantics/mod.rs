@@ -10,7 +10,11 @@
 //!
 //! - [`ops`]: scalar operators, casts, functions, built-in reduction identities/combiners,
 //!   literal values.
+//! - [`error`]: [`RunError`], the control flow of an expression without a value, `location`.
 //! - [`types`]: dtype promotion (`join`), implicit conversions, literal adaptation.
 
+pub mod error;
 pub mod ops;
 pub mod types;
+
+pub use error::{RunError, location};

@@ -21,8 +21,8 @@ use tfmc_runtime::Scalar;
 
 use super::internal;
 use crate::hir::{BinOp, DType, Func, Program, ReduceOp, Reduction, UnOp};
-use crate::interp::RunError;
 use crate::ir::lang::{Const, Tfm};
+use crate::semantics::RunError;
 use crate::semantics::types::{Ty, join};
 
 /// A reduction's head: the index it binds, its bounds and its filter.

@@ -14,10 +14,10 @@ use tfmc_runtime::Scalar;
 
 use super::compile::{Head, Op};
 use crate::hir::{self, BinOp, DType, ExprKind, Program, ReduceOp};
-use crate::interp::RunError;
-pub(super) use crate::interp::eval::Flow;
 use crate::interp::store::Buf as Store;
+pub(super) use crate::semantics::error::Flow;
 use crate::semantics::ops::{self, OpError, lit_value};
+use crate::semantics::{RunError, location};
 
 /// Mutable evaluation state: index values by slot and the user-reduction stack.
 pub(super) struct Env {
@@ -64,11 +64,7 @@ fn root(ops: &[Op]) -> Id {
 impl Eval<'_> {
     fn op_err(&self, e: OpError) -> Flow {
         let loc = self.loc.to_string();
-        Flow::from(match e {
-            OpError::DivByZero => RunError::DivByZero { loc },
-            OpError::Overflow(what) => RunError::Overflow { what, loc },
-            OpError::Unsupported(what) => RunError::Internal { what, loc },
-        })
+        Flow::from(e.at(loc))
     }
 
     fn internal(&self, what: &str) -> Flow {
@@ -227,7 +223,7 @@ impl Eval<'_> {
         let mut acc = ops::identity(op, d);
         self.each(ops, head, env, |env| match self.eval(ops, body, env) {
             Ok(x) => {
-                acc = ops::combine(op, d, acc, x).map_err(|e| flow_error(self.op_err(e)))?;
+                acc = ops::combine(op, d, acc, x).map_err(|e| self.op_err(e).into_error())?;
                 Ok(())
             }
             Err(Flow::Absent) => Ok(()),
@@ -328,17 +324,9 @@ impl Eval<'_> {
     /// A combine expression (literals, params, locals, operators, functions, casts) with
     /// `locals` = [acc fields, x fields, lets], evaluated as the HIR interpreter does.
     fn local(&self, e: &hir::Expr, locals: &[Scalar]) -> Result<Scalar, Box<RunError>> {
-        let err = |x: OpError, span: Span| -> Box<RunError> {
-            let loc = crate::interp::location(self.program, span);
-            Box::new(match x {
-                OpError::DivByZero => RunError::DivByZero { loc },
-                OpError::Overflow(what) => RunError::Overflow { what, loc },
-                OpError::Unsupported(what) => RunError::Internal { what, loc },
-            })
-        };
-        let bad = |what: &str| -> Box<RunError> {
-            Box::new(RunError::Internal { what: what.to_string(), loc: crate::interp::location(self.program, e.span) })
-        };
+        let err = |x: OpError, span: Span| -> Box<RunError> { Box::new(x.at(location(self.program, span))) };
+        let bad =
+            |what: &str| -> Box<RunError> { Box::new(RunError::Internal { what: what.to_string(), loc: location(self.program, e.span) }) };
         Ok(match &e.kind {
             ExprKind::Lit(l) => lit_value(*l, e.dtype),
             ExprKind::Param(p) => self.params.get(p.index()).copied().ok_or_else(|| bad("unknown param"))?,
@@ -384,12 +372,5 @@ impl Eval<'_> {
             ExprKind::Cast(a) => ops::cast(self.local(a, locals)?, e.dtype).map_err(|x| err(x, e.span))?,
             _ => return Err(bad("a combine reads a tensor, an index or a reduction")),
         })
-    }
-}
-
-fn flow_error(f: Flow) -> Box<RunError> {
-    match f {
-        Flow::Error(e) => e,
-        Flow::Absent => Box::new(RunError::Internal { what: "absent value".to_string(), loc: String::new() }),
     }
 }
