@@ -12,11 +12,11 @@ use tfm_dsl::Span;
 use tfmc_runtime::Scalar;
 
 use super::Frame;
-use super::store::Buf;
 use crate::hir::{BinOp, DType, Expr, ExprKind, IndexId, Reduce, ReduceOp, ReductionId, TensorId};
 use crate::semantics::RunError;
 pub(super) use crate::semantics::error::Flow;
 use crate::semantics::ops::{self, OpError, lit_value};
+use crate::semantics::store::Buf;
 
 /// Mutable evaluation state of one kernel invocation.
 pub(super) struct Env {

@@ -37,7 +37,6 @@
 mod combine;
 pub(crate) mod eval;
 mod exec;
-pub(crate) mod store;
 
 #[cfg(test)]
 mod tests;
@@ -52,9 +51,9 @@ use tfmc_runtime::{Scalar, Tensor};
 
 use crate::bind::{bind, resolve_params};
 use crate::hir::{Extent, IndexId, Kernel, Program, Stmt};
+use crate::semantics::store::Buf;
 use crate::semantics::{RunError, location};
 use eval::Env;
-use store::Buf;
 
 pub use combine::{reduction_combine, reduction_identity};
 

@@ -11,10 +11,12 @@
 //! - [`ops`]: scalar operators, casts, functions, built-in reduction identities/combiners,
 //!   literal values.
 //! - [`error`]: [`RunError`], the control flow of an expression without a value, `location`.
+//! - [`store`]: dense tensors with a presence mask (absent points, rounding on output).
 //! - [`types`]: dtype promotion (`join`), implicit conversions, literal adaptation.
 
 pub mod error;
 pub mod ops;
+pub mod store;
 pub mod types;
 
 pub use error::{RunError, location};

@@ -14,9 +14,9 @@ use tfmc_runtime::Scalar;
 
 use super::compile::{Head, Op};
 use crate::hir::{self, BinOp, DType, ExprKind, Program, ReduceOp};
-use crate::interp::store::Buf as Store;
 pub(super) use crate::semantics::error::Flow;
 use crate::semantics::ops::{self, OpError, lit_value};
+use crate::semantics::store::Buf as Store;
 use crate::semantics::{RunError, location};
 
 /// Mutable evaluation state: index values by slot and the user-reduction stack.

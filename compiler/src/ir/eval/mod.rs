@@ -37,8 +37,8 @@ use tfmc_runtime::{DType, Scalar, Tensor};
 
 use super::{Cascade, Def, Node, Role, Size};
 use crate::bind::{bind, resolve_params};
-use crate::interp::store::Buf as Store;
 use crate::semantics::RunError;
+use crate::semantics::store::Buf as Store;
 use compile::{Op, Scope, This};
 use expr::{Env, Eval, Flow, ScanPoint};
 
