@@ -34,7 +34,6 @@
 //!
 //! Errors carry the source location as `file:line:col`.
 
-mod combine;
 pub(crate) mod eval;
 mod exec;
 
@@ -54,8 +53,6 @@ use crate::hir::{Extent, IndexId, Kernel, Program, Stmt};
 use crate::semantics::store::Buf;
 use crate::semantics::{RunError, location};
 use eval::Env;
-
-pub use combine::{reduction_combine, reduction_identity};
 
 /// How deeply kernel calls may nest before the interpreter gives up.
 pub const MAX_CALL_DEPTH: usize = 64;

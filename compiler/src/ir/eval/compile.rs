@@ -23,6 +23,7 @@ use super::internal;
 use crate::hir::{BinOp, DType, Func, Program, ReduceOp, Reduction, UnOp};
 use crate::ir::lang::{Const, Tfm};
 use crate::semantics::RunError;
+use crate::semantics::reduction::reduction_identity;
 use crate::semantics::types::{Ty, join};
 
 /// A reduction's head: the index it binds, its bounds and its filter.
@@ -407,7 +408,7 @@ impl Cx<'_> {
             return Err(internal(&format!("reduction '{name}' has {} fields, `ured` gives {}", r.fields.len(), bodies.len()), self.loc));
         }
         let id = crate::hir::ReductionId(red as u32);
-        let identity = crate::interp::reduction_identity(program, id, scope.params)?.into_boxed_slice();
+        let identity = reduction_identity(program, id, scope.params)?.into_boxed_slice();
         let head = self.head(&ch[2..6], scope)?;
         Ok((Op::URed { red, field, identity, head, bodies }, Ty::strong(r.fields[field].1)))
     }
