@@ -14,7 +14,7 @@ use tfmc_runtime::Scalar;
 use super::Frame;
 use crate::hir::{BinOp, DType, Expr, ExprKind, IndexId, Reduce, ReduceOp, ReductionId, TensorId};
 use crate::semantics::RunError;
-pub(super) use crate::semantics::error::Flow;
+use crate::semantics::error::Flow;
 use crate::semantics::ops::{self, OpError, lit_value};
 use crate::semantics::store::Buf;
 

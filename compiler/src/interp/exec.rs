@@ -10,11 +10,12 @@
 
 use tfmc_runtime::Scalar;
 
-use super::eval::{Env, Eval, Flow, Scan};
+use super::eval::{Env, Eval, Scan};
 use super::{Frame, MAX_CALL_DEPTH, run_kernel};
 use crate::bind::bind_shapes;
 use crate::hir::{Assign, Call, Rhs};
 use crate::semantics::RunError;
+use crate::semantics::error::Flow;
 use crate::semantics::store::Buf;
 
 /// Allocates the statement's targets, all points absent.

@@ -34,7 +34,7 @@
 //!
 //! Errors carry the source location as `file:line:col`.
 
-pub(crate) mod eval;
+mod eval;
 mod exec;
 
 #[cfg(test)]

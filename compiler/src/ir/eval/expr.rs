@@ -14,7 +14,7 @@ use tfmc_runtime::Scalar;
 use super::compile::{Head, Op};
 use crate::hir::{DType, Program, ReduceOp};
 use crate::semantics::RunError;
-pub(super) use crate::semantics::error::Flow;
+use crate::semantics::error::Flow;
 use crate::semantics::ops::{self, OpError};
 use crate::semantics::reduction::Combine;
 use crate::semantics::store::Buf as Store;
