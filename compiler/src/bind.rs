@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use tfmc_runtime::{Scalar, Tensor};
 
 use crate::hir::print::tensor_type;
-use crate::hir::{DType, Extent, Kernel, Lit, Program, TensorId};
+use crate::hir::{DType, Extent, Kernel, Program, TensorId};
+use crate::semantics::ops::{lit_scalar, zero};
 
 /// The sizes of a kernel's symbolic dims for one invocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,26 +297,6 @@ pub fn resolve_params(program: &Program, kernel: &Kernel, given: &BTreeMap<Strin
         }
     }
     Ok(values.into_iter().zip(&program.params).map(|(v, p)| v.unwrap_or_else(|| zero(p.dtype))).collect())
-}
-
-/// A literal as a scalar of its own kind.
-pub fn lit_scalar(lit: Lit) -> Scalar {
-    match lit {
-        Lit::Int(i) => Scalar::I(i),
-        Lit::Float(x) => Scalar::F(x),
-        Lit::Bool(b) => Scalar::B(b),
-    }
-}
-
-/// The zero (`false`) of a dtype's kind.
-pub fn zero(d: DType) -> Scalar {
-    if d.is_float() {
-        Scalar::F(0.0)
-    } else if d.is_int() {
-        Scalar::I(0)
-    } else {
-        Scalar::B(false)
-    }
 }
 
 fn convert_param(name: &str, dtype: DType, v: Scalar) -> Result<Scalar, BindError> {

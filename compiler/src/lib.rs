@@ -20,6 +20,7 @@ pub mod ir;
 pub mod load;
 pub mod optimize;
 pub mod schedule;
+pub mod semantics;
 #[cfg(test)]
 mod testing;
 pub mod watch;

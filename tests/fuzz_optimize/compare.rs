@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, OnceLock};
 use tfmc::hir::Program;
-use tfmc::interp::RunError;
 use tfmc::ir::Cascade;
 use tfmc::optimize::{Options, optimize};
+use tfmc::semantics::RunError;
 use tfmc_runtime::{Scalar, Tensor};
 
 /// Relative tolerance, scaled by the output's largest finite magnitude (rewrites reassociate).

@@ -6,8 +6,9 @@
 
 use super::cx::{CResult, Cx, LocalName, plural, plural_verb};
 use super::infer;
-use super::types::{Ty, coerce, converts_implicitly, join};
+use super::types::coerce;
 use crate::hir::{BinOp, DType, Expr, ExprKind, Extent, Func, Lit, Reduce, ReduceOp, UnOp};
+use crate::semantics::types::{Ty, converts_implicitly, join};
 use tfm_dsl::Diagnostic;
 use tfm_dsl::ast::{self, ExprKind as A};
 

@@ -7,8 +7,9 @@
 
 use super::cx::{CResult, Cx, Pending, ScanCx, plural, plural_verb};
 use super::infer;
-use super::types::{Ty, coerce, converts_implicitly};
+use super::types::coerce;
 use crate::hir::{self, DType, DimId, DimInfo, Extent, Role, TensorId, TensorInfo};
+use crate::semantics::types::{Ty, converts_implicitly, join};
 use std::collections::BTreeSet;
 use tfm_dsl::Diagnostic;
 use tfm_dsl::ast;
@@ -370,7 +371,7 @@ impl<'g, 'a> Cx<'g, 'a> {
             self.scan = None;
             let (bx, bt) = r?;
             let settled = if info.role == Role::Local {
-                let want = super::types::join(Ty::strong(dt), Ty { dtype: bt.dtype, weak: bt.weak }).map_or(dt, |t| t.dtype);
+                let want = join(Ty::strong(dt), Ty { dtype: bt.dtype, weak: bt.weak }).map_or(dt, |t| t.dtype);
                 if want != dt {
                     dt = want;
                     continue;

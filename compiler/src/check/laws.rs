@@ -1,15 +1,15 @@
 //! The randomized law check of user reductions: the compiler may split and reorder a
 //! reduction, so its combine must be associative and its identity neutral. We evaluate the
-//! combine (with the interpreter) on seeded random states and reject a reduction whose laws
-//! visibly fail, showing the counterexample.
+//! combine (with [`crate::semantics::reduction`], as the IR evaluator does) on seeded random
+//! states and reject a reduction whose laws visibly fail, showing the counterexample.
 //!
 //! Tolerance: values agree when `|x - y| <= 1e-6 * max(1, |x|, |y|)`; samples where the
 //! combine errs (overflow) or either side of an associativity check is not finite are skipped,
 //! so only clear failures are reported.
 
-use crate::bind::{lit_scalar, zero};
 use crate::hir::{Program, ReductionId};
-use crate::interp::{reduction_combine, reduction_identity};
+use crate::semantics::ops::{lit_scalar, zero};
+use crate::semantics::reduction::{reduction_combine, reduction_identity};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tfm_dsl::Diagnostic;
 use tfmc_runtime::Scalar;

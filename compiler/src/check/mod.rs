@@ -121,7 +121,7 @@ fn check_param(p: &ast::ParamItem, diags: &mut Vec<Diagnostic>) -> Option<Param>
                 // Still declare it (without default) so its uses do not cascade.
                 None
             } else {
-                Some(types::convert_lit(lit, p.dtype))
+                Some(crate::semantics::types::convert_lit(lit, p.dtype))
             }
         }
     };

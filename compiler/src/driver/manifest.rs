@@ -43,7 +43,7 @@ pub(super) fn kernel_manifest(
     let doc = program.kernel(name).map(|(_, k)| k.docs.join("\n")).unwrap_or_default();
     let mut ps = Vec::new();
     for (id, pname, dtype) in &s.params {
-        let declared = program.params.get(*id).and_then(|p| p.default).map(crate::bind::lit_scalar);
+        let declared = program.params.get(*id).and_then(|p| p.default).map(crate::semantics::ops::lit_scalar);
         let v = params
             .get(pname)
             .copied()

@@ -11,25 +11,12 @@
 use tfm_dsl::Span;
 use tfmc_runtime::Scalar;
 
-use super::ops::{self, OpError};
-use super::store::Buf;
-use super::{Frame, RunError};
-use crate::hir::{BinOp, DType, Expr, ExprKind, IndexId, Lit, Reduce, ReduceOp, ReductionId, TensorId};
-
-/// Why an expression has no value (shared with the IR interpreter, `ir::eval`).
-#[derive(Debug)]
-pub(crate) enum Flow {
-    /// It read a point that does not exist (or a filter failed).
-    Absent,
-    /// A run-time error.
-    Error(Box<RunError>),
-}
-
-impl From<RunError> for Flow {
-    fn from(e: RunError) -> Flow {
-        Flow::Error(Box::new(e))
-    }
-}
+use super::Frame;
+use crate::hir::{BinOp, DType, Expr, ExprKind, IndexId, Reduce, ReduceOp, ReductionId, TensorId};
+use crate::semantics::RunError;
+use crate::semantics::error::Flow;
+use crate::semantics::ops::{self, OpError, lit_value};
+use crate::semantics::store::Buf;
 
 /// Mutable evaluation state of one kernel invocation.
 pub(super) struct Env {
@@ -78,11 +65,7 @@ impl Eval<'_, '_> {
     /// A run-time error from a scalar operation at `span`.
     fn op_err(&self, e: OpError, span: Span) -> Flow {
         let loc = self.frame.loc(span);
-        Flow::from(match e {
-            OpError::DivByZero => RunError::DivByZero { loc },
-            OpError::Overflow(what) => RunError::Overflow { what, loc },
-            OpError::Unsupported(what) => RunError::Internal { what, loc },
-        })
+        Flow::from(e.at(loc))
     }
 
     fn internal(&self, what: &str, span: Span) -> Flow {
@@ -265,7 +248,7 @@ impl Eval<'_, '_> {
             }
             match self.expr(body, env) {
                 Ok(x) => {
-                    acc = ops::combine(op, d, acc, x).map_err(|err| flow_error(self.op_err(err, span)))?;
+                    acc = ops::combine(op, d, acc, x).map_err(|err| *self.op_err(err, span).into_error())?;
                     Ok(())
                 }
                 Err(Flow::Absent) => Ok(()),
@@ -323,28 +306,5 @@ impl Eval<'_, '_> {
             Ok(())
         })?;
         Ok(start)
-    }
-}
-
-fn flow_error(f: Flow) -> RunError {
-    match f {
-        Flow::Error(e) => *e,
-        Flow::Absent => RunError::Internal { what: "absent value".to_string(), loc: String::new() },
-    }
-}
-
-/// A literal as a value of dtype `d`.
-fn lit_value(l: Lit, d: DType) -> Scalar {
-    let v = match l {
-        Lit::Int(i) => Scalar::I(i),
-        Lit::Float(x) => Scalar::F(x),
-        Lit::Bool(b) => Scalar::B(b),
-    };
-    if d.is_float() {
-        Scalar::F(v.as_f64())
-    } else if d.is_int() {
-        Scalar::I(v.as_i64())
-    } else {
-        Scalar::B(v.as_bool())
     }
 }

@@ -10,11 +10,13 @@
 
 use tfmc_runtime::Scalar;
 
-use super::eval::{Env, Eval, Flow, Scan};
-use super::store::Buf;
-use super::{Frame, MAX_CALL_DEPTH, RunError, run_kernel};
+use super::eval::{Env, Eval, Scan};
+use super::{Frame, MAX_CALL_DEPTH, run_kernel};
 use crate::bind::bind_shapes;
 use crate::hir::{Assign, Call, Rhs};
+use crate::semantics::RunError;
+use crate::semantics::error::Flow;
+use crate::semantics::store::Buf;
 
 /// Allocates the statement's targets, all points absent.
 fn alloc_targets(frame: &Frame<'_>, a: &Assign) -> Result<Vec<Buf<'static>>, RunError> {

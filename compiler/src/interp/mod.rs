@@ -34,11 +34,8 @@
 //!
 //! Errors carry the source location as `file:line:col`.
 
-mod combine;
-pub(crate) mod eval;
+mod eval;
 mod exec;
-pub(crate) mod ops;
-pub(crate) mod store;
 
 #[cfg(test)]
 mod tests;
@@ -51,119 +48,14 @@ use std::collections::BTreeMap;
 use tfm_dsl::Span;
 use tfmc_runtime::{Scalar, Tensor};
 
-use crate::bind::{BindError, bind, resolve_params};
+use crate::bind::{bind, resolve_params};
 use crate::hir::{Extent, IndexId, Kernel, Program, Stmt};
+use crate::semantics::store::Buf;
+use crate::semantics::{RunError, location};
 use eval::Env;
-use store::Buf;
-
-pub use combine::{reduction_combine, reduction_identity};
 
 /// How deeply kernel calls may nest before the interpreter gives up.
 pub const MAX_CALL_DEPTH: usize = 64;
-
-/// Why a kernel could not be run.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RunError {
-    /// The inputs or params do not fit the kernel.
-    #[error(transparent)]
-    Bind(Box<BindError>),
-    /// No kernel of that name.
-    #[error("unknown kernel '{name}'; kernels: {available}")]
-    UnknownKernel {
-        /// The name asked for.
-        name: String,
-        /// The program's kernels, comma-separated (or `none`).
-        available: String,
-    },
-    /// A subscript outside its dimension.
-    #[error("subscript {axis} of '{tensor}' is {value}, outside 0..{size} (at {loc})")]
-    OutOfRange {
-        /// The tensor read.
-        tensor: String,
-        /// Position of the subscript (0-based).
-        axis: usize,
-        /// Its value.
-        value: i64,
-        /// The dimension's size.
-        size: usize,
-        /// `file:line:col` of the subscript.
-        loc: String,
-    },
-    /// Integer `/` or `%` by zero.
-    #[error("integer division by zero (at {loc})")]
-    DivByZero {
-        /// `file:line:col` of the operation.
-        loc: String,
-    },
-    /// An integer result outside its dtype's range.
-    #[error("{what} (at {loc})")]
-    Overflow {
-        /// `i32 overflow in 2147483647 + 1`.
-        what: String,
-        /// `file:line:col` of the operation.
-        loc: String,
-    },
-    /// A value that must exist reads a point that does not.
-    #[error("the {what} reads a point that does not exist (at {loc})")]
-    Absent {
-        /// What needed the value.
-        what: String,
-        /// `file:line:col` of the expression.
-        loc: String,
-    },
-    /// A called kernel does not fit its arguments.
-    #[error("in the call of '{callee}' (at {loc}): {source}")]
-    Call {
-        /// The callee.
-        callee: String,
-        /// `file:line:col` of the call.
-        loc: String,
-        /// What did not fit.
-        source: Box<BindError>,
-    },
-    /// A callee's output does not have the shape of the caller's tensor.
-    #[error("tensor '{tensor}' has shape {expected:?} but the call gives {got:?} (at {loc})")]
-    ShapeMismatch {
-        /// The caller's tensor.
-        tensor: String,
-        /// Its shape.
-        expected: Vec<usize>,
-        /// The callee output's shape.
-        got: Vec<usize>,
-        /// `file:line:col` of the call.
-        loc: String,
-    },
-    /// Calls nested too deeply.
-    #[error("kernel calls nested deeper than {depth} (at {loc})")]
-    TooDeep {
-        /// The limit.
-        depth: usize,
-        /// `file:line:col` of the call.
-        loc: String,
-    },
-    /// A tensor with more elements than fit in memory.
-    #[error("tensor '{tensor}' of shape {shape:?} is too large")]
-    TooLarge {
-        /// The tensor.
-        tensor: String,
-        /// Its shape.
-        shape: Vec<usize>,
-    },
-    /// The program breaks an invariant the checker should have established.
-    #[error("internal error: {what} (at {loc})")]
-    Internal {
-        /// What went wrong.
-        what: String,
-        /// `file:line:col`, if known.
-        loc: String,
-    },
-}
-
-impl From<BindError> for RunError {
-    fn from(e: BindError) -> RunError {
-        RunError::Bind(Box::new(e))
-    }
-}
 
 /// Runs `kernel` of `program` on named inputs with param values (defaults apply to params not
 /// given) and returns its outputs by name, each of its declared dtype (values rounded to it).
@@ -265,18 +157,6 @@ impl Frame<'_> {
     fn loc(&self, span: Span) -> String {
         location(self.program, span)
     }
-}
-
-/// Renders the start of `span` as `file:line:col` (1-based; the column counts characters).
-pub fn location(program: &Program, span: Span) -> String {
-    let Some((_, file)) = program.sources.files().find(|(id, _)| *id == span.file) else {
-        return "<unknown>".to_string();
-    };
-    let start = (span.start as usize).min(file.text.len());
-    let before = file.text.get(..start).unwrap_or("");
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    format!("{}:{line}:{col}", file.name)
 }
 
 /// Runs `kernel` with bound inputs (in declaration order), dims and params; returns its

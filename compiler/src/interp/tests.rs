@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use tfmc_runtime::{DType, Scalar, Tensor, TensorData};
 
-use super::{RunError, run};
+use super::run;
 use crate::hir::Program;
+use crate::semantics::RunError;
 
 pub(super) fn load(src: &str) -> Program {
     crate::load_str("t.tfm", src).unwrap_or_else(|d| panic!("does not check:\n{d}"))

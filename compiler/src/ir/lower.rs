@@ -447,7 +447,7 @@ impl Builder<'_> {
     }
 
     fn unsupported(&self, what: &str, span: tfm_dsl::Span) -> LowerError {
-        let loc = crate::interp::location(self.program, span);
+        let loc = crate::semantics::location(self.program, span);
         LowerError::Unsupported { kernel: self.k.name.clone(), what: what.to_string(), loc }
     }
 }

@@ -1,5 +1,5 @@
-//! Operators, casts and elementwise functions in KIR, with the interpreter's semantics
-//! (`interp::ops`): integer results outside their dtype fail with `Overflow`, integer `/`
+//! Operators, casts and elementwise functions in KIR, with the language's scalar semantics
+//! (`semantics::ops`): integer results outside their dtype fail with `Overflow`, integer `/`
 //! and `%` floor and fail on a zero divisor, float `/` has `0/0 = 0`, float `%` is floored,
 //! min/max propagate NaN, float → int casts truncate and saturate.
 //!

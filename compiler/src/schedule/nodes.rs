@@ -32,7 +32,7 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
     let internal = |what: String, loc: &str| ScheduleError::Internal { what, loc: loc.to_string() };
     // Defaults stand in for user-reduction identities that read params.
     let defaults = crate::bind::resolve_params(program, kernel, &Default::default())
-        .unwrap_or_else(|_| program.params.iter().map(|p| crate::bind::zero(p.dtype)).collect());
+        .unwrap_or_else(|_| program.params.iter().map(|p| crate::semantics::ops::zero(p.dtype)).collect());
     let mut scope = Scope {
         program,
         params: &defaults,

@@ -36,7 +36,7 @@ impl Cx<'_> {
     /// A built-in reduction of dtype `dt`.
     pub(super) fn reduce(&mut self, d: Def<'_>, op: ReduceOp, dt: DType, head: &Head, body: Id) -> Result<Expr, ScheduleError> {
         let ty = vty(dt);
-        let acc = self.b.let_("acc", scalar(ty, crate::interp::ops::identity(op, dt)));
+        let acc = self.b.let_("acc", scalar(ty, crate::semantics::ops::identity(op, dt)));
         let (lo, hi) = self.bounds(d, head)?;
         let mark = self.b.mark();
         let old = self.open_head(d, head, lo, hi)?;
@@ -105,7 +105,7 @@ impl Cx<'_> {
     fn combine_expr(&mut self, x: &hir::Expr, locals: &[Expr]) -> Result<Expr, ScheduleError> {
         let ty = vty(x.dtype);
         Ok(match &x.kind {
-            ExprKind::Lit(l) => scalar(ty, crate::bind::lit_scalar(*l)),
+            ExprKind::Lit(l) => scalar(ty, crate::semantics::ops::lit_scalar(*l)),
             ExprKind::Param(p) => match self.params.get(&p.index()) {
                 Some(v) => e::var(*v),
                 None => return Err(self.internal("a param the kernel does not take")),

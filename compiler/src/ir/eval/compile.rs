@@ -2,7 +2,7 @@
 //! tensor, index, dim and param names become slots or constants, function and reduction names
 //! become their HIR ids, and every operator gets the dtype the HIR interpreter would use.
 //!
-//! Dtypes are inferred bottom-up with the checker's own rules ([`crate::check::types::join`]):
+//! Dtypes are inferred bottom-up with the checker's own rules ([`crate::semantics::types::join`]):
 //! `idx`/`dim` are `i64`, reads and params have their declared dtype, `cast` its target,
 //! comparisons and `&& || not` are `bool`, arithmetic, `if` and `where` join their operands
 //! (a literal is *weak* and adapts to the other operand, exactly as in the checker), a
@@ -20,10 +20,11 @@ use egg::{Id, RecExpr, Symbol};
 use tfmc_runtime::Scalar;
 
 use super::internal;
-use crate::check::types::{Ty, join};
 use crate::hir::{BinOp, DType, Func, Program, ReduceOp, Reduction, UnOp};
-use crate::interp::RunError;
 use crate::ir::lang::{Const, Tfm};
+use crate::semantics::RunError;
+use crate::semantics::reduction::reduction_identity;
+use crate::semantics::types::{Ty, join};
 
 /// A reduction's head: the index it binds, its bounds and its filter.
 #[derive(Clone, Copy, Debug)]
@@ -299,7 +300,7 @@ impl Cx<'_> {
                 if scope.symbolic {
                     return Ok((Op::Param { id: id.index() }, strong(p.dtype)));
                 }
-                let v = scope.params.get(id.index()).copied().unwrap_or(crate::bind::zero(p.dtype));
+                let v = scope.params.get(id.index()).copied().unwrap_or(crate::semantics::ops::zero(p.dtype));
                 (Op::Const(v), strong(p.dtype))
             }
             Tfm::Read(ch) => {
@@ -407,7 +408,7 @@ impl Cx<'_> {
             return Err(internal(&format!("reduction '{name}' has {} fields, `ured` gives {}", r.fields.len(), bodies.len()), self.loc));
         }
         let id = crate::hir::ReductionId(red as u32);
-        let identity = crate::interp::reduction_identity(program, id, scope.params)?.into_boxed_slice();
+        let identity = reduction_identity(program, id, scope.params)?.into_boxed_slice();
         let head = self.head(&ch[2..6], scope)?;
         Ok((Op::URed { red, field, identity, head, bodies }, Ty::strong(r.fields[field].1)))
     }

@@ -9,15 +9,15 @@
 //! live on [`Env::stack`], which only grows to the deepest nesting once.
 
 use egg::Id;
-use tfm_dsl::Span;
 use tfmc_runtime::Scalar;
 
 use super::compile::{Head, Op};
-use crate::hir::{self, BinOp, DType, ExprKind, Lit, Program, ReduceOp};
-use crate::interp::RunError;
-pub(super) use crate::interp::eval::Flow;
-use crate::interp::ops::{self, OpError};
-use crate::interp::store::Buf as Store;
+use crate::hir::{DType, Program, ReduceOp};
+use crate::semantics::RunError;
+use crate::semantics::error::Flow;
+use crate::semantics::ops::{self, OpError};
+use crate::semantics::reduction::Combine;
+use crate::semantics::store::Buf as Store;
 
 /// Mutable evaluation state: index values by slot and the user-reduction stack.
 pub(super) struct Env {
@@ -64,11 +64,7 @@ fn root(ops: &[Op]) -> Id {
 impl Eval<'_> {
     fn op_err(&self, e: OpError) -> Flow {
         let loc = self.loc.to_string();
-        Flow::from(match e {
-            OpError::DivByZero => RunError::DivByZero { loc },
-            OpError::Overflow(what) => RunError::Overflow { what, loc },
-            OpError::Unsupported(what) => RunError::Internal { what, loc },
-        })
+        Flow::from(e.at(loc))
     }
 
     fn internal(&self, what: &str) -> Flow {
@@ -139,7 +135,7 @@ impl Eval<'_> {
                 ops::cast(v, *to).map_err(|e| self.op_err(e))
             }
             Op::Dense { x, d } => match self.eval(ops, *x, env) {
-                Err(Flow::Absent) => Ok(crate::bind::zero(*d)),
+                Err(Flow::Absent) => Ok(crate::semantics::ops::zero(*d)),
                 other => other,
             },
             Op::Where { filter, x } => {
@@ -227,7 +223,7 @@ impl Eval<'_> {
         let mut acc = ops::identity(op, d);
         self.each(ops, head, env, |env| match self.eval(ops, body, env) {
             Ok(x) => {
-                acc = ops::combine(op, d, acc, x).map_err(|e| flow_error(self.op_err(e)))?;
+                acc = ops::combine(op, d, acc, x).map_err(|e| self.op_err(e).into_error())?;
                 Ok(())
             }
             Err(Flow::Absent) => Ok(()),
@@ -297,111 +293,11 @@ impl Eval<'_> {
                     Err(Flow::Error(e)) => return Err(e),
                 }
             }
-            self.combine(r, start, env)
+            Combine { program: self.program, params: self.params }.apply(r, start, &mut env.stack)
         });
         let v = env.stack.get(start + field).copied();
         env.stack.truncate(start);
         res?;
         v.ok_or_else(|| self.internal("empty reduction state"))
-    }
-
-    /// `combine(acc, x)` with `acc` at `stack[start..start + n]` and `x` right after it;
-    /// leaves the new state at `start` and the stack at `start + n`.
-    fn combine(&self, r: &hir::Reduction, start: usize, env: &mut Env) -> Result<(), Box<RunError>> {
-        let n = r.fields.len();
-        for e in &r.lets {
-            let v = self.local(e, &env.stack[start..])?;
-            env.stack.push(v);
-        }
-        let res = env.stack.len();
-        for e in &r.result {
-            let v = self.local(e, &env.stack[start..])?;
-            env.stack.push(v);
-        }
-        for k in 0..n {
-            env.stack[start + k] = env.stack[res + k];
-        }
-        env.stack.truncate(start + n);
-        Ok(())
-    }
-
-    /// A combine expression (literals, params, locals, operators, functions, casts) with
-    /// `locals` = [acc fields, x fields, lets], evaluated as the HIR interpreter does.
-    fn local(&self, e: &hir::Expr, locals: &[Scalar]) -> Result<Scalar, Box<RunError>> {
-        let err = |x: OpError, span: Span| -> Box<RunError> {
-            let loc = crate::interp::location(self.program, span);
-            Box::new(match x {
-                OpError::DivByZero => RunError::DivByZero { loc },
-                OpError::Overflow(what) => RunError::Overflow { what, loc },
-                OpError::Unsupported(what) => RunError::Internal { what, loc },
-            })
-        };
-        let bad = |what: &str| -> Box<RunError> {
-            Box::new(RunError::Internal { what: what.to_string(), loc: crate::interp::location(self.program, e.span) })
-        };
-        Ok(match &e.kind {
-            ExprKind::Lit(l) => lit_value(*l, e.dtype),
-            ExprKind::Param(p) => self.params.get(p.index()).copied().ok_or_else(|| bad("unknown param"))?,
-            ExprKind::Local(i) => locals.get(*i).copied().ok_or_else(|| bad("local outside a combine"))?,
-            ExprKind::Unary(op, a) => ops::unary(*op, a.dtype, self.local(a, locals)?).map_err(|x| err(x, e.span))?,
-            ExprKind::Binary(BinOp::And, a, b) => {
-                if self.local(a, locals)?.as_bool() {
-                    self.local(b, locals)?
-                } else {
-                    Scalar::B(false)
-                }
-            }
-            ExprKind::Binary(BinOp::Or, a, b) => {
-                if self.local(a, locals)?.as_bool() {
-                    Scalar::B(true)
-                } else {
-                    self.local(b, locals)?
-                }
-            }
-            ExprKind::Binary(op, a, b) => {
-                let x = self.local(a, locals)?;
-                let y = self.local(b, locals)?;
-                ops::binary(*op, a.dtype, x, y).map_err(|x| err(x, e.span))?
-            }
-            ExprKind::If(c, a, b) => {
-                if self.local(c, locals)?.as_bool() {
-                    self.local(a, locals)?
-                } else {
-                    self.local(b, locals)?
-                }
-            }
-            ExprKind::Call(f, args) => {
-                let x = match args.first() {
-                    Some(a) => self.local(a, locals)?,
-                    None => return Err(bad("function call without arguments")),
-                };
-                let y = match args.get(1) {
-                    Some(b) => self.local(b, locals)?,
-                    None => x,
-                };
-                ops::func(*f, e.dtype, x, y).map_err(|x| err(x, e.span))?
-            }
-            ExprKind::Cast(a) => ops::cast(self.local(a, locals)?, e.dtype).map_err(|x| err(x, e.span))?,
-            _ => return Err(bad("a combine reads a tensor, an index or a reduction")),
-        })
-    }
-}
-
-fn flow_error(f: Flow) -> Box<RunError> {
-    match f {
-        Flow::Error(e) => e,
-        Flow::Absent => Box::new(RunError::Internal { what: "absent value".to_string(), loc: String::new() }),
-    }
-}
-
-/// A literal as a value of dtype `d` (as the HIR interpreter reads literals).
-fn lit_value(l: Lit, d: DType) -> Scalar {
-    let v = crate::bind::lit_scalar(l);
-    if d.is_float() {
-        Scalar::F(v.as_f64())
-    } else if d.is_int() {
-        Scalar::I(v.as_i64())
-    } else {
-        Scalar::B(v.as_bool())
     }
 }

@@ -37,10 +37,11 @@ use tfmc_runtime::{DType, Scalar, Tensor};
 
 use super::{Cascade, Def, Node, Role, Size};
 use crate::bind::{bind, resolve_params};
-use crate::interp::RunError;
-use crate::interp::store::Buf as Store;
+use crate::semantics::RunError;
+use crate::semantics::error::Flow;
+use crate::semantics::store::Buf as Store;
 use compile::{Op, Scope, This};
-use expr::{Env, Eval, Flow, ScanPoint};
+use expr::{Env, Eval, ScanPoint};
 
 /// An internal error (a broken IR invariant) at `loc`.
 fn internal(what: &str, loc: &str) -> RunError {

@@ -10,9 +10,10 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tfmc_runtime::{DType, Scalar, Tensor, TensorData};
 
 use super::run_cascade;
-use crate::interp::{RunError, run, run_exact};
+use crate::interp::{run, run_exact};
 use crate::ir::lang::Tfm;
 use crate::ir::{Cascade, Def, lower::lower, verify::verify};
+use crate::semantics::RunError;
 use crate::testing::lib_programs;
 
 /// Asserts `got` has the outputs of `want`, elementwise within `rel` of the larger of the

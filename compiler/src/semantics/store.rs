@@ -1,5 +1,7 @@
 //! Dense tensor storage with a presence mask, as the interpreters (HIR and IR) hold every
-//! tensor.
+//! tensor: the one definition of which points of a tensor exist, what an absent point reads
+//! as when a dense tensor is needed (0, `false`) and how a kernel output is rounded to its
+//! dtype when it is written out, so both evaluators return identical outputs.
 //!
 //! Invariants: `data` has `product(shape)` elements of the kind of the tensor's dtype (the
 //! interpreter never rounds floats: a local `f16` holds any `f64`); `strides` are the

@@ -1,5 +1,10 @@
-//! Scalar semantics of the interpreter: operators, casts, elementwise functions and the
-//! built-in reductions' identities and combiners, on [`Scalar`] values.
+//! Scalar semantics of the language: operators, casts, elementwise functions, the built-in
+//! reductions' identities and combiners, and the values of literals, on [`Scalar`] values.
+//!
+//! This is the one definition of what `+` on `i32` (or `exp` on `f16`, or the identity of
+//! `max` over `i64`) means: the reference interpreter (`interp`), the IR evaluator
+//! (`ir::eval`) and the schedule's constant folding agree because they all call this, and the
+//! code generators are tested against the interpreter.
 //!
 //! Every float dtype computes in `f64` without rounding. Integers are `i64` values that must
 //! stay inside their dtype's range: an operation whose exact result does not fit is an
@@ -9,7 +14,7 @@
 
 use tfmc_runtime::Scalar;
 
-use crate::hir::{BinOp, DType, Func, ReduceOp, UnOp};
+use crate::hir::{BinOp, DType, Func, Lit, ReduceOp, UnOp};
 
 /// Why a scalar operation failed (the caller adds the source location).
 #[derive(Debug, Clone, PartialEq)]
@@ -275,5 +280,38 @@ pub(crate) fn combine(op: ReduceOp, d: DType, acc: Scalar, x: Scalar) -> Result<
         ReduceOp::Max => Ok(Scalar::B(acc.as_bool() || x.as_bool())),
         ReduceOp::Min => Ok(Scalar::B(acc.as_bool() && x.as_bool())),
         ReduceOp::User(_) => Err(OpError::Unsupported("user reduction as a built-in".to_string())),
+    }
+}
+
+/// A literal as a scalar of its own kind.
+pub fn lit_scalar(lit: Lit) -> Scalar {
+    match lit {
+        Lit::Int(i) => Scalar::I(i),
+        Lit::Float(x) => Scalar::F(x),
+        Lit::Bool(b) => Scalar::B(b),
+    }
+}
+
+/// A literal as a value of dtype `d` (how every evaluator reads a typed literal).
+pub(crate) fn lit_value(l: Lit, d: DType) -> Scalar {
+    let v = lit_scalar(l);
+    if d.is_float() {
+        Scalar::F(v.as_f64())
+    } else if d.is_int() {
+        Scalar::I(v.as_i64())
+    } else {
+        Scalar::B(v.as_bool())
+    }
+}
+
+/// The zero (`false`) of a dtype's kind (also the value an absent point reads as where a
+/// dense tensor is needed).
+pub fn zero(d: DType) -> Scalar {
+    if d.is_float() {
+        Scalar::F(0.0)
+    } else if d.is_int() {
+        Scalar::I(0)
+    } else {
+        Scalar::B(false)
     }
 }
