@@ -7,6 +7,10 @@
 //!   use the oracle; comments (doc links to the oracle's specification) are not imports.
 //! - The LLVM core (`backend/llvm/`) does not name the NVPTX backend (`nvptx::`): the GPU
 //!   backend builds on the core, not the other way round.
+//! - The schedule's plans form no import circle: the attention plan files import each other
+//!   only in the order of [`ATTENTION_ORDER`] (each names only files before it), and neither
+//!   they nor the shared analyses (`schedule/common.rs`) name the generic plan
+//!   (`schedule/nodes.rs`), which dispatches to them.
 //! - The runtime does not depend on LLVM (`inkwell`, `llvm-sys`): it is carried to machines
 //!   without it.
 //!
@@ -187,6 +191,48 @@ fn the_runtime_does_not_depend_on_llvm() {
     assert!(
         bad.is_empty(),
         "the runtime never depends on LLVM (inkwell, llvm-sys): it is carried to machines without it:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// The attention plan files, in the only order they may import each other: a file names
+/// (`super::x`) only files before it. `mod.rs` declares and dispatches to them all.
+const ATTENTION_ORDER: &[&str] = &["analysis", "site", "dialect", "split_k", "cpu", "tensor_core", "gpu", "mod"];
+
+#[test]
+fn the_schedule_plans_have_no_import_circle() {
+    let dir = src().join("schedule/attention");
+    let mut bad = Vec::new();
+    let files = rust_files(&dir);
+    for path in &files {
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        let Some(me) = ATTENTION_ORDER.iter().position(|f| *f == stem) else {
+            bad.push(format!("{}: not in ATTENTION_ORDER (add it where its imports put it)", path.display()));
+            continue;
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        for (n, line) in non_test_lines(&text) {
+            if names_path(&line, "nodes") {
+                bad.push(format!("{}:{n}: names the generic plan (nodes): {}", path.display(), line.trim()));
+            }
+            for (k, other) in ATTENTION_ORDER.iter().enumerate() {
+                let named = line.contains(&format!("super::{other}::")) || line.contains(&format!("super::{other};"));
+                if named && k >= me && stem != "mod" {
+                    bad.push(format!("{}:{n}: names `{other}`, which comes after it: {}", path.display(), line.trim()));
+                }
+            }
+        }
+    }
+    let common = src().join("schedule/common.rs");
+    let text = std::fs::read_to_string(&common).unwrap_or_else(|e| panic!("reading {}: {e}", common.display()));
+    for (n, line) in non_test_lines(&text) {
+        if names_path(&line, "nodes") || names_path(&line, "attention") {
+            bad.push(format!("{}:{n}: the shared analyses name a plan: {}", common.display(), line.trim()));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "the schedule's plan files import each other in one order (no circle): analysis, site, dialect, split_k, cpu, tensor_core, gpu; none names nodes.rs:\n{}",
         bad.join("\n")
     );
 }

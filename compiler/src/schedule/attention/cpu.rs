@@ -12,7 +12,8 @@ use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::{Dot, EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
+use super::analysis::{Dot, pure};
+use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
 
 /// The packed variant's buffers.
 struct Packed<'p> {
@@ -366,7 +367,7 @@ fn softmax_block(
 /// different accumulator rows (no store-to-load chain) and v's row is reused by all rows.
 fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var) -> Result<(), ScheduleError> {
     let (plan, node, fa) = (site.plan, site.node, site.f_axis());
-    let pure_v = super::pure(site.d, plan.v, None);
+    let pure_v = pure(site.d, plan.v, None);
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
@@ -404,5 +405,5 @@ fn write_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &mut Tile) -> Result<(
     let f3 = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
     tile.idx[fa] = Some(e::var(f3));
     let num = e::load(tile.acc, tile.acc_at(i, f3));
-    super::store_output(cx, site, &tile.idx, tile.ty, RowValue { num, den: e::var(lrow), nan }, "attention plan")
+    super::site::store_output(cx, site, &tile.idx, tile.ty, RowValue { num, den: e::var(lrow), nan }, "attention plan")
 }

@@ -35,17 +35,18 @@
 //!
 //! Files: this one ([`emit`], the per-row bounds, the CUDA-core block parallel in the stages
 //! above: [`open_block`], [`stage_tile`], [`row_logits`], [`update_row`], [`finish_row`]) and
-//! the GPU dialect helpers both GPU plans use ([`Dialect`]); split-K is [`super::split_k`], the
-//! tensor-core block parallel [`super::tensor_core`].
+//! split-K is [`super::split_k`], the tensor-core block parallel [`super::tensor_core`], the GPU
+//! dialect helpers both GPU plans use [`super::dialect`].
 
 use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
-use super::super::kir::{BinOp as K, Buf, BufKind, Const, Expr, MmaKind, Stmt, Ty, Var, gpu};
+use super::super::kir::{BinOp as K, Buf, BufKind, Expr, MmaKind, Stmt, Ty, Var};
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::split_k::Split;
-use super::{EMAX, FMAX, RowValue, Site};
+use super::dialect::Dialect;
+use super::site::{EMAX, FMAX, RowValue, Site};
+use super::split_k::{Blocks, Split};
 
 /// Emits the GPU plan for the node of `site` with blocks of `threads` threads and tiles of
 /// `tm` keys, on tensor cores of format `tc` when given.
@@ -105,50 +106,6 @@ pub(super) fn emit(cx: &mut Cx<'_>, site: &Site<'_, '_>, threads: u32, tm: u32, 
         }
     }
     Ok(())
-}
-
-/// What the block parallels of one node share: their block size, the per-row key bounds
-/// written by the bounds parallel (`[lo, hi]` per flat row), and the split.
-pub(super) struct Blocks<'s> {
-    /// Threads per block.
-    pub threads: u32,
-    /// The rows' bounds.
-    pub bnd: Buf,
-    /// The split of the key range.
-    pub split: &'s Split,
-}
-
-/// The GPU dialect as a block parallel's code uses it: the thread index, barriers and shared
-/// buffers (one per kernel of each; see the `kir` module docs).
-#[derive(Clone, Copy)]
-pub(super) struct Dialect {
-    /// The thread's index in its block.
-    pub thread: Var,
-    barrier: Var,
-}
-
-impl Dialect {
-    /// The kernel's thread index and barrier.
-    pub fn new(cx: &mut Cx<'_>) -> Dialect {
-        let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
-        let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
-        Dialect { thread, barrier }
-    }
-
-    /// A barrier of the block's threads.
-    pub fn sync(&self, cx: &mut Cx<'_>) {
-        cx.b.set(self.barrier, Expr::Const(Const::Bool(true)));
-    }
-
-    /// A shared buffer of `n` elements, one per block, named `{prefix}.{name}` for dumps.
-    pub fn shared(cx: &mut Cx<'_>, prefix: &str, name: &str, ty: Ty, n: u32) -> Buf {
-        cx.b.buf(&format!("{}{prefix}.{name}", gpu::SHARED_PREFIX), ty, BufKind::Stack(n))
-    }
-
-    /// Opens a block parallel of `n` blocks of `threads` threads; returns the block index.
-    pub fn open_blocks(cx: &mut Cx<'_>, threads: u32, n: Expr) -> Var {
-        cx.b.open_parallel(&gpu::block_var_name(threads), n)
-    }
 }
 
 /// One thread's part of a CUDA-core block: its row and that row's state.
@@ -405,5 +362,5 @@ fn finish_row(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &mut Thread, split: &Spl
     let f3 = cx.b.open_for("f", e::i64(0), th.fsize.clone());
     th.idx[fa] = Some(e::var(f3));
     let v = RowValue { num: e::load(th.acc, e::var(f3)), den: e::var(th.sum), nan };
-    super::store_output(cx, site, &th.idx, th.ty, v, "GPU attention plan")
+    super::site::store_output(cx, site, &th.idx, th.ty, v, "GPU attention plan")
 }

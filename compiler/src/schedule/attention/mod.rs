@@ -33,86 +33,17 @@
 
 mod analysis;
 mod cpu;
+mod dialect;
 mod gpu;
+mod site;
 mod split_k;
 mod tensor_core;
 
-use analysis::{Dot, pure};
 pub(super) use analysis::{Plan, analyze};
+pub(super) use site::{FMAX, Site};
 
-use super::build::e;
-use super::kir::{Expr, Ty, Var};
-use super::lower::{Cx, Def, vty};
+use super::lower::{Cx, Def};
 use super::{ScheduleError, ScheduleOptions, Target};
-use crate::ir::Node;
-
-/// The largest `f` extent the plan handles (the accumulator row is a stack array).
-pub(crate) const FMAX: u32 = 256;
-
-/// The largest contracted extent the packed variant handles (a tile's rows of `A`).
-pub(crate) const EMAX: u32 = 256;
-
-/// The packed variant runs when the tile index has at least this many rows.
-pub(crate) const PACKED_MIN_ROWS: i64 = 16;
-
-/// A node being given an attention plan: what every emitter of the plans reads.
-#[derive(Clone, Copy)]
-pub(super) struct Site<'a, 'o> {
-    /// The node.
-    pub node: &'a Node,
-    /// Its slot among the cascade's tensors (`cx.tensors[slot]`).
-    pub slot: usize,
-    /// The index slots of its indices, in order (the last is the output column `f`).
-    pub slots: &'a [usize],
-    /// Its definition.
-    pub d: Def<'o>,
-    /// What the analysis found.
-    pub plan: &'a Plan,
-}
-
-impl Site<'_, '_> {
-    /// Position of the output column `f` (the last index).
-    fn f_axis(&self) -> usize {
-        self.slots.len() - 1
-    }
-
-    /// Positions of the other indices: all but the tile index and `f`, in order.
-    fn others(&self) -> Vec<usize> {
-        (0..self.slots.len() - 1).filter(|&a| a != self.plan.tile).collect()
-    }
-
-    /// The online-softmax state's type: `f64` for an `f64` node, else `f32`.
-    fn acc_ty(&self) -> Ty {
-        if vty(self.node.dtype) == Ty::F64 { Ty::F64 } else { Ty::F32 }
-    }
-}
-
-/// A softmax row's output element before the division: `num / den`, NaN where `nan`.
-struct RowValue {
-    /// The accumulated weighted value.
-    num: Expr,
-    /// The row's sum of weights.
-    den: Expr,
-    /// True when every point's logit was -inf (the interpreter's NaN row).
-    nan: Var,
-}
-
-/// Stores one output element of a softmax row: `num / den` (`0 / 0 = 0`), NaN where `nan`,
-/// converted from the plan's `ty` to the node's dtype, at point `idx` of the node's tensor
-/// (every index bound; `what` names the plan in the internal error otherwise).
-fn store_output(cx: &mut Cx<'_>, site: &Site<'_, '_>, idx: &[Option<Expr>], ty: Ty, v: RowValue, what: &str) -> Result<(), ScheduleError> {
-    let t = &cx.tensors[site.slot];
-    let (buf, strides) = (t.buf, t.strides.clone());
-    let mut flat = e::i64(0);
-    for (a, x) in idx.iter().enumerate() {
-        let x = x.clone().ok_or_else(|| cx.internal(&format!("an unbound index in the {what}")))?;
-        flat = e::add(flat, e::mul(x, strides[a].clone()));
-    }
-    let o = e::select(e::var(v.nan), e::num(ty, f64::NAN), super::arith::fdiv(ty, v.num, v.den));
-    let o = if vty(site.node.dtype) == ty { o } else { e::cast(vty(site.node.dtype), o) };
-    cx.b.store(buf, flat, o);
-    Ok(())
-}
 
 /// True if the plan can be emitted for `opts.target`: always on a CPU; on a GPU when the
 /// logit is a pure, unfiltered expression and the value is pure (no failure can happen inside
@@ -120,7 +51,7 @@ fn store_output(cx: &mut Cx<'_>, site: &Site<'_, '_>, idx: &[Option<Expr>], ty: 
 pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bool {
     match opts.target {
         Target::Cpu => true,
-        Target::Gpu { .. } => plan.pure_logit && pure(d, plan.v, None),
+        Target::Gpu { .. } => plan.pure_logit && analysis::pure(d, plan.v, None),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Split-K for the GPU attention plans (FlashDecoding): when there are too few blocks to fill
 //! the GPU, each block's key-tile range is cut into parts run by separate blocks, and a
 //! combine parallel merges their partial softmax states ([`Split`]). Shared by the CUDA-core
-//! plan ([`super::gpu`]) and the tensor-core plan ([`super::tensor_core`]).
+//! plan ([`super::gpu`]) and the tensor-core plan ([`super::tensor_core`]), which also share
+//! [`Blocks`] (block size, per-row bounds, split).
 
 use super::super::ScheduleError;
 use super::super::arith::exp;
@@ -9,8 +10,8 @@ use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
 use super::super::lower::Cx;
-use super::gpu::Dialect;
-use super::{RowValue, Site};
+use super::dialect::Dialect;
+use super::site::{RowValue, Site};
 
 /// Blocks wanted in flight before the plan stops splitting the key range (a few waves of an
 /// H100's 132 SMs).
@@ -170,9 +171,20 @@ impl Split {
         let a = e::load(self.part, self.acc_at(e::var(r), e::var(s), e::var(f)));
         cx.b.set(o, e::acc(K::Add, e::var(o), e::mul(e::load(scales, e::var(s)), a)));
         cx.b.close();
-        super::store_output(cx, site, &idx, ty, RowValue { num: e::var(o), den: e::var(sum), nan }, "split-K combine")?;
+        super::site::store_output(cx, site, &idx, ty, RowValue { num: e::var(o), den: e::var(sum), nan }, "split-K combine")?;
         cx.b.close_to(mark);
         cx.restore(saved);
         Ok(())
     }
+}
+
+/// What the block parallels of one node share: their block size, the per-row key bounds
+/// written by the bounds parallel (`[lo, hi]` per flat row), and the split.
+pub(super) struct Blocks<'s> {
+    /// Threads per block.
+    pub threads: u32,
+    /// The rows' bounds.
+    pub bnd: Buf,
+    /// The split of the key range.
+    pub split: &'s Split,
 }

@@ -36,9 +36,10 @@ use super::super::build::e;
 use super::super::common::node_axes;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Mma, MmaKind, Stmt, Ty, Var};
 use super::super::lower::{Cx, Def, IdxVar, Saved, vty};
-use super::gpu::{Blocks, Dialect};
-use super::split_k::Split;
-use super::{Dot, EMAX, FMAX, Plan, RowValue, Site};
+use super::analysis::{Dot, Plan};
+use super::dialect::Dialect;
+use super::site::{EMAX, FMAX, RowValue, Site};
+use super::split_k::{Blocks, Split};
 use crate::hir::DType;
 use crate::ir::Node;
 use crate::ir::eval::compile::Op;
@@ -568,7 +569,14 @@ fn finish_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, w: &mut Warp<'_>, split: &S
                 cx.b.open_if(e::bin(K::Lt, e::var(f), w.fsize.clone()));
                 w.idx[fa] = Some(e::var(f));
                 let v = e::load(w.acc, e::add(e::mul(nf.clone(), e::i64(4)), e::i64(2 * h as i64 + i)));
-                super::store_output(cx, site, &w.idx, Ty::F32, RowValue { num: v, den: e::var(sum), nan }, "tensor-core attention plan")?;
+                super::site::store_output(
+                    cx,
+                    site,
+                    &w.idx,
+                    Ty::F32,
+                    RowValue { num: v, den: e::var(sum), nan },
+                    "tensor-core attention plan",
+                )?;
                 cx.b.close();
             }
         }
