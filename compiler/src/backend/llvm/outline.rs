@@ -41,7 +41,8 @@ fn ptr_key(f: &Func, b: Buf) -> Option<PtrKey> {
     match f.buf(b).kind {
         BufKind::Arg(i) => Some(PtrKey::Arg(i)),
         BufKind::Heap => Some(PtrKey::Heap(b)),
-        BufKind::Stack(_) => None,
+        // Shared buffers (GPU dialect) never reach the CPU lowering (`validate::check`).
+        BufKind::Stack(_) | BufKind::Shared(_) => None,
     }
 }
 

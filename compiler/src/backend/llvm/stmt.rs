@@ -25,9 +25,6 @@ impl<'ctx> Cg<'ctx, '_> {
 
     fn stmt(&mut self, fx: &mut FnCx<'ctx>, s: &Stmt) -> Result<(), LlvmError> {
         match s {
-            Stmt::Set { var, .. } if matches!(fx.kind, FnKind::Device(_)) && crate::schedule::kir::gpu::is_barrier(self.func, *var) => {
-                self.device_barrier(fx)
-            }
             Stmt::Set { var, value } => {
                 let v = self.expr(fx, value)?;
                 self.store_var(fx, *var, v)
@@ -45,8 +42,15 @@ impl<'ctx> Cg<'ctx, '_> {
                     cg.block(fx, body)
                 })
             }
-            Stmt::Parallel { var, n, body } if matches!(fx.kind, FnKind::Device(_)) => self.device_parallel(fx, *var, n, body),
+            Stmt::Parallel { var, n, body } if matches!(fx.kind, FnKind::Device(_)) => self.device_parallel(fx, *var, n, None, body),
             Stmt::Parallel { var, n, body } => self.parallel(fx, *var, n, body),
+            Stmt::BlockParallel { var, n, threads, body } if matches!(fx.kind, FnKind::Device(_)) => {
+                self.device_parallel(fx, *var, n, Some(*threads), body)
+            }
+            // GPU dialect only: `validate::check` rejects it in CPU kernels.
+            Stmt::BlockParallel { .. } => Err(internal("a block parallel (GPU dialect) in a CPU kernel")),
+            Stmt::Barrier if matches!(fx.kind, FnKind::Device(_)) => self.device_barrier(fx),
+            Stmt::Barrier => Err(internal("a barrier (GPU dialect) in a CPU kernel")),
             Stmt::If { cond, then, els } => {
                 let c = int(self.expr(fx, cond)?)?;
                 let bt = self.cx.append_basic_block(fx.f, "then");

@@ -1,15 +1,15 @@
-//! The GPU dialect of KIR (`schedule::kir` module docs, `kir::gpu`) on a device: block
-//! parallels, barriers and shared buffers, for real PTX ([`ThreadIds::Sreg`]) and for the CPU
-//! emulation ([`ThreadIds::Params`]).
+//! The GPU dialect of KIR (`schedule::kir` module docs) on a device: block parallels, the
+//! thread index, barriers, shared buffers and tensor-core products, for real PTX
+//! ([`ThreadIds::Sreg`]) and for the CPU emulation ([`ThreadIds::Params`]).
 //!
-//! - A block parallel `parallel gpu:block/T in 0..n` in its own segment is a *block-stride*
-//!   loop: block `ctaid.x` runs iterations `ctaid, ctaid + nctaid, ..` (every thread of a block
+//! - A block parallel (`Stmt::BlockParallel` of `T` threads over `0..n`) in its own segment is
+//!   a *block-stride* loop: block `ctaid.x` runs iterations `ctaid, ctaid + nctaid, ..` (every thread of a block
 //!   runs the same iterations, so barriers inside stay uniform), each starting with the thread
-//!   variable set to `tid.x` and the captured variables reset to the spine's values, and ending
+//!   variable (`Func::thread`) set to `tid.x` and the captured variables reset to the spine's values, and ending
 //!   with a barrier (the next iteration reuses the shared arrays). In `prep`
 //!   it counts `T` threads per iteration (see `lower::device_parallel`), and the kernel's
 //!   segments are launched on blocks of `T` threads ([`threads`]).
-//! - A barrier is `llvm.nvvm.barrier.cta.sync.aligned.all(0)` (`bar.sync 0`) on a device; in the
+//! - A barrier (`Stmt::Barrier`) is `llvm.nvvm.barrier.cta.sync.aligned.all(0)` (`bar.sync 0`) on a device; in the
 //!   emulation an indirect call of `ctx.barrier(ctx.arg)` ([`EmuBlockCtx`]), which waits until
 //!   every emulated thread of the block has arrived.
 //! - A tensor-core product ([`crate::schedule::kir::Mma`]) is `llvm.nvvm.mma.m16n8k16.row.col`
@@ -18,7 +18,7 @@
 //!   device; in the emulation, the thread's 16 operands (rounded by the emulator) are written
 //!   to a stack array and `ctx.mma(ctx.mma_arg, thread, kind, array)` ([`EmuBlockCtx`]) puts
 //!   its 4 results after them, computed from its warp's operands.
-//! - A shared buffer is a module global `[n x elem]` in address space 3 per segment entry on a
+//! - A shared buffer (`BufKind::Shared`) is a module global `[n x elem]` in address space 3 per segment entry on a
 //!   device; in the emulation, `ctx.shared + offset` with the offsets of [`shared_layout`] (one
 //!   host buffer per block, zero-filled, laid out by the emulator).
 
@@ -32,7 +32,7 @@ use super::lower::{Flavor, Role, ThreadIds};
 use crate::backend::llvm::LlvmError;
 use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
 use crate::backend::llvm::types;
-use crate::schedule::kir::{Block, Buf, Expr, Func, Mma, MmaKind, Var, gpu};
+use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Mma, MmaKind, Var, gpu};
 
 /// The per-block context of an emulated launch, passed to every entry as its last argument
 /// (`ptr ctx`); the generated code reads its fields at byte offsets 0, 8, 16, 24 and 32.
@@ -55,7 +55,7 @@ pub struct EmuBlockCtx {
 /// Threads per block of `f`'s block parallels, if it has any (`validate::check_gpu` makes
 /// them agree).
 pub(crate) fn threads(f: &Func) -> Option<u32> {
-    (0..f.vars.len()).find_map(|i| gpu::block_threads(f, Var(i as u32)))
+    gpu::block_threads(&f.body)
 }
 
 /// Byte offsets of `f`'s shared buffers in the emulation's per-block buffer (each 16-byte
@@ -63,11 +63,10 @@ pub(crate) fn threads(f: &Func) -> Option<u32> {
 pub fn shared_layout(f: &Func) -> (Vec<(Buf, usize)>, usize) {
     let mut at = 0usize;
     let mut out = Vec::new();
-    for i in 0..f.bufs.len() {
-        let b = Buf(i as u32);
-        if let Some(n) = gpu::shared_len(f, b) {
-            out.push((b, at));
-            at += (n as usize * f.bufs[i].elem.size() as usize).div_ceil(16) * 16;
+    for (i, d) in f.bufs.iter().enumerate() {
+        if let BufKind::Shared(n) = d.kind {
+            out.push((Buf(i as u32), at));
+            at += (n as usize * d.elem.size() as usize).div_ceil(16) * 16;
         }
     }
     (out, at)
@@ -89,7 +88,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let i8t = self.cx.i8_type();
         for (j, (b, off)) in layout.into_iter().enumerate() {
             let d = self.func.buf(b);
-            let n = gpu::shared_len(self.func, b).ok_or_else(|| internal("a shared buffer without a length"))?;
+            let BufKind::Shared(n) = d.kind else { return Err(internal("a shared buffer without a length")) };
             let p = match (flavor.ids, Self::emu_ctx(fx)) {
                 (ThreadIds::Params, Some(ctx)) => {
                     let i64t = self.cx.i64_type();
@@ -153,8 +152,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 let f = self.b.build_load(pt, slot, "mma.fn")?.into_pointer_value();
                 let slot = self.gep(i8t.into(), ctx, i64t.const_int(32, false))?;
                 let arg = self.b.build_load(pt, slot, "mma.arg")?;
-                let thread =
-                    gpu::thread_var(self.func).ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
+                let thread = self.func.thread.ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
                 let tid = self.load_var(fx, thread)?;
                 let kind = self.cx.i32_type().const_int(u64::from(m.kind == MmaKind::BF16), false);
                 let fty = self.cx.void_type().fn_type(&[pt.into(), i64t.into(), self.cx.i32_type().into(), pt.into()], false);
@@ -226,7 +224,7 @@ impl<'ctx> Cg<'ctx, '_> {
         // Failures come only from earlier segments (no `Fail` in a block parallel), so every
         // thread of the launch reads the same status and the blocks stay whole.
         self.exit_if_failed(fx, status, "blk.go")?;
-        let thread = gpu::thread_var(self.func);
+        let thread = self.func.thread;
         let skip: Vec<Var> = std::iter::once(var).chain(thread).collect();
         let start_vals = self.start_values(fx, body, &skip)?;
         let [tid, _, ctaid, nctaid] = ids;

@@ -287,8 +287,16 @@ impl<'ctx> Cg<'ctx, '_> {
         Ok(())
     }
 
-    /// `Parallel { var, n, body }` in a device function: see the module docs.
-    pub(crate) fn device_parallel(&mut self, fx: &mut FnCx<'ctx>, var: Var, n: &Expr, body: &Block) -> Result<(), LlvmError> {
+    /// `Parallel { var, n, body }` (`threads` = `None`) or `BlockParallel { var, n, threads, body }`
+    /// in a device function: see the module docs.
+    pub(crate) fn device_parallel(
+        &mut self,
+        fx: &mut FnCx<'ctx>,
+        var: Var,
+        n: &Expr,
+        threads: Option<u32>,
+        body: &Block,
+    ) -> Result<(), LlvmError> {
         let (status, role, n_heap, ids) = Self::device(fx)?;
         let k = self.n_par;
         self.n_par += 1;
@@ -298,7 +306,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 let n = int(self.expr(fx, n)?)?;
                 let smax = self.intrinsic("llvm.smax", &[i64t.into()])?;
                 let mut count = int(self.call(smax, &[n.into(), i64t.const_zero().into()])?)?;
-                if let Some(t) = crate::schedule::kir::gpu::block_threads(self.func, var) {
+                if let Some(t) = threads {
                     // A block parallel's iterations are blocks: the host launches
                     // ceil(count / T) = n blocks of T threads (n is far below 2^63 / T: it
                     // counts tiles of a tensor's rows).
@@ -306,9 +314,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 }
                 self.store_status(status, 1 + n_heap + k, count)
             }
-            Role::Seg(s) if s == k && crate::schedule::kir::gpu::block_threads(self.func, var).is_some() => {
-                self.block_stride(fx, status, ids, var, n, body)
-            }
+            Role::Seg(s) if s == k && threads.is_some() => self.block_stride(fx, status, ids, var, n, body),
             Role::Seg(s) if s == k => self.grid_stride(fx, status, ids, var, n, body),
             Role::Seg(_) => Ok(()),
         }

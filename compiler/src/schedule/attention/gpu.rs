@@ -35,7 +35,7 @@
 use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
-use super::super::kir::{BinOp as K, BufKind, Const, Expr, MmaKind, Stmt, Ty, gpu};
+use super::super::kir::{BinOp as K, BufKind, Expr, MmaKind, Stmt, Ty};
 use super::super::lower::{Cx, Def, IdxVar, vty};
 use super::super::nodes::{checked_len, node_axes};
 use super::{EMAX, FMAX, Plan};
@@ -185,7 +185,7 @@ impl Split {
         n: Expr,
         tiles: crate::schedule::kir::Var,
     ) -> (crate::schedule::kir::Var, crate::schedule::kir::Var, crate::schedule::kir::Var) {
-        let q = cx.b.open_parallel(&gpu::block_var_name(threads), e::mul(n, e::var(self.n)));
+        let q = cx.b.open_block_parallel(e::mul(n, e::var(self.n)), threads);
         let part = cx.b.let_("part", e::bin(K::Rem, e::var(q), e::var(self.n)));
         let qt = cx.b.let_("block_tile", e::bin(K::Div, e::var(q), e::var(self.n)));
         let tile = cx.b.let_("tile", e::bin(K::Rem, e::var(qt), e::var(tiles)));
@@ -332,12 +332,11 @@ fn block(
     for &a in &others {
         n = e::mul(n, t.shape[a].clone());
     }
-    let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
-    let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
-    let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
-    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| {
-        cx.b.buf(&format!("{}{}.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n))
-    };
+    let thread = cx.b.thread_var();
+    let sync = |cx: &mut Cx<'_>| cx.b.barrier();
+    // `gpu:shared.` is only the buffers' display name: their kind makes them shared.
+    let shared =
+        |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("gpu:shared.{}.{name}", node.name), ty, BufKind::Shared(n));
     let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.{name}", node.name), ty, BufKind::Stack(n));
     let lo_sh = shared(cx, "lo", Ty::I64, threads);
     let hi_sh = shared(cx, "hi", Ty::I64, threads);

@@ -28,7 +28,7 @@
 use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
-use super::super::kir::{BinOp as K, Buf, BufKind, Const, Expr, Mma, MmaKind, Stmt, Ty, Var, gpu};
+use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Mma, MmaKind, Stmt, Ty, Var};
 use super::super::lower::{Cx, Def, IdxVar, vty};
 use super::super::nodes::node_axes;
 use super::gpu::Split;
@@ -174,12 +174,11 @@ fn block(
     let tl = i64::from(threads);
     let rb = block_rows(threads);
     let mark = cx.b.mark();
-    let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
-    let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
-    let sync = |cx: &mut Cx<'_>| cx.b.set(barrier, Expr::Const(Const::Bool(true)));
-    let shared = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| {
-        cx.b.buf(&format!("{}{}.tc.{name}", gpu::SHARED_PREFIX, node.name), ty, BufKind::Stack(n))
-    };
+    let thread = cx.b.thread_var();
+    let sync = |cx: &mut Cx<'_>| cx.b.barrier();
+    // `gpu:shared.` is only the buffers' display name: their kind makes them shared.
+    let shared =
+        |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("gpu:shared.{}.tc.{name}", node.name), ty, BufKind::Shared(n));
     let stack = |cx: &mut Cx<'_>, name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.tc.{name}", node.name), ty, BufKind::Stack(n));
     let lo_sh = shared(cx, "lo", Ty::I64, threads);
     let hi_sh = shared(cx, "hi", Ty::I64, threads);
