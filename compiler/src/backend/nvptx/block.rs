@@ -3,34 +3,35 @@
 //! ([`ThreadIds::Sreg`]) and for the CPU emulation ([`ThreadIds::Params`]).
 //!
 //! - A block parallel (`Stmt::BlockParallel` of `T` threads over `0..n`) in its own segment is
-//!   a *block-stride* loop: block `ctaid.x` runs iterations `ctaid, ctaid + nctaid, ..` (every thread of a block
-//!   runs the same iterations, so barriers inside stay uniform), each starting with the thread
-//!   variable (`Func::thread`) set to `tid.x` and the captured variables reset to the spine's values, and ending
-//!   with a barrier (the next iteration reuses the shared arrays). In `prep`
-//!   it counts `T` threads per iteration (see `lower::device_parallel`), and the kernel's
-//!   segments are launched on blocks of `T` threads ([`threads`]).
-//! - A barrier (`Stmt::Barrier`) is `llvm.nvvm.barrier.cta.sync.aligned.all(0)` (`bar.sync 0`) on a device; in the
-//!   emulation an indirect call of `ctx.barrier(ctx.arg)` ([`EmuBlockCtx`]), which waits until
-//!   every emulated thread of the block has arrived.
+//!   a *block-stride* loop: block `ctaid.x` runs iterations `ctaid, ctaid + nctaid, ..` (every
+//!   thread of a block runs the same iterations, so barriers inside stay uniform), each
+//!   starting with the thread variable (`Func::thread`) set to `tid.x` and the captured
+//!   variables reset to the spine's values, and ending with a barrier (the next iteration
+//!   reuses the shared arrays). In `prep` it counts `T` threads per iteration (see
+//!   `lower::DeviceFn`), and the kernel's segments are launched on blocks of `T` threads
+//!   ([`threads`]).
+//! - A barrier (`Stmt::Barrier`) is `llvm.nvvm.barrier.cta.sync.aligned.all(0)` (`bar.sync 0`)
+//!   on a device; in the emulation an indirect call of `ctx.barrier(ctx.arg)`
+//!   ([`EmuBlockCtx`]), which waits until every emulated thread of the block has arrived.
 //! - A tensor-core product ([`crate::schedule::kir::Mma`]) is `llvm.nvvm.mma.m16n8k16.row.col`
 //!   (`.f32.f32` for f16, whose operands are `<2 x half>` pairs; `.bf16` for bf16, whose
 //!   operands are `<2 x bfloat>` pairs as `i32`; element 0 of a pair in the low half) on a
 //!   device; in the emulation, the thread's 16 operands (rounded by the emulator) are written
 //!   to a stack array and `ctx.mma(ctx.mma_arg, thread, kind, array)` ([`EmuBlockCtx`]) puts
 //!   its 4 results after them, computed from its warp's operands.
-//! - A shared buffer (`BufKind::Shared`) is a module global `[n x elem]` in address space 3 per segment entry on a
-//!   device; in the emulation, `ctx.shared + offset` with the offsets of [`shared_layout`] (one
-//!   host buffer per block, zero-filled, laid out by the emulator).
+//! - A shared buffer (`BufKind::Shared`) is a module global `[n x elem]` in address space 3 per
+//!   segment entry on a device; in the emulation, `ctx.shared + offset` with the offsets of
+//!   [`shared_layout`] (one host buffer per block, zero-filled, laid out by the emulator).
 
 use inkwell::AddressSpace;
 use inkwell::IntPredicate as IP;
 use inkwell::module::Linkage;
 use inkwell::types::BasicType;
-use inkwell::values::{IntValue, PointerValue};
+use inkwell::values::PointerValue;
 
-use super::lower::{Flavor, Role, ThreadIds};
+use super::lower::{DeviceFn, Flavor, Role, ThreadIds};
 use crate::backend::llvm::LlvmError;
-use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
+use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, int, internal};
 use crate::backend::llvm::types;
 use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Mma, MmaKind, Var, gpu};
 
@@ -73,23 +74,22 @@ pub fn shared_layout(f: &Func) -> (Vec<(Buf, usize)>, usize) {
 }
 
 impl<'ctx> Cg<'ctx, '_> {
-    /// The emulation context pointer of a device function, if any.
-    fn emu_ctx(fx: &FnCx<'ctx>) -> Option<PointerValue<'ctx>> {
-        match &fx.kind {
-            FnKind::Device(d) => d.ctx,
-            _ => None,
-        }
-    }
-
-    /// Binds every shared buffer of the kernel in segment entries (see the module docs).
-    pub(super) fn bind_shared(&mut self, fx: &mut FnCx<'ctx>, role: Role, flavor: Flavor) -> Result<(), LlvmError> {
+    /// Binds every shared buffer of the kernel in segment entries (see the module docs); `ctx`
+    /// is the emulation's block context, if any.
+    pub(super) fn bind_shared(
+        &mut self,
+        fx: &mut FnCx<'ctx>,
+        role: Role,
+        flavor: Flavor,
+        ctx: Option<PointerValue<'ctx>>,
+    ) -> Result<(), LlvmError> {
         let Role::Seg(k) = role else { return Ok(()) };
         let (layout, _) = shared_layout(self.func);
         let i8t = self.cx.i8_type();
         for (j, (b, off)) in layout.into_iter().enumerate() {
             let d = self.func.buf(b);
             let BufKind::Shared(n) = d.kind else { return Err(internal("a shared buffer without a length")) };
-            let p = match (flavor.ids, Self::emu_ctx(fx)) {
+            let p = match (flavor.ids, ctx) {
                 (ThreadIds::Params, Some(ctx)) => {
                     let i64t = self.cx.i64_type();
                     let slot = self.gep(i8t.into(), ctx, i64t.const_int(16, false))?;
@@ -111,9 +111,10 @@ impl<'ctx> Cg<'ctx, '_> {
         Ok(())
     }
 
-    /// A barrier of the GPU dialect (see the module docs).
-    pub(crate) fn device_barrier(&mut self, fx: &mut FnCx<'ctx>) -> Result<(), LlvmError> {
-        match Self::emu_ctx(fx) {
+    /// A barrier of the GPU dialect (see the module docs); `ctx` is the emulation's block
+    /// context, if any.
+    pub(super) fn device_barrier(&mut self, ctx: Option<PointerValue<'ctx>>) -> Result<(), LlvmError> {
+        match ctx {
             Some(ctx) => {
                 let (i8t, i64t) = (self.cx.i8_type(), self.cx.i64_type());
                 let pt = self.ptr_type();
@@ -132,14 +133,15 @@ impl<'ctx> Cg<'ctx, '_> {
         Ok(())
     }
 
-    /// A tensor-core product of the GPU dialect (see the module docs).
-    pub(crate) fn device_mma(&mut self, fx: &mut FnCx<'ctx>, m: &Mma) -> Result<(), LlvmError> {
+    /// A tensor-core product of the GPU dialect (see the module docs); `ctx` is the
+    /// emulation's block context, if any.
+    pub(super) fn device_mma(&mut self, ctx: Option<PointerValue<'ctx>>, fx: &mut FnCx<'ctx>, m: &Mma) -> Result<(), LlvmError> {
         let (f32t, i64t) = (self.cx.f32_type(), self.cx.i64_type());
         let mut ops = Vec::with_capacity(16);
         for e in m.operands() {
             ops.push(self.expr(fx, e)?.into_float_value());
         }
-        let d: Vec<inkwell::values::FloatValue<'ctx>> = match Self::emu_ctx(fx) {
+        let d: Vec<inkwell::values::FloatValue<'ctx>> = match ctx {
             Some(ctx) => {
                 let i8t = self.cx.i8_type();
                 let pt = self.ptr_type();
@@ -212,13 +214,13 @@ impl<'ctx> Cg<'ctx, '_> {
     /// The block-stride loop of the segment's own block parallel, then return.
     pub(super) fn block_stride(
         &mut self,
+        d: &mut DeviceFn<'ctx>,
         fx: &mut FnCx<'ctx>,
-        status: PointerValue<'ctx>,
-        ids: [IntValue<'ctx>; 4],
         var: Var,
         n: &Expr,
         body: &Block,
     ) -> Result<(), LlvmError> {
+        let (status, ids) = (d.status, d.ids);
         let i64t = self.cx.i64_type();
         let n = int(self.expr(fx, n)?)?;
         // Failures come only from earlier segments (no `Fail` in a block parallel), so every
@@ -248,10 +250,10 @@ impl<'ctx> Cg<'ctx, '_> {
         if let Some(t) = thread {
             self.store_var(fx, t, tid.into())?;
         }
-        self.block(fx, body)?;
+        self.block(d, fx, body)?;
         // The next iteration reuses the shared arrays: wait until every thread is done with
         // this one's.
-        self.device_barrier(fx)?;
+        self.device_barrier(d.ctx)?;
         let it = int(self.b.build_load(i64t, ctr, "blk")?)?;
         // it < n <= i64::MAX and stride < 2^32: no wrap.
         let next = self.b.build_int_nsw_add(it, stride, "blk.next")?;
