@@ -103,7 +103,7 @@ impl Cx<'_> {
         Ok(())
     }
 
-    /// The thread variable is never set (nor a loop's or a product's result).
+    /// The thread variable is never set (nor a loop's variable; a product's results are `F32`).
     fn not_thread(&self, v: Var) -> Result<(), String> {
         if self.f.thread == Some(v) {
             return Err("the thread variable is set".into());
