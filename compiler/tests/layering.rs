@@ -147,7 +147,6 @@ fn ir_and_schedule_import_neither_the_interpreter_nor_the_checker() {
 }
 
 #[test]
-#[ignore = "enabled when the llvm core no longer names nvptx"]
 fn the_llvm_core_does_not_name_nvptx() {
     let mut bad = Vec::new();
     for path in rust_files(&src().join("backend").join("llvm")) {

@@ -175,6 +175,7 @@ fn half_and_bfloat_buffers_assemble() {
         params: vec![],
         n_args: 4,
         sites: vec![],
+        thread: None,
         body: vec![Stmt::Parallel {
             var: Var(1),
             n: Expr::Var(Var(0)),

@@ -12,7 +12,17 @@ pub(crate) struct K(pub(crate) Func);
 
 impl K {
     pub(crate) fn new(name: &str) -> K {
-        K(Func { name: name.into(), vars: vec![], bufs: vec![], dims: vec![], params: vec![], n_args: 0, sites: vec![], body: vec![] })
+        K(Func {
+            name: name.into(),
+            vars: vec![],
+            bufs: vec![],
+            dims: vec![],
+            params: vec![],
+            n_args: 0,
+            sites: vec![],
+            thread: None,
+            body: vec![],
+        })
     }
     pub(crate) fn var(&mut self, name: &str, ty: Ty) -> Var {
         self.0.vars.push(VarDecl { name: name.into(), ty });
@@ -31,6 +41,21 @@ impl K {
     }
     pub(crate) fn stack(&mut self, name: &str, elem: Ty, n: u32) -> Buf {
         self.buf(name, elem, BufKind::Stack(n))
+    }
+    /// A shared buffer (GPU dialect).
+    pub(crate) fn shared(&mut self, name: &str, elem: Ty, n: u32) -> Buf {
+        self.buf(name, elem, BufKind::Shared(n))
+    }
+    /// The thread-index variable (GPU dialect), declared on first use.
+    pub(crate) fn thread(&mut self) -> Var {
+        match self.0.thread {
+            Some(t) => t,
+            None => {
+                let t = self.var("thread", Ty::I64);
+                self.0.thread = Some(t);
+                t
+            }
+        }
     }
     pub(crate) fn dim(&mut self, name: &str) -> Var {
         let v = self.var(name, Ty::I64);
@@ -86,6 +111,10 @@ pub(crate) fn for_(var: Var, lo: Expr, hi: Expr, body: Block) -> Stmt {
 }
 pub(crate) fn par(var: Var, n: Expr, body: Block) -> Stmt {
     Stmt::Parallel { var, n, body }
+}
+/// A block parallel of `threads` threads per block (GPU dialect).
+pub(crate) fn bpar(var: Var, n: Expr, threads: u32, body: Block) -> Stmt {
+    Stmt::BlockParallel { var, n, threads, body }
 }
 pub(crate) fn if_(cond: Expr, then: Block, els: Block) -> Stmt {
     Stmt::If { cond, then, els }

@@ -15,6 +15,8 @@ enum Frame {
     For { var: Var, lo: Expr, hi: Expr },
     /// `parallel var in 0..n`.
     Parallel { var: Var, n: Expr },
+    /// `block_parallel var in 0..n` of `threads` threads.
+    BlockParallel { var: Var, n: Expr, threads: u32 },
     /// The `then` arm of `if cond`.
     Then { cond: Expr },
     /// The `else` arm, after `then`.
@@ -26,7 +28,7 @@ pub(crate) struct Builder {
     /// The function so far (its `body` is filled by [`Builder::finish`]).
     pub f: Func,
     frames: Vec<(Frame, Block)>,
-    /// Depth of the innermost open `Parallel` frame, if any.
+    /// Depth of the innermost open `Parallel` (or block parallel) frame, if any.
     parallel_depth: Option<usize>,
 }
 
@@ -45,6 +47,7 @@ impl Builder {
             params: Vec::new(),
             n_args: 0,
             sites: Vec::new(),
+            thread: None,
             body: Vec::new(),
         };
         Builder { f, frames: vec![(Frame::Root, Vec::new())], parallel_depth: None }
@@ -56,13 +59,16 @@ impl Builder {
         Var(self.f.vars.len() as u32 - 1)
     }
 
-    /// The variable called `name` of type `ty`, declared on first use: for the GPU dialect's
-    /// reserved variables (`kir::gpu::THREAD`, `kir::gpu::BARRIER`), of which a kernel has one
-    /// each however many block parallels use them (the backends find them by name).
-    pub fn reserved_var(&mut self, name: &str, ty: Ty) -> Var {
-        match self.f.vars.iter().position(|d| d.name == name && d.ty == ty.value()) {
-            Some(i) => Var(i as u32),
-            None => self.var(name, ty),
+    /// The kernel's thread-index variable ([`Func::thread`], GPU dialect), declared on first
+    /// use (displayed as `gpu:thread`): a kernel has one however many block parallels read it.
+    pub fn thread_var(&mut self) -> Var {
+        match self.f.thread {
+            Some(v) => v,
+            None => {
+                let v = self.var("gpu:thread", Ty::I64);
+                self.f.thread = Some(v);
+                v
+            }
         }
     }
 
@@ -129,7 +135,7 @@ impl Builder {
         Mark(self.frames.len())
     }
 
-    /// True while inside a `Parallel` frame.
+    /// True while inside a `Parallel` (or block parallel) frame.
     pub fn in_parallel(&self) -> bool {
         self.parallel_depth.is_some()
     }
@@ -150,6 +156,23 @@ impl Builder {
         self.frames.push((Frame::Parallel { var, n }, Vec::new()));
         self.parallel_depth = Some(self.frames.len());
         var
+    }
+
+    /// Opens a block parallel of `threads` threads per block over `0..n` blocks (GPU dialect);
+    /// returns the block variable (displayed as `gpu:block`). Block parallels do not nest in
+    /// parallel loops (`validate::check_gpu` rejects one opened inside a `Parallel` frame).
+    pub fn open_block_parallel(&mut self, n: Expr, threads: u32) -> Var {
+        let var = self.var("gpu:block", Ty::I64);
+        self.frames.push((Frame::BlockParallel { var, n, threads }, Vec::new()));
+        if !self.in_parallel() {
+            self.parallel_depth = Some(self.frames.len());
+        }
+        var
+    }
+
+    /// A barrier of the block's threads (GPU dialect).
+    pub fn barrier(&mut self) {
+        self.emit(Stmt::Barrier);
     }
 
     /// Opens `if cond`.
@@ -179,6 +202,7 @@ impl Builder {
             Frame::Root => return,
             Frame::For { var, lo, hi } => Stmt::For { var, lo, hi, body: block },
             Frame::Parallel { var, n } => Stmt::Parallel { var, n, body: block },
+            Frame::BlockParallel { var, n, threads } => Stmt::BlockParallel { var, n, threads, body: block },
             Frame::Then { cond } => Stmt::If { cond, then: block, els: Vec::new() },
             Frame::Else { cond, then } => Stmt::If { cond, then, els: block },
         };

@@ -1,5 +1,5 @@
 //! KIR, the kernel IR: a scheduled loop nest, the one thing every code generator consumes
-//! (LLVM for CPU, Cranelift; NVPTX later). The schedule ([`super`]) decides loop order,
+//! (LLVM and Cranelift for CPUs, NVPTX for GPUs). The schedule ([`super`]) decides loop order,
 //! tiles, parallel loops and local buffers; a backend only translates these constructs.
 //!
 //! A [`Func`] is one kernel with the packed C ABI
@@ -34,24 +34,27 @@
 //!   with `reassoc` may also be reassociated (the schedule sets it only on reduction
 //!   accumulators, where the result is documented to be order-dependent).
 //!
-//! **GPU dialect** ([`gpu`]; NVPTX only, rejected by `validate::check`, accepted by
-//! `validate::check_gpu`). Spelled with reserved names on existing constructs, so the CPU
-//! backends' exhaustive matches stay as they are:
-//! The names contain `:`, which no identifier of the language does, so no CPU kernel has them.
-//! - a *block parallel*: a [`Stmt::Parallel`] whose variable is named `gpu:block/T` (`T` a
-//!   decimal `u32`, a multiple of 32): each iteration is a block of `T` threads that run the
-//!   body concurrently, each with the variable named [`gpu::THREAD`] (`I64`, never set) equal
-//!   to its index in `0..T`. Every thread runs the same iterations, and variables are private
-//!   to a thread. A kernel's block parallels all have the same `T`.
-//! - a *barrier*: `Set` of the `Bool` variable named [`gpu::BARRIER`] (value `true`): every
-//!   thread of the block waits there until all have arrived (`bar.sync 0`). Only inside a block
-//!   parallel, at block-uniform control flow (every thread reaches it the same number of times).
-//! - *shared memory*: a [`BufKind::Stack`] buffer named `gpu:shared.*`, one array per block of a
-//!   block parallel, visible to all its threads (ordered by barriers); used only in block
-//!   parallels.
+//! **GPU dialect** (NVPTX only: `validate::check` rejects each construct by its kind,
+//! `validate::check_gpu` accepts them under these rules). Constructs of their own, so no CPU
+//! kernel can use one by accident, and a CPU backend's exhaustive matches name (and reject) each:
+//! - a *block parallel* [`Stmt::BlockParallel`] (`threads` = `T`, a positive multiple of 32):
+//!   each iteration of `var` in `0..n` is a block of `T` threads that run the body
+//!   concurrently. Every thread runs the same iterations, and variables are private to a
+//!   thread. A kernel's block parallels all have the same `T`; they never nest in a
+//!   `Parallel` or another block parallel, and a `Parallel` never nests in one.
+//! - the *thread index* [`Func::thread`]: the `I64` variable each thread of a block parallel
+//!   sees equal to its index in `0..T`; never set, read only inside block parallels. A kernel
+//!   has at most one (its name, `gpu:thread` from the schedule, is for display only).
+//! - a *barrier* [`Stmt::Barrier`]: every thread of the block waits there until all have
+//!   arrived (`bar.sync 0`). Only inside a block parallel, at block-uniform control flow (every
+//!   thread reaches it the same number of times).
+//! - *shared memory* [`BufKind::Shared`]: one array per block of a block parallel, visible to
+//!   all its threads (ordered by barriers); used only in block parallels.
 //! - no `Fail` inside a block parallel (a thread leaving early would strand a barrier).
-//! - a *tensor-core product* [`Stmt::Mma`] (a real statement, not a reserved name): inside a
-//!   block parallel, at block-uniform control flow; the CPU backends reject it.
+//! - a *tensor-core product* [`Stmt::Mma`]: inside a block parallel, at block-uniform control
+//!   flow.
+//!
+//! [`gpu`] finds these constructs by kind (`uses_dialect`, `block_threads`, `has_mma`).
 
 use std::fmt;
 
@@ -365,6 +368,18 @@ pub enum Stmt {
         /// Body.
         body: Block,
     },
+    /// `for var in 0..n`, each iteration a block of `threads` threads running `body` together
+    /// (GPU dialect only, see the module docs).
+    BlockParallel {
+        /// Block index (`I64`), the same for every thread of the block.
+        var: Var,
+        /// Number of blocks (`I64`, evaluated once).
+        n: Expr,
+        /// Threads per block (a positive multiple of 32).
+        threads: u32,
+        /// Body, run by every thread of the block.
+        body: Block,
+    },
     /// `if cond { then } else { els }`.
     If {
         /// Condition (`Bool`).
@@ -388,6 +403,9 @@ pub enum Stmt {
         /// The code returned.
         code: u32,
     },
+    /// Every thread of the block waits here until all have arrived (GPU dialect only, see
+    /// the module docs).
+    Barrier,
     /// A warp's tensor-core product (GPU dialect only, see the module docs).
     Mma(Box<Mma>),
 }
@@ -454,6 +472,9 @@ pub enum BufKind {
     /// A fixed-size local array of this many elements, one per function or parallel
     /// iteration that uses it.
     Stack(u32),
+    /// A fixed-size array of this many elements, one per block of a block parallel, shared by
+    /// its threads (GPU dialect only, see the module docs).
+    Shared(u32),
 }
 
 /// A buffer's declaration.
@@ -502,6 +523,9 @@ pub struct Func {
     pub n_args: usize,
     /// Human-readable descriptions of failure sites, indexed by a code's site.
     pub sites: Vec<String>,
+    /// The thread-index variable (GPU dialect only, see the module docs), if the kernel has
+    /// one.
+    pub thread: Option<Var>,
     /// The body.
     pub body: Block,
 }
@@ -538,69 +562,40 @@ impl Func {
     }
 }
 
-/// Reserved names of the GPU dialect (see the module docs).
+/// The GPU dialect's constructs found by kind (see the module docs).
 pub mod gpu {
-    use super::{BufKind, Func, Var};
+    use super::{BufKind, Func, Stmt};
 
-    /// Prefix of a block parallel's variable name (`gpu:block/128`).
-    pub const BLOCK_PREFIX: &str = "gpu:block/";
-    /// Name of the thread-index variable.
-    pub const THREAD: &str = "gpu:thread";
-    /// Name of the barrier variable.
-    pub const BARRIER: &str = "gpu:barrier";
-    /// Prefix of a shared buffer's name.
-    pub const SHARED_PREFIX: &str = "gpu:shared.";
-
-    /// The name of a block parallel's variable for blocks of `threads` threads.
-    pub fn block_var_name(threads: u32) -> String {
-        format!("{BLOCK_PREFIX}{threads}")
+    /// The first statement of `b` (pre-order, nested blocks included) that `f` maps to `Some`.
+    fn find<T>(b: &[Stmt], f: &impl Fn(&Stmt) -> Option<T>) -> Option<T> {
+        b.iter().find_map(|s| {
+            f(s).or_else(|| match s {
+                Stmt::For { body, .. } | Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => find(body, f),
+                Stmt::If { then, els, .. } => find(then, f).or_else(|| find(els, f)),
+                _ => None,
+            })
+        })
     }
 
-    /// The threads per block if `v` is a block parallel's variable.
-    pub fn block_threads(f: &Func, v: Var) -> Option<u32> {
-        f.vars.get(v.0 as usize)?.name.strip_prefix(BLOCK_PREFIX)?.parse().ok()
-    }
-
-    /// True if `v` is the thread-index variable.
-    pub fn is_thread(f: &Func, v: Var) -> bool {
-        f.vars.get(v.0 as usize).is_some_and(|d| d.name == THREAD)
-    }
-
-    /// The thread-index variable of `f`, if it has one (a kernel has at most one:
-    /// `Builder::reserved_var`).
-    pub fn thread_var(f: &Func) -> Option<Var> {
-        (0..f.vars.len()).map(|i| Var(i as u32)).find(|&v| is_thread(f, v))
-    }
-
-    /// True if `v` is the barrier variable.
-    pub fn is_barrier(f: &Func, v: Var) -> bool {
-        f.vars.get(v.0 as usize).is_some_and(|d| d.name == BARRIER)
-    }
-
-    /// The element count if buffer `b` is a shared buffer.
-    pub fn shared_len(f: &Func, b: super::Buf) -> Option<u32> {
-        let d = f.bufs.get(b.0 as usize)?;
-        match d.kind {
-            BufKind::Stack(n) if d.name.starts_with(SHARED_PREFIX) => Some(n),
+    /// The threads per block of the first block parallel in `b`, if any (`validate::check_gpu`
+    /// makes a kernel's block parallels agree).
+    pub fn block_threads(b: &[Stmt]) -> Option<u32> {
+        find(b, &|s| match s {
+            Stmt::BlockParallel { threads, .. } => Some(*threads),
             _ => None,
-        }
+        })
     }
 
-    /// True if `f` uses any construct of the GPU dialect.
+    /// True if `f` uses any construct of the GPU dialect (a thread index, a shared buffer, a
+    /// block parallel, a barrier or a tensor-core product).
     pub fn uses_dialect(f: &Func) -> bool {
-        f.vars.iter().any(|d| d.name.starts_with(BLOCK_PREFIX) || d.name == THREAD || d.name == BARRIER)
-            || (0..f.bufs.len()).any(|i| shared_len(f, super::Buf(i as u32)).is_some())
-            || has_mma(&f.body)
+        f.thread.is_some()
+            || f.bufs.iter().any(|d| matches!(d.kind, BufKind::Shared(_)))
+            || find(&f.body, &|s| matches!(s, Stmt::BlockParallel { .. } | Stmt::Barrier | Stmt::Mma(_)).then_some(())).is_some()
     }
 
     /// True if `b` contains a tensor-core product ([`super::Stmt::Mma`]).
-    pub fn has_mma(b: &[super::Stmt]) -> bool {
-        use super::Stmt;
-        b.iter().any(|s| match s {
-            Stmt::Mma(_) => true,
-            Stmt::For { body, .. } | Stmt::Parallel { body, .. } => has_mma(body),
-            Stmt::If { then, els, .. } => has_mma(then) || has_mma(els),
-            _ => false,
-        })
+    pub fn has_mma(b: &[Stmt]) -> bool {
+        find(b, &|s| matches!(s, Stmt::Mma(_)).then_some(())).is_some()
     }
 }

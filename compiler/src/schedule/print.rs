@@ -17,8 +17,12 @@ impl fmt::Display for Func {
                 BufKind::Arg(k) => format!("arg {k}"),
                 BufKind::Heap => "heap".to_string(),
                 BufKind::Stack(n) => format!("stack [{n}]"),
+                BufKind::Shared(n) => format!("shared [{n}]"),
             };
             writeln!(f, "  buf%{i} {}: {} ({kind})", b.name, b.elem)?;
+        }
+        if let Some(t) = self.thread {
+            writeln!(f, "  thread index {}", vname(self, t.0))?;
         }
         let mut out = String::new();
         block(self, &self.body, 1, &mut out)?;
@@ -44,6 +48,12 @@ fn block(func: &Func, b: &[Stmt], depth: usize, out: &mut String) -> fmt::Result
                 block(func, body, depth + 1, out)?;
                 writeln!(out, "{pad}}}")?;
             }
+            Stmt::BlockParallel { var, n, threads, body } => {
+                writeln!(out, "{pad}block_parallel {} in 0..{} ({threads} threads) {{", vname(func, var.0), expr(func, n))?;
+                block(func, body, depth + 1, out)?;
+                writeln!(out, "{pad}}}")?;
+            }
+            Stmt::Barrier => writeln!(out, "{pad}barrier")?,
             Stmt::If { cond, then, els } => {
                 writeln!(out, "{pad}if {} {{", expr(func, cond))?;
                 block(func, then, depth + 1, out)?;

@@ -36,7 +36,7 @@ impl Uses {
                     self.expr(hi);
                     self.block(body);
                 }
-                Stmt::Parallel { var, n, body } => {
+                Stmt::Parallel { var, n, body } | Stmt::BlockParallel { var, n, body, .. } => {
                     self.vars.insert(*var);
                     self.expr(n);
                     self.block(body);
@@ -54,7 +54,7 @@ impl Uses {
                     self.vars.extend(m.d.iter().copied());
                     m.operands().for_each(|e| self.expr(e));
                 }
-                Stmt::Fail { .. } => {}
+                Stmt::Barrier | Stmt::Fail { .. } => {}
             }
         }
     }

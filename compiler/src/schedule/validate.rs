@@ -8,51 +8,47 @@
 //! identity, `IsNan` on integers is false, `Min`/`Max`/comparisons on `Bool` order
 //! `false < true`, `Bitcast` to the same type is the identity. Rejected: `Fail { code: 0 }`
 //! (0 means success), `Alloc` of a non-heap buffer, `Alloc` or `Parallel` inside `Parallel`,
-//! `Arg(i)` with `i >= n_args`, variables of type `F16`/`BF16`, dims that are not `I64`.
+//! `Arg(i)` with `i >= n_args`, variables of type `F16`/`BF16`, dims that are not `I64`, and
+//! (by [`check`]) every construct of the GPU dialect.
 //!
 //! Invariant established: every `Var`/`Buf` index is in range and every expression has a
 //! type per [`kir::Func::ty`], so `Func::ty`, `Func::var` and `Func::buf` cannot panic later.
 
-use crate::schedule::kir::{BinOp, BufKind, Expr, Func, Stmt, Ty, UnOp, Var, gpu};
+use std::cell::Cell;
+
+use crate::schedule::kir::{BinOp, Buf, BufDecl, BufKind, Expr, Func, Stmt, Ty, UnOp, Var};
 
 /// Checks `f` for a CPU backend; the error says what is wrong (a backend wraps it with the
-/// kernel's name). The GPU dialect (`kir::gpu`) is rejected.
+/// kernel's name). Each construct of the GPU dialect (`kir` module docs) is rejected by its
+/// kind.
 pub fn check(f: &Func) -> Result<(), String> {
     check_with(f, false)
 }
 
 /// Checks `f` for the NVPTX backend: [`check`]'s rules, plus the GPU dialect's (`kir` module
 /// docs): block parallels have one thread count, a positive multiple of 32, for the whole
-/// kernel; the thread variable is `I64`, never set and read only inside block parallels; the
-/// barrier variable is `Bool` and set (to `true`) only inside block parallels; shared buffers
-/// are used only inside block parallels; no `Fail` inside a block parallel. (That barriers sit
-/// at block-uniform control flow is the schedule's promise; it is not checked.)
+/// kernel, and nest in no parallel loop (nor one in them); the thread variable is `I64`, never
+/// set and read only inside block parallels; barriers are only inside block parallels; shared
+/// buffers are used only inside block parallels; no `Fail` inside a block parallel; tensor-core
+/// products only inside block parallels. (That barriers sit at block-uniform control flow is
+/// the schedule's promise; it is not checked.)
 pub fn check_gpu(f: &Func) -> Result<(), String> {
     check_with(f, true)
 }
 
+/// The error for construct `what` of the GPU dialect in a kernel for a CPU backend.
+fn cpu_dialect(what: &str) -> String {
+    format!("{what} belongs to the GPU dialect, which only the NVPTX backend runs")
+}
+
 fn check_with(f: &Func, gpu_dialect: bool) -> Result<(), String> {
-    if !gpu_dialect && gpu::uses_dialect(f) {
-        return Err(
-            "the kernel uses the GPU dialect (block parallels, barriers or shared memory), which only the NVPTX backend runs".into()
-        );
-    }
-    let mut threads = None;
-    for (i, d) in f.vars.iter().enumerate() {
-        let v = Var(i as u32);
-        if d.name.starts_with(gpu::BLOCK_PREFIX) {
-            let t = gpu::block_threads(f, v).filter(|t| *t > 0 && t % 32 == 0);
-            let t = t.ok_or_else(|| format!("block parallel variable '{}' does not name a positive multiple of 32 threads", d.name))?;
-            if threads.is_some_and(|x| x != t) {
-                return Err(format!("block parallels of {} and {t} threads in one kernel", threads.unwrap_or(t)));
-            }
-            threads = Some(t);
+    if let Some(t) = f.thread {
+        if !gpu_dialect {
+            return Err(cpu_dialect("the thread-index variable"));
         }
-        if gpu::is_thread(f, v) && d.ty != Ty::I64 {
+        let d = f.vars.get(t.0 as usize).ok_or_else(|| format!("thread variable {} out of range", t.0))?;
+        if d.ty != Ty::I64 {
             return Err("the thread variable is not i64".into());
-        }
-        if gpu::is_barrier(f, v) && d.ty != Ty::Bool {
-            return Err("the barrier variable is not bool".into());
         }
     }
     for (i, v) in f.vars.iter().enumerate() {
@@ -61,13 +57,13 @@ fn check_with(f: &Func, gpu_dialect: bool) -> Result<(), String> {
         }
     }
     for (i, b) in f.bufs.iter().enumerate() {
-        if let BufKind::Arg(a) = b.kind
-            && a >= f.n_args
-        {
-            return Err(format!("buffer {i} ('{}') is argument {a} of {}", b.name, f.n_args));
+        match b.kind {
+            BufKind::Arg(a) if a >= f.n_args => return Err(format!("buffer {i} ('{}') is argument {a} of {}", b.name, f.n_args)),
+            BufKind::Shared(_) if !gpu_dialect => return Err(cpu_dialect(&format!("shared buffer '{}'", b.name))),
+            _ => {}
         }
     }
-    let cx = Cx { f, in_block: std::cell::Cell::new(false) };
+    let cx = Cx { f, gpu_dialect, in_block: Cell::new(false), threads: Cell::new(None) };
     for &d in &f.dims {
         if cx.var(d)? != Ty::I64 {
             return Err(format!("dim variable {} is not i64", d.0));
@@ -81,8 +77,12 @@ fn check_with(f: &Func, gpu_dialect: bool) -> Result<(), String> {
 
 struct Cx<'a> {
     f: &'a Func,
+    /// The GPU dialect is allowed ([`check_gpu`]).
+    gpu_dialect: bool,
     /// Inside a block parallel (GPU dialect).
-    in_block: std::cell::Cell<bool>,
+    in_block: Cell<bool>,
+    /// The threads per block of the block parallels seen so far.
+    threads: Cell<Option<u32>>,
 }
 
 impl Cx<'_> {
@@ -90,16 +90,30 @@ impl Cx<'_> {
         self.f.vars.get(v.0 as usize).map(|d| d.ty).ok_or_else(|| format!("variable {} out of range", v.0))
     }
 
-    fn buf(&self, b: crate::schedule::kir::Buf) -> Result<&crate::schedule::kir::BufDecl, String> {
+    fn buf(&self, b: Buf) -> Result<&BufDecl, String> {
         self.f.bufs.get(b.0 as usize).ok_or_else(|| format!("buffer {} out of range", b.0))
     }
 
     /// A shared buffer is only used inside a block parallel.
-    fn shared_ok(&self, b: crate::schedule::kir::Buf) -> Result<(), String> {
-        if gpu::shared_len(self.f, b).is_some() && !self.in_block.get() {
-            return Err(format!("shared buffer '{}' used outside a block parallel", self.f.bufs[b.0 as usize].name));
+    fn shared_ok(&self, b: Buf) -> Result<(), String> {
+        let d = self.buf(b)?;
+        if matches!(d.kind, BufKind::Shared(_)) && !self.in_block.get() {
+            return Err(format!("shared buffer '{}' used outside a block parallel", d.name));
         }
         Ok(())
+    }
+
+    /// The thread variable is never set (nor a loop's variable; a product's results are `F32`).
+    fn not_thread(&self, v: Var) -> Result<(), String> {
+        if self.f.thread == Some(v) {
+            return Err("the thread variable is set".into());
+        }
+        Ok(())
+    }
+
+    /// Construct `what` of the GPU dialect: an error unless allowed.
+    fn dialect(&self, what: &str) -> Result<(), String> {
+        if self.gpu_dialect { Ok(()) } else { Err(cpu_dialect(what)) }
     }
 
     fn expect(&self, e: &Expr, want: Ty, what: &str) -> Result<(), String> {
@@ -115,13 +129,7 @@ impl Cx<'_> {
         match s {
             Stmt::Set { var, value } => {
                 let t = self.var(*var)?;
-                if gpu::is_thread(self.f, *var) {
-                    return Err("the thread variable is set".into());
-                }
-                if gpu::is_barrier(self.f, *var) && (!self.in_block.get() || *value != Expr::Const(crate::schedule::kir::Const::Bool(true)))
-                {
-                    return Err("a barrier outside a block parallel, or not set to true".into());
-                }
+                self.not_thread(*var)?;
                 self.expect(value, t, &format!("the value set to variable {}", var.0))
             }
             Stmt::Store { buf, index, value } => {
@@ -134,6 +142,7 @@ impl Cx<'_> {
                 if self.var(*var)? != Ty::I64 {
                     return Err(format!("loop variable {} is not i64", var.0));
                 }
+                self.not_thread(*var)?;
                 self.expect(lo, Ty::I64, "a loop start")?;
                 self.expect(hi, Ty::I64, "a loop end")?;
                 self.block(body, in_par)
@@ -145,9 +154,28 @@ impl Cx<'_> {
                 if self.var(*var)? != Ty::I64 {
                     return Err(format!("parallel loop variable {} is not i64", var.0));
                 }
+                self.not_thread(*var)?;
                 self.expect(n, Ty::I64, "a parallel loop's count")?;
-                let block = gpu::block_threads(self.f, *var).is_some();
-                self.in_block.set(block);
+                self.block(body, true)
+            }
+            Stmt::BlockParallel { var, n, threads, body } => {
+                self.dialect("a block parallel")?;
+                if in_par {
+                    return Err("a block parallel inside a parallel loop".into());
+                }
+                if *threads == 0 || threads % 32 != 0 {
+                    return Err(format!("a block parallel of {threads} threads, not a positive multiple of 32"));
+                }
+                if let Some(t) = self.threads.get().filter(|t| t != threads) {
+                    return Err(format!("block parallels of {t} and {threads} threads in one kernel"));
+                }
+                self.threads.set(Some(*threads));
+                if self.var(*var)? != Ty::I64 {
+                    return Err(format!("block parallel variable {} is not i64", var.0));
+                }
+                self.not_thread(*var)?;
+                self.expect(n, Ty::I64, "a block parallel's count")?;
+                self.in_block.set(true);
                 let r = self.block(body, true);
                 self.in_block.set(false);
                 r
@@ -167,7 +195,15 @@ impl Cx<'_> {
                 }
                 self.expect(len, Ty::I64, "an allocation length")
             }
+            Stmt::Barrier => {
+                self.dialect("a barrier")?;
+                if !self.in_block.get() {
+                    return Err("a barrier outside a block parallel".into());
+                }
+                Ok(())
+            }
             Stmt::Mma(m) => {
+                self.dialect("a tensor-core product")?;
                 if !self.in_block.get() {
                     return Err("a tensor-core product outside a block parallel".into());
                 }
@@ -200,7 +236,7 @@ impl Cx<'_> {
         Ok(match e {
             Expr::Const(c) => c.ty(),
             Expr::Var(v) => {
-                if gpu::is_thread(self.f, *v) && !self.in_block.get() {
+                if self.f.thread == Some(*v) && !self.in_block.get() {
                     return Err("the thread variable is read outside a block parallel".into());
                 }
                 self.var(*v)?

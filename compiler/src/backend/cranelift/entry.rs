@@ -77,7 +77,9 @@ pub(super) fn translate_export(cx: &mut Cx, e: &Export<'_>, sink: &mut Sink<'_>)
                     fx.def_variable(var, null)?;
                     fx.bufs.insert(buf, BufBase::Heap(var));
                 }
-                BufKind::Stack(_) => {}
+                // Shared buffers (GPU dialect) are rejected by `validate::check`; `Fx::base`
+                // reports one that got here.
+                BufKind::Stack(_) | BufKind::Shared(_) => {}
             }
         }
         for (&v, d) in f.dims.iter().zip(dv) {

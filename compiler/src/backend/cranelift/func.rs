@@ -55,7 +55,8 @@ pub(super) enum MemKey {
 pub(super) fn mem_key(f: &Func, b: Buf) -> MemKey {
     match f.buf(b).kind {
         BufKind::Arg(i) => MemKey::Arg(i),
-        BufKind::Heap | BufKind::Stack(_) => MemKey::Local(b),
+        // Shared buffers (GPU dialect) never reach a CPU backend (`validate::check`).
+        BufKind::Heap | BufKind::Stack(_) | BufKind::Shared(_) => MemKey::Local(b),
     }
 }
 

@@ -44,8 +44,12 @@ impl<'k> Fx<'_, 'k> {
         let live = live_in(var, body);
         uses.vars.retain(|v| live.contains(v));
         let f = self.f;
-        let keys: BTreeSet<MemKey> =
-            uses.bufs.iter().filter(|&&b| !matches!(f.buf(b).kind, BufKind::Stack(_))).map(|&b| mem_key(f, b)).collect();
+        let keys: BTreeSet<MemKey> = uses
+            .bufs
+            .iter()
+            .filter(|&&b| !matches!(f.buf(b).kind, BufKind::Stack(_) | BufKind::Shared(_)))
+            .map(|&b| mem_key(f, b))
+            .collect();
         let keys: Vec<MemKey> = keys.into_iter().collect();
         let vars: Vec<Var> = uses.vars.iter().copied().collect();
         let n = self.expr(n)?;
@@ -120,7 +124,7 @@ pub(super) fn live_in(var: Var, body: &Block) -> BTreeSet<Var> {
                     w.insert(*var);
                     walk(body, &mut w, live);
                 }
-                Stmt::Parallel { var, n, body } => {
+                Stmt::Parallel { var, n, body } | Stmt::BlockParallel { var, n, body, .. } => {
                     reads(n, written, live);
                     let mut w = written.clone();
                     w.insert(*var);
@@ -139,7 +143,7 @@ pub(super) fn live_in(var: Var, body: &Block) -> BTreeSet<Var> {
                     m.operands().for_each(|e| reads(e, written, live));
                     written.extend(m.d.iter().copied());
                 }
-                Stmt::Fail { .. } => {}
+                Stmt::Barrier | Stmt::Fail { .. } => {}
             }
         }
     }
@@ -177,7 +181,7 @@ pub(super) fn outline_body<'k>(
             let ptr = fx.b.ins().load(PTR, slot, ctx, 8 * (1 + j) as i32);
             for (i, d) in f.bufs.iter().enumerate() {
                 let buf = Buf(i as u32);
-                if !matches!(d.kind, BufKind::Stack(_)) && mem_key(f, buf) == *key {
+                if !matches!(d.kind, BufKind::Stack(_) | BufKind::Shared(_)) && mem_key(f, buf) == *key {
                     fx.bufs.insert(buf, BufBase::Ptr(ptr));
                 }
             }

@@ -79,17 +79,21 @@ impl<'k> Fx<'_, 'k> {
                 let len = self.expr(len)?;
                 self.alloc(*buf, len)
             }
-            // GPU dialect only: `validate::check` rejects it before any CPU backend runs.
-            Stmt::Mma(_) => Err(CraneliftError::InvalidKir {
-                kernel: self.f.name.clone(),
-                message: "a tensor-core product (GPU dialect) in a CPU kernel".into(),
-            }),
+            // GPU dialect only: `validate::check` rejects them before any CPU backend runs.
+            Stmt::BlockParallel { .. } => Err(self.gpu_dialect("a block parallel")),
+            Stmt::Barrier => Err(self.gpu_dialect("a barrier")),
+            Stmt::Mma(_) => Err(self.gpu_dialect("a tensor-core product")),
             Stmt::Fail { code } => {
                 self.fail_jump(*code);
                 self.dead_block();
                 Ok(())
             }
         }
+    }
+
+    /// The error for construct `what` of the GPU dialect in a CPU kernel.
+    fn gpu_dialect(&self, what: &str) -> CraneliftError {
+        CraneliftError::InvalidKir { kernel: self.f.name.clone(), message: format!("{what} (GPU dialect) in a CPU kernel") }
     }
 
     /// `for i in (lo..hi).step_by(step) { body(i) }` with a hidden `i64` counter, rotated

@@ -18,7 +18,8 @@ use inkwell::module::{Linkage, Module};
 use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum};
 use inkwell::values::{BasicMetadataValueEnum, BasicValueEnum, FunctionValue, PointerValue};
 
-use super::codegen::{BufLoc, Cg, FnKind, float, int, internal};
+use super::codegen::{BufLoc, Cg, float, int, internal};
+use super::cpu_lowering::CpuFn;
 use super::{Export, LlvmError, types};
 use crate::schedule::kir::{BufKind, FailKind, Ty, fail_code};
 
@@ -57,13 +58,13 @@ impl<'ctx> Cg<'ctx, '_> {
         let ptr = self.ptr_type();
         let i32t = self.cx.i32_type();
         let heap_bufs: Vec<usize> = (0..f.bufs.len()).filter(|&i| f.bufs[i].kind == BufKind::Heap).collect();
-        let mut fx = self.begin(k, |ab| {
+        let (mut fx, mut lw) = self.begin(k, |ab| {
             let ret = ab.build_alloca(i32t, "ret")?;
             let err = ab.build_alloca(i32t, "err")?;
             let heap = heap_bufs.iter().map(|&i| ab.build_alloca(ptr, &f.bufs[i].name)).collect::<Result<Vec<_>, _>>()?;
-            Ok(FnKind::Kernel { ret, err, heap })
+            Ok(CpuFn::Kernel { ret, err, heap, n_par: 0 })
         })?;
-        let FnKind::Kernel { ret, heap, .. } = &fx.kind else {
+        let CpuFn::Kernel { ret, heap, .. } = &lw else {
             return Err(internal("kernel function of the wrong kind"));
         };
         let (ret, heap) = (*ret, heap.clone());
@@ -82,7 +83,7 @@ impl<'ctx> Cg<'ctx, '_> {
         for (j, &v) in vars.enumerate() {
             self.store_var(&mut fx, v, params[f.n_args + j])?;
         }
-        self.block(&mut fx, &f.body)?;
+        self.block(&mut lw, &mut fx, &f.body)?;
         self.b.build_store(ret, i32t.const_zero())?;
         self.b.build_unconditional_branch(fx.exit)?;
         self.b.position_at_end(fx.exit);

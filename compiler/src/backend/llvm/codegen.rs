@@ -1,6 +1,7 @@
 //! Lowering state. [`Cg`] is one kernel's lowering into the module (context, builder,
 //! declarations of intrinsics and C functions); [`FnCx`] is one LLVM function being built (the
-//! kernel function or an outlined parallel body).
+//! kernel function, an outlined parallel body, or an entry point of another kind of code),
+//! lowered together with its [`super::lowering::Lowering`].
 //!
 //! Invariants of every function built through [`FnCx`]:
 //! - its first block (`allocas`) holds only allocas and ends with `br start`; variables,
@@ -35,25 +36,14 @@ pub(crate) enum BufLoc<'ctx> {
     Slot(PointerValue<'ctx>),
 }
 
-/// What kind of function is being built.
-pub(crate) enum FnKind<'ctx> {
-    /// The kernel function: `ret` holds the return code; `err` is the error slot shared with
-    /// parallel bodies; `heap` the slots of every heap buffer (freed at exit).
-    Kernel { ret: PointerValue<'ctx>, err: PointerValue<'ctx>, heap: Vec<PointerValue<'ctx>> },
-    /// An outlined parallel body: a failure is recorded in `*err` (first one wins).
-    Body { err: PointerValue<'ctx> },
-    /// An entry of the GPU launch protocol (`backend::nvptx`): `Parallel`, `Alloc` and `Fail`
-    /// follow the protocol (see `backend::nvptx::lower`), everything else is lowered as here.
-    Device(crate::backend::nvptx::lower::DeviceFn<'ctx>),
-}
-
 /// Where the math functions that have no native instruction come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MathLib {
     /// LLVM's intrinsics (`llvm.exp`, ...) and C libm calls (`tanhf`, ...): host code.
     Libm,
-    /// CUDA's libdevice (`__nv_expf`, ...) for everything NVPTX has no instruction for
-    /// (see `backend::nvptx`); the module links libdevice afterwards.
+    /// CUDA's libdevice (`__nv_expf`, ...) for everything a GPU target has no exact
+    /// instruction for (see `super::expr`); whoever builds the module links libdevice
+    /// afterwards.
     Libdevice,
 }
 
@@ -64,7 +54,6 @@ pub(crate) struct FnCx<'ctx> {
     pub(crate) vars: HashMap<Var, PointerValue<'ctx>>,
     pub(crate) bufs: HashMap<Buf, BufLoc<'ctx>>,
     pub(crate) exit: BasicBlock<'ctx>,
-    pub(crate) kind: FnKind<'ctx>,
 }
 
 /// One kernel's lowering.
@@ -75,10 +64,8 @@ pub(crate) struct Cg<'ctx, 'a> {
     pub(crate) func: &'a Func,
     pub(crate) symbol: &'a str,
     pub(crate) native_f16: bool,
-    /// Parallel loops outlined so far (names the next body; on a device, the ordinal of the
-    /// next `Parallel` in pre-order, i.e. its segment number).
-    pub(crate) n_par: usize,
-    /// Where non-native math comes from ([`MathLib::Libm`] unless a device backend says so).
+    /// Where non-native math comes from ([`MathLib::Libm`] unless the builder of device code
+    /// says so).
     pub(crate) math: MathLib,
 }
 
@@ -104,7 +91,7 @@ pub(crate) fn float(v: BasicValueEnum<'_>) -> Result<FloatValue<'_>, LlvmError> 
 
 impl<'ctx, 'a> Cg<'ctx, 'a> {
     pub(crate) fn new(cx: &'ctx Context, module: &'a Module<'ctx>, func: &'a Func, symbol: &'a str, native_f16: bool) -> Self {
-        Cg { cx, module, b: cx.create_builder(), func, symbol, native_f16, n_par: 0, math: MathLib::Libm }
+        Cg { cx, module, b: cx.create_builder(), func, symbol, native_f16, math: MathLib::Libm }
     }
 
     pub(crate) fn ptr_type(&self) -> inkwell::types::PointerType<'ctx> {
@@ -160,12 +147,14 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
     }
 
     /// Starts function `f`: the `allocas` block, `start` (where the builder is left) and
-    /// `exit` (empty; the caller fills it).
-    pub(crate) fn begin(
+    /// `exit` (empty; the caller fills it). `init` runs with a builder at the end of the
+    /// `allocas` block (for the caller's own slots: a return code, an error slot); its result
+    /// is returned with the function's state.
+    pub(crate) fn begin<T>(
         &self,
         f: FunctionValue<'ctx>,
-        kind: impl FnOnce(&Builder<'ctx>) -> Result<FnKind<'ctx>, LlvmError>,
-    ) -> Result<FnCx<'ctx>, LlvmError> {
+        init: impl FnOnce(&Builder<'ctx>) -> Result<T, LlvmError>,
+    ) -> Result<(FnCx<'ctx>, T), LlvmError> {
         let entry = self.cx.append_basic_block(f, "allocas");
         let start = self.cx.append_basic_block(f, "start");
         let exit = self.cx.append_basic_block(f, "exit");
@@ -173,9 +162,9 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
         allocas.position_at_end(entry);
         let br = allocas.build_unconditional_branch(start)?;
         allocas.position_before(&br);
-        let kind = kind(&allocas)?;
+        let state = init(&allocas)?;
         self.b.position_at_end(start);
-        Ok(FnCx { f, allocas, vars: HashMap::new(), bufs: HashMap::new(), exit, kind })
+        Ok((FnCx { f, allocas, vars: HashMap::new(), bufs: HashMap::new(), exit }, state))
     }
 
     /// A new alloca of `ty` in the function's `allocas` block.
@@ -206,6 +195,8 @@ impl<'ctx, 'a> Cg<'ctx, 'a> {
             None => {}
         }
         let d = self.func.buf(b);
+        // Argument and heap buffers are bound when a function begins, and so are shared ones
+        // (GPU dialect) by the lowering that supports them.
         let BufKind::Stack(n) = d.kind else {
             return Err(LlvmError::Internal(format!("buffer '{}' is not available in this function", d.name)));
         };

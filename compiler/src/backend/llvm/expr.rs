@@ -4,9 +4,10 @@
 //!   so NaN and infinities behave per IEEE;
 //! - math: `llvm.{sqrt,fabs,floor,ceil,roundeven,exp,exp2,log,log2,sin,cos,pow}`; libm calls
 //!   for `tanh log1p expm1 erf atan2` (`f` suffix for `F32`); with [`MathLib::Libdevice`]
-//!   (NVPTX) `exp exp2 log log2 sin cos pow`, float `Rem` and the libm functions are libdevice
-//!   calls `__nv_{name}[f]` instead (NVPTX has no exact instruction for them); `Min`/`Max` are
-//!   `llvm.minimum/maximum` (NaN-propagating) on floats, `llvm.smin/smax` on integers;
+//!   (GPU code) `exp exp2 log log2 sin cos pow`, float `Rem` and the libm functions are
+//!   libdevice calls `__nv_{name}[f]` instead (the GPU has no exact instruction for them);
+//!   `Min`/`Max` are `llvm.minimum/maximum` (NaN-propagating) on floats, `llvm.smin/smax` on
+//!   integers;
 //! - comparisons are ordered except `Ne` (`une`); float → int casts are `llvm.fptosi.sat`
 //!   (NaN → 0); number → `Bool` is `!= 0` (`une 0.0` for floats: NaN → true).
 //!
@@ -171,7 +172,7 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// A math function LLVM has an intrinsic for: the intrinsic on the host, libdevice's
-    /// function (see [`Cg::libm`]) on a device, where NVPTX has no instruction for it.
+    /// function (see [`Cg::libm`]) on a device, which has no instruction for it.
     fn transcendental(&self, intrinsic: &str, name: &str, args: &[BasicValueEnum<'ctx>]) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         match self.math {
             MathLib::Libm => self.math(intrinsic, args),
@@ -232,7 +233,8 @@ impl<'ctx> Cg<'ctx, '_> {
                 Sub => b.build_float_sub(x, y, "")?.into(),
                 Mul => b.build_float_mul(x, y, "")?.into(),
                 Div => b.build_float_div(x, y, "")?.into(),
-                // NVPTX expands `frem` as a - trunc(a / b) * b, which is not C's exact fmod.
+                // The GPU target expands `frem` as a - trunc(a / b) * b, which is not C's exact
+                // fmod.
                 Rem if self.math == MathLib::Libdevice => self.libm("fmod", &[va, vb])?,
                 Rem => b.build_float_rem(x, y, "")?.into(),
                 Min => self.math("llvm.minimum", &[va, vb])?,

@@ -14,8 +14,14 @@
 //! - `types`: KIR types → LLVM types (values, memory, ABI slots, C types);
 //! - `codegen`: module/function state (allocas, buffers, exit blocks, declarations);
 //! - `expr`, `half`: expressions (math, casts, loads with F16/BF16 conversion);
-//! - `stmt`: statements (loops, branches, stores, heap allocation, failure);
-//! - `outline`: `Parallel` bodies outlined for `tfmc_parallel_for`;
+//! - `stmt`: the statements every kind of code shares (loops, branches, stores, failure
+//!   control flow);
+//! - `lowering`: [`lowering::Lowering`], the one trait behind which the statements that depend
+//!   on where the code runs are lowered (parallel loops, the GPU dialect, heap allocation,
+//!   recording a failure); the core names no implementation, so device backends build on this
+//!   one and never the reverse;
+//! - `cpu_lowering`: the host kernels' `Lowering` (heap allocation, failure codes);
+//!   `outline`: their `Parallel` bodies outlined for `tfmc_parallel_for`;
 //! - `abi`: the packed entry `{symbol}_packed`, the typed wrapper `{symbol}`, the kernel function;
 //! - `jit`: MCJIT with the host runtime and math symbols mapped; `aot`: object + C runtime →
 //!   sealed shared library;
@@ -31,10 +37,12 @@
 mod abi;
 mod aot;
 pub(crate) mod codegen;
+mod cpu_lowering;
 mod cpus;
 mod expr;
 mod half;
 pub(crate) mod jit;
+pub(crate) mod lowering;
 mod outline;
 mod stmt;
 pub(crate) mod target;

@@ -24,7 +24,8 @@ use inkwell::types::{BasicMetadataTypeEnum, BasicTypeEnum};
 use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, PointerValue};
 use inkwell::{AtomicOrdering, IntPredicate as IP};
 
-use super::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
+use super::codegen::{BufLoc, Cg, FnCx, int, internal};
+use super::cpu_lowering::CpuFn;
 use super::{LlvmError, types};
 use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Var};
 use crate::schedule::uses::Uses;
@@ -41,16 +42,23 @@ fn ptr_key(f: &Func, b: Buf) -> Option<PtrKey> {
     match f.buf(b).kind {
         BufKind::Arg(i) => Some(PtrKey::Arg(i)),
         BufKind::Heap => Some(PtrKey::Heap(b)),
-        BufKind::Stack(_) => None,
+        // Shared buffers (GPU dialect) never reach the CPU lowering (`validate::check`).
+        BufKind::Stack(_) | BufKind::Shared(_) => None,
     }
 }
 
 impl<'ctx> Cg<'ctx, '_> {
-    /// Lowers `Parallel { var, n, body }` in the kernel function `fx`.
-    pub(super) fn parallel(&mut self, fx: &mut FnCx<'ctx>, var: Var, n: &Expr, body: &Block) -> Result<(), LlvmError> {
-        let FnKind::Kernel { ret, err, .. } = fx.kind else {
-            return Err(internal("parallel loop outside the kernel function"));
-        };
+    /// Lowers `Parallel { var, n, body }`, the `k`-th of the kernel, in the kernel function
+    /// `fx` (whose return code and error slots are `ret` and `err`).
+    pub(super) fn parallel(
+        &mut self,
+        fx: &mut FnCx<'ctx>,
+        (ret, err): (PointerValue<'ctx>, PointerValue<'ctx>),
+        k: usize,
+        var: Var,
+        n: &Expr,
+        body: &Block,
+    ) -> Result<(), LlvmError> {
         let mut uses = Uses::default();
         uses.block(body);
         uses.vars.remove(&var);
@@ -59,8 +67,6 @@ impl<'ctx> Cg<'ctx, '_> {
         let vars: Vec<Var> = uses.vars.iter().copied().collect();
 
         let n = int(self.expr(fx, n)?)?;
-        let k = self.n_par;
-        self.n_par += 1;
         let inner = self.outline_body(k, var, &keys, &vars, &uses, body)?;
         let wrapper = self.outline_wrapper(k, inner, &keys, &vars)?;
 
@@ -136,7 +142,8 @@ impl<'ctx> Cg<'ctx, '_> {
 
         // Save the kernel's insertion point: the body is built with the same builder.
         let saved = self.b.get_insert_block().ok_or_else(|| internal("builder not positioned"))?;
-        let mut bx = self.begin(f, |_| Ok(FnKind::Body { err }))?;
+        let (mut bx, ()) = self.begin(f, |_| Ok(()))?;
+        let mut lw = CpuFn::Body { err };
         for (j, key) in keys.iter().enumerate() {
             let ptr = p[j].into_pointer_value();
             for &b in &uses.bufs {
@@ -161,7 +168,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 cg.store_var(bx, v, p[keys.len() + j])?;
             }
             cg.store_var(bx, var, i.into())?;
-            cg.block(bx, body)
+            cg.block(&mut lw, bx, body)
         })?;
         self.b.build_unconditional_branch(bx.exit)?;
         self.b.position_at_end(bx.exit);

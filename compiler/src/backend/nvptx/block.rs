@@ -1,38 +1,39 @@
-//! The GPU dialect of KIR (`schedule::kir` module docs, `kir::gpu`) on a device: block
-//! parallels, barriers and shared buffers, for real PTX ([`ThreadIds::Sreg`]) and for the CPU
-//! emulation ([`ThreadIds::Params`]).
+//! The GPU dialect of KIR (`schedule::kir` module docs) on a device: block parallels, the
+//! thread index, barriers, shared buffers and tensor-core products, for real PTX
+//! ([`ThreadIds::Sreg`]) and for the CPU emulation ([`ThreadIds::Params`]).
 //!
-//! - A block parallel `parallel gpu:block/T in 0..n` in its own segment is a *block-stride*
-//!   loop: block `ctaid.x` runs iterations `ctaid, ctaid + nctaid, ..` (every thread of a block
-//!   runs the same iterations, so barriers inside stay uniform), each starting with the thread
-//!   variable set to `tid.x` and the captured variables reset to the spine's values, and ending
-//!   with a barrier (the next iteration reuses the shared arrays). In `prep`
-//!   it counts `T` threads per iteration (see `lower::device_parallel`), and the kernel's
-//!   segments are launched on blocks of `T` threads ([`threads`]).
-//! - A barrier is `llvm.nvvm.barrier.cta.sync.aligned.all(0)` (`bar.sync 0`) on a device; in the
-//!   emulation an indirect call of `ctx.barrier(ctx.arg)` ([`EmuBlockCtx`]), which waits until
-//!   every emulated thread of the block has arrived.
+//! - A block parallel (`Stmt::BlockParallel` of `T` threads over `0..n`) in its own segment is
+//!   a *block-stride* loop: block `ctaid.x` runs iterations `ctaid, ctaid + nctaid, ..` (every
+//!   thread of a block runs the same iterations, so barriers inside stay uniform), each
+//!   starting with the thread variable (`Func::thread`) set to `tid.x` and the captured
+//!   variables reset to the spine's values, and ending with a barrier (the next iteration
+//!   reuses the shared arrays). In `prep` it counts `T` threads per iteration (see
+//!   `lower::DeviceFn`), and the kernel's segments are launched on blocks of `T` threads
+//!   ([`threads`]).
+//! - A barrier (`Stmt::Barrier`) is `llvm.nvvm.barrier.cta.sync.aligned.all(0)` (`bar.sync 0`)
+//!   on a device; in the emulation an indirect call of `ctx.barrier(ctx.arg)`
+//!   ([`EmuBlockCtx`]), which waits until every emulated thread of the block has arrived.
 //! - A tensor-core product ([`crate::schedule::kir::Mma`]) is `llvm.nvvm.mma.m16n8k16.row.col`
 //!   (`.f32.f32` for f16, whose operands are `<2 x half>` pairs; `.bf16` for bf16, whose
 //!   operands are `<2 x bfloat>` pairs as `i32`; element 0 of a pair in the low half) on a
 //!   device; in the emulation, the thread's 16 operands (rounded by the emulator) are written
 //!   to a stack array and `ctx.mma(ctx.mma_arg, thread, kind, array)` ([`EmuBlockCtx`]) puts
 //!   its 4 results after them, computed from its warp's operands.
-//! - A shared buffer is a module global `[n x elem]` in address space 3 per segment entry on a
-//!   device; in the emulation, `ctx.shared + offset` with the offsets of [`shared_layout`] (one
-//!   host buffer per block, zero-filled, laid out by the emulator).
+//! - A shared buffer (`BufKind::Shared`) is a module global `[n x elem]` in address space 3 per
+//!   segment entry on a device; in the emulation, `ctx.shared + offset` with the offsets of
+//!   [`shared_layout`] (one host buffer per block, zero-filled, laid out by the emulator).
 
 use inkwell::AddressSpace;
 use inkwell::IntPredicate as IP;
 use inkwell::module::Linkage;
 use inkwell::types::BasicType;
-use inkwell::values::{IntValue, PointerValue};
+use inkwell::values::PointerValue;
 
-use super::lower::{Flavor, Role, ThreadIds};
+use super::lower::{DeviceFn, Flavor, Role, ThreadIds};
 use crate::backend::llvm::LlvmError;
-use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
+use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, int, internal};
 use crate::backend::llvm::types;
-use crate::schedule::kir::{Block, Buf, Expr, Func, Mma, MmaKind, Var, gpu};
+use crate::schedule::kir::{Block, Buf, BufKind, Expr, Func, Mma, MmaKind, Var, gpu};
 
 /// The per-block context of an emulated launch, passed to every entry as its last argument
 /// (`ptr ctx`); the generated code reads its fields at byte offsets 0, 8, 16, 24 and 32.
@@ -55,7 +56,7 @@ pub struct EmuBlockCtx {
 /// Threads per block of `f`'s block parallels, if it has any (`validate::check_gpu` makes
 /// them agree).
 pub(crate) fn threads(f: &Func) -> Option<u32> {
-    (0..f.vars.len()).find_map(|i| gpu::block_threads(f, Var(i as u32)))
+    gpu::block_threads(&f.body)
 }
 
 /// Byte offsets of `f`'s shared buffers in the emulation's per-block buffer (each 16-byte
@@ -63,34 +64,32 @@ pub(crate) fn threads(f: &Func) -> Option<u32> {
 pub fn shared_layout(f: &Func) -> (Vec<(Buf, usize)>, usize) {
     let mut at = 0usize;
     let mut out = Vec::new();
-    for i in 0..f.bufs.len() {
-        let b = Buf(i as u32);
-        if let Some(n) = gpu::shared_len(f, b) {
-            out.push((b, at));
-            at += (n as usize * f.bufs[i].elem.size() as usize).div_ceil(16) * 16;
+    for (i, d) in f.bufs.iter().enumerate() {
+        if let BufKind::Shared(n) = d.kind {
+            out.push((Buf(i as u32), at));
+            at += (n as usize * d.elem.size() as usize).div_ceil(16) * 16;
         }
     }
     (out, at)
 }
 
 impl<'ctx> Cg<'ctx, '_> {
-    /// The emulation context pointer of a device function, if any.
-    fn emu_ctx(fx: &FnCx<'ctx>) -> Option<PointerValue<'ctx>> {
-        match &fx.kind {
-            FnKind::Device(d) => d.ctx,
-            _ => None,
-        }
-    }
-
-    /// Binds every shared buffer of the kernel in segment entries (see the module docs).
-    pub(super) fn bind_shared(&mut self, fx: &mut FnCx<'ctx>, role: Role, flavor: Flavor) -> Result<(), LlvmError> {
+    /// Binds every shared buffer of the kernel in segment entries (see the module docs); `ctx`
+    /// is the emulation's block context, if any.
+    pub(super) fn bind_shared(
+        &mut self,
+        fx: &mut FnCx<'ctx>,
+        role: Role,
+        flavor: Flavor,
+        ctx: Option<PointerValue<'ctx>>,
+    ) -> Result<(), LlvmError> {
         let Role::Seg(k) = role else { return Ok(()) };
         let (layout, _) = shared_layout(self.func);
         let i8t = self.cx.i8_type();
         for (j, (b, off)) in layout.into_iter().enumerate() {
             let d = self.func.buf(b);
-            let n = gpu::shared_len(self.func, b).ok_or_else(|| internal("a shared buffer without a length"))?;
-            let p = match (flavor.ids, Self::emu_ctx(fx)) {
+            let BufKind::Shared(n) = d.kind else { return Err(internal("a shared buffer without a length")) };
+            let p = match (flavor.ids, ctx) {
                 (ThreadIds::Params, Some(ctx)) => {
                     let i64t = self.cx.i64_type();
                     let slot = self.gep(i8t.into(), ctx, i64t.const_int(16, false))?;
@@ -112,9 +111,10 @@ impl<'ctx> Cg<'ctx, '_> {
         Ok(())
     }
 
-    /// A barrier of the GPU dialect (see the module docs).
-    pub(crate) fn device_barrier(&mut self, fx: &mut FnCx<'ctx>) -> Result<(), LlvmError> {
-        match Self::emu_ctx(fx) {
+    /// A barrier of the GPU dialect (see the module docs); `ctx` is the emulation's block
+    /// context, if any.
+    pub(super) fn device_barrier(&mut self, ctx: Option<PointerValue<'ctx>>) -> Result<(), LlvmError> {
+        match ctx {
             Some(ctx) => {
                 let (i8t, i64t) = (self.cx.i8_type(), self.cx.i64_type());
                 let pt = self.ptr_type();
@@ -133,14 +133,15 @@ impl<'ctx> Cg<'ctx, '_> {
         Ok(())
     }
 
-    /// A tensor-core product of the GPU dialect (see the module docs).
-    pub(crate) fn device_mma(&mut self, fx: &mut FnCx<'ctx>, m: &Mma) -> Result<(), LlvmError> {
+    /// A tensor-core product of the GPU dialect (see the module docs); `ctx` is the
+    /// emulation's block context, if any.
+    pub(super) fn device_mma(&mut self, ctx: Option<PointerValue<'ctx>>, fx: &mut FnCx<'ctx>, m: &Mma) -> Result<(), LlvmError> {
         let (f32t, i64t) = (self.cx.f32_type(), self.cx.i64_type());
         let mut ops = Vec::with_capacity(16);
         for e in m.operands() {
             ops.push(self.expr(fx, e)?.into_float_value());
         }
-        let d: Vec<inkwell::values::FloatValue<'ctx>> = match Self::emu_ctx(fx) {
+        let d: Vec<inkwell::values::FloatValue<'ctx>> = match ctx {
             Some(ctx) => {
                 let i8t = self.cx.i8_type();
                 let pt = self.ptr_type();
@@ -153,8 +154,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 let f = self.b.build_load(pt, slot, "mma.fn")?.into_pointer_value();
                 let slot = self.gep(i8t.into(), ctx, i64t.const_int(32, false))?;
                 let arg = self.b.build_load(pt, slot, "mma.arg")?;
-                let thread =
-                    gpu::thread_var(self.func).ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
+                let thread = self.func.thread.ok_or_else(|| internal("a tensor-core product in a kernel without a thread variable"))?;
                 let tid = self.load_var(fx, thread)?;
                 let kind = self.cx.i32_type().const_int(u64::from(m.kind == MmaKind::BF16), false);
                 let fty = self.cx.void_type().fn_type(&[pt.into(), i64t.into(), self.cx.i32_type().into(), pt.into()], false);
@@ -214,19 +214,19 @@ impl<'ctx> Cg<'ctx, '_> {
     /// The block-stride loop of the segment's own block parallel, then return.
     pub(super) fn block_stride(
         &mut self,
+        d: &mut DeviceFn<'ctx>,
         fx: &mut FnCx<'ctx>,
-        status: PointerValue<'ctx>,
-        ids: [IntValue<'ctx>; 4],
         var: Var,
         n: &Expr,
         body: &Block,
     ) -> Result<(), LlvmError> {
+        let (status, ids) = (d.status, d.ids);
         let i64t = self.cx.i64_type();
         let n = int(self.expr(fx, n)?)?;
         // Failures come only from earlier segments (no `Fail` in a block parallel), so every
         // thread of the launch reads the same status and the blocks stay whole.
         self.exit_if_failed(fx, status, "blk.go")?;
-        let thread = gpu::thread_var(self.func);
+        let thread = self.func.thread;
         let skip: Vec<Var> = std::iter::once(var).chain(thread).collect();
         let start_vals = self.start_values(fx, body, &skip)?;
         let [tid, _, ctaid, nctaid] = ids;
@@ -250,10 +250,10 @@ impl<'ctx> Cg<'ctx, '_> {
         if let Some(t) = thread {
             self.store_var(fx, t, tid.into())?;
         }
-        self.block(fx, body)?;
+        self.block(d, fx, body)?;
         // The next iteration reuses the shared arrays: wait until every thread is done with
         // this one's.
-        self.device_barrier(fx)?;
+        self.device_barrier(d.ctx)?;
         let it = int(self.b.build_load(i64t, ctr, "blk")?)?;
         // it < n <= i64::MAX and stride < 2^32: no wrap.
         let next = self.b.build_int_nsw_add(it, stride, "blk.next")?;

@@ -1,7 +1,8 @@
 //! One export → the launch protocol's entry points (`S_prep`, `S_seg{k}`; see the module docs
 //! of [`super`]), built with the LLVM backend's lowering ([`Cg`]): this file only adds what
-//! differs on a device — the entries, the statements of [`FnKind::Device`] functions
-//! (`Parallel`, `Alloc`, recording a `Fail`), and where thread coordinates come from.
+//! differs on a device — the entries, [`DeviceFn`] (the device's implementation of the LLVM
+//! core's [`Lowering`]: `Parallel`, `Alloc`, recording a `Fail`, and through
+//! [`super::block`] the GPU dialect), and where thread coordinates come from.
 //!
 //! Layout of entry `E` of export `S` (the KIR already went through [`super::spine`]):
 //! - `void S_E(ptr g bufs, ptr g dims, ptr g params, ptr g heap, ptr g status[, i32 tid, i32 ntid,
@@ -11,7 +12,7 @@
 //!   [`ThreadIds::Sreg`]): loads the argument and heap buffer pointers (segments
 //!   only), dims and params (as the CPU packed entry), and calls
 //! - `internal void S_E.body(ptr g noalias a.., ptr g noalias heap.., i64 dims.., params..,
-//!   ptr g status, i32 ids..)`: the kernel body as a [`FnKind::Device`] function (buffer
+//!   ptr g status, i32 ids..)`: the kernel body, lowered with a [`DeviceFn`] (buffer
 //!   pointers `noalias` as in the CPU kernel function: outputs overlap nothing, heap buffers
 //!   are distinct allocations). O3 inlines it into the entry.
 //!
@@ -32,9 +33,10 @@ use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, Functi
 use inkwell::{AddressSpace, AtomicOrdering, IntPredicate as IP};
 
 use crate::backend::llvm::LlvmError;
-use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, FnKind, int, internal};
+use crate::backend::llvm::codegen::{BufLoc, Cg, FnCx, int, internal};
+use crate::backend::llvm::lowering::Lowering;
 use crate::backend::llvm::types;
-use crate::schedule::kir::{Block, Buf, BufKind, Expr, FailKind, Var, fail_code};
+use crate::schedule::kir::{Block, Buf, BufKind, Expr, FailKind, Mma, Var, fail_code};
 use crate::schedule::uses::Uses;
 
 /// Where a GPU thread's coordinates (`tid.x`, `ntid.x`, `ctaid.x`, `nctaid.x`) come from.
@@ -74,10 +76,11 @@ impl Role {
     }
 }
 
-/// The state of a [`FnKind::Device`] function.
+/// The state of an entry's body function, and the device's [`Lowering`] (see the module
+/// docs).
 pub(crate) struct DeviceFn<'ctx> {
     /// The `status` array (`i64` slots).
-    status: PointerValue<'ctx>,
+    pub(super) status: PointerValue<'ctx>,
     /// Which entry this is.
     role: Role,
     /// Number of heap buffers (`H`).
@@ -86,6 +89,43 @@ pub(crate) struct DeviceFn<'ctx> {
     pub(super) ids: [IntValue<'ctx>; 4],
     /// The emulation's per-block context ([`ThreadIds::Params`] only; see `super::block`).
     pub(super) ctx: Option<PointerValue<'ctx>>,
+    /// Parallel loops and block parallels lowered so far: the segment number of the next one
+    /// (pre-order, as `spine::count_parallel` counts).
+    n_seg: usize,
+}
+
+impl<'ctx> Lowering<'ctx> for DeviceFn<'ctx> {
+    fn parallel(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, var: Var, n: &Expr, body: &Block) -> Result<(), LlvmError> {
+        cg.device_parallel(self, fx, var, n, None, body)
+    }
+
+    fn block_parallel(
+        &mut self,
+        cg: &mut Cg<'ctx, '_>,
+        fx: &mut FnCx<'ctx>,
+        var: Var,
+        n: &Expr,
+        threads: u32,
+        body: &Block,
+    ) -> Result<(), LlvmError> {
+        cg.device_parallel(self, fx, var, n, Some(threads), body)
+    }
+
+    fn alloc(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr) -> Result<(), LlvmError> {
+        cg.device_alloc(self, fx, buf, len)
+    }
+
+    fn record_failure(&mut self, cg: &mut Cg<'ctx, '_>, _: &mut FnCx<'ctx>, code: u32) -> Result<(), LlvmError> {
+        cg.device_record_failure(self, code)
+    }
+
+    fn barrier(&mut self, cg: &mut Cg<'ctx, '_>, _: &mut FnCx<'ctx>) -> Result<(), LlvmError> {
+        cg.device_barrier(self.ctx)
+    }
+
+    fn mma(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, m: &Mma) -> Result<(), LlvmError> {
+        cg.device_mma(self.ctx, fx, m)
+    }
 }
 
 /// Emits every entry of the export `func`/`symbol` (spine already transformed) into
@@ -94,7 +134,6 @@ pub(crate) struct DeviceFn<'ctx> {
 pub(crate) fn emit_entries(cg: &mut Cg<'_, '_>, flavor: Flavor, n_seg: usize, block: u32) -> Result<Vec<String>, LlvmError> {
     let mut names = Vec::new();
     for role in std::iter::once(Role::Prep).chain((0..n_seg).map(Role::Seg)) {
-        cg.n_par = 0;
         let body = cg.device_body(role, flavor)?;
         names.push(cg.device_entry(role, body, flavor, block)?);
     }
@@ -145,8 +184,9 @@ impl<'ctx> Cg<'ctx, '_> {
         let ids = [int(p[status_at + 1])?, int(p[status_at + 2])?, int(p[status_at + 3])?, int(p[status_at + 4])?];
         let ctx = (flavor.ids == ThreadIds::Params).then(|| p[status_at + 5].into_pointer_value());
         let n_heap = heap.len();
-        let mut fx = self.begin(func, |_| Ok(FnKind::Device(DeviceFn { status, role, n_heap, ids, ctx })))?;
-        self.bind_shared(&mut fx, role, flavor)?;
+        let (mut fx, ()) = self.begin(func, |_| Ok(()))?;
+        let mut d = DeviceFn { status, role, n_heap, ids, ctx, n_seg: 0 };
+        self.bind_shared(&mut fx, role, flavor, ctx)?;
         if let Role::Seg(_) = role {
             for (i, d) in f.bufs.iter().enumerate() {
                 if let BufKind::Arg(a) = d.kind {
@@ -162,13 +202,13 @@ impl<'ctx> Cg<'ctx, '_> {
             self.store_var(&mut fx, v, p[n_ptrs + j])?;
         }
         if role == Role::Prep {
-            for &d in &p[n_ptrs..n_ptrs + f.dims.len()] {
-                let d = int(d)?;
-                let neg = self.b.build_int_compare(IP::SLT, d, i64t.const_zero(), "")?;
-                self.fail_if(&mut fx, neg, fail_code(FailKind::BadDims, 0))?;
+            for &dim in &p[n_ptrs..n_ptrs + f.dims.len()] {
+                let dim = int(dim)?;
+                let neg = self.b.build_int_compare(IP::SLT, dim, i64t.const_zero(), "")?;
+                self.fail_if(&mut d, &mut fx, neg, fail_code(FailKind::BadDims, 0))?;
             }
         }
-        self.block(&mut fx, &f.body)?;
+        self.block(&mut d, &mut fx, &f.body)?;
         self.b.build_unconditional_branch(fx.exit)?;
         self.b.position_at_end(fx.exit);
         self.b.build_return(None)?;
@@ -232,14 +272,6 @@ impl<'ctx> Cg<'ctx, '_> {
         Ok(name)
     }
 
-    /// The `DeviceFn` of `fx` (copied out, so `fx` can be borrowed again).
-    pub(super) fn device(fx: &FnCx<'ctx>) -> Result<(PointerValue<'ctx>, Role, usize, [IntValue<'ctx>; 4]), LlvmError> {
-        match &fx.kind {
-            FnKind::Device(d) => Ok((d.status, d.role, d.n_heap, d.ids)),
-            _ => Err(internal("device statement outside a device function")),
-        }
-    }
-
     /// `&status[j]`.
     pub(super) fn status_slot(&self, status: PointerValue<'ctx>, j: usize) -> Result<PointerValue<'ctx>, LlvmError> {
         let i64t = self.cx.i64_type();
@@ -287,18 +319,27 @@ impl<'ctx> Cg<'ctx, '_> {
         Ok(())
     }
 
-    /// `Parallel { var, n, body }` in a device function: see the module docs.
-    pub(crate) fn device_parallel(&mut self, fx: &mut FnCx<'ctx>, var: Var, n: &Expr, body: &Block) -> Result<(), LlvmError> {
-        let (status, role, n_heap, ids) = Self::device(fx)?;
-        let k = self.n_par;
-        self.n_par += 1;
+    /// `Parallel { var, n, body }` (`threads` = `None`) or `BlockParallel { var, n, threads,
+    /// body }` in a device function: see the module docs.
+    fn device_parallel(
+        &mut self,
+        d: &mut DeviceFn<'ctx>,
+        fx: &mut FnCx<'ctx>,
+        var: Var,
+        n: &Expr,
+        threads: Option<u32>,
+        body: &Block,
+    ) -> Result<(), LlvmError> {
+        let (status, role, n_heap) = (d.status, d.role, d.n_heap);
+        let k = d.n_seg;
+        d.n_seg += 1;
         let i64t = self.cx.i64_type();
         match role {
             Role::Prep => {
                 let n = int(self.expr(fx, n)?)?;
                 let smax = self.intrinsic("llvm.smax", &[i64t.into()])?;
                 let mut count = int(self.call(smax, &[n.into(), i64t.const_zero().into()])?)?;
-                if let Some(t) = crate::schedule::kir::gpu::block_threads(self.func, var) {
+                if let Some(t) = threads {
                     // A block parallel's iterations are blocks: the host launches
                     // ceil(count / T) = n blocks of T threads (n is far below 2^63 / T: it
                     // counts tiles of a tensor's rows).
@@ -306,24 +347,15 @@ impl<'ctx> Cg<'ctx, '_> {
                 }
                 self.store_status(status, 1 + n_heap + k, count)
             }
-            Role::Seg(s) if s == k && crate::schedule::kir::gpu::block_threads(self.func, var).is_some() => {
-                self.block_stride(fx, status, ids, var, n, body)
-            }
-            Role::Seg(s) if s == k => self.grid_stride(fx, status, ids, var, n, body),
+            Role::Seg(s) if s == k && threads.is_some() => self.block_stride(d, fx, var, n, body),
+            Role::Seg(s) if s == k => self.grid_stride(d, fx, var, n, body),
             Role::Seg(_) => Ok(()),
         }
     }
 
     /// The grid-stride loop of the segment's own `Parallel`, then return.
-    fn grid_stride(
-        &mut self,
-        fx: &mut FnCx<'ctx>,
-        status: PointerValue<'ctx>,
-        ids: [IntValue<'ctx>; 4],
-        var: Var,
-        n: &Expr,
-        body: &Block,
-    ) -> Result<(), LlvmError> {
+    fn grid_stride(&mut self, d: &mut DeviceFn<'ctx>, fx: &mut FnCx<'ctx>, var: Var, n: &Expr, body: &Block) -> Result<(), LlvmError> {
+        let (status, ids) = (d.status, d.ids);
         let i64t = self.cx.i64_type();
         let n = int(self.expr(fx, n)?)?;
         // A thread started after a failure does nothing.
@@ -350,7 +382,7 @@ impl<'ctx> Cg<'ctx, '_> {
             self.store_var(fx, v, x)?;
         }
         self.store_var(fx, var, it.into())?;
-        self.block(fx, body)?;
+        self.block(d, fx, body)?;
         let it = int(self.b.build_load(i64t, ctr, "it")?)?;
         // it < n <= i64::MAX and stride < 2^63: no wrap.
         let next = self.b.build_int_nsw_add(it, stride, "it.next")?;
@@ -362,9 +394,9 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// `Alloc { buf, len }` in a device function: see the module docs.
-    pub(crate) fn device_alloc(&mut self, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr) -> Result<(), LlvmError> {
-        let (status, role, _, _) = Self::device(fx)?;
-        if role != Role::Prep {
+    fn device_alloc(&mut self, d: &mut DeviceFn<'ctx>, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr) -> Result<(), LlvmError> {
+        let status = d.status;
+        if d.role != Role::Prep {
             return Ok(());
         }
         let h = self.heap_bufs().iter().position(|&b| b == buf).ok_or_else(|| internal("alloc of a buffer that is not a heap buffer"))?;
@@ -372,17 +404,17 @@ impl<'ctx> Cg<'ctx, '_> {
         let len = int(self.expr(fx, len)?)?;
         let oom = fail_code(FailKind::OutOfMemory, 0);
         let neg = self.b.build_int_compare(IP::SLT, len, i64t.const_zero(), "")?;
-        self.fail_if(fx, neg, oom)?;
+        self.fail_if(d, fx, neg, oom)?;
         let size = i64t.const_int(self.func.buf(buf).elem.size(), false);
         let mul = self.intrinsic("llvm.smul.with.overflow", &[i64t.into()])?;
         let r = self.call(mul, &[len.into(), size.into()])?.into_struct_value();
         let over = int(self.b.build_extract_value(r, 1, "")?)?;
-        self.fail_if(fx, over, oom)?;
+        self.fail_if(d, fx, over, oom)?;
         self.store_status(status, 1 + h, len)
     }
 
     /// Records failure `code` in a device function (the caller then leaves through `exit`).
-    pub(crate) fn device_record_failure(&self, d: &DeviceFn<'ctx>, code: u32) -> Result<(), LlvmError> {
+    fn device_record_failure(&self, d: &DeviceFn<'ctx>, code: u32) -> Result<(), LlvmError> {
         let i64t = self.cx.i64_type();
         let k = i64t.const_int(u64::from(code), false);
         match d.role {

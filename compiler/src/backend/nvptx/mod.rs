@@ -17,8 +17,11 @@
 //!
 //! Pipeline ([`emit_ptx`]): check the exports (symbols, KIR) → [`spine`] transform → lower each
 //! export's entries ([`lower`], reusing `backend::llvm`'s expression and statement lowering
-//! with libdevice math) → link libdevice if any `__nv_*` function is called ([`libdevice`]) →
-//! verify → `default<O{n}>` → PTX text. Nothing is emitted for a module that fails to verify.
+//! with libdevice math; what differs on a device is `lower::DeviceFn`, this backend's
+//! implementation of `backend::llvm::lowering::Lowering`, and [`block`]) → link libdevice if
+//! any `__nv_*` function is called ([`libdevice`]) → verify → `default<O{n}>` → PTX text.
+//! Nothing is emitted for a module that fails to verify. The dependency goes one way: this
+//! backend builds on `backend::llvm`, which names nothing of it.
 //!
 //! Choices:
 //! - [`BLOCK`] = 128 threads: the schedule runs one GPU thread per outer point with long

@@ -7,7 +7,8 @@
 //! store a buffer (outside `Parallel` bodies) and contain no `Parallel` is wrapped in
 //! `Parallel { n: 1 }` (the generic schedule emits such code for rank-0 / rank-1 nodes).
 //! Statements that contain a `Parallel` are kept, and the blocks of an `If` around one are
-//! transformed recursively.
+//! transformed recursively. A block parallel ([`Stmt::BlockParallel`], GPU dialect) counts as
+//! a `Parallel` throughout: a segment of its own, never part of the spine.
 //!
 //! Rejected (the protocol cannot express them; [`SpineError`]):
 //! - a variable set inside a wrapped run and possibly read after it (an iteration's writes
@@ -17,8 +18,9 @@
 //! - an `If` around a `Parallel` whose condition reads memory;
 //! - an `Alloc` inside a run that touches memory (it would end up inside a `Parallel`).
 //!
-//! Invariant of the result: it passes `schedule::validate::check` when the input does, and
-//! has the input's semantics (wrapped runs execute once, in order, before the next statement).
+//! Invariant of the result: it passes `schedule::validate::check` (`check_gpu`) when the input
+//! does, and has the input's semantics (wrapped runs execute once, in order, before the next
+//! statement).
 
 use std::collections::BTreeSet;
 
@@ -66,12 +68,12 @@ pub fn make_spine_memory_free(f: &Func) -> Result<Func, SpineError> {
     Ok(out)
 }
 
-/// The number of `Parallel` statements of `b` (the segments of a transformed kernel, numbered
-/// in this pre-order).
+/// The number of `Parallel` and block parallel statements of `b` (the segments of a
+/// transformed kernel, numbered in this pre-order).
 pub fn count_parallel(b: &Block) -> usize {
     b.iter()
         .map(|s| match s {
-            Stmt::Parallel { .. } => 1,
+            Stmt::Parallel { .. } | Stmt::BlockParallel { .. } => 1,
             Stmt::For { body, .. } => count_parallel(body),
             Stmt::If { then, els, .. } => count_parallel(then) + count_parallel(els),
             _ => 0,
@@ -145,10 +147,10 @@ impl Cx<'_> {
     }
 }
 
-/// True if `s` contains a `Parallel`.
+/// True if `s` contains a `Parallel` (or a block parallel).
 fn has_parallel(s: &Stmt) -> bool {
     match s {
-        Stmt::Parallel { .. } => true,
+        Stmt::Parallel { .. } | Stmt::BlockParallel { .. } => true,
         Stmt::For { body, .. } => body.iter().any(has_parallel),
         Stmt::If { then, els, .. } => then.iter().chain(els).any(has_parallel),
         _ => false,
@@ -161,12 +163,12 @@ fn touches_memory(s: &Stmt) -> bool {
         Stmt::Set { value, .. } => expr_memory(value),
         Stmt::Store { .. } => true,
         Stmt::For { lo, hi, body, .. } => expr_memory(lo) || expr_memory(hi) || body.iter().any(touches_memory),
-        Stmt::Parallel { n, .. } => expr_memory(n),
+        Stmt::Parallel { n, .. } | Stmt::BlockParallel { n, .. } => expr_memory(n),
         Stmt::If { cond, then, els } => expr_memory(cond) || then.iter().chain(els).any(touches_memory),
         Stmt::Alloc { len, .. } => expr_memory(len),
         // Only inside block parallels, which are never part of the spine.
         Stmt::Mma(m) => m.operands().any(expr_memory),
-        Stmt::Fail { .. } => false,
+        Stmt::Barrier | Stmt::Fail { .. } => false,
     }
 }
 
@@ -185,7 +187,7 @@ fn expr_memory(e: &Expr) -> bool {
 fn first_alloc(b: &[Stmt]) -> Option<crate::schedule::kir::Buf> {
     b.iter().find_map(|s| match s {
         Stmt::Alloc { buf, .. } => Some(*buf),
-        Stmt::For { body, .. } | Stmt::Parallel { body, .. } => first_alloc(body),
+        Stmt::For { body, .. } | Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => first_alloc(body),
         Stmt::If { then, els, .. } => first_alloc(then).or_else(|| first_alloc(els)),
         _ => None,
     })
@@ -198,7 +200,7 @@ fn writes(b: &[Stmt], out: &mut BTreeSet<Var>) {
             Stmt::Set { var, .. } => {
                 out.insert(*var);
             }
-            Stmt::For { var, body, .. } | Stmt::Parallel { var, body, .. } => {
+            Stmt::For { var, body, .. } | Stmt::Parallel { var, body, .. } | Stmt::BlockParallel { var, body, .. } => {
                 out.insert(*var);
                 writes(body, out);
             }
@@ -207,7 +209,7 @@ fn writes(b: &[Stmt], out: &mut BTreeSet<Var>) {
                 writes(els, out);
             }
             Stmt::Mma(m) => out.extend(m.d.iter().copied()),
-            Stmt::Store { .. } | Stmt::Alloc { .. } | Stmt::Fail { .. } => {}
+            Stmt::Store { .. } | Stmt::Alloc { .. } | Stmt::Barrier | Stmt::Fail { .. } => {}
         }
     }
 }
@@ -254,7 +256,7 @@ fn live_stmt(s: &Stmt, after: &BTreeSet<Var>) -> BTreeSet<Var> {
             reads(lo, &mut l);
             reads(hi, &mut l);
         }
-        Stmt::Parallel { var, n, body } => {
+        Stmt::Parallel { var, n, body } | Stmt::BlockParallel { var, n, body, .. } => {
             // Iterations' writes are private: nothing they set reaches the code after.
             l = live_block(body, &BTreeSet::new());
             l.remove(var);
@@ -270,6 +272,7 @@ fn live_stmt(s: &Stmt, after: &BTreeSet<Var>) -> BTreeSet<Var> {
             l = after.clone();
             reads(len, &mut l);
         }
+        Stmt::Barrier => l = after.clone(),
         Stmt::Mma(m) => {
             l = after.clone();
             for d in &m.d {

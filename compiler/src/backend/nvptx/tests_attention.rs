@@ -36,7 +36,7 @@ fn lib_attention_kernels_on_the_gpu_plan_match_the_interpreter() {
                 continue;
             }
             let prepared = crate::driver::prepare(&program, &k.name, &opts, &target).unwrap();
-            if prepared.scheduled.func.vars.iter().any(|v| v.name.starts_with(crate::schedule::kir::gpu::BLOCK_PREFIX)) {
+            if crate::schedule::kir::gpu::block_threads(&prepared.scheduled.func.body).is_some() {
                 planned += 1;
             }
             for (seed, (p, m)) in [(1usize, 1usize), (33, 17), (5, 40), (40, 3)].into_iter().enumerate() {

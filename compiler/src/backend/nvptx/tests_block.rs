@@ -6,7 +6,7 @@ use tfmc_runtime::gpu::{DevPtr, GpuDevice};
 
 use super::emu::{EmuDevice, with_emulator};
 use super::*;
-use crate::backend::test_kir::{K, bin, for_, i, ld, par, set, st, v};
+use crate::backend::test_kir::{K, bin, bpar, for_, i, ld, par, set, st, v};
 use crate::schedule::kir::*;
 
 const T: u32 = 32;
@@ -23,21 +23,21 @@ fn block_sum() -> Func {
     let x = k.arg("x", Ty::I64);
     let o = k.arg("o", Ty::I64);
     let n = k.dim("n");
-    let sum = k.stack("gpu:shared.sum", Ty::I64, T);
-    let rev = k.stack("gpu:shared.rev", Ty::I64, T);
-    let blk = k.var(&gpu::block_var_name(T), Ty::I64);
-    let t = k.var(gpu::THREAD, Ty::I64);
-    let bar = k.var(gpu::BARRIER, Ty::Bool);
+    let sum = k.shared("sum", Ty::I64, T);
+    let rev = k.shared("rev", Ty::I64, T);
+    let blk = k.var("blk", Ty::I64);
+    let t = k.thread();
     let (g, xv, r, half) = (k.var("g", Ty::I64), k.var("xv", Ty::I64), k.var("r", Ty::I64), k.var("half", Ty::I64));
-    let barrier = || set(bar, Expr::Const(Const::Bool(true)));
+    let barrier = || Stmt::Barrier;
     let tl = i64::from(T);
     let nblocks = bin(BinOp::Div, bin(BinOp::Add, v(n), i(tl - 1)), i(tl));
     let in_range = || bin(BinOp::Lt, v(g), v(n));
     // Clamp so that dead threads load in bounds (n > 0 whenever a block exists).
     let clamped = bin(BinOp::Min, v(g), bin(BinOp::Sub, v(n), i(1)));
-    k.body(vec![par(
+    k.body(vec![bpar(
         blk,
         nblocks,
+        T,
         vec![
             set(g, bin(BinOp::Add, bin(BinOp::Mul, v(blk), i(tl)), v(t))),
             set(xv, Expr::Select { c: Box::new(in_range()), a: Box::new(ld(x, clamped)), b: Box::new(i(0)) }),
@@ -126,31 +126,65 @@ fn cpu_validation_rejects_the_gpu_dialect() {
     assert!(e.to_string().contains("GPU dialect"), "{e}");
 }
 
+/// One kernel per construct of the GPU dialect, each alone: the CPU validator and both CPU
+/// backends name the construct.
+#[test]
+fn cpu_backends_reject_each_gpu_construct_by_kind() {
+    let kernel = |what: &str| {
+        let mut k = K::new("one");
+        let o = k.arg("o", Ty::I64);
+        let b = k.var("b", Ty::I64);
+        let body = match what {
+            "a block parallel" => vec![bpar(b, i(1), 32, vec![st(o, i(0), i(1))])],
+            "a barrier" => vec![Stmt::Barrier],
+            "shared buffer" => {
+                let s = k.shared("s", Ty::I64, 32);
+                vec![st(s, i(0), i(1))]
+            }
+            "the thread-index variable" => {
+                k.thread();
+                vec![st(o, i(0), i(1))]
+            }
+            _ => unreachable!(),
+        };
+        k.body(body)
+    };
+    for what in ["a block parallel", "a barrier", "shared buffer", "the thread-index variable"] {
+        let f = kernel(what);
+        let e = crate::schedule::validate::check(&f).unwrap_err();
+        assert!(e.starts_with(what) && e.contains("GPU dialect"), "{what}: {e}");
+        let exports = [Export::new(&f, "k")];
+        let e = crate::backend::llvm::emit_llvm(&exports, &crate::backend::llvm::TargetOptions::default()).unwrap_err();
+        assert!(e.to_string().contains(what), "{what}: {e}");
+        let e = crate::backend::cranelift::emit_clif(&exports, &Default::default()).unwrap_err();
+        assert!(e.to_string().contains(what), "{what}: {e}");
+    }
+}
+
 #[test]
 fn gpu_validation_checks_the_dialect_rules() {
     // A failure inside a block parallel.
     let mut f = block_sum();
-    if let Stmt::Parallel { body, .. } = &mut f.body[0] {
+    if let Stmt::BlockParallel { body, .. } = &mut f.body[0] {
         body.push(Stmt::Fail { code: 7 });
     }
     let e = crate::schedule::validate::check_gpu(&f).unwrap_err();
     assert!(e.contains("failure inside a block parallel"), "{e}");
     // A barrier outside any block parallel.
     let mut f = block_sum();
-    let bar = Var(f.vars.iter().position(|d| d.name == gpu::BARRIER).unwrap() as u32);
-    f.body.push(set(bar, Expr::Const(Const::Bool(true))));
+    f.body.push(Stmt::Barrier);
     let e = crate::schedule::validate::check_gpu(&f).unwrap_err();
     assert!(e.contains("barrier outside"), "{e}");
     // A thread count that is not a multiple of 32.
     let mut f = block_sum();
-    let Stmt::Parallel { var, .. } = &f.body[0] else { unreachable!() };
-    f.vars[var.0 as usize].name = gpu::block_var_name(48);
+    let Stmt::BlockParallel { threads, .. } = &mut f.body[0] else { unreachable!() };
+    *threads = 48;
     let e = crate::schedule::validate::check_gpu(&f).unwrap_err();
     assert!(e.contains("multiple of 32"), "{e}");
     // The thread variable outside a block parallel.
     let mut k = K::new("t");
     let o = k.arg("o", Ty::I64);
-    let t = k.var(gpu::THREAD, Ty::I64);
+    let t = k.thread();
     let j = k.var("j", Ty::I64);
     let f = k.body(vec![par(j, i(4), vec![st(o, v(j), v(t))])]);
     let e = crate::schedule::validate::check_gpu(&f).unwrap_err();

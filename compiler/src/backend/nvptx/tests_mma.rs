@@ -8,7 +8,7 @@ use tfmc_runtime::gpu::{DevPtr, GpuDevice};
 
 use super::emu::{EmuDevice, with_emulator};
 use super::*;
-use crate::backend::test_kir::{K, bin, i, ld, par, set, st, v};
+use crate::backend::test_kir::{K, bin, bpar, i, ld, set, st, v};
 use crate::schedule::kir::*;
 
 /// Threads per block: two warps, so two products per block.
@@ -21,8 +21,8 @@ fn tiles(kind: MmaKind) -> Func {
     let (a, b, c) = (k.arg("a", Ty::F32), k.arg("b", Ty::F32), k.arg("c", Ty::F32));
     let d = k.arg("d", Ty::F32);
     let nb = k.dim("nb");
-    let blk = k.var(&gpu::block_var_name(T), Ty::I64);
-    let t = k.var(gpu::THREAD, Ty::I64);
+    let blk = k.var("blk", Ty::I64);
+    let t = k.thread();
     let (w, g, tg) = (k.var("w", Ty::I64), k.var("g", Ty::I64), k.var("tg", Ty::I64));
     let dv: Vec<Var> = (0..4).map(|j| k.var(&format!("d{j}"), Ty::F32)).collect();
     let add = |x: Expr, y: i64| bin(BinOp::Add, x, i(y));
@@ -53,7 +53,7 @@ fn tiles(kind: MmaKind) -> Func {
     for (j, &(r, n)) in cpos.iter().enumerate() {
         body.push(st(d, at_c(row(r), col(n)), v(dv[j])));
     }
-    k.body(vec![par(blk, v(nb), body)])
+    k.body(vec![bpar(blk, v(nb), T, body)])
 }
 
 fn alloc(dev: &mut EmuDevice<'_>, bytes: &[u8]) -> DevPtr {

@@ -2,38 +2,36 @@
 //! barriers, shared buffers, block parallels; see the `kir` module docs): the one place the
 //! plans construct the dialect.
 
-use super::super::kir::{Buf, BufKind, Const, Expr, Ty, Var, gpu};
+use super::super::kir::{Buf, BufKind, Expr, Ty, Var};
 use super::super::lower::Cx;
 
-/// The GPU dialect as a block parallel's code uses it: the thread index, barriers and shared
-/// buffers (one per kernel of each; see the `kir` module docs).
+/// The GPU dialect as a block parallel's code uses it: the thread index, barriers, shared
+/// buffers and block parallels, each a KIR construct of its own kind (`kir` module docs).
 #[derive(Clone, Copy)]
 pub(super) struct Dialect {
-    /// The thread's index in its block.
+    /// The thread's index in its block (the kernel's one thread-index variable).
     pub thread: Var,
-    barrier: Var,
 }
 
 impl Dialect {
-    /// The kernel's thread index and barrier.
+    /// The kernel's thread index.
     pub fn new(cx: &mut Cx<'_>) -> Dialect {
-        let thread = cx.b.reserved_var(gpu::THREAD, Ty::I64);
-        let barrier = cx.b.reserved_var(gpu::BARRIER, Ty::Bool);
-        Dialect { thread, barrier }
+        Dialect { thread: cx.b.thread_var() }
     }
 
     /// A barrier of the block's threads.
     pub fn sync(&self, cx: &mut Cx<'_>) {
-        cx.b.set(self.barrier, Expr::Const(Const::Bool(true)));
+        cx.b.barrier();
     }
 
-    /// A shared buffer of `n` elements, one per block, named `{prefix}.{name}` for dumps.
+    /// A shared buffer of `n` elements, one per block. `gpu:shared.{prefix}.{name}` is only its
+    /// display name: its kind makes it shared.
     pub fn shared(cx: &mut Cx<'_>, prefix: &str, name: &str, ty: Ty, n: u32) -> Buf {
-        cx.b.buf(&format!("{}{prefix}.{name}", gpu::SHARED_PREFIX), ty, BufKind::Stack(n))
+        cx.b.buf(&format!("gpu:shared.{prefix}.{name}"), ty, BufKind::Shared(n))
     }
 
     /// Opens a block parallel of `n` blocks of `threads` threads; returns the block index.
     pub fn open_blocks(cx: &mut Cx<'_>, threads: u32, n: Expr) -> Var {
-        cx.b.open_parallel(&gpu::block_var_name(threads), n)
+        cx.b.open_block_parallel(n, threads)
     }
 }
