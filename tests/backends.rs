@@ -82,6 +82,79 @@ fn attention_inputs(program: &tfmc::Program, kernel: &str, p: usize, m: usize, s
     tfmc::inputs::random_inputs(program, kernel, &d, seed).unwrap()
 }
 
+/// The inline `f32` math of the schedule (`exp` without a float → integer conversion, `tanh`
+/// through `expm1`, `sigmoid`, `elu`) against the f64 interpreter, element by element, at the
+/// edges of their ranges: ±0, tiny, the clamps of `exp` (-87.34, -86, 88.72), large, ±inf, NaN.
+fn inline_math_at_the_edges(backend: &Target) {
+    let program = tfmc::load_str(
+        "math.tfm",
+        "kernel k(X: f32[N]) -> (E: f32[N], T: f32[N], S: f32[N], L: f32[N]) {\n    E[n] = exp(X[n])\n    T[n] = tanh(X[n])\n    \
+         S[n] = sigmoid(X[n])\n    L[n] = elu(X[n])\n}\n",
+    )
+    .unwrap();
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        1e-6,
+        -1e-6,
+        0.01,
+        0.1,
+        -0.1,
+        0.124,
+        0.126,
+        0.25,
+        0.5,
+        1.0,
+        -1.0,
+        2.0,
+        8.9,
+        9.0,
+        9.1,
+        -9.5,
+        20.0,
+        -20.0,
+        -80.0,
+        -85.9,
+        -86.0,
+        -86.1,
+        -87.0,
+        -87.3,
+        -87.4,
+        -100.0,
+        80.0,
+        88.0,
+        88.7,
+        88.72,
+        88.73,
+        100.0,
+        1e30,
+        -1e30,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+    ];
+    // A sweep of [-90, 90] that hits every rounding of n = round(x·log2 e).
+    xs.extend((0..1801).map(|i| -90.0 + 0.1 * f64::from(i) + 0.0123));
+    let n = xs.len();
+    let x = Tensor::from_f64(tfmc_runtime::DType::F32, vec![n], xs.clone()).unwrap();
+    let inputs: BTreeMap<String, Tensor> = [("X".to_string(), x)].into();
+    let params = BTreeMap::new();
+    let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
+    let got = run_on(backend, &program, "k", &inputs, &params).unwrap();
+    for name in ["E", "T", "S", "L"] {
+        let (g, w) = (got[name].to_f64_vec(), want[name].to_f64_vec());
+        for i in 0..n {
+            // The f64 result rounded to the f32 output (above f32's range: inf).
+            let (g, w) = (g[i], w[i] as f32 as f64);
+            // A few f32 ulps relative, or absolute where the result is at the bottom of f32.
+            let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-6 * w.abs() + 1e-37;
+            assert!(ok, "{}: {name}({}) = {g}, want {w}", backend.name(), xs[i]);
+        }
+    }
+}
+
 /// An output with missing points read by a later statement: the reader's points there are
 /// missing too (written as 0), not computed from the 0 the output holds.
 fn partial_output_read_by_a_later_statement(backend: &Target) {
@@ -275,6 +348,13 @@ macro_rules! suite {
             fn integer_functions_in_a_user_combine() {
                 if available(&$backend, "user combine") {
                     super::integer_functions_in_a_user_combine(&$backend);
+                }
+            }
+
+            #[test]
+            fn inline_math_at_the_edges() {
+                if available(&$backend, "inline math") {
+                    super::inline_math_at_the_edges(&$backend);
                 }
             }
         }

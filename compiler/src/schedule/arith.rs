@@ -225,6 +225,13 @@ pub(crate) fn expm1(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
 /// the reduced range). `x` is clamped to `[-86, 88.72]` first so `2^(n-1)` is a normal
 /// float; below -87.34 gives 0 (also `-inf`), above 88.72 gives `inf`, NaN stays NaN. In
 /// `[-87.34, -86]` the result is off by at most 1e-37 absolute.
+///
+/// No float → integer conversion: `n` is rounded by adding `1.5·2^23` (the sum's low
+/// mantissa bits then hold `n`, round-to-nearest-even as `roundeven`), and `2^(n-1)`'s bits
+/// are that sum's bits plus 126, shifted into the exponent field (the shift drops the
+/// shifter's own bits). A saturating `Cast` would do the same but lowers to scalar code on
+/// x86 (`fptosi.sat` has no vector instruction), which cost as much as the two products of an
+/// attention tile.
 pub(crate) fn exp_f32(bld: &mut Builder, x: Expr) -> Expr {
     let c = |v: f32| Expr::Const(Const::F32(v));
     let x = match x {
@@ -232,7 +239,10 @@ pub(crate) fn exp_f32(bld: &mut Builder, x: Expr) -> Expr {
         x => e::var(bld.let_("exp.x", x)),
     };
     let xc = e::var(bld.let_("exp.xc", e::bin(K::Max, e::bin(K::Min, x.clone(), c(88.72)), c(-86.0))));
-    let n = e::var(bld.let_("exp.n", e::un(KU::RoundEven, e::mul(xc.clone(), c(std::f32::consts::LOG2_E)))));
+    // 1.5·2^23: adding it rounds |v| < 2^22 to an integer held in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
+    let t = e::var(bld.let_("exp.t", e::add(e::mul(xc.clone(), c(std::f32::consts::LOG2_E)), c(SHIFTER))));
+    let n = e::var(bld.let_("exp.n", e::sub(t.clone(), c(SHIFTER))));
     let r = e::var(bld.let_("exp.r", e::sub(e::sub(xc, e::mul(n.clone(), c(0.693_145_75))), e::mul(n.clone(), c(1.428_606_8e-6)))));
     // Horner for e^r on |r| <= ln2/2.
     let coeffs = [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
@@ -240,12 +250,34 @@ pub(crate) fn exp_f32(bld: &mut Builder, x: Expr) -> Expr {
     for &k in &coeffs[1..] {
         p = e::add(e::mul(p, r.clone()), c(k));
     }
-    // 2^(n-1) from its exponent bits (n - 1 in -125..=127), times 2.
-    let bits = e::bin(K::Shl, e::add(e::cast(Ty::I32, n), Expr::Const(Const::I32(126))), Expr::Const(Const::I32(23)));
+    // 2^(n-1) from its exponent bits (n - 1 in -125..=127), times 2: bits(t) = bits(SHIFTER) + n,
+    // and bits(SHIFTER) << 23 is 0 in 32 bits.
+    let tbits = Expr::Bitcast { to: Ty::I32, x: Box::new(t) };
+    let bits = e::bin(K::Shl, e::add(tbits, Expr::Const(Const::I32(126))), Expr::Const(Const::I32(23)));
     let scale = Expr::Bitcast { to: Ty::F32, x: Box::new(bits) };
     let y = e::mul(e::mul(p, scale), c(2.0));
     let y = e::select(e::bin(K::Lt, x.clone(), c(-87.34)), c(0.0), y);
     e::select(e::bin(K::Gt, x, c(88.722_84)), c(f32::INFINITY), y)
+}
+
+/// `tanh x`: inline for `f32` as `sign(x) · m / (m + 2)` with `m = expm1(2|x|)` (no
+/// cancellation near 0: [`expm1`] is a polynomial there), 1 for `|x| > 9` (where `f32`'s
+/// `tanh` is 1), NaN for NaN; about 3e-7 relative. libm for `f64`.
+pub(crate) fn tanh(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
+    if ty != Ty::F32 {
+        return e::un(KU::Tanh, x);
+    }
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let x = match x {
+        v @ (Expr::Var(_) | Expr::Const(_)) => v,
+        x => e::var(bld.let_("tanh.x", x)),
+    };
+    let a = e::var(bld.let_("tanh.a", e::un(KU::Abs, x.clone())));
+    let m = expm1(bld, ty, e::mul(c(2.0), a.clone()));
+    let m = e::var(bld.let_("tanh.m", m));
+    let t = e::select(e::bin(K::Gt, a, c(9.0)), c(1.0), e::bin(K::Div, m.clone(), e::add(m, c(2.0))));
+    // sign(x)·t (NaN stays NaN through `m`; -0 gives +0).
+    e::select(e::bin(K::Lt, x, c(0.0)), e::un(KU::Neg, t.clone()), t)
 }
 
 /// A float elementwise function of type `ty`; `b` is the second argument of binary ones.
@@ -276,7 +308,7 @@ pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -
         Func::Sign => e::select(e::bin(K::Gt, a.clone(), c(0.0)), c(1.0), e::select(e::bin(K::Lt, a.clone(), c(0.0)), c(-1.0), a)),
         Func::Floor => e::un(KU::Floor, a),
         Func::Ceil => e::un(KU::Ceil, a),
-        Func::Tanh => e::un(KU::Tanh, a),
+        Func::Tanh => tanh(bld, ty, a),
         Func::Sigmoid => sigmoid(bld, a),
         Func::Relu => e::bin(K::Max, a, c(0.0)),
         Func::Gelu => {
