@@ -12,6 +12,8 @@ pub mod llvm;
 pub mod nvptx;
 #[cfg(test)]
 pub(crate) mod test_kir;
+#[cfg(test)]
+mod tests_tile;
 
 use std::collections::HashSet;
 

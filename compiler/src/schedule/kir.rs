@@ -55,6 +55,11 @@
 //!   flow.
 //!
 //! [`gpu`] finds these constructs by kind (`uses_dialect`, `block_threads`, `has_mma`).
+//!
+//! **Tile products** ([`Stmt::TileProduct`], every target): a register-blocked `C = init + A·B`
+//! of a constant `m × n` tile over a run-time `K`, defined by its scalar loop expansion
+//! (`schedule::expand`); the LLVM CPU backend lowers it to vector code, the others run the
+//! expansion.
 
 use std::fmt;
 
@@ -408,6 +413,97 @@ pub enum Stmt {
     Barrier,
     /// A warp's tensor-core product (GPU dialect only, see the module docs).
     Mma(Box<Mma>),
+    /// A register-blocked tile product `C = init + A·B` (see [`TileProduct`]).
+    TileProduct(Box<TileProduct>),
+}
+
+/// The largest number of rows of a [`TileProduct`].
+pub const TILE_MAX_ROWS: u32 = 6;
+
+/// The largest number of columns of a [`TileProduct`].
+pub const TILE_MAX_COLS: u32 = 64;
+
+/// How the accumulators of a [`TileProduct`] start.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TileInit {
+    /// At 0: `C = A·B`.
+    Zero,
+    /// At the current `C`: `C += A·B`.
+    Load,
+    /// At `α_i · C[i][j]` with `α_i = scale[at + i]` (an `F32` buffer): the online-softmax
+    /// rescale folded into the load.
+    Scale {
+        /// The buffer of row scales.
+        buf: Buf,
+        /// The index of row 0's scale (`I64`).
+        at: Expr,
+    },
+}
+
+/// `C[c0 + i·ldc + j] = init(i, j) + Σ_{k < K} A[a0 + i·lda + k] · B[b0 + k·ldb + j]` for
+/// every row `i < m` and column `j < min(cols, n)`: the CPU sibling of [`Mma`], a product of an
+/// `m × K` panel of `A` (rows `lda` apart, `k` contiguous) and a `K × n` panel of `B` (rows
+/// `ldb` apart, `j` contiguous) into an `m × n` tile of `C` (rows `ldc` apart). `m` and `n` are
+/// constants (`1..=TILE_MAX_ROWS`, `1..=TILE_MAX_COLS`) so a backend can keep the tile in
+/// registers; `K` and `cols` are run-time values (`K <= 0` leaves `C = init`; columns from
+/// `cols` on are neither read nor written). `A`, `B`, `C` (and a scale buffer) hold `F32`;
+/// every element the product reads or writes is in bounds (the schedule guarantees), and `C`
+/// overlaps neither `A` nor `B`. The sum over `k` is in an unspecified order and may be
+/// contracted into FMAs.
+///
+/// Its meaning is its scalar loop expansion ([`super::expand::expand_tile_products`]), which is
+/// also how the backends without a vector lowering (Cranelift, NVPTX and its emulation) run
+/// it; the LLVM CPU backend keeps the tile in vector registers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TileProduct {
+    /// Rows of the tile (`1..=TILE_MAX_ROWS`).
+    pub m: u32,
+    /// Columns of the tile (`1..=TILE_MAX_COLS`).
+    pub n: u32,
+    /// Columns computed at run time (`I64`; at most `n` are).
+    pub cols: Expr,
+    /// The length of the sum (`I64`).
+    pub k: Expr,
+    /// `A`, its element 0 and its row stride (`I64`).
+    pub a: Buf,
+    /// Index of `A[0][0]`.
+    pub a0: Expr,
+    /// Row stride of `A`.
+    pub lda: Expr,
+    /// `B`, its element 0 and its row stride (`I64`).
+    pub b: Buf,
+    /// Index of `B[0][0]`.
+    pub b0: Expr,
+    /// Row stride of `B`.
+    pub ldb: Expr,
+    /// `C`, its element 0 and its row stride (`I64`).
+    pub c: Buf,
+    /// Index of `C[0][0]`.
+    pub c0: Expr,
+    /// Row stride of `C`.
+    pub ldc: Expr,
+    /// The accumulators' start.
+    pub init: TileInit,
+}
+
+impl TileProduct {
+    /// Every index and size expression, in field order (the scale's index last).
+    pub fn exprs(&self) -> impl Iterator<Item = &Expr> {
+        let scale = match &self.init {
+            TileInit::Scale { at, .. } => Some(at),
+            _ => None,
+        };
+        [&self.cols, &self.k, &self.a0, &self.lda, &self.b0, &self.ldb, &self.c0, &self.ldc].into_iter().chain(scale)
+    }
+
+    /// Every buffer it reads or writes (`A`, `B`, `C`, then the scales).
+    pub fn bufs(&self) -> impl Iterator<Item = Buf> {
+        let scale = match &self.init {
+            TileInit::Scale { buf, .. } => Some(*buf),
+            _ => None,
+        };
+        [self.a, self.b, self.c].into_iter().chain(scale)
+    }
 }
 
 /// The input format of a tensor-core product.

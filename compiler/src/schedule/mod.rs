@@ -20,6 +20,7 @@ pub mod arith;
 pub mod attention;
 pub mod build;
 mod common;
+pub mod expand;
 pub mod kir;
 pub mod lower;
 pub mod nodes;

@@ -64,6 +64,30 @@ fn block(func: &Func, b: &[Stmt], depth: usize, out: &mut String) -> fmt::Result
                 writeln!(out, "{pad}}}")?;
             }
             Stmt::Alloc { buf, len } => writeln!(out, "{pad}alloc {}[{}]", func.buf(*buf).name, expr(func, len))?,
+            Stmt::TileProduct(t) => {
+                let init = match &t.init {
+                    crate::schedule::kir::TileInit::Zero => "0".to_string(),
+                    crate::schedule::kir::TileInit::Load => "C".to_string(),
+                    crate::schedule::kir::TileInit::Scale { buf, at } => format!("{}[{} + i] * C", func.buf(*buf).name, expr(func, at)),
+                };
+                writeln!(
+                    out,
+                    "{pad}{}[{} + i*{} + j] = {init} + sum[k < {}]({}[{} + i*{} + k] * {}[{} + k*{} + j]) for i < {}, j < min({}, {})",
+                    func.buf(t.c).name,
+                    expr(func, &t.c0),
+                    expr(func, &t.ldc),
+                    expr(func, &t.k),
+                    func.buf(t.a).name,
+                    expr(func, &t.a0),
+                    expr(func, &t.lda),
+                    func.buf(t.b).name,
+                    expr(func, &t.b0),
+                    expr(func, &t.ldb),
+                    t.m,
+                    expr(func, &t.cols),
+                    t.n
+                )?
+            }
             Stmt::Mma(m) => {
                 let list = |xs: &[Expr]| xs.iter().map(|x| expr(func, x)).collect::<Vec<_>>().join(", ");
                 let d: Vec<String> = m.d.iter().map(|v| vname(func, v.0)).collect();

@@ -54,6 +54,10 @@ impl Uses {
                     self.vars.extend(m.d.iter().copied());
                     m.operands().for_each(|e| self.expr(e));
                 }
+                Stmt::TileProduct(t) => {
+                    self.bufs.extend(t.bufs());
+                    t.exprs().for_each(|e| self.expr(e));
+                }
                 Stmt::Barrier | Stmt::Fail { .. } => {}
             }
         }

@@ -16,7 +16,7 @@
 
 use std::cell::Cell;
 
-use crate::schedule::kir::{BinOp, Buf, BufDecl, BufKind, Expr, Func, Stmt, Ty, UnOp, Var};
+use crate::schedule::kir::{self, BinOp, Buf, BufDecl, BufKind, Expr, Func, Stmt, Ty, UnOp, Var};
 
 /// Checks `f` for a CPU backend; the error says what is wrong (a backend wraps it with the
 /// kernel's name). Each construct of the GPU dialect (`kir` module docs) is rejected by its
@@ -199,6 +199,33 @@ impl Cx<'_> {
                 self.dialect("a barrier")?;
                 if !self.in_block.get() {
                     return Err("a barrier outside a block parallel".into());
+                }
+                Ok(())
+            }
+            Stmt::TileProduct(t) => {
+                if !(1..=kir::TILE_MAX_ROWS).contains(&t.m) || !(1..=kir::TILE_MAX_COLS).contains(&t.n) {
+                    return Err(format!(
+                        "a tile product of {}x{} (rows 1..={}, columns 1..={})",
+                        t.m,
+                        t.n,
+                        kir::TILE_MAX_ROWS,
+                        kir::TILE_MAX_COLS
+                    ));
+                }
+                for e in t.exprs() {
+                    self.expect(e, Ty::I64, "a tile product's index or size")?;
+                }
+                for b in t.bufs() {
+                    let d = self.buf(b)?;
+                    if d.elem != Ty::F32 {
+                        return Err(format!("tile product buffer '{}' holds {}, not f32", d.name, d.elem));
+                    }
+                    if matches!(d.kind, BufKind::Shared(_)) {
+                        return Err(format!("tile product buffer '{}' is shared memory", d.name));
+                    }
+                }
+                if t.c == t.a || t.c == t.b {
+                    return Err("a tile product whose C is also an input".into());
                 }
                 Ok(())
             }

@@ -51,6 +51,8 @@ mod vloop;
 use cranelift_codegen::ir::Function;
 use cranelift_module::FuncId;
 
+use crate::schedule::kir;
+
 pub use super::Export;
 pub use super::llvm::PackedFn;
 pub use jit::{Jit, with_jit};
@@ -184,8 +186,10 @@ fn translate(cx: &mut jit::Cx, exports: &[Export<'_>], sink: &mut Sink<'_>) -> R
     for e in exports {
         crate::schedule::validate::check(e.func).map_err(|message| CraneliftError::InvalidKir { kernel: e.func.name.clone(), message })?;
     }
-    for e in exports {
-        entry::translate_export(cx, e, sink)?;
+    // Tile products run as their scalar loops here (the vectorizer may still vectorize them).
+    let expanded: Vec<kir::Func> = exports.iter().map(|e| crate::schedule::expand::expand_tile_products(e.func)).collect();
+    for (e, func) in exports.iter().zip(&expanded) {
+        entry::translate_export(cx, &Export { func, symbol: e.symbol.clone() }, sink)?;
     }
     Ok(())
 }

@@ -143,6 +143,7 @@ pub(super) fn live_in(var: Var, body: &Block) -> BTreeSet<Var> {
                     m.operands().for_each(|e| reads(e, written, live));
                     written.extend(m.d.iter().copied());
                 }
+                Stmt::TileProduct(t) => t.exprs().for_each(|e| reads(e, written, live)),
                 Stmt::Barrier | Stmt::Fail { .. } => {}
             }
         }

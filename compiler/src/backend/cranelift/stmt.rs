@@ -83,6 +83,11 @@ impl<'k> Fx<'_, 'k> {
             Stmt::BlockParallel { .. } => Err(self.gpu_dialect("a block parallel")),
             Stmt::Barrier => Err(self.gpu_dialect("a barrier")),
             Stmt::Mma(_) => Err(self.gpu_dialect("a tensor-core product")),
+            // `super::expand_exports` replaced every tile product by its loops.
+            Stmt::TileProduct(_) => Err(CraneliftError::InvalidKir {
+                kernel: self.f.name.clone(),
+                message: "a tile product reached the translation unexpanded".into(),
+            }),
             Stmt::Fail { code } => {
                 self.fail_jump(*code);
                 self.dead_block();

@@ -24,8 +24,15 @@ use super::{Export, LlvmError, types};
 use crate::schedule::kir::{BufKind, FailKind, Ty, fail_code};
 
 /// Emits the kernel function, packed entry and typed wrapper of `e` into `module`.
-pub(super) fn emit_export<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, e: &Export<'_>, native_f16: bool) -> Result<(), LlvmError> {
+pub(super) fn emit_export<'ctx>(
+    cx: &'ctx Context,
+    module: &Module<'ctx>,
+    e: &Export<'_>,
+    native_f16: bool,
+    vector_bits: u32,
+) -> Result<(), LlvmError> {
     let mut cg = Cg::new(cx, module, e.func, &e.symbol, native_f16);
+    cg.vector_bits = vector_bits;
     let kernel = cg.kernel_fn()?;
     let packed = cg.packed_entry(kernel)?;
     cg.typed_wrapper(packed)

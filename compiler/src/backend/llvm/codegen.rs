@@ -67,6 +67,9 @@ pub(crate) struct Cg<'ctx, 'a> {
     /// Where non-native math comes from ([`MathLib::Libm`] unless the builder of device code
     /// says so).
     pub(crate) math: MathLib,
+    /// The widest float vector the target has, in bits (128, 256 with AVX/AVX2, 512 with
+    /// AVX-512): sizes the register blocking of tile products (`super::tile`).
+    pub(crate) vector_bits: u32,
 }
 
 pub(crate) fn internal(msg: &str) -> LlvmError {
@@ -91,7 +94,7 @@ pub(crate) fn float(v: BasicValueEnum<'_>) -> Result<FloatValue<'_>, LlvmError> 
 
 impl<'ctx, 'a> Cg<'ctx, 'a> {
     pub(crate) fn new(cx: &'ctx Context, module: &'a Module<'ctx>, func: &'a Func, symbol: &'a str, native_f16: bool) -> Self {
-        Cg { cx, module, b: cx.create_builder(), func, symbol, native_f16, math: MathLib::Libm }
+        Cg { cx, module, b: cx.create_builder(), func, symbol, native_f16, math: MathLib::Libm, vector_bits: 128 }
     }
 
     pub(crate) fn ptr_type(&self) -> inkwell::types::PointerType<'ctx> {

@@ -52,6 +52,7 @@ pub(crate) mod tests;
 mod tests_aot;
 #[cfg(test)]
 mod tests_ops;
+mod tile;
 pub(crate) mod types;
 
 use inkwell::attributes::AttributeLoc;
@@ -170,8 +171,9 @@ fn build_module<'ctx>(
     check_exports(exports)?;
     let module = new_module(cx, tm);
     let native_f16 = target.features.iter().any(|f| f == "f16c" || f == "avx512fp16");
+    let vector_bits = target::vector_bits(target);
     for e in exports {
-        abi::emit_export(cx, &module, e, native_f16)?;
+        abi::emit_export(cx, &module, e, native_f16, vector_bits)?;
     }
     finish_module(cx, &module, target, features, tm, opt_level)?;
     Ok(module)

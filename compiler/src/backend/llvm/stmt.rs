@@ -59,6 +59,7 @@ impl<'ctx> Cg<'ctx, '_> {
             Stmt::Alloc { buf, len } => lw.alloc(self, fx, *buf, len),
             Stmt::Barrier => lw.barrier(self, fx),
             Stmt::Mma(m) => lw.mma(self, fx, m),
+            Stmt::TileProduct(t) => self.tile_product(fx, t),
             Stmt::Fail { code } => self.fail(lw, fx, *code),
         }
     }

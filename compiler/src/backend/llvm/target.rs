@@ -122,6 +122,20 @@ pub(crate) fn resolve(opts: &TargetOptions) -> Result<(ResolvedTarget, String), 
     Ok((ResolvedTarget { triple, cpu, features }, string))
 }
 
+/// The widest float vector of `target` in bits: 512 with AVX-512F, 256 with AVX, else 128. A
+/// named CPU without a feature string lists no features, so it gets 128 (correct everywhere,
+/// not the fastest).
+pub(crate) fn vector_bits(target: &ResolvedTarget) -> u32 {
+    let has = |f: &str| target.features.iter().any(|x| x == f);
+    if has("avx512f") {
+        512
+    } else if has("avx") {
+        256
+    } else {
+        128
+    }
+}
+
 /// LLVM's code generation level for `opt_level` (0..=3, checked by [`resolve`]).
 pub(crate) fn level(opt_level: u8) -> OptimizationLevel {
     match opt_level {

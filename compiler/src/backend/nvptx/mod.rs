@@ -206,7 +206,9 @@ pub(crate) fn prepare(exports: &[Export<'_>]) -> Result<Vec<GpuExport>, NvptxErr
     }
     let mut out = Vec::new();
     for e in exports {
-        let func = spine::make_spine_memory_free(e.func).map_err(|error| NvptxError::Spine { kernel: e.func.name.clone(), error })?;
+        // Tile products run as their scalar loops on a GPU (each thread's share is small).
+        let expanded = crate::schedule::expand::expand_tile_products(e.func);
+        let func = spine::make_spine_memory_free(&expanded).map_err(|error| NvptxError::Spine { kernel: e.func.name.clone(), error })?;
         // The transform keeps KIR valid; checked again since the backend relies on it.
         crate::schedule::validate::check_gpu(&func).map_err(|message| LlvmError::InvalidKir {
             kernel: func.name.clone(),

@@ -168,6 +168,7 @@ fn touches_memory(s: &Stmt) -> bool {
         Stmt::Alloc { len, .. } => expr_memory(len),
         // Only inside block parallels, which are never part of the spine.
         Stmt::Mma(m) => m.operands().any(expr_memory),
+        Stmt::TileProduct(_) => true,
         Stmt::Barrier | Stmt::Fail { .. } => false,
     }
 }
@@ -209,7 +210,7 @@ fn writes(b: &[Stmt], out: &mut BTreeSet<Var>) {
                 writes(els, out);
             }
             Stmt::Mma(m) => out.extend(m.d.iter().copied()),
-            Stmt::Store { .. } | Stmt::Alloc { .. } | Stmt::Barrier | Stmt::Fail { .. } => {}
+            Stmt::Store { .. } | Stmt::Alloc { .. } | Stmt::Barrier | Stmt::TileProduct(_) | Stmt::Fail { .. } => {}
         }
     }
 }
@@ -279,6 +280,10 @@ fn live_stmt(s: &Stmt, after: &BTreeSet<Var>) -> BTreeSet<Var> {
                 l.remove(d);
             }
             m.operands().for_each(|e| reads(e, &mut l));
+        }
+        Stmt::TileProduct(t) => {
+            l = after.clone();
+            t.exprs().for_each(|e| reads(e, &mut l));
         }
         Stmt::Fail { .. } => l = BTreeSet::new(),
     }
