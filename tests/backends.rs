@@ -155,6 +155,33 @@ fn inline_math_at_the_edges(backend: &Target) {
     }
 }
 
+/// Attention on shapes that are multiples of no tile (rows, keys, head sizes): rows and keys
+/// of 1, 5, 63, 65, 129, 1000 and `E`, `F` of 1, 17, 80, 128, 256 (the CPU plan's micro-tiles
+/// of 6 rows, 64-key blocks and 64-column chunks of `f`, the packed variant from 16 rows),
+/// on plain, causal, grouped-query and biased kernels. The GPU emulation runs the smaller
+/// half (it emulates one thread at a time).
+fn attention_on_shapes_off_every_tile(backend: &Target) {
+    let shapes: &[(usize, usize, usize, usize)] =
+        &[(5, 1000, 80, 80), (1000, 5, 1, 1), (129, 65, 17, 256), (63, 129, 128, 17), (65, 63, 256, 128), (300, 200, 64, 80)];
+    let shapes = if backend.gpu().is_some() { &shapes[..3] } else { shapes };
+    for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("gqa.tfm", "gqa"), ("alibi.tfm", "alibi")] {
+        let program = load_lib(file);
+        for (seed, &(p, m, e, f)) in shapes.iter().enumerate() {
+            let (_, k) = program.kernel(kernel).expect("the kernel");
+            let d: BTreeMap<String, usize> = [("B", 1), ("H", 2), ("G", 1), ("P", p), ("M", m), ("E", e), ("F", f)]
+                .iter()
+                .filter(|(n, _)| k.dims.iter().any(|dim| dim.name == *n))
+                .map(|(n, v)| (n.to_string(), *v))
+                .collect();
+            let inputs = tfmc::inputs::random_inputs(&program, kernel, &d, 40 + seed as u64).unwrap();
+            let params = BTreeMap::new();
+            let want = tfmc::interp::run_exact(&program, kernel, &inputs, &params).unwrap();
+            let got = run_on(backend, &program, kernel, &inputs, &params).unwrap();
+            check(&format!("{} {kernel} P={p} M={m} E={e} F={f}", backend.name()), &got, &want);
+        }
+    }
+}
+
 /// An output with missing points read by a later statement: the reader's points there are
 /// missing too (written as 0), not computed from the 0 the output holds.
 fn partial_output_read_by_a_later_statement(backend: &Target) {
@@ -348,6 +375,13 @@ macro_rules! suite {
             fn integer_functions_in_a_user_combine() {
                 if available(&$backend, "user combine") {
                     super::integer_functions_in_a_user_combine(&$backend);
+                }
+            }
+
+            #[test]
+            fn attention_on_shapes_off_every_tile() {
+                if available(&$backend, "attention shapes") {
+                    super::attention_on_shapes_off_every_tile(&$backend);
                 }
             }
 

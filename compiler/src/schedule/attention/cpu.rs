@@ -10,7 +10,7 @@ use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
-use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
+use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileProduct, Ty, Var};
 use super::super::lower::{Cx, IdxVar, Saved};
 use super::analysis::{Dot, pure};
 use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
@@ -259,9 +259,33 @@ fn init_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile) -> Result<(Var, 
 }
 
 /// The packed dot-product tile: `S[i, j] = Σ_e A[i, e] · Bᵀ[e, m0 + j]` (keys past the block
-/// read the padding; they are masked by [`softmax_block`]).
+/// read the padding; they are masked by [`softmax_block`]). With an `f32` state, as tile
+/// products of up to [`TILE_MAX_ROWS`] rows × the block's keys (the tile in registers);
+/// otherwise as loops.
 fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m0: Var) {
     let tmx = e::i64(i64::from(tile.tm));
+    if tile.ty == Ty::F32 && tile.tm <= TILE_MAX_COLS {
+        let b0 = e::add(e::var(kbase), e::var(m0));
+        row_tiles(cx, tile, |cx, r0, m| {
+            cx.b.emit(Stmt::TileProduct(Box::new(TileProduct {
+                m,
+                n: tile.tm,
+                cols: tmx.clone(),
+                k: p.e.clone(),
+                a: qt,
+                a0: e::mul(r0.clone(), e::i64(i64::from(EMAX))),
+                lda: e::i64(i64::from(EMAX)),
+                b: p.kt,
+                b0: b0.clone(),
+                ldb: p.mp.clone(),
+                c: tile.sb,
+                c0: e::mul(r0, tmx.clone()),
+                ldc: tmx.clone(),
+                init: TileInit::Zero,
+            })));
+        });
+        return;
+    }
     let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
     let j = cx.b.open_for("j", e::i64(0), tmx.clone());
     cx.b.store(tile.sb, e::add(e::mul(e::var(i), tmx.clone()), e::var(j)), e::num(Ty::F32, 0.0));
@@ -277,6 +301,28 @@ fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m
     cx.b.store(tile.sb, at.clone(), e::add(e::load(tile.sb, at), e::mul(e::var(a), kv)));
     cx.b.close();
     cx.b.close();
+    cx.b.close();
+}
+
+/// The tile's rows in micro-tiles of [`TILE_MAX_ROWS`] (the last one smaller): `emit(r0, m)`
+/// for each, `m` a constant (a branch per possible size of the last micro-tile).
+fn row_tiles(cx: &mut Cx<'_>, tile: &Tile, mut emit: impl FnMut(&mut Cx<'_>, Expr, u32)) {
+    let mr = TILE_MAX_ROWS.min(tile.tp);
+    let mrx = e::i64(i64::from(mr));
+    let q = cx.b.open_for("micro", e::i64(0), e::bin(K::Div, e::add(e::var(tile.nt), e::i64(i64::from(mr) - 1)), mrx.clone()));
+    let r0 = cx.b.let_("r0", e::mul(e::var(q), mrx));
+    let left = cx.b.let_("left", e::sub(e::var(tile.nt), e::var(r0)));
+    for m in (2..=mr).rev() {
+        let cond =
+            if m == mr { e::bin(K::Ge, e::var(left), e::i64(i64::from(m))) } else { e::bin(K::Eq, e::var(left), e::i64(i64::from(m))) };
+        cx.b.open_if(cond);
+        emit(cx, e::var(r0), m);
+        cx.b.open_else();
+    }
+    emit(cx, e::var(r0), 1);
+    for _ in 2..=mr {
+        cx.b.close();
+    }
     cx.b.close();
 }
 
@@ -368,6 +414,9 @@ fn softmax_block(
 fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var) -> Result<(), ScheduleError> {
     let (plan, node, fa) = (site.plan, site.node, site.f_axis());
     let pure_v = pure(site.d, plan.v, None);
+    if pure_v && tile.ty == Ty::F32 && tile.tm <= TILE_MAX_COLS {
+        return accumulate_tiles(cx, site, tile, m0, nm);
+    }
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
@@ -391,6 +440,54 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
     cx.b.close(); // rows
     cx.b.close(); // keys
     cx.unbind(plan.head.slot, old_m);
+    Ok(())
+}
+
+/// [`accumulate`] as tile products, when `v` can be evaluated at every key (pure) and the
+/// state is `f32`: the block's values are packed into `vp[j, f] = v(m0 + j, f)` (rows of
+/// `FMAX`: any index map, gather or widening of `V` is absorbed here), then each micro-tile of
+/// rows adds `w · vp` to its accumulator rows, [`TILE_MAX_COLS`] columns of `f` at a time, the
+/// tile in registers.
+fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var) -> Result<(), ScheduleError> {
+    let (plan, node, fa) = (site.plan, site.node, site.f_axis());
+    let fmax = e::i64(i64::from(FMAX));
+    let vp = cx.b.buf(&format!("{}.vp", node.name), Ty::F32, BufKind::Stack(tile.tm * FMAX));
+    let j = cx.b.open_for("j", e::i64(0), e::var(nm));
+    let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
+    let range = cx.ranges.get(plan.head.name.as_str()).cloned();
+    let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
+    let f = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
+    let old_f = cx.bind(site.slots[fa], IdxVar { var: f, range: Some(node.shape[fa].clone()) });
+    let val = cx.lower_as(site.d, plan.v, Ty::F32)?;
+    cx.b.store(vp, e::add(e::mul(e::var(j), fmax.clone()), e::var(f)), val);
+    cx.b.close();
+    cx.unbind(site.slots[fa], old_f);
+    cx.b.close();
+    cx.unbind(plan.head.slot, old_m);
+    let tmx = e::i64(i64::from(tile.tm));
+    let cw = e::i64(i64::from(TILE_MAX_COLS));
+    row_tiles(cx, tile, |cx, r0, mrows| {
+        let chunks = e::bin(K::Div, e::add(tile.fsize.clone(), e::i64(i64::from(TILE_MAX_COLS) - 1)), cw.clone());
+        let fc = cx.b.open_for("f.chunk", e::i64(0), chunks);
+        let f0 = e::mul(e::var(fc), cw.clone());
+        cx.b.emit(Stmt::TileProduct(Box::new(TileProduct {
+            m: mrows,
+            n: TILE_MAX_COLS,
+            cols: e::sub(tile.fsize.clone(), f0.clone()),
+            k: e::var(nm),
+            a: tile.sb,
+            a0: e::mul(r0.clone(), tmx.clone()),
+            lda: tmx.clone(),
+            b: vp,
+            b0: f0.clone(),
+            ldb: fmax.clone(),
+            c: tile.acc,
+            c0: e::add(e::mul(r0, fmax.clone()), f0),
+            ldc: fmax.clone(),
+            init: TileInit::Load,
+        })));
+        cx.b.close();
+    });
     Ok(())
 }
 
