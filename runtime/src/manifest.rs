@@ -182,10 +182,12 @@ pub enum FailKind {
     Absent = 4,
     /// A buffer could not be allocated.
     OutOfMemory = 5,
-    /// A negative dim was passed.
+    /// A dim was negative or larger than 2^40.
     BadDims = 6,
     /// A broken compiler invariant.
     Internal = 7,
+    /// A NULL pointer was passed to an entry point (C callers only: the runtime never does).
+    NullPointer = 8,
 }
 
 impl FailKind {
@@ -199,8 +201,22 @@ impl FailKind {
             5 => FailKind::OutOfMemory,
             6 => FailKind::BadDims,
             7 => FailKind::Internal,
+            8 => FailKind::NullPointer,
             _ => return None,
         })
+    }
+
+    /// Where a failure of this kind happens when it is not at one of the kernel's sites: out of
+    /// memory (any buffer allocation) and a NULL pointer (the entry point) carry site 0 in
+    /// their codes, which then names nothing; `None` for the kinds whose `code >> 8` indexes
+    /// the sites. (A negative dim, which only a C caller can pass, is reported by the entry
+    /// point as `BadDims` with site 0 too; the header says so.)
+    pub fn fixed_site(self) -> Option<&'static str> {
+        match self {
+            FailKind::OutOfMemory => Some("a buffer allocation"),
+            FailKind::NullPointer => Some("the entry point"),
+            _ => None,
+        }
     }
 
     /// What it means, in words.
@@ -211,8 +227,9 @@ impl FailKind {
             FailKind::Overflow => "integer overflow",
             FailKind::Absent => "a value that must exist reads a point that does not",
             FailKind::OutOfMemory => "out of memory",
-            FailKind::BadDims => "negative dimension",
+            FailKind::BadDims => "bad dimension",
             FailKind::Internal => "internal compiler error",
+            FailKind::NullPointer => "NULL pointer argument",
         }
     }
 }
