@@ -604,20 +604,6 @@ fn value_range(v: &[f64]) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::value_range;
-
-    #[test]
-    fn nan_and_inf_are_counted() {
-        assert_eq!(value_range(&[]), "empty");
-        assert_eq!(value_range(&[f64::NAN; 3]), "all 3 NaN");
-        assert_eq!(value_range(&[1.0, f64::NAN, -2.0]), "min -2.000000e0, max 1.000000e0; 1 NaN");
-        assert_eq!(value_range(&[f64::INFINITY, 0.5, f64::NAN]), "min 5.000000e-1, max inf; 1 NaN, 1 inf");
-        assert_eq!(value_range(&[0.25]), "min 2.500000e-1, max 2.500000e-1");
-    }
-}
-
 /// Writes `text` to stdout. A closed pipe (`tfmc ... | head`) ends the program quietly, as
 /// for other Unix tools, instead of panicking like `print!`.
 fn out(text: &str) {
@@ -629,5 +615,19 @@ fn out(text: &str) {
         }
         eprintln!("error: cannot write to stdout: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_range;
+
+    #[test]
+    fn nan_and_inf_are_counted() {
+        assert_eq!(value_range(&[]), "empty");
+        assert_eq!(value_range(&[f64::NAN; 3]), "all 3 NaN");
+        assert_eq!(value_range(&[1.0, f64::NAN, -2.0]), "min -2.000000e0, max 1.000000e0; 1 NaN");
+        assert_eq!(value_range(&[f64::INFINITY, 0.5, f64::NAN]), "min 5.000000e-1, max inf; 1 NaN, 1 inf");
+        assert_eq!(value_range(&[0.25]), "min 2.500000e-1, max 2.500000e-1");
     }
 }
