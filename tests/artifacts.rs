@@ -131,6 +131,36 @@ fn failed_build_into_missing_directory_leaves_nothing() {
     assert!(scratch.entries().is_empty(), "left behind: {:?}", scratch.entries());
 }
 
+/// A CPU name whose code this machine cannot run (it lacks a feature the CPU implies that the
+/// runtime can test), with that feature; `None` on a machine that has them all.
+fn newer_cpu() -> Option<(&'static str, &'static str)> {
+    [
+        ("diamondrapids", "avx512fp16"),
+        ("sapphirerapids", "avx512fp16"),
+        ("znver4", "avx512bf16"),
+        ("x86-64-v4", "avx512f"),
+        ("x86-64-v3", "avx2"),
+    ]
+    .into_iter()
+    .find(|(_, f)| tfmc_runtime::features::host_has_feature(f) == Some(false))
+}
+
+/// `--target-cpu` records the features the CPU implies, so an artifact for a newer CPU is
+/// refused when opened instead of dying with SIGILL at its first call.
+#[test]
+fn artifact_for_a_newer_cpu_is_refused() {
+    let Some((cpu, feature)) = newer_cpu() else {
+        eprintln!("SKIP: this machine has every feature of the newest CPUs");
+        return;
+    };
+    let scratch = Scratch::new("newer-cpu");
+    let lib = scratch.0.join("libscale.so");
+    let target = Target::Llvm(tfmc::backend::llvm::TargetOptions { cpu: Some(cpu.to_string()), features: None, opt_level: 1 });
+    tfmc::driver::build(&load_lib("sdpa.tfm"), &lib, &CompileOptions::default(), &target).unwrap_or_else(|e| panic!("build: {e}"));
+    let err = Artifact::open(&lib).err().unwrap_or_else(|| panic!("an artifact for {cpu} opened on a machine without {feature}"));
+    assert!(err.to_string().contains("needs CPU features this machine lacks") && err.to_string().contains(feature), "{err}");
+}
+
 #[test]
 fn build_param_becomes_the_manifest_default() {
     let scratch = Scratch::new("param");

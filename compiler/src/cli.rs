@@ -577,12 +577,31 @@ fn crate_random_inputs(
 
 fn print_summary(tensors: &BTreeMap<String, Tensor>, path: &Path) {
     for (name, t) in tensors {
-        let v = t.to_f64_vec();
-        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
-        let range = if v.is_empty() { "empty".to_string() } else { format!("min {lo:.6e}, max {hi:.6e}") };
-        out(&format!("{name}: {}{:?} ({range})\n", t.dtype(), t.shape()));
+        out(&format!("{name}: {}{:?} ({})\n", t.dtype(), t.shape(), value_range(&t.to_f64_vec())));
     }
     out(&format!("wrote {}\n", path.display()));
+}
+
+/// `min …, max …` of the values that are not NaN, then how many are NaN and how many infinite
+/// (`min -1e0, max inf; 2 NaN, 1 inf`); `all 6 NaN`; `empty`. A NaN never hides.
+fn value_range(v: &[f64]) -> String {
+    let nans = v.iter().filter(|x| x.is_nan()).count();
+    let infs = v.iter().filter(|x| x.is_infinite()).count();
+    if v.is_empty() {
+        return "empty".to_string();
+    }
+    if nans == v.len() {
+        return format!("all {nans} NaN");
+    }
+    let (lo, hi) = v.iter().filter(|x| !x.is_nan()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
+    let mut s = format!("min {lo:.6e}, max {hi:.6e}");
+    let counts: Vec<String> =
+        [(nans, "NaN"), (infs, "inf")].iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+    if !counts.is_empty() {
+        s.push_str("; ");
+        s.push_str(&counts.join(", "));
+    }
+    s
 }
 
 /// Writes `text` to stdout. A closed pipe (`tfmc ... | head`) ends the program quietly, as
@@ -596,5 +615,19 @@ fn out(text: &str) {
         }
         eprintln!("error: cannot write to stdout: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_range;
+
+    #[test]
+    fn nan_and_inf_are_counted() {
+        assert_eq!(value_range(&[]), "empty");
+        assert_eq!(value_range(&[f64::NAN; 3]), "all 3 NaN");
+        assert_eq!(value_range(&[1.0, f64::NAN, -2.0]), "min -2.000000e0, max 1.000000e0; 1 NaN");
+        assert_eq!(value_range(&[f64::INFINITY, 0.5, f64::NAN]), "min 5.000000e-1, max inf; 1 NaN, 1 inf");
+        assert_eq!(value_range(&[0.25]), "min 2.500000e-1, max 2.500000e-1");
     }
 }

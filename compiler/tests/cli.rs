@@ -74,6 +74,124 @@ fn run_sdpa(test: &str, kernel: &str, arrays: &[(&str, &[usize])]) -> (Output, b
     (o, exists)
 }
 
+/// A CPU name whose code this machine cannot run (it lacks a feature the CPU implies that the
+/// runtime can test); `None` on a machine that has them all.
+fn newer_cpu() -> Option<&'static str> {
+    [
+        ("diamondrapids", "avx512fp16"),
+        ("sapphirerapids", "avx512fp16"),
+        ("znver4", "avx512bf16"),
+        ("x86-64-v4", "avx512f"),
+        ("x86-64-v3", "avx2"),
+    ]
+    .into_iter()
+    .find(|(_, f)| tfmc_runtime::features::host_has_feature(f) == Some(false))
+    .map(|(c, _)| c)
+}
+
+/// JIT code for a CPU newer than this machine is refused with a message (exit 1), not run into
+/// an illegal instruction (exit 132).
+#[test]
+fn run_for_a_newer_target_cpu_is_refused() {
+    let Some(cpu) = newer_cpu() else {
+        eprintln!("SKIP: this machine has every feature of the newest CPUs");
+        return;
+    };
+    let s = Scratch::new("newer-cpu");
+    write_inputs(&s.path("in.npz"), &[("Q", &[1, 1, 2, 2]), ("K", &[1, 1, 2, 2]), ("V", &[1, 1, 2, 2])]);
+    let args =
+        ["run", "lib/sdpa.tfm", "-k", "sdpa", "-i", &s.str("in.npz"), "-o", &s.str("out.npz"), "--backend", "llvm", "--target-cpu", cpu];
+    let o = tfmc(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("cannot run code for target cpu '{cpu}' here")), "{}", stderr(&o));
+    assert!(!s.path("out.npz").exists());
+}
+
+/// `tfmc run` shows NaNs and infinities in its summary: an all-NaN output is not
+/// `min inf, max -inf`, and a partly-NaN one does not show only the finite range.
+#[test]
+fn run_summary_counts_nan_and_inf() {
+    let s = Scratch::new("nan-summary");
+    let shape: &[usize] = &[1, 1, 2, 2];
+    let q_nan_row = Tensor::new(DType::F32, shape.to_vec(), TensorData::F(vec![f64::NAN, f64::NAN, 0.5, 0.25])).unwrap();
+    let q_all_nan = Tensor::new(DType::F32, shape.to_vec(), TensorData::F(vec![f64::NAN; 4])).unwrap();
+    for (q, want) in [(q_nan_row, "; 2 NaN)"), (q_all_nan, "(all 4 NaN)")] {
+        let inputs: BTreeMap<String, Tensor> =
+            [("Q".to_string(), q), ("K".to_string(), f32_tensor(shape, 1)), ("V".to_string(), f32_tensor(shape, 2))].into_iter().collect();
+        tfmc_runtime::write_npz(&s.path("in.npz"), &inputs).unwrap();
+        let o = tfmc(&["run", "lib/sdpa.tfm", "-k", "sdpa", "-i", &s.str("in.npz"), "-o", &s.str("out.npz")]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains(&format!("O: f32[1, 1, 2, 2] {want}")) || stdout(&o).contains(want), "{}", stdout(&o));
+        assert!(!stdout(&o).contains("min inf, max -inf"), "{}", stdout(&o));
+    }
+}
+
+/// `--out` through a symlink writes the file it points to (the link stays), and an existing
+/// file keeps its permission bits.
+#[cfg(unix)]
+#[test]
+fn outputs_go_through_symlinks_and_keep_the_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("symlink-out");
+    std::fs::write(s.path("real.npz"), b"old").unwrap();
+    std::fs::set_permissions(s.path("real.npz"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("real.npz", s.path("link.npz")).unwrap();
+    let o = tfmc(&["inputs", "lib/sdpa.tfm", "-k", "sdpa", "--dims", "B=1,H=1,P=2,M=2,E=2,F=2", "--out", &s.str("link.npz")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(s.path("link.npz")).unwrap().file_type().is_symlink(), "the symlink was replaced");
+    assert_eq!(tfmc_runtime::read_npz(&s.path("real.npz")).unwrap().len(), 3);
+    assert_eq!(std::fs::metadata(s.path("real.npz")).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut names: Vec<String> = std::fs::read_dir(&s.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["link.npz", "real.npz"]);
+}
+
+/// A library output named like its header would be overwritten by it: refused before
+/// anything is compiled or written.
+#[test]
+fn build_refuses_an_output_that_is_its_own_header() {
+    let s = Scratch::new("own-header");
+    let o = tfmc(&["build", "lib/sdpa.tfm", "-o", &s.str("x.h")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains(&format!("the output '{}' is where the C header goes", s.str("x.h"))), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("wrote"));
+    assert!(std::fs::read_dir(&s.0).unwrap().next().is_none(), "something was written");
+}
+
+/// A write that fails midway (here: the file-size limit, as a full disk would) reports the
+/// real error only (no "ZipWriter drop failed" glued before it) and leaves nothing; a
+/// temporary file a killed tfmc left behind is removed by the next write to that path.
+#[cfg(target_os = "linux")]
+#[test]
+fn failed_and_killed_writes_leave_nothing() {
+    let s = Scratch::new("full-disk");
+    let args = ["inputs", "lib/sdpa.tfm", "-k", "sdpa", "--dims", "B=1,H=1,P=256,M=256,E=16,F=16", "--out", &s.str("x.npz")];
+    // `ulimit -f 16`: at most 8 KiB per file; SIGXFSZ ignored, so the write fails with EFBIG.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 16 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_tfmc"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("sh runs");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.starts_with("error: cannot write ") && e.contains(&s.str("x.npz")) && e.contains("File too large"), "{e}");
+    assert!(!e.contains("ZipWriter"), "{e}");
+    assert!(std::fs::read_dir(&s.0).unwrap().next().is_none(), "something was left");
+    // A killed writer's temporary file (its process is gone) goes with the next write.
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = s.path(&format!(".x.npz.{dead}.0.tmp"));
+    std::fs::write(&stale, vec![0u8; 4096]).unwrap();
+    let o = tfmc(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stale.exists(), "the stale temporary file is still there");
+    assert!(s.path("x.npz").exists());
+}
+
 #[test]
 fn check_good_file_exits_0_silently() {
     let o = tfmc(&["check", "lib/sdpa.tfm"]);

@@ -8,7 +8,8 @@
  * the dims in the order the header lists them, then params - sdpa has none), checks the
  * return code, compares O with a naive softmax attention in double precision and prints
  * "OK" (exit 0) or "FAIL" (exit 1). It also checks that a negative dim is refused with
- * TFMC_FAIL_BAD_DIMS before any buffer is touched. */
+ * TFMC_FAIL_BAD_DIMS, and a NULL pointer with TFMC_FAIL_NULL_POINTER, before any buffer is
+ * touched. */
 
 #include <math.h>
 #include <stdint.h>
@@ -32,6 +33,7 @@ static const char *fail_kind_name(int32_t code) {
     case TFMC_FAIL_OUT_OF_MEMORY: return "TFMC_FAIL_OUT_OF_MEMORY";
     case TFMC_FAIL_BAD_DIMS: return "TFMC_FAIL_BAD_DIMS";
     case TFMC_FAIL_INTERNAL: return "TFMC_FAIL_INTERNAL";
+    case TFMC_FAIL_NULL_POINTER: return "TFMC_FAIL_NULL_POINTER";
     default: return "unknown failure kind";
     }
 }
@@ -108,7 +110,11 @@ int main(void) {
     int32_t bad = tfmc_sdpa(q, k, v, o, -1, H, P, E, M, F);
     printf("negative dim: code %d, %s at site %d\n", (int)bad, fail_kind_name(bad), (int)(bad >> 8));
 
-    int ok = diff <= TOL && (bad & 0xff) == TFMC_FAIL_BAD_DIMS;
+    /* So is a NULL pointer (here the output). */
+    int32_t null = tfmc_sdpa(q, k, v, NULL, B, H, P, E, M, F);
+    printf("NULL output: code %d, %s\n", (int)null, fail_kind_name(null));
+
+    int ok = diff <= TOL && (bad & 0xff) == TFMC_FAIL_BAD_DIMS && null == TFMC_FAIL_NULL_POINTER;
     printf("%s\n", ok ? "OK" : "FAIL");
     free(q);
     free(k);

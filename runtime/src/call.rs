@@ -184,7 +184,10 @@ pub fn check_return(k: &KernelManifest, code: i32) -> Result<(), RuntimeError> {
     let Some(kind) = FailKind::from_code(bits) else {
         return Err(RuntimeError::UnknownFailure { kernel: k.name.clone(), code });
     };
-    let site = usize::try_from(bits >> 8).ok().and_then(|i| k.sites.get(i)).cloned().unwrap_or_else(|| "unknown site".to_string());
+    let site = match kind.fixed_site() {
+        Some(s) => s.to_string(),
+        None => usize::try_from(bits >> 8).ok().and_then(|i| k.sites.get(i)).cloned().unwrap_or_else(|| "unknown site".to_string()),
+    };
     Err(RuntimeError::Kernel { kernel: k.name.clone(), kind, site })
 }
 

@@ -14,7 +14,7 @@ use crate::manifest::{FailKind, KernelManifest, Manifest, TensorSpec};
 use crate::tensor::DType;
 
 /// Every failure kind with its C enumerator name.
-const FAIL_KINDS: [(FailKind, &str); 7] = [
+const FAIL_KINDS: [(FailKind, &str); 8] = [
     (FailKind::OutOfRange, "TFMC_FAIL_OUT_OF_RANGE"),
     (FailKind::DivByZero, "TFMC_FAIL_DIV_BY_ZERO"),
     (FailKind::Overflow, "TFMC_FAIL_OVERFLOW"),
@@ -22,6 +22,7 @@ const FAIL_KINDS: [(FailKind, &str); 7] = [
     (FailKind::OutOfMemory, "TFMC_FAIL_OUT_OF_MEMORY"),
     (FailKind::BadDims, "TFMC_FAIL_BAD_DIMS"),
     (FailKind::Internal, "TFMC_FAIL_INTERNAL"),
+    (FailKind::NullPointer, "TFMC_FAIL_NULL_POINTER"),
 ];
 
 /// C keywords (C11 and C23) and names `<stdbool.h>` defines: not usable as parameter names.
@@ -115,8 +116,16 @@ pub fn c_header(m: &Manifest, guard: &str) -> String {
          #ifdef __cplusplus\nextern \"C\" {{\n#endif\n\n"
     );
     h.push_str(
-        "/** Why a kernel failed: the low byte of its non-zero return code; the rest\n \
-         * (code >> 8) indexes the kernel's failure sites listed in its comment. */\n\
+        "/** Calling a kernel: every pointer must be non-NULL (bufs, dims and params of a packed\n \
+         * entry, every tensor of a typed one, even an empty tensor), and each tensor must point\n \
+         * to a buffer of at least as many elements as its shape gives with the dims passed\n \
+         * (C order, no padding); outputs must not overlap any other tensor. A NULL pointer\n \
+         * returns TFMC_FAIL_NULL_POINTER; a buffer too small is undefined behaviour. */\n\n\
+         /** Why a kernel failed: the low byte of its non-zero return code; the rest\n \
+         * (code >> 8) indexes the kernel's failure sites listed in its comment, except for\n \
+         * TFMC_FAIL_OUT_OF_MEMORY, TFMC_FAIL_NULL_POINTER and a negative dim\n \
+         * (TFMC_FAIL_BAD_DIMS, checked before any site), whose codes carry 0 and name no site.\n \
+         * Every dim must be between 0 and 2^40. */\n\
          enum tfmc_fail_kind {\n",
     );
     for (kind, name) in FAIL_KINDS {

@@ -22,6 +22,8 @@
 //! - [`error`]: [`ArtifactError`], [`RuntimeError`];
 //! - [`parallel`]: the thread pool JIT-compiled kernels call (`tfmc_parallel_for`);
 //! - [`npz`]: [`read_npz`], [`write_npz`], [`read_npy`], [`write_npy`], [`IoError`];
+//! - [`memory`]: the memory this process can still get, checked before allocating sizes read
+//!   from files;
 //! - private: `header` (the C header), `npy` (the array codec), `npy_header` (header parser), `atomic` (atomic writes; [`write_file_atomically`] is public for the compiler's outputs).
 
 pub mod aot;
@@ -35,6 +37,7 @@ pub mod features;
 pub mod gpu;
 mod header;
 pub mod manifest;
+pub mod memory;
 pub mod native;
 mod npy;
 mod npy_header;

@@ -43,9 +43,14 @@ pub const SECTION: &str = ".tfmc_manifest";
 /// `target.kind` of a GPU (PTX) artifact.
 pub const CUDA_KIND: &str = "cuda";
 
-/// How the manifest line of a PTX artifact starts: the PTX text is followed by one last line
+/// How the manifest line of a PTX artifact starts: the PTX text is followed by the line
 /// `//@tfmc-manifest <manifest JSON on one line>` (a PTX comment, so the file stays valid PTX).
 pub const PTX_MANIFEST_PREFIX: &str = "//@tfmc-manifest ";
+
+/// How the checksum line of a PTX artifact starts: its last line is `//@tfmc-crc32 XXXXXXXX`,
+/// the CRC-32 (IEEE, as the CPU artifacts' trailer) of every byte before that line, in 8
+/// lowercase hex digits.
+pub const PTX_CHECKSUM_PREFIX: &str = "//@tfmc-crc32 ";
 
 /// A whole artifact's manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,10 +182,12 @@ pub enum FailKind {
     Absent = 4,
     /// A buffer could not be allocated.
     OutOfMemory = 5,
-    /// A negative dim was passed.
+    /// A dim was negative or larger than 2^40.
     BadDims = 6,
     /// A broken compiler invariant.
     Internal = 7,
+    /// A NULL pointer was passed to an entry point (C callers only: the runtime never does).
+    NullPointer = 8,
 }
 
 impl FailKind {
@@ -194,8 +201,22 @@ impl FailKind {
             5 => FailKind::OutOfMemory,
             6 => FailKind::BadDims,
             7 => FailKind::Internal,
+            8 => FailKind::NullPointer,
             _ => return None,
         })
+    }
+
+    /// Where a failure of this kind happens when it is not at one of the kernel's sites: out of
+    /// memory (any buffer allocation) and a NULL pointer (the entry point) carry site 0 in
+    /// their codes, which then names nothing; `None` for the kinds whose `code >> 8` indexes
+    /// the sites. (A negative dim, which only a C caller can pass, is reported by the entry
+    /// point as `BadDims` with site 0 too; the header says so.)
+    pub fn fixed_site(self) -> Option<&'static str> {
+        match self {
+            FailKind::OutOfMemory => Some("a buffer allocation"),
+            FailKind::NullPointer => Some("the entry point"),
+            _ => None,
+        }
     }
 
     /// What it means, in words.
@@ -206,8 +227,9 @@ impl FailKind {
             FailKind::Overflow => "integer overflow",
             FailKind::Absent => "a value that must exist reads a point that does not",
             FailKind::OutOfMemory => "out of memory",
-            FailKind::BadDims => "negative dimension",
+            FailKind::BadDims => "bad dimension",
             FailKind::Internal => "internal compiler error",
+            FailKind::NullPointer => "NULL pointer argument",
         }
     }
 }
@@ -335,8 +357,40 @@ impl GpuLaunch {
 
 /// The checked manifest of a PTX artifact's text (see [`PTX_MANIFEST_PREFIX`]): exactly one
 /// line must start with the prefix; its JSON is read with [`Manifest::from_json_checked`], the
-/// target kind must be [`CUDA_KIND`] and every kernel must have [`KernelManifest::gpu`].
+/// target kind must be [`CUDA_KIND`] and every kernel must have [`KernelManifest::gpu`]; then
+/// the last line must be the checksum line ([`PTX_CHECKSUM_PREFIX`]) and match the text
+/// before it ([`ArtifactError::Checksum`] otherwise: the PTX or manifest was changed). The
+/// format and version are read first, so a future format is reported as such.
 pub fn manifest_from_ptx(text: &str) -> Result<Manifest, ArtifactError> {
+    let m = manifest_line(text)?;
+    check_ptx_checksum(text)?;
+    Ok(m)
+}
+
+/// The checksum line's check (see [`manifest_from_ptx`]).
+fn check_ptx_checksum(text: &str) -> Result<(), ArtifactError> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let start = body.rfind('\n').map_or(0, |i| i + 1);
+    let missing = || {
+        ArtifactError::InvalidManifest(format!(
+            "the last line is not '{}XXXXXXXX': the PTX artifact is truncated or not written by this tfmc",
+            PTX_CHECKSUM_PREFIX
+        ))
+    };
+    let hex = body[start..].strip_prefix(PTX_CHECKSUM_PREFIX).ok_or_else(missing)?;
+    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(missing());
+    }
+    let recorded = u32::from_str_radix(hex, 16).map_err(|_| missing())?;
+    let computed = crc32fast::hash(&text.as_bytes()[..start]);
+    if recorded != computed {
+        return Err(ArtifactError::Checksum { recorded, computed });
+    }
+    Ok(())
+}
+
+/// The manifest line's checks (see [`manifest_from_ptx`]).
+fn manifest_line(text: &str) -> Result<Manifest, ArtifactError> {
     let mut lines = text.lines().filter_map(|l| l.strip_prefix(PTX_MANIFEST_PREFIX));
     let Some(json) = lines.next() else {
         return Err(ArtifactError::NoPtxManifest { prefix: PTX_MANIFEST_PREFIX });
@@ -355,7 +409,8 @@ pub fn manifest_from_ptx(text: &str) -> Result<Manifest, ArtifactError> {
 }
 
 /// A PTX artifact's text: `ptx` (given a final newline if it lacks one) followed by the line
-/// `//@tfmc-manifest <m as one-line JSON>\n`, which [`manifest_from_ptx`] reads back.
+/// `//@tfmc-manifest <m as one-line JSON>\n` and the checksum line `//@tfmc-crc32 XXXXXXXX\n`,
+/// which [`manifest_from_ptx`] reads back and checks.
 pub fn ptx_with_manifest(ptx: &str, m: &Manifest) -> String {
     // Serializing these plain structs cannot fail (see `Manifest::to_json`); JSON escapes
     // newlines inside strings, so the compact form is one line.
@@ -380,6 +435,8 @@ pub fn ptx_with_manifest(ptx: &str, m: &Manifest) -> String {
         }
     }
     out.push('\n');
+    let crc = crc32fast::hash(out.as_bytes());
+    let _ = writeln!(out, "{PTX_CHECKSUM_PREFIX}{crc:08x}");
     out
 }
 

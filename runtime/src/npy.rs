@@ -29,10 +29,15 @@ pub(crate) enum NpyError {
     },
     /// A well-formed array in Fortran order.
     FortranOrder,
+    /// The decoded array would need more memory than is available; the string says how much.
+    TooLarge(String),
 }
 
-/// Decodes one whole `.npy` array (header and data; trailing bytes are an error).
-pub(crate) fn decode(bytes: &[u8]) -> Result<Tensor, NpyError> {
+/// Decodes one whole `.npy` array (header and data; trailing bytes are an error). The decoded
+/// elements (8 bytes each, 1 for bool) must fit in `limit` bytes of memory when a limit is
+/// given, and are allocated fallibly: an array too large is [`NpyError::TooLarge`], not an
+/// abort.
+pub(crate) fn decode(bytes: &[u8], limit: Option<u64>) -> Result<Tensor, NpyError> {
     let header = parse_header(bytes).map_err(NpyError::Malformed)?;
     let (dtype, big_endian) = match &header.descr {
         Value::Str(s) => parse_type_str(s)?,
@@ -57,6 +62,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Tensor, NpyError> {
     if data.len() > need {
         return Err(malformed(format!("{} unexpected bytes after the array data", data.len() - need)));
     }
+    let decoded = if dtype == DType::Bool { 1 } else { 8 };
+    let need = (header.len as u64).saturating_mul(decoded);
+    crate::memory::check(&format!("decoding shape {:?} of {dtype}", header.shape), need, limit).map_err(NpyError::TooLarge)?;
     let chunks = data.chunks_exact(size);
     macro_rules! num {
         ($ty:ty, $n:literal) => {
@@ -66,15 +74,26 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Tensor, NpyError> {
             })
         };
     }
+    let n = header.len;
     let data = match dtype {
-        DType::F16 => TensorData::F(num!(u16, 2).map(|b| f16::from_bits(b).to_f64()).collect()),
-        DType::F32 | DType::BF16 => TensorData::F(num!(f32, 4).map(f64::from).collect()),
-        DType::F64 => TensorData::F(num!(f64, 8).collect()),
-        DType::I32 => TensorData::I(num!(i32, 4).map(i64::from).collect()),
-        DType::I64 => TensorData::I(num!(i64, 8).collect()),
-        DType::Bool => TensorData::B(data.iter().map(|&b| b != 0).collect()),
+        DType::F16 => TensorData::F(collect(n, num!(u16, 2).map(|b| f16::from_bits(b).to_f64()))?),
+        DType::F32 | DType::BF16 => TensorData::F(collect(n, num!(f32, 4).map(f64::from))?),
+        DType::F64 => TensorData::F(collect(n, num!(f64, 8))?),
+        DType::I32 => TensorData::I(collect(n, num!(i32, 4).map(i64::from))?),
+        DType::I64 => TensorData::I(collect(n, num!(i64, 8))?),
+        DType::Bool => TensorData::B(collect(n, data.iter().map(|&b| b != 0))?),
     };
     Tensor::new(dtype, header.shape, data).map_err(|e| malformed(e.to_string()))
+}
+
+/// The `n` items of `items` in a vector allocated fallibly.
+fn collect<T>(n: usize, items: impl Iterator<Item = T>) -> Result<Vec<T>, NpyError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|e| {
+        NpyError::TooLarge(format!("cannot allocate {} for {n} decoded elements: {e}", crate::memory::size((n * size_of::<T>()) as u64)))
+    })?;
+    v.extend(items);
+    Ok(v)
 }
 
 fn malformed(reason: impl Into<String>) -> NpyError {

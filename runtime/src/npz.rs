@@ -13,9 +13,12 @@
 //!   so (every caller that feeds `.npz` inputs to a kernel applies it).
 //!   Archives are uncompressed (like `np.savez`) with fixed member timestamps, so the same
 //!   tensors always give the same bytes.
+//! - Readers check each array's size against the memory available before reading or decoding
+//!   it, and allocate fallibly ([`IoError::TooLarge`]).
 //! - Writes are atomic: the data goes to a temporary file in the same directory that is renamed
 //!   over the target only when complete; on error nothing is left behind and an existing target
-//!   is untouched.
+//!   is untouched. Symlinks are written through, permissions kept, FIFOs and character devices
+//!   written to directly (see `crate::atomic`).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -110,6 +113,16 @@ pub enum IoError {
         /// The array, inside an `.npz` archive.
         array: Option<String>,
     },
+    /// An array needs more memory than is available (checked before it is read or decoded).
+    #[error("{}: {reason}", location(.path, .array.as_deref()))]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The array, inside an `.npz` archive.
+        array: Option<String>,
+        /// How much it needs and how much there is.
+        reason: String,
+    },
     /// A tensor to be written breaks the [`Tensor`] invariants (see [`Tensor::check`]).
     #[error("cannot write {}: {source}", location(.path, .array.as_deref()))]
     InvalidTensor {
@@ -137,15 +150,26 @@ fn npy_error(path: &Path, array: Option<&str>, e: NpyError) -> IoError {
         NpyError::Malformed(reason) => IoError::Malformed { path, array, reason },
         NpyError::Unsupported { numpy, descr } => IoError::UnsupportedDType { path, array, numpy, descr },
         NpyError::FortranOrder => IoError::FortranOrder { path, array },
+        NpyError::TooLarge(reason) => IoError::TooLarge { path, array, reason },
     }
 }
 
 /// Reads every array of an `.npz` archive, keyed by name (the member name without `.npy`).
+/// Each array's stored and decoded sizes are checked against the memory available
+/// ([`crate::memory::available`]) before it is read: a small deflated file holding a huge array
+/// is [`IoError::TooLarge`], not an abort.
 pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>, IoError> {
+    read_npz_within(path, crate::memory::available())
+}
+
+/// [`read_npz`] with the memory limit given (`None`: unchecked, still allocated fallibly).
+pub(crate) fn read_npz_within(path: &Path, limit: Option<u64>) -> Result<BTreeMap<String, Tensor>, IoError> {
     let file = File::open(path).map_err(|source| IoError::Read { path: path.into(), source })?;
     let not_npz = |e: zip::result::ZipError| IoError::NotNpz { path: path.into(), reason: e.to_string() };
     let mut archive = ZipArchive::new(BufReader::new(file)).map_err(not_npz)?;
     let mut out = BTreeMap::new();
+    // Bytes the arrays decoded so far hold.
+    let mut held = 0u64;
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(not_npz)?;
         if entry.is_dir() {
@@ -156,10 +180,16 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>, IoError> {
             return Err(IoError::NotAnArray { path: path.into(), member });
         };
         let malformed = |reason: String| IoError::Malformed { path: path.into(), array: Some(name.clone()), reason };
+        let too_large = |reason: String| IoError::TooLarge { path: path.into(), array: Some(name.clone()), reason };
         // Read at most one byte past the declared size, so a lying header cannot make us
         // allocate (or inflate) without bound.
         let declared = entry.size();
-        let mut bytes = Vec::with_capacity(declared.min(1 << 26) as usize);
+        let left = limit.map(|l| l.saturating_sub(held));
+        crate::memory::check("reading the array", declared, left).map_err(too_large)?;
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(usize::try_from(declared).unwrap_or(usize::MAX))
+            .map_err(|e| too_large(format!("cannot allocate {}: {e}", crate::memory::size(declared))))?;
         (&mut entry)
             .take(declared.saturating_add(1))
             .read_to_end(&mut bytes)
@@ -167,7 +197,8 @@ pub fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>, IoError> {
         if bytes.len() as u64 != declared {
             return Err(malformed(format!("archive member holds {} bytes but its header declares {declared}", bytes.len())));
         }
-        let tensor = npy::decode(&bytes).map_err(|e| npy_error(path, Some(&name), e))?;
+        let tensor = npy::decode(&bytes, left.map(|l| l.saturating_sub(declared))).map_err(|e| npy_error(path, Some(&name), e))?;
+        held = held.saturating_add((tensor.len() as u64).saturating_mul(if tensor.dtype() == crate::DType::Bool { 1 } else { 8 }));
         if out.insert(name.clone(), tensor).is_some() {
             return Err(IoError::DuplicateArray { path: path.into(), name });
         }
@@ -183,7 +214,7 @@ pub fn write_npz(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<(), 
         t.check().map_err(|source| IoError::InvalidTensor { path: path.into(), array: Some(name.clone()), source })?;
     }
     let result = write_atomically(path, |w| {
-        let mut zip = ZipWriter::new(w);
+        let mut zip = ZipWriter::new(Latch::new(w));
         for (name, t) in tensors {
             let bytes = (t.len() as u64).saturating_mul(t.dtype().size_bytes() as u64);
             let options = zip::write::FileOptions::default()
@@ -203,10 +234,83 @@ pub fn write_npz(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<(), 
     })
 }
 
+/// A writer that, once an operation failed, accepts everything and writes nothing (keeping a
+/// consistent position): `ZipWriter` finishes the archive when dropped and prints "ZipWriter
+/// drop failed" to stderr when that fails, which after a first error (a full disk) it always
+/// would. The first error is what [`write_npz`] reports, and the temporary file is removed
+/// anyway.
+struct Latch<W> {
+    inner: W,
+    failed: bool,
+    /// The position, and the largest position reached (the end).
+    pos: u64,
+    end: u64,
+}
+
+impl<W> Latch<W> {
+    fn new(inner: W) -> Latch<W> {
+        Latch { inner, failed: false, pos: 0, end: 0 }
+    }
+
+    /// Records a result: the new position, or the failure.
+    fn track<T>(&mut self, r: io::Result<T>, pos: impl FnOnce(&T, u64) -> u64) -> io::Result<T> {
+        match &r {
+            Ok(v) => {
+                self.pos = pos(v, self.pos);
+                self.end = self.end.max(self.pos);
+            }
+            Err(_) => self.failed = true,
+        }
+        r
+    }
+}
+
+impl<W: io::Write> io::Write for Latch<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failed {
+            return self.track(Ok(buf.len()), |n, p| p.saturating_add(*n as u64));
+        }
+        let r = self.inner.write(buf);
+        self.track(r, |n, p| p.saturating_add(*n as u64))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        let r = self.inner.flush();
+        self.track(r, |_, p| p)
+    }
+}
+
+impl<W: io::Seek> io::Seek for Latch<W> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        if self.failed {
+            let (base, d) = match to {
+                io::SeekFrom::Start(n) => (n, 0),
+                io::SeekFrom::Current(d) => (self.pos, d),
+                io::SeekFrom::End(d) => (self.end, d),
+            };
+            let pos = base.saturating_add_signed(d);
+            return self.track(Ok(pos), |p, _| *p);
+        }
+        let r = self.inner.seek(to);
+        self.track(r, |p, _| *p)
+    }
+}
+
 /// Reads one `.npy` file.
 pub fn read_npy(path: &Path) -> Result<Tensor, IoError> {
+    let read = |source| IoError::Read { path: path.into(), source };
+    let len = std::fs::metadata(path).map_err(read)?.len();
+    crate::memory::check("reading the file", len, crate::memory::available()).map_err(|reason| IoError::TooLarge {
+        path: path.into(),
+        array: None,
+        reason,
+    })?;
     let bytes = std::fs::read(path).map_err(|source| IoError::Read { path: path.into(), source })?;
-    npy::decode(&bytes).map_err(|e| npy_error(path, None, e))
+    let limit = crate::memory::available().map(|l| l.saturating_sub(bytes.len() as u64));
+    npy::decode(&bytes, limit).map_err(|e| npy_error(path, None, e))
 }
 
 /// Writes one `.npy` file, atomically; `bf16` is written as `float32`.

@@ -316,3 +316,73 @@ np.savez_compressed(sys.argv[2], x=x, h=x.astype(np.float16), i=np.arange(4, dty
     assert_eq!((m["s"].shape(), m["s"].to_f64_vec()), (&[][..], vec![2.5]));
     assert_eq!((m["e"].dtype(), m["e"].shape()), (DType::I64, &[0, 3][..]));
 }
+
+/// A small deflated archive holding a large array is refused before it is inflated or
+/// decoded when it does not fit in the memory available, naming the array.
+#[test]
+fn arrays_larger_than_memory_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bomb.npz");
+    // 2^21 f32 zeros: 8 MiB stored, 16 MiB decoded, a few KiB deflated.
+    let n = 1usize << 21;
+    let mut npy = raw_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2097152,), }", &[]);
+    npy.resize(npy.len() + 4 * n, 0);
+    write_zip(&path, &[("X.npy", npy)], zip::CompressionMethod::Deflated);
+    assert!(fs::metadata(&path).unwrap().len() < 1 << 20);
+    let msg = |limit: u64| read_npz_within(&path, Some(limit)).unwrap_err().to_string();
+    let stored = msg(4 << 20);
+    assert!(stored.contains("array 'X' in") && stored.contains("needs 8.0 MiB of memory, more than the 4.0 MiB available"), "{stored}");
+    let decoded = msg(20 << 20);
+    assert!(decoded.contains("array 'X' in") && decoded.contains("needs 16 MiB of memory, more than the 12 MiB available"), "{decoded}");
+    assert!(matches!(read_npz_within(&path, Some(20 << 20)), Err(IoError::TooLarge { .. })));
+    // With room for both it reads.
+    assert_eq!(read_npz_within(&path, Some(25 << 20)).unwrap()["X"].len(), n);
+    // Arrays already read count against the limit.
+    let two = dir.path().join("two.npz");
+    let mut small = raw_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (262144,), }", &[]);
+    small.resize(small.len() + 4 * 262144, 0);
+    write_zip(&two, &[("A.npy", small.clone()), ("B.npy", small)], zip::CompressionMethod::Deflated);
+    assert!(read_npz_within(&two, Some(6 << 20)).is_ok());
+    let second = read_npz_within(&two, Some(4 << 20)).unwrap_err().to_string();
+    assert!(second.contains("array 'B' in"), "{second}");
+}
+
+/// A failing write reports the real error only: no "ZipWriter drop failed" on stderr (checked
+/// through the latch that swallows what the archive writer does after a failure).
+#[test]
+fn the_latch_stops_after_the_first_error() {
+    struct Full(usize);
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 < buf.len() {
+                return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full"));
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Seek for Full {
+        fn seek(&mut self, _: std::io::SeekFrom) -> std::io::Result<u64> {
+            Ok(0)
+        }
+    }
+    let mut latch = Latch::new(Full(4));
+    assert_eq!(latch.write(b"abc").unwrap(), 3);
+    assert!(latch.write(b"defg").is_err());
+    // Everything after the first error succeeds without effect, so dropping a ZipWriter over
+    // it finishes quietly.
+    assert_eq!(latch.write(b"xyz").unwrap(), 3);
+    assert!(latch.flush().is_ok());
+    assert_eq!(latch.stream_position().unwrap(), 6);
+    assert_eq!(latch.seek(std::io::SeekFrom::Start(1)).unwrap(), 1);
+    assert_eq!(latch.seek(std::io::SeekFrom::End(-1)).unwrap(), 5);
+    assert_eq!(latch.inner.0, 1);
+    // A ZipWriter dropped after a failed write finishes into the latch without complaint.
+    let mut zip = ZipWriter::new(Latch::new(Full(100)));
+    zip.start_file("a.npy", zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored)).unwrap();
+    assert!(zip.write_all(&[0; 400]).is_err());
+    drop(zip);
+}

@@ -156,6 +156,14 @@ fn return_codes() {
         Err(RuntimeError::Kernel { site, .. }) => assert_eq!(site, "unknown site"),
         other => panic!("{other:?}"),
     }
+    // Out of memory and NULL pointers are not at a site: site 0 (here "first site") is not
+    // named for them.
+    let oom = check_return(&k, 5).unwrap_err().to_string();
+    assert!(oom.ends_with("failed: out of memory at a buffer allocation"), "{oom}");
+    let null = check_return(&k, 8).unwrap_err().to_string();
+    assert!(null.ends_with("failed: NULL pointer argument at the entry point"), "{null}");
+    let dims = check_return(&k, 6).unwrap_err().to_string();
+    assert!(dims.ends_with("failed: bad dimension at first site"), "{dims}");
     assert!(matches!(check_return(&k, 0x42), Err(RuntimeError::UnknownFailure { code: 0x42, .. })));
     assert!(matches!(check_return(&k, -1), Err(RuntimeError::UnknownFailure { .. })));
     // Through a call: the stand-in returns params[0] >> 32, i.e. W's high bits.

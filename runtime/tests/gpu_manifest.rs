@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use tfmc_runtime::ArtifactError;
-use tfmc_runtime::manifest::{GpuLaunch, Manifest, PTX_MANIFEST_PREFIX, manifest_from_ptx, ptx_with_manifest};
+use tfmc_runtime::manifest::{GpuLaunch, Manifest, PTX_CHECKSUM_PREFIX, PTX_MANIFEST_PREFIX, manifest_from_ptx, ptx_with_manifest};
 
 const PTX: &str = ".version 8.0\n.target sm_90\n.address_size 64\n";
 
@@ -38,15 +38,45 @@ fn ptx_round_trip() {
     let m = cuda_manifest();
     let text = ptx_with_manifest(PTX, &m);
     assert!(text.starts_with(PTX));
-    let last = text.lines().last().unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let last = lines[lines.len() - 2];
     assert!(last.starts_with(PTX_MANIFEST_PREFIX) && text.ends_with('\n'));
-    assert_eq!(text.lines().count(), PTX.lines().count() + 1);
+    assert!(lines[lines.len() - 1].starts_with(PTX_CHECKSUM_PREFIX));
+    assert_eq!(text.lines().count(), PTX.lines().count() + 2);
     assert!(last.contains(r#""gpu":{"block":256,"heap_elem_bytes":[4,8],"segments":2}"#));
     assert_eq!(manifest_from_ptx(&text).unwrap(), m);
     // A PTX text without a final newline still gets the manifest on a line of its own.
     let text = ptx_with_manifest(PTX.trim_end(), &m);
     assert_eq!(manifest_from_ptx(&text).unwrap(), m);
-    assert_eq!(text.lines().count(), PTX.lines().count() + 1);
+    assert_eq!(text.lines().count(), PTX.lines().count() + 2);
+}
+
+/// A PTX artifact whose PTX or manifest changed after it was written (a flipped byte, a cut
+/// or missing checksum line) is refused: CudaArtifact and tfmc-cuda-run read it through
+/// `manifest_from_ptx` before anything reaches the device.
+#[test]
+fn corrupted_ptx_artifacts_are_refused() {
+    let m = cuda_manifest();
+    let text = ptx_with_manifest(PTX, &m);
+    assert_eq!(manifest_from_ptx(&text).unwrap(), m);
+    // One changed byte in the PTX.
+    let flipped = text.replacen("sm_90\n", "sm_80\n", 1);
+    assert_ne!(flipped, text);
+    let e = manifest_from_ptx(&flipped).unwrap_err();
+    assert!(matches!(e, ArtifactError::Checksum { .. }), "{e}");
+    assert!(e.to_string().contains("checksum mismatch") && e.to_string().contains("corrupted"), "{e}");
+    // A PTX line cut out.
+    let cut: String = text.lines().filter(|l| !l.starts_with(".address_size")).map(|l| format!("{l}\n")).collect();
+    assert_ne!(cut, text);
+    assert!(matches!(manifest_from_ptx(&cut), Err(ArtifactError::Checksum { .. })));
+    // No checksum line (cut off at the end), or a malformed one.
+    let truncated = &text[..text.find(PTX_CHECKSUM_PREFIX).unwrap()];
+    let e = manifest_from_ptx(truncated).unwrap_err();
+    assert!(e.to_string().contains("the last line is not '//@tfmc-crc32 XXXXXXXX'"), "{e}");
+    let bad = format!("{truncated}{PTX_CHECKSUM_PREFIX}xyz\n");
+    assert!(matches!(manifest_from_ptx(&bad), Err(ArtifactError::InvalidManifest(_))));
+    // Without the final newline it still reads.
+    assert_eq!(manifest_from_ptx(text.trim_end()).unwrap(), m);
 }
 
 /// ptxas and the driver reject non-ASCII bytes anywhere: the manifest line is ASCII (JSON

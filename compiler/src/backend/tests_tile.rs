@@ -1,6 +1,6 @@
 //! Tile products (`kir::TileProduct`) on every CPU code path against their definition: the
-//! LLVM vector lowering at each vector width it selects (512, 256 and 128 bits, chosen by the
-//! target's features), and the scalar expansion (`schedule::expand`) on LLVM and Cranelift.
+//! LLVM vector lowering at each vector width it selects (512, 256 and 128 bits: the host and
+//! the x86-64-v3 and x86-64-v2 CPUs, all of which an AVX-512 host runs), and the scalar expansion (`schedule::expand`) on LLVM and Cranelift.
 //! Random `m <= 6`, `n` in `1..=64`, `K` in `0..=300`, every init kind, `cols` below, at and
 //! above `n`; elements of `C` outside the tile must stay untouched.
 
@@ -127,8 +127,8 @@ fn tile_products_match_their_definition_on_every_cpu_path() {
     let mut rng = StdRng::seed_from_u64(7);
     let widths = [
         ("host", TargetOptions::default()),
-        ("avx2", TargetOptions { features: Some("+avx2,+fma,+avx".into()), ..Default::default() }),
-        ("sse", TargetOptions { features: Some("+sse4.2".into()), ..Default::default() }),
+        ("x86-64-v3 (avx2)", TargetOptions { cpu: Some("x86-64-v3".into()), ..Default::default() }),
+        ("x86-64-v2 (sse)", TargetOptions { cpu: Some("x86-64-v2".into()), ..Default::default() }),
     ];
     let mut shapes: Vec<(u32, u32, Init)> = vec![(6, 64, Init::Zero), (6, 64, Init::Scale), (1, 1, Init::Load), (4, 17, Init::Load)];
     for _ in 0..10 {

@@ -120,6 +120,20 @@ fn check_param(p: &ast::ParamItem, diags: &mut Vec<Diagnostic>) -> Option<Param>
                 );
                 // Still declare it (without default) so its uses do not cascade.
                 None
+            } else if let (Lit::Int(i), hir::DType::I32) = (lit, p.dtype)
+                && i32::try_from(i).is_err()
+            {
+                // Caught here, not by a backend's manifest or the artifact loader.
+                diags.push(
+                    Diagnostic::error(
+                        format!("param '{}' is i32 but its default {i} does not fit", p.name.name),
+                        span,
+                        "out of range for i32",
+                    )
+                    .with_label(p.dtype_span, "declared type")
+                    .with_hint("i32 holds -2147483648 to 2147483647; declare the param i64 for more"),
+                );
+                None
             } else {
                 Some(crate::semantics::types::convert_lit(lit, p.dtype))
             }

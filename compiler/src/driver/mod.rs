@@ -183,6 +183,9 @@ pub enum CompileError {
     /// A `--param` does not fit.
     #[error("{0}")]
     Param(String),
+    /// The output paths cannot be used as given (e.g. the library where its header goes).
+    #[error("{0}")]
+    Output(String),
     /// Writing a file failed.
     #[error("cannot write '{path}': {error}")]
     Io {
@@ -302,19 +305,35 @@ fn build_shared_library(
     target: &Target,
     o: &TargetOptions,
 ) -> Result<Vec<Prepared>, CompileError> {
+    let hpath = out.with_extension("h");
+    if same_file(out, &hpath) {
+        return Err(CompileError::Output(format!(
+            "the output '{}' is where the C header goes (the output with extension .h): the header would overwrite the library; name the library e.g. '{}'",
+            out.display(),
+            out.with_extension("so").display()
+        )));
+    }
     let kernels = prepare_all(program, None, opts, target)?;
     let m = manifest(&kernels, target)?;
     let guard = out.file_stem().map(|s| s.to_string_lossy().to_uppercase()).unwrap_or_else(|| "TFMC".to_string());
     let guard: String = guard.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     let header = tfmc_runtime::manifest::c_header(&m, &format!("TFMC_{guard}_H"));
     llvm::build_shared_library(&exports(&kernels), &m.to_json(), o, out)?;
-    let hpath = out.with_extension("h");
     tfmc_runtime::write_file_atomically(&hpath, header.as_bytes()).map_err(|error| {
-        // Do not leave a library without its header.
-        let _ = std::fs::remove_file(out);
+        // Do not leave a library without its header, but never remove what is not a plain
+        // file (a symlink, a device such as /dev/null).
+        if std::fs::symlink_metadata(out).is_ok_and(|m| m.is_file()) {
+            let _ = std::fs::remove_file(out);
+        }
         CompileError::Io { path: hpath.display().to_string(), error }
     })?;
     Ok(kernels)
+}
+
+/// Whether `a` and `b` name the same file: the same path, or both exist and resolve to the
+/// same one (through symlinks).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// JIT-compiles prepared kernels for a JIT target (LLVM or Cranelift) and runs `f` with a

@@ -3,13 +3,15 @@
 //!   argument index, `noalias` (outputs overlap no other buffer; inputs are only read), dims and
 //!   params as values, stored into their variables on entry. Heap slots start null and are
 //!   freed in `exit`, which every path reaches.
-//! - `i32 @s_packed(ptr bufs, ptr dims, ptr params)`: checks every dim `>= 0` first (else
+//! - `i32 @s_packed(ptr bufs, ptr dims, ptr params)`: checks that no pointer is NULL first
+//!   (`bufs`, every `bufs[i]`, and `dims`/`params` when the kernel has dims/params; else
+//!   returns `fail_code(NullPointer, 0)`), then every dim `>= 0` (else
 //!   returns `fail_code(BadDims, 0)`), loads `bufs[i]`, the dims and the 8-byte param slots
 //!   (`i64` → `I64`, truncated to `I32`, `!= 0` for `Bool`; `double` → `F64`, `fptrunc` to
 //!   `F32`) and calls the kernel function.
 //! - `i32 @s(T* a0.., int64_t dims.., params..)`: the typed wrapper; params are
 //!   `int64_t`/`int32_t`/`bool` (`i1 zeroext`)/`float`/`double` by variable type. It packs its
-//!   arguments into stack arrays and calls `s_packed` (so it checks dims too).
+//!   arguments into stack arrays and calls `s_packed` (so it checks pointers and dims too).
 
 use inkwell::IntPredicate as IP;
 use inkwell::attributes::AttributeLoc;
@@ -125,9 +127,35 @@ impl<'ctx> Cg<'ctx, '_> {
         let p = e.get_params();
         let (bufs, dims, params) = (p[0].into_pointer_value(), p[1].into_pointer_value(), p[2].into_pointer_value());
         let entry = self.cx.append_basic_block(e, "entry");
+        let null = self.cx.append_basic_block(e, "null_pointer");
+        let bufs_ok = self.cx.append_basic_block(e, "bufs");
+        let check_dims = self.cx.append_basic_block(e, "check_dims");
         let bad = self.cx.append_basic_block(e, "bad_dims");
         let run = self.cx.append_basic_block(e, "run");
+        // NULL for `bufs`, for `dims` or `params` when there are dims or params, or for any
+        // buffer pointer: `fail_code(NullPointer, 0)`.
         self.b.position_at_end(entry);
+        let is_null = |b: &inkwell::builder::Builder<'ctx>, p: PointerValue<'ctx>| b.build_is_null(p, "");
+        let mut any_null = is_null(&self.b, bufs)?;
+        if !f.dims.is_empty() {
+            any_null = self.b.build_or(any_null, is_null(&self.b, dims)?, "")?;
+        }
+        if !f.params.is_empty() {
+            any_null = self.b.build_or(any_null, is_null(&self.b, params)?, "")?;
+        }
+        self.b.build_conditional_branch(any_null, null, bufs_ok)?;
+        self.b.position_at_end(null);
+        self.b.build_return(Some(&i32t.const_int(u64::from(fail_code(FailKind::NullPointer, 0)), false)))?;
+        self.b.position_at_end(bufs_ok);
+        let mut buf_ptrs = Vec::new();
+        let mut any_null = self.cx.bool_type().const_zero();
+        for i in 0..f.n_args {
+            let p = self.load_at(ptr.into(), bufs, i)?.into_pointer_value();
+            any_null = self.b.build_or(any_null, is_null(&self.b, p)?, "")?;
+            buf_ptrs.push(p);
+        }
+        self.b.build_conditional_branch(any_null, null, check_dims)?;
+        self.b.position_at_end(check_dims);
         let mut ok = self.cx.bool_type().const_int(1, false);
         let mut dv = Vec::new();
         for j in 0..f.dims.len() {
@@ -141,10 +169,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let code = i32t.const_int(u64::from(fail_code(FailKind::BadDims, 0)), false);
         self.b.build_return(Some(&code))?;
         self.b.position_at_end(run);
-        let mut args: Vec<BasicMetadataValueEnum<'ctx>> = Vec::new();
-        for i in 0..f.n_args {
-            args.push(self.load_at(ptr.into(), bufs, i)?.into());
-        }
+        let mut args: Vec<BasicMetadataValueEnum<'ctx>> = buf_ptrs.into_iter().map(BasicMetadataValueEnum::from).collect();
         args.extend(dv.into_iter().map(BasicMetadataValueEnum::from));
         for v in self.load_params(params)? {
             args.push(v.into());

@@ -4,14 +4,16 @@
 //! `tfmc_runtime::manifest::SECTION`, its length in `tfmc_manifest_len: u64`).
 //!
 //! Steps: PIC object from LLVM → `cc -shared -fPIC -O2 -pthread -Wl,-Bsymbolic kernels.o
-//! tfmc_rt.c -lm -lpthread` → `tfmc_runtime::aot::seal` → rename onto `out`. `-Bsymbolic`
-//! binds the kernels' calls to `tfmc_parallel_for` (and the typed wrappers' calls to the
-//! packed entries) to this library's own definitions, even when several artifacts, each with
-//! its own pool, are loaded into one process. Everything happens in a temporary
-//! directory inside `out`'s directory, so the final rename is atomic and on any failure
-//! nothing is left at `out` (an existing file there is only replaced by a complete artifact).
+//! tfmc_rt.c -lm -lpthread` → `tfmc_runtime::aot::seal` → `tfmc_runtime::write_file_atomically`
+//! onto `out`. `-Bsymbolic` binds the kernels' calls to `tfmc_parallel_for` (and the typed
+//! wrappers' calls to the packed entries) to this library's own definitions, even when several
+//! artifacts, each with its own pool, are loaded into one process. The build happens in a
+//! temporary directory of the system's; the library is then written like every other output
+//! (atomically, through symlinks, keeping an existing file's permissions, never replacing a
+//! device), so on any failure nothing is left at `out` (an existing file there is only replaced
+//! by a complete artifact).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use inkwell::context::Context;
@@ -47,11 +49,7 @@ pub fn build_shared_library(exports: &[Export<'_>], manifest_json: &str, opts: &
     len.set_linkage(Linkage::External);
     module.verify().map_err(|e| LlvmError::Verify(e.to_string()))?;
 
-    let dir: PathBuf = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new().prefix(".tfmc-build-").tempdir_in(&dir).map_err(io(&dir))?;
+    let tmp = tempfile::Builder::new().prefix("tfmc-build-").tempdir().map_err(io(&std::env::temp_dir()))?;
     let obj = tmp.path().join("kernels.o");
     tm.write_to_file(&module, FileType::Object, &obj).map_err(|e| LlvmError::Codegen(e.to_string()))?;
     let rt = tmp.path().join("tfmc_rt.c");
@@ -70,6 +68,7 @@ pub fn build_shared_library(exports: &[Export<'_>], manifest_json: &str, opts: &
         return Err(LlvmError::Cc(format!("{} ({})", stderr.trim(), output.status)));
     }
     tfmc_runtime::aot::seal(&lib).map_err(io(&lib))?;
-    std::fs::rename(&lib, out).map_err(io(out))?;
+    let bytes = std::fs::read(&lib).map_err(io(&lib))?;
+    tfmc_runtime::write_file_atomically(out, &bytes).map_err(io(out))?;
     Ok(())
 }

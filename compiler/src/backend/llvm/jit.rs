@@ -46,8 +46,13 @@ impl Jit<'_> {
 }
 
 /// Compiles `exports` in memory (O3 unless `opts` say otherwise) and runs `f` with the
-/// compiled entries; the JIT lives until `f` returns.
+/// compiled entries; the JIT lives until `f` returns. Code for a named CPU or feature string
+/// is only compiled when this machine has what it may use ([`LlvmError::HostLacks`]
+/// otherwise): calling it would die with an illegal instruction.
 pub fn with_jit<R>(exports: &[Export<'_>], opts: &TargetOptions, f: impl FnOnce(&Jit<'_>) -> R) -> Result<R, LlvmError> {
+    if opts.cpu.is_some() || opts.features.is_some() {
+        target::check_host(opts)?;
+    }
     let (target, features) = target::resolve(opts)?;
     let tm = target::machine(&target, &features, opts.opt_level, RelocMode::Default)?;
     let cx = Context::create();

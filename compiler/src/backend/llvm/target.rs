@@ -6,6 +6,12 @@
 //! `opt_level` to LLVM's levels. Invariant: the feature string handed to LLVM is normalized
 //! (`+name`/`-name`, comma-separated), and [`ResolvedTarget::features`] is exactly its `+`
 //! names, sorted and deduplicated (later entries override earlier ones).
+//!
+//! What an artifact *needs* ([`resolve_target`], recorded in its manifest and checked by the
+//! runtime before any code runs, and by [`check_host`] before JIT code runs) is more: the
+//! features the CPU name implies ([`super::cpu_features`], x86 only) plus the `+` names, less
+//! the `-` names. It is kept apart from [`ResolvedTarget::features`] so that the code LLVM
+//! generates does not depend on the table.
 
 use std::sync::OnceLock;
 
@@ -13,6 +19,7 @@ use inkwell::OptimizationLevel;
 use inkwell::targets::{CodeModel, InitializationConfig, RelocMode, Target, TargetMachine};
 
 use super::LlvmError;
+use super::cpu_features::X86_CPU_FEATURES;
 use super::cpus::{X86_CPUS, X86_FEATURES};
 
 /// What to compile for.
@@ -47,17 +54,52 @@ pub(crate) struct ResolvedTarget {
 }
 
 /// Resolves `opts` against the host (see [`TargetOptions`]) into the target an artifact's
-/// manifest records: kind `cpu`, the LLVM triple and CPU name, and the explicitly enabled
-/// features (names without `+`, sorted; empty for a named CPU without a feature string).
+/// manifest records: kind `cpu`, the LLVM triple and CPU name, and the features the code may
+/// use (names without `+`, sorted): those the CPU implies (x86; on other architectures none
+/// are known) plus the enabled ones of the feature string, less its disabled ones. A disabled
+/// feature removes only itself, not the features that depend on it, so the list may ask for
+/// more than the code uses, never less.
 ///
 /// Errors: [`LlvmError::UnknownCpu`], [`LlvmError::UnknownFeature`], [`LlvmError::OptLevel`].
 pub fn resolve_target(opts: &TargetOptions) -> Result<tfmc_runtime::manifest::Target, LlvmError> {
-    resolve(opts).map(|(t, _)| tfmc_runtime::manifest::Target {
+    resolve(opts).map(|(t, string)| tfmc_runtime::manifest::Target {
         kind: "cpu".to_string(),
+        features: required_features(&t, &string),
         triple: t.triple,
         cpu: t.cpu,
-        features: t.features,
     })
+}
+
+/// The features code for `target` (with the normalized feature string `string`) may use:
+/// see [`resolve_target`].
+fn required_features(target: &ResolvedTarget, string: &str) -> Vec<String> {
+    let implied: &[&str] = if is_x86(&target.triple) { implied_features(&target.cpu) } else { &[] };
+    let mut set: std::collections::BTreeSet<String> = implied.iter().map(|f| f.to_string()).collect();
+    for item in string.split(',').filter(|s| !s.is_empty()) {
+        let (on, name) = item.split_at(1);
+        if on == "+" {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+    }
+    set.into_iter().collect()
+}
+
+/// The features the x86 CPU `cpu` implies (empty for a name the table lacks).
+fn implied_features(cpu: &str) -> &'static [&'static str] {
+    X86_CPU_FEATURES.binary_search_by(|(name, _)| (*name).cmp(cpu)).map_or(&[], |i| X86_CPU_FEATURES[i].1)
+}
+
+/// Fails with [`LlvmError::HostLacks`] unless this machine has every feature code compiled
+/// for `opts` may use (see [`resolve_target`]): JIT code for a newer `--target-cpu` would
+/// stop at its first such instruction with SIGILL. Features the runtime cannot test on this
+/// machine are not checked (`tfmc_runtime::features`).
+pub(crate) fn check_host(opts: &TargetOptions) -> Result<(), LlvmError> {
+    let t = resolve_target(opts)?;
+    tfmc_runtime::features::check_arch(&t.triple)
+        .and_then(|()| tfmc_runtime::features::check_features(&t.features))
+        .map_err(|e| LlvmError::HostLacks { cpu: t.cpu, reason: e.to_string() })
 }
 
 /// Registers the native target with LLVM once per process.
@@ -122,11 +164,12 @@ pub(crate) fn resolve(opts: &TargetOptions) -> Result<(ResolvedTarget, String), 
     Ok((ResolvedTarget { triple, cpu, features }, string))
 }
 
-/// The widest float vector of `target` in bits: 512 with AVX-512F, 256 with AVX, else 128. A
-/// named CPU without a feature string lists no features, so it gets 128 (correct everywhere,
-/// not the fastest).
-pub(crate) fn vector_bits(target: &ResolvedTarget) -> u32 {
-    let has = |f: &str| target.features.iter().any(|x| x == f);
+/// The widest float vector code for `target` (normalized feature string `string`) may use, in
+/// bits: 512 with AVX-512F, 256 with AVX, else 128 — from the features the CPU implies plus
+/// the explicit ones, so `--target-cpu znver4` gets AVX-512 tiles like the host does.
+pub(crate) fn vector_bits(target: &ResolvedTarget, string: &str) -> u32 {
+    let features = required_features(target, string);
+    let has = |f: &str| features.iter().any(|x| x == f);
     if has("avx512f") {
         512
     } else if has("avx") {

@@ -86,9 +86,20 @@ fn target_options_resolve_and_reject() {
         opt_level: 2,
     })
     .unwrap();
-    assert_eq!((t.cpu.as_str(), t.features.clone()), ("x86-64-v3", vec!["avx2".to_string(), "avx512f".into(), "fma".into()]));
+    // What x86-64-v3 implies, plus avx512f.
+    let v3 = "avx avx2 avx512f bmi bmi2 cx16 f16c fma fxsr lzcnt movbe popcnt sse sse2 sse3 sse4.1 sse4.2 ssse3 xsave";
+    assert_eq!((t.cpu.as_str(), t.features.join(" ")), ("x86-64-v3", v3.to_string()));
+    // A named CPU records the features it implies, so the runtime can refuse it on an older
+    // machine; a disabled feature is left out.
     let named = resolve_target(&TargetOptions { cpu: Some("znver4".into()), ..Default::default() }).unwrap();
-    assert!(named.features.is_empty());
+    assert!(["avx2", "avx512f", "avx512bw", "fma"].iter().all(|f| named.features.iter().any(|g| g == f)), "{:?}", named.features);
+    let less = resolve_target(&TargetOptions { cpu: Some("znver4".into()), features: Some("-avx512f".into()), opt_level: 3 }).unwrap();
+    assert!(!less.features.iter().any(|f| f == "avx512f") && less.features.iter().any(|f| f == "avx2"));
+    let old = resolve_target(&TargetOptions { cpu: Some("x86-64".into()), ..Default::default() }).unwrap();
+    assert!(old.features.iter().any(|f| f == "sse2") && !old.features.iter().any(|f| f == "avx"));
+    // The generated table has one entry per CPU name, in the same order.
+    let names: Vec<&str> = super::cpu_features::X86_CPU_FEATURES.iter().map(|(c, _)| *c).collect();
+    assert_eq!(names, super::cpus::X86_CPUS);
     let err = |o: TargetOptions| resolve_target(&o).unwrap_err().to_string();
     assert_eq!(err(TargetOptions { cpu: Some("foo".into()), ..Default::default() }), "unknown target cpu 'foo'");
     assert_eq!(err(TargetOptions { features: Some("+avx2,+bogus".into()), ..Default::default() }), "unknown target feature 'bogus'");
