@@ -10,7 +10,8 @@ A request is one JSON object (on one line when given on stdin):
     {"threads": 2, "iters": 5, "budget_s": 10.0, "seed": 0,
      "shapes": [{"name": "sdpa-1k", "kind": "sdpa", "b": 1, "h": 8, "p": 1024, "m": 1024,
                  "e": 64, "w": 0}, ...]}
-kind is one of sdpa | causal | window | decode | linear (w: the window for "window").
+kind is one of sdpa | causal | window | decode | linear | gqa | alibi | softcap (w: the window
+for "window"; gqa has h / 4 key/value heads).
 
 Output: JSON Lines on stdout, flushed line by line. First {"torch": VERSION, "threads": N};
 then per request one object per shape, in order: {"name": ..., "median_ms": ..., "iters": ...}
@@ -26,6 +27,10 @@ calls (fewer when the warm-up says `iters` calls would exceed `budget_s`; at lea
                 (True = attend: m <= p and p - m < w)
   linear:       causal linear attention, elu+1 feature map, in the explicit cumsum form:
                 O_t = phi(Q_t) . cumsum(phi(K) V^T)_t / phi(Q_t) . cumsum(phi(K))_t
+  gqa:          F.scaled_dot_product_attention(enable_gqa=True), h / 4 key/value heads
+  alibi:        F.scaled_dot_product_attention with an explicit float bias (built once, not
+                timed): -slope_h * (p - m) for m <= p, -inf above; slope_h = 2^(-8 (h+1) / H)
+  softcap:      the eager formula: softmax(cap * tanh(Q K^T / sqrt(e) / cap)) V, cap = 30
 """
 
 import json
@@ -56,7 +61,24 @@ def make_fn(torch, shape, gen):
     def rand(*dims):
         return torch.rand(*dims, generator=gen, dtype=torch.float32) * 2.0 - 1.0
 
-    q, k, v = rand(b, h, p, e), rand(b, h, m, e), rand(b, h, m, e)
+    kvh = max(1, h // 4) if kind == "gqa" else h
+    q, k, v = rand(b, h, p, e), rand(b, kvh, m, e), rand(b, kvh, m, e)
+    if kind == "gqa":
+        return lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    if kind == "alibi":
+        slope = torch.tensor([2.0 ** (-8.0 * (i + 1) / h) for i in range(h)]).view(1, h, 1, 1)
+        dist = (torch.arange(p).unsqueeze(1) - torch.arange(m).unsqueeze(0)).float()
+        bias = torch.where(dist >= 0, -slope * dist, torch.tensor(float("-inf")))
+        return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    if kind == "softcap":
+        cap = 30.0
+
+        def softcap():
+            s = torch.matmul(q, k.transpose(-1, -2)) / (e**0.5)
+            s = cap * torch.tanh(s / cap)
+            return torch.matmul(torch.softmax(s, dim=-1), v)
+
+        return softcap
     if kind in ("sdpa", "decode"):
         return lambda: F.scaled_dot_product_attention(q, k, v)
     if kind == "causal":

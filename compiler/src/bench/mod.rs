@@ -104,6 +104,12 @@ pub enum Kind {
     Decode,
     /// Causal linear attention, elu+1 feature map, quadratic form (`lib/linear.tfm`).
     Linear,
+    /// Grouped-query attention, 4 query heads per key/value head (`lib/gqa.tfm`).
+    Gqa,
+    /// Causal attention with ALiBi biases (`lib/alibi.tfm`).
+    Alibi,
+    /// Soft-capped logits, cap 30 (`lib/softcap.tfm`).
+    Softcap,
 }
 
 impl Kind {
@@ -114,6 +120,9 @@ impl Kind {
             Kind::Causal => ("causal.tfm", "causal"),
             Kind::Window => ("window.tfm", "window"),
             Kind::Linear => ("linear.tfm", "linear_causal"),
+            Kind::Gqa => ("gqa.tfm", "gqa"),
+            Kind::Alibi => ("alibi.tfm", "alibi"),
+            Kind::Softcap => ("softcap.tfm", "softcap"),
         }
     }
 
@@ -125,6 +134,9 @@ impl Kind {
             Kind::Window => "window",
             Kind::Decode => "decode",
             Kind::Linear => "linear",
+            Kind::Gqa => "gqa",
+            Kind::Alibi => "alibi",
+            Kind::Softcap => "softcap",
         }
     }
 }
@@ -155,9 +167,9 @@ impl Shape {
     pub fn pairs(&self) -> u64 {
         let (p, m, w) = (self.p as u64, self.m as u64, self.w as u64);
         match self.kind {
-            Kind::Sdpa | Kind::Decode => p * m,
+            Kind::Sdpa | Kind::Decode | Kind::Gqa | Kind::Softcap => p * m,
             // Query row r sees keys 0..=min(r, m-1).
-            Kind::Causal | Kind::Linear => (0..p).map(|r| (r + 1).min(m)).sum(),
+            Kind::Causal | Kind::Linear | Kind::Alibi => (0..p).map(|r| (r + 1).min(m)).sum(),
             // Keys r-w+1 ..= r, clipped to 0..m.
             Kind::Window => (0..p)
                 .map(|r| {
@@ -174,9 +186,14 @@ impl Shape {
         4.0 * (self.b * self.h * self.e) as f64 * self.pairs() as f64
     }
 
+    /// Key/value heads: `h / 4` for grouped-query attention, else `h`.
+    pub fn kv_heads(&self) -> usize {
+        if self.kind == Kind::Gqa { (self.h / 4).max(1) } else { self.h }
+    }
+
     /// Bytes of K and V (what decode must stream once per call).
     pub fn kv_bytes(&self) -> f64 {
-        2.0 * (self.b * self.h * self.m * self.e * 4) as f64
+        2.0 * (self.b * self.kv_heads() * self.m * self.e * 4) as f64
     }
 }
 
@@ -194,6 +211,12 @@ pub fn shapes() -> Vec<Shape> {
         s("decode-4k", Kind::Decode, 1, 32, 1, 4096, 128, 0),
         s("decode-32k", Kind::Decode, 1, 32, 1, 32768, 128, 0),
         s("linear-4k", Kind::Linear, 1, 8, 4096, 4096, 64, 0),
+        s("sdpa-1k-e80", Kind::Sdpa, 1, 8, 1024, 1024, 80, 0),
+        s("sdpa-1k-e128", Kind::Sdpa, 1, 8, 1024, 1024, 128, 0),
+        s("sdpa-1k-e256", Kind::Sdpa, 1, 8, 1024, 1024, 256, 0),
+        s("gqa-1k", Kind::Gqa, 1, 16, 1024, 1024, 64, 0),
+        s("alibi-1k", Kind::Alibi, 1, 8, 1024, 1024, 64, 0),
+        s("softcap-1k", Kind::Softcap, 1, 8, 1024, 1024, 64, 0),
     ]
 }
 

@@ -65,8 +65,8 @@ pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, target: &Target) -> R
     }
     let mut rng = StdRng::seed_from_u64(SEED);
     let q = random_tensor(vec![shape.b, shape.h, shape.p, shape.e], &mut rng)?;
-    let k = random_tensor(vec![shape.b, shape.h, shape.m, shape.e], &mut rng)?;
-    let v = random_tensor(vec![shape.b, shape.h, shape.m, shape.e], &mut rng)?;
+    let k = random_tensor(vec![shape.b, shape.kv_heads(), shape.m, shape.e], &mut rng)?;
+    let v = random_tensor(vec![shape.b, shape.kv_heads(), shape.m, shape.e], &mut rng)?;
     let start = Instant::now();
     let prepared = prepare(&program, kernel, &copts, target).map_err(|e| format!("{kernel}: {e}"))?;
     let manifest = &prepared.manifest;
