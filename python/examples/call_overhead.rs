@@ -1,4 +1,4 @@
-//! The Rust side of the Python call-overhead measurement (`python/bench_overhead.py`): opens an
+//! The Rust side of the Python call-overhead measurement (`python/bench/overhead.py`): opens an
 //! artifact and prints the median time of calling one kernel from Rust on fixed inputs, with
 //! outputs allocated once (`Kernel::run_native`), the same work the Python path does per call.
 //!

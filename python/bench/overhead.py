@@ -1,6 +1,6 @@
 """Call overhead of the Python path vs Rust on a small kernel (the same artifact).
 
-    .venv/bin/python python/bench_overhead.py      # after ./setup.sh (tfmc installed)
+    .venv/bin/python python/bench/overhead.py      # after ./setup.sh (tfmc installed)
 
 Builds lib/sdpa.tfm into an artifact, then prints the median time of one call at a tiny size
 (B=H=1, P=M=1, E=F=4: the kernel itself takes well under a microsecond) from Rust
@@ -19,7 +19,7 @@ import numpy as np
 
 import tfmc
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N = 20000
 
 
