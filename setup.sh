@@ -5,8 +5,8 @@
 #
 #   - apt: LLVM 22 with Polly (for the LLVM backends; linked statically by llvm-sys) plus the
 #     libraries it links, a C compiler, and python3-venv;
-#   - .venv: nvidia-cuda-nvcc-cu12 (ptxas, for offline PTX validation) and numpy (test
-#     cross-checks);
+#   - .venv: nvidia-cuda-nvcc-cu12 (ptxas, for offline PTX validation), numpy (test
+#     cross-checks), maturin, pytest and torch, and the tfmc Python package built from python/;
 #   - cargo must already be installed (rustup cannot be downloaded here).
 #
 # The build needs no environment variables: .cargo/config.toml sets LLVM_SYS_221_PREFIX.
@@ -63,14 +63,43 @@ pip_pkgs=()
 ptxas=$(compgen -G '.venv/lib/python3*/site-packages/nvidia/cuda_nvcc/bin/ptxas' || true)
 [ -n "$ptxas" ] || pip_pkgs+=("$NVCC_WHEEL")
 .venv/bin/python -c 'import numpy' >/dev/null 2>&1 || pip_pkgs+=(numpy)
+# The tfmc Python package (python/): maturin builds it; pytest runs its tests; torch for the
+# torch half of the API and its tests (~3 GB with its CUDA libraries, ~1 min to install;
+# TFMC_NO_TORCH=1 skips it and the torch tests then print SKIP).
+[ -x .venv/bin/maturin ] || pip_pkgs+=("maturin>=1.5,<2")
+.venv/bin/python -c 'import pytest' >/dev/null 2>&1 || pip_pkgs+=(pytest)
+if [ "${TFMC_NO_TORCH:-0}" != 1 ] && ! .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
+    pip_pkgs+=(torch)
+fi
 if [ ${#pip_pkgs[@]} -gt 0 ]; then
     say "pip installing into .venv: ${pip_pkgs[*]}"
     .venv/bin/python -m pip install -q --disable-pip-version-check "${pip_pkgs[@]}"
     did+=("pip install ${pip_pkgs[*]}")
 fi
 
+# --- the tfmc Python package ---------------------------------------------------------------
+# Built in release mode from this checkout and installed into .venv (`import tfmc`); rebuilt
+# only when the sources it is made of changed since the last install (a stamp in .venv). The
+# wheel is for this machine (it links the system libffi), so auditwheel is skipped.
+py_srcs=(python compiler runtime dsl Cargo.toml Cargo.lock)
+stamp=.venv/.tfmc-python-stamp
+if git rev-parse --git-dir >/dev/null 2>&1; then
+    want=$({ pwd; git ls-files -s -- "${py_srcs[@]}"; git diff HEAD -- "${py_srcs[@]}"; git ls-files -o --exclude-standard -- "${py_srcs[@]}"; } | sha256sum | cut -d' ' -f1)
+else
+    want=$(date +%s%N)  # not a git checkout: always rebuild
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import tfmc' >/dev/null 2>&1; then
+    say "building and installing the tfmc Python package into .venv (maturin, release)"
+    rm -rf target/python-wheel
+    .venv/bin/maturin build --release --quiet --auditwheel skip -m python/Cargo.toml -i .venv/bin/python -o target/python-wheel
+    .venv/bin/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps target/python-wheel/tfmc-*.whl
+    .venv/bin/python -c 'import tfmc' || { say "error: tfmc was installed but 'import tfmc' fails" >&2; exit 1; }
+    echo "$want" > "$stamp"
+    did+=("install the tfmc Python package")
+fi
+
 if [ ${#did[@]} -eq 0 ]; then
-    say "everything already installed (llvm-config-22, cargo, .venv with ptxas and numpy)"
+    say "everything already installed (llvm-config-22, cargo, .venv with ptxas, numpy, pytest, torch and tfmc)"
 else
     for d in "${did[@]}"; do say "did: $d"; done
 fi

@@ -274,6 +274,20 @@ impl<'a> Kernel<'a> {
         unsafe { call::call_native(self.entry, self.manifest, inputs, outputs, params) }
     }
 
+    /// Runs it on caller-owned buffers without copying them ([`call::call_raw`]'s checks).
+    ///
+    /// # Safety
+    /// As [`call::call_raw`] for the buffers (the entry is this kernel's).
+    pub unsafe fn run_raw(
+        &self,
+        inputs: &[call::RawTensor],
+        outputs: &[call::RawTensor],
+        params: &BTreeMap<String, Scalar>,
+    ) -> Result<(), RuntimeError> {
+        // SAFETY: the entry as in `run`; the buffers are forwarded from the caller.
+        unsafe { call::call_raw(self.entry, self.manifest, inputs, outputs, params) }
+    }
+
     /// Zero-filled output buffers for these inputs (checked as a call would check them).
     pub fn alloc_outputs(&self, inputs: &[&NativeTensor]) -> Result<Vec<NativeTensor>, RuntimeError> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();

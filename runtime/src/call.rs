@@ -249,6 +249,105 @@ pub unsafe fn call_native(
     check_return(k, code)
 }
 
+/// A tensor in memory the caller owns (a NumPy array's or a torch tensor's buffer), described
+/// for a checked call without a copy ([`call_raw`]): `ptr` points at `product(shape)` dense,
+/// row-major elements of `dtype` in the ABI's element format.
+#[derive(Clone, Debug)]
+pub struct RawTensor {
+    /// The element type.
+    pub dtype: DType,
+    /// The shape (row-major, no strides: the buffer is dense).
+    pub shape: Vec<usize>,
+    /// The first element.
+    pub ptr: *mut u8,
+}
+
+impl RawTensor {
+    /// The buffer's byte range, if its size fits `usize`.
+    fn byte_range(&self) -> Option<(usize, usize)> {
+        let bytes = crate::tensor::shape_len(&self.shape)?.checked_mul(self.dtype.size_bytes())?;
+        let start = self.ptr as usize;
+        Some((start, start.checked_add(bytes)?))
+    }
+}
+
+/// Calls `entry` on caller-owned buffers after every check [`call_native`] makes, plus: each
+/// buffer is aligned to its element size and non-null, and no output overlaps another
+/// argument. Outputs are zero-filled, then written by the kernel. Nothing is copied.
+///
+/// # Safety
+/// As [`call_native`] for `entry`; and every `ptr` must be valid for reads (inputs) or reads
+/// and writes (outputs) of `product(shape) * dtype.size_bytes()` bytes for the whole call, with
+/// no other thread writing the inputs or touching the outputs meanwhile.
+pub unsafe fn call_raw(
+    entry: PackedFn,
+    k: &KernelManifest,
+    inputs: &[RawTensor],
+    outputs: &[RawTensor],
+    params: &BTreeMap<String, Scalar>,
+) -> Result<(), RuntimeError> {
+    validate(k)?;
+    if inputs.len() != k.inputs.len() {
+        return Err(RuntimeError::InputCount { kernel: k.name.clone(), expected: k.inputs.len(), got: inputs.len() });
+    }
+    if outputs.len() != k.outputs.len() {
+        return Err(RuntimeError::OutputCount { kernel: k.name.clone(), expected: k.outputs.len(), got: outputs.len() });
+    }
+    let named = k.inputs.iter().map(|s| ("input", s)).chain(k.outputs.iter().map(|s| ("output", s)));
+    let mut ranges = Vec::with_capacity(inputs.len() + outputs.len());
+    for ((what, spec), t) in named.zip(inputs.iter().chain(outputs)) {
+        check_dtype(k, spec, what, t.dtype)?;
+        let arg = || format!("{what} '{}'", spec.name);
+        let align = t.dtype.size_bytes();
+        // An empty buffer is never read or written: a null address (torch's for no elements)
+        // is accepted for it.
+        let empty = crate::tensor::shape_len(&t.shape) == Some(0);
+        if (t.ptr.is_null() && !empty) || !(t.ptr as usize).is_multiple_of(align) {
+            return Err(RuntimeError::Misaligned { kernel: k.name.clone(), arg: arg(), align });
+        }
+        let range = t.byte_range().ok_or_else(|| RuntimeError::TooLarge { kernel: k.name.clone(), arg: arg(), shape: t.shape.clone() })?;
+        ranges.push((arg(), range));
+    }
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+    let dims = bind_dims(k, &shapes)?;
+    let out_shapes = output_shapes(k, &dims)?;
+    for ((spec, t), shape) in k.outputs.iter().zip(outputs).zip(out_shapes) {
+        if t.shape != shape {
+            return Err(RuntimeError::OutputShape {
+                kernel: k.name.clone(),
+                output: spec.name.clone(),
+                expected: shape,
+                got: t.shape.clone(),
+            });
+        }
+    }
+    for (i, (arg, (start, end))) in ranges.iter().enumerate().skip(inputs.len()) {
+        let clash = ranges.iter().enumerate().find(|(j, (_, (s, e)))| *j != i && start < e && s < end && start < end && s < e);
+        if let Some((_, (other, _))) = clash {
+            return Err(RuntimeError::Overlap { kernel: k.name.clone(), arg: arg.clone(), other: other.clone() });
+        }
+    }
+    let params = pack_params(k, params)?;
+    // Null (empty) buffers are passed as a dangling, aligned, non-null address, as a
+    // `NativeTensor` would be.
+    let mut bufs: Vec<*mut c_void> = inputs
+        .iter()
+        .chain(outputs)
+        .map(|t| if t.ptr.is_null() { std::ptr::without_provenance_mut(64) } else { t.ptr.cast::<c_void>() })
+        .collect();
+    for (t, (_, (start, end))) in outputs.iter().zip(&ranges[inputs.len()..]) {
+        if end > start {
+            // SAFETY: the caller guarantees `ptr` is valid for writes of the buffer's size,
+            // which `byte_range` computed; no other argument overlaps it (checked above).
+            unsafe { std::ptr::write_bytes(t.ptr, 0, end - start) };
+        }
+    }
+    // SAFETY: forwarded from the caller: `entry` matches `k`, every buffer is live, aligned and
+    // has the dtype and shape checked above for the dims passed; outputs overlap nothing.
+    let code = unsafe { entry(bufs.as_mut_ptr().cast_const(), dims.as_ptr(), params.as_ptr()) };
+    check_return(k, code)
+}
+
 /// Calls `entry` on buffers already checked against its manifest.
 ///
 /// # Safety

@@ -327,6 +327,28 @@ pub enum RuntimeError {
         /// The value given, described.
         value: String,
     },
+    /// A caller-owned buffer ([`crate::call::RawTensor`]) at an address that is not a
+    /// multiple of its element size.
+    #[error("{arg} of kernel '{kernel}' is not aligned to its {align}-byte elements")]
+    Misaligned {
+        /// The kernel.
+        kernel: String,
+        /// `input 'Q'` or `output 'O'`.
+        arg: String,
+        /// The element size it must be aligned to.
+        align: usize,
+    },
+    /// An output buffer that overlaps another argument's buffer (outputs must not overlap
+    /// anything).
+    #[error("{arg} of kernel '{kernel}' overlaps {other}; outputs must not share memory with other arguments")]
+    Overlap {
+        /// The kernel.
+        kernel: String,
+        /// The output, `output 'O'`.
+        arg: String,
+        /// The argument it overlaps.
+        other: String,
+    },
     /// The kernel ran and reported a failure.
     #[error("kernel '{kernel}' failed: {} at {site}", kind.describe())]
     Kernel {

@@ -14,9 +14,11 @@
 //!
 //! Files: this one (targets, options, errors, the passes and the per-target entry points);
 //! `manifest` (manifest entries and artifact manifests); `cuda` (the GPU pipeline: launch
-//! information, PTX artifacts, device and emulated runs).
+//! information, PTX artifacts, device and emulated runs); `live` ([`LiveJit`]: JIT code kept
+//! alive past a closure, for the Python package).
 
 mod cuda;
+mod live;
 mod manifest;
 
 use std::collections::BTreeMap;
@@ -33,6 +35,7 @@ use crate::backend::{Export, nvptx};
 use crate::schedule::{self, ScheduleError, ScheduleOptions, Scheduled};
 
 pub use cuda::{ATTENTION_THREADS, ATTENTION_TILE_M, DEFAULT_SM};
+pub use live::LiveJit;
 pub use manifest::{manifest, symbol};
 
 /// What a kernel is compiled for: the one target type of the compiler.
