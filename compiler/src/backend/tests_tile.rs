@@ -164,3 +164,26 @@ fn tile_products_match_their_definition_on_every_cpu_path() {
     }
     assert!(runs > 1000, "{runs} runs");
 }
+
+/// The tile stays in registers: in the assembly of a 6 × 64 tile product (AVX-512: one panel
+/// of 24 `zmm` accumulators; AVX2: panels of 6 × 16 in 12 `ymm`), nothing between the first
+/// and the last FMA of a panel's `k` loop is stored to the stack.
+#[test]
+fn tile_accumulators_stay_in_registers() {
+    let f = kernel(6, 64, Init::Load);
+    for (cpu, reg) in [("x86-64-v4", "zmm"), ("x86-64-v3", "ymm")] {
+        let opts = TargetOptions { cpu: Some(cpu.into()), ..Default::default() };
+        let asm = crate::backend::llvm::emit_asm(&[Export::new(&f, "k")], &opts).unwrap_or_else(|e| panic!("{e}"));
+        let lines: Vec<&str> = asm.lines().map(str::trim).collect();
+        let fma = |l: &str| l.starts_with("vfmadd") && l.contains(reg);
+        let first = lines.iter().position(|l| fma(l)).unwrap_or_else(|| panic!("{cpu}: no {reg} FMA in\n{asm}"));
+        // The first panel's loop: from its first FMA to the backward branch after its last.
+        let end = lines[first..].iter().position(|l| l.starts_with('j') && !l.starts_with("jmp")).map_or(lines.len(), |k| first + k);
+        let body = &lines[first..end];
+        let fmas = body.iter().filter(|l| fma(l)).count();
+        assert!(fmas >= 12, "{cpu}: only {fmas} FMAs in the loop body:\n{}", body.join("\n"));
+        let spills: Vec<&&str> =
+            body.iter().filter(|l| l.starts_with("vmov") && (l.ends_with("(%rsp)") || l.ends_with("(%rbp)"))).collect();
+        assert!(spills.is_empty(), "{cpu}: stack stores in the tile loop: {spills:?}\n{}", body.join("\n"));
+    }
+}
