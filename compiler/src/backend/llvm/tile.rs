@@ -9,8 +9,9 @@
 //! scale), then for each `k` the panel's vectors of `B` row `k` are loaded once and every row
 //! `i` adds `A[i][k]` (broadcast) times them with `llvm.fma`; then the rows are stored. The
 //! accumulators are allocas of vector type in the function's entry block, which SROA promotes
-//! to registers. A panel with missing columns (the tile's tail) runs the scalar expansion
-//! for its valid columns, so nothing past `cols` is read or written.
+//! to registers. A panel with missing columns (the tile's tail) runs as many full vectors as
+//! its valid columns hold (a branch per count) and the scalar expansion for the last partial
+//! vector, so nothing past `cols` is read or written.
 
 use inkwell::IntPredicate as IP;
 use inkwell::types::{BasicTypeEnum, VectorType};
@@ -73,19 +74,26 @@ impl<'ctx> Cg<'ctx, '_> {
         while v0 < vectors {
             let p = per_panel.min(vectors - v0);
             let (j0, j1) = (u64::from(v0 * w), u64::from((v0 + p) * w));
-            // Full panel: vectors; else (the tail) the scalar expansion of its valid columns.
-            let full = self.b.build_int_compare(IP::SGE, ops.cols, i64t.const_int(j1, false), "full")?;
-            let (bv, bs, after) = (
-                self.cx.append_basic_block(fx.f, "tile.vector"),
-                self.cx.append_basic_block(fx.f, "tile.scalar"),
-                self.cx.append_basic_block(fx.f, "tile.next"),
-            );
-            self.b.build_conditional_branch(full, bv, bs)?;
-            self.b.position_at_end(bv);
-            self.vector_panel(fx, t, &ops, j0, p, w)?;
-            self.b.build_unconditional_branch(after)?;
-            self.b.position_at_end(bs);
-            self.scalar_columns(fx, t, &ops, j0, j1)?;
+            // The panel's full vectors at run time, `q` in `p, p-1, .., 0`: `q` vectors, then the
+            // scalar expansion of the rest of its valid columns (none when `q = p`).
+            let after = self.cx.append_basic_block(fx.f, "tile.next");
+            for q in (0..=p).rev() {
+                let next = self.cx.append_basic_block(fx.f, "tile.narrower");
+                let body = self.cx.append_basic_block(fx.f, "tile.panel");
+                let need = i64t.const_int(j0 + u64::from(q * w), false);
+                let fits = self.b.build_int_compare(IP::SGE, ops.cols, need, "fits")?;
+                self.b.build_conditional_branch(fits, body, next)?;
+                self.b.position_at_end(body);
+                if q > 0 {
+                    self.vector_panel(fx, t, &ops, j0, q, w)?;
+                }
+                if q < p {
+                    self.scalar_columns(fx, t, &ops, j0 + u64::from(q * w), j1)?;
+                }
+                self.b.build_unconditional_branch(after)?;
+                self.b.position_at_end(next);
+            }
+            // `cols <= j0`: nothing of this panel is valid.
             self.b.build_unconditional_branch(after)?;
             self.b.position_at_end(after);
             v0 += p;

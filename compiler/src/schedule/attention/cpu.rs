@@ -414,8 +414,8 @@ fn softmax_block(
 fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var) -> Result<(), ScheduleError> {
     let (plan, node, fa) = (site.plan, site.node, site.f_axis());
     let pure_v = pure(site.d, plan.v, None);
-    if pure_v && tile.ty == Ty::F32 && tile.tm <= TILE_MAX_COLS {
-        return accumulate_tiles(cx, site, tile, m0, nm);
+    if tile.ty == Ty::F32 && tile.tm <= TILE_MAX_COLS {
+        return accumulate_tiles(cx, site, tile, m0, nm, pure_v);
     }
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
@@ -443,12 +443,14 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
     Ok(())
 }
 
-/// [`accumulate`] as tile products, when `v` can be evaluated at every key (pure) and the
-/// state is `f32`: the block's values are packed into `vp[j, f] = v(m0 + j, f)` (rows of
-/// `FMAX`: any index map, gather or widening of `V` is absorbed here), then each micro-tile of
-/// rows adds `w · vp` to its accumulator rows, [`TILE_MAX_COLS`] columns of `f` at a time, the
-/// tile in registers.
-fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var) -> Result<(), ScheduleError> {
+/// [`accumulate`] as tile products (an `f32` state): the block's values are packed into
+/// `vp[j, f] = v(m0 + j, f)` (rows of `FMAX`: any index map, gather or widening of `V` is
+/// absorbed here), then each micro-tile of rows adds `w · vp` to its accumulator rows,
+/// [`TILE_MAX_COLS`] columns of `f` at a time, the tile in registers. When `v` may fail or be
+/// absent (not `pure_v`), key `j` is packed only if some row of the tile has weight there (else
+/// its row of `vp` is 0): `v` does not read the tile index, so that is exactly where the
+/// interpreter evaluates it.
+fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var, pure_v: bool) -> Result<(), ScheduleError> {
     let (plan, node, fa) = (site.plan, site.node, site.f_axis());
     let fmax = e::i64(i64::from(FMAX));
     let vp = cx.b.buf(&format!("{}.vp", node.name), Ty::F32, BufKind::Stack(tile.tm * FMAX));
@@ -456,12 +458,26 @@ fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, 
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
+    if !pure_v {
+        let live = cx.b.let_("live", e::bool(false));
+        let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
+        cx.b.set(live, e::bin(K::Or, e::var(live), e::bin(K::Ne, e::load(tile.sb, tile.srow(i, e::var(j))), tile.c(0.0))));
+        cx.b.close();
+        cx.b.open_if(e::var(live));
+    }
     let f = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
     let old_f = cx.bind(site.slots[fa], IdxVar { var: f, range: Some(node.shape[fa].clone()) });
     let val = cx.lower_as(site.d, plan.v, Ty::F32)?;
     cx.b.store(vp, e::add(e::mul(e::var(j), fmax.clone()), e::var(f)), val);
     cx.b.close();
     cx.unbind(site.slots[fa], old_f);
+    if !pure_v {
+        cx.b.open_else();
+        let f = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
+        cx.b.store(vp, e::add(e::mul(e::var(j), fmax.clone()), e::var(f)), e::num(Ty::F32, 0.0));
+        cx.b.close();
+        cx.b.close();
+    }
     cx.b.close();
     cx.unbind(plan.head.slot, old_m);
     let tmx = e::i64(i64::from(tile.tm));
