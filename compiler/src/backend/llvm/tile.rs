@@ -9,9 +9,10 @@
 //! scale), then for each `k` the panel's vectors of `B` row `k` are loaded once and every row
 //! `i` adds `A[i][k]` (broadcast) times them with `llvm.fma`; then the rows are stored. The
 //! accumulators are allocas of vector type in the function's entry block, which SROA promotes
-//! to registers. A panel with missing columns (the tile's tail) runs as many full vectors as
-//! its valid columns hold (a branch per count) and the scalar expansion for the last partial
-//! vector, so nothing past `cols` is read or written.
+//! to registers. A panel with missing columns (the tile's tail) runs its full vectors one at a
+//! time (a loop over their count) and the scalar expansion for the last partial vector, so
+//! nothing past `cols` is read or written; a constant `cols` covering the tile needs no tail
+//! code.
 
 use inkwell::IntPredicate as IP;
 use inkwell::types::{BasicTypeEnum, VectorType};
@@ -71,29 +72,42 @@ impl<'ctx> Cg<'ctx, '_> {
         let per_panel = ((regs - 1) / (t.m + 1)).max(1);
         let vectors = t.n.div_ceil(w);
         let mut v0 = 0;
+        // A constant `cols` covering the tile (the attention plan's key blocks): every panel
+        // is full, so no run-time tail code at all.
+        let all_valid =
+            matches!(t.cols, crate::schedule::kir::Expr::Const(crate::schedule::kir::Const::I64(c)) if c >= i64::from(t.n)) && t.n % w == 0;
         while v0 < vectors {
             let p = per_panel.min(vectors - v0);
             let (j0, j1) = (u64::from(v0 * w), u64::from((v0 + p) * w));
-            // The panel's full vectors at run time, `q` in `p, p-1, .., 0`: `q` vectors, then the
-            // scalar expansion of the rest of its valid columns (none when `q = p`).
-            let after = self.cx.append_basic_block(fx.f, "tile.next");
-            for q in (0..=p).rev() {
-                let next = self.cx.append_basic_block(fx.f, "tile.narrower");
-                let body = self.cx.append_basic_block(fx.f, "tile.panel");
-                let need = i64t.const_int(j0 + u64::from(q * w), false);
-                let fits = self.b.build_int_compare(IP::SGE, ops.cols, need, "fits")?;
-                self.b.build_conditional_branch(fits, body, next)?;
-                self.b.position_at_end(body);
-                if q > 0 {
-                    self.vector_panel(fx, t, &ops, j0, q, w)?;
-                }
-                if q < p {
-                    self.scalar_columns(fx, t, &ops, j0 + u64::from(q * w), j1)?;
-                }
-                self.b.build_unconditional_branch(after)?;
-                self.b.position_at_end(next);
+            let j0v = i64t.const_int(j0, false);
+            if all_valid {
+                self.vector_panel(fx, t, &ops, j0v, p, w)?;
+                v0 += p;
+                continue;
             }
-            // `cols <= j0`: nothing of this panel is valid.
+            // A full panel at run time: `p` vectors. Else its full vectors one at a time (a loop
+            // over the count), then the scalar expansion of the last partial vector.
+            let full = self.b.build_int_compare(IP::SGE, ops.cols, i64t.const_int(j1, false), "full")?;
+            let (bv, bs, after) = (
+                self.cx.append_basic_block(fx.f, "tile.vector"),
+                self.cx.append_basic_block(fx.f, "tile.tail"),
+                self.cx.append_basic_block(fx.f, "tile.next"),
+            );
+            self.b.build_conditional_branch(full, bv, bs)?;
+            self.b.position_at_end(bv);
+            self.vector_panel(fx, t, &ops, j0v, p, w)?;
+            self.b.build_unconditional_branch(after)?;
+            self.b.position_at_end(bs);
+            let wv = i64t.const_int(u64::from(w), false);
+            let left = self.b.build_int_sub(ops.cols, j0v, "left")?;
+            let left = self.b.build_select(self.b.build_int_compare(IP::SGT, left, i64t.const_zero(), "")?, left, i64t.const_zero(), "")?;
+            let nfull = self.b.build_int_signed_div(left.into_int_value(), wv, "nfull")?;
+            self.counted_loop(fx, i64t.const_zero(), nfull, |cg, fx, v| {
+                let jv = cg.b.build_int_add(j0v, cg.b.build_int_mul(v, wv, "")?, "")?;
+                cg.vector_panel(fx, t, &ops, jv, 1, w)
+            })?;
+            let js = self.b.build_int_add(j0v, self.b.build_int_mul(nfull, wv, "")?, "")?;
+            self.scalar_columns(fx, t, &ops, js, j1)?;
             self.b.build_unconditional_branch(after)?;
             self.b.position_at_end(after);
             v0 += p;
@@ -107,7 +121,7 @@ impl<'ctx> Cg<'ctx, '_> {
         fx: &mut FnCx<'ctx>,
         t: &TileProduct,
         ops: &Operands<'ctx>,
-        j0: u64,
+        j0: IntValue<'ctx>,
         p: u32,
         w: u32,
     ) -> Result<(), LlvmError> {
@@ -115,7 +129,12 @@ impl<'ctx> Cg<'ctx, '_> {
         let vt = f32t.vec_type(w);
         let fma = self.intrinsic("llvm.fma", &[BasicTypeEnum::VectorType(vt)])?;
         let i64t = self.cx.i64_type();
-        let col = |v: u32| i64t.const_int(j0 + u64::from(v * w), false);
+        let col = |cg: &Self, v: u32| -> Result<IntValue<'ctx>, LlvmError> {
+            match v {
+                0 => Ok(j0),
+                _ => Ok(cg.b.build_int_add(j0, i64t.const_int(u64::from(v * w), false), "")?),
+            }
+        };
         let mut accs = Vec::with_capacity((t.m * p) as usize);
         for i in 0..t.m {
             let crow = self.row_index(ops.c0, ops.ldc, i)?;
@@ -132,7 +151,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 let start: VectorValue<'ctx> = match &t.init {
                     TileInit::Zero => vt.const_zero(),
                     TileInit::Load | TileInit::Scale { .. } => {
-                        let idx = self.b.build_int_add(crow, col(v), "")?;
+                        let idx = self.b.build_int_add(crow, col(self, v)?, "")?;
                         let c = self.load_vector(vt, ops.c, idx)?;
                         match alpha {
                             Some(a) => self.b.build_float_mul(a, c, "")?,
@@ -148,7 +167,7 @@ impl<'ctx> Cg<'ctx, '_> {
             let brow = cg.row_index_dyn(ops.b0, ops.ldb, kk)?;
             let mut bvs = Vec::with_capacity(p as usize);
             for v in 0..p {
-                let idx = cg.b.build_int_add(brow, col(v), "")?;
+                let idx = cg.b.build_int_add(brow, col(cg, v)?, "")?;
                 bvs.push(cg.load_vector(vt, ops.b, idx)?);
             }
             for i in 0..t.m {
@@ -169,7 +188,7 @@ impl<'ctx> Cg<'ctx, '_> {
             let crow = self.row_index(ops.c0, ops.ldc, i)?;
             for v in 0..p {
                 let acc = self.b.build_load(vt, accs[(i * p + v) as usize], "acc")?;
-                let idx = self.b.build_int_add(crow, col(v), "")?;
+                let idx = self.b.build_int_add(crow, col(self, v)?, "")?;
                 let st = self.b.build_store(self.gep(f32t.into(), ops.c, idx)?, acc)?;
                 st.set_alignment(4).map_err(|e| LlvmError::Internal(e.to_string()))?;
             }
@@ -178,7 +197,14 @@ impl<'ctx> Cg<'ctx, '_> {
     }
 
     /// Columns `j0 .. min(j1, cols)` one at a time (the scalar expansion).
-    fn scalar_columns(&mut self, fx: &mut FnCx<'ctx>, t: &TileProduct, ops: &Operands<'ctx>, j0: u64, j1: u64) -> Result<(), LlvmError> {
+    fn scalar_columns(
+        &mut self,
+        fx: &mut FnCx<'ctx>,
+        t: &TileProduct,
+        ops: &Operands<'ctx>,
+        j0: IntValue<'ctx>,
+        j1: u64,
+    ) -> Result<(), LlvmError> {
         let f32t = self.cx.f32_type();
         let i64t = self.cx.i64_type();
         let fma = self.intrinsic("llvm.fma", &[BasicTypeEnum::FloatType(f32t)])?;
@@ -187,7 +213,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let hi = self.b.build_select(lt, ops.cols, j1, "")?.into_int_value();
         let acc = self.alloca(fx, f32t, "tile.acc")?;
         for i in 0..t.m {
-            self.counted_loop(fx, i64t.const_int(j0, false), hi, |cg, fx, j| {
+            self.counted_loop(fx, j0, hi, |cg, fx, j| {
                 let crow = cg.row_index(ops.c0, ops.ldc, i)?;
                 let cidx = cg.b.build_int_add(crow, j, "")?;
                 let cptr = cg.gep(f32t.into(), ops.c, cidx)?;

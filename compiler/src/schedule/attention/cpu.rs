@@ -304,25 +304,21 @@ fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m
     cx.b.close();
 }
 
-/// The tile's rows in micro-tiles of [`TILE_MAX_ROWS`] (the last one smaller): `emit(r0, m)`
-/// for each, `m` a constant (a branch per possible size of the last micro-tile).
+/// The tile's rows in micro-tiles of [`TILE_MAX_ROWS`] (`emit(r0, m)` with `m` the constant
+/// micro-tile height), the rows past the last full micro-tile one at a time (`m = 1` in a
+/// loop): two code paths per product, so compile time stays small; the default tile of 18
+/// rows is three full micro-tiles.
 fn row_tiles(cx: &mut Cx<'_>, tile: &Tile, mut emit: impl FnMut(&mut Cx<'_>, Expr, u32)) {
     let mr = TILE_MAX_ROWS.min(tile.tp);
     let mrx = e::i64(i64::from(mr));
-    let q = cx.b.open_for("micro", e::i64(0), e::bin(K::Div, e::add(e::var(tile.nt), e::i64(i64::from(mr) - 1)), mrx.clone()));
-    let r0 = cx.b.let_("r0", e::mul(e::var(q), mrx));
-    let left = cx.b.let_("left", e::sub(e::var(tile.nt), e::var(r0)));
-    for m in (2..=mr).rev() {
-        let cond =
-            if m == mr { e::bin(K::Ge, e::var(left), e::i64(i64::from(m))) } else { e::bin(K::Eq, e::var(left), e::i64(i64::from(m))) };
-        cx.b.open_if(cond);
-        emit(cx, e::var(r0), m);
-        cx.b.open_else();
-    }
-    emit(cx, e::var(r0), 1);
-    for _ in 2..=mr {
+    if mr > 1 {
+        let q = cx.b.open_for("micro", e::i64(0), e::bin(K::Div, e::var(tile.nt), mrx.clone()));
+        emit(cx, e::mul(e::var(q), mrx.clone()), mr);
         cx.b.close();
     }
+    let rest = if mr > 1 { e::mul(e::bin(K::Div, e::var(tile.nt), mrx.clone()), mrx) } else { e::i64(0) };
+    let r = cx.b.open_for("row", rest, e::var(tile.nt));
+    emit(cx, e::var(r), 1);
     cx.b.close();
 }
 
