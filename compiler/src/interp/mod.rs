@@ -54,8 +54,9 @@ use crate::semantics::store::Buf;
 use crate::semantics::{RunError, location};
 use eval::Env;
 
-/// How deeply kernel calls may nest before the interpreter gives up.
-pub const MAX_CALL_DEPTH: usize = 64;
+/// How deeply kernel calls may nest before the interpreter gives up: the checker's limit, so a
+/// checked program never reaches it (kept as a guard).
+pub const MAX_CALL_DEPTH: usize = crate::check::limits::MAX_CALL_DEPTH;
 
 /// Runs `kernel` of `program` on named inputs with param values (defaults apply to params not
 /// given) and returns its outputs by name, each of its declared dtype (values rounded to it).
