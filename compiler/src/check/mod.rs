@@ -12,6 +12,7 @@ mod infer;
 mod kernel;
 mod laws;
 pub mod limits;
+mod literals;
 mod reduction;
 pub mod types;
 
@@ -70,6 +71,9 @@ pub fn check_program(sources: SourceMap, files: &[(FileId, ast::File)]) -> Resul
         }
     }
     let reductions: Vec<hir::Reduction> = reductions_ast.iter().filter_map(|r| reduction::check(&g, &mut diags, r)).collect();
+    for r in &reductions {
+        diags.extend(r.identity.iter().chain(&r.lets).chain(&r.result).find_map(literals::first_in_expr));
+    }
     let n = kernels_ast.len();
     let mut state = KernelState { done: vec![None; n], in_progress: BTreeSet::new(), height: vec![0; n], size: vec![0; n] };
     for i in 0..kernels_ast.len() {
@@ -123,7 +127,26 @@ fn check_param(p: &ast::ParamItem, diags: &mut Vec<Diagnostic>) -> Option<Param>
                 // Still declare it (without default) so its uses do not cascade.
                 None
             } else {
-                Some(crate::semantics::types::convert_lit(lit, p.dtype))
+                let value = crate::semantics::types::convert_lit(lit, p.dtype);
+                if let Lit::Float(x) = value
+                    && crate::semantics::types::lit_out_of_range(value, p.dtype)
+                {
+                    diags.push(
+                        Diagnostic::error(
+                            format!("param '{}' is {} but its default is out of range", p.name.name, p.dtype),
+                            span,
+                            format!("{x:e} rounds to infinity in {}", p.dtype),
+                        )
+                        .with_label(p.dtype_span, "declared type")
+                        .with_hint(format!(
+                            "the largest finite {} is {}; write `inf` for infinity",
+                            p.dtype,
+                            crate::semantics::types::max_finite(p.dtype)
+                        )),
+                    );
+                    return Some(Param { name: p.name.name.clone(), dtype: p.dtype, default: None, docs: p.docs.clone(), span: p.span });
+                }
+                Some(value)
             }
         }
     };
@@ -202,7 +225,11 @@ fn check_kernel_rec(g: &Globals, ks: &[&ast::KernelItem], i: usize, st: &mut Ker
     }
     st.height[i] = height;
     st.size[i] = size;
-    let checked = check_kernel(g, k, &st.done, diags);
+    let mut checked = check_kernel(g, k, &st.done, diags);
+    if let Some(d) = checked.as_ref().and_then(literals::first_in_kernel) {
+        diags.push(d);
+        checked = None;
+    }
     st.in_progress.remove(&i);
     st.done[i] = Some(checked);
 }
