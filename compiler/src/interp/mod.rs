@@ -121,7 +121,8 @@ fn run_on_this_thread(
     for (&t, buf) in k.outputs.iter().zip(outputs) {
         let info = &k.tensors[t.index()];
         let dtype = if exact && info.dtype.is_float() { tfmc_runtime::DType::F64 } else { info.dtype };
-        out.insert(info.name.clone(), buf.to_tensor(dtype));
+        let tensor = buf.to_tensor(dtype).map_err(|why| RunError::TooLarge { tensor: info.name.clone(), shape: buf.shape.clone(), why })?;
+        out.insert(info.name.clone(), tensor);
     }
     Ok(out)
 }
@@ -189,7 +190,9 @@ fn run_kernel<'a>(
             None => {
                 let info = &kernel.tensors[t.index()];
                 let shape: Vec<usize> = info.shape.iter().map(|&e| frame.extent(e) as usize).collect();
-                Buf::empty(info.dtype, shape.clone()).ok_or_else(|| RunError::TooLarge { tensor: info.name.clone(), shape })?.into_dense()
+                Buf::empty(info.dtype, shape.clone())
+                    .map_err(|why| RunError::TooLarge { tensor: info.name.clone(), shape, why })?
+                    .into_dense()
             }
         };
         out.push(buf);
