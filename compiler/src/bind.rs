@@ -129,8 +129,8 @@ pub enum BindError {
         /// The dim.
         dim: String,
     },
-    /// A size does not fit in `i64`.
-    #[error("dimension {axis} of input '{name}' is too large ({got})")]
+    /// A size above [`MAX_DIM`].
+    #[error("dimension {axis} of input '{name}' is {got}, larger than 2^40 (the largest size of a dimension)")]
     TooLarge {
         /// The input.
         name: String,
@@ -205,7 +205,7 @@ pub fn bind_shapes(kernel: &Kernel, shapes: &[&[usize]]) -> Result<Bindings, Bin
         check_rank(kernel, tid, shape)?;
         let info = &kernel.tensors[tid.index()];
         for (axis, (&ext, &got)) in info.shape.iter().zip(shape.iter()).enumerate() {
-            if i64::try_from(got).is_err() {
+            if got > MAX_DIM as usize {
                 return Err(BindError::TooLarge { name: info.name.clone(), axis, got });
             }
             match ext {
