@@ -56,7 +56,11 @@ fn causal_filter_becomes_a_bound() {
 fn window_filter_becomes_both_bounds() {
     let (c, _) = opt("window.tfm", "window");
     assert!(
-        output_text(&c).starts_with("(osm m (call max 0 (+ (- (idx p) (param W)) 1)) (call min (dim M) (+ (idx p) 1)) true "),
+        // W is clamped to ±2^62 so that p - W + 1 cannot overflow (W = i64::MIN selects nothing).
+        output_text(&c).starts_with(
+            "(osm m (call max 0 (+ (- (idx p) (call max (call min (param W) 4611686018427387904) -4611686018427387904)) 1)) \
+             (call min (dim M) (+ (idx p) 1)) true "
+        ),
         "{}",
         print_cascade(&c)
     );
