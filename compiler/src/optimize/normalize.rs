@@ -40,6 +40,11 @@ impl Hc {
         id
     }
 
+    /// The id of `n` if it was added.
+    pub(super) fn lookup(&self, n: &Tfm) -> Option<Id> {
+        self.seen.get(n).copied()
+    }
+
     pub(super) fn konst(&mut self, c: Const) -> Id {
         self.add(Tfm::Const(c))
     }
@@ -133,23 +138,22 @@ pub fn float_filters(e: &RecExpr<Tfm>) -> RecExpr<Tfm> {
 
 /// The nodes of `e` reachable from `root`, in order, with `root` last.
 pub fn compact(e: &RecExpr<Tfm>, root: Id) -> RecExpr<Tfm> {
-    let mut keep = vec![false; e.as_ref().len()];
-    keep[usize::from(root)] = true;
-    for k in (0..=usize::from(root)).rev() {
-        if keep[k] {
-            for c in e[Id::from(k)].children() {
-                keep[usize::from(*c)] = true;
-            }
+    // Only what `root` reaches is visited (`e` may be a large shared pool).
+    let mut reached: Vec<Id> = Vec::new();
+    let mut seen: HashMap<Id, Id> = HashMap::new();
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        if seen.insert(id, id).is_none() {
+            reached.push(id);
+            stack.extend(e[id].children().iter().copied());
         }
     }
+    reached.sort_unstable();
     let mut out = RecExpr::default();
-    let mut map: Vec<Option<Id>> = vec![None; e.as_ref().len()];
-    for k in 0..=usize::from(root) {
-        if keep[k] {
-            // Children precede their parent and are kept, so they are mapped already.
-            let n = e[Id::from(k)].clone().map_children(|c| map[usize::from(c)].expect("child kept"));
-            map[k] = Some(out.add(n));
-        }
+    for id in reached {
+        // Children precede their parent and are reached, so they are mapped already.
+        let n = e[id].clone().map_children(|c| seen[&c]);
+        seen.insert(id, out.add(n));
     }
     out
 }
