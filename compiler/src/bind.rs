@@ -129,8 +129,8 @@ pub enum BindError {
         /// The dim.
         dim: String,
     },
-    /// A size does not fit in `i64`.
-    #[error("dimension {axis} of input '{name}' is too large ({got})")]
+    /// A size above [`MAX_DIM`].
+    #[error("dimension {axis} of input '{name}' is {got}, larger than 2^40 (the largest size of a dimension)")]
     TooLarge {
         /// The input.
         name: String,
@@ -205,7 +205,7 @@ pub fn bind_shapes(kernel: &Kernel, shapes: &[&[usize]]) -> Result<Bindings, Bin
         check_rank(kernel, tid, shape)?;
         let info = &kernel.tensors[tid.index()];
         for (axis, (&ext, &got)) in info.shape.iter().zip(shape.iter()).enumerate() {
-            if i64::try_from(got).is_err() {
+            if got > MAX_DIM as usize {
                 return Err(BindError::TooLarge { name: info.name.clone(), axis, got });
             }
             match ext {
@@ -272,11 +272,15 @@ pub fn output_shape(kernel: &Kernel, bindings: &Bindings, tensor: TensorId) -> V
     kernel.tensors[tensor.index()].shape.iter().map(|&e| bindings.extent(e) as usize).collect()
 }
 
+/// The largest size of a dimension, for every engine (interpreter, IR evaluator, compiled
+/// kernels): index arithmetic on values this small cannot overflow.
+pub const MAX_DIM: i64 = 1 << 40;
+
 /// Param values by `ParamId`: each param's default, overridden by `given` (converted to the
-/// param's dtype: an integral float is accepted for an integer param, any integer for a float
-/// param, only a bool for a bool param). A param that has neither a value nor a default is an
-/// error if `kernel` reads it (`params_used`); otherwise it gets the zero of its dtype, which
-/// nothing reads.
+/// param's dtype: an integral float in range is accepted for an integer param, any integer or
+/// a float that stays finite in the dtype for a float param, only a bool for a bool param). A
+/// param that has neither a value nor a default is an error if `kernel` reads it
+/// (`params_used`); otherwise it gets the zero of its dtype, which nothing reads.
 pub fn resolve_params(program: &Program, kernel: &Kernel, given: &BTreeMap<String, Scalar>) -> Result<Vec<Scalar>, BindError> {
     let mut values: Vec<Option<Scalar>> = program
         .params
@@ -313,7 +317,10 @@ fn convert_param(name: &str, dtype: DType, v: Scalar) -> Result<Scalar, BindErro
     match (dtype, v) {
         (DType::Bool, Scalar::B(_)) => Ok(v),
         (DType::Bool, _) | (_, Scalar::B(_)) => Err(bad()),
-        (d, Scalar::F(x)) if d.is_float() => Ok(Scalar::F(x)),
+        // A finite value must stay finite in the param's dtype (1e39 is no f32), as an
+        // integer must fit an integer param: the interpreter computes with the value in f64,
+        // compiled code with it rounded.
+        (d, Scalar::F(x)) if d.is_float() && !crate::semantics::types::lit_out_of_range(crate::hir::Lit::Float(x), d) => Ok(Scalar::F(x)),
         (d, Scalar::I(i)) if d.is_float() => Ok(Scalar::F(i as f64)),
         (_, Scalar::I(i)) if (lo..=hi).contains(&i) => Ok(Scalar::I(i)),
         // 2^63 is exactly representable but does not fit, hence the strict upper bound.

@@ -336,6 +336,9 @@ pub fn run(cli: Cli) -> Result<(), String> {
                     let lowered = tfmc::ir::lower::lower(&program, &kernel).map_err(|e| format!("error: {e}\n"))?;
                     let mut opts = tfmc::optimize::Options::for_program(&program);
                     opts.split = split.as_deref().map(parse_split).transpose()?;
+                    if let Some((index, _)) = &opts.split {
+                        tfmc::optimize::split::check_index(&lowered, index).map_err(|e| format!("error: {e}\n"))?;
+                    }
                     let (c, _) = tfmc::optimize::optimize(&lowered, &opts).map_err(|e| format!("error: {e}\n"))?;
                     tfmc::ir::eval::run_cascade(&c, &program, &inputs, &params, false).map_err(|e| format!("error: {e}\n"))?
                 }
@@ -356,7 +359,15 @@ pub fn run(cli: Cli) -> Result<(), String> {
             let mut opts = tfmc::optimize::Options::for_program(&program);
             opts.split = split.as_deref().map(parse_split).transpose()?;
             if let Some(d) = dims {
-                for (k, v) in parse_dims(&d)? {
+                let given = parse_dims(&d)?;
+                if let Some((_, k)) = program.kernel(&kernel) {
+                    let known: Vec<&str> = k.dims.iter().map(|d| d.name.as_str()).collect();
+                    if let Some(name) = given.keys().find(|n| !known.contains(&n.as_str())) {
+                        return Err(format!("error: kernel '{kernel}' has no dimension '{name}'; its dimensions: {}\n", known.join(", ")));
+                    }
+                }
+                for (k, v) in given {
+                    // At most MAX_DIM (parse_dims), so it fits.
                     opts.dims.insert(k, v as i64);
                 }
             }
@@ -533,6 +544,10 @@ fn parse_params(list: &[String]) -> Result<BTreeMap<String, Scalar>, String> {
         let scalar = if let Ok(i) = v.parse::<i64>() {
             Scalar::I(i)
         } else if let Ok(f) = v.parse::<f64>() {
+            // `1e400` parses as infinity: a number beyond f64 is out of range (write `inf`).
+            if f.is_infinite() && !v.trim_start_matches(['-', '+']).to_ascii_lowercase().starts_with("inf") {
+                return Err(format!("error: --param {name}: '{v}' is out of range for f64 (write inf for infinity)\n"));
+            }
             Scalar::F(f)
         } else if let Ok(b) = v.parse::<bool>() {
             Scalar::B(b)
@@ -544,24 +559,33 @@ fn parse_params(list: &[String]) -> Result<BTreeMap<String, Scalar>, String> {
     Ok(out)
 }
 
+/// `INDEX=CHUNK` with `1 <= CHUNK <= 2^40` (a chunk longer than any dim splits nothing, and
+/// the split's bound arithmetic stays far from overflow).
 fn parse_split(spec: &str) -> Result<(String, i64), String> {
-    let bad = || format!("error: malformed --split '{spec}': expected INDEX=CHUNK with CHUNK >= 1, e.g. --split m=256\n");
+    let bad = || format!("error: malformed --split '{spec}': expected INDEX=CHUNK with CHUNK between 1 and 2^40, e.g. --split m=256\n");
     let (i, n) = spec.split_once('=').ok_or_else(bad)?;
     let n: i64 = n.trim().parse().map_err(|_| bad())?;
-    if n < 1 || i.trim().is_empty() {
+    if !(1..=tfmc::bind::MAX_DIM).contains(&n) || i.trim().is_empty() {
         return Err(bad());
     }
     Ok((i.trim().to_string(), n))
 }
 
+/// `DIM=SIZE,...`: each dim once, each size at most 2^40 (the largest dimension).
 fn parse_dims(spec: &str) -> Result<BTreeMap<String, usize>, String> {
     let mut out = BTreeMap::new();
     for part in spec.split(',').filter(|s| !s.trim().is_empty()) {
         let Some((k, v)) = part.split_once('=') else {
             return Err(format!("error: malformed --dims entry '{part}': expected DIM=SIZE\n"));
         };
+        let k = k.trim();
         let n: usize = v.trim().parse().map_err(|_| format!("error: --dims {k}: '{v}' is not a size\n"))?;
-        out.insert(k.trim().to_string(), n);
+        if n > tfmc::bind::MAX_DIM as usize {
+            return Err(format!("error: --dims {k}: {n} is larger than 2^40, the largest size of a dimension\n"));
+        }
+        if out.insert(k.to_string(), n).is_some() {
+            return Err(format!("error: --dims {k} is given twice\n"));
+        }
     }
     Ok(out)
 }

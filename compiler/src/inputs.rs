@@ -7,6 +7,7 @@
 //! must build themselves.
 
 use crate::hir::{Extent, Program};
+use crate::semantics::memory::{self, MemoryError};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::BTreeMap;
 use tfmc_runtime::{Tensor, TensorData};
@@ -29,6 +30,16 @@ pub enum InputsError {
         dim: String,
         /// Kernel.
         kernel: String,
+    },
+    /// An input would not fit in memory (or its element count overflows).
+    #[error("input '{input}' of shape {shape:?} is too large: {why}")]
+    TooLarge {
+        /// The input.
+        input: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Why it does not fit.
+        why: crate::semantics::memory::MemoryError,
     },
     /// A size was given for a dimension the kernel does not have.
     #[error("kernel '{kernel}' has no dimension '{dim}'; its dimensions: {available}")]
@@ -73,19 +84,29 @@ pub fn random_inputs(
                 }
             });
         }
-        let n: usize = shape.iter().product();
+        let too_large = |why| InputsError::TooLarge { input: info.name.clone(), shape: shape.clone(), why };
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| too_large(MemoryError::Overflow))?;
         let data = if info.dtype.is_float() {
-            TensorData::F((0..n).map(|_| rng.random_range(-1.0..1.0)).collect())
+            TensorData::F(generate(n, || rng.random_range(-1.0..1.0)).map_err(too_large)?)
         } else if info.dtype.is_int() {
-            TensorData::I((0..n).map(|_| rng.random_range(0..4)).collect())
+            TensorData::I(generate(n, || rng.random_range(0..4)).map_err(too_large)?)
         } else {
-            TensorData::B((0..n).map(|_| rng.random_bool(0.5)).collect())
+            TensorData::B(generate(n, || rng.random_bool(0.5)).map_err(too_large)?)
         };
         // Shape and data length agree by construction, and the variant matches the dtype.
         let tensor = Tensor::new(info.dtype, shape, data).expect("consistent random tensor");
         out.insert(info.name.clone(), tensor);
     }
     Ok(out)
+}
+
+/// `n` values of `f`, allocated fallibly after checking the memory available.
+fn generate<T>(n: usize, f: impl FnMut() -> T) -> Result<Vec<T>, MemoryError> {
+    memory::check(n, std::mem::size_of::<T>())?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| MemoryError::Failed { bytes: (n * std::mem::size_of::<T>()) as u64 })?;
+    v.extend(std::iter::repeat_with(f).take(n));
+    Ok(v)
 }
 
 /// Reads kernel `kernel`'s inputs from the `.npz` file `path`: `float32` arrays for inputs the
@@ -98,4 +119,25 @@ pub fn read_inputs(program: &Program, kernel: &str, path: &std::path::Path) -> R
         tfmc_runtime::as_declared_bf16(&mut inputs, declared);
     }
     Ok(inputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hostile sizes are errors naming the input, never a panic or an abort.
+    #[test]
+    fn hostile_dims_are_errors() {
+        let program = crate::load_str("t.tfm", "kernel k(X: f32[B, H, P]) -> (Y: f32[B, H, P]) {\n    Y[b, h, p] = X[b, h, p]\n}\n")
+            .unwrap_or_else(|d| panic!("{d}"));
+        let dims = |b: usize, h: usize, p: usize| BTreeMap::from([("B".to_string(), b), ("H".to_string(), h), ("P".to_string(), p)]);
+        let e = random_inputs(&program, "k", &dims(1 << 32, 1 << 32, 1), 0).unwrap_err().to_string();
+        assert_eq!(e, "input 'X' of shape [4294967296, 4294967296, 1] is too large: its size in bytes overflows");
+        let e = random_inputs(&program, "k", &dims(1, 1, usize::MAX), 0).unwrap_err().to_string();
+        assert!(e.starts_with("input 'X' of shape [1, 1, 18446744073709551615] is too large: "), "{e}");
+        let e = random_inputs(&program, "k", &dims(1, 1, 1 << 46), 0).unwrap_err().to_string();
+        assert!(e.starts_with("input 'X' of shape [1, 1, 70368744177664] is too large: "), "{e}");
+        let ok = random_inputs(&program, "k", &dims(2, 0, 3), 0).expect("an empty input is fine");
+        assert_eq!(ok["X"].shape(), &[2, 0, 3]);
+    }
 }

@@ -60,7 +60,7 @@ impl Loader {
     fn load(&mut self, path: &Path, display: String, from: Option<Span>) {
         let canon = match std::fs::canonicalize(path) {
             Ok(c) => c,
-            Err(e) => return self.io_error(&display, &e, from),
+            Err(e) => return self.io_error(&display, &e, from, true),
         };
         if let Some(at) = self.stack.iter().position(|(c, _)| *c == canon) {
             let mut chain: Vec<&str> = self.stack[at..].iter().map(|(_, n)| n.as_str()).collect();
@@ -76,9 +76,9 @@ impl Loader {
         if self.sources.find_path(&canon).is_some() {
             return; // already loaded through another `use`
         }
-        let text = match std::fs::read_to_string(path) {
+        let text = match read_source(path) {
             Ok(t) => t,
-            Err(e) => return self.io_error(&display, &e, from),
+            Err(e) => return self.io_error(&display, &e, from, false),
         };
         let id = self.sources.add(display.clone(), Some(&canon), text);
         let dir = canon.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -105,14 +105,53 @@ impl Loader {
         }
     }
 
-    fn io_error(&mut self, display: &str, e: &std::io::Error, from: Option<Span>) {
+    /// A file that cannot be read; `missing` when it was not found (then a `use` gets a hint
+    /// on how its path resolves).
+    fn io_error(&mut self, display: &str, e: &dyn std::fmt::Display, from: Option<Span>, missing: bool) {
+        let display = &visible(display);
         let d = match from {
-            Some(s) => Diagnostic::error(format!("cannot read '{display}': {e}"), s, "used here")
+            Some(s) if missing => Diagnostic::error(format!("cannot read '{display}': {e}"), s, "used here")
                 .with_hint("`use` paths are relative to the file that contains them"),
+            Some(s) => Diagnostic::error(format!("cannot read '{display}': {e}"), s, "used here"),
             None => Diagnostic::error_nospan(format!("cannot read '{display}': {e}")),
         };
         self.errors.push(d);
     }
+}
+
+/// The largest source file read, in bytes. Larger files (and endless ones) are refused before
+/// they are read whole.
+pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
+
+/// Reads a source file: a regular file (a device, FIFO or directory is refused before it is
+/// opened, so `/dev/zero` or a pipe cannot stall or exhaust memory) of at most
+/// [`MAX_SOURCE_BYTES`] (checked while reading too, for files whose size is not known up front),
+/// in UTF-8.
+fn read_source(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() { "a directory" } else { "not a regular file" };
+        return Err(format!("{what}; a source must be a regular .tfm file"));
+    }
+    let too_large = || format!("larger than {MAX_SOURCE_BYTES} bytes, the limit for a source file");
+    if meta.len() > MAX_SOURCE_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    file.take(MAX_SOURCE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_SOURCE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))
+}
+
+/// `name` with every invisible character (NUL, controls, zero-width marks) written as
+/// `\u{..}`, so a diagnostic never echoes one raw.
+fn visible(name: &str) -> String {
+    name.chars().map(|c| if tfm_dsl::diagnostic::is_invisible(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// How a used file is named in diagnostics: relative to the working directory when it is

@@ -102,8 +102,19 @@ pub fn round(cfg: &WatchConfig) -> Round {
     Round { report, ok, files }
 }
 
+/// The absolute, canonical path of `p`. A file that is missing for the moment (deleted before
+/// an editor or `git checkout` writes it again) is named by its canonical directory and its
+/// file name, so it keeps the name the watcher's events will carry when it comes back (a
+/// relative path would never match them).
 fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return c;
+    }
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir).map_or(abs.clone(), |d| d.join(name)),
+        _ => abs,
+    }
 }
 
 fn round_inner(cfg: &WatchConfig, files: &mut BTreeSet<PathBuf>, report: &mut String) -> Result<bool, String> {
@@ -378,6 +389,44 @@ mod tests {
         std::fs::write(&tmp, "kernel twice(X: f32[N]) -> (Y: f32[N]) {\n    Y[n] = X[n] + X[n]\n}\n").unwrap();
         std::fs::rename(&tmp, dir.path().join("helper.tfm")).unwrap();
         wait_for("round 3 (ok)");
+        stop_tx.send(()).unwrap();
+        handle.join().unwrap().unwrap();
+    }
+
+    /// A file given by a relative path that is deleted and written again (`git checkout`, some
+    /// editors) is still watched: its name stays absolute while it is missing.
+    #[test]
+    fn a_relative_file_deleted_and_recreated_is_still_watched() {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let rel = Path::new(".").join(dir.path().file_name().unwrap());
+        let cfg = config(&rel, DOUBLE);
+        let file = cfg.file.clone();
+        let missing = canonical(&rel.join("gone.tfm"));
+        assert!(missing.is_absolute() && missing.ends_with("gone.tfm"), "{}", missing.display());
+
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let (out_tx, out_rx) = mpsc::channel::<String>();
+        let handle = std::thread::spawn(move || watch(&cfg, |s| drop(out_tx.send(s.to_string())), Some(stop_rx)));
+        let mut seen = String::new();
+        // Waits until `needle` has been printed `times` times in all.
+        let mut wait_for = |needle: &str, times: usize| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(s) = out_rx.recv_timeout(Duration::from_millis(100)) {
+                    seen.push_str(&s);
+                    if seen.matches(needle).count() >= times {
+                        return;
+                    }
+                }
+            }
+            panic!("no '{needle}' (x{times}) in watch output:\n{seen}");
+        };
+        wait_for("watching 1 file(s)", 1);
+        std::fs::remove_file(&file).unwrap();
+        wait_for("round 2 (FAILED)", 1);
+        wait_for("watching 1 file(s)", 2);
+        std::fs::write(&file, DOUBLE).unwrap();
+        wait_for("round 3 (ok)", 1);
         stop_tx.send(()).unwrap();
         handle.join().unwrap().unwrap();
     }

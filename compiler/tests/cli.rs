@@ -519,3 +519,105 @@ fn stages_and_artifacts_the_target_lacks_are_errors() {
     }
     assert!(!s.path("x.so").exists() && !s.path("x.h").exists());
 }
+
+/// Hostile sources (issue 16): a device file, a FIFO and a file over the size cap are refused
+/// before they are read (no hang, no memory exhaustion); a call bomb is an error at `check`.
+#[test]
+fn hostile_sources_are_refused() {
+    let s = Scratch::new("hostile-sources");
+    let o = tfmc(&["check", "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read '/dev/zero': not a regular file"), "{}", stderr(&o));
+    let fifo = s.path("pipe.tfm");
+    let made = Command::new("mkfifo").arg(&fifo).status().is_ok_and(|st| st.success());
+    if made {
+        let o = tfmc(&["check", &s.str("pipe.tfm")]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    }
+    let big = std::fs::File::create(s.path("big.tfm")).expect("create");
+    big.set_len(17 << 20).expect("a sparse 17 MiB file");
+    let o = tfmc(&["check", &s.str("big.tfm")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("larger than 16777216 bytes"), "{}", stderr(&o));
+    let o = tfmc(&["check", "tests/check/107_call_bomb.tfm"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("too large with its calls inlined"), "{}", stderr(&o));
+}
+
+/// Float params beyond their dtype are errors naming the value (the interpreter used to give
+/// finite results and compiled code NaN for `--param cap=1e39`), as is a number beyond f64.
+#[test]
+fn float_params_beyond_their_dtype_are_errors() {
+    let s = Scratch::new("float-params");
+    write_inputs(&s.path("in.npz"), &[("Q", &[1, 1, 2, 4]), ("K", &[1, 1, 3, 4]), ("V", &[1, 1, 3, 4])]);
+    let run = |cap: &str| {
+        tfmc(&["run", "lib/softcap.tfm", "--kernel", "softcap", "--inputs", &s.str("in.npz"), "--out", &s.str("out.npz"), "--param", cap])
+    };
+    let o = run("cap=1e39");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("param 'cap' is f32; 1e39 is not a valid f32"), "{}", stderr(&o));
+    let o = run("cap=1e400");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("'1e400' is out of range"), "{}", stderr(&o));
+    assert!(!s.path("out.npz").exists());
+    assert!(run("cap=3e38").status.success());
+}
+
+/// `--dims` and `--split` are checked (issue 16): sizes above 2^40, a dim given twice, a dim or
+/// an index the kernel lacks, a chunk out of range are errors (exit 1), never silently
+/// ignored, wrapped or an internal overflow; hostile sizes for `inputs` are errors, no panic.
+#[test]
+fn dims_and_split_are_checked() {
+    let s = Scratch::new("dims-split");
+    for (args, msg) in [
+        (&["explain", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "P=18446744073709551615"][..], "larger than 2^40"),
+        (&["explain", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "F=4,F=5"][..], "--dims F is given twice"),
+        (&["explain", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "Q=4"][..], "kernel 'sdpa' has no dimension 'Q'"),
+        (&["explain", "lib/sdpa.tfm", "--kernel", "sdpa", "--split", "q=64"][..], "cannot split index 'q'"),
+        (&["explain", "lib/sdpa.tfm", "--kernel", "sdpa", "--split", "m=9223372036854775807"][..], "CHUNK between 1 and 2^40"),
+        (
+            &[
+                "inputs",
+                "lib/sdpa.tfm",
+                "--kernel",
+                "sdpa",
+                "--dims",
+                "B=1,H=1,P=18446744073709551615,M=1,E=1,F=1",
+                "--out",
+                &s.str("i.npz"),
+            ][..],
+            "larger than 2^40",
+        ),
+        (
+            &[
+                "inputs",
+                "lib/sdpa.tfm",
+                "--kernel",
+                "sdpa",
+                "--dims",
+                "B=4294967296,H=4294967296,P=1,M=1,E=1,F=1",
+                "--out",
+                &s.str("i.npz"),
+            ][..],
+            "its size in bytes overflows",
+        ),
+        (
+            &["inputs", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "B=1048576,H=1048576,P=1,M=1,E=1,F=1", "--out", &s.str("i.npz")][..],
+            "is too large: ",
+        ),
+        (
+            &["inputs", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "B=1,H=1,P=1,M=1,E=1,F=1,Z=3", "--out", &s.str("i.npz")][..],
+            "has no dimension 'Z'",
+        ),
+    ] {
+        let o = tfmc(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+    }
+    assert!(!s.path("i.npz").exists());
+    let o = tfmc(&["explain", "lib/sdpa.tfm", "--kernel", "sdpa", "--dims", "P=16,M=16", "--split", "m=8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("P=16"), "{}", stdout(&o));
+}

@@ -103,10 +103,72 @@ impl Diagnostic {
     }
 }
 
-/// Renders diagnostics as rustc-style text, in order, separated by blank lines.
+/// True for characters a terminal would not show (or would act on): controls other than tab,
+/// newline and carriage return, the byte-order mark and other zero-width or direction marks.
+/// Diagnostics name these by code point instead of echoing them.
+pub fn is_invisible(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
+
+/// A file's text as shown in snippets: each invisible character replaced by a visible stand-in
+/// (`␀` for NUL, the control pictures for other C0 controls, nothing for a byte-order mark
+/// that opens the file, `<U+XXXX>` otherwise), with the
+/// byte offset where each replacement starts and how many bytes the text has grown there.
+struct Shown {
+    text: String,
+    /// (offset in the original text, growth in bytes after this replacement), ascending.
+    shifts: Vec<(usize, isize)>,
+}
+
+impl Shown {
+    fn new(text: &str) -> Shown {
+        if !text.chars().any(is_invisible) {
+            return Shown { text: text.to_string(), shifts: Vec::new() };
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut shifts = Vec::new();
+        let mut growth = 0isize;
+        for (at, c) in text.char_indices() {
+            if !is_invisible(c) {
+                out.push(c);
+                continue;
+            }
+            let code = u32::from(c);
+            let stand_in = match code {
+                // A byte-order mark opening the file is accepted and shown as nothing.
+                0xfeff if at == 0 => String::new(),
+                0..=0x1f => char::from_u32(0x2400 + code).map(String::from).unwrap_or_default(),
+                0x7f => "\u{2421}".to_string(),
+                _ => format!("<U+{code:04X}>"),
+            };
+            out.push_str(&stand_in);
+            growth += stand_in.len() as isize - c.len_utf8() as isize;
+            shifts.push((at, growth));
+        }
+        Shown { text: out, shifts }
+    }
+
+    /// Where offset `pos` of the original text is in the shown text.
+    fn map(&self, pos: usize) -> usize {
+        // Replacements that start before `pos` moved it.
+        let k = self.shifts.partition_point(|(at, _)| *at < pos);
+        let growth = if k == 0 { 0 } else { self.shifts[k - 1].1 };
+        pos.saturating_add_signed(growth)
+    }
+
+    fn range(&self, span: Span) -> std::ops::Range<usize> {
+        let r = span.range();
+        self.map(r.start)..self.map(r.end)
+    }
+}
+
+/// Renders diagnostics as rustc-style text, in order, separated by blank lines. Invisible
+/// characters in the quoted source lines are shown by stand-ins (see [`is_invisible`]).
 pub fn render_all(diags: &[Diagnostic], sources: &SourceMap) -> String {
     let mut files = SimpleFiles::new();
-    let ids: Vec<usize> = sources.files().map(|(_, f)| files.add(f.name.clone(), f.text.clone())).collect();
+    let shown: Vec<Shown> = sources.files().map(|(_, f)| Shown::new(&f.text)).collect();
+    let ids: Vec<usize> = sources.files().zip(&shown).map(|((_, f), s)| files.add(f.name.clone(), s.text.clone())).collect();
     let config = term::Config::default();
     let mut out = String::new();
     for d in diags {
@@ -115,15 +177,15 @@ pub fn render_all(diags: &[Diagnostic], sources: &SourceMap) -> String {
             Severity::Warning => CsSeverity::Warning,
         };
         let mut labels = Vec::new();
-        let file_of = |s: Span| ids.get(s.file.0 as usize).copied();
+        let file_of = |s: Span| ids.get(s.file.0 as usize).copied().zip(shown.get(s.file.0 as usize));
         if let Some(p) = &d.primary
-            && let Some(f) = file_of(p.span)
+            && let Some((f, sh)) = file_of(p.span)
         {
-            labels.push(CsLabel::primary(f, p.span.range()).with_message(&p.message));
+            labels.push(CsLabel::primary(f, sh.range(p.span)).with_message(&p.message));
         }
         for l in &d.secondary {
-            if let Some(f) = file_of(l.span) {
-                labels.push(CsLabel::secondary(f, l.span.range()).with_message(&l.message));
+            if let Some((f, sh)) = file_of(l.span) {
+                labels.push(CsLabel::secondary(f, sh.range(l.span)).with_message(&l.message));
             }
         }
         let mut notes: Vec<String> = d.hints.iter().map(|h| format!("hint: {h}")).collect();

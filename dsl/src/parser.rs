@@ -207,6 +207,8 @@ fn syntax_error(e: pest::error::Error<Rule>, file: FileId, text: &str) -> Diagno
     let found_tok: String = text[pos..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     let found = match text[pos..].chars().next() {
         None => "end of file".to_string(),
+        // Never echo a NUL, a control or an invisible character raw: name its code point.
+        Some(c) if found_tok.is_empty() && crate::diagnostic::is_invisible(c) => format!("character U+{:04X}", u32::from(c)),
         Some(c) if found_tok.is_empty() => format!("`{c}`"),
         Some(_) => format!("`{found_tok}`"),
     };
@@ -313,31 +315,52 @@ impl Builder {
         for c in p.into_inner() {
             match c.as_rule() {
                 Rule::neg => negative = true,
-                _ => value = Some(self.lit_atom(c)?),
+                _ => value = Some(self.lit_atom(c, negative)?),
             }
         }
         let v = value.expect("literal has a value");
-        Ok(match (negative, v) {
-            (false, v) => v,
-            (true, Lit::Int(i)) => Lit::Int(-i),
-            (true, Lit::Float(f)) => Lit::Float(-f),
-            (true, Lit::Bool(_)) => {
-                return Err(Box::new(Diagnostic::error("cannot negate a boolean literal", span, "`-` applied to a boolean")));
-            }
-        })
+        if negative && matches!(v, Lit::Bool(_)) {
+            return Err(Box::new(Diagnostic::error("cannot negate a boolean literal", span, "`-` applied to a boolean")));
+        }
+        Ok(v)
     }
 
-    fn lit_atom(&self, p: P) -> PResult<Lit> {
+    /// The integer token a `postfix` consists of, if it is one (`7`, not `(7)` or `x.f`).
+    fn int_token<'i>(postfix: &P<'i>) -> Option<P<'i>> {
+        let mut it = postfix.clone().into_inner();
+        let atom = it.next()?;
+        if it.next().is_some() || atom.as_rule() != Rule::atom {
+            return None;
+        }
+        atom.into_inner().next().filter(|t| t.as_rule() == Rule::int_lit)
+    }
+
+    /// A literal token, negated when a `-` applies to it (so `-9223372036854775808`,
+    /// `i64::MIN`, is a literal although its magnitude alone does not fit in i64). A boolean
+    /// is returned as is: the caller reports its negation.
+    fn lit_atom(&self, p: P, negated: bool) -> PResult<Lit> {
         let span = self.span(&p);
+        let sign = if negated { -1.0 } else { 1.0 };
         Ok(match p.as_rule() {
-            Rule::int_lit => Lit::Int(p.as_str().parse::<i64>().map_err(|_| {
-                Diagnostic::error("integer literal out of range", span, "does not fit in i64")
-                    .with_hint("integers are 64-bit signed; write a float literal (`1e30`) for large values")
-            })?),
-            Rule::float_lit => {
-                Lit::Float(p.as_str().parse::<f64>().map_err(|_| Diagnostic::error("malformed float literal", span, "not a number"))?)
+            Rule::int_lit => {
+                let digits = p.as_str();
+                let parsed = if negated { format!("-{digits}").parse::<i64>() } else { digits.parse::<i64>() };
+                Lit::Int(parsed.map_err(|_| {
+                    Diagnostic::error("integer literal out of range", span, "does not fit in i64")
+                        .with_hint("integers are 64-bit signed; write a float literal (`1e30`) for large values")
+                })?)
             }
-            Rule::inf_lit => Lit::Float(f64::INFINITY),
+            Rule::float_lit => {
+                let x = p.as_str().parse::<f64>().map_err(|_| Diagnostic::error("malformed float literal", span, "not a number"))?;
+                if x.is_infinite() {
+                    return Err(Box::new(
+                        Diagnostic::error("float literal out of range", span, "larger than any f64")
+                            .with_hint("the largest finite f64 is about 1.8e308; write `inf` for infinity"),
+                    ));
+                }
+                Lit::Float(sign * x)
+            }
+            Rule::inf_lit => Lit::Float(sign * f64::INFINITY),
             Rule::true_lit => Lit::Bool(true),
             _ => Lit::Bool(false),
         })
@@ -542,13 +565,24 @@ impl Builder {
                 if ops.len() > MAX_EXPR_DEPTH {
                     return Err(too_long(self.span(&ops[0])));
                 }
-                let mut e = self.expr(last[0].clone())?;
+                // `-` directly on an integer token is one literal (`-9223372036854775808`
+                // fits in i64 although `9223372036854775808` does not).
+                let (ops, mut e) = match (ops.split_last(), Self::int_token(&last[0])) {
+                    (Some((minus, rest)), Some(tok)) if minus.as_str() == "-" => {
+                        let span = self.span(minus).to(self.span(&tok));
+                        (rest, Expr { kind: ExprKind::Lit(self.lit_atom(tok, true)?), span })
+                    }
+                    _ => (ops, self.expr(last[0].clone())?),
+                };
                 for op in ops.iter().rev() {
                     let u = if op.as_str() == "-" { UnOp::Neg } else { UnOp::Not };
                     let s = self.span(op).to(e.span);
-                    // Fold `-literal` so `-inf` and `-1` are literals.
+                    // Fold `-literal` so `-inf` and `-1` are literals (`--9223372036854775808`
+                    // stays a negation, which overflows at run time like any other).
                     e = match (u, &e.kind) {
-                        (UnOp::Neg, ExprKind::Lit(Lit::Int(i))) => Expr { kind: ExprKind::Lit(Lit::Int(-i)), span: s },
+                        (UnOp::Neg, ExprKind::Lit(Lit::Int(i))) if i.checked_neg().is_some() => {
+                            Expr { kind: ExprKind::Lit(Lit::Int(-i)), span: s }
+                        }
                         (UnOp::Neg, ExprKind::Lit(Lit::Float(f))) => Expr { kind: ExprKind::Lit(Lit::Float(-f)), span: s },
                         _ => Expr { kind: ExprKind::Unary(u, Box::new(e)), span: s },
                     };
@@ -565,7 +599,7 @@ impl Builder {
             }
             Rule::atom => self.expr(p.into_inner().next().expect("atom child")),
             Rule::int_lit | Rule::float_lit | Rule::inf_lit | Rule::true_lit | Rule::false_lit => {
-                Ok(Expr { kind: ExprKind::Lit(self.lit_atom(p)?), span })
+                Ok(Expr { kind: ExprKind::Lit(self.lit_atom(p, false)?), span })
             }
             Rule::reduce_expr => {
                 let mut op = None;

@@ -10,7 +10,7 @@
 //! Invariant (tested in `dsl/tests/roundtrip.rs`): for every AST the parser produces,
 //! `parse(print(ast))` is `ast` up to spans, and printing is idempotent. ASTs the parser cannot
 //! produce need not round-trip: `Unary(Neg, <int or float literal>)` (the parser folds it into
-//! the literal), `Lit::Int(i64::MIN)`, NaN literals, one-element tuples, empty output lists,
+//! the literal, except the negation of `i64::MIN`), NaN literals, one-element tuples, empty output lists,
 //! reductions without indices or body, and names that are not identifiers.
 
 use crate::ast::*;

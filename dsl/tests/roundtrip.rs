@@ -269,8 +269,9 @@ kernel sdpa(Q: f32[B, H, P, E], K: f32[B, H, M, E], V: f32[B, H, M, F]) -> (O: f
 fn tricky_expressions_round_trip() {
     let src = r#"
 param a: f32 = -0.0
-param b: f64 = 1e400
+param b: f64 = 1e300
 param c: i64 = -9223372036854775807
+param g: i64 = -9223372036854775808
 param d: f32 = -inf
 param e: f32 = 0.000001
 param f: bool = false
@@ -284,7 +285,7 @@ reduction r(x: f32, y: i32) {
 }
 kernel k(X: f32[N, 3]) -> O: f32[] where !(a < b) == (c > d) {
     index i: 7
-    O[] = a - (b - c) - -1 * -(x) + (if u then v else w) * --y where (1).x + (-2).y > (a.b).c
+    O[] = a - (b - c) - -1 * -(x) + (if u then v else w) * --y * -9223372036854775808 where (1).x + (-2).y > (a.b).c
     T[i] = if if a then b else c then (if d then e else f) else if g then h else i
     U[i], V[i] = r[j, k where j < k && (k < 2 || k > 3)](X[j, 0] / (X[k, 1] % 2), (1, 2).x)
     W[i] = scan[i, init = -(a + b)](W[i - 1] * !true - -false)
@@ -382,7 +383,7 @@ fn dtype() -> impl Strategy<Value = DType> {
 
 fn lit() -> impl Strategy<Value = Lit> {
     prop_oneof![
-        (i64::MIN + 1..=i64::MAX).prop_map(Lit::Int),
+        any::<i64>().prop_map(Lit::Int),
         (-3i64..10).prop_map(Lit::Int),
         any::<f64>().prop_filter("no NaN literal", |f| !f.is_nan()).prop_map(Lit::Float),
         prop::sample::select(vec![0.0, -0.0, 1.0, 0.5, 1e-6, 2.5e3, f64::INFINITY, f64::NEG_INFINITY, 5e-324]).prop_map(Lit::Float),

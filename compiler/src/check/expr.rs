@@ -59,6 +59,11 @@ impl<'g, 'a> Cx<'g, 'a> {
                 if t.dtype == *dtype {
                     return Ok((x, Ty::strong(*dtype)));
                 }
+                // A number literal converted to a float dtype is that dtype's literal
+                // (`f64(1e39)` is an f64 literal, not an f32 one that overflows).
+                if t.weak && dtype.is_float() && matches!(x.kind, ExprKind::Lit(Lit::Int(_) | Lit::Float(_))) {
+                    return Ok((coerce(x, *dtype), Ty::strong(*dtype)));
+                }
                 Ok((mk(ExprKind::Cast(Box::new(x)), *dtype, span), Ty::strong(*dtype)))
             }
             A::Reduce { op, indices, filter, body } => {

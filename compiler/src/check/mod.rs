@@ -11,6 +11,8 @@ mod globals;
 mod infer;
 mod kernel;
 mod laws;
+pub mod limits;
+mod literals;
 mod reduction;
 pub mod types;
 
@@ -69,7 +71,11 @@ pub fn check_program(sources: SourceMap, files: &[(FileId, ast::File)]) -> Resul
         }
     }
     let reductions: Vec<hir::Reduction> = reductions_ast.iter().filter_map(|r| reduction::check(&g, &mut diags, r)).collect();
-    let mut state = KernelState { done: vec![None; kernels_ast.len()], in_progress: BTreeSet::new() };
+    for r in &reductions {
+        diags.extend(r.identity.iter().chain(&r.lets).chain(&r.result).find_map(literals::first_in_expr));
+    }
+    let n = kernels_ast.len();
+    let mut state = KernelState { done: vec![None; n], in_progress: BTreeSet::new(), height: vec![0; n], size: vec![0; n] };
     for i in 0..kernels_ast.len() {
         check_kernel_rec(&g, &kernels_ast, i, &mut state, &mut diags);
     }
@@ -135,7 +141,26 @@ fn check_param(p: &ast::ParamItem, diags: &mut Vec<Diagnostic>) -> Option<Param>
                 );
                 None
             } else {
-                Some(crate::semantics::types::convert_lit(lit, p.dtype))
+                let value = crate::semantics::types::convert_lit(lit, p.dtype);
+                if let Lit::Float(x) = value
+                    && crate::semantics::types::lit_out_of_range(value, p.dtype)
+                {
+                    diags.push(
+                        Diagnostic::error(
+                            format!("param '{}' is {} but its default is out of range", p.name.name, p.dtype),
+                            span,
+                            format!("{x:e} rounds to infinity in {}", p.dtype),
+                        )
+                        .with_label(p.dtype_span, "declared type")
+                        .with_hint(format!(
+                            "the largest finite {} is {}; write `inf` for infinity",
+                            p.dtype,
+                            crate::semantics::types::max_finite(p.dtype)
+                        )),
+                    );
+                    return Some(Param { name: p.name.name.clone(), dtype: p.dtype, default: None, docs: p.docs.clone(), span: p.span });
+                }
+                Some(value)
             }
         }
     };
@@ -144,7 +169,12 @@ fn check_param(p: &ast::ParamItem, diags: &mut Vec<Diagnostic>) -> Option<Param>
 
 struct KernelState {
     done: Vec<Option<Option<Kernel>>>,
+    /// Kernels whose callees are being checked (the current call chain).
     in_progress: BTreeSet<usize>,
+    /// Levels of calls below each checked kernel.
+    height: Vec<usize>,
+    /// Each checked kernel's size with its calls inlined ([`limits`]).
+    size: Vec<u64>,
 }
 
 fn check_kernel_rec(g: &Globals, ks: &[&ast::KernelItem], i: usize, st: &mut KernelState, diags: &mut Vec<Diagnostic>) {
@@ -153,28 +183,67 @@ fn check_kernel_rec(g: &Globals, ks: &[&ast::KernelItem], i: usize, st: &mut Ker
     }
     st.in_progress.insert(i);
     let k = ks[i];
+    let fail = |st: &mut KernelState, diags: &mut Vec<Diagnostic>, d: Diagnostic| {
+        diags.push(d);
+        st.in_progress.remove(&i);
+        st.done[i] = Some(None);
+    };
+    let (mut height, mut size) = (0, limits::own_size(k));
     // Check callees first.
     for s in &k.body {
         if let ast::Stmt::Call(c) = s
             && let Some(&j) = g.kernel_by_name.get(&c.callee.name)
         {
             if st.in_progress.contains(&j) {
-                diags.push(
-                    Diagnostic::error(
-                        format!("kernel '{}' calls itself (through '{}')", k.name.name, c.callee.name),
-                        c.callee.span,
-                        "recursive call",
-                    )
-                    .with_hint("kernels cannot be recursive; write the recurrence with `scan`"),
-                );
-                st.in_progress.remove(&i);
-                st.done[i] = Some(None);
-                return;
+                let d = Diagnostic::error(
+                    format!("kernel '{}' calls itself (through '{}')", k.name.name, c.callee.name),
+                    c.callee.span,
+                    "recursive call",
+                )
+                .with_hint("kernels cannot be recursive; write the recurrence with `scan`");
+                return fail(st, diags, d);
             }
-            check_kernel_rec(g, ks, j, st, diags);
+            // The chain being checked is already as deep as allowed (this also bounds the
+            // recursion here); otherwise the callee's own height decides, below.
+            let depth = if st.done[j].is_none() && st.in_progress.len() > limits::MAX_CALL_DEPTH {
+                st.in_progress.len()
+            } else {
+                check_kernel_rec(g, ks, j, st, diags);
+                if matches!(st.done[j], Some(None)) {
+                    continue; // reported; this kernel fails quietly at the call
+                }
+                st.height[j] + 1
+            };
+            if depth > limits::MAX_CALL_DEPTH {
+                let d = Diagnostic::error(
+                    format!("kernel calls nest more than {} levels deep", limits::MAX_CALL_DEPTH),
+                    c.callee.span,
+                    format!("'{}' calls '{}' here, {depth} or more levels of calls deep", k.name.name, c.callee.name),
+                )
+                .with_hint(format!("at most {} levels of kernel calls are allowed", limits::MAX_CALL_DEPTH));
+                return fail(st, diags, d);
+            }
+            height = height.max(depth);
+            size = size.saturating_add(st.size[j]);
+            if size > limits::MAX_INLINED_NODES {
+                let d = Diagnostic::error(
+                    format!("kernel '{}' is too large with its calls inlined", k.name.name),
+                    c.callee.span,
+                    format!("with this call, more than {} expression nodes", limits::MAX_INLINED_NODES),
+                )
+                .with_note(format!("'{}' alone is {} expression nodes with its own calls inlined", c.callee.name, st.size[j]))
+                .with_hint("every call inlines a copy of the callee: call a kernel once and pass its outputs on");
+                return fail(st, diags, d);
+            }
         }
     }
-    let checked = check_kernel(g, k, &st.done, diags);
+    st.height[i] = height;
+    st.size[i] = size;
+    let mut checked = check_kernel(g, k, &st.done, diags);
+    if let Some(d) = checked.as_ref().and_then(literals::first_in_kernel) {
+        diags.push(d);
+        checked = None;
+    }
     st.in_progress.remove(&i);
     st.done[i] = Some(checked);
 }

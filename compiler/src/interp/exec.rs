@@ -24,7 +24,7 @@ fn alloc_targets(frame: &Frame<'_>, a: &Assign) -> Result<Vec<Buf<'static>>, Run
     for &t in &a.targets {
         let info = &frame.kernel.tensors[t.index()];
         let shape: Vec<usize> = info.shape.iter().map(|&e| frame.extent(e) as usize).collect();
-        let buf = Buf::empty(info.dtype, shape.clone()).ok_or_else(|| RunError::TooLarge { tensor: info.name.clone(), shape })?;
+        let buf = Buf::empty(info.dtype, shape.clone()).map_err(|why| RunError::TooLarge { tensor: info.name.clone(), shape, why })?;
         out.push(buf);
     }
     Ok(out)
@@ -135,7 +135,9 @@ pub(super) fn call(frame: &mut Frame<'_>, c: &Call, env: &mut Env) -> Result<(),
             let Some(buf) = frame.bufs.get(t.index()).and_then(Option::as_ref) else {
                 return Err(RunError::Internal { what: "argument read before it is defined".to_string(), loc: loc() });
             };
-            args.push(buf.dense_view());
+            let too_large =
+                |why| RunError::TooLarge { tensor: frame.kernel.tensors[t.index()].name.clone(), shape: buf.shape.clone(), why };
+            args.push(buf.dense_view().map_err(too_large)?);
         }
         let shapes: Vec<&[usize]> = args.iter().map(|b| b.shape.as_slice()).collect();
         let bindings = bind_shapes(callee, &shapes).map_err(|source| RunError::Call {

@@ -54,8 +54,9 @@ use crate::semantics::store::Buf;
 use crate::semantics::{RunError, location};
 use eval::Env;
 
-/// How deeply kernel calls may nest before the interpreter gives up.
-pub const MAX_CALL_DEPTH: usize = 64;
+/// How deeply kernel calls may nest before the interpreter gives up: the checker's limit, so a
+/// checked program never reaches it (kept as a guard).
+pub const MAX_CALL_DEPTH: usize = crate::check::limits::MAX_CALL_DEPTH;
 
 /// Runs `kernel` of `program` on named inputs with param values (defaults apply to params not
 /// given) and returns its outputs by name, each of its declared dtype (values rounded to it).
@@ -120,7 +121,8 @@ fn run_on_this_thread(
     for (&t, buf) in k.outputs.iter().zip(outputs) {
         let info = &k.tensors[t.index()];
         let dtype = if exact && info.dtype.is_float() { tfmc_runtime::DType::F64 } else { info.dtype };
-        out.insert(info.name.clone(), buf.to_tensor(dtype));
+        let tensor = buf.to_tensor(dtype).map_err(|why| RunError::TooLarge { tensor: info.name.clone(), shape: buf.shape.clone(), why })?;
+        out.insert(info.name.clone(), tensor);
     }
     Ok(out)
 }
@@ -188,7 +190,9 @@ fn run_kernel<'a>(
             None => {
                 let info = &kernel.tensors[t.index()];
                 let shape: Vec<usize> = info.shape.iter().map(|&e| frame.extent(e) as usize).collect();
-                Buf::empty(info.dtype, shape.clone()).ok_or_else(|| RunError::TooLarge { tensor: info.name.clone(), shape })?.into_dense()
+                Buf::empty(info.dtype, shape.clone())
+                    .map_err(|why| RunError::TooLarge { tensor: info.name.clone(), shape, why })?
+                    .into_dense()
             }
         };
         out.push(buf);

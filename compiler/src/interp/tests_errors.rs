@@ -152,3 +152,23 @@ kernel outer
 ";
     assert_eq!(text, want, "got:\n{text}");
 }
+
+/// A local too large for memory is a clear error naming it (the interpreter used to abort
+/// with "memory allocation of N bytes failed"): inputs with an empty axis are tiny, the
+/// scores `S[p, m]` are not. The same holds for the IR evaluator (`--optimized`).
+#[test]
+fn local_too_large_for_memory_is_an_error() {
+    let big = 1usize << 18; // S: 2^36 elements, 576 GiB with presence flags
+    let inputs = [("Q", z(&[big, 0])), ("K", z(&[big, 0])), ("V", z(&[big, 0]))];
+    let e = err(&inputs);
+    assert!(e.starts_with("tensor 'S' of shape [262144, 262144] is too large: "), "{e}");
+    // A size whose byte count overflows.
+    let huge = 1usize << 33;
+    let e = err(&[("Q", z(&[huge, 0])), ("K", z(&[huge, 0])), ("V", z(&[huge, 0]))]);
+    assert_eq!(e, format!("tensor 'S' of shape [{huge}, {huge}] is too large: its size in bytes overflows"));
+    let program = load(SDPA);
+    let c = crate::ir::lower::lower(&program, "sdpa").expect("lowers");
+    let named = inputs.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+    let e = crate::ir::eval::run_cascade(&c, &program, &named, &Default::default(), false).unwrap_err().to_string();
+    assert!(e.starts_with("tensor 'S' of shape [262144, 262144] is too large: "), "{e}");
+}

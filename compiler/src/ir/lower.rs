@@ -2,7 +2,8 @@
 //! multi-index built-in reductions become nested single-index reductions (exact: an empty
 //! inner reduction yields the identity, which the outer one absorbs), multi-field user
 //! reductions become one `ured` node per field, and kernel calls are inlined (callee tensors
-//! and indices renamed where they would clash, dims and param overrides substituted).
+//! named `callee.N.T` for the program's N-th call, indices renamed where they would clash, dims
+//! and param overrides substituted).
 //!
 //! Invariant: the result passes [`super::verify::verify`]; lowering never panics on a checked
 //! program (unsupported forms are a [`LowerError`]).
@@ -182,7 +183,9 @@ impl Lowering<'_> {
     fn call(&mut self, k: &Kernel, env: &Env, c: &hir::Call, top: bool) -> Result<(), LowerError> {
         let callee = &self.program.kernels[c.callee.index()];
         self.calls += 1;
-        let prefix = format!("{}{}.", callee.name, self.calls);
+        // `callee.N.`: a kernel name cannot contain `.`, so the call number is delimited and
+        // every inlined name is unique (`a11` call 1 is `a11.1.`, `a1` call 11 is `a1.11.`).
+        let prefix = format!("{}.{}.", callee.name, self.calls);
         // Callee dims: unify with the argument shapes (the checker guarantees they agree).
         let mut dims: Vec<Size> = callee.dims.iter().map(|d| Size::Dim(d.name.clone())).collect();
         for (arg, &p) in c.args.iter().zip(&callee.inputs) {

@@ -192,11 +192,17 @@ pub enum ExplainError {
     /// The IR verifier failed (a compiler bug).
     #[error(transparent)]
     Verify(#[from] crate::ir::verify::VerifyError),
+    /// `--split` names no index of the kernel.
+    #[error(transparent)]
+    Split(#[from] super::split::UnknownIndex),
 }
 
 /// Lowers, optimizes and renders kernel `name` of `program`.
 pub fn explain(program: &crate::Program, name: &str, opts: &Options) -> Result<String, ExplainError> {
     let before = crate::ir::lower::lower(program, name)?;
+    if let Some((index, _)) = &opts.split {
+        super::split::check_index(&before, index)?;
+    }
     let (after, report) = super::optimize(&before, opts)?;
     let docs = program.kernel(name).map(|(_, k)| k.docs.clone()).unwrap_or_default();
     let mut text = render(&docs, &before, &after, &report, opts);

@@ -7,9 +7,13 @@
 //! - [`filters_to_bounds`], after extraction: a filter conjunct that bounds the reduction's
 //!   own index by a term free of it becomes `lo`/`hi` (`m <= p` → `hi = min(hi, p + 1)`;
 //!   `p - m < W` → `lo = max(lo, p - W + 1)`), so masked points are never visited. Only a
-//!   bound that cannot fail moves (reads at bare indices, no division): bounds are evaluated
-//!   even when the range is empty or an earlier conjunct (`n + 1 < N && m < Len[n + 1]`)
-//!   would have short-circuited.
+//!   bound that cannot fail moves (reads at bare indices, no division, no arithmetic that can
+//!   overflow): bounds are evaluated even when the range is empty or an earlier conjunct
+//!   (`n + 1 < N && m < Len[n + 1]`) would have short-circuited. The arithmetic the rewrite
+//!   adds (`+ 1`, `p - W`) cannot overflow either: an operand that is not provably small (a
+//!   param, a tensor read) is first clamped to ±2^62, which keeps the range exactly what the
+//!   filter selects because indices and dims are at most 2^40 (`bind::MAX_DIM`): with
+//!   `W = i64::MIN`, `p - m < W` selects nothing and `lo = max(lo, p - 2^62 + 1)` is empty.
 
 use super::inline::free_names;
 use crate::ir::lang::{Const, Tfm};
@@ -34,6 +38,11 @@ impl Hc {
         let id = self.out.add(n.clone());
         self.seen.insert(n, id);
         id
+    }
+
+    /// The id of `n` if it was added.
+    pub(super) fn lookup(&self, n: &Tfm) -> Option<Id> {
+        self.seen.get(n).copied()
     }
 
     pub(super) fn konst(&mut self, c: Const) -> Id {
@@ -129,23 +138,22 @@ pub fn float_filters(e: &RecExpr<Tfm>) -> RecExpr<Tfm> {
 
 /// The nodes of `e` reachable from `root`, in order, with `root` last.
 pub fn compact(e: &RecExpr<Tfm>, root: Id) -> RecExpr<Tfm> {
-    let mut keep = vec![false; e.as_ref().len()];
-    keep[usize::from(root)] = true;
-    for k in (0..=usize::from(root)).rev() {
-        if keep[k] {
-            for c in e[Id::from(k)].children() {
-                keep[usize::from(*c)] = true;
-            }
+    // Only what `root` reaches is visited (`e` may be a large shared pool).
+    let mut reached: Vec<Id> = Vec::new();
+    let mut seen: HashMap<Id, Id> = HashMap::new();
+    let mut stack = vec![root];
+    while let Some(id) = stack.pop() {
+        if seen.insert(id, id).is_none() {
+            reached.push(id);
+            stack.extend(e[id].children().iter().copied());
         }
     }
+    reached.sort_unstable();
     let mut out = RecExpr::default();
-    let mut map: Vec<Option<Id>> = vec![None; e.as_ref().len()];
-    for k in 0..=usize::from(root) {
-        if keep[k] {
-            // Children precede their parent and are kept, so they are mapped already.
-            let n = e[Id::from(k)].clone().map_children(|c| map[usize::from(c)].expect("child kept"));
-            map[k] = Some(out.add(n));
-        }
+    for id in reached {
+        // Children precede their parent and are reached, so they are mapped already.
+        let n = e[id].clone().map_children(|c| seen[&c]);
+        seen.insert(id, out.add(n));
     }
     out
 }
@@ -246,6 +254,99 @@ fn safe_term(hc: &Hc, x: Id) -> bool {
     true
 }
 
+/// Operands beyond this are clamped to it before the rewrite adds to them.
+const CLAMP: i64 = 1 << 62;
+
+/// An upper bound of `|x|` for an integer term built from indices and dims (at most
+/// `MAX_DIM`), integer constants, `+ - * neg` and `min max abs neg` calls; `None` for anything
+/// else (params, tensor reads: any i64).
+fn magnitude(hc: &Hc, x: Id) -> Option<u128> {
+    let m = |c: Id| magnitude(hc, c);
+    match &hc.out[x] {
+        Tfm::Idx(_) | Tfm::Dim(_) => Some(crate::bind::MAX_DIM as u128),
+        Tfm::Const(Const::Int(c)) => Some(u128::from(c.unsigned_abs())),
+        Tfm::Add([a, b]) | Tfm::Sub([a, b]) => Some(m(*a)? + m(*b)?),
+        Tfm::Mul([a, b]) => m(*a)?.checked_mul(m(*b)?),
+        Tfm::Neg(a) => m(*a),
+        Tfm::Call(ch) => match (call_name(hc, ch), &ch[1..]) {
+            (Some("min" | "max"), [a, b]) => Some(m(*a)?.max(m(*b)?)),
+            (Some("abs" | "neg"), [a]) => m(*a),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn call_name<'a>(hc: &'a Hc, ch: &[Id]) -> Option<&'a str> {
+    match &hc.out[*ch.first()?] {
+        Tfm::Symbol(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// True if evaluating the integer term `x` cannot overflow: every `+ - * neg` (and `abs`,
+/// `neg` call) has operands of known magnitude and a result within i64, and there is no cast
+/// to `i32` (from an integer it can fail) and no `sum`, `prod` or user reduction (an integer
+/// sum can overflow; `max` and `min` cannot).
+fn cannot_overflow(hc: &Hc, x: Id) -> bool {
+    let fits = |v: Option<u128>| v.is_some_and(|v| v <= i64::MAX as u128);
+    let mut stack = vec![x];
+    while let Some(id) = stack.pop() {
+        let n = &hc.out[id];
+        let ok = match n {
+            Tfm::Add(_) | Tfm::Sub(_) | Tfm::Mul(_) | Tfm::Neg(_) => fits(magnitude(hc, id)),
+            Tfm::Call(ch) if matches!(call_name(hc, ch), Some("abs" | "neg")) => fits(magnitude(hc, id)),
+            Tfm::Cast([t, _]) => !matches!(&hc.out[*t], Tfm::Symbol(s) if s.as_str() == "i32"),
+            Tfm::Sum(_) | Tfm::Prod(_) | Tfm::URed(_) | Tfm::Osm(_) => false,
+            _ => true,
+        };
+        if !ok {
+            return false;
+        }
+        stack.extend(n.children().iter().copied());
+    }
+    true
+}
+
+/// `x`, clamped to `±CLAMP` unless it is provably smaller.
+fn clamped(hc: &mut Hc, x: Id) -> Id {
+    if magnitude(hc, x).is_some_and(|m| m <= CLAMP as u128) {
+        return x;
+    }
+    let (lo, hi) = (hc.konst(Const::Int(-CLAMP)), hc.konst(Const::Int(CLAMP)));
+    let capped = call2(hc, "min", x, hi);
+    call2(hc, "max", capped, lo)
+}
+
+/// `x + 1` without overflow: `x` is capped at `CLAMP` first unless it is provably smaller
+/// (an index never exceeds `MAX_DIM`, so `i <= x` and `i > x` select the same points).
+fn plus_one(hc: &mut Hc, x: Id) -> Id {
+    let one = hc.konst(Const::Int(1));
+    let x = if magnitude(hc, x).is_some_and(|m| m <= CLAMP as u128) {
+        x
+    } else {
+        let cap = hc.konst(Const::Int(CLAMP));
+        call2(hc, "min", x, cap)
+    };
+    hc.add(Tfm::Add([x, one]))
+}
+
+/// `e - w + 1` (the `lo` of `e - i < w`) without overflow, or `None` when neither operand is
+/// provably small (clamping both would change which points the filter selects).
+fn diff_plus_one(hc: &mut Hc, e: Id, w: Id) -> Option<Id> {
+    let small = |m: Option<u128>| m.is_some_and(|m| m <= (CLAMP / 2) as u128);
+    let (me, mw) = (magnitude(hc, e), magnitude(hc, w));
+    let (e, w) = match (me, mw) {
+        (Some(a), Some(b)) if a + b < i64::MAX as u128 => (e, w),
+        _ if small(me) => (e, clamped(hc, w)),
+        _ if small(mw) => (clamped(hc, e), w),
+        _ => return None,
+    };
+    let one = hc.konst(Const::Int(1));
+    let d = hc.add(Tfm::Sub([e, w]));
+    Some(hc.add(Tfm::Add([d, one])))
+}
+
 fn free_of(hc: &Hc, x: Id, i: Symbol) -> bool {
     let mut free = BTreeSet::new();
     free_names(&hc.out, x, &mut free);
@@ -266,39 +367,41 @@ fn bound_node(hc: &mut Hc, n: Tfm) -> Id {
     hc.conjuncts(f, &mut conjs);
     let (mut lo2, mut hi2) = (lo, hi);
     let mut rest = Vec::new();
-    let one = hc.konst(Const::Int(1));
+    // A bound term: free of `i`, cannot fail, cannot overflow.
+    let bound = |hc: &Hc, e: Id| free_of(hc, e, isym) && safe_term(hc, e) && cannot_overflow(hc, e);
     for c in conjs {
         let moved = match hc.out[c].clone() {
             // i <= e  =>  hi = min(hi, e + 1)
-            Tfm::Le([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) && safe_term(hc, b) => {
-                let e1 = hc.add(Tfm::Add([b, one]));
+            Tfm::Le([a, b]) if is_idx(hc, a, isym) && bound(hc, b) => {
+                let e1 = plus_one(hc, b);
                 hi2 = call2(hc, "min", hi2, e1);
                 true
             }
             // i < e  =>  hi = min(hi, e)
-            Tfm::Lt([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) && safe_term(hc, b) => {
+            Tfm::Lt([a, b]) if is_idx(hc, a, isym) && bound(hc, b) => {
                 hi2 = call2(hc, "min", hi2, b);
                 true
             }
             // i >= e  =>  lo = max(lo, e)
-            Tfm::Ge([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) && safe_term(hc, b) => {
+            Tfm::Ge([a, b]) if is_idx(hc, a, isym) && bound(hc, b) => {
                 lo2 = call2(hc, "max", lo2, b);
                 true
             }
             // i > e  =>  lo = max(lo, e + 1)
-            Tfm::Gt([a, b]) if is_idx(hc, a, isym) && free_of(hc, b, isym) && safe_term(hc, b) => {
-                let e1 = hc.add(Tfm::Add([b, one]));
+            Tfm::Gt([a, b]) if is_idx(hc, a, isym) && bound(hc, b) => {
+                let e1 = plus_one(hc, b);
                 lo2 = call2(hc, "max", lo2, e1);
                 true
             }
             // e - i < w  =>  lo = max(lo, e - w + 1)
-            Tfm::Lt([d, w]) if free_of(hc, w, isym) && safe_term(hc, w) => match hc.out[d].clone() {
-                Tfm::Sub([e, x]) if is_idx(hc, x, isym) && free_of(hc, e, isym) && safe_term(hc, e) => {
-                    let ew = hc.add(Tfm::Sub([e, w]));
-                    let ew1 = hc.add(Tfm::Add([ew, one]));
-                    lo2 = call2(hc, "max", lo2, ew1);
-                    true
-                }
+            Tfm::Lt([d, w]) if bound(hc, w) => match hc.out[d].clone() {
+                Tfm::Sub([e, x]) if is_idx(hc, x, isym) && bound(hc, e) => match diff_plus_one(hc, e, w) {
+                    Some(ew1) => {
+                        lo2 = call2(hc, "max", lo2, ew1);
+                        true
+                    }
+                    None => false,
+                },
                 _ => false,
             },
             _ => false,

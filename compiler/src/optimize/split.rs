@@ -16,6 +16,28 @@ use crate::ir::lang::{Const, Tfm};
 use crate::ir::{Cascade, Def};
 use egg::{Id, Language, RecExpr, Symbol};
 
+/// `--split` names an index the kernel does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot split index '{index}': kernel '{kernel}' has no such index; its indices: {available}")]
+pub struct UnknownIndex {
+    /// The index asked for.
+    pub index: String,
+    /// The kernel (cascade).
+    pub kernel: String,
+    /// Its indices, comma-separated (or `none`).
+    pub available: String,
+}
+
+/// Checks that `index` is an index of `c` (what [`split`] would split; it ignores others).
+pub fn check_index(c: &Cascade, index: &str) -> Result<(), UnknownIndex> {
+    if c.range(index).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = c.ranges.iter().map(|(n, _)| n.as_str()).collect();
+    let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
+    Err(UnknownIndex { index: index.to_string(), kernel: c.name.clone(), available })
+}
+
 /// Splits every reduction over `index` in `c` into chunks of `chunk` points (`chunk >= 1`).
 /// The chunk index is named `{index}_chunk`.
 pub fn split(c: &Cascade, index: &str, chunk: i64) -> Cascade {

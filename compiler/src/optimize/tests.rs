@@ -56,7 +56,11 @@ fn causal_filter_becomes_a_bound() {
 fn window_filter_becomes_both_bounds() {
     let (c, _) = opt("window.tfm", "window");
     assert!(
-        output_text(&c).starts_with("(osm m (call max 0 (+ (- (idx p) (param W)) 1)) (call min (dim M) (+ (idx p) 1)) true "),
+        // W is clamped to ±2^62 so that p - W + 1 cannot overflow (W = i64::MIN selects nothing).
+        output_text(&c).starts_with(
+            "(osm m (call max 0 (+ (- (idx p) (call max (call min (param W) 4611686018427387904) -4611686018427387904)) 1)) \
+             (call min (dim M) (+ (idx p) 1)) true "
+        ),
         "{}",
         print_cascade(&c)
     );
@@ -81,4 +85,49 @@ fn causal_linear_attention_becomes_a_scan() {
     assert_eq!(scans.len(), 2, "{}", print_cascade(&c));
     assert_eq!(r.passes_after.get("m").copied().unwrap_or(0), 0, "{r:?}");
     assert!(!output_text(&c).contains("(sum m"), "{}", print_cascade(&c));
+}
+
+/// The depth of `e`'s root term (iteratively: the terms tested here are deep).
+fn term_depth(e: &egg::RecExpr<crate::ir::lang::Tfm>) -> u32 {
+    use egg::Language;
+    let mut d: Vec<u32> = Vec::new();
+    for n in e.as_ref() {
+        d.push(n.children().iter().map(|c| d[usize::from(*c)]).max().map_or(1, |x| x + 1));
+    }
+    d.last().copied().unwrap_or(0)
+}
+
+fn chain(n: usize, step: &str) -> crate::Program {
+    let mut text = String::from("kernel chain(X: f32[N]) -> (Y: f32[N]) {\n    T0[n] = X[n] + 1.0\n");
+    for i in 1..n {
+        text.push_str(&format!("    T{i}[n] = {}\n", step.replace("PREV", &format!("T{}[n]", i - 1))));
+    }
+    text.push_str(&format!("    Y[n] = T{}[n] + 1.0\n}}\n", n - 1));
+    crate::load_str("chain.tfm", &text).unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// Fusion's memory is linear in the program (issue 16): every local used to hold its own fully
+/// inlined copy (a chain of N statements took N² nodes: 723 MB for 3000), and a statement
+/// reading its predecessor twice doubled the term at every step (2^N). Terms are bounded in
+/// depth, so this runs on a test thread's 2 MiB stack.
+#[test]
+fn fusion_is_linear_in_the_program() {
+    let doubling = chain(60, "PREV + PREV");
+    let c = lower(&doubling, "chain").expect("lowers");
+    let fused = super::inline::inline_locals(&c);
+    let size: usize = fused.outputs().iter().map(|n| if let Def::Expr(e) = &n.def { e.as_ref().len() } else { 0 }).sum();
+    assert!(size < 1000, "a doubling chain of 60 fuses into {size} nodes");
+    let long = chain(1500, "PREV * 0.5 + 1.0");
+    let c = lower(&long, "chain").expect("lowers");
+    let fused = super::inline::inline_locals(&c);
+    let mut total = 0;
+    for &ix in &fused.order {
+        if let Def::Expr(e) = &fused.graph[ix].def {
+            assert!(term_depth(e) <= super::inline::MAX_FUSED_DEPTH + 8, "{}: depth {}", fused.graph[ix].name, term_depth(e));
+            total += e.as_ref().len();
+        }
+    }
+    assert!(total < 20 * 1500, "1500 statements fuse into {total} nodes");
+    let (o, _) = optimize(&c, &Options::default()).expect("optimizes");
+    assert!(o.outputs().len() == 1);
 }

@@ -24,7 +24,7 @@ use crate::ir::eval::compile::{Head, Op};
 
 /// The largest dim a kernel accepts (checked on entry), so index arithmetic on in-range
 /// indices provably fits `i64` in common cases.
-pub(crate) const MAX_DIM: i64 = 1 << 40;
+pub(crate) const MAX_DIM: i64 = crate::bind::MAX_DIM;
 
 /// A tensor of the cascade as the generated code sees it.
 #[derive(Clone, Debug)]

@@ -94,12 +94,14 @@ pub enum RunError {
         loc: String,
     },
     /// A tensor with more elements than fit in memory.
-    #[error("tensor '{tensor}' of shape {shape:?} is too large")]
+    #[error("tensor '{tensor}' of shape {shape:?} is too large: {why}")]
     TooLarge {
         /// The tensor.
         tensor: String,
         /// Its shape.
         shape: Vec<usize>,
+        /// Why it does not fit.
+        why: super::memory::MemoryError,
     },
     /// The program breaks an invariant the checker should have established.
     #[error("internal error: {what} (at {loc})")]

@@ -11,11 +11,13 @@
 //! - [`ops`]: scalar operators, casts, functions, built-in reduction identities/combiners,
 //!   literal values.
 //! - [`error`]: [`RunError`], the control flow of an expression without a value, `location`.
+//! - [`memory`]: checked, fallible allocation of large buffers (a clear error, never an abort).
 //! - [`reduction`]: user reductions' identity and combine on given states.
 //! - [`store`]: dense tensors with a presence mask (absent points, rounding on output).
 //! - [`types`]: dtype promotion (`join`), implicit conversions, literal adaptation.
 
 pub mod error;
+pub mod memory;
 pub mod ops;
 pub mod reduction;
 pub mod store;

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 
 use tfmc_runtime::{Scalar, Tensor, TensorData};
 
+use super::memory::{self, MemoryError};
 use crate::hir::DType;
 
 /// One tensor's elements and which of them exist.
@@ -47,15 +48,17 @@ impl<'a> Buf<'a> {
         self.data.len()
     }
 
-    /// A kernel output of `dtype`: present points set (rounded to `dtype`), absent ones 0.
-    pub fn to_tensor(&self, dtype: DType) -> Tensor {
+    /// A kernel output of `dtype`: present points set (rounded to `dtype`), absent ones 0; an
+    /// error when memory for the copy is not available.
+    pub fn to_tensor(&self, dtype: DType) -> Result<Tensor, MemoryError> {
+        memory::check(self.len(), 8)?;
         let mut t = Tensor::zeros(dtype, self.shape.clone());
         for flat in 0..self.len() {
             if let Some(v) = self.get(flat) {
                 t.set(flat, v);
             }
         }
-        t
+        Ok(t)
     }
 
     /// A fully present buffer over existing data (whose length matches `shape`).
@@ -63,18 +66,20 @@ impl<'a> Buf<'a> {
         Buf { strides: strides(&shape), shape, data, present: None }
     }
 
-    /// A buffer of `dtype` where no point exists yet, or `None` if it would have more
-    /// elements than fit in `usize`.
-    pub fn empty(dtype: DType, shape: Vec<usize>) -> Option<Buf<'static>> {
-        let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    /// A buffer of `dtype` where no point exists yet, or an error if its elements and their
+    /// presence flags would not fit in memory (allocated fallibly: never an abort).
+    pub fn empty(dtype: DType, shape: Vec<usize>) -> Result<Buf<'static>, MemoryError> {
+        let n = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(MemoryError::Overflow)?;
+        // Eight bytes of data and one presence flag per element, checked together.
+        memory::check(n, 9)?;
         let data = if dtype.is_float() {
-            TensorData::F(vec![0.0; n])
+            TensorData::F(memory::filled(n, 0.0)?)
         } else if dtype.is_int() {
-            TensorData::I(vec![0; n])
+            TensorData::I(memory::filled(n, 0)?)
         } else {
-            TensorData::B(vec![false; n])
+            TensorData::B(memory::filled(n, false)?)
         };
-        Some(Buf { strides: strides(&shape), shape, data: Cow::Owned(data), present: Some(vec![false; n]) })
+        Ok(Buf { strides: strides(&shape), shape, data: Cow::Owned(data), present: Some(memory::filled(n, false)?) })
     }
 
     /// The element at `flat`, or `None` if that point does not exist.
@@ -121,11 +126,15 @@ impl<'a> Buf<'a> {
     }
 
     /// A fully present view for passing to a callee: borrows the data when every point
-    /// exists, otherwise copies it with absent points as 0.
-    pub fn dense_view(&self) -> Buf<'_> {
+    /// exists, otherwise copies it with absent points as 0 (an error when the copy does not
+    /// fit in memory).
+    pub fn dense_view(&self) -> Result<Buf<'_>, MemoryError> {
         match &self.present {
-            None => Buf::full(self.shape.clone(), Cow::Borrowed(&*self.data)),
-            Some(_) => self.clone().into_dense(),
+            None => Ok(Buf::full(self.shape.clone(), Cow::Borrowed(&*self.data))),
+            Some(_) => {
+                memory::check(self.len(), 9)?;
+                Ok(self.clone().into_dense())
+            }
         }
     }
 }

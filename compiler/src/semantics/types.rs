@@ -101,9 +101,45 @@ pub fn convert_lit(l: Lit, to: DType) -> Lit {
     }
 }
 
+/// True if literal `l` of dtype `d` has no value of `d`: a finite float that rounds to
+/// infinity in `d` (`1e39` as f32, `70000.0` as f16), or an integer beyond `i32` as `i32`.
+/// Infinities, NaN and values that round to zero are representable.
+pub fn lit_out_of_range(l: Lit, d: DType) -> bool {
+    match l {
+        Lit::Float(x) => d.is_float() && x.is_finite() && !d.round_f64(x).is_finite(),
+        Lit::Int(i) => d == DType::I32 && i32::try_from(i).is_err(),
+        Lit::Bool(_) => false,
+    }
+}
+
+/// The largest finite value of float dtype `d`, as written in messages.
+pub fn max_finite(d: DType) -> &'static str {
+    match d {
+        DType::F16 => "65504",
+        DType::BF16 => "3.3895314e38",
+        DType::F32 => "3.4028235e38",
+        _ => "1.7976931348623157e308",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_ranges() {
+        assert!(lit_out_of_range(Lit::Float(1e39), DType::F32));
+        assert!(lit_out_of_range(Lit::Float(-1e39), DType::F32));
+        assert!(!lit_out_of_range(Lit::Float(1e39), DType::F64));
+        assert!(!lit_out_of_range(Lit::Float(3.4028235e38), DType::F32));
+        assert!(lit_out_of_range(Lit::Float(70000.0), DType::F16));
+        assert!(!lit_out_of_range(Lit::Float(70000.0), DType::BF16));
+        assert!(!lit_out_of_range(Lit::Float(f64::NEG_INFINITY), DType::F16));
+        assert!(!lit_out_of_range(Lit::Float(1e-60), DType::F32));
+        assert!(lit_out_of_range(Lit::Int(1 << 31), DType::I32));
+        assert!(!lit_out_of_range(Lit::Int(-(1 << 31)), DType::I32));
+        assert!(!lit_out_of_range(Lit::Int(i64::MIN), DType::I64));
+    }
 
     #[test]
     fn literals_adapt() {

@@ -161,7 +161,12 @@ fn run_here(
         if let (Role::Output(_), Some(store)) = (step.node.role, store) {
             let d = step.node.dtype;
             let dtype = if exact && d.is_float() { DType::F64 } else { d };
-            out.insert(step.node.name.clone(), store.to_tensor(dtype));
+            let tensor = store.to_tensor(dtype).map_err(|why| RunError::TooLarge {
+                tensor: step.node.name.clone(),
+                shape: store.shape.clone(),
+                why,
+            })?;
+            out.insert(step.node.name.clone(), tensor);
         }
     }
     Ok(out)
@@ -169,8 +174,11 @@ fn run_here(
 
 /// Computes one defined node at every point of its index space.
 fn run_node(ev: &Eval<'_>, step: &Step<'_>, kind: &Kind, env: &mut Env) -> Result<Store<'static>, RunError> {
-    let mut target = Store::empty(step.node.dtype, step.shape.clone())
-        .ok_or_else(|| RunError::TooLarge { tensor: step.node.name.clone(), shape: step.shape.clone() })?;
+    let mut target = Store::empty(step.node.dtype, step.shape.clone()).map_err(|why| RunError::TooLarge {
+        tensor: step.node.name.clone(),
+        shape: step.shape.clone(),
+        why,
+    })?;
     for &s in &step.slots {
         env.idx[s] = 0;
     }
