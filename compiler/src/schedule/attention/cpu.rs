@@ -410,8 +410,13 @@ fn softmax_block(
 fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var) -> Result<(), ScheduleError> {
     let (plan, node, fa) = (site.plan, site.node, site.f_axis());
     let pure_v = pure(site.d, plan.v, None);
-    if tile.ty == Ty::F32 && tile.tm <= TILE_MAX_COLS {
-        return accumulate_tiles(cx, site, tile, m0, nm, pure_v);
+    // Tile products from a full micro-tile of rows on; fewer rows (decode: one) stream `v`
+    // once through the loops below instead of packing it first.
+    let tiles = tile.ty == Ty::F32 && tile.tm <= TILE_MAX_COLS && tile.tp >= TILE_MAX_ROWS;
+    if tiles {
+        cx.b.open_if(e::bin(K::Ge, e::var(tile.nt), e::i64(i64::from(TILE_MAX_ROWS))));
+        accumulate_tiles(cx, site, tile, m0, nm, pure_v)?;
+        cx.b.open_else();
     }
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
@@ -436,6 +441,9 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
     cx.b.close(); // rows
     cx.b.close(); // keys
     cx.unbind(plan.head.slot, old_m);
+    if tiles {
+        cx.b.close();
+    }
     Ok(())
 }
 
