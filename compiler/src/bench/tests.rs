@@ -30,8 +30,31 @@ fn shapes_match_the_design_table() {
     let names: Vec<&str> = shapes().iter().map(|s| s.name).collect();
     assert_eq!(
         names,
-        ["sdpa-512", "sdpa-1k", "sdpa-4k", "batch", "causal-1k", "causal-4k", "window-4k", "decode-4k", "decode-32k", "linear-4k"]
+        [
+            "sdpa-512",
+            "sdpa-1k",
+            "sdpa-4k",
+            "batch",
+            "causal-1k",
+            "causal-4k",
+            "window-4k",
+            "decode-4k",
+            "decode-32k",
+            "linear-4k",
+            "sdpa-1k-e80",
+            "sdpa-1k-e128",
+            "sdpa-1k-e256",
+            "gqa-1k",
+            "alibi-1k",
+            "softcap-1k"
+        ]
     );
+    // Grouped-query attention: 4 query heads per key/value head; ALiBi is causal.
+    let by = |n: &str| shapes().into_iter().find(|s| s.name == n).expect("a shape");
+    assert_eq!(by("gqa-1k").kv_heads(), 4);
+    assert_eq!(by("sdpa-1k").kv_heads(), 8);
+    assert_eq!(by("alibi-1k").pairs(), by("causal-1k").pairs());
+    assert_eq!(by("softcap-1k").pairs(), by("sdpa-1k").pairs());
     assert!(select(Some(&["nope".to_string()])).unwrap_err().contains("unknown shape 'nope'"));
     assert_eq!(select(Some(&["batch".to_string(), "sdpa-512".to_string()])).unwrap().len(), 2);
 }
