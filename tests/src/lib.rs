@@ -32,7 +32,10 @@ pub fn inline_uses(path: &std::path::Path, seen: &mut Vec<PathBuf>) -> String {
     let mut out = String::new();
     for line in text.lines() {
         let used = line.trim().strip_prefix("use \"").and_then(|r| r.strip_suffix('"'));
-        match used.map(|u| dir.join(u)).and_then(|p| std::fs::canonicalize(p).ok()) {
+        // Only regular files are inlined: a `use` of a device (tests/check has `use "/dev/zero"`)
+        // stays as written, for the compiler to refuse, instead of being read forever here.
+        let regular = |p: &PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_file());
+        match used.map(|u| dir.join(u)).and_then(|p| std::fs::canonicalize(p).ok()).filter(regular) {
             Some(p) if seen.contains(&p) => {}
             Some(p) => {
                 seen.push(p.clone());
