@@ -74,8 +74,8 @@ impl<'ctx> Cg<'ctx, '_> {
         let mut v0 = 0;
         // A constant `cols` covering the tile (the attention plan's key blocks): every panel
         // is full, so no run-time tail code at all.
-        let all_valid =
-            matches!(t.cols, crate::schedule::kir::Expr::Const(crate::schedule::kir::Const::I64(c)) if c >= i64::from(t.n)) && t.n % w == 0;
+        let all_valid = matches!(t.cols, crate::schedule::kir::Expr::Const(crate::schedule::kir::Const::I64(c)) if c >= i64::from(t.n))
+            && t.n.is_multiple_of(w);
         while v0 < vectors {
             let p = per_panel.min(vectors - v0);
             let (j0, j1) = (u64::from(v0 * w), u64::from((v0 + p) * w));
