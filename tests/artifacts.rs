@@ -9,15 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tfmc::driver::{CompileOptions, Target};
 
-/// Builds a shared library for this machine (what `tfmc build` does).
-fn build(
-    program: &tfmc::Program,
-    out: &std::path::Path,
-    opts: &CompileOptions,
-) -> Result<Vec<tfmc::driver::Prepared>, tfmc::driver::CompileError> {
-    tfmc::driver::build(program, out, opts, &Target::host_llvm())
-}
-use tfmc_conformance::{Tol, compare, load_lib};
+use tfmc_conformance::{Tol, build, compare, load_lib};
 use tfmc_runtime::{Artifact, Scalar};
 
 /// fp32 kernel against the f64 interpreter, relative to the output's magnitude.

@@ -7,17 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tfmc::driver::{CompileOptions, Target};
+use tfmc::driver::CompileOptions;
 
-/// Builds a shared library for this machine (what `tfmc build` does).
-fn build(
-    program: &tfmc::Program,
-    out: &std::path::Path,
-    opts: &CompileOptions,
-) -> Result<Vec<tfmc::driver::Prepared>, tfmc::driver::CompileError> {
-    tfmc::driver::build(program, out, opts, &Target::host_llvm())
-}
-use tfmc_conformance::{load_lib, repo_root};
+use tfmc_conformance::{build, load_lib, repo_root};
 
 /// A fresh directory under Cargo's per-target temp dir, removed when dropped.
 struct Scratch(PathBuf);

@@ -16,6 +16,16 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Builds a shared library (and its C header) for this machine with the host's LLVM target:
+/// what `tfmc build` does.
+pub fn build(
+    program: &tfmc::Program,
+    out: &std::path::Path,
+    opts: &tfmc::driver::CompileOptions,
+) -> Result<Vec<tfmc::driver::Prepared>, tfmc::driver::CompileError> {
+    tfmc::driver::build(program, out, opts, &tfmc::driver::Target::host_llvm())
+}
+
 /// The `.tfm` files directly in `dir`, sorted (none if `dir` cannot be read).
 pub fn tfm_files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
