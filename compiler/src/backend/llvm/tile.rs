@@ -138,12 +138,8 @@ impl<'ctx> Cg<'ctx, '_> {
         let mut accs = Vec::with_capacity((t.m * p) as usize);
         for i in 0..t.m {
             let crow = self.row_index(ops.c0, ops.ldc, i)?;
-            let alpha = match ops.scale {
-                Some((s, at)) => {
-                    let idx = self.b.build_int_add(at, i64t.const_int(u64::from(i), false), "")?;
-                    let x = self.b.build_load(f32t, self.gep(f32t.into(), s, idx)?, "alpha")?;
-                    Some(self.splat(vt, float(x)?)?)
-                }
+            let alpha = match self.row_scale(ops, i)? {
+                Some(x) => Some(self.splat(vt, x)?),
                 None => None,
             };
             for v in 0..p {
@@ -213,17 +209,15 @@ impl<'ctx> Cg<'ctx, '_> {
         let hi = self.b.build_select(lt, ops.cols, j1, "")?.into_int_value();
         let acc = self.alloca(fx, f32t, "tile.acc")?;
         for i in 0..t.m {
+            let alpha = self.row_scale(ops, i)?;
             self.counted_loop(fx, j0, hi, |cg, fx, j| {
                 let crow = cg.row_index(ops.c0, ops.ldc, i)?;
                 let cidx = cg.b.build_int_add(crow, j, "")?;
                 let cptr = cg.gep(f32t.into(), ops.c, cidx)?;
-                let start: FloatValue<'ctx> = match &t.init {
-                    TileInit::Zero => f32t.const_zero(),
-                    TileInit::Load => float(cg.b.build_load(f32t, cptr, "c")?)?,
-                    TileInit::Scale { .. } => {
-                        let (s, at) = ops.scale.ok_or_else(|| LlvmError::Internal("a scaled tile product without scales".into()))?;
-                        let sidx = cg.b.build_int_add(at, i64t.const_int(u64::from(i), false), "")?;
-                        let alpha = float(cg.b.build_load(f32t, cg.gep(f32t.into(), s, sidx)?, "alpha")?)?;
+                let start: FloatValue<'ctx> = match (&t.init, alpha) {
+                    (TileInit::Zero, _) => f32t.const_zero(),
+                    (_, None) => float(cg.b.build_load(f32t, cptr, "c")?)?,
+                    (_, Some(alpha)) => {
                         let c = float(cg.b.build_load(f32t, cptr, "c")?)?;
                         cg.b.build_float_mul(alpha, c, "")?
                     }
@@ -247,6 +241,15 @@ impl<'ctx> Cg<'ctx, '_> {
             })?;
         }
         Ok(())
+    }
+
+    /// Row `i`'s scale `scale[at + i]` for [`TileInit::Scale`] (loaded once per row), else
+    /// `None`.
+    fn row_scale(&self, ops: &Operands<'ctx>, i: u32) -> Result<Option<FloatValue<'ctx>>, LlvmError> {
+        let Some((s, at)) = ops.scale else { return Ok(None) };
+        let f32t = self.cx.f32_type();
+        let idx = self.b.build_int_add(at, self.cx.i64_type().const_int(u64::from(i), false), "")?;
+        Ok(Some(float(self.b.build_load(f32t, self.gep(f32t.into(), s, idx)?, "alpha")?)?))
     }
 
     /// `base + i·ld` for a constant row `i`.
