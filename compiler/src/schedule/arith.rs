@@ -198,6 +198,15 @@ pub(crate) fn exp(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
     if ty == Ty::F32 { exp_f32(bld, x) } else { e::un(KU::Exp, x) }
 }
 
+/// `x` as an expression that may be used several times: itself when it is a variable or a
+/// constant, else a new variable `name` set to it here (so it is evaluated once).
+fn once(bld: &mut Builder, name: &str, x: Expr) -> Expr {
+    match x {
+        v @ (Expr::Var(_) | Expr::Const(_)) => v,
+        x => e::var(bld.let_(name, x)),
+    }
+}
+
 /// `e^x - 1`: inline for `f32` (a Taylor polynomial for `|x| < 1/4`, where `e^x - 1` would
 /// cancel, else `exp(x) - 1`; about 2e-7 relative), libm for `f64`.
 pub(crate) fn expm1(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
@@ -205,10 +214,7 @@ pub(crate) fn expm1(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
         return e::un(KU::Expm1, x);
     }
     let c = |v: f32| Expr::Const(Const::F32(v));
-    let x = match x {
-        v @ (Expr::Var(_) | Expr::Const(_)) => v,
-        x => e::var(bld.let_("expm1.x", x)),
-    };
+    let x = once(bld, "expm1.x", x);
     let big = exp_f32(bld, x.clone());
     let big = e::sub(big, c(1.0));
     // x + x²/2 + x³/6 + x⁴/24 + x⁵/120 + x⁶/720 (Horner).
@@ -234,10 +240,7 @@ pub(crate) fn expm1(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
 /// attention tile.
 pub(crate) fn exp_f32(bld: &mut Builder, x: Expr) -> Expr {
     let c = |v: f32| Expr::Const(Const::F32(v));
-    let x = match x {
-        v @ (Expr::Var(_) | Expr::Const(_)) => v,
-        x => e::var(bld.let_("exp.x", x)),
-    };
+    let x = once(bld, "exp.x", x);
     let xc = e::var(bld.let_("exp.xc", e::bin(K::Max, e::bin(K::Min, x.clone(), c(88.72)), c(-86.0))));
     // 1.5·2^23: adding it rounds |v| < 2^22 to an integer held in the low mantissa bits.
     const SHIFTER: f32 = 12_582_912.0;
@@ -268,10 +271,7 @@ pub(crate) fn tanh(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
         return e::un(KU::Tanh, x);
     }
     let c = |v: f32| Expr::Const(Const::F32(v));
-    let x = match x {
-        v @ (Expr::Var(_) | Expr::Const(_)) => v,
-        x => e::var(bld.let_("tanh.x", x)),
-    };
+    let x = once(bld, "tanh.x", x);
     let a = e::var(bld.let_("tanh.a", e::un(KU::Abs, x.clone())));
     let m = expm1(bld, ty, e::mul(c(2.0), a.clone()));
     let m = e::var(bld.let_("tanh.m", m));
@@ -283,10 +283,7 @@ pub(crate) fn tanh(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
 /// A float elementwise function of type `ty`; `b` is the second argument of binary ones.
 pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -> Expr {
     let c = |v: f64| e::num(ty, v);
-    let a = match a {
-        v @ (Expr::Var(_) | Expr::Const(_)) => v,
-        x => e::var(bld.let_("arg", x)),
-    };
+    let a = once(bld, "arg", a);
     let sigmoid = |bld: &mut Builder, x: Expr| {
         // 1/(1+e^-x) for x >= 0, e^x/(1+e^x) otherwise: no overflow.
         let en = exp(bld, ty, e::un(KU::Neg, e::un(KU::Abs, x.clone())));
