@@ -21,3 +21,8 @@ pub fn lib_programs() -> Vec<(String, crate::Program)> {
 pub fn lib(file: &str) -> crate::Program {
     crate::load(&lib_dir().join(file)).expect("lib file checks")
 }
+
+/// The checked program of source `text` (a test's own kernel).
+pub fn load(text: &str) -> crate::Program {
+    crate::load_str("test.tfm", text).unwrap_or_else(|d| panic!("test source does not check:\n{d}"))
+}

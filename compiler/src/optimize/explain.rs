@@ -1,129 +1,27 @@
 //! `tfmc explain`: the cascade before and after optimization, the rules that fired, passes
 //! over each reduced index, estimated flops and bytes for given dims, and egg's statistics.
 //!
-//! Estimates: each term is evaluated once over the index space it depends on (free indices;
-//! bounded reductions by their trip count at a typical point). Flops count arithmetic and
+//! Estimates: each term counted as often as the schedule evaluates it — once per point of the
+//! loops around it up to the innermost one it reads (a subterm is hoisted out of the node's
+//! inner loop and out of reductions it does not depend on, never out of the parallel loops;
+//! a reduction the tiled plans take runs its keys outside the output column), so a term
+//! fused where it is recomputed per output column costs that many times. Bounded reductions
+//! by their trip count at a typical point. Flops count arithmetic and
 //! functions as 1 and a fused online-softmax step (rescale and accumulate) as 3; bytes count every element read from a
 //! tensor (4 bytes for f32) plus, in the cascade as written, every local written once.
 
 use super::cost::Sizes;
-use super::inline::free_names;
+pub use super::work::Estimate;
 use super::{Options, Report};
-use crate::ir::lang::Tfm;
+use crate::ir::Cascade;
 use crate::ir::print::print_cascade;
-use crate::ir::{Cascade, Def, Role};
-use egg::{Id, Language, RecExpr};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-/// Estimated work of a cascade.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Estimate {
-    /// Floating-point (and integer) operations.
-    pub flops: f64,
-    /// Bytes read from and written to tensors.
-    pub bytes: f64,
-}
-
-/// Estimates `c`'s work with `sizes`.
+/// Estimates `c`'s work with `sizes`, as the schedule runs it (see the module docs and
+/// [`super::work`]).
 pub fn estimate(c: &Cascade, sizes: &Sizes) -> Estimate {
-    let mut est = Estimate::default();
-    for &ix in &c.order {
-        let n = &c.graph[ix];
-        let exprs: Vec<&RecExpr<Tfm>> = match &n.def {
-            Def::Input => continue,
-            Def::Expr(e) => vec![e],
-            Def::Scan { init, body, .. } => vec![init, body],
-        };
-        let lhs: f64 = n.indices.iter().map(|i| sizes.index.get(i).copied().unwrap_or(1.0)).product();
-        for e in exprs {
-            let root = Id::from(e.as_ref().len() - 1);
-            let mut seen = BTreeSet::new();
-            walk(e, root, sizes, c, &mut est, &mut seen);
-        }
-        if !matches!(n.role, Role::Input(_)) {
-            est.bytes += lhs * bytes_of(n.dtype);
-        }
-    }
-    est
-}
-
-fn bytes_of(d: crate::hir::DType) -> f64 {
-    match d {
-        crate::hir::DType::F16 | crate::hir::DType::BF16 => 2.0,
-        crate::hir::DType::F64 | crate::hir::DType::I64 => 8.0,
-        crate::hir::DType::Bool => 1.0,
-        _ => 4.0,
-    }
-}
-
-fn points(e: &RecExpr<Tfm>, id: Id, sizes: &Sizes) -> f64 {
-    let mut free = BTreeSet::new();
-    free_names(e, id, &mut free);
-    free.iter().map(|s| sizes.index.get(s).copied().unwrap_or(1.0).max(1.0)).product()
-}
-
-fn walk(e: &RecExpr<Tfm>, id: Id, sizes: &Sizes, c: &Cascade, est: &mut Estimate, seen: &mut BTreeSet<Id>) {
-    if !seen.insert(id) {
-        return; // a shared subterm is computed once
-    }
-    let node = &e[id];
-    for &ch in node.children() {
-        walk(e, ch, sizes, c, est, seen);
-    }
-    let mut pts = points(e, id, sizes);
-    if let Some([i, lo, hi, _]) = node.reduction_head() {
-        let name = match &e[i] {
-            Tfm::Symbol(s) => s.as_str().to_string(),
-            _ => String::new(),
-        };
-        let full = sizes.index.get(&name).copied().unwrap_or(1.0).max(1.0);
-        let trip = (eval(e, lo, sizes), eval(e, hi, sizes));
-        let trip = match trip {
-            (Some(l), Some(h)) => (h - l).clamp(0.0, full),
-            _ => full,
-        };
-        pts *= trip.max(1.0);
-    }
-    match node {
-        Tfm::Read(ch) => {
-            let dt = match &e[ch[0]] {
-                Tfm::Symbol(s) => c.node(s.as_str()).map_or(4.0, |n| bytes_of(n.dtype)),
-                _ => 4.0,
-            };
-            est.bytes += pts * dt;
-        }
-        Tfm::Const(_) | Tfm::Symbol(_) | Tfm::Idx(_) | Tfm::Dim(_) | Tfm::Param(_) | Tfm::Prev(_) => {}
-        Tfm::Osm(_) => est.flops += 3.0 * pts,
-        _ => est.flops += pts,
-    }
-}
-
-/// Integer value of a bound term with free indices at mid-range.
-fn eval(e: &RecExpr<Tfm>, id: Id, sizes: &Sizes) -> Option<f64> {
-    let sym = |c: Id| match &e[c] {
-        Tfm::Symbol(s) => Some(s.as_str().to_string()),
-        _ => None,
-    };
-    Some(match &e[id] {
-        Tfm::Const(k) => k.as_f64(),
-        Tfm::Dim(s) => *sizes.dims.get(&sym(*s)?)?,
-        Tfm::Param(s) => *sizes.params.get(&sym(*s)?)?,
-        Tfm::Idx(s) => (sizes.index.get(&sym(*s)?)? / 2.0).floor(),
-        Tfm::Add([a, b]) => eval(e, *a, sizes)? + eval(e, *b, sizes)?,
-        Tfm::Sub([a, b]) => eval(e, *a, sizes)? - eval(e, *b, sizes)?,
-        Tfm::Mul([a, b]) => eval(e, *a, sizes)? * eval(e, *b, sizes)?,
-        Tfm::Cast([_, a]) => eval(e, *a, sizes)?,
-        Tfm::Call(ch) if ch.len() == 3 => {
-            let (a, b) = (eval(e, ch[1], sizes)?, eval(e, ch[2], sizes)?);
-            match sym(ch[0])?.as_str() {
-                "min" => a.min(b),
-                "max" => a.max(b),
-                _ => return None,
-            }
-        }
-        _ => return None,
-    })
+    super::work::estimate(c, sizes)
 }
 
 fn human(x: f64) -> String {

@@ -4,7 +4,10 @@
 //! 2. all those terms go into one e-graph (common subterms are shared), the [`rules`] run to
 //!    saturation or until the node/iteration/time limits;
 //! 3. each term is extracted by [`cost::WorkCost`] (work over each term's index space, with a
-//!    penalty for extra passes) and the cascade is rebuilt around the extracted terms.
+//!    penalty for extra passes) and the cascade is rebuilt around the extracted terms;
+//! 4. [`outline::outline`] materializes every reduction the fused terms would evaluate
+//!    repeatedly (inside loops it does not read), so the work as scheduled
+//!    ([`work::estimate`]) is each reduction's once per point of its own indices.
 //!
 //! The report says which rules fired (and how often), egg's statistics and stop reason (so a
 //! hit limit is visible), passes over each index before and after, and estimated cost.
@@ -14,10 +17,12 @@ pub mod cost;
 pub mod explain;
 pub mod inline;
 pub mod normalize;
+pub mod outline;
 pub mod passes;
 pub mod prefix;
 pub mod rules;
 pub mod split;
+pub mod work;
 
 use crate::ir::lang::Tfm;
 use crate::ir::verify::{VerifyError, verify};
@@ -117,10 +122,36 @@ pub struct Report {
 }
 
 /// Optimizes `c` (which must verify); returns the optimized cascade and the report.
+///
+/// The optimizer never raises the order of work: when the result would do more work as
+/// scheduled ([`work::estimate`] at the options' sizes) than the cascade as written, the
+/// cascade is optimized again without fusing its locals (each statement rewritten on its own)
+/// and the cheaper of the two is returned; the report says so in its stop reason.
 pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), VerifyError> {
+    let (out, report) = optimize_as(c, opts, true)?;
+    let sizes = sizes_for(c, opts);
+    let before = work::estimate(c, &sizes).flops;
+    let after = work::estimate(&out, &sizes).flops;
+    if after <= before * (1.0 + WORK_SLACK) {
+        return Ok((out, report));
+    }
+    let (unfused, mut report2) = optimize_as(c, opts, false)?;
+    if work::estimate(&unfused, &sizes).flops < after {
+        report2.stop_reason =
+            format!("{}; fusing the locals would do more work ({after:.3e} > {before:.3e} as written): not fused", report2.stop_reason);
+        return Ok((unfused, report2));
+    }
+    Ok((out, report))
+}
+
+/// Relative slack of the never-more-work check (rounding of the estimates).
+const WORK_SLACK: f64 = 0.01;
+
+/// [`optimize`] with or without fusing the locals into their readers first.
+fn optimize_as(c: &Cascade, opts: &Options, fuse: bool) -> Result<(Cascade, Report), VerifyError> {
     verify(c)?;
     let mut report = Report { passes_before: passes::passes_as_written(c), ..Report::default() };
-    let mut fused = inline::inline_locals(c);
+    let mut fused = if fuse { inline::inline_locals(c) } else { c.clone() };
     map_exprs(&mut fused, normalize::float_filters);
     verify(&fused)?;
     let sizes = sizes_for(c, opts);
@@ -191,6 +222,8 @@ pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), Verify
             }
         };
     }
+    out.relink();
+    out = outline::outline(&out, &sizes);
     map_exprs(&mut out, normalize::filters_to_bounds);
     out = prefix::prefix_scans(&out);
     if let Some((index, chunk)) = &opts.split {

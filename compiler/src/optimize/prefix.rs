@@ -203,7 +203,7 @@ fn build(c: &Cascade, e: &RecExpr<Tfm>, f: &Found, name: &str, lhs: &[String]) -
 }
 
 /// `e` with subterm `at` replaced by `with`.
-fn replace(e: &RecExpr<Tfm>, at: Id, with: &RecExpr<Tfm>) -> RecExpr<Tfm> {
+pub(super) fn replace(e: &RecExpr<Tfm>, at: Id, with: &RecExpr<Tfm>) -> RecExpr<Tfm> {
     let mut out = RecExpr::default();
     let mut map: Vec<Id> = Vec::with_capacity(e.as_ref().len());
     for (k, node) in e.as_ref().iter().enumerate() {

@@ -11,6 +11,7 @@
 //! values it computes. Checks whose condition an interval analysis proves false are left out
 //! (every dim is at most [`MAX_DIM`], enforced on entry).
 
+pub(crate) use crate::ir::eval::compile::children;
 use std::collections::HashMap;
 
 use egg::Id;
@@ -436,21 +437,5 @@ impl Cx<'_> {
     /// Closes what [`Cx::open_head`] opened (call after [`Builder::close_to`] the loop).
     pub fn close_head(&mut self, head: &Head, old: Option<IdxVar>) {
         self.unbind(head.slot, old);
-    }
-}
-
-/// The ops an op reads (for a reduction: its bounds, filter and body).
-pub(crate) fn children(op: &Op) -> Vec<Id> {
-    match op {
-        Op::Sym(_) | Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } | Op::Prev { .. } => vec![],
-        Op::Read { subs, .. } => subs.to_vec(),
-        Op::Unary { a, .. } | Op::Cast { x: a, .. } | Op::Dense { x: a, .. } => vec![*a],
-        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => vec![*a, *b],
-        Op::If(c, a, b) => vec![*c, *a, *b],
-        Op::Call { x, y, .. } => std::iter::once(*x).chain(*y).collect(),
-        Op::Where { filter, x } => vec![*filter, *x],
-        Op::Reduce { head, body, .. } => vec![head.lo, head.hi, head.filter, *body],
-        Op::URed { head, bodies, .. } => [head.lo, head.hi, head.filter].into_iter().chain(bodies.iter().copied()).collect(),
-        Op::Osm { head, s, v } => vec![head.lo, head.hi, head.filter, *s, *v],
     }
 }

@@ -21,6 +21,7 @@ pub mod attention;
 pub mod build;
 mod common;
 pub mod expand;
+mod hoist;
 pub mod kir;
 pub mod lower;
 pub mod nodes;

@@ -157,36 +157,45 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                     && super::attention::fits_target(&p, d, opts)
                 {
                     plan.push(format!(
-                        "{}: tiled attention ({}): tiles of {} rows of {} x {} keys; generic when {} > {}",
+                        "{}: tiled {} ({}): tiles of {} rows of {} x {} keys; {}",
                         node.name,
+                        match p.norm {
+                            super::attention::Norm::Softmax => "attention",
+                            super::attention::Norm::Sum => "weighted sum (no normaliser)",
+                        },
                         if p.dot.is_some() { "packed Q·Kᵀ tile when enough rows, else natural" } else { "natural" },
                         opts.tile_p,
                         node.indices[p.tile],
                         opts.tile_m,
-                        node.shape.last().map_or(String::new(), |s| s.to_string()),
-                        super::attention::FMAX
+                        columns_note(node, opts)
                     ));
-                    let fits = e::bin(
-                        K::Le,
-                        cx.tensors[slot].shape.last().cloned().unwrap_or(e::i64(0)),
-                        e::i64(i64::from(super::attention::FMAX)),
-                    );
-                    cx.b.open_if(fits);
                     let site = super::attention::Site { node, slot, slots: &slots_of[slot], d, plan: &p };
+                    let fits = fits_columns(&cx, slot, opts);
+                    if let Some(fits) = &fits {
+                        cx.b.open_if(fits.clone());
+                    }
                     super::attention::dispatch(&mut cx, &site, opts)?;
-                    cx.b.open_else();
-                    generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out)?;
-                    cx.b.close();
+                    if fits.is_some() {
+                        cx.b.open_else();
+                        generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out, &[])?;
+                        cx.b.close();
+                    }
+                    continue;
+                }
+                if opts.attention
+                    && let Some(line) = parts_plan(&mut cx, node, slot, &slots_of[slot], d, opts, out)?
+                {
+                    plan.push(line);
                     continue;
                 }
                 plan.push(format!("{}: {}", node.name, generic_plan(node, None)));
-                generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out)?;
+                generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out, &[])?;
             }
             Compiled::Scan { axis, init, body } => {
                 plan.push(format!("{}: {}", node.name, generic_plan(node, Some(*axis))));
                 cx.scan_init = Some(init.clone());
                 let d = Def { ops: &body.0, tys: &body.1 };
-                generic_node(&mut cx, node, slot, &slots_of[slot], d, Some(*axis), out)?;
+                generic_node(&mut cx, node, slot, &slots_of[slot], d, Some(*axis), out, &[])?;
                 cx.scan_init = None;
             }
         }
@@ -256,7 +265,121 @@ fn generic_plan(node: &Node, scan: Option<usize>) -> String {
     }
 }
 
-/// The generic loop nest of one node; `scan` is the scanned axis of a scan node.
+/// A node whose definition is not one reduction the tiled plans take, but combines some
+/// (`softmax(S1)·V − λ·softmax(S2)·V`, an attention output plus a residual term): each
+/// maximal subterm on the definition's unconditional path (reached through arithmetic, calls
+/// and casts only, so the node evaluates it at every point anyway) that a tiled plan takes as
+/// a node of its own is computed by that plan into a tensor of the node's shape first, then
+/// the generic plan evaluates the rest reading those tensors. `None` (nothing emitted) when no
+/// subterm qualifies; else the plan line. As for a whole node, the generic plan alone runs
+/// when `F` exceeds the tiled plans' limit.
+#[allow(clippy::too_many_arguments)]
+fn parts_plan(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    opts: &ScheduleOptions,
+    out: bool,
+) -> Result<Option<String>, ScheduleError> {
+    let mut found: Vec<(Id, Node, super::attention::Plan)> = Vec::new();
+    let mut stack = vec![d.root()];
+    while let Some(id) = stack.pop() {
+        let op = &d.ops[usize::from(id)];
+        let dtype = d.tys[usize::from(id)];
+        if id != d.root() && matches!(dtype, DType::F32 | DType::F64) && found.iter().all(|(x, ..)| *x != id) {
+            let part = Node {
+                name: format!("{}.part{}", node.name, found.len()),
+                dtype,
+                shape: node.shape.clone(),
+                indices: node.indices.clone(),
+                role: Role::Local,
+                def: IrDef::Input,
+            };
+            if let Some(p) = super::attention::analyze_at(cx, &part, slots, d, id)
+                && super::attention::fits_target(&p, d, opts)
+            {
+                found.push((id, part, p));
+                continue;
+            }
+        }
+        match op {
+            Op::Unary { .. } | Op::Binary { .. } | Op::Call { .. } | Op::Cast { .. } => {
+                stack.extend(super::lower::children(op));
+            }
+            _ => {}
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    // The parts' tensors, after the node's own: slots past the cascade's, dropped afterwards.
+    let t = cx.tensors[slot].clone();
+    let mut parts = Vec::with_capacity(found.len());
+    for (id, part, _) in &found {
+        let buf = cx.b.buf(&part.name, vty(part.dtype), BufKind::Heap);
+        let len = checked_len(cx, &t.shape, &part.name);
+        cx.b.emit(super::kir::Stmt::Alloc { buf, len });
+        parts.push((*id, cx.tensors.len()));
+        cx.tensors.push(TensorInfo { name: part.name.clone(), buf, present: None, ..t.clone() });
+    }
+    let fits = fits_columns(cx, slot, opts);
+    if let Some(fits) = &fits {
+        cx.b.open_if(fits.clone());
+    }
+    let mut kinds = Vec::new();
+    for ((_, part, p), &(_, pslot)) in found.iter().zip(&parts) {
+        let site = super::attention::Site { node: part, slot: pslot, slots, d, plan: p };
+        super::attention::dispatch(cx, &site, opts)?;
+        kinds.push(match p.norm {
+            super::attention::Norm::Softmax => "attention",
+            super::attention::Norm::Sum => "weighted sum",
+        });
+    }
+    generic_node(cx, node, slot, slots, d, None, out, &parts)?;
+    if fits.is_some() {
+        cx.b.open_else();
+        generic_node(cx, node, slot, slots, d, None, out, &[])?;
+        cx.b.close();
+    }
+    cx.tensors.truncate(slot + 1);
+    Ok(Some(format!(
+        "{}: {} subterm(s) by the tiled plans first ({}; tiles of {} rows of {} keys), then {}; {}",
+        node.name,
+        found.len(),
+        kinds.join(", "),
+        opts.tile_p,
+        opts.tile_m,
+        generic_plan(node, None),
+        columns_note(node, opts)
+    )))
+}
+
+/// The run-time condition under which a tiled plan runs on `opts.target` (`None`: always):
+/// the CPU plans take any number of output columns (in passes of `FMAX`); the GPU plans keep
+/// a row of `FMAX` per thread, so wider nodes run the generic plan.
+fn fits_columns(cx: &Cx<'_>, slot: usize, opts: &ScheduleOptions) -> Option<Expr> {
+    match opts.target {
+        super::Target::Cpu => None,
+        super::Target::Gpu { .. } => {
+            Some(e::bin(K::Le, cx.tensors[slot].shape.last().cloned().unwrap_or(e::i64(0)), e::i64(i64::from(super::attention::FMAX))))
+        }
+    }
+}
+
+/// How a tiled plan handles the output columns, for the plan line.
+fn columns_note(node: &Node, opts: &ScheduleOptions) -> String {
+    let f = node.shape.last().map_or(String::new(), |s| s.to_string());
+    match opts.target {
+        super::Target::Cpu => format!("{f} in passes of {}", super::attention::FMAX),
+        super::Target::Gpu { .. } => format!("generic when {f} > {}", super::attention::FMAX),
+    }
+}
+
+/// The generic loop nest of one node; `scan` is the scanned axis of a scan node; `parts` are
+/// subterms already computed into tensors of the node's shape (`(op, tensor slot)`).
+#[allow(clippy::too_many_arguments)]
 fn generic_node(
     cx: &mut Cx<'_>,
     node: &Node,
@@ -265,6 +388,7 @@ fn generic_node(
     d: Def<'_>,
     scan: Option<usize>,
     out: bool,
+    parts: &[(Id, usize)],
 ) -> Result<(), ScheduleError> {
     let t = cx.tensors[slot].clone();
     let k = slots.len();
@@ -294,9 +418,16 @@ fn generic_node(
     if let Some(a) = scan {
         open_seq(cx, a, &mut vars, &mut saved);
     }
+    // What the inner loop evaluates but does not depend on (a row's normaliser, a nested
+    // reduction) is evaluated once per point of the outer indices.
+    let mut hoisted = cx.subst.len();
     if let Some(l) = last
         && Some(l) != scan
     {
+        if scan.is_none() && k > 1 {
+            let nonempty = e::bin(K::Gt, t.shape[l].clone(), e::i64(0));
+            hoisted = super::hoist::hoist(cx, d, &[d.root()], slots[l], Some(nonempty))?;
+        }
         open_seq(cx, l, &mut vars, &mut saved);
     }
     let mut flat = e::i64(0);
@@ -305,6 +436,10 @@ fn generic_node(
         flat = e::add(flat, e::mul(v, t.strides[a].clone()));
     }
     let flat = e::var(cx.b.let_("at", flat));
+    let before_parts = cx.subst.len();
+    for &(id, ps) in parts {
+        cx.subst.push((id, e::load(cx.tensors[ps].buf, flat.clone())));
+    }
     if let Some(a) = scan {
         let tv = vars[a].clone().ok_or_else(|| cx.internal("an unbound scan index"))?;
         cx.scan = Some(ScanCx { tensor: slot, flat: flat.clone(), stride: t.strides[a].clone(), t: tv });
@@ -322,8 +457,10 @@ fn generic_node(
         cx.b.store(p, flat, e::bool(true));
     }
     cx.b.close_to(inner);
+    cx.subst.truncate(before_parts);
     cx.scan = None;
     cx.b.close_to(mark);
+    cx.subst.truncate(hoisted);
     cx.restore(saved);
     Ok(())
 }

@@ -38,6 +38,7 @@ impl Cx<'_> {
         let ty = vty(dt);
         let acc = self.b.let_("acc", scalar(ty, crate::semantics::ops::identity(op, dt)));
         let (lo, hi) = self.bounds(d, head)?;
+        let hoisted = super::hoist::hoist(self, d, &[head.filter, body], head.slot, None)?;
         let mark = self.b.mark();
         let old = self.open_head(d, head, lo, hi)?;
         let x = self.lower_as(d, body, ty)?;
@@ -56,6 +57,7 @@ impl Cx<'_> {
         self.b.set(acc, next);
         self.b.close_to(mark);
         self.close_head(head, old);
+        self.subst.truncate(hoisted);
         Ok(e::var(acc))
     }
 
@@ -74,6 +76,9 @@ impl Cx<'_> {
         let tys: Vec<Ty> = r.fields.iter().map(|(_, dt)| vty(*dt)).collect();
         let accs: Vec<Var> = tys.iter().zip(identity).map(|(t, v)| self.b.let_("state", scalar(*t, *v))).collect();
         let (lo, hi) = self.bounds(d, head)?;
+        let mut roots = vec![head.filter];
+        roots.extend(bodies);
+        let hoisted = super::hoist::hoist(self, d, &roots, head.slot, None)?;
         let mark = self.b.mark();
         let old = self.open_head(d, head, lo, hi)?;
         let mut locals: Vec<Expr> = accs.iter().map(|v| e::var(*v)).collect();
@@ -98,6 +103,7 @@ impl Cx<'_> {
         }
         self.b.close_to(mark);
         self.close_head(head, old);
+        self.subst.truncate(hoisted);
         accs.get(field).map(|v| e::var(*v)).ok_or_else(|| self.internal("a user reduction field out of range"))
     }
 
@@ -158,6 +164,7 @@ impl Cx<'_> {
         let o = self.b.let_("osm.acc", c(0.0));
         let any = self.b.let_("osm.any", e::bool(false));
         let (lo, hi) = self.bounds(d, head)?;
+        let hoisted = super::hoist::hoist(self, d, &[head.filter, s, v], head.slot, None)?;
         let mark = self.b.mark();
         let old = self.open_head(d, head, lo, hi)?;
         let sv = self.lower_as(d, s, ty)?;
@@ -176,6 +183,7 @@ impl Cx<'_> {
         self.b.set(mx, e::var(m));
         self.b.close_to(mark);
         self.close_head(head, old);
+        self.subst.truncate(hoisted);
         let all_neg_inf = e::bin(K::And, e::var(any), e::bin(K::Eq, e::var(mx), c(f64::NEG_INFINITY)));
         Ok(e::select(all_neg_inf, c(f64::NAN), fdiv(ty, e::var(o), e::var(l))))
     }

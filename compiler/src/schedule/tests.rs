@@ -19,3 +19,147 @@ fn every_lib_kernel_schedules() {
         }
     }
 }
+
+/// Every `Set` in `b` (at any depth): target and value; and every loop: its variable and its
+/// bounds (a loop's variable depends on what its bounds read).
+fn sets<'b>(b: &'b super::kir::Block, out: &mut Vec<(super::kir::Var, &'b super::kir::Expr)>) {
+    use super::kir::Stmt;
+    for s in b {
+        match s {
+            Stmt::Set { var, value } => out.push((*var, value)),
+            Stmt::For { var, lo, hi, body } => {
+                out.push((*var, lo));
+                out.push((*var, hi));
+                sets(body, out);
+            }
+            Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => sets(body, out),
+            Stmt::If { then, els, .. } => {
+                sets(then, out);
+                sets(els, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The loops of `b` nested (at any depth) inside a sequential loop whose iterations they do
+/// not depend on and that read memory: work repeated once per iteration of the outer loop (a
+/// contraction recomputed per output column). Returns `outer var / inner var` names.
+fn invariant_loops(f: &super::kir::Func, b: &super::kir::Block, out: &mut Vec<String>) {
+    use super::kir::Stmt;
+    use super::uses::Uses;
+    for s in b {
+        match s {
+            Stmt::For { var, body, .. } => {
+                // Variables whose value depends on `var` (through sets and loop bounds).
+                let mut dep = std::collections::BTreeSet::from([*var]);
+                let mut all = Vec::new();
+                sets(body, &mut all);
+                loop {
+                    let n = dep.len();
+                    for (v, x) in &all {
+                        let mut u = Uses::default();
+                        u.expr(x);
+                        if u.vars.iter().any(|w| dep.contains(w)) {
+                            dep.insert(*v);
+                        }
+                    }
+                    if dep.len() == n {
+                        break;
+                    }
+                }
+                nested_independent(f, *var, &dep, body, out);
+                invariant_loops(f, body, out);
+            }
+            Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => invariant_loops(f, body, out),
+            Stmt::If { then, els, .. } => {
+                invariant_loops(f, then, out);
+                invariant_loops(f, els, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The loops in `b` (any depth) that mention no variable of `dep` and load from memory.
+fn nested_independent(
+    f: &super::kir::Func,
+    outer: super::kir::Var,
+    dep: &std::collections::BTreeSet<super::kir::Var>,
+    b: &super::kir::Block,
+    out: &mut Vec<String>,
+) {
+    use super::kir::Stmt;
+    use super::uses::Uses;
+    for s in b {
+        match s {
+            Stmt::For { var, lo, hi, body } => {
+                let mut u = Uses::default();
+                u.expr(lo);
+                u.expr(hi);
+                u.block(body);
+                // A pass over 256 output columns recomputes the logits by design (once for
+                // any head size up to 256; see `attention::cpu`).
+                let per_pass = f.vars[outer.0 as usize].name == "f.pass";
+                if !per_pass && !u.vars.iter().any(|w| dep.contains(w)) && !u.bufs.is_empty() && loads(body) {
+                    out.push(format!("{} / {}", f.vars[outer.0 as usize].name, f.vars[var.0 as usize].name));
+                } else {
+                    nested_independent(f, outer, dep, body, out);
+                }
+            }
+            Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => nested_independent(f, outer, dep, body, out),
+            Stmt::If { then, els, .. } => {
+                nested_independent(f, outer, dep, then, out);
+                nested_independent(f, outer, dep, els, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// True if `b` loads from a buffer anywhere.
+fn loads(b: &super::kir::Block) -> bool {
+    fn expr(x: &super::kir::Expr) -> bool {
+        use super::kir::Expr;
+        match x {
+            Expr::Load { .. } => true,
+            Expr::Const(_) | Expr::Var(_) => false,
+            Expr::Unary { x, .. } | Expr::Cast { x, .. } | Expr::Bitcast { x, .. } => expr(x),
+            Expr::Binary { a, b, .. } => expr(a) || expr(b),
+            Expr::Select { c, a, b } => expr(c) || expr(a) || expr(b),
+        }
+    }
+    use super::kir::Stmt;
+    b.iter().any(|s| match s {
+        Stmt::Set { value, .. } => expr(value),
+        Stmt::Store { value, index, .. } => expr(value) || expr(index),
+        Stmt::For { body, .. } | Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => loads(body),
+        Stmt::If { then, els, cond } => expr(cond) || loads(then) || loads(els),
+        Stmt::TileProduct(_) | Stmt::Mma(_) => true,
+        _ => false,
+    })
+}
+
+/// No lib kernel (optimized, on the CPU schedule) evaluates a loop over memory inside a loop
+/// it does not depend on: a contraction recomputed per output column, a row's normaliser per
+/// column, a nested `max` per key, a projection per query. (The GPU schedules still have two:
+/// the generic fallback for more than 256 output columns, and the tensor-core plan's per-block
+/// fragment loop; see the issue notes.)
+#[test]
+fn no_lib_kernel_recomputes_a_loop_per_iteration_of_a_loop_it_does_not_read() {
+    let mut bad = Vec::new();
+    let targets = [ScheduleOptions::default()];
+    for (file, program) in crate::testing::lib_programs() {
+        for k in &program.kernels {
+            let c = lower(&program, &k.name).unwrap();
+            let (opt, _) = optimize(&c, &Options::for_program(&program)).unwrap();
+            for opts in &targets {
+                let s = schedule(&program, &opt, opts).unwrap_or_else(|e| panic!("{file}/{}: {e}", k.name));
+                let mut found = Vec::new();
+                invariant_loops(&s.func, &s.func.body, &mut found);
+                bad.extend(found.into_iter().map(|l| format!("{file}/{} ({:?}): {l}", k.name, opts.target)));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "loops recomputed per iteration of an outer loop they do not read:\n{}", bad.join("\n"));
+}

@@ -418,3 +418,19 @@ impl Cx<'_> {
 fn shape_ok(r: &Reduction) -> bool {
     r.identity.len() == r.fields.len() && r.result.len() == r.fields.len()
 }
+
+/// The ops an op reads (for a reduction: its bounds, filter and body).
+pub(crate) fn children(op: &Op) -> Vec<Id> {
+    match op {
+        Op::Sym(_) | Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } | Op::Prev { .. } => vec![],
+        Op::Read { subs, .. } => subs.to_vec(),
+        Op::Unary { a, .. } | Op::Cast { x: a, .. } | Op::Dense { x: a, .. } => vec![*a],
+        Op::Binary { a, b, .. } | Op::And(a, b) | Op::Or(a, b) => vec![*a, *b],
+        Op::If(c, a, b) => vec![*c, *a, *b],
+        Op::Call { x, y, .. } => std::iter::once(*x).chain(*y).collect(),
+        Op::Where { filter, x } => vec![*filter, *x],
+        Op::Reduce { head, body, .. } => vec![head.lo, head.hi, head.filter, *body],
+        Op::URed { head, bodies, .. } => [head.lo, head.hi, head.filter].into_iter().chain(bodies.iter().copied()).collect(),
+        Op::Osm { head, s, v } => vec![head.lo, head.hi, head.filter, *s, *v],
+    }
+}

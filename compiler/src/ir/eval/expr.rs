@@ -8,6 +8,8 @@
 //! absent or whose body is absent. Nothing here allocates per point: user-reduction states
 //! live on [`Env::stack`], which only grows to the deepest nesting once.
 
+use std::collections::HashMap;
+
 use egg::Id;
 use tfmc_runtime::Scalar;
 
@@ -19,12 +21,68 @@ use crate::semantics::ops::{self, OpError};
 use crate::semantics::reduction::Combine;
 use crate::semantics::store::Buf as Store;
 
-/// Mutable evaluation state: index values by slot and the user-reduction stack.
+/// Mutable evaluation state: index values by slot, the user-reduction stack, and the memo of
+/// the node being run.
 pub(super) struct Env {
     /// Current value of every index, by slot.
     pub idx: Vec<i64>,
     /// User-reduction states, lifted points and `let`s.
     pub stack: Vec<Scalar>,
+    /// Per op of the node being run: `Some(slots)` for a reduction whose value depends only
+    /// on those indices ([`memo_slots`]), `None` for any other op.
+    pub memo_slots: Vec<Option<Vec<usize>>>,
+    /// Per op: its value (or absence) at each point of its free indices computed so far (at
+    /// most [`MEMO_MAX`] points; forgotten past that).
+    pub memo: Vec<HashMap<Vec<i64>, Option<Scalar>>>,
+}
+
+/// The most points one op's memo keeps before it starts over.
+const MEMO_MAX: usize = 1 << 20;
+
+/// The reductions of `ops` whose value is a function of the indices they read (their free
+/// indices; not a scan's look-back), so a value computed at one point of those indices serves
+/// every later evaluation at the same point: a row's normaliser inside the loop over the output
+/// column, a `max` nested in a `sum` over the same index, a logit's dot product inside the sum
+/// over keys evaluated again for every output column. So the evaluator does each reduction's
+/// work once per point of its free indices, as the compiled kernels (hoisting, tiled plans)
+/// and the cost model do.
+pub(super) fn memo_slots(ops: &[Op]) -> Vec<Option<Vec<usize>>> {
+    let mut free: Vec<Option<Vec<usize>>> = Vec::with_capacity(ops.len());
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        let union = |ids: &[Id], free: &[Option<Vec<usize>>]| -> Option<Vec<usize>> {
+            let mut v: Vec<usize> = Vec::new();
+            for &c in ids {
+                v.extend(free[usize::from(c)].as_ref()?);
+            }
+            v.sort_unstable();
+            v.dedup();
+            Some(v)
+        };
+        let (f, memo) = match op {
+            Op::Idx(s) => (Some(vec![*s]), false),
+            Op::Prev { .. } => (None, false),
+            Op::Reduce { head, .. } | Op::URed { head, .. } | Op::Osm { head, .. } => {
+                let kids = super::compile::children(op);
+                let inner = union(&kids[2..], &free).map(|v| v.into_iter().filter(|&s| s != head.slot).collect::<Vec<_>>());
+                let outer = union(&kids[..2], &free);
+                let f = match (inner, outer) {
+                    (Some(mut a), Some(b)) => {
+                        a.extend(b);
+                        a.sort_unstable();
+                        a.dedup();
+                        Some(a)
+                    }
+                    _ => None,
+                };
+                (f, true)
+            }
+            op => (union(&super::compile::children(op), &free), false),
+        };
+        out.push(if memo { f.clone() } else { None });
+        free.push(f);
+    }
+    out
 }
 
 /// The scan being executed: its partly written target and the current point.
@@ -145,12 +203,45 @@ impl Eval<'_> {
                     Err(Flow::Absent)
                 }
             }
-            Op::Reduce { op, d, head, body } => self.reduce(ops, *op, *d, head, *body, env),
-            Op::URed { red, field, identity, head, bodies } => self.ured(ops, *red, *field, identity, head, bodies, env),
-            Op::Osm { head, s, v } => self.osm(ops, head, *s, *v, env),
+            Op::Reduce { .. } | Op::URed { .. } | Op::Osm { .. } => self.memoized(ops, id, env),
             Op::Prev { back } => self.prev(*back, env),
             Op::Dim(_) | Op::Param { .. } => Err(self.internal("a symbolic dim or param in the interpreter")),
         }
+    }
+
+    /// A reduction, from the memo when its free indices have not moved since it was last
+    /// computed (see [`memo_slots`]); errors are not remembered (they end the run).
+    fn memoized(&self, ops: &[Op], id: Id, env: &mut Env) -> Result<Scalar, Flow> {
+        let i = usize::from(id);
+        let key: Option<Vec<i64>> = env.memo_slots.get(i).and_then(Option::as_ref).map(|slots| slots.iter().map(|&s| env.idx[s]).collect());
+        if let Some(k) = &key
+            && let Some(value) = env.memo.get(i).and_then(|m| m.get(k))
+        {
+            return value.ok_or(Flow::Absent);
+        }
+        let value = match &ops[i] {
+            Op::Reduce { op, d, head, body } => self.reduce(ops, *op, *d, head, *body, env),
+            Op::URed { red, field, identity, head, bodies } => self.ured(ops, *red, *field, identity, head, bodies, env),
+            Op::Osm { head, s, v } => self.osm(ops, head, *s, *v, env),
+            _ => return Err(self.internal("a memoized op that is not a reduction")),
+        };
+        if let Some(k) = key
+            && let Some(memo) = env.memo.get_mut(i)
+        {
+            if memo.len() >= MEMO_MAX {
+                memo.clear();
+            }
+            match &value {
+                Ok(v) => {
+                    memo.insert(k, Some(*v));
+                }
+                Err(Flow::Absent) => {
+                    memo.insert(k, None);
+                }
+                Err(Flow::Error(_)) => {}
+            }
+        }
+        value
     }
 
     /// `tensor[subs]`: every subscript checked against its dimension, in order.

@@ -138,7 +138,7 @@ fn run_here(
         steps.push(Step { node, shape, slots, loc, kind });
     }
     let names: Vec<String> = steps.iter().map(|s| s.node.name.clone()).collect();
-    let mut env = Env { idx: vec![0; scope.slots.len()], stack: Vec::new() };
+    let mut env = Env { idx: vec![0; scope.slots.len()], stack: Vec::new(), memo_slots: Vec::new(), memo: Vec::new() };
     let mut stores: Vec<Option<Store<'_>>> = (0..steps.len()).map(|_| None).collect();
     for (slot, step) in steps.iter().enumerate() {
         let store = match &step.kind {
@@ -182,6 +182,12 @@ fn run_node(ev: &Eval<'_>, step: &Step<'_>, kind: &Kind, env: &mut Env) -> Resul
     for &s in &step.slots {
         env.idx[s] = 0;
     }
+    // A fresh memo per node (a scan's body reads its own target as it grows: no memo there).
+    env.memo_slots = match kind {
+        Kind::Expr(ops) => expr::memo_slots(ops),
+        _ => Vec::new(),
+    };
+    env.memo = vec![HashMap::new(); env.memo_slots.len()];
     let extents: Vec<i64> = step.shape.iter().map(|&n| n as i64).collect();
     for flat in 0..target.len() {
         if flat > 0 {

@@ -1,4 +1,5 @@
-//! The attention analysis: whether an `osm` node gets an attention plan, and the facts every
+//! The attention analysis: whether an `osm` node (or a plain `Σ_m w · v`) gets an attention
+//! plan, and the facts every
 //! plan is built from ([`Plan`]): the key head, the logit and value ops, the tile index, the
 //! dot product inside the logit (for the packed and tensor-core variants), and whether the
 //! logit is pure (can be masked by a select).
@@ -11,11 +12,23 @@ use crate::hir::{BinOp, ReduceOp};
 use crate::ir::Node;
 use crate::ir::eval::compile::{Head, Op};
 
+/// How a row's weighted values are normalised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in super::super) enum Norm {
+    /// `osm`: weights `exp(s - max)`, the output divided by their sum (the online softmax).
+    Softmax,
+    /// A plain `Σ_m s · v`: the weights are `s` itself, nothing to divide by (sigmoid,
+    /// linear, polynomial attention; any map of the logit, or a weight read from a tensor).
+    Sum,
+}
+
 /// What the analysis found.
 pub(in super::super) struct Plan {
-    /// The osm's head.
+    /// The reduction's head.
     pub head: Head,
-    /// Logit.
+    /// How the weights are normalised.
+    pub norm: Norm,
+    /// Logit (`Softmax`) or weight (`Sum`): free of the output column.
     pub s: Id,
     /// Value.
     pub v: Id,
@@ -107,6 +120,26 @@ fn find_dot(d: Def<'_>, s: Id, key: usize, tile: usize, f: usize) -> Option<Dot>
     (!b.is_empty()).then_some(Dot { id: *id, head: *head, a, b })
 }
 
+/// True if the logit `s` holds no reduction but its dot product (a GPU thread evaluates the
+/// logit per key: a row-invariant reduction in it would be recomputed per key; the CPU plan
+/// evaluates those once per row instead).
+pub(super) fn only_dot_reduces(d: Def<'_>, s: Id, dot: Option<Id>) -> bool {
+    let mut stack = vec![s];
+    let mut seen = vec![false; usize::from(s) + 1];
+    while let Some(x) = stack.pop() {
+        let i = usize::from(x);
+        if Some(x) == dot || seen[i] {
+            continue;
+        }
+        seen[i] = true;
+        if matches!(d.ops[i], Op::Reduce { .. } | Op::URed { .. } | Op::Osm { .. }) {
+            return false;
+        }
+        stack.extend(children(&d.ops[i]));
+    }
+    true
+}
+
 /// True if op `target` is in the subtree of `root` (one pass from the root down: children
 /// come before parents).
 fn reaches(d: Def<'_>, root: Id, target: Id) -> bool {
@@ -151,16 +184,34 @@ pub(super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
 
 /// The plan for `node` (slots of its indices `slots`, definition `d`), if it applies.
 pub(in super::super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>) -> Option<Plan> {
+    analyze_at(cx, node, slots, d, d.root())
+}
+
+/// The plan for op `at` of `d` as the definition of `node` (the whole definition, or a
+/// subterm the generic plan materializes into a tensor of `node`'s shape first).
+pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d: Def<'_>, at: Id) -> Option<Plan> {
     // The osm itself, or the osm rounded to the node's half format (`O = bf16(...)`): the
     // plan computes in f32 and the store rounds.
-    let root = match d.ops.last()? {
+    let root = match d.ops.get(usize::from(at))? {
         Op::Cast { to, x } if *to == node.dtype && matches!(to, crate::hir::DType::F16 | crate::hir::DType::BF16) => {
             d.ops.get(usize::from(*x))?
         }
         op => op,
     };
-    let Op::Osm { head, s, v } = root.clone() else { return None };
     let f = *slots.last()?;
+    let (head, norm, s, v) = match root.clone() {
+        Op::Osm { head, s, v } => (head, Norm::Softmax, s, v),
+        Op::Reduce { op: ReduceOp::Sum, d: dt, head, body } if dt.is_float() => {
+            // `Σ_m w · v` with the weight `w` free of the output column and `v` reading it.
+            let Op::Binary { op: BinOp::Mul, a, b, .. } = d.ops[usize::from(body)] else { return None };
+            match (uses(d.ops, a, f), uses(d.ops, b, f)) {
+                (false, true) => (head, Norm::Sum, a, b),
+                (true, false) => (head, Norm::Sum, b, a),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
     if slots.len() < 2 || uses(d.ops, s, f) || uses(d.ops, head.lo, f) || uses(d.ops, head.hi, f) || uses(d.ops, head.filter, f) {
         return None;
     }
@@ -177,5 +228,5 @@ pub(in super::super) fn analyze(cx: &Cx<'_>, node: &Node, slots: &[usize], d: De
     let dot = find_dot(d, s, head.slot, slots[tile], f);
     let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
     let pure_logit = unfiltered && pure(d, s, dot.as_ref().map(|x| x.id));
-    Some(Plan { head, s, v, tile, dot, pure_logit })
+    Some(Plan { head, norm, s, v, tile, dot, pure_logit })
 }

@@ -10,10 +10,13 @@ use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
+use super::super::hoist::invariants;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileProduct, Ty, Var};
+use super::super::lower::vty;
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::analysis::{Dot, pure};
+use super::analysis::{Dot, Norm, pure};
 use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
+use egg::Id;
 
 /// The packed variant's buffers.
 struct Packed<'p> {
@@ -116,8 +119,9 @@ struct Tile {
     acc: Buf,
     /// The block's logits, then weights (rows of `tm`).
     sb: Buf,
-    /// `F` at run time.
+    /// The output columns of this pass: `fsize` (at most [`FMAX`]) from `f0`.
     fsize: Expr,
+    f0: Expr,
 }
 
 impl Tile {
@@ -155,7 +159,17 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32, packed: Option<
         Some(p) => Some((p, pack_rows(cx, site, &tile, p)?)),
         None => None,
     };
+    // The output columns in passes of at most FMAX (the accumulator rows): one pass for any
+    // head size up to 256; wider values recompute the logits once per pass.
+    let full = tile.fsize.clone();
+    let fmx = e::i64(i64::from(FMAX));
+    let passes = e::bin(K::Div, e::add(full.clone(), e::i64(i64::from(FMAX) - 1)), fmx.clone());
+    let pass = cx.b.open_for("f.pass", e::i64(0), passes);
+    let f0 = cx.b.let_("f0", e::mul(e::var(pass), fmx.clone()));
+    tile.f0 = e::var(f0);
+    tile.fsize = e::var(cx.b.let_("fsize", e::bin(K::Min, fmx, e::sub(full, e::var(f0)))));
     let (mlo, mhi, old_t) = init_rows(cx, site, &tile)?;
+    let inv = row_invariants(cx, site, &tile)?;
     // Key blocks.
     let nb = e::select(
         e::bin(K::Lt, e::var(mlo), e::var(mhi)),
@@ -168,7 +182,7 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32, packed: Option<
     if let Some((p, (qt, kbase))) = &pk {
         dot_tile(cx, &tile, p, *qt, *kbase, m0);
     }
-    softmax_block(cx, site, &tile, pk.as_ref().map(|(p, _)| *p), m0, nm)?;
+    softmax_block(cx, site, &tile, &inv, pk.as_ref().map(|(p, _)| *p), m0, nm)?;
     accumulate(cx, site, &tile, m0, nm)?;
     cx.b.close(); // blocks
     write_rows(cx, site, &mut tile)?;
@@ -207,7 +221,7 @@ fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> (Tile, S
     let (lo, hi) = (stack("lo", Ty::I64, tp), stack("hi", Ty::I64, tp));
     let (acc, sb) = (stack("acc", ty, tp * FMAX), stack("s", ty, tp * tm));
     let fsize = t.shape[site.f_axis()].clone();
-    (Tile { ty, tp, tm, idx, outer, t0, nt, mx, sum, any, lo, hi, acc, sb, fsize }, saved)
+    (Tile { ty, tp, tm, idx, outer, t0, nt, mx, sum, any, lo, hi, acc, sb, fsize, f0: e::i64(0) }, saved)
 }
 
 /// Packed: this tile's rows of `A` (`a[i, e] = Π a(t0 + i, e)`, rows of `EMAX`), and where its
@@ -256,6 +270,36 @@ fn init_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile) -> Result<(Var, 
     cx.b.store(tile.hi, e::var(i), e::var(h));
     cx.b.close();
     Ok((mlo, mhi, old_t))
+}
+
+/// The heavy subterms of the logit (or weight) that do not depend on the key (a row's
+/// normaliser, a nested `max` over the keys): evaluated once per row into a stack array of the
+/// tile's rows, read back by [`softmax_block`] (see `hoist`: only infallible ones).
+fn row_invariants(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile) -> Result<Vec<(Id, Buf)>, ScheduleError> {
+    let (plan, d) = (site.plan, site.d);
+    // Which subterms, with the tile index bound (to any variable: only whether it is bound
+    // matters here).
+    let ta = site.slots[plan.tile];
+    let old = cx.bind(ta, IdxVar { var: tile.t0, range: None });
+    let ids = invariants(cx, d, &[plan.head.filter, plan.s], plan.head.slot, false);
+    cx.unbind(ta, old);
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (i, old_t) = tile.open_rows(cx, site);
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, _) in ids {
+        let ty = vty(d.tys[usize::from(id)]);
+        let buf = cx.b.buf(&format!("{}.row", site.node.name), ty, BufKind::Stack(tile.tp));
+        let mark = cx.b.mark();
+        let x = cx.lower_as(d, id, ty)?;
+        cx.b.store(buf, e::var(i), x);
+        cx.b.close_to(mark);
+        out.push((id, buf));
+    }
+    cx.b.close();
+    cx.unbind(site.slots[plan.tile], old_t);
+    Ok(out)
 }
 
 /// The packed dot-product tile: `S[i, j] = Σ_e A[i, e] · Bᵀ[e, m0 + j]` (keys past the block
@@ -330,13 +374,21 @@ fn softmax_block(
     cx: &mut Cx<'_>,
     site: &Site<'_, '_>,
     tile: &Tile,
+    inv: &[(Id, Buf)],
     packed: Option<&Packed<'_>>,
     m0: Var,
     nm: Var,
 ) -> Result<(), ScheduleError> {
     let (plan, d, ty) = (site.plan, site.d, tile.ty);
     let c = |x: f64| tile.c(x);
+    let softmax = plan.norm == Norm::Softmax;
+    // A masked point's logit is -inf (weight 0 after the softmax); a plain sum's weight is 0.
+    let masked = if softmax { f64::NEG_INFINITY } else { 0.0 };
     let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
+    let subst0 = cx.subst.len();
+    for (id, buf) in inv {
+        cx.subst.push((*id, e::load(*buf, e::var(i))));
+    }
     let row = cx.b.let_(&site.node.indices[plan.tile], e::add(e::var(tile.t0), e::var(i)));
     cx.bind(site.slots[plan.tile], IdxVar { var: row, range: Some(site.node.shape[plan.tile].clone()) });
     let (rlo, rhi) = (cx.b.let_("lo", e::load(tile.lo, e::var(i))), cx.b.let_("hi", e::load(tile.hi, e::var(i))));
@@ -347,18 +399,18 @@ fn softmax_block(
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
-    let sv = cx.b.let_("logit", c(f64::NEG_INFINITY));
+    let sv = cx.b.let_("logit", c(masked));
     let inside = e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(rlo)), e::bin(K::Lt, e::var(m), e::var(rhi)));
     if let Some(p) = packed {
         let tile_value = e::load(tile.sb, tile.srow(i, e::var(j)));
         let tile_value = if ty == Ty::F32 { tile_value } else { e::cast(ty, tile_value) };
-        cx.subst = vec![(p.dot.id, tile_value)];
+        cx.subst.push((p.dot.id, tile_value));
     }
     if plan.pure_logit && (packed.is_some() || plan.dot.is_none()) {
         // Nothing in the logit can fail or be absent: mask with a select (vectorizes).
         let valid = cx.b.let_("valid", inside);
         let x = cx.lower_as(d, plan.s, ty)?;
-        cx.b.set(sv, e::select(e::var(valid), x, c(f64::NEG_INFINITY)));
+        cx.b.set(sv, e::select(e::var(valid), x, c(masked)));
         cx.b.set(anyrow, e::bin(K::Or, e::var(anyrow), e::var(valid)));
     } else {
         cx.b.open_if(inside);
@@ -370,11 +422,19 @@ fn softmax_block(
         cx.b.close();
         cx.b.close();
     }
-    cx.subst.clear();
+    cx.subst.truncate(subst0);
     cx.b.store(tile.sb, tile.srow(i, e::var(j)), e::var(sv));
-    cx.b.set(bmax, e::acc(K::Max, e::var(bmax), e::var(sv)));
+    if softmax {
+        cx.b.set(bmax, e::acc(K::Max, e::var(bmax), e::var(sv)));
+    }
     cx.b.close();
     cx.b.store(tile.any, e::var(i), e::var(anyrow));
+    if !softmax {
+        // The weights are final: nothing to rescale.
+        cx.b.close(); // rows
+        cx.unbind(plan.head.slot, old_m);
+        return Ok(());
+    }
     // Online softmax update of the row.
     let old = cx.b.let_("mold", e::load(tile.mx, e::var(i)));
     let mnew = cx.b.let_("mnew", e::bin(K::Max, e::var(old), e::var(bmax)));
@@ -429,7 +489,8 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
         cx.b.open_if(e::bin(K::Ne, e::var(w), tile.c(0.0)));
     }
     let f2 = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
-    let old_f = cx.bind(site.slots[fa], IdxVar { var: f2, range: Some(node.shape[fa].clone()) });
+    let fcol = cx.b.let_("fcol", e::add(tile.f0.clone(), e::var(f2)));
+    let old_f = cx.bind(site.slots[fa], IdxVar { var: fcol, range: Some(node.shape[fa].clone()) });
     let val = cx.lower_as(site.d, plan.v, tile.ty)?;
     let at = tile.acc_at(i, f2);
     cx.b.store(tile.acc, at.clone(), e::add(e::load(tile.acc, at), e::mul(e::var(w), val)));
@@ -470,7 +531,8 @@ fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, 
         cx.b.open_if(e::var(live));
     }
     let f = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
-    let old_f = cx.bind(site.slots[fa], IdxVar { var: f, range: Some(node.shape[fa].clone()) });
+    let fcol = cx.b.let_("fcol", e::add(tile.f0.clone(), e::var(f)));
+    let old_f = cx.bind(site.slots[fa], IdxVar { var: fcol, range: Some(node.shape[fa].clone()) });
     let val = cx.lower_as(site.d, plan.v, Ty::F32)?;
     cx.b.store(vp, e::add(e::mul(e::var(j), fmax.clone()), e::var(f)), val);
     cx.b.close();
@@ -516,11 +578,15 @@ fn write_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &mut Tile) -> Result<(
     let (ta, fa) = (site.plan.tile, site.f_axis());
     let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
     tile.idx[ta] = Some(e::add(e::var(tile.t0), e::var(i)));
-    let nan = e::bin(K::And, e::load(tile.any, e::var(i)), e::bin(K::Eq, e::load(tile.mx, e::var(i)), tile.c(f64::NEG_INFINITY)));
-    let nan = cx.b.let_("all_neg_inf", nan);
-    let lrow = cx.b.let_("l", e::load(tile.sum, e::var(i)));
+    let (nan, lrow) = if site.plan.norm == Norm::Softmax {
+        let nan = e::bin(K::And, e::load(tile.any, e::var(i)), e::bin(K::Eq, e::load(tile.mx, e::var(i)), tile.c(f64::NEG_INFINITY)));
+        (cx.b.let_("all_neg_inf", nan), cx.b.let_("l", e::load(tile.sum, e::var(i))))
+    } else {
+        // A plain sum: the accumulator is the output (`acc / 1`, never NaN by the rule).
+        (cx.b.let_("all_neg_inf", e::bool(false)), cx.b.let_("l", tile.c(1.0)))
+    };
     let f3 = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
-    tile.idx[fa] = Some(e::var(f3));
+    tile.idx[fa] = Some(e::add(tile.f0.clone(), e::var(f3)));
     let num = e::load(tile.acc, tile.acc_at(i, f3));
     super::site::store_output(cx, site, &tile.idx, tile.ty, RowValue { num, den: e::var(lrow), nan }, "attention plan")
 }

@@ -44,6 +44,7 @@ use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, MmaKind, Stmt, Ty, Var};
 use super::super::lower::{Cx, IdxVar, Saved};
+use super::analysis::Norm;
 use super::dialect::Dialect;
 use super::site::{EMAX, FMAX, RowValue, Site};
 use super::split_k::{Blocks, Split};
@@ -159,7 +160,10 @@ fn block(cx: &mut Cx<'_>, site: &Site<'_, '_>, blocks: &Blocks<'_>, tm: u32, esi
     stage_tile(cx, site, &th, esize.as_ref(), m0, nm)?;
     th.dialect.sync(cx);
     let bmax = row_logits(cx, site, &th, esize.as_ref(), m0, nm)?;
-    update_row(cx, &th, bmax, nm);
+    match site.plan.norm {
+        Norm::Softmax => update_row(cx, &th, bmax, nm),
+        Norm::Sum => accumulate_row(cx, &th, nm),
+    }
     cx.b.close(); // key tiles
     finish_row(cx, site, &mut th, blocks.split)?;
     cx.b.close_to(mark);
@@ -292,6 +296,8 @@ fn stage_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &Thread, esize: Option<&
 /// logit), `-inf` outside the row's bounds; returns the tile's max.
 fn row_logits(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &Thread, esize: Option<&Expr>, m0: Var, nm: Var) -> Result<Var, ScheduleError> {
     let (plan, d, ty) = (site.plan, site.d, th.ty);
+    // A masked point: logit -inf (softmax), weight 0 (a plain sum).
+    let masked = if plan.norm == Norm::Softmax { f64::NEG_INFINITY } else { 0.0 };
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     let bmax = cx.b.let_("bmax", th.c(f64::NEG_INFINITY));
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
@@ -309,7 +315,7 @@ fn row_logits(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &Thread, esize: Option<&
     }
     let x = cx.lower_as(d, plan.s, ty)?;
     cx.subst.clear();
-    let sv = cx.b.let_("logit", e::select(e::var(valid), x, th.c(f64::NEG_INFINITY)));
+    let sv = cx.b.let_("logit", e::select(e::var(valid), x, th.c(masked)));
     cx.b.set(th.any, e::bin(K::Or, e::var(th.any), e::var(valid)));
     cx.b.store(th.sloc, e::var(j), e::var(sv));
     cx.b.set(bmax, e::acc(K::Max, e::var(bmax), e::var(sv)));
@@ -343,6 +349,18 @@ fn update_row(cx: &mut Cx<'_>, th: &Thread, bmax: Var, nm: Var) {
     cx.b.close(); // if live max
 }
 
+/// A plain sum's update of the thread's row: `acc[f] += w[j] · V[j, f]` (the weights are
+/// final: nothing to rescale).
+fn accumulate_row(cx: &mut Cx<'_>, th: &Thread, nm: Var) {
+    let j = cx.b.open_for("j", e::i64(0), e::var(nm));
+    let w = cx.b.let_("w", e::load(th.sloc, e::var(j)));
+    let f2 = cx.b.open_for("f", e::i64(0), th.fsize.clone());
+    let vv = e::load(th.vs, e::add(e::mul(e::var(j), e::i64(i64::from(FMAX))), e::var(f2)));
+    cx.b.store(th.acc, e::var(f2), e::add(e::load(th.acc, e::var(f2)), e::mul(e::var(w), vv)));
+    cx.b.close();
+    cx.b.close();
+}
+
 /// The thread's row after the key tiles: a split part's state for the combine, or (no split)
 /// the row's output `acc / sum`.
 fn finish_row(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &mut Thread, split: &Split) -> Result<(), ScheduleError> {
@@ -358,9 +376,16 @@ fn finish_row(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &mut Thread, split: &Spl
     // Write the row (no split).
     cx.b.open_if(e::bin(K::And, e::var(th.live), e::bin(K::Eq, e::var(split.n), e::i64(1))));
     th.idx[ta] = Some(e::var(th.rowi));
-    let nan = cx.b.let_("all_neg_inf", e::bin(K::And, e::var(th.any), e::bin(K::Eq, e::var(th.mx), th.c(f64::NEG_INFINITY))));
+    let (nan, den) = match site.plan.norm {
+        Norm::Softmax => {
+            let nan = e::bin(K::And, e::var(th.any), e::bin(K::Eq, e::var(th.mx), th.c(f64::NEG_INFINITY)));
+            (cx.b.let_("all_neg_inf", nan), e::var(th.sum))
+        }
+        // A plain sum: the accumulator is the output.
+        Norm::Sum => (cx.b.let_("all_neg_inf", e::bool(false)), th.c(1.0)),
+    };
     let f3 = cx.b.open_for("f", e::i64(0), th.fsize.clone());
     th.idx[fa] = Some(e::var(f3));
-    let v = RowValue { num: e::load(th.acc, e::var(f3)), den: e::var(th.sum), nan };
+    let v = RowValue { num: e::load(th.acc, e::var(f3)), den, nan };
     super::site::store_output(cx, site, &th.idx, th.ty, v, "GPU attention plan")
 }

@@ -1,4 +1,6 @@
-//! The tiled attention plan for `osm` nodes (FlashAttention-2 style on CPU).
+//! The tiled attention plan for `osm` nodes (FlashAttention-2 style on CPU), and for plain
+//! weighted sums `Σ_m w · v` ([`Norm::Sum`]: sigmoid, linear, polynomial attention, retention,
+//! any weight free of the output column) on the same tiles without the softmax state.
 //!
 //! Applies to a node `O[.., t, .., f] = osm m lo hi F (s) (v)` whose last index `f` appears
 //! in neither the logit `s` nor the head, and whose *tile index* `t` — the last other index
@@ -39,7 +41,7 @@ mod site;
 mod split_k;
 mod tensor_core;
 
-pub(super) use analysis::{Plan, analyze};
+pub(super) use analysis::{Norm, Plan, analyze, analyze_at};
 pub(super) use site::{FMAX, Site};
 
 use super::lower::{Cx, Def};
@@ -47,11 +49,13 @@ use super::{ScheduleError, ScheduleOptions, Target};
 
 /// True if the plan can be emitted for `opts.target`: always on a CPU; on a GPU when the
 /// logit is a pure, unfiltered expression and the value is pure (no failure can happen inside
-/// a block parallel).
+/// a block parallel), and the logit holds no reduction but its dot product.
 pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bool {
     match opts.target {
         Target::Cpu => true,
-        Target::Gpu { .. } => plan.pure_logit && analysis::pure(d, plan.v, None),
+        Target::Gpu { .. } => {
+            plan.pure_logit && analysis::pure(d, plan.v, None) && analysis::only_dot_reduces(d, plan.s, plan.dot.as_ref().map(|x| x.id))
+        }
     }
 }
 

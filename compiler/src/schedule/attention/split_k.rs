@@ -10,6 +10,7 @@ use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, Ty, Var};
 use super::super::lower::Cx;
+use super::analysis::Norm;
 use super::dialect::Dialect;
 use super::site::{RowValue, Site};
 
@@ -62,7 +63,9 @@ impl Split {
         let by_keys = e::bin(K::Div, e::add(keys, e::i64(SPLIT_MIN_KEYS - 1)), e::i64(SPLIT_MIN_KEYS));
         let by_grid = e::bin(K::Div, e::add(e::i64(SPLIT_TARGET_BLOCKS - 1), e::var(blocks)), e::var(blocks));
         let n = e::bin(K::Min, e::bin(K::Min, by_keys, by_grid), e::i64(i64::from(SPLIT_MAX)));
-        let n = cx.b.let_("splits", e::bin(K::Max, n, e::i64(1)));
+        // A plain sum's parts would merge by adding; its rows are not split (yet).
+        let n = if plan.norm == Norm::Softmax { e::bin(K::Max, n, e::i64(1)) } else { e::i64(1) };
+        let n = cx.b.let_("splits", n);
         let part = cx.b.buf(&format!("{}.parts", node.name), ty, BufKind::Heap);
         let width = e::add(t.shape[t.shape.len() - 1].clone(), e::i64(3));
         let used = e::select(e::bin(K::Gt, e::var(n), e::i64(1)), e::var(n), e::i64(0));

@@ -1,0 +1,195 @@
+//! Materialization of invariant reductions (Halide's `compute_at` for tensors): fusion puts
+//! every local inside its readers, and a reduction that ends up inside loops it does not read
+//! would be evaluated once per point of them — linear attention's `Σ_m φ(K)ᵀ V` once per
+//! query, a transformer block's key projection once per (query, key), its attention output
+//! once per output column. Each such reduction becomes a tensor of its own, over exactly the
+//! indices it reads, computed once per point of them, and its place in the term reads it.
+//!
+//! Which: a float reduction the work model ([`super::work`]) counts at least
+//! [`MIN_REPEAT`] times as often as it has points, that is always present (no `where`, no read
+//! of a tensor that may miss points) and safe (it cannot fail wherever it is evaluated: reads
+//! at bare indices, no integer division; see `analysis::Facts::safe`), and whose free indices
+//! all have declared ranges. The outermost such reduction first; then the new node and its
+//! reader are looked at again. At most [`MAX_OUTLINED`] per cascade.
+//!
+//! The new node `READER.keepN` is an `f32` local (`f64` when the reduction reads an `f64`
+//! tensor) placed right before its reader; its indices are the reader's indices it reads, in
+//! the reader's order, then the other free ones in name order — except that an `osm` or a sum
+//! of a product has its output column (the index only its value reads) last, so the tiled
+//! plans take it. Floats of locals are exact in
+//! the reference evaluators (stored as `f64`), so the cascade means exactly what it did.
+
+use super::analysis::{FreeIndices, Graph, Kind};
+use super::cost::Sizes;
+use super::work::{Estimate, Walk, free_sets, node_loops};
+use crate::hir::DType;
+use crate::ir::lang::Tfm;
+use crate::ir::{Cascade, Def, Node, Role};
+use egg::{Id, Language, RecExpr, Symbol};
+use std::collections::BTreeSet;
+
+/// A reduction evaluated at least this many times per point of its own indices is
+/// materialized.
+pub const MIN_REPEAT: f64 = 2.0;
+
+/// The most reductions one cascade gets materialized (each pass looks at the new node again).
+pub const MAX_OUTLINED: usize = 64;
+
+/// Materializes every repeated invariant reduction of `c` (see the module docs).
+pub fn outline(c: &Cascade, sizes: &Sizes) -> Cascade {
+    let mut out = c.clone();
+    let mut done = 0;
+    let mut pos = 0;
+    while pos < out.order.len() && done < MAX_OUTLINED {
+        let ix = out.order[pos];
+        let Some((at, indices, dtype)) = candidate(&out, &out.graph[ix], sizes) else {
+            pos += 1;
+            continue;
+        };
+        let Def::Expr(e) = &out.graph[ix].def else {
+            pos += 1;
+            continue;
+        };
+        let name = fresh_name(&out, &out.graph[ix].name);
+        let mut shape = Vec::with_capacity(indices.len());
+        for i in &indices {
+            match out.range(i) {
+                Some(s) => shape.push(s.clone()),
+                None => break,
+            }
+        }
+        if shape.len() != indices.len() {
+            pos += 1;
+            continue;
+        }
+        let def = subterm(e, at);
+        let mut read = RecExpr::default();
+        let t = read.add(Tfm::Symbol(Symbol::from(name.as_str())));
+        let mut ch = vec![t];
+        for i in &indices {
+            let s = read.add(Tfm::Symbol(Symbol::from(i.as_str())));
+            ch.push(read.add(Tfm::Idx(s)));
+        }
+        read.add(Tfm::Read(ch.into_boxed_slice()));
+        let reader = super::prefix::replace(e, at, &read);
+        out.graph[ix].def = Def::Expr(subterm(&reader, Id::from(reader.as_ref().len() - 1)));
+        let node = Node { name, dtype, shape, indices, role: Role::Local, def: Def::Expr(def) };
+        let nix = out.graph.add_node(node);
+        out.order.insert(pos, nix);
+        done += 1;
+        // Look at the new node (now at `pos`) next, then its reader again.
+    }
+    out.relink();
+    out
+}
+
+/// The outermost reduction of `node` to materialize: its id, the new node's indices and
+/// dtype.
+fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>, DType)> {
+    let Def::Expr(e) = &node.def else { return None };
+    if node.indices.is_empty() {
+        return None;
+    }
+    // The analysis facts (free indices, presence, safety, kind) of every subterm.
+    let tensors = c.graph.node_weights().map(|n| (n.name.clone(), n.dtype)).collect();
+    let mut g = Graph::new(FreeIndices { tensors });
+    let mut class: Vec<Id> = Vec::with_capacity(e.as_ref().len());
+    for n in e.as_ref() {
+        let id = g.add(n.clone().map_children(|ch| class[usize::from(ch)]));
+        class.push(id);
+    }
+    g.rebuild();
+    let free = free_sets(e);
+    let walk = Walk { e, sizes, c, free: &free, packed: Default::default() };
+    let (ctx, inner) = node_loops(node, false, sizes);
+    let mut found: Option<Id> = None;
+    let mut est = Estimate::default();
+    let mut seen = BTreeSet::new();
+    let root = Id::from(e.as_ref().len() - 1);
+    walk.visit(root, &ctx, inner.as_deref(), &mut est, &mut seen, &mut |id, count, _| {
+        if found.is_some() {
+            return true;
+        }
+        if id == root || e[id].reduction_head().is_none() {
+            return false;
+        }
+        let facts = &g[g.find(class[usize::from(id)])].data;
+        let points: f64 = free[usize::from(id)].iter().map(|i| sizes.index.get(i).copied().unwrap_or(1.0).max(1.0)).product();
+        let ok = facts.kind == Kind::Float && facts.safe && !facts.partial && free[usize::from(id)].iter().all(|i| c.range(i).is_some());
+        if ok && count >= MIN_REPEAT * points {
+            found = Some(id);
+            return true;
+        }
+        false
+    });
+    let at = found?;
+    let fs = &free[usize::from(at)];
+    let mut indices: Vec<String> = node.indices.iter().filter(|i| fs.contains(*i)).cloned().collect();
+    indices.extend(fs.iter().filter(|i| !node.indices.contains(i)).cloned());
+    // A reduction the tiled plans take gets its output column (read by the value only) last.
+    if let Some(col) = value_column(e, at, &free)
+        && let Some(k) = indices.iter().position(|i| *i == col)
+    {
+        let c = indices.remove(k);
+        indices.push(c);
+    }
+    let wide = reads_f64(c, e, at);
+    Some((at, indices, if wide { DType::F64 } else { DType::F32 }))
+}
+
+/// For an `osm` or a sum of a product, an index its value reads and its weight (logit) does
+/// not: the output column of the tiled plans.
+fn value_column(e: &RecExpr<Tfm>, at: Id, free: &[BTreeSet<String>]) -> Option<String> {
+    let (w, v) = match &e[at] {
+        Tfm::Osm([_, _, _, _, s, v]) => (*s, *v),
+        Tfm::Sum([_, _, _, _, body]) => match &e[*body] {
+            Tfm::Mul([a, b]) => {
+                let (fa, fb) = (&free[usize::from(*a)], &free[usize::from(*b)]);
+                if fb.iter().any(|i| !fa.contains(i)) { (*a, *b) } else { (*b, *a) }
+            }
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let at_free = &free[usize::from(at)];
+    free[usize::from(v)].iter().find(|i| at_free.contains(*i) && !free[usize::from(w)].contains(*i)).cloned()
+}
+
+/// True if the subterm at `at` reads an `f64` tensor.
+fn reads_f64(c: &Cascade, e: &RecExpr<Tfm>, at: Id) -> bool {
+    let sub = subterm(e, at);
+    sub.as_ref().iter().any(|n| match n {
+        Tfm::Read(ch) => match &sub[ch[0]] {
+            Tfm::Symbol(s) => c.node(s.as_str()).is_some_and(|t| t.dtype == DType::F64),
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
+/// The subterm of `e` at `at` as an expression of its own (only the nodes it reaches).
+fn subterm(e: &RecExpr<Tfm>, at: Id) -> RecExpr<Tfm> {
+    let n = usize::from(at) + 1;
+    let mut live = vec![false; n];
+    live[n - 1] = true;
+    for k in (0..n).rev() {
+        if live[k] {
+            for ch in e[Id::from(k)].children() {
+                live[usize::from(*ch)] = true;
+            }
+        }
+    }
+    let mut out = RecExpr::default();
+    let mut map: Vec<Id> = vec![Id::from(0); n];
+    for k in 0..n {
+        if live[k] {
+            map[k] = out.add(e[Id::from(k)].clone().map_children(|ch| map[usize::from(ch)]));
+        }
+    }
+    out
+}
+
+/// A node name not in `c`: `READER.keepN`.
+fn fresh_name(c: &Cascade, reader: &str) -> String {
+    (0..).map(|k| format!("{reader}.keep{k}")).find(|n| c.node(n).is_none()).unwrap_or_else(|| reader.to_string())
+}
