@@ -6,7 +6,9 @@
 //! indices it reads, computed once per point of them, and its place in the term reads it.
 //!
 //! Which: a float reduction the work model ([`super::work`]) counts at least
-//! [`MIN_REPEAT`] times as often as it has points, that is always present (no `where`, no read
+//! [`MIN_REPEAT`] times as often as it has points (or one inside a tiled plan's logit that
+//! does not read the key: a row's `max` or normaliser — one value per row, and the logit left
+//! is the dot product the plan packs), that is always present (no `where`, no read
 //! of a tensor that may miss points) and safe (it cannot fail wherever it is evaluated: reads
 //! at bare indices, no integer division; see `analysis::Facts::safe`), and whose free indices
 //! all have declared ranges. The outermost such reduction first; then the new node and its
@@ -100,7 +102,7 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
     }
     g.rebuild();
     let free = free_sets(e);
-    let walk = Walk { e, sizes, c, free: &free, packed: Default::default() };
+    let walk = Walk { e, sizes, c, free: &free, packed: Default::default(), in_weight: Default::default() };
     let (ctx, inner) = node_loops(node, false, sizes);
     let mut found: Option<Id> = None;
     let mut est = Estimate::default();
@@ -116,7 +118,10 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
         let facts = &g[g.find(class[usize::from(id)])].data;
         let points: f64 = free[usize::from(id)].iter().map(|i| sizes.index.get(i).copied().unwrap_or(1.0).max(1.0)).product();
         let ok = facts.kind == Kind::Float && facts.safe && !facts.partial && free[usize::from(id)].iter().all(|i| c.range(i).is_some());
-        if ok && count >= MIN_REPEAT * points {
+        // A row's reduction inside a tiled plan's logit (a `max` or a normaliser over the keys,
+        // not the dot product): one value per row, so the logit is a packable dot product.
+        let row_term = walk.in_weight.borrow().get(&id).is_some_and(|key| !free[usize::from(id)].contains(key));
+        if ok && (count >= MIN_REPEAT * points || row_term) {
             found = Some(id);
             return true;
         }

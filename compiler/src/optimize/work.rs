@@ -40,7 +40,7 @@ pub fn estimate(c: &Cascade, sizes: &Sizes) -> Estimate {
             let root = Id::from(e.as_ref().len() - 1);
             let free = free_sets(e);
             let mut seen = BTreeSet::new();
-            let w = Walk { e, sizes, c, free: &free, packed: Default::default() };
+            let w = Walk { e, sizes, c, free: &free, packed: Default::default(), in_weight: Default::default() };
             w.walk(root, &ctx, inner.as_deref(), &mut est, &mut seen);
         }
         if !matches!(n.role, Role::Input(_)) {
@@ -122,6 +122,9 @@ pub(super) struct Walk<'a> {
     pub free: &'a [BTreeSet<String>],
     /// Subterms the tiled plans compute from packed panels (filled by the walk).
     pub packed: std::cell::RefCell<BTreeSet<Id>>,
+    /// Every subterm of a planned reduction's logit (weight), with the reduction's key index
+    /// (filled by the walk).
+    pub in_weight: std::cell::RefCell<std::collections::BTreeMap<Id, String>>,
 }
 
 impl Walk<'_> {
@@ -202,6 +205,21 @@ impl Walk<'_> {
         out
     }
 
+    /// The logit of a planned `osm`, or the weight of a planned sum.
+    fn panels_of_weight(&self, id: Id) -> Option<Id> {
+        match &self.e[id] {
+            Tfm::Osm([_, _, _, _, s, _]) => Some(*s),
+            Tfm::Sum([_, _, _, _, body]) => match &self.e[*body] {
+                Tfm::Mul([a, b]) => {
+                    let (fa, fb) = (&self.free[usize::from(*a)], &self.free[usize::from(*b)]);
+                    Some(if fb.iter().any(|i| !fa.contains(i)) { *a } else { *b })
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// How many reductions the subterm at `id` holds.
     fn reductions(&self, id: Id) -> usize {
         let mut seen = BTreeSet::new();
@@ -258,6 +276,7 @@ impl Walk<'_> {
         let mut osm_ctx: Vec<Loop> = Vec::new();
         if let Some([i, lo, hi, f]) = node.reduction_head() {
             let l = self.reduction_loop(i, lo, hi);
+            let l_name = l.name.clone();
             pts_here *= l.extent;
             self.visit(lo, ctx, None, est, seen, see);
             self.visit(hi, ctx, None, est, seen, see);
@@ -274,6 +293,15 @@ impl Walk<'_> {
                 body_ctx.push(col);
                 for x in self.panels_of(id) {
                     self.pack(x);
+                }
+                if let Some(w) = self.panels_of_weight(id) {
+                    let mut inw = self.in_weight.borrow_mut();
+                    let mut stack = vec![w];
+                    while let Some(x) = stack.pop() {
+                        if inw.insert(x, l_name.clone()).is_none() {
+                            stack.extend(self.e[x].children().iter().copied());
+                        }
+                    }
                 }
             } else {
                 body_ctx.push(l);
