@@ -109,7 +109,7 @@ pub(super) fn translate_export(cx: &mut Cx, e: &Export<'_>, sink: &mut Sink<'_>)
             let buf = Buf(i as u32);
             match d.kind {
                 BufKind::Arg(a) => {
-                    let ptr = *arg_ptrs.get(a as usize).ok_or_else(|| fx.internal("an argument buffer beyond n_args"))?;
+                    let ptr = *arg_ptrs.get(a).ok_or_else(|| fx.internal("an argument buffer beyond n_args"))?;
                     fx.bufs.insert(buf, BufBase::Ptr(ptr));
                 }
                 BufKind::Heap => {
