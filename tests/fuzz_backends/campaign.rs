@@ -1,5 +1,5 @@
 //! Campaign mode (`TFMC_FUZZ_LOG=FILE`): a finding of a new signature (backend, kind, what
-//! differs) is minimized ([`crate::shrink::shrink`], keeping backend, kind and signature) and
+//! differs, program family) is minimized ([`crate::shrink::shrink`], keeping backend, kind and signature) and
 //! appended to FILE with its `// case:` line, ready to become a file under
 //! `tests/backend_regressions/`; repeats are counted in one line. Before each program the
 //! text and case go to `FILE.last`, so a crash in generated code (which kills the process)
@@ -43,9 +43,12 @@ pub fn log_finding(origin: &str, text: &str, case: &Case, f: &Finding, class: Op
     let Ok(path) = std::env::var("TFMC_FUZZ_LOG") else { return false };
     static SEEN: OnceLock<Mutex<BTreeMap<String, usize>>> = OnceLock::new();
     let sig = format!("{} {:?}: {}{}", f.backend, f.kind, f.sig, class.map_or(String::new(), |c| format!(" (known: {c})")));
+    // One minimized entry per signature and program family (a lib file with its mutations,
+    // or the generator), so one cause does not hide another of the same look.
+    let family = origin.trim_start_matches("mutated ");
     let n = {
         let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-        let n = seen.entry(sig.clone()).or_insert(0);
+        let n = seen.entry(format!("{sig} [{family}]")).or_insert(0);
         *n += 1;
         *n
     };

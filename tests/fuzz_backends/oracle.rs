@@ -5,9 +5,12 @@
 //! the computation holds); NaN equals NaN, infinities equal by sign. A disagreement is allowed,
 //! not a finding, when `docs/language.md` allows it:
 //! - the backend reports out of memory (it may, where the interpreter runs);
-//! - the f64 computation leaves the f32 range (above 1e30, or a nonzero value below f32's
-//!   smallest normal; 65504/16 for kernels with `f16` tensors): float math runs in the dtype's
-//!   own precision;
+//! - the f64 computation leaves the f32 range: a stored value whose square over- or
+//!   underflows (above about 1.8e19 or below 1.1e-19; above 256 for kernels with `f16`
+//!   tensors), since the terms of a statement are not seen (`rsqrt(x · x)` of x = 1e-30 is
+//!   1e30 in f64 and inf in f32), or, for inputs not drawn from [-1, 1), a finite oracle value
+//!   that the backend makes inf or NaN (a term within a statement overflowing f32, such as
+//!   `exp(100) · 0`): float math runs in the dtype's own precision;
 //! - the backend agrees with the *optimized* cascade evaluated in f64 (`ir::eval::run_cascade`)
 //!   and that one differs from the oracle: the optimizer's business (`fuzz_optimize`), since
 //!   every backend runs the optimized cascade.
@@ -17,7 +20,7 @@ use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Mutex, OnceLock};
 
-use crate::cases::{Case, make_inputs};
+use crate::cases::{Case, Style, make_inputs};
 use crate::compiled::{Outputs, backends, compiled, panic_text};
 use tfmc::hir::Program;
 use tfmc_runtime::{DType, Scalar, Tensor};
@@ -101,8 +104,10 @@ fn in_range(program: &Program, kernel: &str, (hi, lo): (f64, f64)) -> bool {
     if dtypes.iter().all(|d| *d == DType::F64) {
         return true;
     }
-    let max = if dtypes.contains(&DType::F16) { 65504.0 / 16.0 } else { 1e30 };
-    hi <= max && lo >= f64::from(f32::MIN_POSITIVE)
+    // Values are stored, not the terms within a statement: a product of two of them must
+    // stay in range, so the bounds are the square roots of the format's.
+    let max: f64 = if dtypes.contains(&DType::F16) { 65504.0 } else { f64::from(f32::MAX) };
+    hi <= max.sqrt() && lo >= f64::from(f32::MIN_POSITIVE).sqrt()
 }
 
 /// The rounding unit of an output format.
@@ -202,6 +207,13 @@ pub fn run_case(text: &str, program: &Program, case: &Case, only: &dyn Fn(&str) 
                     None => Verdict::Agree,
                     Some(_) if differ(opt, &got, *mag).is_none() && differ(&want, opt, *mag).is_some() => Verdict::Allowed("optimizer"),
                     Some((Kind::Value, ..)) if !*ok => Verdict::Allowed("range"),
+                    // Large or extreme inputs overflow terms inside a statement in f32 that f64
+                    // holds (exp(100) · 0 is 0 in f64, NaN in f32), unseen by `magnitudes`.
+                    Some((Kind::Value, sig, _))
+                        if case.style != Style::Unit && sig.starts_with("oracle finite, backend") && !sig.ends_with("backend finite") =>
+                    {
+                        Verdict::Allowed("range")
+                    }
                     Some((kind, sig, mut detail)) => {
                         let _ = writeln!(
                             detail,
