@@ -72,12 +72,6 @@ const SIZES: Sizes = Sizes {
 /// design or not fixed yet: run and reported, not failed. While one is listed, the random
 /// properties also tolerate findings of its class (see [`known`]).
 const KNOWN: &[&str] = &[
-    // Generic plan (GPU): a rank-0 reduction's accumulator is kept in a KIR variable that is
-    // read after the memory-touching loop setting it; the GPU spine transform
-    // (backend/nvptx/spine.rs) runs such code on one thread and cannot hand the variable on,
-    // so the GPU targets refuse the kernel ("a GPU thread cannot hand it on"). The fix
-    // belongs in the generic plan's lowering (schedule/lower.rs), which is being rewritten.
-    "001_gpu_scalar_across_statements.tfm",
     // Attention plan (tensor cores, GPU): a row whose logits are all -inf at valid points
     // gives 0 instead of NaN (schedule/attention/tensor_core.rs, being rewritten).
     "002_tensor_core_neg_inf_row.tfm",
@@ -88,7 +82,6 @@ const KNOWN: &[&str] = &[
 fn known(program: &Program, case: &Case, f: &Finding) -> Option<&'static str> {
     let listed = |name: &'static str| KNOWN.contains(&name).then_some(name);
     match (f.backend, f.kind) {
-        ("gpu-emu", Kind::Failure) if f.detail.contains("a GPU thread cannot hand it on") => listed("001_gpu_scalar_across_statements.tfm"),
         ("gpu-emu", Kind::Value) if f.sig == "oracle NaN, backend finite" && half_attention(program, case) => {
             listed("002_tensor_core_neg_inf_row.tfm")
         }
