@@ -5,8 +5,9 @@
 //! agrees within 1e-3 of the output's largest finite magnitude plus the output format's
 //! rounding and f32 rounding of the largest magnitude computed (NaN equals NaN) — and nothing
 //! panics. What `docs/language.md` lets a backend do differently (out of memory, float math
-//! in the dtype's precision beyond f32's range, the optimizer's own discrepancies, which
-//! `fuzz_optimize` owns) is allowed; see `fuzz_backends/oracle.rs`.
+//! in the dtype's precision: overflow beyond f32's range and cancellation to zero, the
+//! optimizer's own discrepancies, which `fuzz_optimize` owns) is allowed; see
+//! `fuzz_backends/oracle.rs`.
 //!
 //! Programs: (a) every kernel of `lib/` and `tests/ok/`; (b) mutations of them that still
 //! check (`fuzz_optimize/mutate.rs`); (c) generated cascades (`fuzz_backends/generate.rs`:

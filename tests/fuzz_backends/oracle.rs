@@ -1,8 +1,9 @@
 //! One case on every backend against the oracle (`interp::run_exact`, f64, the program as
 //! written), and the verdict per backend ([`run_case`]): they agree when both fail, or both run
-//! and every output element is within the tolerance ([`tolerance`]: 1e-3 of the output's largest
-//! finite magnitude, the output format's rounding, and f32 rounding of the largest magnitude
-//! the computation holds); NaN equals NaN, infinities equal by sign. A disagreement is allowed,
+//! and every output element is within the tolerance ([`tolerance`]: 1e-3 of the output's
+//! largest finite magnitude, the output format's rounding, and f32 rounding — or the narrowest
+//! format's, for locals stored in f16/bf16 — of the largest magnitude the computation holds);
+//! NaN equals NaN, infinities equal by sign. A disagreement is allowed,
 //! not a finding, when `docs/language.md` allows it:
 //! - the backend reports out of memory (it may, where the interpreter runs);
 //! - the f64 computation leaves the f32 range: a stored value whose square over- or
@@ -125,6 +126,16 @@ fn unit(d: DType) -> f64 {
     }
 }
 
+/// How much more than f32's the kernel's locals may round: locals of a half format are
+/// stored in it (`1 + y²` of 1.0019 is 1.0 in bf16, and `log` of it 0), so the slack for the
+/// largest magnitude computed is 4 units of the narrowest float format instead of 16 of f32's.
+fn storage_factor(program: &Program, kernel: &str) -> f64 {
+    let narrowest = program
+        .kernel(kernel)
+        .map_or(0.0, |(_, k)| k.tensors.iter().filter(|t| t.dtype.is_float()).map(|t| unit(t.dtype)).fold(0.0, f64::max));
+    (4.0 * narrowest / (16.0 * f64::from(f32::EPSILON))).max(1.0)
+}
+
 /// The tolerance of element `w` of an output of format `d` whose largest finite magnitude is
 /// `scale`, in a computation whose largest magnitude is `mag`.
 pub fn tolerance(d: DType, w: f64, scale: f64, mag: f64) -> f64 {
@@ -222,7 +233,7 @@ pub fn run_case(text: &str, program: &Program, case: &Case, only: &dyn Fn(&str) 
             _ => {
                 let (mag, ok, opt) = context.get_or_insert_with(|| {
                     let m = magnitudes(program, &case.kernel, &inputs, &case.params);
-                    (m.0, in_range(program, &case.kernel, m), optimized_f64(program, case, &inputs))
+                    (m.0 * storage_factor(program, &case.kernel), in_range(program, &case.kernel, m), optimized_f64(program, case, &inputs))
                 });
                 // Large, extreme or infinite inputs: f32 arithmetic inside a statement may
                 // overflow or cancel where f64 does not.
@@ -240,7 +251,7 @@ pub fn run_case(text: &str, program: &Program, case: &Case, only: &dyn Fn(&str) 
                     Some(Diff { kind, sig, mut detail, .. }) => {
                         let _ = writeln!(
                             detail,
-                            "  largest magnitude computed: {mag:e}; optimized cascade in f64: {}",
+                            "  largest magnitude computed (times the storage factor): {mag:e}; optimized cascade in f64: {}",
                             match opt {
                                 Ok(_) if differ(&want, opt, *mag).is_none() => "agrees with the oracle".to_string(),
                                 Ok(_) => "differs from the oracle and the backend".to_string(),
