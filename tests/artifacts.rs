@@ -164,3 +164,28 @@ fn build_param_becomes_the_manifest_default() {
     let w = k.manifest().params.iter().find(|p| p.name == "W").expect("param W");
     assert_eq!(w.default, tfmc_runtime::manifest::ParamValue::Int(3));
 }
+
+/// Artifact files are read with a size cap, and only regular files: `/dev/zero` (endless) is
+/// refused at once, by the CPU loader and by the PTX loader (`CudaArtifact`, before any device
+/// is looked for), instead of being read until memory runs out.
+#[test]
+fn endless_or_special_artifact_files_are_refused() {
+    let refused = |e: Option<tfmc_runtime::ArtifactError>, what: &str| e.unwrap_or_else(|| panic!("{what}")).to_string();
+    let dev_zero = std::path::Path::new("/dev/zero");
+    if !dev_zero.exists() {
+        eprintln!("SKIP: no /dev/zero");
+        return;
+    }
+    let e = refused(tfmc_runtime::Artifact::open(dev_zero).err(), "/dev/zero is no artifact");
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = refused(tfmc_runtime::cuda::CudaArtifact::open(dev_zero).err(), "/dev/zero is no PTX artifact");
+    assert!(e.contains("not a regular file"), "{e}");
+    // A (sparse) file one byte over the cap is refused before it is read.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.ptx");
+    std::fs::File::create(&big).unwrap().set_len(tfmc_runtime::artifact::MAX_ARTIFACT_BYTES + 1).unwrap();
+    let e = refused(tfmc_runtime::Artifact::open(&big).err(), "too large");
+    assert!(e.contains("the limit for an artifact"), "{e}");
+    let e = refused(tfmc_runtime::cuda::CudaArtifact::open(&big).err(), "too large");
+    assert!(e.contains("the limit for an artifact"), "{e}");
+}

@@ -2,7 +2,7 @@
 //! fresh directory with `tfmc::driver::build` (what `tfmc build` does), compile `main.c` with
 //! `cc -std=c11 -Wall -Wextra -Werror` against the generated header and library, run it, and
 //! check that it reports a match with its naive C reference, that a negative dim returns
-//! `TFMC_FAIL_BAD_DIMS` and a NULL pointer `TFMC_FAIL_NULL_POINTER`. Needs a C compiler (`cc`).
+//! `TFMC_FAIL_BAD_DIMS` at that dim's site and a NULL pointer `TFMC_FAIL_NULL_POINTER`. Needs a C compiler (`cc`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,7 +79,9 @@ fn c_example_builds_runs_and_matches_its_reference() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no 'max abs diff' line in:\n{stdout}"));
     assert!(diff <= 1e-4, "max abs diff {diff}\n{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("negative dim: code ") && l.contains(", TFMC_FAIL_BAD_DIMS at site ")), "{stdout}");
+    // A negative P (the third dim) names the site of P's check, not B's (site 0).
+    assert!(stdout.lines().any(|l| l.starts_with("negative dim: code ") && l.contains(", TFMC_FAIL_BAD_DIMS at site 2")), "{stdout}");
+    assert!(header.contains(" *   2: dim P is negative or larger than 2^40"), "{header}");
     assert!(stdout.lines().any(|l| l == "NULL output: code 8, TFMC_FAIL_NULL_POINTER"), "{stdout}");
     assert_eq!(stdout.lines().last(), Some("OK"), "{stdout}");
 }

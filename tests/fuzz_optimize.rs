@@ -39,13 +39,16 @@ mod minimize;
 mod mutate;
 #[path = "fuzz_optimize/seeds.rs"]
 mod seeds;
+#[path = "fuzz_optimize/shrink.rs"]
+mod shrink;
 
 use cases::{Case, Style, random_case};
-use compare::{Finding, Kind, load, options, prepare, run_case};
-use harness::{cases, exercise, fuzz, on_big_stack};
+use compare::{Finding, Kind, options, prepare, run_case};
+use harness::{Stats, cases, fuzz, on_big_stack};
+use minimize::log_finding;
 use mutate::{mutated, mutation};
 use proptest::prelude::*;
-use seeds::{repo, seeds, tfm_files};
+use seeds::{load, repo, seeds, tfm_files};
 use tfmc::hir::Program;
 use tfmc::optimize::Options;
 
@@ -110,6 +113,35 @@ fn known(program: &Program, case: &Case, f: &Finding) -> Option<&'static str> {
 fn half_arithmetic(program: &Program, case: &Case) -> bool {
     use tfmc::hir::DType;
     program.kernel(&case.kernel).is_some_and(|(_, k)| k.tensors.iter().any(|t| matches!(t.dtype, DType::F16 | DType::BF16)))
+}
+
+/// Runs `cases` random cases of every kernel of `program`; the first finding not logged fails.
+pub fn exercise(origin: &str, text: &str, program: &Program, seed: u64, n: usize, stats: &mut Stats) -> Result<(), TestCaseError> {
+    for (ki, k) in program.kernels.iter().enumerate().take(4) {
+        stats.kernels += 1;
+        for c in 0..n {
+            let Some(case) = random_case(program, &k.name, seed.wrapping_add((ki * 131 + c) as u64)) else { continue };
+            let Some(prep) = prepare(program, &k.name, &options(program, &case)) else { continue };
+            stats.runs += 1;
+            if let Some(f) = run_case(program, &prep, &case) {
+                stats.findings += 1;
+                let class = known(program, &case, &f);
+                let logged = log_finding(origin, text, &case, &f, &prep.rules, class);
+                if class.is_some() {
+                    stats.known += 1;
+                } else if !logged {
+                    return Err(TestCaseError::fail(format!(
+                        "{:?} discrepancy on kernel {} ({origin})\n{}// case: {}\n{text}",
+                        f.kind,
+                        k.name,
+                        f.detail,
+                        case.line()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// (a) Every lib kernel, unmutated, on random sizes, params and input styles.

@@ -106,15 +106,16 @@ int main(void) {
     }
     printf("max abs diff %.3e\n", diff);
 
-    /* A negative dim is refused before anything is read or written. */
-    int32_t bad = tfmc_sdpa(q, k, v, o, -1, H, P, E, M, F);
+    /* A negative dim is refused before anything is read or written; the code's site is the
+     * check of that dim (site 2: "dim P is negative or larger than 2^40"). */
+    int32_t bad = tfmc_sdpa(q, k, v, o, B, H, -1, E, M, F);
     printf("negative dim: code %d, %s at site %d\n", (int)bad, fail_kind_name(bad), (int)(bad >> 8));
 
     /* So is a NULL pointer (here the output). */
     int32_t null = tfmc_sdpa(q, k, v, NULL, B, H, P, E, M, F);
     printf("NULL output: code %d, %s\n", (int)null, fail_kind_name(null));
 
-    int ok = diff <= TOL && (bad & 0xff) == TFMC_FAIL_BAD_DIMS && null == TFMC_FAIL_NULL_POINTER;
+    int ok = diff <= TOL && (bad & 0xff) == TFMC_FAIL_BAD_DIMS && (bad >> 8) == 2 && null == TFMC_FAIL_NULL_POINTER;
     printf("%s\n", ok ? "OK" : "FAIL");
     free(q);
     free(k);

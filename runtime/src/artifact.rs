@@ -128,6 +128,32 @@ fn check_host(file: &object::File<'_>, m: &Manifest) -> Result<(), ArtifactError
     Ok(())
 }
 
+/// The largest artifact file read (a shared library or a PTX artifact), in bytes. Larger
+/// files, and files that are not regular (`/dev/zero`, a FIFO), are refused before they are
+/// read whole.
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+/// Reads the artifact file at `path`: a regular file of at most [`MAX_ARTIFACT_BYTES`]
+/// (checked while reading too, for a file that grows).
+pub(crate) fn read_artifact(path: &Path) -> Result<Vec<u8>, ArtifactError> {
+    use std::io::Read;
+    let refuse = |why: String| ArtifactError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".to_string()));
+    }
+    let too_large = || refuse(format!("larger than {MAX_ARTIFACT_BYTES} bytes, the limit for an artifact"));
+    if meta.len() > MAX_ARTIFACT_BYTES {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MAX_ARTIFACT_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_ARTIFACT_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 impl Artifact {
     /// Opens, validates and loads the artifact at `path` (see the module docs for the checks).
     /// Every error is an [`ArtifactError::File`] naming `path`.
@@ -137,7 +163,7 @@ impl Artifact {
     }
 
     fn open_inner(path: &Path) -> Result<Artifact, ArtifactError> {
-        let bytes = std::fs::read(path)?;
+        let bytes = read_artifact(path)?;
         let payload = aot::unseal(&bytes)?;
         let file = object::File::parse(payload).map_err(|e| ArtifactError::Elf(e.to_string()))?;
         let manifest = manifest_of(&file)?;

@@ -376,7 +376,9 @@ impl CudaArtifact {
     }
 
     fn load(path: &Path, ordinal: usize) -> Result<CudaArtifact, ArtifactError> {
-        let text = std::fs::read_to_string(path)?;
+        let bytes = crate::artifact::read_artifact(path)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| ArtifactError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 PTX text: {e}"))))?;
         let manifest = manifest_from_ptx(&text)?;
         let target = &manifest.target.cpu;
         if sm_version(target).is_none() {

@@ -123,9 +123,9 @@ pub fn c_header(m: &Manifest, guard: &str) -> String {
          * returns TFMC_FAIL_NULL_POINTER; a buffer too small is undefined behaviour. */\n\n\
          /** Why a kernel failed: the low byte of its non-zero return code; the rest\n \
          * (code >> 8) indexes the kernel's failure sites listed in its comment, except for\n \
-         * TFMC_FAIL_OUT_OF_MEMORY, TFMC_FAIL_NULL_POINTER and a negative dim\n \
-         * (TFMC_FAIL_BAD_DIMS, checked before any site), whose codes carry 0 and name no site.\n \
-         * Every dim must be between 0 and 2^40. */\n\
+         * TFMC_FAIL_OUT_OF_MEMORY and TFMC_FAIL_NULL_POINTER, whose codes carry 0 and name no\n \
+         * site. Every dim must be between 0 and 2^40 (TFMC_FAIL_BAD_DIMS names the site of\n \
+         * the first dim out of range). */\n\
          enum tfmc_fail_kind {\n",
     );
     for (kind, name) in FAIL_KINDS {

@@ -210,7 +210,7 @@ impl FailKind {
     /// memory (any buffer allocation) and a NULL pointer (the entry point) carry site 0 in
     /// their codes, which then names nothing; `None` for the kinds whose `code >> 8` indexes
     /// the sites. (A negative dim, which only a C caller can pass, is reported by the entry
-    /// point as `BadDims` with site 0 too; the header says so.)
+    /// point as `BadDims` at the site of that dim's check, the dim's index.)
     pub fn fixed_site(self) -> Option<&'static str> {
         match self {
             FailKind::OutOfMemory => Some("a buffer allocation"),

@@ -1,4 +1,4 @@
-//! Random cases for a kernel: sizes per dim (shrunk to [`WORK_BUDGET`]), param values, an
+//! Random cases for a kernel: sizes per dim (drawn and shrunk to a work budget by [`Sizes`]), param values, an
 //! optional `Options::split`, and inputs in one of four [`Style`]s (`Off` inputs are valid
 //! cu_seqlens); a [`Case`] prints as and parses from a `// case:` line. Everything is drawn
 //! from a small seeded generator, so a case is reproducible from its fields alone.
@@ -7,29 +7,47 @@ use std::collections::BTreeMap;
 use tfmc::hir::{Extent, Kernel, Program};
 use tfmc_runtime::{Scalar, Tensor, TensorData};
 
-/// Largest iteration space (product of a kernel's index ranges) a case may have.
-const WORK_BUDGET: usize = 4096;
+/// How a case's dim sizes are drawn: one size per dim (from the generator and the smallest size
+/// allowed), then shrunk until the iteration space (product of the kernel's index ranges) is at
+/// most `budget`.
+pub struct Sizes {
+    pub draw: fn(&mut Rng, usize) -> usize,
+    pub budget: usize,
+}
+
+/// The optimizer fuzzer's sizes: mostly 1..=4, up to 9, sometimes 0; at most 4096 points.
+pub const SMALL: Sizes = Sizes {
+    draw: |r, min_dim| match r.below(20) {
+        0 => min_dim,
+        1..=4 => 1,
+        5..=15 => 2 + r.below(3),
+        _ => 5 + r.below(5),
+    },
+    budget: 4096,
+};
 
 /// A small deterministic generator (xorshift64*), so a case is reproducible from its seed.
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
     }
 
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+    /// One element of `xs` (not empty).
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.below(xs.len())]
     }
 }
@@ -128,18 +146,19 @@ fn work(k: &Kernel, dims: &BTreeMap<String, usize>) -> Option<usize> {
 
 /// A random case for `kernel`, or `None` when its fixed extents alone exceed the budget.
 pub fn random_case(program: &Program, kernel: &str, seed: u64) -> Option<Case> {
+    random_case_sized(program, kernel, seed, &SMALL)
+}
+
+/// A random case for `kernel` with dims drawn by `sizes`, or `None` when its fixed extents
+/// alone exceed the budget.
+pub fn random_case_sized(program: &Program, kernel: &str, seed: u64, sizes: &Sizes) -> Option<Case> {
     let (_, k) = program.kernel(kernel)?;
     let mut r = Rng::new(seed);
     let mut dims = BTreeMap::new();
     let finite = std::env::var_os("TFMC_FUZZ_FINITE").is_some();
     let min_dim = usize::from(finite);
     for d in &k.dims {
-        let n = match r.below(20) {
-            0 => min_dim,
-            1..=4 => 1,
-            5..=15 => 2 + r.below(3),
-            _ => 5 + r.below(5),
-        };
+        let n = (sizes.draw)(&mut r, min_dim);
         dims.insert(d.name.clone(), n.max(min_dim));
     }
     // Grouped-query heads: H a multiple of G, usually.
@@ -149,7 +168,7 @@ pub fn random_case(program: &Program, kernel: &str, seed: u64) -> Option<Case> {
     {
         dims.insert("H".to_string(), g * (1 + r.below(3)));
     }
-    while work(k, &dims)? > WORK_BUDGET {
+    while work(k, &dims)? > sizes.budget {
         let (name, n) = dims.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.clone(), *n))?;
         if n <= 1 {
             return None;

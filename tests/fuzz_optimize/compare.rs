@@ -205,8 +205,3 @@ pub fn run_case(program: &Program, prep: &Prepared, case: &Case) -> Option<Findi
     let _ = write!(f.detail, "  unoptimized IR {mid_text}\n  rules fired: {}\n", prep.rules);
     Some(f)
 }
-
-/// Loads `text`, never panicking (front-end panics are `fuzz_check`'s business).
-pub fn load(text: &str) -> Option<Program> {
-    catch_unwind(|| tfmc::load_str("fuzz.tfm", text)).ok()?.ok()
-}

@@ -1,15 +1,10 @@
 //! Running a property: the case count (`TFMC_FUZZ_CASES`, else the default from a fixed
 //! seed), the time budget (`TFMC_FUZZ_SECONDS`), a big stack for the optimizer's recursion,
-//! progress [`Stats`], and [`exercise`], which runs random cases of a program's kernels and
-//! fails on the first finding that is neither of a known class ([`crate::known`]) nor logged.
+//! progress [`Stats`], and [`fuzz`], which runs a property over a strategy and reports the
+//! counts. Shared by the optimizer and backend fuzzers: nothing here knows what is compared.
 
-use crate::cases::random_case;
-use crate::compare::{options, prepare, run_case};
-use crate::known;
-use crate::minimize::log_finding;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
-use tfmc::hir::Program;
 
 pub fn cases(default: u32) -> u32 {
     std::env::var("TFMC_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
@@ -30,37 +25,8 @@ pub struct Stats {
     pub kernels: usize,
     pub runs: usize,
     pub findings: usize,
-    /// Findings of a class in [`crate::KNOWN_DISCREPANCIES`].
+    /// Findings of a class the fuzzer allows (its `KNOWN` list).
     pub known: usize,
-}
-
-/// Runs `cases` random cases of every kernel of `program`; the first finding not logged fails.
-pub fn exercise(origin: &str, text: &str, program: &Program, seed: u64, n: usize, stats: &mut Stats) -> Result<(), TestCaseError> {
-    for (ki, k) in program.kernels.iter().enumerate().take(4) {
-        stats.kernels += 1;
-        for c in 0..n {
-            let Some(case) = random_case(program, &k.name, seed.wrapping_add((ki * 131 + c) as u64)) else { continue };
-            let Some(prep) = prepare(program, &k.name, &options(program, &case)) else { continue };
-            stats.runs += 1;
-            if let Some(f) = run_case(program, &prep, &case) {
-                stats.findings += 1;
-                let class = known(program, &case, &f);
-                let logged = log_finding(origin, text, &case, &f, &prep.rules, class);
-                if class.is_some() {
-                    stats.known += 1;
-                } else if !logged {
-                    return Err(TestCaseError::fail(format!(
-                        "{:?} discrepancy on kernel {} ({origin})\n{}// case: {}\n{text}",
-                        f.kind,
-                        k.name,
-                        f.detail,
-                        case.line()
-                    )));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 pub fn fuzz<S: Strategy>(name: &str, strategy: S, n: u32, f: impl Fn(S::Value, &mut Stats) -> Result<(), TestCaseError>)

@@ -1,8 +1,7 @@
 //! The seed programs: every file of `lib/` and `tests/ok/` that checks, its `use` lines
 //! inlined so a mutation or a minimized finding is one self-contained text. Paths are relative
-//! to the repository root ([`repo`]).
+//! to the repository root ([`repo`]). Also [`load`], the fuzzers' way to check a text.
 
-use crate::compare::load;
 use std::sync::OnceLock;
 use tfmc::hir::Program;
 
@@ -31,4 +30,9 @@ pub fn seeds() -> &'static [Seed] {
         assert!(v.len() >= 12, "lib/ files should check");
         v
     })
+}
+
+/// Loads `text`, never panicking (front-end panics are `fuzz_check`'s business).
+pub fn load(text: &str) -> Option<Program> {
+    std::panic::catch_unwind(|| tfmc::load_str("fuzz.tfm", text)).ok()?.ok()
 }

@@ -213,7 +213,7 @@ fn split_reduction_is_sound() {
             let mut opts = Options::for_program(&program);
             opts.split = Some(("m".to_string(), chunk));
             let (after, _) = optimize(&lower(&program, kernel).expect("lowers"), &opts).expect("optimizes");
-            assert!(after.range("m_chunk").is_some(), "{kernel}: not split");
+            assert!(after.range("m.chunk").is_some(), "{kernel}: not split");
             for (p, m) in [(1, 37), (3, 8), (1, 1)] {
                 let inputs = inputs_for(
                     &program,

@@ -39,10 +39,11 @@ pub fn check_index(c: &Cascade, index: &str) -> Result<(), UnknownIndex> {
 }
 
 /// Splits every reduction over `index` in `c` into chunks of `chunk` points (`chunk >= 1`).
-/// The chunk index is named `{index}_chunk`.
+/// The chunk index is named `{index}.chunk`: a `.` no source name has, so it cannot collide with
+/// a user's index (`m_chunk`).
 pub fn split(c: &Cascade, index: &str, chunk: i64) -> Cascade {
     let chunk = chunk.max(1);
-    let cname = format!("{index}_chunk");
+    let cname = format!("{index}.chunk");
     let mut out = c.clone();
     if let Some(size) = c.range(index).cloned()
         && out.range(&cname).is_none()

@@ -89,7 +89,7 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
     }
     for d in &c.dims {
         let v = dims[d];
-        b.fail_if(e::bin(K::Gt, e::var(v), e::i64(MAX_DIM)), FailKind::BadDims, format!("dim {d} is larger than 2^40"));
+        b.fail_if(e::bin(K::Gt, e::var(v), e::i64(MAX_DIM)), FailKind::BadDims, format!("dim {d} is negative or larger than 2^40"));
     }
     let mut params = HashMap::new();
     let mut param_list = Vec::new();

@@ -1,8 +1,10 @@
 //! The packed entry of an export `s`, which is the kernel itself:
 //! `i32 s_packed(ptr bufs, ptr dims, ptr params)` (the ABI of `tfmc_runtime::manifest`).
 //!
-//! It checks every dim `>= 0` first (else returns `fail_code(BadDims, 0)`, as the LLVM
-//! backend), loads `bufs[i]` (one base pointer per argument index), the dims and the 8-byte
+//! It returns `fail_code(NullPointer, 0)` when `bufs`, `dims` or `params` (the latter two
+//! when the kernel has dims or params) or any buffer pointer is NULL, as the LLVM backend;
+//! then it checks every dim `>= 0` (else returns `fail_code(BadDims, j)` for the first
+//! negative dim `j`, as the LLVM backend), loads `bufs[i]` (one base pointer per argument index), the dims and the 8-byte
 //! param slots (`i64` → `I64`, truncated to `I32`, `!= 0` for `Bool`; `f64` → `F64`, demoted
 //! to `F32`) into their variables, sets every heap buffer's pointer variable to null, and runs
 //! the body. Every return goes through one exit block taking the code as its parameter: it
@@ -45,6 +47,38 @@ pub(super) fn translate_export(cx: &mut Cx, e: &Export<'_>, sink: &mut Sink<'_>)
         let mut fx = Fx::new(b, cx, f, &e.symbol, FnKind::Kernel { exit, err });
         let slot = MemFlagsData::trusted();
 
+        // NULL for `bufs`, for `dims` or `params` when there are dims or params, or for any
+        // buffer pointer: NullPointer (as the LLVM backend), before anything is read through them.
+        let is_null = |fx: &mut Fx<'_, '_>, p| fx.b.ins().icmp_imm_u(IntCC::Equal, p, 0);
+        let mut any_null = is_null(&mut fx, bufs);
+        for (p, used) in [(dims, !f.dims.is_empty()), (params, !f.params.is_empty())] {
+            if used {
+                let n = is_null(&mut fx, p);
+                any_null = fx.b.ins().bor(any_null, n);
+            }
+        }
+        let null = fx.block();
+        let bufs_ok = fx.block();
+        fx.b.ins().brif(any_null, null, &[], bufs_ok, &[]);
+        fx.b.seal_block(bufs_ok);
+        fx.b.switch_to_block(bufs_ok);
+        let mut any_null = fx.iconst(types::I8, 0);
+        let mut arg_ptrs = Vec::with_capacity(f.n_args);
+        for a in 0..f.n_args {
+            let ptr = fx.b.ins().load(PTR, slot, bufs, 8 * a as i32);
+            let n = is_null(&mut fx, ptr);
+            any_null = fx.b.ins().bor(any_null, n);
+            arg_ptrs.push(ptr);
+        }
+        let check_dims = fx.block();
+        fx.b.ins().brif(any_null, null, &[], check_dims, &[]);
+        fx.b.seal_block(null);
+        fx.b.seal_block(check_dims);
+        fx.b.switch_to_block(null);
+        let k = fx.iconst(types::I32, i64::from(fail_code(FailKind::NullPointer, 0)));
+        fx.b.ins().return_(&[k]);
+        fx.b.switch_to_block(check_dims);
+
         // Dims: all >= 0, else BadDims.
         let mut ok = fx.iconst(types::I8, 1);
         let mut dv = Vec::with_capacity(f.dims.len());
@@ -60,7 +94,14 @@ pub(super) fn translate_export(cx: &mut Cx, e: &Export<'_>, sink: &mut Sink<'_>)
         fx.b.seal_block(run);
         fx.b.seal_block(bad);
         fx.b.switch_to_block(bad);
-        let k = fx.iconst(types::I32, i64::from(fail_code(FailKind::BadDims, 0)));
+        // The first negative dim's site (the schedule's prologue makes site j the check of
+        // dim j), as the LLVM backend.
+        let mut k = fx.iconst(types::I32, i64::from(fail_code(FailKind::BadDims, 0)));
+        for (j, &d) in dv.iter().enumerate().rev() {
+            let neg = fx.b.ins().icmp_imm_s(IntCC::SignedLessThan, d, 0);
+            let site = fx.iconst(types::I32, i64::from(fail_code(FailKind::BadDims, j as u32)));
+            k = fx.b.ins().select(neg, site, k);
+        }
         fx.b.ins().return_(&[k]);
         fx.b.switch_to_block(run);
 
@@ -68,7 +109,7 @@ pub(super) fn translate_export(cx: &mut Cx, e: &Export<'_>, sink: &mut Sink<'_>)
             let buf = Buf(i as u32);
             match d.kind {
                 BufKind::Arg(a) => {
-                    let ptr = fx.b.ins().load(PTR, slot, bufs, 8 * a as i32);
+                    let ptr = *arg_ptrs.get(a).ok_or_else(|| fx.internal("an argument buffer beyond n_args"))?;
                     fx.bufs.insert(buf, BufBase::Ptr(ptr));
                 }
                 BufKind::Heap => {

@@ -268,6 +268,41 @@ fn first_failure_wins_across_parallel_iterations() {
     });
 }
 
+/// A NULL buffer, `bufs`, `dims` or `params` pointer is refused before anything runs, as by
+/// the LLVM entry (the C ABI's contract: the header says pointers must be non-NULL).
+#[test]
+fn null_pointers_are_refused() {
+    let f = parallel_fill();
+    jit(&f, |e| {
+        let null = fail_code(FailKind::NullPointer, 0) as i32;
+        let mut o = vec![0i64; 4];
+        assert_eq!(call(e, &[std::ptr::null_mut()], &[4], &[0]), null);
+        let (bufs, dims, params) = ([p(&mut o)], [4i64], [0u64]);
+        // SAFETY: the entry checks its pointers before using them.
+        unsafe {
+            assert_eq!(e(std::ptr::null(), dims.as_ptr(), params.as_ptr()), null);
+            assert_eq!(e(bufs.as_ptr(), std::ptr::null(), params.as_ptr()), null);
+            assert_eq!(e(bufs.as_ptr(), dims.as_ptr(), std::ptr::null()), null);
+        }
+        assert_eq!(o, [0; 4]);
+        assert_eq!(call(e, &[p(&mut o)], &[4], &[0]), 0);
+    });
+}
+
+/// A negative dim names the site of its own check (site j for dim j, the schedule's
+/// prologue), the first negative one when several are: not always site 0 (dim 0's).
+#[test]
+fn negative_dim_names_its_site() {
+    let mut k = K::new("two_dims");
+    let (_n, _m) = (k.dim("n"), k.dim("m"));
+    let f = k.body(vec![]);
+    jit(&f, |e| {
+        assert_eq!(call(e, &[], &[3, -1], &[]), fail_code(FailKind::BadDims, 1) as i32);
+        assert_eq!(call(e, &[], &[-2, -1], &[]), fail_code(FailKind::BadDims, 0) as i32);
+        assert_eq!(call(e, &[], &[3, 4], &[]), 0);
+    });
+}
+
 #[test]
 fn negative_dim_is_bad_dims() {
     let f = parallel_fill();

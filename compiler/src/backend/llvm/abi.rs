@@ -6,7 +6,7 @@
 //! - `i32 @s_packed(ptr bufs, ptr dims, ptr params)`: checks that no pointer is NULL first
 //!   (`bufs`, every `bufs[i]`, and `dims`/`params` when the kernel has dims/params; else
 //!   returns `fail_code(NullPointer, 0)`), then every dim `>= 0` (else
-//!   returns `fail_code(BadDims, 0)`), loads `bufs[i]`, the dims and the 8-byte param slots
+//!   returns `fail_code(BadDims, j)` for the first negative dim `j`, the site of its check), loads `bufs[i]`, the dims and the 8-byte param slots
 //!   (`i64` → `I64`, truncated to `I32`, `!= 0` for `Bool`; `double` → `F64`, `fptrunc` to
 //!   `F32`) and calls the kernel function.
 //! - `i32 @s(T* a0.., int64_t dims.., params..)`: the typed wrapper; params are
@@ -166,7 +166,14 @@ impl<'ctx> Cg<'ctx, '_> {
         }
         self.b.build_conditional_branch(ok, run, bad)?;
         self.b.position_at_end(bad);
-        let code = i32t.const_int(u64::from(fail_code(FailKind::BadDims, 0)), false);
+        // The first negative dim's site (the schedule's prologue makes site j the check of
+        // dim j).
+        let mut code = i32t.const_int(u64::from(fail_code(FailKind::BadDims, 0)), false);
+        for (j, &d) in dv.iter().enumerate().rev() {
+            let neg = self.b.build_int_compare(IP::SLT, d, i64t.const_zero(), "")?;
+            let site = i32t.const_int(u64::from(fail_code(FailKind::BadDims, j as u32)), false);
+            code = self.b.build_select(neg, site, code, "")?.into_int_value();
+        }
         self.b.build_return(Some(&code))?;
         self.b.position_at_end(run);
         let mut args: Vec<BasicMetadataValueEnum<'ctx>> = buf_ptrs.into_iter().map(BasicMetadataValueEnum::from).collect();

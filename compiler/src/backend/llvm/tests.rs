@@ -233,6 +233,20 @@ fn null_pointers_are_refused() {
     });
 }
 
+/// A negative dim names the site of its own check (site j for dim j, the schedule's
+/// prologue), the first negative one when several are: not always site 0 (dim 0's).
+#[test]
+fn negative_dim_names_its_site() {
+    let mut k = K::new("two_dims");
+    let (_n, _m) = (k.dim("n"), k.dim("m"));
+    let f = k.body(vec![]);
+    jit(&f, |e| {
+        assert_eq!(call(e, &[], &[3, -1], &[]), fail_code(FailKind::BadDims, 1) as i32);
+        assert_eq!(call(e, &[], &[-2, -1], &[]), fail_code(FailKind::BadDims, 0) as i32);
+        assert_eq!(call(e, &[], &[3, 4], &[]), 0);
+    });
+}
+
 #[test]
 fn negative_dim_is_bad_dims() {
     let f = parallel_fill();

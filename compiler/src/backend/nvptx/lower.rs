@@ -202,10 +202,11 @@ impl<'ctx> Cg<'ctx, '_> {
             self.store_var(&mut fx, v, p[n_ptrs + j])?;
         }
         if role == Role::Prep {
-            for &dim in &p[n_ptrs..n_ptrs + f.dims.len()] {
+            for (j, &dim) in p[n_ptrs..n_ptrs + f.dims.len()].iter().enumerate() {
                 let dim = int(dim)?;
                 let neg = self.b.build_int_compare(IP::SLT, dim, i64t.const_zero(), "")?;
-                self.fail_if(&mut d, &mut fx, neg, fail_code(FailKind::BadDims, 0))?;
+                // Site j is the check of dim j (the schedule's prologue).
+                self.fail_if(&mut d, &mut fx, neg, fail_code(FailKind::BadDims, j as u32))?;
             }
         }
         self.block(&mut d, &mut fx, &f.body)?;

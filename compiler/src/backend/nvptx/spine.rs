@@ -10,10 +10,15 @@
 //! transformed recursively. A block parallel ([`Stmt::BlockParallel`], GPU dialect) counts as
 //! a `Parallel` throughout: a segment of its own, never part of the spine.
 //!
+//! A run that sets a variable read after it takes the following statements of its block
+//! (up to a parallel loop or an allocation) into it, up to the first point where nothing it
+//! sets is read afterwards: e.g. the accumulators of rank-0 reductions and the store that
+//! combines them end up in one wrapper.
+//!
 //! Rejected (the protocol cannot express them; [`SpineError`]):
-//! - a variable set inside a wrapped run and possibly read after it (an iteration's writes
-//!   are private to it): checked with a liveness analysis of the spine, so a variable that is
-//!   always set again before being read is fine;
+//! - a variable set inside a wrapped run (extended as above) and possibly read after it (an
+//!   iteration's writes are private to it): checked with a liveness analysis of the spine, so
+//!   a variable that is always set again before being read is fine;
 //! - a `Parallel` inside a `For` (each segment is launched once);
 //! - an `If` around a `Parallel` whose condition reads memory;
 //! - an `Alloc` inside a run that touches memory (it would end up inside a `Parallel`).
@@ -111,16 +116,29 @@ impl Cx<'_> {
                 while j < b.len() && touches_memory(&b[j]) && !has_parallel(&b[j]) {
                     j += 1;
                 }
-                let run = &b[i..j];
-                if let Some(buf) = first_alloc(run) {
+                if let Some(buf) = first_alloc(&b[i..j]) {
                     let name = self.f.bufs.get(buf.0 as usize).map_or_else(String::new, |d| d.name.clone());
                     return Err(SpineError::AllocInMemoryCode { buf: name });
                 }
-                let mut written = BTreeSet::new();
-                writes(run, &mut written);
-                if let Some(v) = written.intersection(&live[j]).next() {
-                    return Err(SpineError::Escapes { var: self.var_name(*v) });
+                let escaping = |j: usize| {
+                    let mut written = BTreeSet::new();
+                    writes(&b[i..j], &mut written);
+                    written.intersection(&live[j]).next().copied()
+                };
+                if let Some(v) = escaping(j) {
+                    // The run sets a variable read later: take the following statements (with
+                    // no parallel loop or allocation) into the run, up to the first point
+                    // where nothing it sets is read afterwards, so the reader runs in the same
+                    // one-thread iteration (a rank-0 result computed from accumulators).
+                    let extended = (j + 1..=b.len())
+                        .take_while(|&k| !has_parallel(&b[k - 1]) && first_alloc(&b[k - 1..k]).is_none())
+                        .find(|&k| escaping(k).is_none());
+                    match extended {
+                        Some(k) => j = k,
+                        None => return Err(SpineError::Escapes { var: self.var_name(v) }),
+                    }
                 }
+                let run = &b[i..j];
                 self.wrapped = true;
                 out.push(Stmt::Parallel { var: self.it, n: Expr::Const(Const::I64(1)), body: run.to_vec() });
                 i = j;

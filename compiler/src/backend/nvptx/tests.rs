@@ -95,6 +95,36 @@ fn spine_rejects_a_variable_read_after_the_wrapped_code_that_sets_it() {
     assert!(e.to_string().contains("variable 'a' is set by code that reads or writes memory"), "{e}");
 }
 
+/// The generic plan's rank-0 results: an accumulator set by a loop over memory, a
+/// memory-free statement, then the store that reads the accumulator. The run takes the
+/// statements up to that store into one wrapper, so the accumulator never leaves it.
+#[test]
+fn spine_extends_a_run_to_the_reader_of_what_it_sets() {
+    let mut k = K::new("k");
+    let (x, o) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32));
+    let n = k.dim("n");
+    let (acc, acc2, q, j) = (k.var("acc", Ty::F32), k.var("acc2", Ty::F32), k.var("q", Ty::I64), k.var("j", Ty::I64));
+    let f = k.body(vec![
+        set(acc, f32c(0.0)),
+        for_(q, i(0), v(n), vec![set(acc, bin(BinOp::Add, v(acc), ld(x, v(q))))]),
+        set(acc2, f32c(2.0)),
+        st(o, i(0), bin(BinOp::Mul, v(acc), v(acc2))),
+        par(j, v(n), vec![st(o, v(j), f32c(1.0))]),
+    ]);
+    let g = make_spine_memory_free(&f).unwrap();
+    // One wrapper (the loop, the memory-free set and the store) and the parallel loop.
+    assert_eq!(count_parallel(&g.body), 2);
+    let Stmt::Parallel { body, .. } = &g.body[1] else { panic!("not wrapped: {:?}", g.body) };
+    assert_eq!(body.len(), 3, "{body:?}");
+    // A reader after a parallel loop cannot be reached: still an error.
+    let mut k = K::new("k");
+    let (x, o) = (k.arg("x", Ty::F32), k.arg("o", Ty::F32));
+    let n = k.dim("n");
+    let (a, j) = (k.var("a", Ty::F32), k.var("j", Ty::I64));
+    let f = k.body(vec![set(a, ld(x, i(0))), par(j, v(n), vec![st(o, v(j), f32c(0.0))]), st(o, i(0), v(a))]);
+    assert_eq!(make_spine_memory_free(&f).unwrap_err(), SpineError::Escapes { var: "a".into() });
+}
+
 #[test]
 fn spine_accepts_a_variable_that_is_set_again_before_it_is_read() {
     let mut k = K::new("k");
