@@ -76,10 +76,6 @@ const KNOWN: &[&str] = &[
     // Attention plan (tensor cores, GPU): a row whose logits are all -inf at valid points
     // gives 0 instead of NaN (schedule/attention/tensor_core.rs, being rewritten).
     "002_tensor_core_neg_inf_row.tfm",
-    // Attention plan (GPU): chosen for attention whose reads can fail (`Q[b, h + 2, ..]`),
-    // it puts the range check inside its block parallel and is refused as invalid KIR
-    // (schedule/attention/gpu.rs, being rewritten).
-    "006_gpu_attention_plan_with_a_failing_read.tfm",
 ];
 
 /// The listed regression file whose class `f` (a finding of `case` on `program`) belongs to,

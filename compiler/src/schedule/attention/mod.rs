@@ -49,12 +49,17 @@ use super::{ScheduleError, ScheduleOptions, Target};
 
 /// True if the plan can be emitted for `opts.target`: always on a CPU; on a GPU when the
 /// logit is a pure, unfiltered expression and the value is pure (no failure can happen inside
-/// a block parallel), and the logit holds no reduction but its dot product.
+/// a block parallel) — the dot product's factors included — and the logit holds no reduction
+/// but its dot product.
 pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bool {
     match opts.target {
         Target::Cpu => true,
         Target::Gpu { .. } => {
-            plan.pure_logit && analysis::pure(d, plan.v, None) && analysis::only_dot_reduces(d, plan.s, plan.dot.as_ref().map(|x| x.id))
+            plan.pure_logit
+                && analysis::pure(d, plan.v, None)
+                && analysis::only_dot_reduces(d, plan.s, plan.dot.as_ref().map(|x| x.id))
+                // The dot product's factors are read inside the block parallel too.
+                && plan.dot.as_ref().is_none_or(|x| x.a.iter().chain(&x.b).all(|&f| analysis::pure(d, f, None)))
         }
     }
 }
