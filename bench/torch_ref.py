@@ -33,7 +33,8 @@ calls (fewer when the warm-up says `iters` calls would exceed `budget_s`; at lea
   softcap:      the eager formula: softmax(cap * tanh(Q K^T / sqrt(e) / cap)) V, cap = 30
   v_NAME:       `tfmc bench --variants`: the eager ops of lib/'s kernel NAME, as written there
                 (sdpa causal window alibi softcap gqa mqa l2 linear linear_causal retnet sigmoid
-                sigmoid_causal diff softmax_one sink_causal sink_window flow graph); "f" gives
+                sigmoid_causal diff softmax_one sink_causal sink_window flow graph pattention; pattention
+                is X [b, p, e] against m parameter tokens Kp [m, e], Vp [m, f]); "f" gives
                 V's head dim (default e); masks by torch.where(mask, S, -inf)
 """
 
@@ -121,6 +122,14 @@ def variant_fn(torch, kind, shape, rand):
     scale = e**-0.5
     name = kind[2:]
     kvh = max(1, h // 4) if name == "gqa" else h
+    if name == "pattention":
+        x, kp, vp = rand(b, p, e), rand(m, e), rand(m, f)
+
+        def pattention():
+            a = torch.matmul(x, kp.t())
+            return torch.matmul(F.gelu(a / torch.linalg.vector_norm(a, dim=-1, keepdim=True) * math.sqrt(m)), vp)
+
+        return pattention
     if name == "diff":
         q1, q2, k1, k2, v = rand(b, h, p, e), rand(b, h, p, e), rand(b, h, m, e), rand(b, h, m, e), rand(b, h, m, f)
     elif name == "mqa":

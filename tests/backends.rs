@@ -243,7 +243,8 @@ fn large_logits_and_fully_masked_rows(backend: &Target) {
     assert!(got["O"].to_f64_vec().iter().all(|x| *x == 0.0), "fully masked rows must be 0");
 }
 
-/// The variants of issue 18 (`sigmoid.tfm`, `diff.tfm`, `quiet.tfm`, `flow.tfm`, `graph.tfm`)
+/// The variants of issue 18 (`sigmoid.tfm`, `diff.tfm`, `quiet.tfm`, `flow.tfm`, `graph.tfm`,
+/// `tokenformer.tfm`)
 /// on rows and keys off every tile (1, 19, 37, 37 × 70), with logits of ±1e4 (Q and K scaled by
 /// 1e2), and fully masked rows: `sink_window` with W = 0 (every row) and a graph node with no
 /// edge. Flow attention runs with E = F = 2 and up to 19 rows only (issue 18: its compiled code is far above the
@@ -300,6 +301,20 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
                     assert!(got["O"].to_f64_vec()[..f].iter().all(|x| *x == 0.0), "a node with no edge must give 0");
                 }
             }
+        }
+    }
+    // Pattention (tokenformer.tfm): T tokens against N parameter tokens.
+    let program = load_lib("tokenformer.tfm");
+    for (seed, (t, n)) in [(1, 1), (19, 19), (37, 70), (70, 37)].into_iter().enumerate() {
+        for scale in [1.0, 100.0] {
+            let d: BTreeMap<String, usize> =
+                [("B", 2), ("T", t), ("D", 8), ("N", n), ("F", 5)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            let mut inputs = tfmc::inputs::random_inputs(&program, "pattention", &d, 80 + seed as u64).unwrap();
+            let x = scaled(&inputs["X"], scale);
+            inputs.insert("X".to_string(), x);
+            let want = tfmc::interp::run_exact(&program, "pattention", &inputs, &params).unwrap();
+            let got = run_on(backend, &program, "pattention", &inputs, &params).unwrap();
+            check(&format!("{} pattention T={t} N={n} x{scale}", backend.name()), &got, &want);
         }
     }
     let program = load_lib("quiet.tfm");

@@ -668,6 +668,7 @@ fn bench_variants_prints_every_row_and_column() {
         "sink_window",
         "flow",
         "graph",
+        "pattention",
     ] {
         let cells: Vec<&str> = row(name).split_whitespace().collect();
         // variant, plan (one or more words), tfmc ms, torch ms "-", ratio "-", GFLOP/s, % sdpa, compile s.

@@ -6,7 +6,7 @@ use tfm_dsl::{FileId, parse_file};
 use tfmc_conformance::lib_path;
 
 /// Every library file and the kernels it defines.
-const FILES: [(&str, &[&str]); 18] = [
+const FILES: [(&str, &[&str]); 19] = [
     ("sdpa.tfm", &["sdpa"]),
     ("causal.tfm", &["causal"]),
     ("window.tfm", &["window"]),
@@ -25,6 +25,7 @@ const FILES: [(&str, &[&str]); 18] = [
     ("quiet.tfm", &["softmax_one", "sink_causal", "sink_window"]),
     ("flow.tfm", &["flow_attention"]),
     ("graph.tfm", &["graph_attention"]),
+    ("tokenformer.tfm", &["pattention"]),
 ];
 
 #[test]

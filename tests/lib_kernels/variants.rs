@@ -1,5 +1,5 @@
 //! The variants of issue 18 (sigmoid, differential, softmax plus one and sinks, Flowformer,
-//! graph-masked attention) against their f64 references, on SHAPES plus odd sizes off every tile
+//! graph-masked attention, Pattention) against their f64 references, on SHAPES plus odd sizes off every tile
 //! (19, 37), large logits, and fully masked rows where the kernel has a mask.
 
 use rand::Rng;
@@ -162,4 +162,30 @@ fn graph_attention_matches_reference() {
             assert!((0..shape[1]).all(|h| (0..shape[5]).all(|f| got.at(&[0, h, 0, f]) == 0.0)), "{name}: a lone node must give 0");
         }
     }
+}
+
+#[test]
+fn pattention_matches_reference() {
+    let program = load_lib("tokenformer.tfm");
+    // [B, T, D, N, F]: size 1, odd sizes, more parameter tokens than tokens and fewer.
+    for (i, [b, t, d, n, f]) in
+        [[1, 1, 1, 1, 1], [2, 7, 3, 5, 4], [1, 19, 5, 37, 3], [2, 37, 4, 19, 6], [1, 13, 8, 1, 2]].into_iter().enumerate()
+    {
+        for (j, scale) in [1.0, 2e4].into_iter().enumerate() {
+            let mut g = rng(1600 + 10 * i as u64 + j as u64);
+            let x = map_f32(&rand_nd(&mut g, &[b, t, d], -1.0, 1.0), |v| v * scale);
+            let (kp, vp) = (rand_nd(&mut g, &[n, d], -1.0, 1.0), rand_nd(&mut g, &[n, f], -1.0, 1.0));
+            let ins = Inputs::new().f32("X", &x).f32("Kp", &kp).f32("Vp", &vp);
+            let got = run_out(&program, "pattention", &ins, &[], "O");
+            assert_nd_close(&format!("pattention {:?} x{scale}", [b, t, d, n, f]), &got, &r::pattention(&x, &kp, &vp), TOL);
+        }
+    }
+    // A zero token: its row of A is 0, and so is its output.
+    let mut g = rng(1690);
+    let mut x = rand_nd(&mut g, &[1, 3, 4], -1.0, 1.0);
+    (0..4).for_each(|d| x.set(&[0, 1, d], 0.0));
+    let (kp, vp) = (rand_nd(&mut g, &[5, 4], -1.0, 1.0), rand_nd(&mut g, &[5, 2], -1.0, 1.0));
+    let got = run_out(&program, "pattention", &Inputs::new().f32("X", &x).f32("Kp", &kp).f32("Vp", &vp), &[], "O");
+    assert_nd_close("pattention zero token", &got, &r::pattention(&x, &kp, &vp), TOL);
+    assert_eq!((got.at(&[0, 1, 0]), got.at(&[0, 1, 1])), (0.0, 0.0));
 }

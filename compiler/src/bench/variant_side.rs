@@ -35,15 +35,16 @@ pub enum Step {
     Timed { median_ms: f64, iters: usize, non_finite: bool },
 }
 
-/// The size of dim `name` in a variants run: `G` (kv heads) is `H / 4`, `T` is `P`.
+/// The size of dim `name` in a variants run: `G` (kv heads) is `H / 4`, `T` (tokens) is `P`;
+/// for Pattention, `N` (parameter tokens) is `M` and `D` (model dim) is `E`.
 pub fn dim_size(name: &str, d: &VariantDims) -> Option<usize> {
     Some(match name {
         "B" => d.b,
         "H" => d.h,
         "G" => (d.h / 4).max(1),
         "P" | "T" => d.p,
-        "M" => d.m,
-        "E" => d.e,
+        "M" | "N" => d.m,
+        "E" | "D" => d.e,
         "F" => d.f,
         _ => return None,
     })

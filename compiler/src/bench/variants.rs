@@ -85,6 +85,7 @@ pub const VARIANTS: &[Variant] = &[
     v("sink_window", "quiet.tfm", "sink_window", "v_sink_window"),
     v("flow", "flow.tfm", "flow_attention", "v_flow"),
     v("graph", "graph.tfm", "graph_attention", "v_graph"),
+    v("pattention", "tokenformer.tfm", "pattention", "v_pattention"),
 ];
 
 /// The `lib/` kernels without a row, and why.

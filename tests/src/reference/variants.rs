@@ -1,6 +1,6 @@
 //! The variants of issue 18 that are not a plain softmax of one logit: sigmoid attention,
 //! differential attention, softmax plus one and attention sinks, Flowformer's flow attention and
-//! graph-masked attention. Layout: Q [B,H,P,E], K [B,H,M,E], V [B,H,M,F]; output [B,H,P,F].
+//! graph-masked attention, TokenFormer's Pattention. Layout (but Pattention's): Q [B,H,P,E], K [B,H,M,E], V [B,H,M,F]; output [B,H,P,F].
 
 use super::{Nd, dot, softmax_attention};
 
@@ -128,4 +128,27 @@ pub fn graph_attention(q: &Nd, k: &Nd, v: &Nd, adj: &Nd) -> Nd {
         |b, h, p, m| (adj.at(&[b, p, m]) != 0.0).then(|| scaled_dot(q, k, ne, b, h, p, m)),
         |b, h, m, f| v.at(&[b, h, m, f]),
     )
+}
+
+/// Wang et al. 2024 (TokenFormer): X [B,T,D], Kp [N,D], Vp [N,F]; a = x_t Kpᵀ, weights
+/// gelu(a_n sqrt(N) / |a|₂) (erf GeLU; a zero row gives 0), O[t] = Σ_n w_n Vp[n].
+pub fn pattention(x: &Nd, kp: &Nd, vp: &Nd) -> Nd {
+    let [nb, nt, nd] = x.shape[..] else { panic!("X must be rank 3") };
+    let (nn, nf) = (kp.shape[0], vp.shape[1]);
+    let gelu = |z: f64| 0.5 * z * (1.0 + libm::erf(z / std::f64::consts::SQRT_2));
+    let mut o = Nd::zeros(&[nb, nt, nf]);
+    for b in 0..nb {
+        for t in 0..nt {
+            let a: Vec<f64> = (0..nn).map(|n| dot(nd, |d| x.at(&[b, t, d]), |d| kp.at(&[n, d]))).collect();
+            let norm = a.iter().map(|v| v * v).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                continue;
+            }
+            for f in 0..nf {
+                let s: f64 = (0..nn).map(|n| gelu(a[n] / norm * (nn as f64).sqrt()) * vp.at(&[n, f])).sum();
+                o.set(&[b, t, f], s);
+            }
+        }
+    }
+    o
 }
