@@ -206,3 +206,25 @@ fn variant_inputs_follow_the_kernel_signatures() {
     assert_eq!(shapes("graph.tfm", "graph_attention")[3], [1, 5, 7]);
     assert_eq!(shapes("quiet.tfm", "sink_causal")[3], [8]);
 }
+
+/// `run_variants` in this process (no child to stop a slow call): the chosen rows are timed,
+/// sdpa is its own yardstick, and an unknown row is refused.
+#[test]
+fn variants_run_in_process_on_a_tiny_shape() {
+    let opts = VariantOptions {
+        only: Some(vec!["sdpa".to_string(), "sink_causal".to_string()]),
+        dims: VariantDims { b: 1, h: 2, p: 9, m: 9, e: 4, f: 3 },
+        iters: 1,
+        budget_s: 60.0,
+        torch: TorchMode::Skip,
+        threads: Some(1),
+        exe: None,
+    };
+    let report = run_variants(&opts).unwrap();
+    let row = |name: &str| report.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{report}"));
+    assert!(row("sdpa").contains("tiled attention") && row("sdpa").contains("100%"), "{report}");
+    assert!(row("sink_causal").split_whitespace().filter(|c| c.parse::<f64>().is_ok()).count() >= 3, "{report}");
+    assert!(!report.lines().any(|l| l.starts_with("causal ")), "only the chosen rows: {report}");
+    let bad = VariantOptions { only: Some(vec!["nope".to_string()]), ..opts };
+    assert!(run_variants(&bad).unwrap_err().contains("unknown variant 'nope'"));
+}
