@@ -31,9 +31,15 @@ calls (fewer when the warm-up says `iters` calls would exceed `budget_s`; at lea
   alibi:        F.scaled_dot_product_attention with an explicit float bias (built once, not
                 timed): -slope_h * (p - m) for m <= p, -inf above; slope_h = 2^(-8 (h+1) / H)
   softcap:      the eager formula: softmax(cap * tanh(Q K^T / sqrt(e) / cap)) V, cap = 30
+  v_NAME:       `tfmc bench --variants`: the eager ops of lib/'s kernel NAME, as written there
+                (sdpa causal window alibi softcap gqa mqa l2 linear linear_causal retnet sigmoid
+                sigmoid_causal diff softmax_one sink_causal sink_window flow graph pattention; pattention
+                is X [b, p, e] against m parameter tokens Kp [m, e], Vp [m, f]); "f" gives
+                V's head dim (default e); masks by torch.where(mask, S, -inf)
 """
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -103,6 +109,118 @@ def make_fn(torch, shape, gen):
             return num / den.unsqueeze(-1)
 
         return linear
+    if kind.startswith("v_"):
+        return variant_fn(torch, kind, shape, rand)
+    raise ValueError(f"unknown kind '{kind}'")
+
+
+def variant_fn(torch, kind, shape, rand):
+    """`tfmc bench --variants`: the eager formula of each lib/ kernel (fp32, as written there)."""
+    F = torch.nn.functional
+    b, h, p, m, e = (int(shape[k]) for k in ("b", "h", "p", "m", "e"))
+    f = int(shape.get("f", e))
+    scale = e**-0.5
+    name = kind[2:]
+    kvh = max(1, h // 4) if name == "gqa" else h
+    if name == "pattention":
+        x, kp, vp = rand(b, p, e), rand(m, e), rand(m, f)
+
+        def pattention():
+            a = torch.matmul(x, kp.t())
+            return torch.matmul(F.gelu(a / torch.linalg.vector_norm(a, dim=-1, keepdim=True) * math.sqrt(m)), vp)
+
+        return pattention
+    if name == "diff":
+        q1, q2, k1, k2, v = rand(b, h, p, e), rand(b, h, p, e), rand(b, h, m, e), rand(b, h, m, e), rand(b, h, m, f)
+    elif name == "mqa":
+        q, k, v = rand(b, h, p, e), rand(b, m, e).unsqueeze(1), rand(b, m, f).unsqueeze(1)
+    else:
+        q, k, v = rand(b, h, p, e), rand(b, kvh, m, e), rand(b, kvh, m, f)
+    pi, mi = torch.arange(p).unsqueeze(1), torch.arange(m).unsqueeze(0)
+    causal = mi <= pi
+    neg_inf = torch.tensor(float("-inf"))
+
+    def logits(qq, kk):
+        return torch.matmul(qq, kk.transpose(-1, -2)) * scale
+
+    def softmax_av(s, vv):
+        return torch.matmul(torch.softmax(s, dim=-1), vv)
+
+    if name in ("sdpa", "mqa"):
+        return lambda: softmax_av(logits(q, k), v)
+    if name == "gqa":
+        g = h // kvh
+        return lambda: softmax_av(logits(q, k.repeat_interleave(g, dim=1)), v.repeat_interleave(g, dim=1))
+    if name == "causal":
+        return lambda: softmax_av(torch.where(causal, logits(q, k), neg_inf), v)
+    if name == "window":
+        band = causal & (pi - mi < 256)
+        return lambda: softmax_av(torch.where(band, logits(q, k), neg_inf), v)
+    if name == "alibi":
+        slope = torch.tensor([2.0 ** (-8.0 * (i + 1) / h) for i in range(h)]).view(1, h, 1, 1)
+        dist = (pi - mi).float()
+        return lambda: softmax_av(torch.where(causal, logits(q, k) - slope * dist, neg_inf), v)
+    if name == "softcap":
+        return lambda: softmax_av(30.0 * torch.tanh(logits(q, k) / 30.0), v)
+    if name == "l2":
+        return lambda: softmax_av(-torch.cdist(q, k).square() * scale, v)
+    if name in ("linear", "linear_causal"):
+
+        def linear():
+            a = torch.matmul(F.elu(q) + 1.0, (F.elu(k) + 1.0).transpose(-1, -2))
+            if name == "linear_causal":
+                a = a * causal
+            return torch.matmul(a, v) / a.sum(-1, keepdim=True)
+
+        return linear
+    if name == "retnet":
+        gamma = torch.tensor([1.0 - 2.0 ** (-5 - i) for i in range(h)]).view(1, h, 1, 1)
+        decay = torch.where(causal, gamma ** (pi - mi).clamp(min=0).float(), torch.tensor(0.0))
+        return lambda: torch.matmul(torch.matmul(q, k.transpose(-1, -2)) * decay, v)
+    if name in ("sigmoid", "sigmoid_causal"):
+        bias = -math.log(m)
+
+        def sigmoid_attention():
+            a = torch.sigmoid(logits(q, k) + bias)
+            if name == "sigmoid_causal":
+                a = a * causal
+            return torch.matmul(a, v)
+
+        return sigmoid_attention
+    if name == "diff":
+        lam = 0.8
+        return lambda: torch.matmul(torch.softmax(logits(q1, k1), -1) - lam * torch.softmax(logits(q2, k2), -1), v)
+    if name in ("softmax_one", "sink_causal", "sink_window"):
+        sink = torch.zeros(h) if name == "softmax_one" else rand(h)
+        mask = None if name == "softmax_one" else (causal if name == "sink_causal" else causal & (pi - mi < 128))
+
+        def sink_attention():
+            s = logits(q, k)
+            if mask is not None:
+                s = torch.where(mask, s, neg_inf)
+            g = s.amax(-1, keepdim=True)
+            n = torch.exp(s - g)
+            d = torch.exp(sink.view(1, h, 1, 1) - g) + n.sum(-1, keepdim=True)
+            return torch.matmul(n, v) / d
+
+        return sink_attention
+    if name == "flow":
+
+        def flow():
+            qf, kf = torch.sigmoid(q), torch.sigmoid(k)
+            inflow = torch.einsum("bhpe,bhe->bhp", qf, kf.sum(2))
+            outflow = torch.einsum("bhme,bhe->bhm", kf, qf.sum(2))
+            in_c = torch.einsum("bhpe,bhe->bhp", qf, (kf / outflow.unsqueeze(-1)).sum(2))
+            out_c = torch.einsum("bhme,bhe->bhm", kf, (qf / inflow.unsqueeze(-1)).sum(2))
+            vc = v * (torch.softmax(out_c, dim=-1) * m).unsqueeze(-1)
+            kv = torch.einsum("bhme,bhmf->bhef", kf, vc)
+            gate = torch.sigmoid(in_c * (p / m)).unsqueeze(-1)
+            return gate * torch.einsum("bhpe,bhef->bhpf", qf, kv) / inflow.unsqueeze(-1)
+
+        return flow
+    if name == "graph":
+        adj = (torch.rand(b, 1, p, m) < 0.5)
+        return lambda: softmax_av(torch.where(adj, logits(q, k), neg_inf), v)
     raise ValueError(f"unknown kind '{kind}'")
 
 

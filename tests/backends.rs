@@ -243,6 +243,87 @@ fn large_logits_and_fully_masked_rows(backend: &Target) {
     assert!(got["O"].to_f64_vec().iter().all(|x| *x == 0.0), "fully masked rows must be 0");
 }
 
+/// The variants of issue 18 (`sigmoid.tfm`, `diff.tfm`, `quiet.tfm`, `flow.tfm`, `graph.tfm`,
+/// `tokenformer.tfm`)
+/// on rows and keys off every tile (1, 19, 37, 37 × 70), with logits of ±1e4 (Q and K scaled by
+/// 1e2), and fully masked rows: `sink_window` with W = 0 (every row) and a graph node with no
+/// edge. Flow attention runs with E = F = 2 and up to 19 rows only (issue 18: its compiled code is far above the
+/// interpreter's order of work today).
+fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
+    let kernels = [
+        ("sigmoid.tfm", "sigmoid_attention"),
+        ("sigmoid.tfm", "sigmoid_causal"),
+        ("diff.tfm", "diff_attention"),
+        ("quiet.tfm", "softmax_one"),
+        ("quiet.tfm", "sink_causal"),
+        ("quiet.tfm", "sink_window"),
+        ("graph.tfm", "graph_attention"),
+        ("flow.tfm", "flow_attention"),
+    ];
+    let params = BTreeMap::new();
+    for (file, kernel) in kernels {
+        let program = load_lib(file);
+        let flow = kernel == "flow_attention";
+        let (e, f) = if flow { (2, 2) } else { (8, 5) };
+        let shapes: &[(usize, usize)] = if flow { &[(1, 1), (19, 19)] } else { &[(1, 1), (19, 19), (37, 37), (37, 70)] };
+        for (seed, &(p, m)) in shapes.iter().enumerate() {
+            for scale in [1.0f64, 100.0] {
+                let d: BTreeMap<String, usize> =
+                    [("B", 1), ("H", 2), ("P", p), ("M", m), ("E", e), ("F", f)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                let mut inputs = tfmc::inputs::random_inputs(&program, kernel, &d, 60 + seed as u64).unwrap();
+                let scale = if flow { scale.min(30.0) } else { scale };
+                for name in ["Q", "K", "Q1", "Q2", "K1", "K2"] {
+                    if let Some(t) = inputs.get(name) {
+                        let t = scaled(t, scale);
+                        inputs.insert(name.to_string(), t);
+                    }
+                }
+                if let Some(adj) = inputs.get("Adj") {
+                    // Node 0 has no neighbour.
+                    let a = adj.to_f64_vec().iter().enumerate().map(|(i, &x)| i >= m && x != 0.0).collect();
+                    let t = Tensor::new(adj.dtype(), adj.shape().to_vec(), tfmc_runtime::TensorData::B(a)).unwrap();
+                    inputs.insert("Adj".to_string(), t);
+                }
+                let want = tfmc::interp::run_exact(&program, kernel, &inputs, &params).unwrap();
+                let got = run_on(backend, &program, kernel, &inputs, &params).unwrap();
+                let what = format!("{} {kernel} P={p} M={m} x{scale}", backend.name());
+                if kernel == "diff_attention" && scale > 1.0 {
+                    // The difference of two saturated softmaxes: logits of 1e4 carry f32 rounding
+                    // of ~1e-3 (absolute), which moves the near-maximal weights of both maps.
+                    let (g, w) = (got["O"].to_f64_vec(), want["O"].to_f64_vec());
+                    if let Some(m) = compare(&g, &w, Tol::rel(2e-3)) {
+                        panic!("{what}: output O: {m}");
+                    }
+                } else {
+                    check(&what, &got, &want);
+                }
+                if kernel == "graph_attention" {
+                    assert!(got["O"].to_f64_vec()[..f].iter().all(|x| *x == 0.0), "a node with no edge must give 0");
+                }
+            }
+        }
+    }
+    // Pattention (tokenformer.tfm): T tokens against N parameter tokens.
+    let program = load_lib("tokenformer.tfm");
+    for (seed, (t, n)) in [(1, 1), (19, 19), (37, 70), (70, 37)].into_iter().enumerate() {
+        for scale in [1.0, 100.0] {
+            let d: BTreeMap<String, usize> =
+                [("B", 2), ("T", t), ("D", 8), ("N", n), ("F", 5)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            let mut inputs = tfmc::inputs::random_inputs(&program, "pattention", &d, 80 + seed as u64).unwrap();
+            let x = scaled(&inputs["X"], scale);
+            inputs.insert("X".to_string(), x);
+            let want = tfmc::interp::run_exact(&program, "pattention", &inputs, &params).unwrap();
+            let got = run_on(backend, &program, "pattention", &inputs, &params).unwrap();
+            check(&format!("{} pattention T={t} N={n} x{scale}", backend.name()), &got, &want);
+        }
+    }
+    let program = load_lib("quiet.tfm");
+    let inputs = attention_inputs(&program, "sink_window", 11, 11, 5);
+    let params: BTreeMap<String, tfmc_runtime::Scalar> = [("W".to_string(), tfmc_runtime::Scalar::I(0))].into();
+    let got = run_on(backend, &program, "sink_window", &inputs, &params).unwrap();
+    assert!(got["O"].to_f64_vec().iter().all(|x| *x == 0.0), "sink_window W=0: fully masked rows must be 0");
+}
+
 /// Every lib file built as a shared library (AOT), opened with the runtime, every kernel run
 /// and compared with the interpreter.
 #[test]
@@ -309,17 +390,23 @@ fn compare_kernel(
     checked
 }
 
+/// Kernels whose compiled code is today far above the interpreter's order of work (issue 18:
+/// the optimizer fuses their normalisers into nested reductions), with the number of dim sets
+/// they run on here; remove an entry once its plan is fixed.
+const SLOW_TODAY: &[(&str, usize)] = &[("flow_attention", 2), ("diff_attention", 3)];
+
 fn lib_kernels_match_the_interpreter(backend: &Target, sets: &[BTreeMap<&'static str, usize>]) {
     let mut checked = 0;
     for path in tfm_files(&repo_root().join("lib")) {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         let program = load_lib(&file);
         for k in &program.kernels {
-            checked += compare_kernel(backend, &file, &program, k, sets);
+            let n = SLOW_TODAY.iter().find(|(name, _)| *name == k.name).map_or(sets.len(), |&(_, n)| n.min(sets.len()));
+            checked += compare_kernel(backend, &file, &program, k, &sets[..n]);
         }
     }
     eprintln!("{checked} kernel runs compared");
-    assert!(checked >= 17 * sets.len(), "only {checked} runs compared");
+    assert!(checked >= 25 * sets.len(), "only {checked} runs compared");
 }
 
 /// The golden programs of `tests/ok` (every language feature the checker accepts there:
@@ -382,6 +469,13 @@ macro_rules! suite {
             fn attention_on_shapes_off_every_tile() {
                 if available(&$backend, "attention shapes") {
                     super::attention_on_shapes_off_every_tile(&$backend);
+                }
+            }
+
+            #[test]
+            fn variants_on_odd_shapes_large_logits_and_masked_rows() {
+                if available(&$backend, "variants") {
+                    super::variants_on_odd_shapes_large_logits_and_masked_rows(&$backend);
                 }
             }
 

@@ -12,6 +12,8 @@ mod model;
 mod recurrent;
 #[path = "lib_kernels/softmax.rs"]
 mod softmax;
+#[path = "lib_kernels/variants.rs"]
+mod variants;
 #[path = "lib_kernels/varlen.rs"]
 mod varlen;
 

@@ -132,7 +132,9 @@ enum Command {
         kernel: Option<String>,
     },
     /// Benchmark the compiled kernels on the shapes of the design (sdpa, causal, window,
-    /// decode, linear) side by side with PyTorch's scaled_dot_product_attention.
+    /// decode, linear) side by side with PyTorch's scaled_dot_product_attention; with
+    /// `--variants`, every attention-family lib kernel against PyTorch-eager code of the same
+    /// formula.
     Bench {
         /// Only these shapes (comma-separated names, e.g. `sdpa-1k,decode-4k`).
         #[arg(long)]
@@ -151,6 +153,20 @@ enum Command {
         /// Cranelift (median of 5), and run time of the shapes with each.
         #[arg(long)]
         tiers: bool,
+        /// Time every attention-family lib kernel instead (one shape for all, see `--dims`)
+        /// against the PyTorch-eager form of the same formula; `--shapes` picks rows by name.
+        #[arg(long, conflicts_with = "tiers")]
+        variants: bool,
+        /// With `--variants`: sizes, `B=1,H=4,P=1024,M=1024,E=64,F=64` by default (any subset).
+        #[arg(long, value_name = "DIM=SIZE,...")]
+        dims: Option<String>,
+        /// With `--variants`: seconds per row and side; a call that takes longer is stopped
+        /// and the row marked `> budget`.
+        #[arg(long, default_value_t = 10.0)]
+        budget_s: f64,
+        /// Internal: time one `--variants` row in this process and report on stdout.
+        #[arg(long, hide = true)]
+        variant_child: Option<String>,
     },
     /// The edit–run loop: compile and run a kernel, print a summary of its outputs (and the
     /// largest difference from a reference), then do it again every time the file (or a file
@@ -417,9 +433,46 @@ pub fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Bench { shapes, iters, torch, threads, tiers } => {
+        Command::Bench { shapes, iters, torch, threads, tiers, variants, dims, budget_s, variant_child } => {
+            let shapes: Option<Vec<String>> =
+                shapes.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect());
+            if variants || variant_child.is_some() {
+                let mut d = tfmc::bench::VariantDims::default();
+                for (k, v) in parse_dims(dims.as_deref().unwrap_or(""))? {
+                    let slot = match k.as_str() {
+                        "B" => &mut d.b,
+                        "H" => &mut d.h,
+                        "P" => &mut d.p,
+                        "M" => &mut d.m,
+                        "E" => &mut d.e,
+                        "F" => &mut d.f,
+                        _ => return Err(format!("error: --dims {k}: a variants run has dims B, H, P, M, E, F\n")),
+                    };
+                    *slot = v;
+                }
+                let threads_n = threads.unwrap_or_else(tfmc::bench::default_threads);
+                if let Some(name) = variant_child {
+                    return tfmc::bench::variant_child_main(&name, &d, iters.max(1), budget_s, threads_n)
+                        .map_err(|e| format!("error: {e}\n"));
+                }
+                let opts = tfmc::bench::VariantOptions {
+                    only: shapes,
+                    dims: d,
+                    iters: iters.max(1),
+                    budget_s,
+                    torch: match torch {
+                        Torch::Auto => tfmc::bench::TorchMode::Auto,
+                        Torch::Skip => tfmc::bench::TorchMode::Skip,
+                        Torch::Install => tfmc::bench::TorchMode::Install,
+                    },
+                    threads,
+                    exe: std::env::current_exe().ok(),
+                };
+                out(&tfmc::bench::run_variants(&opts).map_err(|e| format!("error: {e}\n"))?);
+                return Ok(());
+            }
             let opts = tfmc::bench::BenchOptions {
-                shapes: shapes.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()),
+                shapes,
                 iters: iters.max(1),
                 torch: match torch {
                     Torch::Auto => tfmc::bench::TorchMode::Auto,

@@ -621,3 +621,76 @@ fn dims_and_split_are_checked() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("P=16"), "{}", stdout(&o));
 }
+
+/// `tfmc bench --variants` on a tiny shape without PyTorch: one row per attention-family lib
+/// kernel (timed, with a plan), the kernels it does not time listed with the reason, and the
+/// table's columns. Timings are not checked.
+#[test]
+fn bench_variants_prints_every_row_and_column() {
+    let o = tfmc(&[
+        "bench",
+        "--variants",
+        "--torch",
+        "skip",
+        "--dims",
+        "B=1,H=1,P=8,M=8,E=2,F=2",
+        "--iters",
+        "1",
+        "--budget-s",
+        "60",
+        "--threads",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let header = out.lines().find(|l| l.starts_with("variant ")).unwrap_or_else(|| panic!("no table header:\n{out}"));
+    let columns: Vec<&str> = header.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert_eq!(columns, ["variant", "plan", "tfmc ms", "torch ms", "torch/tfmc", "GFLOP/s", "% sdpa", "compile s", "note"]);
+    let row =
+        |name: &str| out.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("no row {name}:\n{out}"));
+    for name in [
+        "sdpa",
+        "causal",
+        "window",
+        "alibi",
+        "softcap",
+        "gqa",
+        "mqa",
+        "l2",
+        "linear",
+        "linear_causal",
+        "retnet",
+        "sigmoid",
+        "sigmoid_causal",
+        "diff",
+        "softmax_one",
+        "sink_causal",
+        "sink_window",
+        "flow",
+        "graph",
+        "pattention",
+    ] {
+        let cells: Vec<&str> = row(name).split_whitespace().collect();
+        // variant, plan (one or more words), tfmc ms, torch ms "-", ratio "-", GFLOP/s, % sdpa, compile s.
+        assert!(cells.len() >= 8, "row {name}: {cells:?}");
+        assert!(cells.iter().filter(|c| c.parse::<f64>().is_ok()).count() >= 3, "row {name} is not timed: {cells:?}\n{out}");
+        assert!(!row(name).contains("> budget") && !row(name).contains("error"), "row {name}: {}", row(name));
+    }
+    assert!(row("sdpa").contains("tiled attention"), "sdpa's plan: {}", row("sdpa"));
+    assert!(row("sdpa").contains("100%"), "sdpa is its own yardstick: {}", row("sdpa"));
+    for name in ["selective_scan", "rmsnorm", "block", "linear_causal_scan", "retention_recurrent", "varlen_causal", "sdpa_bf16"] {
+        assert!(row(name).contains("not timed: "), "row {name}: {}", row(name));
+    }
+    assert!(out.contains("PyTorch: skipped"), "{out}");
+    assert!(out.contains("plans (CPU schedule):\n  sdpa: O: tiled attention"), "{out}");
+}
+
+#[test]
+fn bench_variants_rejects_unknown_rows_and_dims() {
+    let o = tfmc(&["bench", "--variants", "--torch", "skip", "--shapes", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown variant 'nope'"), "{}", stderr(&o));
+    let o = tfmc(&["bench", "--variants", "--torch", "skip", "--dims", "X=3"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--dims X"), "{}", stderr(&o));
+}

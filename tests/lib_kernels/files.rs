@@ -6,7 +6,7 @@ use tfm_dsl::{FileId, parse_file};
 use tfmc_conformance::lib_path;
 
 /// Every library file and the kernels it defines.
-const FILES: [(&str, &[&str]); 13] = [
+const FILES: [(&str, &[&str]); 19] = [
     ("sdpa.tfm", &["sdpa"]),
     ("causal.tfm", &["causal"]),
     ("window.tfm", &["window"]),
@@ -20,6 +20,12 @@ const FILES: [(&str, &[&str]); 13] = [
     ("varlen.tfm", &["varlen_causal"]),
     ("model.tfm", &["rmsnorm", "block"]),
     ("half.tfm", &["sdpa_bf16", "causal_bf16", "sdpa_f16"]),
+    ("sigmoid.tfm", &["sigmoid_attention", "sigmoid_causal"]),
+    ("diff.tfm", &["diff_attention"]),
+    ("quiet.tfm", &["softmax_one", "sink_causal", "sink_window"]),
+    ("flow.tfm", &["flow_attention"]),
+    ("graph.tfm", &["graph_attention"]),
+    ("tokenformer.tfm", &["pattention"]),
 ];
 
 #[test]

@@ -95,6 +95,13 @@ impl Inputs {
         self
     }
 
+    /// Adds a bool tensor: true where `x` is nonzero.
+    pub fn bool(mut self, name: &str, x: &Nd) -> Inputs {
+        let data = TensorData::B(x.data.iter().map(|&a| a != 0.0).collect());
+        self.0.insert(name.to_string(), Tensor::new(DType::Bool, x.shape.clone(), data).expect("bool tensor"));
+        self
+    }
+
     /// Adds a rank-1 i32 tensor.
     pub fn i32(mut self, name: &str, data: &[i32]) -> Inputs {
         self.0.insert(name.to_string(), i32_tensor(data));

@@ -20,6 +20,12 @@
 //! `tfmc bench --tiers` ([`run_tiers`]) compares the two JIT tiers instead: compile time of
 //! every `lib/` kernel and run time of the shapes, LLVM O3 against Cranelift.
 //!
+//! `tfmc bench --variants` ([`run_variants`], `variants.rs`) times every attention-family
+//! `lib/` kernel at one shape against the PyTorch-eager form of the same formula, with the plan
+//! the schedule chose and GFLOP/s from the optimized cascade's flop estimate; each row's tfmc
+//! side runs in a child process (`variant_side.rs`) so that a call over the row's budget is
+//! stopped instead of hanging the run.
+//!
 //! FLOPs are `4·b·h·e·pairs`, where pairs counts exactly the `(p, m)` points the kernel's
 //! filter keeps (`p·m` for sdpa and decode, `p(p+1)/2` for causal, the band for window); the
 //! softmax's exp and divisions are not counted. Decode bandwidth is K+V bytes per call.
@@ -37,6 +43,8 @@ mod table;
 mod tfmc_side;
 mod tiers;
 mod torch;
+mod variant_side;
+mod variants;
 
 pub use machine::{Peak, measure_bandwidth, measure_peak};
 use table::*;
@@ -44,6 +52,8 @@ pub use tfmc_side::{TfmcResult, bench_tfmc};
 pub use tiers::{CompileTimes, compile_times, run_tiers};
 pub use torch::TorchResult;
 use torch::*;
+pub use variant_side::child_main as variant_child_main;
+pub use variants::{NOT_TIMED, VARIANTS, Variant, VariantDims, VariantOptions, run_variants, short_plan};
 
 /// Wall-clock budget for the timed calls of one shape (per side), in seconds: the number of
 /// calls is cut so that `calls × warm-up time` stays within it (at least one call).

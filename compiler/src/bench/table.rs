@@ -4,6 +4,12 @@ use std::fmt::Write as _;
 
 /// Formats rows as plain text with aligned columns (the first left-aligned, the rest right).
 pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    table_aligned(header, rows, &[0])
+}
+
+/// Formats rows as plain text with aligned columns: the columns in `left` left-aligned, the rest
+/// right-aligned.
+pub(super) fn table_aligned(header: &[&str], rows: &[Vec<String>], left: &[usize]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -13,10 +19,11 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut s = String::new();
         for (i, (c, w)) in cells.zip(&widths).enumerate() {
-            if i == 0 {
-                let _ = write!(s, "{c:<w$}");
+            let sep = if i == 0 { "" } else { "  " };
+            if left.contains(&i) {
+                let _ = write!(s, "{sep}{c:<w$}");
             } else {
-                let _ = write!(s, "  {c:>w$}");
+                let _ = write!(s, "{sep}{c:>w$}");
             }
         }
         s.trim_end().to_string()

@@ -135,3 +135,96 @@ fn compile_times_cover_every_lib_kernel() {
     }
     assert!(t.iter().any(|c| c.name == "sdpa/sdpa"), "{:?}", t.iter().map(|c| &c.name).collect::<Vec<_>>());
 }
+
+/// Every kernel of `lib/` is a `--variants` row or listed as not timed, and every row names a
+/// kernel that exists.
+#[test]
+fn variants_cover_every_lib_kernel() {
+    let mut listed: Vec<&str> = VARIANTS.iter().map(|v| v.kernel).chain(NOT_TIMED.iter().map(|(k, _)| *k)).collect();
+    listed.sort();
+    let mut kernels = Vec::new();
+    for entry in std::fs::read_dir(lib_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "tfm") {
+            let program = crate::load(&path).unwrap();
+            let file = path.file_name().unwrap().to_string_lossy().to_string();
+            for k in &program.kernels {
+                // Kernels a file pulls in with `use` belong to their own file.
+                if program.sources.get(k.span.file).name.ends_with(&file) {
+                    kernels.push(k.name.clone());
+                }
+                if let Some(v) = VARIANTS.iter().find(|v| v.kernel == k.name) {
+                    assert!(program.kernel(v.kernel).is_some(), "{}", v.name);
+                }
+            }
+        }
+    }
+    kernels.sort();
+    kernels.dedup();
+    assert_eq!(listed, kernels, "VARIANTS + NOT_TIMED vs lib/");
+}
+
+#[test]
+fn short_plans_name_the_plan() {
+    let p = |lines: &[&str]| short_plan(&lines.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(p(&["O: tiled attention (packed Q·Kᵀ tile when enough rows, else natural): tiles of 18 rows"]), "tiled attention");
+    assert_eq!(p(&["O: parallel (b, h, p), inner loop f"]), "generic");
+    assert_eq!(
+        p(&[
+            "O.prefix1: parallel (b, h), sequential scan p, inner loop e",
+            "O.prefix2: parallel (b, h, f), sequential scan p",
+            "O: parallel (b, h, p), inner loop f"
+        ]),
+        "scan + generic"
+    );
+    assert_eq!(p(&[]), "");
+}
+
+#[test]
+fn variant_steps_round_trip_through_their_json_lines() {
+    use super::variant_side::{Step, step_line};
+    for s in [
+        Step::Compiled { seconds: 1.5, plan: vec!["O: a \"b\"".to_string(), "Y: c".to_string()], flops: 2e9 },
+        Step::Warm(12.25),
+        Step::Timed { median_ms: 3.5, iters: 4, non_finite: true },
+    ] {
+        let obj = parse_flat_object(&step_line(&s)).unwrap();
+        assert_eq!(super::variants::parse_step(&obj), Some(Ok(s)));
+    }
+}
+
+#[test]
+fn variant_inputs_follow_the_kernel_signatures() {
+    use super::variant_side::make_inputs;
+    let d = VariantDims { b: 1, h: 8, p: 5, m: 7, e: 3, f: 2 };
+    let shapes = |file: &str, kernel: &str| -> Vec<Vec<usize>> {
+        let program = crate::load(&lib_dir().join(file)).unwrap();
+        make_inputs(program.kernel(kernel).unwrap().1, &d).unwrap().iter().map(|t| t.shape().to_vec()).collect()
+    };
+    assert_eq!(shapes("gqa.tfm", "gqa"), [vec![1, 8, 5, 3], vec![1, 2, 7, 3], vec![1, 2, 7, 2]]);
+    assert_eq!(shapes("diff.tfm", "diff_attention").len(), 5);
+    assert_eq!(shapes("graph.tfm", "graph_attention")[3], [1, 5, 7]);
+    assert_eq!(shapes("quiet.tfm", "sink_causal")[3], [8]);
+}
+
+/// `run_variants` in this process (no child to stop a slow call): the chosen rows are timed,
+/// sdpa is its own yardstick, and an unknown row is refused.
+#[test]
+fn variants_run_in_process_on_a_tiny_shape() {
+    let opts = VariantOptions {
+        only: Some(vec!["sdpa".to_string(), "sink_causal".to_string()]),
+        dims: VariantDims { b: 1, h: 2, p: 9, m: 9, e: 4, f: 3 },
+        iters: 1,
+        budget_s: 60.0,
+        torch: TorchMode::Skip,
+        threads: Some(1),
+        exe: None,
+    };
+    let report = run_variants(&opts).unwrap();
+    let row = |name: &str| report.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{report}"));
+    assert!(row("sdpa").contains("tiled attention") && row("sdpa").contains("100%"), "{report}");
+    assert!(row("sink_causal").split_whitespace().filter(|c| c.parse::<f64>().is_ok()).count() >= 3, "{report}");
+    assert!(!report.lines().any(|l| l.starts_with("causal ")), "only the chosen rows: {report}");
+    let bad = VariantOptions { only: Some(vec!["nope".to_string()]), ..opts };
+    assert!(run_variants(&bad).unwrap_err().contains("unknown variant 'nope'"));
+}

@@ -82,8 +82,13 @@ pub(super) fn torch_request(shapes: &[&Shape], iters: usize, threads: usize) -> 
             )
         })
         .collect();
+    request_line(&items, iters, threads, BUDGET_S)
+}
+
+/// A request for `bench/torch_ref.py` from its shape items (JSON objects).
+pub(super) fn request_line(items: &[String], iters: usize, threads: usize, budget_s: f64) -> String {
     format!(
-        "{{\"threads\": {threads}, \"iters\": {iters}, \"budget_s\": {BUDGET_S}, \"seed\": {SEED}, \"shapes\": [{}]}}",
+        "{{\"threads\": {threads}, \"iters\": {iters}, \"budget_s\": {budget_s}, \"seed\": {SEED}, \"shapes\": [{}]}}",
         items.join(", ")
     )
 }
@@ -237,17 +242,27 @@ impl TorchSession {
 
     /// Times one shape.
     pub(super) fn bench(&mut self, shape: &Shape) -> Result<TorchOutcome, String> {
+        self.send(shape.name, &torch_request(&[shape], self.iters, self.threads))
+    }
+
+    /// Times one shape given as its JSON item (`name` must be the item's name), with the
+    /// warm-up rule's budget `budget_s`.
+    pub(super) fn bench_item(&mut self, name: &str, item: &str, budget_s: f64) -> Result<TorchOutcome, String> {
+        self.send(name, &request_line(&[item.to_string()], self.iters, self.threads, budget_s))
+    }
+
+    /// Sends a one-shape request and reads its result.
+    fn send(&mut self, name: &str, request: &str) -> Result<TorchOutcome, String> {
         use std::io::Write;
-        let request = torch_request(&[shape], self.iters, self.threads);
         let stdin = self.stdin.as_mut().ok_or("bench/torch_ref.py's stdin is closed")?;
         writeln!(stdin, "{request}").and_then(|()| stdin.flush()).map_err(|e| format!("writing to bench/torch_ref.py: {e}"))?;
         let mut outcome = None;
         loop {
             let obj = self.next_object()?;
             if obj.contains_key("done") {
-                return outcome.ok_or_else(|| format!("bench/torch_ref.py gave no result for {}", shape.name));
+                return outcome.ok_or_else(|| format!("bench/torch_ref.py gave no result for {name}"));
             }
-            if obj.get("name") != Some(&JsonScalar::Str(shape.name.to_string())) {
+            if obj.get("name") != Some(&JsonScalar::Str(name.to_string())) {
                 continue;
             }
             outcome = Some(match (obj.get("error"), obj.get("median_ms")) {

@@ -143,3 +143,37 @@ fn alibi_slopes_are_geometric() {
         assert!((o.at(&[0, h, 2, 0]) - want).abs() < 1e-12, "head {h}");
     }
 }
+
+#[test]
+fn variants_reduce_to_known_kernels() {
+    let (q, k, v) = (rand(20, &[1, 2, 5, 3]), rand(21, &[1, 2, 6, 3]), rand(22, &[1, 2, 6, 4]));
+    // Differential attention with lambda = 0 is sdpa; with equal maps it is (1 - lambda) sdpa.
+    close(&diff_attention(&q, &q, &k, &k, &v, 0.0), &sdpa(&q, &k, &v));
+    let scaled = Nd::new(&[1, 2, 5, 4], sdpa(&q, &k, &v).data.iter().map(|x| 0.25 * x).collect());
+    close(&diff_attention(&q, &q, &k, &k, &v, 0.75), &scaled);
+    // A sink at -1e300 weighs nothing: plain softmax (causal, windowed).
+    close(&sink_attention(&q, &k, &v, &[-1e300; 2], false, i64::MAX), &sdpa(&q, &k, &v));
+    close(&sink_attention(&q, &k, &v, &[-1e300; 2], true, 3), &window(&q, &k, &v, 3));
+    // A full adjacency is sdpa.
+    close(&graph_attention(&q, &k, &v, &Nd::new(&[1, 5, 6], vec![1.0; 30])), &sdpa(&q, &k, &v));
+}
+
+#[test]
+fn softmax_one_by_its_definition() {
+    // exp(l) / (1 + sum exp(l)) on small logits, straight from Miller's formula.
+    let (q, k, v) = (rand(30, &[1, 1, 3, 2]), rand(31, &[1, 1, 4, 2]), rand(32, &[1, 1, 4, 3]));
+    let mut want = Nd::zeros(&[1, 1, 3, 3]);
+    for p in 0..3 {
+        let e: Vec<f64> = (0..4).map(|m| (dot(2, |i| q.at(&[0, 0, p, i]), |i| k.at(&[0, 0, m, i])) / 2f64.sqrt()).exp()).collect();
+        let den = 1.0 + e.iter().sum::<f64>();
+        for f in 0..3 {
+            want.set(&[0, 0, p, f], (0..4).map(|m| e[m] * v.at(&[0, 0, m, f])).sum::<f64>() / den);
+        }
+    }
+    close(&sink_attention(&q, &k, &v, &[0.0], false, i64::MAX), &want);
+    // Sigmoid attention: one key, weight sigmoid(l - ln 1) = sigmoid(l).
+    let (k1, v1) = (rand(33, &[1, 1, 1, 2]), rand(34, &[1, 1, 1, 3]));
+    let o = sigmoid_attention(&q, &k1, &v1, false);
+    let l = dot(2, |i| q.at(&[0, 0, 2, i]), |i| k1.at(&[0, 0, 0, i])) / 2f64.sqrt();
+    assert!((o.at(&[0, 0, 2, 1]) - v1.at(&[0, 0, 0, 1]) / (1.0 + (-l).exp())).abs() < 1e-15);
+}
