@@ -264,8 +264,8 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
     for (file, kernel) in kernels {
         let program = load_lib(file);
         let flow = kernel == "flow_attention";
-        let (e, f) = if flow { (2, 2) } else { (8, 5) };
-        let shapes: &[(usize, usize)] = if flow { &[(1, 1), (19, 19)] } else { &[(1, 1), (19, 19), (37, 37), (37, 70)] };
+        let (e, f) = (8, 5);
+        let shapes: &[(usize, usize)] = &[(1, 1), (19, 19), (37, 37), (37, 70)];
         for (seed, &(p, m)) in shapes.iter().enumerate() {
             for scale in [1.0f64, 100.0] {
                 let d: BTreeMap<String, usize> =
@@ -390,19 +390,13 @@ fn compare_kernel(
     checked
 }
 
-/// Kernels whose compiled code is today far above the interpreter's order of work (issue 18:
-/// the optimizer fuses their normalisers into nested reductions), with the number of dim sets
-/// they run on here; remove an entry once its plan is fixed.
-const SLOW_TODAY: &[(&str, usize)] = &[("flow_attention", 2), ("diff_attention", 3)];
-
 fn lib_kernels_match_the_interpreter(backend: &Target, sets: &[BTreeMap<&'static str, usize>]) {
     let mut checked = 0;
     for path in tfm_files(&repo_root().join("lib")) {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         let program = load_lib(&file);
         for k in &program.kernels {
-            let n = SLOW_TODAY.iter().find(|(name, _)| *name == k.name).map_or(sets.len(), |&(_, n)| n.min(sets.len()));
-            checked += compare_kernel(backend, &file, &program, k, &sets[..n]);
+            checked += compare_kernel(backend, &file, &program, k, sets);
         }
     }
     eprintln!("{checked} kernel runs compared");

@@ -6,20 +6,12 @@ fn lib_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../lib")
 }
 
-/// `lib/` files left out of [`lib_programs`] for now: issue 18's variants whose optimized
-/// cascades are today far above the written order of work (a normaliser with an extra term,
-/// two softmaxes, flow conservation, an L2 row norm), so the compiled code and the IR evaluator
-/// take minutes at these tests' shapes. The conformance suite (`tests/lib_kernels.rs`,
-/// `tests/backends.rs`) covers them at small shapes; remove an entry once its plan is fixed.
-pub const SLOW_TODAY: &[&str] = &["diff.tfm", "flow.tfm", "quiet.tfm", "tokenformer.tfm"];
-
-/// Every `lib/*.tfm` file but [`SLOW_TODAY`], sorted by name, with its checked program.
+/// Every `lib/*.tfm` file, sorted by name, with its checked program.
 pub fn lib_programs() -> Vec<(String, crate::Program)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(lib_dir())
         .expect("lib/ exists")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "tfm"))
-        .filter(|p| !p.file_name().is_some_and(|n| SLOW_TODAY.iter().any(|s| n == *s)))
         .collect();
     files.sort();
     files.into_iter().map(|p| (p.display().to_string(), crate::load(&p).expect("lib file checks"))).collect()

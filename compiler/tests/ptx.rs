@@ -361,10 +361,7 @@ fn lib_and_golden_kernels_on_the_emulator_match_the_interpreter() {
     for path in &files {
         let program = load(path);
         for k in &program.kernels {
-            // Flow attention's compiled code is today far above the interpreter's order of work
-            // (issue 18): the two smaller dim sets only, until its plan is fixed.
-            let n = if k.name == "flow_attention" { 2 } else { dim_sets().len() };
-            let cases: Vec<_> = dim_sets()[..n]
+            let cases: Vec<_> = dim_sets()
                 .iter()
                 .enumerate()
                 .map(|(i, dims)| {
