@@ -72,11 +72,7 @@ const SIZES: Sizes = Sizes {
 /// Minimized findings (file names under `tests/backend_regressions/`) that are allowed by
 /// design or not fixed yet: run and reported, not failed. While one is listed, the random
 /// properties also tolerate findings of its class (see [`known`]).
-const KNOWN: &[&str] = &[
-    // Attention plan (tensor cores, GPU): a row whose logits are all -inf at valid points
-    // gives 0 instead of NaN (schedule/attention/tensor_core.rs, being rewritten).
-    "002_tensor_core_neg_inf_row.tfm",
-];
+const KNOWN: &[&str] = &[];
 
 /// The listed regression file whose class `f` (a finding of `case` on `program`) belongs to,
 /// if any; other findings fail.

@@ -469,7 +469,10 @@ fn logits(cx: &mut Cx<'_>, site: &Site<'_, '_>, w: &Warp<'_>, m0: Var, nm: Var) 
         cx.unbind(site.slots[ta], old_t);
         cx.unbind(plan.head.slot, old_m);
         let s = cx.b.let_("logit", e::select(e::var(valid), x, e::num(Ty::F32, f64::NEG_INFINITY)));
-        cx.b.set(r.any, e::bin(K::Or, e::var(r.any), e::var(valid)));
+        // Whether the row has a point in this tile — the same on every lane of the row (a lane
+        // only sees some of the tile's keys; the one writing the row must know of all).
+        let row_has = e::bin(K::Lt, e::bin(K::Max, e::var(m0), e::var(r.lo)), e::bin(K::Min, e::add(e::var(m0), e::var(nm)), e::var(r.hi)));
+        cx.b.set(r.any, e::bin(K::Or, e::var(r.any), row_has));
         cx.b.store(w.sfr, e::i64(i), e::var(s));
         cx.b.store(w.ssh, w.ssh_at(e::add(e::var(w.g), e::i64(8 * h as i64)), e::var(kk)), e::var(s));
     }
