@@ -271,8 +271,8 @@ fn generic_plan(node: &Node, scan: Option<usize>) -> String {
 /// and casts only, so the node evaluates it at every point anyway) that a tiled plan takes as
 /// a node of its own is computed by that plan into a tensor of the node's shape first, then
 /// the generic plan evaluates the rest reading those tensors. `None` (nothing emitted) when no
-/// subterm qualifies; else the plan line. As for a whole node, the generic plan alone runs
-/// when `F` exceeds the tiled plans' limit.
+/// subterm qualifies; else the plan line. As for a whole node, on a GPU the generic plan alone
+/// runs when `F` exceeds the tiled plans' limit ([`fits_columns`]).
 #[allow(clippy::too_many_arguments)]
 fn parts_plan(
     cx: &mut Cx<'_>,
