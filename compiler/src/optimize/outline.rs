@@ -23,7 +23,7 @@
 
 use super::analysis::{FreeIndices, Graph, Kind};
 use super::cost::Sizes;
-use super::work::{Estimate, Walk, free_sets, node_loops};
+use super::work::{Estimate, Walk, free_sets, node_loops, weight_and_value};
 use crate::hir::DType;
 use crate::ir::lang::Tfm;
 use crate::ir::{Cascade, Def, Node, Role};
@@ -145,17 +145,7 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
 /// For an `osm` or a sum of a product, an index its value reads and its weight (logit) does
 /// not: the output column of the tiled plans.
 fn value_column(e: &RecExpr<Tfm>, at: Id, free: &[BTreeSet<String>]) -> Option<String> {
-    let (w, v) = match &e[at] {
-        Tfm::Osm([_, _, _, _, s, v]) => (*s, *v),
-        Tfm::Sum([_, _, _, _, body]) => match &e[*body] {
-            Tfm::Mul([a, b]) => {
-                let (fa, fb) = (&free[usize::from(*a)], &free[usize::from(*b)]);
-                if fb.iter().any(|i| !fa.contains(i)) { (*a, *b) } else { (*b, *a) }
-            }
-            _ => return None,
-        },
-        _ => return None,
-    };
+    let (w, v) = weight_and_value(e, free, at)?;
     let at_free = &free[usize::from(at)];
     free[usize::from(v)].iter().find(|i| at_free.contains(*i) && !free[usize::from(w)].contains(*i)).cloned()
 }

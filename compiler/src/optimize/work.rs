@@ -50,6 +50,22 @@ pub fn estimate(c: &Cascade, sizes: &Sizes) -> Estimate {
     est
 }
 
+/// The weight (logit) and value of an `osm`, or of a sum of a product (the value is the factor
+/// that reads an index the other does not: the output column).
+pub(super) fn weight_and_value(e: &RecExpr<Tfm>, free: &[BTreeSet<String>], id: Id) -> Option<(Id, Id)> {
+    match &e[id] {
+        Tfm::Osm([_, _, _, _, s, v]) => Some((*s, *v)),
+        Tfm::Sum([_, _, _, _, body]) => match &e[*body] {
+            Tfm::Mul([a, b]) => {
+                let (fa, fb) = (&free[usize::from(*a)], &free[usize::from(*b)]);
+                Some(if fb.iter().any(|i| !fa.contains(i)) { (*a, *b) } else { (*b, *a) })
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The loops of node `n` (a scan's when `scan`) and its inner index when it has one: all
 /// but the last index are parallel (each point evaluates the term; a scan's scanned index is
 /// sequential); the last is the inner loop, which invariant subterms are hoisted out of. The
@@ -187,14 +203,7 @@ impl Walk<'_> {
     /// and the value (packed per row tile and key block) when it holds none. Anything else is
     /// evaluated where it stands (per row and key) and counted so.
     fn panels_of(&self, id: Id) -> Vec<Id> {
-        let (w, v) = match &self.e[id] {
-            Tfm::Osm([_, _, _, _, s, v]) => (*s, *v),
-            Tfm::Sum([_, _, _, _, body]) => match &self.e[*body] {
-                Tfm::Mul([a, b]) => (*a, *b),
-                _ => return Vec::new(),
-            },
-            _ => return Vec::new(),
-        };
+        let Some((w, v)) = weight_and_value(self.e, self.free, id) else { return Vec::new() };
         let mut out = Vec::new();
         if self.reductions(w) <= 1 {
             out.push(w);
@@ -203,21 +212,6 @@ impl Walk<'_> {
             out.push(v);
         }
         out
-    }
-
-    /// The logit of a planned `osm`, or the weight of a planned sum.
-    fn panels_of_weight(&self, id: Id) -> Option<Id> {
-        match &self.e[id] {
-            Tfm::Osm([_, _, _, _, s, _]) => Some(*s),
-            Tfm::Sum([_, _, _, _, body]) => match &self.e[*body] {
-                Tfm::Mul([a, b]) => {
-                    let (fa, fb) = (&self.free[usize::from(*a)], &self.free[usize::from(*b)]);
-                    Some(if fb.iter().any(|i| !fa.contains(i)) { *a } else { *b })
-                }
-                _ => None,
-            },
-            _ => None,
-        }
     }
 
     /// How many reductions the subterm at `id` holds.
@@ -294,7 +288,7 @@ impl Walk<'_> {
                 for x in self.panels_of(id) {
                     self.pack(x);
                 }
-                if let Some(w) = self.panels_of_weight(id) {
+                if let Some((w, _)) = weight_and_value(self.e, self.free, id) {
                     let mut inw = self.in_weight.borrow_mut();
                     let mut stack = vec![w];
                     while let Some(x) = stack.pop() {

@@ -21,7 +21,7 @@ use egg::Id;
 use super::ScheduleError;
 use super::build::e;
 use super::common::may_absent;
-use super::kir::{Expr, Ty};
+use super::kir::Expr;
 use super::lower::{Cx, Def, children, vty};
 use crate::ir::eval::compile::Op;
 
@@ -126,7 +126,7 @@ pub(super) fn hoist(cx: &mut Cx<'_>, d: Def<'_>, roots: &[Id], slot: usize, guar
     for (id, guarded) in invariants(cx, d, roots, slot, guard.is_some()) {
         let ty = vty(d.tys[usize::from(id)]);
         let var = cx.b.var("hoisted", ty);
-        cx.b.set(var, zero(ty));
+        cx.b.set(var, e::num(ty, 0.0));
         let mark = cx.b.mark();
         if guarded && let Some(g) = &guard {
             cx.b.open_if(g.clone());
@@ -239,12 +239,4 @@ fn leaf(d: Def<'_>, x: Id) -> bool {
 /// True if `root`'s subtree holds a reduction (a cheap pre-check before [`facts`]).
 fn heavy_inside(d: Def<'_>, root: Id) -> bool {
     d.ops[..=usize::from(root)].iter().any(|op| matches!(op, Op::Reduce { .. } | Op::URed { .. } | Op::Osm { .. }))
-}
-
-/// The zero of `ty` (the hoisted variable's value before it is set).
-fn zero(ty: Ty) -> Expr {
-    match ty {
-        Ty::Bool => e::bool(false),
-        t => e::num(t, 0.0),
-    }
 }
