@@ -156,13 +156,22 @@ fn inline_math_at_the_edges(backend: &Target) {
 }
 
 /// Attention on shapes that are multiples of no tile (rows, keys, head sizes): rows and keys
-/// of 1, 5, 63, 65, 129, 1000 and `E`, `F` of 1, 17, 80, 128, 256 (the CPU plan's micro-tiles
-/// of 6 rows, 64-key blocks and 64-column chunks of `f`, the packed variant from 16 rows),
-/// on plain, causal, grouped-query and biased kernels. The GPU emulation runs the smaller
-/// half (it emulates one thread at a time).
+/// of 1, 5, 63, 65, 129, 257, 1000 and `E`, `F` of 1, 17, 80, 128, 256 (the CPU plan's
+/// micro-tiles of 6 rows, 256-key blocks of 64-key products and 64-column chunks of `f`, the
+/// packed variant from 16 rows), on plain, causal, grouped-query and biased kernels; then
+/// ALiBi with eight heads over 600 keys, whose bias (-300 at the far keys of head 0) moves a
+/// row's max by far more than `exp`'s range between blocks. The GPU emulation runs the
+/// smaller half (it emulates one thread at a time).
 fn attention_on_shapes_off_every_tile(backend: &Target) {
-    let shapes: &[(usize, usize, usize, usize)] =
-        &[(5, 1000, 80, 80), (1000, 5, 1, 1), (129, 65, 17, 256), (63, 129, 128, 17), (65, 63, 256, 128), (300, 200, 64, 80)];
+    let shapes: &[(usize, usize, usize, usize)] = &[
+        (5, 1000, 80, 80),
+        (1000, 5, 1, 1),
+        (129, 65, 17, 256),
+        (63, 129, 128, 17),
+        (65, 63, 256, 128),
+        (300, 200, 64, 80),
+        (40, 257, 16, 64),
+    ];
     let shapes = if backend.gpu().is_some() { &shapes[..3] } else { shapes };
     for (file, kernel) in [("sdpa.tfm", "sdpa"), ("causal.tfm", "causal"), ("gqa.tfm", "gqa"), ("alibi.tfm", "alibi")] {
         let program = load_lib(file);
@@ -180,6 +189,14 @@ fn attention_on_shapes_off_every_tile(backend: &Target) {
             check(&format!("{} {kernel} P={p} M={m} E={e} F={f}", backend.name()), &got, &want);
         }
     }
+    let program = load_lib("alibi.tfm");
+    let n = if backend.gpu().is_some() { 200 } else { 600 };
+    let d: BTreeMap<String, usize> =
+        [("B", 1), ("H", 8), ("P", n), ("M", n), ("E", 8), ("F", 8)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let inputs = tfmc::inputs::random_inputs(&program, "alibi", &d, 47).unwrap();
+    let want = tfmc::interp::run_exact(&program, "alibi", &inputs, &BTreeMap::new()).unwrap();
+    let got = run_on(backend, &program, "alibi", &inputs, &BTreeMap::new()).unwrap();
+    check(&format!("{} alibi H=8 P=M={n}", backend.name()), &got, &want);
 }
 
 /// An output with missing points read by a later statement: the reader's points there are

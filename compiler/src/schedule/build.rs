@@ -103,6 +103,11 @@ impl Builder {
         self.f.ty(e)
     }
 
+    /// The element type `buf` stores (`F16`/`BF16` load as `F32` values).
+    pub fn elem(&self, buf: Buf) -> Ty {
+        self.f.bufs[buf.0 as usize].elem
+    }
+
     /// Appends a statement to the innermost frame.
     pub fn emit(&mut self, s: Stmt) {
         // There is always the root frame.

@@ -64,7 +64,7 @@ pub enum Target {
 
 impl Default for ScheduleOptions {
     fn default() -> ScheduleOptions {
-        ScheduleOptions { attention: true, tile_p: 18, tile_m: 64, target: Target::Cpu }
+        ScheduleOptions { attention: true, tile_p: 18, tile_m: 256, target: Target::Cpu }
     }
 }
 

@@ -1,7 +1,9 @@
 //! Expressions → LLVM values, per the `kir` module docs. Owns the float semantics:
 //! - every float instruction carries `contract`; a `Binary` with `reassoc` carries
-//!   `reassoc | contract` (FP reductions only vectorize with it); never `nnan`/`ninf`/`afn`,
-//!   so NaN and infinities behave per IEEE;
+//!   `reassoc | contract` (FP reductions only vectorize with it), and a reassociable `Min`/`Max`
+//!   also `nsz` (the sign of a zero result is either: without it the vectorized reduction
+//!   orders -0 below +0 with two more instructions per vector); never `nnan`/`ninf`/`afn`, so
+//!   NaN and infinities behave per IEEE;
 //! - math: `llvm.{sqrt,fabs,floor,ceil,roundeven,exp,exp2,log,log2,sin,cos,pow}`; libm calls
 //!   for `tanh log1p expm1 erf atan2` (`f` suffix for `F32`); with [`MathLib::Libdevice`]
 //!   (GPU code) `exp exp2 log log2 sin cos pow`, float `Rem` and the libm functions are
@@ -24,9 +26,10 @@ use super::{LlvmError, types};
 use crate::schedule::kir::{BinOp, Buf, Const, Expr, Ty, UnOp};
 
 impl<'ctx> Cg<'ctx, '_> {
-    /// Marks float instruction `v` `contract` (plus `reassoc` if asked). Constant-folded
-    /// values are not instructions and need no flags.
-    fn fmf(&self, v: BasicValueEnum<'ctx>, reassoc: bool) -> BasicValueEnum<'ctx> {
+    /// Marks float instruction `v` `contract` (plus `reassoc` if asked, and `nsz` for a
+    /// reassociable min/max: `minmax`). Constant-folded values are not instructions and need
+    /// no flags.
+    fn fmf(&self, v: BasicValueEnum<'ctx>, reassoc: bool, minmax: bool) -> BasicValueEnum<'ctx> {
         let inst = match v {
             BasicValueEnum::FloatValue(x) => x.as_instruction(),
             _ => None,
@@ -37,6 +40,9 @@ impl<'ctx> Cg<'ctx, '_> {
             let mut flags = FastMathFlags::AllowContract;
             if reassoc {
                 flags |= FastMathFlags::AllowReassoc;
+                if minmax {
+                    flags |= FastMathFlags::NoSignedZeros;
+                }
             }
             // Cannot fail: checked by can_use_fast_math_flags.
             let _ = i.set_fast_math_flags(flags);
@@ -128,7 +134,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 let va = self.expr(fx, a)?;
                 let vb = self.expr(fx, b)?;
                 let r = self.binary(*op, t, va, vb)?;
-                self.fmf(r, *reassoc)
+                self.fmf(r, *reassoc, matches!(op, BinOp::Min | BinOp::Max))
             }
             Expr::Select { c, a, b } => {
                 let c = int(self.expr(fx, c)?)?;
@@ -152,7 +158,7 @@ impl<'ctx> Cg<'ctx, '_> {
     fn math(&self, name: &str, args: &[BasicValueEnum<'ctx>]) -> Result<BasicValueEnum<'ctx>, LlvmError> {
         let f = self.intrinsic(name, &[args[0].get_type()])?;
         let args: Vec<_> = args.iter().map(|&a| a.into()).collect();
-        Ok(self.fmf(self.call(f, &args)?, false))
+        Ok(self.fmf(self.call(f, &args)?, false, false))
     }
 
     /// Calls libm `name` (`namef` for `F32`) on float `args`; with [`MathLib::Libdevice`],
@@ -168,7 +174,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let params: Vec<_> = args.iter().map(|a| a.get_type().into()).collect();
         let f = self.extern_fn(&full, Some(ty), &params);
         let args: Vec<_> = args.iter().map(|&a| a.into()).collect();
-        Ok(self.fmf(self.call(f, &args)?, false))
+        Ok(self.fmf(self.call(f, &args)?, false, false))
     }
 
     /// A math function LLVM has an intrinsic for: the intrinsic on the host, libdevice's
@@ -185,7 +191,7 @@ impl<'ctx> Cg<'ctx, '_> {
         let b = &self.b;
         let fl = t.is_float();
         Ok(match op {
-            Neg if fl => self.fmf(b.build_float_neg(float(v)?, "")?.into(), false),
+            Neg if fl => self.fmf(b.build_float_neg(float(v)?, "")?.into(), false, false),
             Neg => b.build_int_neg(int(v)?, "")?.into(),
             Not => b.build_not(int(v)?, "")?.into(),
             Abs if fl => self.math("llvm.fabs", &[v])?,
@@ -300,7 +306,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 } else {
                     b.build_float_trunc(x, dst.into_float_type(), "")?
                 };
-                self.fmf(r.into(), false)
+                self.fmf(r.into(), false, false)
             }
             (true, false) => {
                 let f = self.intrinsic("llvm.fptosi.sat", &[dst, v.get_type()])?;

@@ -14,8 +14,9 @@ use super::super::hoist::invariants;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileProduct, Ty, Var};
 use super::super::lower::vty;
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::analysis::{Dot, Norm, pure};
+use super::analysis::{Dot, Norm, pure, uses};
 use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
+use crate::ir::eval::compile::Op;
 use egg::Id;
 
 /// The packed variant's buffers.
@@ -180,7 +181,7 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32, packed: Option<
     let m0 = cx.b.let_("m0", e::add(e::var(mlo), e::mul(e::var(kb), e::i64(i64::from(tm)))));
     let nm = cx.b.let_("keys", e::bin(K::Min, e::i64(i64::from(tm)), e::sub(e::var(mhi), e::var(m0))));
     if let Some((p, (qt, kbase))) = &pk {
-        dot_tile(cx, &tile, p, *qt, *kbase, m0);
+        dot_tile(cx, &tile, p, *qt, *kbase, m0, nm);
     }
     softmax_block(cx, site, &tile, &inv, pk.as_ref().map(|(p, _)| *p), m0, nm)?;
     accumulate(cx, site, &tile, m0, nm)?;
@@ -306,27 +307,35 @@ fn row_invariants(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile) -> Result<V
 /// read the padding; they are masked by [`softmax_block`]). With an `f32` state, as tile
 /// products of up to [`TILE_MAX_ROWS`] rows × the block's keys (the tile in registers);
 /// otherwise as loops.
-fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m0: Var) {
+fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m0: Var, nm: Var) {
     let tmx = e::i64(i64::from(tile.tm));
-    if tile.ty == Ty::F32 && tile.tm <= TILE_MAX_COLS {
-        let b0 = e::add(e::var(kbase), e::var(m0));
+    if tile.ty == Ty::F32 {
+        // Blocks wider than a tile product are several products side by side, as many as
+        // hold a key of the block (the last block may be short); the columns past `tm` of a
+        // block that is not a multiple of the product's width are never read.
+        let n = tile.tm.min(TILE_MAX_COLS);
+        let nx = e::i64(i64::from(n));
         row_tiles(cx, tile, |cx, r0, m| {
+            let chunks = e::bin(K::Div, e::add(e::var(nm), e::i64(i64::from(n) - 1)), nx.clone());
+            let c = cx.b.open_for("j.chunk", e::i64(0), chunks);
+            let j0 = e::mul(e::var(c), nx.clone());
             cx.b.emit(Stmt::TileProduct(Box::new(TileProduct {
                 m,
-                n: tile.tm,
-                cols: tmx.clone(),
+                n,
+                cols: if tile.tm.is_multiple_of(n) { nx.clone() } else { e::bin(K::Min, nx.clone(), e::sub(tmx.clone(), j0.clone())) },
                 k: p.e.clone(),
                 a: qt,
                 a0: e::mul(r0.clone(), e::i64(i64::from(EMAX))),
                 lda: e::i64(i64::from(EMAX)),
                 b: p.kt,
-                b0: b0.clone(),
+                b0: e::add(e::add(e::var(kbase), e::var(m0)), j0.clone()),
                 ldb: p.mp.clone(),
                 c: tile.sb,
-                c0: e::mul(r0, tmx.clone()),
+                c0: e::add(e::mul(r0, tmx.clone()), j0),
                 ldc: tmx.clone(),
                 init: TileInit::Zero,
             })));
+            cx.b.close();
         });
         return;
     }
@@ -394,26 +403,62 @@ fn softmax_block(
     let (rlo, rhi) = (cx.b.let_("lo", e::load(tile.lo, e::var(i))), cx.b.let_("hi", e::load(tile.hi, e::var(i))));
     let bmax = cx.b.let_("bmax", c(f64::NEG_INFINITY));
     let anyrow = cx.b.let_("anyrow", e::load(tile.any, e::var(i)));
-    // Logits.
-    let j = cx.b.open_for("j", e::i64(0), e::var(nm));
-    let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
-    let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
-    let sv = cx.b.let_("logit", c(masked));
-    let inside = e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(rlo)), e::bin(K::Lt, e::var(m), e::var(rhi)));
-    if let Some(p) = packed {
-        let tile_value = e::load(tile.sb, tile.srow(i, e::var(j)));
-        let tile_value = if ty == Ty::F32 { tile_value } else { e::cast(ty, tile_value) };
-        cx.subst.push((p.dot.id, tile_value));
-    }
+    let inside = |m: Var| e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(rlo)), e::bin(K::Lt, e::var(m), e::var(rhi)));
+    // Logits, in a loop over the block's keys: the key bound, the packed tile's value
+    // substituted for the dot product, and the running block max.
+    let open_keys = |cx: &mut Cx<'_>| -> (Var, Var, Option<IdxVar>) {
+        let j = cx.b.open_for("j", e::i64(0), e::var(nm));
+        let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
+        let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: range.clone() });
+        if let Some(p) = packed {
+            let tile_value = e::load(tile.sb, tile.srow(i, e::var(j)));
+            let tile_value = if ty == Ty::F32 { tile_value } else { e::cast(ty, tile_value) };
+            cx.subst.push((p.dot.id, tile_value));
+        }
+        (j, m, old_m)
+    };
+    let close_keys = |cx: &mut Cx<'_>, j: Var, sv: Expr, old_m: Option<IdxVar>| {
+        if packed.is_some() {
+            cx.subst.pop();
+        }
+        // The packed tile's own value needs no store back; any other logit is computed once,
+        // stored over the tile's value and read by the max.
+        let at = tile.srow(i, e::var(j));
+        let sv = if sv == e::load(tile.sb, at.clone()) {
+            sv
+        } else {
+            let v = cx.b.let_("logit", sv);
+            cx.b.store(tile.sb, at, e::var(v));
+            e::var(v)
+        };
+        if softmax {
+            cx.b.set(bmax, e::acc(K::Max, e::var(bmax), sv));
+        }
+        cx.b.close();
+        cx.unbind(plan.head.slot, old_m);
+    };
     if plan.pure_logit && (packed.is_some() || plan.dot.is_none()) {
-        // Nothing in the logit can fail or be absent: mask with a select (vectorizes).
-        let valid = cx.b.let_("valid", inside);
+        // Nothing in the logit can fail or be absent: a block inside the row's key bounds has
+        // no mask code (the common case); an edge block masks with a select (vectorizes).
+        let interior = e::bin(K::And, e::bin(K::Ge, e::var(m0), e::var(rlo)), e::bin(K::Le, e::add(e::var(m0), e::var(nm)), e::var(rhi)));
+        cx.b.open_if(interior);
+        let (j, _, old_m) = open_keys(cx);
         let x = cx.lower_as(d, plan.s, ty)?;
-        cx.b.set(sv, e::select(e::var(valid), x, c(masked)));
+        close_keys(cx, j, x, old_m);
+        // A block has at least one key.
+        cx.b.set(anyrow, e::bool(true));
+        cx.b.open_else();
+        let (j, m, old_m) = open_keys(cx);
+        let valid = cx.b.let_("valid", inside(m));
+        let x = cx.lower_as(d, plan.s, ty)?;
         cx.b.set(anyrow, e::bin(K::Or, e::var(anyrow), e::var(valid)));
+        close_keys(cx, j, e::select(e::var(valid), x, c(masked)), old_m);
+        cx.b.close();
     } else {
-        cx.b.open_if(inside);
+        let (j, m, old_m) = open_keys(cx);
+        let sv = cx.b.let_("logit", c(masked));
+        cx.b.open_if(inside(m));
         let ok = cx.holds(d, plan.head.filter)?;
         cx.b.open_if(ok);
         let x = cx.lower_as(d, plan.s, ty)?;
@@ -421,30 +466,30 @@ fn softmax_block(
         cx.b.set(anyrow, e::bool(true));
         cx.b.close();
         cx.b.close();
+        close_keys(cx, j, e::var(sv), old_m);
     }
     cx.subst.truncate(subst0);
-    cx.b.store(tile.sb, tile.srow(i, e::var(j)), e::var(sv));
-    if softmax {
-        cx.b.set(bmax, e::acc(K::Max, e::var(bmax), e::var(sv)));
-    }
-    cx.b.close();
     cx.b.store(tile.any, e::var(i), e::var(anyrow));
     if !softmax {
         // The weights are final: nothing to rescale.
         cx.b.close(); // rows
-        cx.unbind(plan.head.slot, old_m);
         return Ok(());
     }
     // Online softmax update of the row.
     let old = cx.b.let_("mold", e::load(tile.mx, e::var(i)));
     let mnew = cx.b.let_("mnew", e::bin(K::Max, e::var(old), e::var(bmax)));
     cx.b.open_if(e::bin(K::Ne, e::var(mnew), c(f64::NEG_INFINITY)));
+    let lsum = cx.b.let_("l", e::load(tile.sum, e::var(i)));
+    // A max that did not move scales by exp(0) = 1 exactly: most blocks skip the rescale (`Ne`
+    // is true on NaN, which rescales to NaN as the interpreter's row is).
+    cx.b.open_if(e::bin(K::Ne, e::var(old), e::var(mnew)));
     let sc = exp(&mut cx.b, ty, e::sub(e::var(old), e::var(mnew)));
     let scale = cx.b.let_("scale", sc);
-    let lsum = cx.b.let_("l", e::mul(e::load(tile.sum, e::var(i)), e::var(scale)));
+    cx.b.set(lsum, e::mul(e::var(lsum), e::var(scale)));
     let f1 = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
     let at = tile.acc_at(i, f1);
     cx.b.store(tile.acc, at.clone(), e::mul(e::load(tile.acc, at), e::var(scale)));
+    cx.b.close();
     cx.b.close();
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let w = exp(&mut cx.b, ty, e::sub(e::load(tile.sb, tile.srow(i, e::var(j))), e::var(mnew)));
@@ -461,7 +506,6 @@ fn softmax_block(
     cx.b.close();
     cx.b.close(); // if mnew live
     cx.b.close(); // rows
-    cx.unbind(plan.head.slot, old_m);
     Ok(())
 }
 
@@ -472,7 +516,7 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
     let pure_v = pure(site.d, plan.v, None);
     // Tile products from a full micro-tile of rows on; fewer rows (decode: one) stream `v`
     // once through the loops below instead of packing it first.
-    let tiles = tile.ty == Ty::F32 && tile.tm <= TILE_MAX_COLS && tile.tp >= TILE_MAX_ROWS;
+    let tiles = tile.ty == Ty::F32 && tile.tp >= TILE_MAX_ROWS;
     if tiles {
         cx.b.open_if(e::bin(K::Ge, e::var(tile.nt), e::i64(i64::from(TILE_MAX_ROWS))));
         accumulate_tiles(cx, site, tile, m0, nm, pure_v)?;
@@ -508,14 +552,58 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
     Ok(())
 }
 
-/// [`accumulate`] as tile products (an `f32` state): the block's values are packed into
-/// `vp[j, f] = v(m0 + j, f)` (rows of `FMAX`: any index map, gather or widening of `V` is
-/// absorbed here), then each micro-tile of rows adds `w · vp` to its accumulator rows,
-/// [`TILE_MAX_COLS`] columns of `f` at a time, the tile in registers. When `v` may fail or be
-/// absent (not `pure_v`), key `j` is packed only if some row of the tile has weight there (else
-/// its row of `vp` is 0): `v` does not read the tile index, so that is exactly where the
-/// interpreter evaluates it.
-fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var, pure_v: bool) -> Result<(), ScheduleError> {
+/// The value read in place as the `B` panel of `P·V`, when it is an `f32` read
+/// `V[.., m, .., f]` with `f` last (stride 1), the key alone in one subscript, and the other
+/// subscripts free of the key, `f` and the tile index (`V[b, h / (H / G), m, f]`), no presence:
+/// `(buffer, index of v(m0, f0), row stride)`. Then nothing is packed: the tile products read
+/// `V`'s rows where they are. Called once per key block: a subscript that may fail is checked
+/// there, which is exactly when the interpreter evaluates `v` (the block exists only if a row of
+/// the tile has a point, and no subscript reads the row or the key).
+fn direct_panel(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var) -> Result<Option<(Buf, Expr, Expr)>, ScheduleError> {
+    let (plan, node, fa, d) = (site.plan, site.node, site.f_axis(), site.d);
+    let Op::Read { tensor, subs } = &d.ops[usize::from(plan.v)] else { return Ok(None) };
+    let t = &cx.tensors[*tensor];
+    let (fslot, mslot, tslot) = (site.slots[fa], plan.head.slot, site.slots[plan.tile]);
+    let is_idx = |s: Id, slot: usize| matches!(d.ops[usize::from(s)], Op::Idx(x) if x == slot);
+    let key_axes: Vec<usize> = (0..subs.len()).filter(|&a| is_idx(subs[a], mslot)).collect();
+    let n = subs.len();
+    let others_free = (0..n.saturating_sub(1))
+        .filter(|a| !key_axes.contains(a))
+        .all(|a| [fslot, mslot, tslot].iter().all(|&slot| !uses(d.ops, subs[a], slot)));
+    // The key and `f` run over exactly `V`'s dims there (every panel element is in bounds).
+    let over = |axis: usize, name: &str| cx.ranges.contains_key(name) && cx.ranges.get(name) == t.sizes.get(axis);
+    let plain = n >= 2
+        && is_idx(subs[n - 1], fslot)
+        && key_axes.len() == 1
+        && key_axes[0] != n - 1
+        && over(key_axes[0], plan.head.name.as_str())
+        && over(n - 1, node.indices[fa].as_str())
+        && others_free
+        && t.present.is_none()
+        && t.strides.last() == Some(&e::i64(1))
+        && cx.b.elem(t.buf) == Ty::F32;
+    if !plain {
+        return Ok(None);
+    }
+    let (buf, ldb) = (t.buf, t.strides[key_axes[0]].clone());
+    let range = cx.ranges.get(plan.head.name.as_str()).cloned();
+    let old_m = cx.bind(mslot, IdxVar { var: m0, range });
+    let f0 = cx.b.let_("f0", tile.f0.clone());
+    let old_f = cx.bind(fslot, IdxVar { var: f0, range: Some(node.shape[fa].clone()) });
+    let val = cx.lower_as(d, plan.v, Ty::F32);
+    cx.unbind(fslot, old_f);
+    cx.unbind(mslot, old_m);
+    match val? {
+        Expr::Load { buf: got, index } if got == buf => Ok(Some((buf, *index, ldb))),
+        _ => Err(cx.internal("a plain read did not lower to a load")),
+    }
+}
+
+/// Packs the block's values: `vp[j, f] = v(m0 + j, f)` (rows of `FMAX`: any index map, gather
+/// or widening of `V` is absorbed here). When `v` may fail or be absent (not `pure_v`), key `j`
+/// is packed only if some row of the tile has weight there (else its row of `vp` is 0): `v`
+/// does not read the tile index, so that is exactly where the interpreter evaluates it.
+fn pack_values(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var, pure_v: bool) -> Result<Buf, ScheduleError> {
     let (plan, node, fa) = (site.plan, site.node, site.f_axis());
     let fmax = e::i64(i64::from(FMAX));
     let vp = cx.b.buf(&format!("{}.vp", node.name), Ty::F32, BufKind::Stack(tile.tm * FMAX));
@@ -546,6 +634,19 @@ fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, 
     }
     cx.b.close();
     cx.unbind(plan.head.slot, old_m);
+    Ok(vp)
+}
+
+/// [`accumulate`] as tile products (an `f32` state): the block's values as a dense panel (`V`
+/// itself where [`direct_panel`] can read it in place, else packed by [`pack_values`]), then
+/// each micro-tile of rows adds `w · panel` to its accumulator rows, [`TILE_MAX_COLS`] columns
+/// of `f` at a time, the tile in registers.
+fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var, pure_v: bool) -> Result<(), ScheduleError> {
+    let (b, b0, ldb) = match direct_panel(cx, site, tile, m0)? {
+        Some(panel) => panel,
+        None => (pack_values(cx, site, tile, m0, nm, pure_v)?, e::i64(0), e::i64(i64::from(FMAX))),
+    };
+    let fmax = e::i64(i64::from(FMAX));
     let tmx = e::i64(i64::from(tile.tm));
     let cw = e::i64(i64::from(TILE_MAX_COLS));
     row_tiles(cx, tile, |cx, r0, mrows| {
@@ -560,9 +661,9 @@ fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, 
             a: tile.sb,
             a0: e::mul(r0.clone(), tmx.clone()),
             lda: tmx.clone(),
-            b: vp,
-            b0: f0.clone(),
-            ldb: fmax.clone(),
+            b,
+            b0: e::add(b0.clone(), f0.clone()),
+            ldb: ldb.clone(),
             c: tile.acc,
             c0: e::add(e::mul(r0, fmax.clone()), f0),
             ldc: fmax.clone(),
