@@ -119,3 +119,33 @@ fn no_saturating_float_to_int_conversion_in_lib_kernels() {
         assert!(lines.is_empty(), "{}: saturating conversions in the LLVM IR:\n{}", path.display(), lines.join("\n"));
     }
 }
+
+/// The products of sdpa's attention plan keep their tiles in registers: in sdpa's AVX-512
+/// assembly every basic block holding a tile product's `k` step (a dozen or more `zmm` FMAs:
+/// the `Q·Kᵀ` and `P·V` inner loops) stores nothing to the stack.
+#[test]
+fn sdpa_product_loops_have_no_stack_stores() {
+    let target = Target::Llvm(TargetOptions { cpu: Some("x86-64-v4".to_string()), features: None, opt_level: 3 });
+    let program = tfmc_conformance::load_lib("sdpa.tfm");
+    let asm = driver::emit(&program, None, &CompileOptions::default(), &target, Stage::Asm).unwrap_or_else(|e| panic!("sdpa: {e}"));
+    let mut blocks: Vec<Vec<&str>> = vec![Vec::new()];
+    for line in asm.lines().map(str::trim) {
+        // A label (`.LBB3_7:`) starts a basic block; so does the line after a branch.
+        if line.ends_with(':') && !line.starts_with('#') {
+            blocks.push(Vec::new());
+        } else if !line.is_empty() && !line.starts_with('#') && !line.starts_with('.') {
+            let last = blocks.len() - 1;
+            blocks[last].push(line);
+            if line.starts_with('j') {
+                blocks.push(Vec::new());
+            }
+        }
+    }
+    let fma = |l: &&str| l.starts_with("vfmadd") && l.contains("zmm");
+    let product_blocks: Vec<&Vec<&str>> = blocks.iter().filter(|b| b.iter().filter(|l| fma(l)).count() >= 12).collect();
+    assert!(product_blocks.len() >= 2, "sdpa: fewer than two tile-product loops in the assembly");
+    for b in product_blocks {
+        let spills: Vec<&&str> = b.iter().filter(|l| l.starts_with("vmov") && (l.ends_with("(%rsp)") || l.ends_with("(%rbp)"))).collect();
+        assert!(spills.is_empty(), "sdpa: stack stores in a tile-product loop: {spills:?}\n{}", b.join("\n"));
+    }
+}

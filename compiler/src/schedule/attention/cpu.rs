@@ -56,14 +56,21 @@ fn dot_extent(cx: &Cx<'_>, site: &Site<'_, '_>, dot: &Dot) -> Option<Expr> {
     }
 }
 
+/// Keys per block of the pre-pass's transpose.
+const TRANSPOSE: i64 = 64;
+
 /// The packed variant's pre-pass: `Bᵀ[o, e, m] = Π b(o, e, m)` for every other-index point
-/// `o`, key `m` and contracted `e`, in a heap buffer with rows padded to `M + TM` keys.
+/// `o`, key `m` and contracted `e`, in a heap buffer with rows padded past `M` by what the
+/// products read beyond a short last block.
 fn prepass<'p>(cx: &mut Cx<'_>, site: &Site<'_, '_>, tm: u32, dot: &'p Dot, esize: Expr) -> Result<Packed<'p>, ScheduleError> {
     let node = site.node;
     let t = cx.tensors[site.slot].clone();
     let range = cx.ranges.get(site.plan.head.name.as_str()).cloned().ok_or_else(|| cx.internal("the key index has no range"))?;
     let msize = cx.size(&range)?;
-    let mp = e::var(cx.b.let_("kt.row", e::add(msize.clone(), e::i64(i64::from(tm)))));
+    // Padding past the last key: a block's products read whole 64-key chunks (`f32`), the
+    // loops of the `f64` state whole blocks.
+    let pad = if site.acc_ty() == Ty::F32 { tm.min(TILE_MAX_COLS) } else { tm };
+    let mp = e::var(cx.b.let_("kt.row", e::add(msize.clone(), e::i64(i64::from(pad)))));
     let mut shape: Vec<Expr> = site.others().iter().map(|&a| t.shape[a].clone()).collect();
     shape.push(esize.clone());
     shape.push(mp.clone());
@@ -78,11 +85,17 @@ fn prepass<'p>(cx: &mut Cx<'_>, site: &Site<'_, '_>, tm: u32, dot: &'p Dot, esiz
     let q = cx.b.open_parallel(&format!("{}.pack", node.name), n);
     let (_, saved) = cx.bind_flat(e::var(q), &node_axes(node, site.slots, &t.shape, &site.others()));
     let base = e::var(cx.b.let_("kt.base", e::mul(e::mul(e::var(q), esize.clone()), mp.clone())));
-    let m = cx.b.open_for(site.plan.head.name.as_str(), e::i64(0), msize);
-    let old_m = cx.bind(site.plan.head.slot, IdxVar { var: m, range: Some(range) });
+    // Blocks of TRANSPOSE keys, `e` outer within a block: the stores run along a row of `Bᵀ`
+    // (they vectorize), the reads stay in the block's few rows of `B`.
+    let tb = e::i64(TRANSPOSE);
+    let mb = cx.b.open_for("kt.block", e::i64(0), e::bin(K::Div, e::add(msize.clone(), e::i64(TRANSPOSE - 1)), tb.clone()));
+    let m0 = cx.b.let_("kt.m0", e::mul(e::var(mb), tb.clone()));
     let erange = cx.ranges.get(dot.head.name.as_str()).cloned();
     let ev = cx.b.open_for(dot.head.name.as_str(), e::i64(0), esize);
     let old_e = cx.bind(dot.head.slot, IdxVar { var: ev, range: erange });
+    let mm = cx.b.open_for("kt.j", e::i64(0), e::bin(K::Min, tb, e::sub(msize, e::var(m0))));
+    let m = cx.b.let_(site.plan.head.name.as_str(), e::add(e::var(m0), e::var(mm)));
+    let old_m = cx.bind(site.plan.head.slot, IdxVar { var: m, range: Some(range) });
     let mut prod = e::num(Ty::F32, 1.0);
     for &b in &dot.b {
         let x = cx.lower_as(site.d, b, Ty::F32)?;
