@@ -85,6 +85,7 @@ fn op(e: &RecExpr<Tfm>, id: Id) -> String {
     match &e[id] {
         Tfm::Sum(c) | Tfm::Max(c) | Tfm::Min(c) | Tfm::Prod(c) => format!("{} {}", e[id], name(c[0])),
         Tfm::Osm(c) => format!("osm {}", name(c[0])),
+        Tfm::OsmZ(c) => format!("osmz {}", name(c[0])),
         Tfm::URed(c) if c.len() >= 3 => format!("ured {}.{} {}", name(c[0]), name(c[1]), name(c[2])),
         Tfm::Call(c) | Tfm::Read(c) if !c.is_empty() => format!("{} {}", e[id], name(c[0])),
         n => n.to_string(),

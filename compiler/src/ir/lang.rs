@@ -13,6 +13,9 @@
 //! - `(ured R k I lo hi F b1 .. bn)`: field `k` of user reduction `R`;
 //! - `(osm I lo hi F s v)`: the fused one-pass online softmax, `Σ_I softmax_I(s) · v`, with a
 //!   running max and rescaled running sums (FuseMax's 1-pass cascade);
+//! - `(osmz I lo hi F s v c)`: the same with a sink: `Σ_I e^(s - G) · v / (e^(c - G) + Σ_I
+//!   e^(s - G))`, `G = max_I s`, `c` free of `I` (attention sinks; `c = 0` is softmax₁, "quiet
+//!   attention"): the online state's last max and sum give the denominator;
 //! - `(prev T c)`: in a scan body, the scan's own value `c` steps back.
 //!
 //! Invariant: a reduction binds `I` in `F` and `body` only (not in `lo`/`hi`); an inner binder
@@ -133,6 +136,7 @@ define_language! {
         "prod" = Prod([Id; 5]),
         "ured" = URed(Box<[Id]>),
         "osm" = Osm([Id; 6]),
+        "osmz" = OsmZ([Id; 7]),
         "prev" = Prev([Id; 2]),
         Const(Const),
         Symbol(Symbol),
@@ -140,11 +144,12 @@ define_language! {
 }
 
 impl Tfm {
-    /// For a reduction node (`sum max min prod osm`), its `[index, lo, hi, filter]` children.
+    /// For a reduction node (`sum max min prod osm osmz`), its `[index, lo, hi, filter]` children.
     pub fn reduction_head(&self) -> Option<[Id; 4]> {
         match self {
             Tfm::Sum(c) | Tfm::Max(c) | Tfm::Min(c) | Tfm::Prod(c) => Some([c[0], c[1], c[2], c[3]]),
             Tfm::Osm(c) => Some([c[0], c[1], c[2], c[3]]),
+            Tfm::OsmZ(c) => Some([c[0], c[1], c[2], c[3]]),
             Tfm::URed(c) if c.len() >= 6 => Some([c[2], c[3], c[4], c[5]]),
             _ => None,
         }

@@ -244,6 +244,11 @@ impl<'a> Cx<'a> {
                 self.reduction(&op, *i, *lo, *hi, &[*f, *body])
             }
             Tfm::Osm([i, lo, hi, f, s, v]) => self.reduction("osm", *i, *lo, *hi, &[*f, *s, *v]),
+            Tfm::OsmZ([i, lo, hi, f, s, v, c]) => {
+                // The sink is evaluated outside the reduction, as its bounds are.
+                self.value(*c)?;
+                self.reduction("osmz", *i, *lo, *hi, &[*f, *s, *v])
+            }
             Tfm::URed(ch) => {
                 self.arity("ured", ch, 7)?;
                 self.sym(ch[0], "ured", "a reduction name")?;

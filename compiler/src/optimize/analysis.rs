@@ -126,7 +126,7 @@ fn kind_of(g: &Graph, enode: &Tfm) -> Kind {
     let sym = |id: &Id| g[*id].data.symbol.map(|s| s.as_str().to_string());
     match enode {
         Tfm::Const(Const::Int(_)) | Tfm::Idx(_) | Tfm::Dim(_) => Kind::Int,
-        Tfm::Const(Const::Float(_)) | Tfm::Osm(_) => Kind::Float,
+        Tfm::Const(Const::Float(_)) | Tfm::Osm(_) | Tfm::OsmZ(_) => Kind::Float,
         Tfm::Const(Const::Bool(_)) => Kind::Bool,
         Tfm::Symbol(_) | Tfm::Param(_) | Tfm::Prev(_) | Tfm::URed(_) => Kind::Unknown,
         Tfm::Read(ch) => ch.first().and_then(sym).and_then(|t| g.analysis.tensors.get(&t).copied()).map_or(Kind::Unknown, Kind::of),

@@ -40,7 +40,7 @@ pub fn weight(n: &Tfm) -> f64 {
         Tfm::Const(_) | Tfm::Symbol(_) | Tfm::Idx(_) | Tfm::Dim(_) | Tfm::Param(_) => 0.0,
         Tfm::Read(_) | Tfm::Prev(_) => 2.0,
         Tfm::Call(_) => 4.0,
-        Tfm::Osm(_) => 6.0,
+        Tfm::Osm(_) | Tfm::OsmZ(_) => 6.0,
         _ => 1.0,
     }
 }

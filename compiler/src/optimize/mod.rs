@@ -123,20 +123,21 @@ pub struct Report {
 
 /// Optimizes `c` (which must verify); returns the optimized cascade and the report.
 ///
-/// The optimizer never raises the order of work: when the result would do more work as
-/// scheduled ([`work::estimate`] at the options' sizes) than the cascade as written, the
-/// cascade is optimized again without fusing its locals (each statement rewritten on its own)
-/// and the cheaper of the two is returned; the report says so in its stop reason.
+/// The optimizer never raises the order of work: when the result would cost more as
+/// scheduled ([`work::Estimate::cost`] at the options' sizes: flops plus the traffic of the
+/// locals it materializes) than the cascade as written, the cascade is optimized again without
+/// fusing its locals (each statement rewritten on its own) and the cheaper of the two is
+/// returned; the report says so in its stop reason.
 pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), VerifyError> {
     let (out, report) = optimize_as(c, opts, true)?;
     let sizes = sizes_for(c, opts);
-    let before = work::estimate(c, &sizes).flops;
-    let after = work::estimate(&out, &sizes).flops;
+    let before = work::estimate(c, &sizes).cost();
+    let after = work::estimate(&out, &sizes).cost();
     if after <= before * (1.0 + WORK_SLACK) {
         return Ok((out, report));
     }
     let (unfused, mut report2) = optimize_as(c, opts, false)?;
-    if work::estimate(&unfused, &sizes).flops < after {
+    if work::estimate(&unfused, &sizes).cost() < after {
         report2.stop_reason =
             format!("{}; fusing the locals would do more work ({after:.3e} > {before:.3e} as written): not fused", report2.stop_reason);
         return Ok((unfused, report2));

@@ -94,7 +94,8 @@ impl Hc {
 fn slots(n: &Tfm) -> Option<([usize; 4], std::ops::Range<usize>)> {
     match n {
         Tfm::Sum(_) | Tfm::Max(_) | Tfm::Min(_) | Tfm::Prod(_) => Some(([0, 1, 2, 3], 4..5)),
-        Tfm::Osm(_) => Some(([0, 1, 2, 3], 4..6)),
+        // An `osmz`'s sink (position 6) is outside the reduction, as its bounds are.
+        Tfm::Osm(_) | Tfm::OsmZ(_) => Some(([0, 1, 2, 3], 4..6)),
         Tfm::URed(c) if c.len() >= 7 => Some(([2, 3, 4, 5], 6..c.len())),
         _ => None,
     }
@@ -297,7 +298,7 @@ fn cannot_overflow(hc: &Hc, x: Id) -> bool {
             Tfm::Add(_) | Tfm::Sub(_) | Tfm::Mul(_) | Tfm::Neg(_) => fits(magnitude(hc, id)),
             Tfm::Call(ch) if matches!(call_name(hc, ch), Some("abs" | "neg")) => fits(magnitude(hc, id)),
             Tfm::Cast([t, _]) => !matches!(&hc.out[*t], Tfm::Symbol(s) if s.as_str() == "i32"),
-            Tfm::Sum(_) | Tfm::Prod(_) | Tfm::URed(_) | Tfm::Osm(_) => false,
+            Tfm::Sum(_) | Tfm::Prod(_) | Tfm::URed(_) | Tfm::Osm(_) | Tfm::OsmZ(_) => false,
             _ => true,
         };
         if !ok {

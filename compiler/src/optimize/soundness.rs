@@ -165,12 +165,29 @@ fn each_rule_alone_is_sound() {
         kernel contract(A: f32[P, E], B: f32[M, E], V: f32[M, F]) -> (O: f32[P, F]) {
             O[p, f] = sum[m](sum[e](A[p, e] * B[m, e]) * V[m, f])
         }
+        kernel difference(A: f32[P, M], B: f32[P, M], V: f32[M, F]) -> (O: f32[P, F]) {
+            O[p, f] = sum[m]((A[p, m] - B[p, m]) * V[m, f])
+        }
+        kernel divassoc(A: f32[N], B: f32[N], C: f32[N]) -> (O: f32[N]) {
+            O[n] = (A[n] * B[n]) / C[n]
+        }
+        kernel sinklast(S: f32[P, M], V: f32[M, F], C: f32[P]) -> (O: f32[P, F]) {
+            G[p] = max[m](S[p, m])
+            N[p, m] = exp(S[p, m] - G[p])
+            O[p, f] = sum[m](N[p, m] * V[m, f]) / (sum[m](N[p, m]) + exp(C[p] - G[p]))
+        }
+        kernel onelast(S: f32[P, M], V: f32[M, F]) -> (O: f32[P, F]) {
+            G[p] = max[m](S[p, m])
+            N[p, m] = exp(S[p, m] - G[p])
+            O[p, f] = sum[m](N[p, m] * V[m, f]) / (sum[m](N[p, m]) + exp(-G[p]))
+        }
     "#;
     let text = PROGRAMS;
     let program = crate::load_str("rules.tfm", text).expect("checks");
     let sdpa = lib("sdpa.tfm");
+    let quiet = lib("quiet.tfm");
     // (rule under test, rules it needs to reach its pattern, program, kernel)
-    let cases: [(&str, &[&str], &crate::Program, &str); 8] = [
+    let cases: [(&str, &[&str], &crate::Program, &str); 15] = [
         ("hoist-div-right", &[], &program, "hoist"),
         ("hoist-div", &[], &program, "hoist"),
         ("mul-comm", &[], &program, "contract"),
@@ -179,6 +196,13 @@ fn each_rule_alone_is_sound() {
         ("mul-into-sum", &["mul-comm"], &program, "contract"),
         ("sum-swap", &["mul-comm", "mul-into-sum"], &program, "contract"),
         ("online-softmax", &[], &sdpa, "sdpa"),
+        ("mul-over-difference", &[], &program, "difference"),
+        ("sum-of-difference", &["mul-over-difference"], &program, "difference"),
+        ("div-mul-assoc", &[], &program, "divassoc"),
+        ("online-softmax-sink", &[], &quiet, "sink_causal"),
+        ("online-softmax-sink-last", &[], &program, "sinklast"),
+        ("online-softmax-one", &[], &quiet, "softmax_one"),
+        ("online-softmax-one-last", &[], &program, "onelast"),
     ];
     for (rule, needs, prog, kernel) in cases {
         let mut opts = Options::for_program(prog);

@@ -142,7 +142,7 @@ fn work_of(program: &crate::Program, kernel: &str) -> (f64, f64) {
     let opts = Options::for_program(program);
     let (o, _) = optimize(&c, &opts).unwrap();
     let sizes = super::sizes_for(&c, &opts);
-    (super::work::estimate(&c, &sizes).flops, super::work::estimate(&o, &sizes).flops)
+    (super::work::estimate(&c, &sizes).cost(), super::work::estimate(&o, &sizes).cost())
 }
 
 /// The optimizer never raises the order of work (as scheduled): over every lib kernel and
@@ -204,4 +204,72 @@ fn repeated_reductions_are_materialized() {
     let program = lib("model.tfm");
     let (before, after) = work_of(&program, "block");
     assert!(after < before, "block: {before:.3e} -> {after:.3e}");
+}
+
+/// Attention sinks and softmax₁ (a constant or per-head term in the denominator), in the
+/// spellings users write, fuse to one pass (`osmz`) and get the tiled attention plan; a sink
+/// that reads the key cannot be one and stays unfused.
+#[test]
+fn sink_normalisers_reach_one_pass() {
+    let head = "(Q: f32[B, H, P, E], K: f32[B, H, M, E], V: f32[B, H, M, F], Sink: f32[B, H], Bias: f32[M]) -> (O: f32[B, H, P, F])";
+    let body = |d: &str| {
+        format!(
+            "kernel k{head} {{
+            S[b, h, p, m] = sum[e](Q[b, h, p, e] * K[b, h, m, e]) * rsqrt(E)
+            G[b, h, p] = max[m](S[b, h, p, m])
+            N[b, h, p, m] = exp(S[b, h, p, m] - G[b, h, p])
+            D[b, h, p] = {d}
+            O[b, h, p, f] = sum[m](N[b, h, p, m] * V[b, h, m, f]) / D[b, h, p]
+        }}"
+        )
+    };
+    let fused = [
+        "exp(Sink[b, h] - G[b, h, p]) + sum[m](N[b, h, p, m])",
+        "sum[m](N[b, h, p, m]) + exp(Sink[b, h] - G[b, h, p])",
+        "exp(-G[b, h, p]) + sum[m](N[b, h, p, m])",
+        "sum[m](N[b, h, p, m]) + exp(-G[b, h, p])",
+        "exp(0.5 * Sink[b, h] - G[b, h, p]) + sum[m](N[b, h, p, m])",
+    ];
+    for d in fused {
+        let program = crate::testing::load(&body(d));
+        let c = lower(&program, "k").expect("lowers");
+        let (o, r) = optimize(&c, &Options::for_program(&program)).expect("optimizes");
+        assert!(output_text(&o).starts_with("(osmz m "), "{d}: not fused:\n{}", print_cascade(&o));
+        assert_eq!(r.passes_after.get("m"), Some(&1), "{d}: {r:?}");
+        let s = crate::schedule::schedule(&program, &o, &crate::schedule::ScheduleOptions::default()).expect("schedules");
+        assert!(s.plan.iter().any(|p| p.starts_with("O: tiled attention")), "{d}: {:?}", s.plan);
+    }
+    // A denominator that is not the weights' sum (`Σ N · Bias`) is no sink form: kept as written.
+    let program = crate::testing::load(&body("exp(Bias[0] - G[b, h, p]) + sum[m](N[b, h, p, m] * Bias[m])"));
+    let c = lower(&program, "k").expect("lowers");
+    let (o, _) = optimize(&c, &Options::for_program(&program)).expect("optimizes");
+    assert!(!output_text(&o).contains("osmz"), "{}", print_cascade(&o));
+}
+
+/// Differential attention (two softmaxes over the same keys, their difference applied to V),
+/// as lib/ writes it and as a user might (the difference outside the sums), reaches two
+/// one-pass online softmaxes: the P × M score tensors are not materialized.
+#[test]
+fn differential_attention_reaches_two_online_softmaxes() {
+    let (c, r) = opt("diff.tfm", "diff_attention");
+    let text = output_text(&c);
+    assert_eq!(text.matches("(osm m ").count(), 2, "{}", print_cascade(&c));
+    assert_eq!(r.passes_after.get("m"), Some(&1), "{r:?}");
+    assert!(c.graph.node_weights().all(|n| n.indices.len() < 4 || n.name == "O"), "{}", print_cascade(&c));
+    let user = crate::testing::load(
+        "kernel d(Q1: f32[B, H, P, E], Q2: f32[B, H, P, E], K1: f32[B, H, M, E], K2: f32[B, H, M, E], V: f32[B, H, M, F], L: f32[H])
+            -> (O: f32[B, H, P, F]) {
+            S1[b, h, p, m] = sum[e](Q1[b, h, p, e] * K1[b, h, m, e])
+            S2[b, h, p, m] = sum[e](Q2[b, h, p, e] * K2[b, h, m, e])
+            G1[b, h, p] = max[m](S1[b, h, p, m])
+            G2[b, h, p] = max[m](S2[b, h, p, m])
+            A1[b, h, p, m] = exp(S1[b, h, p, m] - G1[b, h, p])
+            A2[b, h, p, m] = exp(S2[b, h, p, m] - G2[b, h, p])
+            O[b, h, p, f] = sum[m](A1[b, h, p, m] * V[b, h, m, f]) / sum[m](A1[b, h, p, m])
+                - L[h] * (sum[m](A2[b, h, p, m] * V[b, h, m, f]) / sum[m](A2[b, h, p, m]))
+        }",
+    );
+    let c = lower(&user, "d").expect("lowers");
+    let (o, _) = optimize(&c, &Options::for_program(&user)).expect("optimizes");
+    assert_eq!(output_text(&o).matches("(osm m ").count(), 2, "{}", print_cascade(&o));
 }

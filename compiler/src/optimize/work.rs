@@ -22,6 +22,22 @@ pub struct Estimate {
     /// Bytes read from and written to tensors, each element touched counted once (the
     /// traffic with perfect reuse in cache).
     pub bytes: f64,
+    /// Bytes of the local tensors the cascade materializes (each written once and read back:
+    /// memory traffic the fused form does not have).
+    pub local_bytes: f64,
+}
+
+/// What one byte of a materialized local costs, in flops: an element is written to memory
+/// and read back, a few times the cost of an arithmetic operation on it (this machine class
+/// does about 7 flops per byte of read bandwidth; this is deliberately lower).
+const LOCAL_BYTE_FLOPS: f64 = 4.0;
+
+impl Estimate {
+    /// The cost the optimizer compares (its guard, `optimized_work_never_exceeds_the_written_work`):
+    /// the flops plus the materialized locals' traffic (written and read back), in flops.
+    pub fn cost(&self) -> f64 {
+        self.flops + 2.0 * LOCAL_BYTE_FLOPS * self.local_bytes
+    }
 }
 
 /// Estimates `c`'s work with `sizes`, as the schedule runs it.
@@ -46,6 +62,9 @@ pub fn estimate(c: &Cascade, sizes: &Sizes) -> Estimate {
         if !matches!(n.role, Role::Input(_)) {
             est.bytes += lhs * bytes_of(n.dtype);
         }
+        if matches!(n.role, Role::Local) {
+            est.local_bytes += lhs * bytes_of(n.dtype);
+        }
     }
     est
 }
@@ -54,7 +73,7 @@ pub fn estimate(c: &Cascade, sizes: &Sizes) -> Estimate {
 /// that reads an index the other does not: the output column).
 pub(super) fn weight_and_value(e: &RecExpr<Tfm>, free: &[BTreeSet<String>], id: Id) -> Option<(Id, Id)> {
     match &e[id] {
-        Tfm::Osm([_, _, _, _, s, v]) => Some((*s, *v)),
+        Tfm::Osm([_, _, _, _, s, v]) | Tfm::OsmZ([_, _, _, _, s, v, _]) => Some((*s, *v)),
         Tfm::Sum([_, _, _, _, body]) => match &e[*body] {
             Tfm::Mul([a, b]) => {
                 let (fa, fb) = (&free[usize::from(*a)], &free[usize::from(*b)]);
@@ -190,7 +209,7 @@ impl Walk<'_> {
     fn planned(&self, id: Id, inner: &str) -> bool {
         let uses = |x: Id| self.free[usize::from(x)].contains(inner);
         match &self.e[id] {
-            Tfm::Osm([_, lo, hi, f, s, _]) => !uses(*lo) && !uses(*hi) && !uses(*f) && !uses(*s),
+            Tfm::Osm([_, lo, hi, f, s, _]) | Tfm::OsmZ([_, lo, hi, f, s, _, _]) => !uses(*lo) && !uses(*hi) && !uses(*f) && !uses(*s),
             Tfm::Sum([_, lo, hi, f, body]) => {
                 !uses(*lo) && !uses(*hi) && !uses(*f) && matches!(&self.e[*body], Tfm::Mul([a, b]) if uses(*a) != uses(*b))
             }
@@ -328,7 +347,7 @@ impl Walk<'_> {
             Tfm::Const(_) | Tfm::Symbol(_) | Tfm::Idx(_) | Tfm::Dim(_) | Tfm::Param(_) | Tfm::Prev(_) => {}
             // The accumulate `acc += w · v` per (row, key, column), plus the weight
             // `exp(s - max)` and the running max per (row, key) (the rescale is per block).
-            Tfm::Osm([_, _, _, _, s, _]) => {
+            Tfm::Osm([_, _, _, _, s, _]) | Tfm::OsmZ([_, _, _, _, s, _, _]) => {
                 let per_key = self.count(*s, &osm_ctx).0;
                 est.flops += 2.0 * pts_here + 4.0 * per_key;
             }

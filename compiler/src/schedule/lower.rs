@@ -322,7 +322,7 @@ impl Cx<'_> {
             }
             Op::Reduce { op, d: dt, head, body } => self.reduce(d, op, dt, &head, body),
             Op::URed { red, field, identity, head, bodies } => self.ured(d, red, field, &identity, &head, &bodies),
-            Op::Osm { head, s, v } => self.osm(d, ty, &head, s, v),
+            Op::Osm { head, s, v, sink } => self.osm(d, ty, &head, s, v, sink),
             Op::Prev { back } => self.prev(back, ty),
         }
     }

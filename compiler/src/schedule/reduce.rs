@@ -156,9 +156,18 @@ impl Cx<'_> {
     }
 
     /// The one-pass online softmax `Σ_I softmax_I(s) · v`, point by point (as the
-    /// interpreter: a row whose points all have `-inf` logits is NaN, no point gives 0).
-    pub(super) fn osm(&mut self, d: Def<'_>, ty: Ty, head: &Head, s: Id, v: Id) -> Result<Expr, ScheduleError> {
+    /// interpreter: a row whose points all have `-inf` logits is NaN, no point gives 0); with
+    /// a `sink` (`osmz`) the denominator is `sum + exp(sink - max)`.
+    pub(super) fn osm(&mut self, d: Def<'_>, ty: Ty, head: &Head, s: Id, v: Id, sink: Option<Id>) -> Result<Expr, ScheduleError> {
         let c = |x: f64| e::num(ty, x);
+        // The sink first, outside the loop (as the IR evaluator does).
+        let sink = match sink {
+            Some(x) => {
+                let x = self.lower_as(d, x, ty)?;
+                Some(self.b.let_("osm.sink", x))
+            }
+            None => None,
+        };
         let mx = self.b.let_("osm.max", c(f64::NEG_INFINITY));
         let l = self.b.let_("osm.sum", c(0.0));
         let o = self.b.let_("osm.acc", c(0.0));
@@ -185,6 +194,13 @@ impl Cx<'_> {
         self.close_head(head, old);
         self.subst.truncate(hoisted);
         let all_neg_inf = e::bin(K::And, e::var(any), e::bin(K::Eq, e::var(mx), c(f64::NEG_INFINITY)));
-        Ok(e::select(all_neg_inf, c(f64::NAN), fdiv(ty, e::var(o), e::var(l))))
+        let den = match sink {
+            Some(x) => {
+                let ex = exp(&mut self.b, ty, e::sub(e::var(x), e::var(mx)));
+                e::add(e::var(l), ex)
+            }
+            None => e::var(l),
+        };
+        Ok(e::select(all_neg_inf, c(f64::NAN), fdiv(ty, e::var(o), den)))
     }
 }

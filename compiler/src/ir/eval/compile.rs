@@ -141,7 +141,8 @@ pub(crate) enum Op {
         /// One lifted value per field.
         bodies: Box<[Id]>,
     },
-    /// The one-pass online softmax `Σ softmax(s) · v`.
+    /// The one-pass online softmax `Σ softmax(s) · v`, or with a sink `c` (`osmz`): the
+    /// denominator gets `exp(c - max)` (see `ir::lang`).
     Osm {
         /// Index, bounds, filter.
         head: Head,
@@ -149,6 +150,8 @@ pub(crate) enum Op {
         s: Id,
         /// Value.
         v: Id,
+        /// The sink's logit, evaluated outside the reduction (`osmz`).
+        sink: Option<Id>,
     },
     /// The running scan's own value `back` steps back.
     Prev {
@@ -353,7 +356,12 @@ impl Cx<'_> {
             Tfm::Osm(c) => {
                 let t = self.join(c[4], c[5]);
                 let d = if t.dtype.is_float() { t.dtype } else { DType::F32 };
-                (Op::Osm { head: self.head(c, scope)?, s: c[4], v: c[5] }, strong(d))
+                (Op::Osm { head: self.head(c, scope)?, s: c[4], v: c[5], sink: None }, strong(d))
+            }
+            Tfm::OsmZ(c) => {
+                let t = self.join(c[4], c[5]);
+                let d = if t.dtype.is_float() { t.dtype } else { DType::F32 };
+                (Op::Osm { head: self.head(c, scope)?, s: c[4], v: c[5], sink: Some(c[6]) }, strong(d))
             }
             Tfm::Prev([t, c]) => {
                 let name = self.sym(*t, "`prev`'s tensor")?;
@@ -431,6 +439,6 @@ pub(crate) fn children(op: &Op) -> Vec<Id> {
         Op::Where { filter, x } => vec![*filter, *x],
         Op::Reduce { head, body, .. } => vec![head.lo, head.hi, head.filter, *body],
         Op::URed { head, bodies, .. } => [head.lo, head.hi, head.filter].into_iter().chain(bodies.iter().copied()).collect(),
-        Op::Osm { head, s, v } => vec![head.lo, head.hi, head.filter, *s, *v],
+        Op::Osm { head, s, v, sink } => [head.lo, head.hi, head.filter, *s, *v].into_iter().chain(*sink).collect(),
     }
 }

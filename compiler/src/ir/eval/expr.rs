@@ -222,7 +222,7 @@ impl Eval<'_> {
         let value = match &ops[i] {
             Op::Reduce { op, d, head, body } => self.reduce(ops, *op, *d, head, *body, env),
             Op::URed { red, field, identity, head, bodies } => self.ured(ops, *red, *field, identity, head, bodies, env),
-            Op::Osm { head, s, v } => self.osm(ops, head, *s, *v, env),
+            Op::Osm { head, s, v, sink } => self.osm(ops, head, *s, *v, *sink, env),
             _ => return Err(self.internal("a memoized op that is not a reduction")),
         };
         if let Some(k) = key
@@ -328,7 +328,13 @@ impl Eval<'_> {
     /// max is still `-inf` the scale is 1 and a point adds nothing; the result is `o / l` with
     /// `0 / 0 = 0` (no point: 0). To be an exact rewrite of the naive cascade, a row whose
     /// points all have `-inf` logits is NaN, as `exp(-inf - max) = exp(-inf + inf)` is there.
-    fn osm(&self, ops: &[Op], head: &Head, s: Id, v: Id, env: &mut Env) -> Result<Scalar, Flow> {
+    /// With a sink `c` (`osmz`, evaluated before the points, outside the reduction) the
+    /// denominator is `l + exp(c - max)`, the written `exp(c - G) + Σ exp(s - G)`.
+    fn osm(&self, ops: &[Op], head: &Head, s: Id, v: Id, sink: Option<Id>, env: &mut Env) -> Result<Scalar, Flow> {
+        let c = match sink {
+            Some(c) => Some(self.eval(ops, c, env)?.as_f64()),
+            None => None,
+        };
         let (mut mx, mut l, mut o) = (f64::NEG_INFINITY, 0.0f64, 0.0f64);
         let mut any = false;
         self.each(ops, head, env, |env| {
@@ -353,6 +359,10 @@ impl Eval<'_> {
         if any && mx == f64::NEG_INFINITY {
             return Ok(Scalar::F(f64::NAN));
         }
+        let l = match c {
+            Some(c) => l + (c - mx).exp(),
+            None => l,
+        };
         Ok(Scalar::F(ops::fdiv(o, l)))
     }
 

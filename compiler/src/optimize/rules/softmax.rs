@@ -1,5 +1,6 @@
 //! Softmax: normalization hoisting and the online-softmax derivation (FuseMax's 1-pass
-//! cascade; Lean Attention's associative (m, l, o) combine). The pattern is the *shape* of
+//! cascade; Lean Attention's associative (m, l, o) combine), also with a sink term in the
+//! denominator (`osmz`: attention sinks, softmax₁). The pattern is the *shape* of
 //! the cascade — any logits `s` (ALiBi bias, softcap, L2 distance, GQA reads), any filter `F`
 //! and bounds, any values `v` — not a template for one kernel.
 
@@ -22,5 +23,33 @@ pub fn rules() -> Vec<Rewrite<Tfm, FreeIndices>> {
             "(/ (sum ?i ?lo ?hi ?f (* (call exp (- ?s (max ?i ?lo ?hi ?f ?s))) ?v))
                 (sum ?i ?lo ?hi ?f (call exp (- ?s (max ?i ?lo ?hi ?f ?s)))))"
             => "(osm ?i ?lo ?hi ?f ?s ?v)"),
+        // With a sink in the denominator (attention sinks; softmax₁'s `exp(-max)`): the same
+        // one pass, the sink added to the row's sum at the end     when c is a float free of
+        // i that can neither fail nor be absent. Both orders of the `+`.
+        rewrite!("online-softmax-sink";
+            "(/ (sum ?i ?lo ?hi ?f (* (call exp (- ?s (max ?i ?lo ?hi ?f ?s))) ?v))
+                (+ (call exp (- ?c (max ?i ?lo ?hi ?f ?s))) (sum ?i ?lo ?hi ?f (call exp (- ?s (max ?i ?lo ?hi ?f ?s))))))"
+            => "(osmz ?i ?lo ?hi ?f ?s ?v ?c)"
+            if sink()),
+        rewrite!("online-softmax-sink-last";
+            "(/ (sum ?i ?lo ?hi ?f (* (call exp (- ?s (max ?i ?lo ?hi ?f ?s))) ?v))
+                (+ (sum ?i ?lo ?hi ?f (call exp (- ?s (max ?i ?lo ?hi ?f ?s)))) (call exp (- ?c (max ?i ?lo ?hi ?f ?s)))))"
+            => "(osmz ?i ?lo ?hi ?f ?s ?v ?c)"
+            if sink()),
+        // softmax₁ written with `exp(-max)`: a sink of 0.
+        rewrite!("online-softmax-one";
+            "(/ (sum ?i ?lo ?hi ?f (* (call exp (- ?s (max ?i ?lo ?hi ?f ?s))) ?v))
+                (+ (call exp (neg (max ?i ?lo ?hi ?f ?s))) (sum ?i ?lo ?hi ?f (call exp (- ?s (max ?i ?lo ?hi ?f ?s))))))"
+            => "(osmz ?i ?lo ?hi ?f ?s ?v 0.0)"),
+        rewrite!("online-softmax-one-last";
+            "(/ (sum ?i ?lo ?hi ?f (* (call exp (- ?s (max ?i ?lo ?hi ?f ?s))) ?v))
+                (+ (sum ?i ?lo ?hi ?f (call exp (- ?s (max ?i ?lo ?hi ?f ?s)))) (call exp (neg (max ?i ?lo ?hi ?f ?s)))))"
+            => "(osmz ?i ?lo ?hi ?f ?s ?v 0.0)"),
     ]
+}
+
+/// A sink term `c` the rows' write evaluates once: a float free of the reduced index `?i` that
+/// can neither fail nor be absent.
+fn sink() -> impl Fn(&mut crate::optimize::Graph, egg::Id, &egg::Subst) -> bool {
+    both(both(not_free("?i", &["?c"]), total("?c")), both(float("?c"), safe(&["?c"])))
 }

@@ -39,6 +39,9 @@ pub(in super::super) struct Plan {
     /// The logit can be evaluated at masked points without any effect (no failure, no
     /// absence), so the mask can be a select instead of a branch.
     pub pure_logit: bool,
+    /// An `osmz`'s sink logit `c` (pure, free of the key and the output column): the row's
+    /// denominator is `sum + exp(c - max)`.
+    pub sink: Option<Id>,
 }
 
 /// `Σ_e Π a_k · Π b_k` inside the logit: `a` factors free of the key index, `b` factors
@@ -66,7 +69,8 @@ pub(super) fn uses(ops: &[Op], id: Id, slot: usize) -> bool {
                 Op::Idx(s) => *s == slot,
                 Op::Reduce { head: h, body, .. } => head(h, &[*body]),
                 Op::URed { head: h, bodies, .. } => head(h, bodies),
-                Op::Osm { head: h, s, v } => head(h, &[*s, *v]),
+                // An osmz's sink is outside the reduction, as its bounds are.
+                Op::Osm { head: h, s, v, sink } => head(h, &[*s, *v]) || sink.is_some_and(at),
                 op => children(op).into_iter().any(at),
             }
         };
@@ -199,8 +203,18 @@ pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d:
         op => op,
     };
     let f = *slots.last()?;
+    let mut sink = None;
     let (head, norm, s, v) = match root.clone() {
-        Op::Osm { head, s, v } => (head, Norm::Softmax, s, v),
+        Op::Osm { head, s, v, sink: c } => {
+            // A sink the rows' write can evaluate: it neither fails nor reads the column.
+            if let Some(c) = c {
+                if !pure(d, c, None) || uses(d.ops, c, f) {
+                    return None;
+                }
+                sink = Some(c);
+            }
+            (head, Norm::Softmax, s, v)
+        }
         Op::Reduce { op: ReduceOp::Sum, d: dt, head, body } if dt.is_float() => {
             // `Σ_m w · v` with the weight `w` free of the output column and `v` reading it.
             let Op::Binary { op: BinOp::Mul, a, b, .. } = d.ops[usize::from(body)] else { return None };
@@ -228,5 +242,5 @@ pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d:
     let dot = find_dot(d, s, head.slot, slots[tile], f);
     let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
     let pure_logit = unfiltered && pure(d, s, dot.as_ref().map(|x| x.id));
-    Some(Plan { head, norm, s, v, tile, dot, pure_logit })
+    Some(Plan { head, norm, s, v, tile, dot, pure_logit, sink })
 }

@@ -687,14 +687,20 @@ fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, 
     Ok(())
 }
 
-/// The rows' outputs: `acc / sum`, NaN for a row whose every point's logit was -inf.
+/// The rows' outputs: `acc / sum` (with a sink `c`: `acc / (sum + exp(c - max))`), NaN for a
+/// row whose every point's logit was -inf.
 fn write_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &mut Tile) -> Result<(), ScheduleError> {
     let (ta, fa) = (site.plan.tile, site.f_axis());
-    let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
+    let (i, old_t) = tile.open_rows(cx, site);
     tile.idx[ta] = Some(e::add(e::var(tile.t0), e::var(i)));
     let (nan, lrow) = if site.plan.norm == Norm::Softmax {
         let nan = e::bin(K::And, e::load(tile.any, e::var(i)), e::bin(K::Eq, e::load(tile.mx, e::var(i)), tile.c(f64::NEG_INFINITY)));
-        (cx.b.let_("all_neg_inf", nan), cx.b.let_("l", e::load(tile.sum, e::var(i))))
+        let mut l = e::load(tile.sum, e::var(i));
+        if let Some(c) = site.plan.sink {
+            let c = cx.lower_as(site.d, c, tile.ty)?;
+            l = e::add(l, exp(&mut cx.b, tile.ty, e::sub(c, e::load(tile.mx, e::var(i)))));
+        }
+        (cx.b.let_("all_neg_inf", nan), cx.b.let_("l", l))
     } else {
         // A plain sum: the accumulator is the output (`acc / 1`, never NaN by the rule).
         (cx.b.let_("all_neg_inf", e::bool(false)), cx.b.let_("l", tile.c(1.0)))
@@ -702,5 +708,7 @@ fn write_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &mut Tile) -> Result<(
     let f3 = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
     tile.idx[fa] = Some(e::add(tile.f0.clone(), e::var(f3)));
     let num = e::load(tile.acc, tile.acc_at(i, f3));
-    super::site::store_output(cx, site, &tile.idx, tile.ty, RowValue { num, den: e::var(lrow), nan }, "attention plan")
+    super::site::store_output(cx, site, &tile.idx, tile.ty, RowValue { num, den: e::var(lrow), nan }, "attention plan")?;
+    cx.unbind(site.slots[ta], old_t);
+    Ok(())
 }
