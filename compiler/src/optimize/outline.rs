@@ -102,7 +102,7 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
     }
     g.rebuild();
     let free = free_sets(e);
-    let walk = Walk { e, sizes, c, free: &free, packed: Default::default(), in_weight: Default::default() };
+    let walk = Walk { e, sizes, c, free: &free, indices: &node.indices, packed: Default::default(), in_weight: Default::default() };
     let (ctx, inner) = node_loops(node, false, sizes);
     let mut found: Option<Id> = None;
     let mut est = Estimate::default();

@@ -56,7 +56,7 @@ pub fn estimate(c: &Cascade, sizes: &Sizes) -> Estimate {
             let root = Id::from(e.as_ref().len() - 1);
             let free = free_sets(e);
             let mut seen = BTreeSet::new();
-            let w = Walk { e, sizes, c, free: &free, packed: Default::default(), in_weight: Default::default() };
+            let w = Walk { e, sizes, c, free: &free, indices: &n.indices, packed: Default::default(), in_weight: Default::default() };
             w.walk(root, &ctx, inner.as_deref(), &mut est, &mut seen);
         }
         if !matches!(n.role, Role::Input(_)) {
@@ -155,6 +155,9 @@ pub(super) struct Walk<'a> {
     pub sizes: &'a Sizes,
     pub c: &'a Cascade,
     pub free: &'a [BTreeSet<String>],
+    /// The node's indices (a tiled plan needs one besides the column that the value does not
+    /// read: its rows).
+    pub indices: &'a [String],
     /// Subterms the tiled plans compute from packed panels (filled by the walk).
     pub packed: std::cell::RefCell<BTreeSet<Id>>,
     /// Every subterm of a planned reduction's logit (weight), with the reduction's key index
@@ -204,14 +207,21 @@ impl Walk<'_> {
 
     /// True if the reduction `id` is one the tiled plans take with the node's inner index
     /// `inner` as the output column (an `osm`, or a sum of `w · v` with `w` free of it, bounds
-    /// and filter too): they evaluate the logit or weight once per (row, key), the column
-    /// innermost.
+    /// and filter too) and a row index (a node index besides the column that the value does
+    /// not read, as `schedule::attention::analysis` requires): they evaluate the logit or
+    /// weight once per (row, key), the column innermost.
     fn planned(&self, id: Id, inner: &str) -> bool {
         let uses = |x: Id| self.free[usize::from(x)].contains(inner);
+        let has_rows = |v: Id| self.indices.iter().any(|i| i != inner && !self.free[usize::from(v)].contains(i));
         match &self.e[id] {
-            Tfm::Osm([_, lo, hi, f, s, _]) | Tfm::OsmZ([_, lo, hi, f, s, _, _]) => !uses(*lo) && !uses(*hi) && !uses(*f) && !uses(*s),
+            Tfm::Osm([_, lo, hi, f, s, v]) | Tfm::OsmZ([_, lo, hi, f, s, v, _]) => {
+                !uses(*lo) && !uses(*hi) && !uses(*f) && !uses(*s) && has_rows(*v)
+            }
             Tfm::Sum([_, lo, hi, f, body]) => {
-                !uses(*lo) && !uses(*hi) && !uses(*f) && matches!(&self.e[*body], Tfm::Mul([a, b]) if uses(*a) != uses(*b))
+                !uses(*lo)
+                    && !uses(*hi)
+                    && !uses(*f)
+                    && matches!(&self.e[*body], Tfm::Mul([a, b]) if uses(*a) != uses(*b) && has_rows(if uses(*a) { *a } else { *b }))
             }
             _ => false,
         }

@@ -30,9 +30,5 @@ pub fn rules() -> Vec<Rewrite<Tfm, FreeIndices>> {
         // (a - b) * v => a * v - b * v              floats
         rewrite!("mul-over-difference"; "(* (- ?a ?b) ?v)" => "(- (* ?a ?v) (* ?b ?v))"
             if both(both(float("?a"), float("?b")), float("?v"))),
-        // (a * b) / d => a * (b / d)                floats, a never absent and safe (a weight's
-        //                                           constant factor meets the softmax's division)
-        rewrite!("div-mul-assoc"; "(/ (* ?a ?b) ?d)" => "(* ?a (/ ?b ?d))"
-            if both(both(float("?a"), float("?b")), both(total("?a"), safe(&["?a"])))),
     ]
 }

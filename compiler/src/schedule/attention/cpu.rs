@@ -695,11 +695,7 @@ fn write_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &mut Tile) -> Result<(
     tile.idx[ta] = Some(e::add(e::var(tile.t0), e::var(i)));
     let (nan, lrow) = if site.plan.norm == Norm::Softmax {
         let nan = e::bin(K::And, e::load(tile.any, e::var(i)), e::bin(K::Eq, e::load(tile.mx, e::var(i)), tile.c(f64::NEG_INFINITY)));
-        let mut l = e::load(tile.sum, e::var(i));
-        if let Some(c) = site.plan.sink {
-            let c = cx.lower_as(site.d, c, tile.ty)?;
-            l = e::add(l, exp(&mut cx.b, tile.ty, e::sub(c, e::load(tile.mx, e::var(i)))));
-        }
+        let l = super::site::softmax_den(cx, site, tile.ty, e::load(tile.sum, e::var(i)), e::load(tile.mx, e::var(i)))?;
         (cx.b.let_("all_neg_inf", nan), cx.b.let_("l", l))
     } else {
         // A plain sum: the accumulator is the output (`acc / 1`, never NaN by the rule).

@@ -379,7 +379,8 @@ fn finish_row(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &mut Thread, split: &Spl
     let (nan, den) = match site.plan.norm {
         Norm::Softmax => {
             let nan = e::bin(K::And, e::var(th.any), e::bin(K::Eq, e::var(th.mx), th.c(f64::NEG_INFINITY)));
-            (cx.b.let_("all_neg_inf", nan), e::var(th.sum))
+            let den = super::site::softmax_den(cx, site, th.ty, e::var(th.sum), e::var(th.mx))?;
+            (cx.b.let_("all_neg_inf", nan), den)
         }
         // A plain sum: the accumulator is the output.
         Norm::Sum => (cx.b.let_("all_neg_inf", e::bool(false)), th.c(1.0)),

@@ -54,10 +54,8 @@ use super::{ScheduleError, ScheduleOptions, Target};
 pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bool {
     match opts.target {
         Target::Cpu => true,
-        // The GPU plans have no sink term yet (the generic plan runs an `osmz`).
         Target::Gpu { .. } => {
-            plan.sink.is_none()
-                && plan.pure_logit
+            plan.pure_logit
                 && analysis::pure(d, plan.v, None)
                 && analysis::only_dot_reduces(d, plan.s, plan.dot.as_ref().map(|x| x.id))
                 // The dot product's factors are read inside the block parallel too.

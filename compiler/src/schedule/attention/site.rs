@@ -52,6 +52,15 @@ impl Site<'_, '_> {
     }
 }
 
+/// A softmax row's denominator: its sum of weights, plus `exp(c - max)` for an `osmz`'s sink
+/// `c` (lowered here, with the row's indices bound: the sink reads neither the key nor the
+/// output column).
+pub(super) fn softmax_den(cx: &mut Cx<'_>, site: &Site<'_, '_>, ty: Ty, sum: Expr, max: Expr) -> Result<Expr, ScheduleError> {
+    let Some(c) = site.plan.sink else { return Ok(sum) };
+    let c = cx.lower_as(site.d, c, ty)?;
+    Ok(e::add(sum, super::super::arith::exp(&mut cx.b, ty, e::sub(c, max))))
+}
+
 /// A softmax row's output element before the division: `num / den`, NaN where `nan`.
 pub(super) struct RowValue {
     /// The accumulated weighted value.

@@ -150,6 +150,7 @@ impl Split {
             idx[a] = Some(v);
         }
         idx[ta] = Some(e::var(row));
+        let old_t = cx.bind(slots[ta], crate::schedule::lower::IdxVar { var: row, range: Some(node.shape[ta].clone()) });
         let scales = cx.b.buf(&format!("{}.split_scale", node.name), ty, BufKind::Stack(SPLIT_MAX));
         let gmax = cx.b.let_("gmax", c(f64::NEG_INFINITY));
         let any = cx.b.let_("any", e::bool(false));
@@ -174,8 +175,10 @@ impl Split {
         let a = e::load(self.part, self.acc_at(e::var(r), e::var(s), e::var(f)));
         cx.b.set(o, e::acc(K::Add, e::var(o), e::mul(e::load(scales, e::var(s)), a)));
         cx.b.close();
-        super::site::store_output(cx, site, &idx, ty, RowValue { num: e::var(o), den: e::var(sum), nan }, "split-K combine")?;
+        let den = super::site::softmax_den(cx, site, ty, e::var(sum), e::var(gmax))?;
+        super::site::store_output(cx, site, &idx, ty, RowValue { num: e::var(o), den, nan }, "split-K combine")?;
         cx.b.close_to(mark);
+        cx.unbind(slots[ta], old_t);
         cx.restore(saved);
         Ok(())
     }

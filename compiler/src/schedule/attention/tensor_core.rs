@@ -53,7 +53,8 @@ const TK: i64 = 16;
 /// exact in the format), and the node computes in f32 (an f64 node keeps f64 math: the CUDA-core
 /// plan).
 pub(super) fn kind(plan: &Plan, d: Def<'_>, node: &Node) -> Option<MmaKind> {
-    if vty(node.dtype) == Ty::F64 || plan.norm != super::analysis::Norm::Softmax {
+    // No sink term on tensor cores (an `osmz` runs on the CUDA-core plan).
+    if vty(node.dtype) == Ty::F64 || plan.norm != super::analysis::Norm::Softmax || plan.sink.is_some() {
         return None;
     }
     let dot = plan.dot.as_ref()?;
