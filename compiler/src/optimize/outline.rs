@@ -6,7 +6,9 @@
 //! indices it reads, computed once per point of them, and its place in the term reads it.
 //!
 //! Which: a float reduction the work model ([`super::work`]) counts at least
-//! [`MIN_REPEAT`] times as often as it has points (or one inside a tiled plan's logit that
+//! [`MIN_REPEAT`] times as often as it has points (a transcendental call — `elu`, `exp`,
+//! `sigmoid`, … — at least [`MIN_REPEAT_CALL`] times: a feature map inside a sum over the
+//! output column, or inside a prefix scan's body over it) (or one inside a tiled plan's logit that
 //! does not read the key: a row's `max` or normaliser — one value per row, and the logit left
 //! is the dot product the plan packs), that is always present (no `where`, no read
 //! of a tensor that may miss points) and safe (it cannot fail wherever it is evaluated: reads
@@ -33,6 +35,16 @@ use std::collections::BTreeSet;
 /// A reduction evaluated at least this many times per point of its own indices is
 /// materialized.
 pub const MIN_REPEAT: f64 = 2.0;
+
+/// A transcendental call ([`TRANSCENDENTAL`]) evaluated at least this many times per point
+/// of its own indices is materialized too (a feature map `elu(K) + 1` inside a sum over the
+/// output column): an element written and read back costs a few evaluations, so the bar is
+/// higher than a reduction's.
+pub const MIN_REPEAT_CALL: f64 = 8.0;
+
+/// The functions whose evaluation costs tens of instructions (inline polynomial or libm).
+const TRANSCENDENTAL: &[&str] =
+    &["exp", "exp2", "log", "log2", "log1p", "tanh", "sigmoid", "gelu", "elu", "silu", "softplus", "erf", "sin", "cos", "pow", "atan2"];
 
 /// The most reductions one cascade gets materialized (each pass looks at the new node again).
 pub const MAX_OUTLINED: usize = 64;
@@ -112,7 +124,8 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
         if found.is_some() {
             return true;
         }
-        if id == root || e[id].reduction_head().is_none() {
+        let call = matches!(&e[id], Tfm::Call(ch) if matches!(&e[ch[0]], Tfm::Symbol(s) if TRANSCENDENTAL.contains(&s.as_str())));
+        if id == root || (e[id].reduction_head().is_none() && !call) {
             return false;
         }
         let facts = &g[g.find(class[usize::from(id)])].data;
@@ -121,7 +134,8 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
         // A row's reduction inside a tiled plan's logit (a `max` or a normaliser over the keys,
         // not the dot product): one value per row, so the logit is a packable dot product.
         let row_term = walk.in_weight.borrow().get(&id).is_some_and(|key| !free[usize::from(id)].contains(key));
-        if ok && (count >= MIN_REPEAT * points || row_term) {
+        let repeat = if call { MIN_REPEAT_CALL } else { MIN_REPEAT };
+        if ok && (count >= repeat * points || (row_term && !call)) {
             found = Some(id);
             return true;
         }

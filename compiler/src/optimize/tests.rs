@@ -273,3 +273,21 @@ fn differential_attention_reaches_two_online_softmaxes() {
     let (o, _) = optimize(&c, &Options::for_program(&user)).expect("optimizes");
     assert_eq!(output_text(&o).matches("(osm m ").count(), 2, "{}", print_cascade(&o));
 }
+
+/// A transcendental feature map that fusion leaves inside a loop it does not read (causal
+/// linear attention's `elu(K) + 1` inside the prefix scan over the output column) is
+/// materialized: no scan body evaluates `elu`.
+#[test]
+fn repeated_feature_maps_are_materialized() {
+    let (c, _) = opt("linear.tfm", "linear_causal");
+    for n in c.graph.node_weights() {
+        if let Def::Scan { body, .. } = &n.def {
+            assert!(!body.to_string().contains("(call elu"), "{}: {}", n.name, print_cascade(&c));
+        }
+    }
+    assert!(
+        c.graph.node_weights().any(|n| matches!(&n.def, Def::Expr(e) if e.to_string().starts_with("(call elu"))),
+        "{}",
+        print_cascade(&c)
+    );
+}
