@@ -315,17 +315,9 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
                     return Err("torch was installed but `python3 -c 'import torch'` still fails".to_string());
                 }
             }
-            match TorchSession::start(opts.iters, threads) {
-                Ok(t) => {
-                    let _ =
-                        writeln!(report, "PyTorch: {}, fp32, {nthreads}, scaled_dot_product_attention (linear: cumsum form)", t.version);
-                    Some(t)
-                }
-                Err(e) => {
-                    let _ = writeln!(report, "PyTorch reference failed to start: {e}");
-                    None
-                }
-            }
+            TorchSession::start_reported(&mut report, opts.iters, threads, |v| {
+                format!("PyTorch: {v}, fp32, {nthreads}, scaled_dot_product_attention (linear: cumsum form)")
+            })
         }
     };
 

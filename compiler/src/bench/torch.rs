@@ -224,6 +224,26 @@ impl TorchSession {
         }
     }
 
+    /// [`TorchSession::start`], writing to `report` the line `describe(version)` when it starts
+    /// or why it did not (then `None`: the table goes on without the reference column).
+    pub(super) fn start_reported(
+        report: &mut String,
+        iters: usize,
+        threads: usize,
+        describe: impl FnOnce(&str) -> String,
+    ) -> Option<TorchSession> {
+        match TorchSession::start(iters, threads) {
+            Ok(t) => {
+                let _ = writeln!(report, "{}", describe(&t.version));
+                Some(t)
+            }
+            Err(e) => {
+                let _ = writeln!(report, "PyTorch reference failed to start: {e}");
+                None
+            }
+        }
+    }
+
     /// The next JSON object the script prints (other lines are skipped).
     fn next_object(&mut self) -> Result<BTreeMap<String, JsonScalar>, String> {
         use std::io::BufRead;

@@ -333,16 +333,9 @@ pub fn run_variants(o: &VariantOptions) -> Result<String, String> {
             let _ = writeln!(report, "PyTorch not installed: reference column skipped");
             None
         }
-        _ => match TorchSession::start(o.iters, threads) {
-            Ok(t) => {
-                let _ = writeln!(report, "PyTorch: {}, eager ops (the same formula as each lib kernel)", t.version);
-                Some(t)
-            }
-            Err(e) => {
-                let _ = writeln!(report, "PyTorch reference failed to start: {e}");
-                None
-            }
-        },
+        _ => TorchSession::start_reported(&mut report, o.iters, threads, |v| {
+            format!("PyTorch: {v}, eager ops (the same formula as each lib kernel)")
+        }),
     };
     let guard = PoolGuard(tfmc_runtime::parallel::num_threads());
     tfmc_runtime::parallel::set_num_threads(threads);

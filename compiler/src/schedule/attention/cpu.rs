@@ -318,8 +318,8 @@ fn row_invariants(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile) -> Result<V
 
 /// The packed dot-product tile: `S[i, j] = Σ_e A[i, e] · Bᵀ[e, m0 + j]` (keys past the block
 /// read the padding; they are masked by [`softmax_block`]). With an `f32` state, as tile
-/// products of up to [`TILE_MAX_ROWS`] rows × the block's keys (the tile in registers);
-/// otherwise as loops.
+/// products of up to [`TILE_MAX_ROWS`] rows × [`TILE_MAX_COLS`] keys (the tile in registers),
+/// as many per micro-tile as the block has keys; otherwise as loops.
 fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m0: Var, nm: Var) {
     let tmx = e::i64(i64::from(tile.tm));
     if tile.ty == Ty::F32 {
