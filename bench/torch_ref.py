@@ -10,8 +10,8 @@ A request is one JSON object (on one line when given on stdin):
     {"threads": 2, "iters": 5, "budget_s": 10.0, "seed": 0,
      "shapes": [{"name": "sdpa-1k", "kind": "sdpa", "b": 1, "h": 8, "p": 1024, "m": 1024,
                  "e": 64, "w": 0}, ...]}
-kind is one of sdpa | causal | window | decode | linear | gqa | alibi | softcap (w: the window
-for "window"; gqa has h / 4 key/value heads).
+kind is one of sdpa | causal | window | decode | linear | gqa | alibi | softcap | paged (w: the
+window for "window"; gqa and paged have h / 4 key/value heads).
 
 Output: JSON Lines on stdout, flushed line by line. First {"torch": VERSION, "threads": N};
 then per request one object per shape, in order: {"name": ..., "median_ms": ..., "iters": ...}
@@ -31,6 +31,9 @@ calls (fewer when the warm-up says `iters` calls would exceed `budget_s`; at lea
   alibi:        F.scaled_dot_product_attention with an explicit float bias (built once, not
                 timed): -slope_h * (p - m) for m <= p, -inf above; slope_h = 2^(-8 (h+1) / H)
   softcap:      the eager formula: softmax(cap * tanh(Q K^T / sqrt(e) / cap)) V, cap = 30
+  paged:        one decode step (q [b, h, e]) over b sequences of m tokens in shuffled pages of
+                16 tokens: K/V gathered through the block table (kp[tbl]), keys masked by
+                length, F.scaled_dot_product_attention(enable_gqa=True)
   v_NAME:       `tfmc bench --variants`: the eager ops of lib/'s kernel NAME, as written there
                 (sdpa causal window alibi softcap gqa mqa l2 linear linear_causal retnet sigmoid
                 sigmoid_causal diff softmax_one sink_causal sink_window flow graph pattention; pattention
@@ -67,7 +70,9 @@ def make_fn(torch, shape, gen):
     def rand(*dims):
         return torch.rand(*dims, generator=gen, dtype=torch.float32) * 2.0 - 1.0
 
-    kvh = max(1, h // 4) if kind == "gqa" else h
+    kvh = max(1, h // 4) if kind in ("gqa", "paged") else h
+    if kind == "paged":
+        return paged_fn(torch, b, h, kvh, m, e, rand, gen)
     q, k, v = rand(b, h, p, e), rand(b, kvh, m, e), rand(b, kvh, m, e)
     if kind == "gqa":
         return lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
@@ -112,6 +117,30 @@ def make_fn(torch, shape, gen):
     if kind.startswith("v_"):
         return variant_fn(torch, kind, shape, rand)
     raise ValueError(f"unknown kind '{kind}'")
+
+
+PAGE = 16
+
+
+def paged_fn(torch, b, h, kvh, m, e, rand, gen):
+    """One decode step over a paged KV cache, as a PyTorch user writes it without a custom
+    kernel: gather each sequence's pages through its block table, mask keys at or past its
+    length, and call SDPA with grouped kv heads."""
+    F = torch.nn.functional
+    mp = (m + PAGE - 1) // PAGE
+    nb = b * mp
+    q = rand(b, h, e)
+    kp, vp = rand(nb, PAGE, kvh, e), rand(nb, PAGE, kvh, e)
+    tbl = torch.randperm(nb, generator=gen).view(b, mp)
+    lens = torch.full((b,), m)
+
+    def paged():
+        k = kp[tbl].reshape(b, mp * PAGE, kvh, e).transpose(1, 2)
+        v = vp[tbl].reshape(b, mp * PAGE, kvh, e).transpose(1, 2)
+        mask = (torch.arange(mp * PAGE) < lens.unsqueeze(1)).view(b, 1, 1, mp * PAGE)
+        return F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask, enable_gqa=True).squeeze(2)
+
+    return paged
 
 
 def variant_fn(torch, kind, shape, rand):

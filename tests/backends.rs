@@ -344,6 +344,29 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
     assert!(got["O"].to_f64_vec().iter().all(|x| *x == 0.0), "sink_window W=0: fully masked rows must be 0");
 }
 
+/// `paged_decode` (`lib/paged.tfm`): K/V gathered through block tables with −1 past each
+/// sequence (never read), lengths 0, 1, partial and full pages, GQA, logits up to ±1e4.
+fn paged_decode_on_shapes_and_large_logits(backend: &Target) {
+    let program = load_lib("paged.tfm");
+    let params = BTreeMap::new();
+    let cases: [([usize; 6], &[usize]); 4] = [
+        ([1, 1, 1, 1, 1, 1], &[1]),
+        ([2, 1, 3, 5, 4, 3], &[5, 0, 12, 1]),
+        ([4, 2, 8, 6, 16, 5], &[80, 33, 17]),
+        ([8, 8, 64, 64, 16, 20], &[300, 257]),
+    ];
+    for (i, (sizes, lens)) in cases.into_iter().enumerate() {
+        for scale in [1.0, 100.0] {
+            let mut rng: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(70 + i as u64);
+            let case = tfmc_conformance::paged::paged_case(&mut rng, sizes, lens, scale);
+            let inputs = case.inputs().0;
+            let want = tfmc::interp::run_exact(&program, "paged_decode", &inputs, &params).unwrap();
+            let got = run_on(backend, &program, "paged_decode", &inputs, &params).unwrap();
+            check(&format!("{} paged_decode {sizes:?} lens {lens:?} x{scale}", backend.name()), &got, &want);
+        }
+    }
+}
+
 /// Every lib file built as a shared library (AOT), opened with the runtime, every kernel run
 /// and compared with the interpreter.
 #[test]
@@ -361,7 +384,7 @@ fn lib_kernels_as_aot_artifacts_match_the_interpreter() {
         for k in &program.kernels {
             let dims = &dim_sets()[1];
             let d: BTreeMap<String, usize> =
-                k.dims.iter().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
+                k.free_dims().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
             let inputs = tfmc::inputs::random_inputs(&program, &k.name, &d, 11).unwrap();
             let params = BTreeMap::new();
             let want = tfmc::interp::run_exact(&program, &k.name, &inputs, &params);
@@ -391,7 +414,7 @@ fn compare_kernel(
     let mut checked = 0;
     for (i, dims) in sets.iter().enumerate() {
         let d: BTreeMap<String, usize> =
-            kernel.dims.iter().map(|dim| (dim.name.clone(), dims.get(dim.name.as_str()).copied().unwrap_or(3))).collect();
+            kernel.free_dims().map(|dim| (dim.name.clone(), dims.get(dim.name.as_str()).copied().unwrap_or(3))).collect();
         let inputs = tfmc::inputs::random_inputs(program, &kernel.name, &d, 7 + i as u64).unwrap();
         let params = BTreeMap::new();
         let want = tfmc::interp::run_exact(program, &kernel.name, &inputs, &params);
@@ -490,6 +513,13 @@ macro_rules! suite {
             fn variants_on_odd_shapes_large_logits_and_masked_rows() {
                 if available(&$backend, "variants") {
                     super::variants_on_odd_shapes_large_logits_and_masked_rows(&$backend);
+                }
+            }
+
+            #[test]
+            fn paged_decode_on_shapes_and_large_logits() {
+                if available(&$backend, "paged decode") {
+                    super::paged_decode_on_shapes_and_large_logits(&$backend);
                 }
             }
 

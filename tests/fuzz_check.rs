@@ -64,7 +64,7 @@ fn exercise(text: &str, seed: u64) -> Stats {
             s ^= s << 17;
             s
         };
-        let dims: BTreeMap<String, usize> = k.dims.iter().map(|d| (d.name.clone(), (next() % 3) as usize)).collect();
+        let dims: BTreeMap<String, usize> = k.free_dims().map(|d| (d.name.clone(), (next() % 3) as usize)).collect();
         let Ok(inputs) = tfmc::inputs::random_inputs(&program, &k.name, &dims, next()) else { continue };
         let mut params = BTreeMap::new();
         for p in &program.params {

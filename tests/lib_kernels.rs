@@ -8,6 +8,8 @@
 mod files;
 #[path = "lib_kernels/model.rs"]
 mod model;
+#[path = "lib_kernels/paged.rs"]
+mod paged;
 #[path = "lib_kernels/recurrent.rs"]
 mod recurrent;
 #[path = "lib_kernels/softmax.rs"]

@@ -8,7 +8,8 @@
 //! Rules: the inputs are matched by name; every declared input must be given and nothing else;
 //! ranks and dtypes must match exactly (no implicit conversion of inputs); a fixed dimension
 //! must have exactly its size; a symbolic dim must get the same size from every input position
-//! it occurs in, and must occur in some input. Checks run in declaration order and the first
+//! it occurs in, and must occur in some input; a product dim (`MP*PS`) is the product of its
+//! factors' sizes (at most 2^40), and an input that has it must have exactly that size. Checks run in declaration order and the first
 //! failure is reported. Assumes the HIR invariants of [`crate::hir`].
 
 use std::collections::BTreeMap;
@@ -129,6 +130,30 @@ pub enum BindError {
         /// The dim.
         dim: String,
     },
+    /// A product dim (`MP*PS`) that an input has differs from the product of its factors.
+    #[error("dimension {axis} of input '{input}' is {got}, but it is {dim} = {expected}")]
+    ProductMismatch {
+        /// The product dim.
+        dim: String,
+        /// The product of its factors' sizes.
+        expected: i64,
+        /// The input.
+        input: String,
+        /// Position there.
+        axis: usize,
+        /// Given size.
+        got: usize,
+    },
+    /// A product dim larger than [`MAX_DIM`] (or than `i64`).
+    #[error("dimension {dim} of kernel '{kernel}' is {size}, larger than 2^40 (the largest size of a dimension)")]
+    ProductTooLarge {
+        /// The kernel.
+        kernel: String,
+        /// The product dim.
+        dim: String,
+        /// Its size, as text (it may not fit `i64`).
+        size: String,
+    },
     /// A size above [`MAX_DIM`].
     #[error("dimension {axis} of input '{name}' is {got}, larger than 2^40 (the largest size of a dimension)")]
     TooLarge {
@@ -241,13 +266,36 @@ pub fn bind_shapes(kernel: &Kernel, shapes: &[&[usize]]) -> Result<Bindings, Bin
         }
     }
     let mut dims = Vec::with_capacity(seen.len());
-    for (d, s) in seen.into_iter().enumerate() {
-        match s {
-            Some((size, _, _)) => dims.push(size as i64),
-            None => {
+    for (d, s) in seen.iter().enumerate() {
+        match (s, &kernel.dims[d].product) {
+            // Product dims are filled in below, from their factors.
+            (_, Some(_)) => dims.push(0),
+            (Some((size, _, _)), None) => dims.push(*size as i64),
+            (None, None) => {
                 return Err(BindError::UnboundDim { kernel: kernel.name.clone(), dim: kernel.dims[d].name.clone() });
             }
         }
+    }
+    for (d, info) in kernel.dims.iter().enumerate() {
+        let Some(p) = &info.product else { continue };
+        // The factors are free dims (a `DimProduct` invariant), bound above.
+        let free = dims.clone();
+        let size = p.size(|f| free.get(f.index()).copied()).filter(|x| *x <= MAX_DIM).ok_or_else(|| {
+            let exact = p.factors.iter().fold(i128::from(p.scale), |acc, f| acc.saturating_mul(i128::from(free[f.index()])));
+            BindError::ProductTooLarge { kernel: kernel.name.clone(), dim: info.name.clone(), size: exact.to_string() }
+        })?;
+        if let Some((got, pos, axis)) = seen[d]
+            && got as i64 != size
+        {
+            return Err(BindError::ProductMismatch {
+                dim: info.name.clone(),
+                expected: size,
+                input: kernel.tensors[kernel.inputs[pos].index()].name.clone(),
+                axis,
+                got,
+            });
+        }
+        dims[d] = size;
     }
     Ok(Bindings { dims })
 }

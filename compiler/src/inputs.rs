@@ -6,7 +6,7 @@
 //! fine for attention math, not for index tensors with structure (offsets), which callers
 //! must build themselves.
 
-use crate::hir::{Extent, Program};
+use crate::hir::{self, Extent, Program};
 use crate::semantics::memory::{self, MemoryError};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::collections::BTreeMap;
@@ -64,9 +64,10 @@ pub fn random_inputs(
         let available: Vec<&str> = program.kernels.iter().map(|k| k.name.as_str()).collect();
         return Err(InputsError::UnknownKernel { name: kernel.to_string(), available: available.join(", ") });
     };
+    // A product dim (`MP*PS`) is sized by its factors, never given.
     for name in dims.keys() {
-        if !k.dims.iter().any(|d| &d.name == name) {
-            let available: Vec<&str> = k.dims.iter().map(|d| d.name.as_str()).collect();
+        if !k.dims.iter().any(|d| &d.name == name && d.product.is_none()) {
+            let available: Vec<&str> = k.dims.iter().filter(|d| d.product.is_none()).map(|d| d.name.as_str()).collect();
             return Err(InputsError::UnknownDim { dim: name.clone(), kernel: kernel.to_string(), available: available.join(", ") });
         }
     }
@@ -79,8 +80,20 @@ pub fn random_inputs(
             shape.push(match e {
                 Extent::Const(n) => *n as usize,
                 Extent::Dim(d) => {
-                    let name = &k.dims[d.index()].name;
-                    *dims.get(name).ok_or_else(|| InputsError::MissingDim { dim: name.clone(), kernel: kernel.to_string() })?
+                    let size = |d: hir::DimId| -> Result<usize, InputsError> {
+                        let name = &k.dims[d.index()].name;
+                        dims.get(name).copied().ok_or_else(|| InputsError::MissingDim { dim: name.clone(), kernel: kernel.to_string() })
+                    };
+                    match &k.dims[d.index()].product {
+                        None => size(*d)?,
+                        Some(p) => {
+                            let mut n = usize::try_from(p.scale).unwrap_or(0);
+                            for f in &p.factors {
+                                n = n.saturating_mul(size(*f)?);
+                            }
+                            n
+                        }
+                    }
                 }
             });
         }

@@ -366,7 +366,7 @@ fn lib_and_golden_kernels_on_the_emulator_match_the_interpreter() {
                 .enumerate()
                 .map(|(i, dims)| {
                     let d: BTreeMap<String, usize> =
-                        k.dims.iter().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
+                        k.free_dims().map(|x| (x.name.clone(), dims.get(x.name.as_str()).copied().unwrap_or(3))).collect();
                     (tfmc::inputs::random_inputs(&program, &k.name, &d, 7 + i as u64).unwrap(), BTreeMap::new())
                 })
                 .collect();

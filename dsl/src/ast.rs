@@ -126,6 +126,9 @@ pub enum Dim {
     Named(Ident),
     /// Fixed size.
     Fixed(i64, Span),
+    /// A product of two or more factors (`MP * PS`), each `Named` or `Fixed`: the size is
+    /// derived from the factors' sizes, never bound on its own.
+    Product(Vec<Dim>, Span),
 }
 
 impl Dim {
@@ -133,7 +136,7 @@ impl Dim {
     pub fn span(&self) -> Span {
         match self {
             Dim::Named(id) => id.span,
-            Dim::Fixed(_, s) => *s,
+            Dim::Fixed(_, s) | Dim::Product(_, s) => *s,
         }
     }
 }

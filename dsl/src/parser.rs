@@ -411,13 +411,20 @@ impl Builder {
     }
 
     fn dim(&self, p: P) -> Dim {
-        let c = p.into_inner().next().expect("dim child");
-        let span = self.span(&c);
-        match c.as_rule() {
-            Rule::ident => Dim::Named(self.ident(c)),
-            // An over-long literal becomes -1 and is reported by the checker as a bad size.
-            _ => Dim::Fixed(c.as_str().parse().unwrap_or(-1), span),
-        }
+        let span = self.span(&p);
+        let mut factors: Vec<Dim> = p
+            .into_inner()
+            .map(|c| {
+                let span = self.span(&c);
+                match c.as_rule() {
+                    Rule::ident => Dim::Named(self.ident(c)),
+                    // An over-long literal becomes -1 and is reported by the checker as a bad size.
+                    _ => Dim::Fixed(c.as_str().parse().unwrap_or(-1), span),
+                }
+            })
+            .collect();
+        // The grammar gives at least one factor.
+        if factors.len() == 1 { factors.pop().expect("one factor") } else { Dim::Product(factors, span) }
     }
 
     fn kernel(&self, p: P, docs: Vec<String>) -> PResult<KernelItem> {

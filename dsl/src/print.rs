@@ -195,13 +195,15 @@ fn write_idents(out: &mut String, ids: &[Ident]) {
     }
 }
 
-fn dim_str(d: &Dim) -> String {
+/// A dim as written: `B`, `64`, `MP * PS`.
+pub fn dim_string(d: &Dim) -> String {
     match d {
         Dim::Named(id) => id.name.clone(),
         // The parser turns a size too long for i64 into -1 (the checker reports it); print one
         // such size so the file keeps its meaning (and its error).
         Dim::Fixed(n, _) if *n < 0 => "99999999999999999999".to_string(),
         Dim::Fixed(n, _) => n.to_string(),
+        Dim::Product(fs, _) => fs.iter().map(dim_string).collect::<Vec<_>>().join(" * "),
     }
 }
 
@@ -272,7 +274,7 @@ impl Printer {
             let parts: Vec<String> = ds
                 .iter()
                 .map(|d| {
-                    let dims: Vec<String> = d.dims.iter().map(dim_str).collect();
+                    let dims: Vec<String> = d.dims.iter().map(dim_string).collect();
                     format!("{}: {}[{}]", d.name.name, d.dtype.name(), dims.join(", "))
                 })
                 .collect();
@@ -294,7 +296,7 @@ impl Printer {
 
 fn stmt_str(s: &Stmt) -> String {
     match s {
-        Stmt::Index { name, range, .. } => format!("index {}: {}", name.name, dim_str(range)),
+        Stmt::Index { name, range, .. } => format!("index {}: {}", name.name, dim_string(range)),
         Stmt::Call(c) => {
             let outs: Vec<&str> = c.outputs.iter().map(|o| o.name.as_str()).collect();
             let mut args: Vec<String> = c.args.iter().map(|a| a.name.clone()).collect();

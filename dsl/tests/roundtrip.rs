@@ -66,6 +66,10 @@ fn erase_dim(d: &mut Dim) {
     match d {
         Dim::Named(id) => erase_ident(id),
         Dim::Fixed(_, s) => *s = Span::default(),
+        Dim::Product(fs, s) => {
+            fs.iter_mut().for_each(erase_dim);
+            *s = Span::default();
+        }
     }
 }
 
@@ -427,8 +431,15 @@ fn expr() -> impl Strategy<Value = Expr> {
     })
 }
 
-fn dim() -> impl Strategy<Value = Dim> {
+fn dim_factor() -> impl Strategy<Value = Dim> {
     prop_oneof![ident().prop_map(Dim::Named), (0i64..1000).prop_map(|n| Dim::Fixed(n, sp()))]
+}
+
+fn dim() -> impl Strategy<Value = Dim> {
+    prop_oneof![
+        3 => dim_factor(),
+        1 => prop::collection::vec(dim_factor(), 2..=3).prop_map(|fs| Dim::Product(fs, sp())),
+    ]
 }
 
 fn docs() -> impl Strategy<Value = Vec<String>> {

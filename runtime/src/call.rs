@@ -30,7 +30,8 @@ fn validate(k: &KernelManifest) -> Result<(), RuntimeError> {
 /// The sizes of `k.dims` (in order) given the shapes of all inputs, by position.
 ///
 /// Ranks must match, fixed sizes be exact, each symbolic dim have one size across all its
-/// uses, and every dim be the size of some input (else [`RuntimeError::UnboundDim`]).
+/// uses, and every dim be the size of some input (else [`RuntimeError::UnboundDim`]); an input
+/// axis with a product dim must be the product of its factors' sizes.
 pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, RuntimeError> {
     validate(k)?;
     if shapes.len() != k.inputs.len() {
@@ -50,6 +51,8 @@ pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, Ru
                         return Err(RuntimeError::FixedDim { kernel: k.name.clone(), arg: arg(), axis, expected: *n, got: size });
                     }
                 }
+                // Checked below, once its factors are bound.
+                DimSpec::Product(_) => {}
                 DimSpec::Dim(name) => {
                     // `validate` guarantees every symbolic dim is in `k.dims`.
                     let Some(i) = k.dims.iter().position(|d| d == name) else {
@@ -74,7 +77,8 @@ pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, Ru
             }
         }
     }
-    k.dims
+    let dims: Vec<i64> = k
+        .dims
         .iter()
         .zip(&bound)
         .map(|(dim, b)| match b {
@@ -85,7 +89,27 @@ pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, Ru
                 shape: vec![*size],
             }),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // An input with a product dim must have exactly the product of its factors.
+    for (spec, shape) in k.inputs.iter().zip(shapes) {
+        for (axis, (d, &size)) in spec.shape.iter().zip(shape.iter()).enumerate() {
+            if let DimSpec::Product(_) = d {
+                let expected = d.size(&k.dims, &dims);
+                if expected.and_then(|e| usize::try_from(e).ok()) != Some(size) {
+                    return Err(RuntimeError::DimMismatch {
+                        kernel: k.name.clone(),
+                        arg: format!("input '{}'", spec.name),
+                        axis,
+                        dim: d.to_string(),
+                        got: size,
+                        first_arg: "the product of its factors".to_string(),
+                        first: expected.and_then(|e| usize::try_from(e).ok()).unwrap_or(usize::MAX),
+                    });
+                }
+            }
+        }
+    }
+    Ok(dims)
 }
 
 /// The shapes of `k`'s outputs given the sizes of its dims (from [`bind_dims`]).
@@ -97,11 +121,7 @@ pub fn output_shapes(k: &KernelManifest, dims: &[i64]) -> Result<Vec<Vec<usize>>
             spec.shape
                 .iter()
                 .map(|d| {
-                    let size = match d {
-                        DimSpec::Fixed(n) => Some(*n),
-                        DimSpec::Dim(name) => k.dims.iter().position(|x| x == name).and_then(|i| dims.get(i).copied()),
-                    };
-                    size.and_then(|s| usize::try_from(s).ok()).ok_or_else(|| RuntimeError::BadManifest {
+                    d.size(&k.dims, dims).and_then(|s| usize::try_from(s).ok()).ok_or_else(|| RuntimeError::BadManifest {
                         kernel: k.name.clone(),
                         reason: format!("output '{}' has dim '{d}' with no valid size among {} dims given", spec.name, dims.len()),
                     })

@@ -142,6 +142,21 @@ pub enum DimSpec {
     Dim(String),
     /// A fixed size.
     Fixed(i64),
+    /// A product of two or more factors, each a `Dim` or a `Fixed` (a `.tfm` dim written
+    /// `MP * PS`): derived from the factors' sizes, never bound on its own. JSON: an array.
+    Product(Vec<DimSpec>),
+}
+
+impl DimSpec {
+    /// The size under `dims` (the sizes of `names`, in order), or `None` when a name is not
+    /// among them or a product overflows `i64`.
+    pub fn size(&self, names: &[String], dims: &[i64]) -> Option<i64> {
+        match self {
+            DimSpec::Fixed(n) => Some(*n),
+            DimSpec::Dim(name) => names.iter().position(|x| x == name).and_then(|i| dims.get(i).copied()),
+            DimSpec::Product(fs) => fs.iter().try_fold(1i64, |acc, f| acc.checked_mul(f.size(names, dims)?)),
+        }
+    }
 }
 
 /// A runtime param.
@@ -293,7 +308,7 @@ impl Manifest {
 impl KernelManifest {
     /// Checks that the entry is consistent: the symbol is a C identifier; argument, dim and
     /// param names are distinct; dtype names are known; every symbolic dim of a shape is in
-    /// `dims`; fixed sizes are not negative; each param's default fits its dtype; GPU launch
+    /// `dims`; fixed sizes are not negative; a product has two or more factors, none a product; each param's default fits its dtype; GPU launch
     /// info, when present, is in range ([`GpuLaunch::validate`]).
     pub fn validate(&self) -> Result<(), String> {
         if let Some(gpu) = &self.gpu {
@@ -309,14 +324,26 @@ impl KernelManifest {
         for (what, t) in self.inputs.iter().map(|t| ("input", t)).chain(self.outputs.iter().map(|t| ("output", t))) {
             t.dtype().ok_or_else(|| format!("{what} '{}' has unknown dtype '{}'", t.name, t.dtype))?;
             for d in &t.shape {
-                match d {
-                    DimSpec::Dim(name) if !self.dims.contains(name) => {
-                        return Err(format!("{what} '{}' uses dim '{name}', which is not in dims", t.name));
+                let factors = match d {
+                    DimSpec::Product(fs) if fs.len() < 2 => {
+                        return Err(format!("{what} '{}' has a product dim with {} factors (at least 2)", t.name, fs.len()));
                     }
-                    DimSpec::Fixed(n) if *n < 0 => {
-                        return Err(format!("{what} '{}' has negative size {n}", t.name));
+                    DimSpec::Product(fs) => fs.as_slice(),
+                    single => std::slice::from_ref(single),
+                };
+                for f in factors {
+                    match f {
+                        DimSpec::Dim(name) if !self.dims.contains(name) => {
+                            return Err(format!("{what} '{}' uses dim '{name}', which is not in dims", t.name));
+                        }
+                        DimSpec::Fixed(n) if *n < 0 => {
+                            return Err(format!("{what} '{}' has negative size {n}", t.name));
+                        }
+                        DimSpec::Product(_) if factors.len() > 1 => {
+                            return Err(format!("{what} '{}' has a product inside a product dim", t.name));
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
         }
@@ -475,6 +502,12 @@ impl fmt::Display for DimSpec {
         match self {
             DimSpec::Dim(name) => f.write_str(name),
             DimSpec::Fixed(n) => write!(f, "{n}"),
+            DimSpec::Product(fs) => {
+                for (i, x) in fs.iter().enumerate() {
+                    write!(f, "{}{x}", if i > 0 { " * " } else { "" })?;
+                }
+                Ok(())
+            }
         }
     }
 }

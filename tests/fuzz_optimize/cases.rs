@@ -127,7 +127,7 @@ impl Case {
             }
         }
         let (_, k) = program.kernel(&case.kernel)?;
-        for d in &k.dims {
+        for d in k.free_dims() {
             case.dims.entry(d.name.clone()).or_insert(2);
         }
         Some(case)
@@ -157,7 +157,7 @@ pub fn random_case_sized(program: &Program, kernel: &str, seed: u64, sizes: &Siz
     let mut dims = BTreeMap::new();
     let finite = std::env::var_os("TFMC_FUZZ_FINITE").is_some();
     let min_dim = usize::from(finite);
-    for d in &k.dims {
+    for d in k.free_dims() {
         let n = (sizes.draw)(&mut r, min_dim);
         dims.insert(d.name.clone(), n.max(min_dim));
     }

@@ -43,7 +43,14 @@ pub fn prepare(program: &Program, kernel: &str, opts: &Options) -> Option<Arc<Pr
         Ok(Ok(c)) => c,
         Ok(Err(_)) => return None,
         Err(p) => {
-            let lowered = Cascade { name: kernel.to_string(), dims: vec![], ranges: vec![], graph: Default::default(), order: vec![] };
+            let lowered = Cascade {
+                name: kernel.to_string(),
+                dims: vec![],
+                products: vec![],
+                ranges: vec![],
+                graph: Default::default(),
+                order: vec![],
+            };
             let optimized = Err(format!("lower panicked: {}", panic_text(&*p)));
             return Some(Arc::new(Prepared { lowered, optimized, rules: String::new() }));
         }

@@ -6,7 +6,7 @@ use tfm_dsl::{FileId, parse_file};
 use tfmc_conformance::lib_path;
 
 /// Every library file and the kernels it defines.
-const FILES: [(&str, &[&str]); 19] = [
+const FILES: [(&str, &[&str]); 20] = [
     ("sdpa.tfm", &["sdpa"]),
     ("causal.tfm", &["causal"]),
     ("window.tfm", &["window"]),
@@ -19,6 +19,7 @@ const FILES: [(&str, &[&str]); 19] = [
     ("l2.tfm", &["l2_attention"]),
     ("varlen.tfm", &["varlen_causal"]),
     ("model.tfm", &["rmsnorm", "block"]),
+    ("paged.tfm", &["paged_decode"]),
     ("half.tfm", &["sdpa_bf16", "causal_bf16", "sdpa_f16"]),
     ("sigmoid.tfm", &["sigmoid_attention", "sigmoid_causal"]),
     ("diff.tfm", &["diff_attention"]),

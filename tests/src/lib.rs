@@ -1,6 +1,7 @@
 //! Shared helpers for the conformance tests: loading `lib/` files, running the interpreter on
 //! f64 data, seeded random inputs, and tolerance checks that report the worst element.
 
+pub mod paged;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -105,6 +106,13 @@ impl Inputs {
     /// Adds a rank-1 i32 tensor.
     pub fn i32(mut self, name: &str, data: &[i32]) -> Inputs {
         self.0.insert(name.to_string(), i32_tensor(data));
+        self
+    }
+
+    /// Adds an i32 tensor of `shape` (row-major `data`).
+    pub fn i32_shaped(mut self, name: &str, shape: &[usize], data: &[i32]) -> Inputs {
+        let t = Tensor::new(DType::I32, shape.to_vec(), TensorData::I(data.iter().map(|&x| x.into()).collect())).expect("i32 tensor");
+        self.0.insert(name.to_string(), t);
         self
     }
 }

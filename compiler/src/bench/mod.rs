@@ -120,7 +120,13 @@ pub enum Kind {
     Alibi,
     /// Soft-capped logits, cap 30 (`lib/softcap.tfm`).
     Softcap,
+    /// One decode step per sequence over a paged KV cache (`lib/paged.tfm`): `b` sequences of
+    /// `m` tokens in shuffled pages of [`PAGE`] tokens, 4 query heads per kv head.
+    Paged,
 }
+
+/// Tokens per page of [`Kind::Paged`] (vLLM's default block size).
+pub const PAGE: usize = 16;
 
 impl Kind {
     /// The `lib/` file and kernel name.
@@ -133,6 +139,7 @@ impl Kind {
             Kind::Gqa => ("gqa.tfm", "gqa"),
             Kind::Alibi => ("alibi.tfm", "alibi"),
             Kind::Softcap => ("softcap.tfm", "softcap"),
+            Kind::Paged => ("paged.tfm", "paged_decode"),
         }
     }
 
@@ -147,6 +154,7 @@ impl Kind {
             Kind::Gqa => "gqa",
             Kind::Alibi => "alibi",
             Kind::Softcap => "softcap",
+            Kind::Paged => "paged",
         }
     }
 }
@@ -177,7 +185,7 @@ impl Shape {
     pub fn pairs(&self) -> u64 {
         let (p, m, w) = (self.p as u64, self.m as u64, self.w as u64);
         match self.kind {
-            Kind::Sdpa | Kind::Decode | Kind::Gqa | Kind::Softcap => p * m,
+            Kind::Sdpa | Kind::Decode | Kind::Gqa | Kind::Softcap | Kind::Paged => p * m,
             // Query row r sees keys 0..=min(r, m-1).
             Kind::Causal | Kind::Linear | Kind::Alibi => (0..p).map(|r| (r + 1).min(m)).sum(),
             // Keys r-w+1 ..= r, clipped to 0..m.
@@ -196,9 +204,9 @@ impl Shape {
         4.0 * (self.b * self.h * self.e) as f64 * self.pairs() as f64
     }
 
-    /// Key/value heads: `h / 4` for grouped-query attention, else `h`.
+    /// Key/value heads: `h / 4` for grouped-query attention (and the paged cache), else `h`.
     pub fn kv_heads(&self) -> usize {
-        if self.kind == Kind::Gqa { (self.h / 4).max(1) } else { self.h }
+        if matches!(self.kind, Kind::Gqa | Kind::Paged) { (self.h / 4).max(1) } else { self.h }
     }
 
     /// Bytes of K and V (what decode must stream once per call).
@@ -220,6 +228,7 @@ pub fn shapes() -> Vec<Shape> {
         s("window-4k", Kind::Window, 1, 8, 4096, 4096, 64, 256),
         s("decode-4k", Kind::Decode, 1, 32, 1, 4096, 128, 0),
         s("decode-32k", Kind::Decode, 1, 32, 1, 32768, 128, 0),
+        s("paged-4k", Kind::Paged, 4, 32, 1, 4096, 128, 0),
         s("linear-4k", Kind::Linear, 1, 8, 4096, 4096, 64, 0),
         s("sdpa-1k-e80", Kind::Sdpa, 1, 8, 1024, 1024, 80, 0),
         s("sdpa-1k-e128", Kind::Sdpa, 1, 8, 1024, 1024, 128, 0),
@@ -386,7 +395,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, String> {
                 gflops.map_or_else(dash, |g| format!("{g:.1}")),
                 gflops.filter(|_| peak.gflops > 0.0).map_or_else(dash, |g| format!("{:.1}%", 100.0 * g / peak.gflops)),
                 match (s.kind, t) {
-                    (Kind::Decode, Some(t)) => {
+                    (Kind::Decode | Kind::Paged, Some(t)) => {
                         format!("{:.1}", s.kv_bytes() / (t.median_ms * 1e-3) / 1e9)
                     }
                     _ => dash(),

@@ -40,6 +40,7 @@ fn shapes_match_the_design_table() {
             "window-4k",
             "decode-4k",
             "decode-32k",
+            "paged-4k",
             "linear-4k",
             "sdpa-1k-e80",
             "sdpa-1k-e128",

@@ -34,6 +34,25 @@ pub(super) fn random_tensor(shape: Vec<usize>, rng: &mut StdRng) -> Result<Nativ
     Ok(t)
 }
 
+/// `paged_decode`'s inputs for a [`Kind::Paged`] shape: `Q[b, h, e]`, a pool of `b · m / PAGE`
+/// pages `Kp`/`Vp[page, PAGE, h / 4, e]` in shuffled order, the block table `Tbl[b, m / PAGE]`
+/// naming them, and full lengths `Len[b] = m` (as `bench/torch_ref.py` makes them).
+fn paged_inputs(shape: &Shape, rng: &mut StdRng) -> Result<Vec<NativeTensor>, String> {
+    use rand::seq::SliceRandom;
+    let mp = shape.m.div_ceil(super::PAGE);
+    let nb = shape.b * mp;
+    let q = random_tensor(vec![shape.b, shape.h, shape.e], rng)?;
+    let kp = random_tensor(vec![nb, super::PAGE, shape.kv_heads(), shape.e], rng)?;
+    let vp = random_tensor(vec![nb, super::PAGE, shape.kv_heads(), shape.e], rng)?;
+    let mut pages: Vec<i32> =
+        (0..nb).map(|p| i32::try_from(p).map_err(|_| format!("{nb} pages do not fit i32"))).collect::<Result<_, _>>()?;
+    pages.shuffle(rng);
+    let tbl = NativeTensor::from_vec(vec![shape.b, mp], pages).map_err(|e| e.to_string())?;
+    let len = i32::try_from(shape.m).map_err(|_| format!("{} tokens do not fit i32", shape.m))?;
+    let lens = NativeTensor::from_vec(vec![shape.b], vec![len; shape.b]).map_err(|e| e.to_string())?;
+    Ok(vec![q, kp, vp, tbl, lens])
+}
+
 /// The median of `v` (the mean of the middle two for even lengths); 0 for none.
 pub(super) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -64,9 +83,14 @@ pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, target: &Target) -> R
         params.insert("W".to_string(), Scalar::I(w));
     }
     let mut rng = StdRng::seed_from_u64(SEED);
-    let q = random_tensor(vec![shape.b, shape.h, shape.p, shape.e], &mut rng)?;
-    let k = random_tensor(vec![shape.b, shape.kv_heads(), shape.m, shape.e], &mut rng)?;
-    let v = random_tensor(vec![shape.b, shape.kv_heads(), shape.m, shape.e], &mut rng)?;
+    let owned = if shape.kind == Kind::Paged {
+        paged_inputs(shape, &mut rng)?
+    } else {
+        let q = random_tensor(vec![shape.b, shape.h, shape.p, shape.e], &mut rng)?;
+        let k = random_tensor(vec![shape.b, shape.kv_heads(), shape.m, shape.e], &mut rng)?;
+        let v = random_tensor(vec![shape.b, shape.kv_heads(), shape.m, shape.e], &mut rng)?;
+        vec![q, k, v]
+    };
     let start = Instant::now();
     let prepared = prepare(&program, kernel, &copts, target).map_err(|e| format!("{kernel}: {e}"))?;
     let manifest = &prepared.manifest;
@@ -74,7 +98,7 @@ pub fn bench_tfmc(shape: &Shape, iters: usize, lib: &Path, target: &Target) -> R
     with_jit(target, std::slice::from_ref(&prepared), |lookup| -> Result<TfmcResult, String> {
         let compile_s = start.elapsed().as_secs_f64();
         let entry = lookup(&symbol).ok_or_else(|| format!("the JIT has no symbol '{symbol}'"))?;
-        let inputs = [&q, &k, &v];
+        let inputs: Vec<&NativeTensor> = owned.iter().collect();
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
         let dims = bind_dims(manifest, &shapes).map_err(|e| e.to_string())?;
         let mut outputs = alloc_outputs(manifest, &dims).map_err(|e| e.to_string())?;

@@ -93,6 +93,7 @@ pub const NOT_TIMED: &[(&str, &str)] = &[
     ("linear_causal_scan", "recurrent form of linear_causal (same function)"),
     ("retention_recurrent", "recurrent form of retnet (same function)"),
     ("varlen_causal", "packed sequences with offsets (causal inside each)"),
+    ("paged_decode", "decode over a paged KV cache: the standard table's paged-4k row"),
     ("sdpa_bf16", "bf16/f16 inputs; this table is fp32"),
     ("causal_bf16", "bf16/f16 inputs; this table is fp32"),
     ("sdpa_f16", "bf16/f16 inputs; this table is fp32"),

@@ -82,6 +82,8 @@ pub struct Cx<'g, 'a> {
     pub dims: Vec<DimInfo>,
     /// Dims by name.
     pub dim_by_name: HashMap<String, DimId>,
+    /// Dims some input has on its own (not only inside a product): the ones binding can size.
+    pub direct_dims: BTreeSet<DimId>,
     /// Tensors.
     pub tensors: Vec<TensorInfo>,
     /// Tensors by name.
@@ -125,6 +127,7 @@ impl<'g, 'a> Cx<'g, 'a> {
             diags,
             dims: Vec::new(),
             dim_by_name: HashMap::new(),
+            direct_dims: BTreeSet::new(),
             tensors: Vec::new(),
             tensor_by_name: HashMap::new(),
             defined: Vec::new(),

@@ -20,19 +20,51 @@ impl<'g, 'a> Cx<'g, 'a> {
         let mut inputs = Vec::new();
         let mut outputs = Vec::new();
         for (pos, d) in k.args.iter().enumerate() {
-            if let Some(t) = self.declare_tensor(d, Role::Input(pos), true) {
+            if let Some(t) = self.declare_tensor(d, Role::Input(pos)) {
                 inputs.push(t);
             }
         }
-        let input_dims: BTreeSet<DimId> = (0..self.dims.len() as u32).map(DimId).collect();
+        // A dim is bound when an input has it on its own, a product when all its factors are.
+        let mut input_dims: BTreeSet<DimId> = BTreeSet::new();
+        for (i, info) in self.dims.clone().iter().enumerate() {
+            let id = DimId(i as u32);
+            match &info.product {
+                None if self.direct_dims.contains(&id) => {
+                    input_dims.insert(id);
+                }
+                None => {
+                    self.err(
+                        Diagnostic::error(
+                            format!("dimension '{}' occurs only inside a product", info.name),
+                            info.span,
+                            "its size cannot be recovered from the product",
+                        )
+                        .with_hint(format!("give '{}' on its own in some input's shape", info.name)),
+                    );
+                }
+                Some(p) if p.factors.iter().all(|f| self.direct_dims.contains(f)) => {
+                    input_dims.insert(id);
+                }
+                Some(_) => {}
+            }
+        }
         for (pos, d) in k.outputs.iter().enumerate() {
-            if let Some(t) = self.declare_tensor(d, Role::Output(pos), false) {
+            if let Some(t) = self.declare_tensor(d, Role::Output(pos)) {
                 outputs.push(t);
                 for (dim, e) in d.dims.iter().zip(&self.tensors[t.index()].shape.clone()) {
+                    let bound = |id: &DimId| match &self.dims[id.index()].product {
+                        None => input_dims.contains(id),
+                        Some(p) => p.factors.iter().all(|f| input_dims.contains(f)),
+                    };
                     if let Extent::Dim(id) = e
-                        && !input_dims.contains(id)
+                        && !bound(id)
                     {
-                        let name = self.dims[id.index()].name.clone();
+                        // A product names its first unbound factor.
+                        let unbound = match &self.dims[id.index()].product {
+                            Some(p) => p.factors.iter().copied().find(|f| !input_dims.contains(f)).unwrap_or(*id),
+                            None => *id,
+                        };
+                        let name = self.dims[unbound.index()].name.clone();
                         self.err(
                             Diagnostic::error(
                                 format!("dimension '{name}' of output '{}' is not bound by any input", d.name.name),
@@ -48,7 +80,7 @@ impl<'g, 'a> Cx<'g, 'a> {
         (inputs, outputs)
     }
 
-    fn declare_tensor(&mut self, d: &'a ast::TensorDecl, role: Role, new_dims: bool) -> Option<TensorId> {
+    fn declare_tensor(&mut self, d: &'a ast::TensorDecl, role: Role) -> Option<TensorId> {
         if let Some((what, prev)) = self.meaning_of(&d.name.name) {
             let mut diag = Diagnostic::error(format!("'{}' is already {what}", d.name.name), d.name.span, "redefined here");
             if let Some(s) = prev {
@@ -59,50 +91,95 @@ impl<'g, 'a> Cx<'g, 'a> {
         }
         let mut shape = Vec::new();
         for dim in &d.dims {
-            match dim {
-                ast::Dim::Fixed(n, span) => {
-                    if *n < 0 {
-                        self.err(Diagnostic::error("dimension size out of range", *span, "too large"));
-                        return None;
-                    }
-                    shape.push(Extent::Const(*n));
-                }
-                ast::Dim::Named(id) => {
-                    if !id.name.starts_with(|c: char| c.is_ascii_uppercase()) {
-                        self.err(
-                            Diagnostic::error(
-                                format!("dimension '{}' must start with an upper-case letter", id.name),
-                                id.span,
-                                "lower-case dimension",
-                            )
-                            .with_hint(format!("lower-case names are indices; name the dimension `{}`", capitalize(&id.name))),
-                        );
-                        return None;
-                    }
-                    let dim = match self.dim_by_name.get(&id.name) {
-                        Some(x) => *x,
-                        None => {
-                            if let Some((what, prev)) = self.meaning_of(&id.name) {
-                                let mut diag =
-                                    Diagnostic::error(format!("'{}' is already {what}", id.name), id.span, "used as a dimension here");
-                                if let Some(s) = prev {
-                                    diag = diag.with_label(s, "defined here");
-                                }
-                                self.err(diag);
-                                return None;
-                            }
-                            let _ = new_dims;
-                            let x = DimId(self.dims.len() as u32);
-                            self.dims.push(DimInfo { name: id.name.clone(), span: id.span });
-                            self.dim_by_name.insert(id.name.clone(), x);
-                            x
-                        }
-                    };
-                    shape.push(Extent::Dim(dim));
-                }
+            let e = self.dim_extent(dim, true)?;
+            if let (ast::Dim::Named(_), Extent::Dim(id), Role::Input(_)) = (dim, e, role) {
+                self.direct_dims.insert(id);
             }
+            shape.push(e);
         }
         Some(self.new_tensor(&d.name.name, d.dtype, shape, role, d.span, matches!(role, Role::Input(_))))
+    }
+
+    /// The extent of a written dim (a name, a literal or a product of them); `None` after an
+    /// error. A name not seen before is declared when `may_declare` (tensor declarations), else
+    /// it is an error (`index` declarations). A product of literals is a fixed size, one name
+    /// times 1 is that dim, anything else a product dim (one per distinct product).
+    pub fn dim_extent(&mut self, dim: &ast::Dim, may_declare: bool) -> Option<Extent> {
+        match dim {
+            ast::Dim::Fixed(n, span) => {
+                if *n < 0 {
+                    self.err(Diagnostic::error("dimension size out of range", *span, "too large"));
+                    return None;
+                }
+                Some(Extent::Const(*n))
+            }
+            ast::Dim::Named(id) => self.named_dim(id, may_declare).map(Extent::Dim),
+            ast::Dim::Product(factors, span) => {
+                let mut scale: i64 = 1;
+                let mut ids = Vec::new();
+                for f in factors {
+                    match self.dim_extent(f, may_declare)? {
+                        Extent::Const(n) => match scale.checked_mul(n) {
+                            Some(x) => scale = x,
+                            None => {
+                                self.err(Diagnostic::error("dimension size out of range", *span, "the product is too large"));
+                                return None;
+                            }
+                        },
+                        Extent::Dim(d) => ids.push(d),
+                    }
+                }
+                if ids.is_empty() {
+                    return Some(Extent::Const(scale));
+                }
+                if ids.len() == 1 && scale == 1 {
+                    return Some(Extent::Dim(ids[0]));
+                }
+                let product = hir::DimProduct { factors: ids, scale };
+                if let Some(i) = self.dims.iter().position(|d| d.product.as_ref().is_some_and(|p| p.same_as(&product))) {
+                    return Some(Extent::Dim(DimId(i as u32)));
+                }
+                let name = factors.iter().map(|f| tfm_dsl::print::dim_string(f).replace(' ', "")).collect::<Vec<_>>().join("*");
+                let x = DimId(self.dims.len() as u32);
+                self.dims.push(DimInfo { name: name.clone(), span: *span, product: Some(product) });
+                self.dim_by_name.insert(name, x);
+                Some(Extent::Dim(x))
+            }
+        }
+    }
+
+    /// A named dim: an existing one, or (when `may_declare`) a new one.
+    fn named_dim(&mut self, id: &ast::Ident, may_declare: bool) -> Option<DimId> {
+        if let Some(x) = self.dim_by_name.get(&id.name) {
+            return Some(*x);
+        }
+        if !may_declare {
+            let dims: Vec<&str> = self.dims.iter().filter(|d| d.product.is_none()).map(|d| d.name.as_str()).collect();
+            self.err(
+                Diagnostic::error(format!("unknown dimension '{}'", id.name), id.span, "not a dimension of this kernel")
+                    .with_hint(format!("dimensions: {}", if dims.is_empty() { "none".to_string() } else { dims.join(", ") })),
+            );
+            return None;
+        }
+        if !id.name.starts_with(|c: char| c.is_ascii_uppercase()) {
+            self.err(
+                Diagnostic::error(format!("dimension '{}' must start with an upper-case letter", id.name), id.span, "lower-case dimension")
+                    .with_hint(format!("lower-case names are indices; name the dimension `{}`", capitalize(&id.name))),
+            );
+            return None;
+        }
+        if let Some((what, prev)) = self.meaning_of(&id.name) {
+            let mut diag = Diagnostic::error(format!("'{}' is already {what}", id.name), id.span, "used as a dimension here");
+            if let Some(s) = prev {
+                diag = diag.with_label(s, "defined here");
+            }
+            self.err(diag);
+            return None;
+        }
+        let x = DimId(self.dims.len() as u32);
+        self.dims.push(DimInfo { name: id.name.clone(), span: id.span, product: None });
+        self.dim_by_name.insert(id.name.clone(), x);
+        Some(x)
     }
 
     /// Registers a tensor.
@@ -429,6 +506,19 @@ impl<'g, 'a> Cx<'g, 'a> {
                     "wrong number of results",
                 )
                 .with_label(callee.name_span, "defined here"),
+            ));
+        }
+        // A product dim's size is derived at the kernel's entry; the inliner unifies the
+        // callee's dims with the caller's extents one by one and has no product of extents.
+        if let Some(d) = callee.dims.iter().find(|d| d.product.is_some()) {
+            return Err(self.err(
+                Diagnostic::error(
+                    format!("kernel '{}' has the product dimension '{}' and cannot be called from another kernel", callee.name, d.name),
+                    c.callee.span,
+                    "called here",
+                )
+                .with_label(d.span, "product dimension")
+                .with_hint("build and call it on its own (from Rust, C or Python), or write the callee's dims as names"),
             ));
         }
         // Unify the callee's dims with the argument shapes.

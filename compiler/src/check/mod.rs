@@ -274,24 +274,13 @@ fn check_kernel(g: &Globals, k: &ast::KernelItem, done: &[Option<Option<Kernel>>
                 );
                 return None;
             }
-            let extent = match range {
-                ast::Dim::Fixed(n, _) if *n >= 0 => hir::Extent::Const(*n),
-                ast::Dim::Fixed(_, s) => {
-                    cx.err(Diagnostic::error("index range out of range", *s, "too large"));
-                    return None;
-                }
-                ast::Dim::Named(d) => match cx.dim_by_name.get(&d.name) {
-                    Some(id) => hir::Extent::Dim(*id),
-                    None => {
-                        let dims: Vec<&str> = cx.dims.iter().map(|d| d.name.as_str()).collect();
-                        cx.err(
-                            Diagnostic::error(format!("unknown dimension '{}'", d.name), d.span, "not a dimension of this kernel")
-                                .with_hint(format!("dimensions: {}", if dims.is_empty() { "none".to_string() } else { dims.join(", ") })),
-                        );
-                        return None;
-                    }
-                },
-            };
+            if let ast::Dim::Fixed(n, s) = range
+                && *n < 0
+            {
+                cx.err(Diagnostic::error("index range out of range", *s, "too large"));
+                return None;
+            }
+            let extent = cx.dim_extent(range, false)?;
             cx.index_decls.insert(name.name.clone(), (extent, *span));
         }
     }

@@ -10,7 +10,7 @@ use tfmc_runtime::manifest::{DimSpec, KernelManifest, Manifest, ParamSpec, Param
 use super::{CompileError, Prepared, Target, cuda};
 use crate::Program;
 use crate::backend::llvm;
-use crate::ir::Size;
+use crate::ir::{ProductDim, Size};
 use crate::schedule::{ArgInfo, Scheduled};
 
 /// The exported C symbol of kernel `name`.
@@ -18,19 +18,18 @@ pub fn symbol(name: &str) -> String {
     format!("tfmc_{name}")
 }
 
-fn spec(a: &ArgInfo) -> TensorSpec {
-    TensorSpec {
-        name: a.name.clone(),
-        dtype: a.dtype.name().to_string(),
-        shape: a
-            .shape
-            .iter()
-            .map(|s| match s {
-                Size::Dim(d) => DimSpec::Dim(d.clone()),
-                Size::Fixed(n) => DimSpec::Fixed(*n),
-            })
-            .collect(),
-    }
+fn spec(a: &ArgInfo, products: &[ProductDim]) -> TensorSpec {
+    let dim = |s: &Size| match s {
+        Size::Dim(d) => match products.iter().find(|p| &p.name == d) {
+            Some(p) => {
+                let scale = (p.scale != 1).then_some(DimSpec::Fixed(p.scale));
+                DimSpec::Product(scale.into_iter().chain(p.factors.iter().map(|f| DimSpec::Dim(f.clone()))).collect())
+            }
+            None => DimSpec::Dim(d.clone()),
+        },
+        Size::Fixed(n) => DimSpec::Fixed(*n),
+    };
+    TensorSpec { name: a.name.clone(), dtype: a.dtype.name().to_string(), shape: a.shape.iter().map(dim).collect() }
 }
 
 /// The manifest entry of a scheduled kernel; `params` override the declared defaults.
@@ -74,8 +73,8 @@ pub(super) fn kernel_manifest(
         name: name.to_string(),
         symbol: symbol(name),
         doc,
-        inputs: s.inputs.iter().map(spec).collect(),
-        outputs: s.outputs.iter().map(spec).collect(),
+        inputs: s.inputs.iter().map(|a| spec(a, &s.products)).collect(),
+        outputs: s.outputs.iter().map(|a| spec(a, &s.products)).collect(),
         dims: s.dims.clone(),
         params: ps,
         sites: s.func.sites.clone(),

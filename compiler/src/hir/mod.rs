@@ -132,10 +132,46 @@ pub enum Extent {
 /// A symbolic dimension.
 #[derive(Clone, Debug)]
 pub struct DimInfo {
-    /// Its name (`B`, `M`, ...).
+    /// Its name (`B`, `M`, ...; a product's name is its factors joined by `*`: `MP*PS`).
     pub name: String,
     /// First place it was declared.
     pub span: Span,
+    /// For a dim written as a product (`index m: MP * PS`): its factors. Its size is always
+    /// derived from theirs, never bound on its own (where an input has it, the input's size is
+    /// checked against the product).
+    pub product: Option<DimProduct>,
+}
+
+/// The factors of a product dim: `scale × Π factors`.
+///
+/// Invariant: the factors are dims without a product of their own (in written order, repeats
+/// allowed), each the size of some input dimension on its own; there are at least two, or one
+/// with `scale != 1`; `scale >= 0`. A kernel has one product dim per distinct product
+/// ([`DimProduct::same_as`]: `MP * PS` and `PS * MP` are one dim).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DimProduct {
+    /// The symbolic factors, as first written.
+    pub factors: Vec<DimId>,
+    /// The product of the literal factors.
+    pub scale: i64,
+}
+
+impl DimProduct {
+    /// True if both are the same product (the factors in any order).
+    pub fn same_as(&self, other: &DimProduct) -> bool {
+        let sorted = |p: &DimProduct| {
+            let mut f = p.factors.clone();
+            f.sort();
+            f
+        };
+        self.scale == other.scale && sorted(self) == sorted(other)
+    }
+
+    /// The size under `size_of` (the sizes of the free dims), or `None` when a factor is
+    /// unknown or the product overflows `i64`.
+    pub fn size(&self, mut size_of: impl FnMut(DimId) -> Option<i64>) -> Option<i64> {
+        self.factors.iter().try_fold(self.scale, |acc, d| acc.checked_mul(size_of(*d)?))
+    }
 }
 
 /// What a tensor is to its kernel.
@@ -200,6 +236,13 @@ pub struct Kernel {
     pub span: Span,
     /// The kernel's name where it is declared.
     pub name_span: Span,
+}
+
+impl Kernel {
+    /// The dims bound from the inputs (every dim except the products, which are derived).
+    pub fn free_dims(&self) -> impl Iterator<Item = &DimInfo> {
+        self.dims.iter().filter(|d| d.product.is_none())
+    }
 }
 
 /// A statement.

@@ -48,7 +48,16 @@ pub fn lower(program: &Program, name: &str) -> Result<Cascade, LowerError> {
         }
     })?;
     let mut cx = Lowering { program, nodes: Vec::new(), ranges: Vec::new(), calls: 0 };
-    let dims = k.dims.iter().map(|d| d.name.clone()).collect();
+    let dims = k.dims.iter().filter(|d| d.product.is_none()).map(|d| d.name.clone()).collect();
+    let products = k
+        .dims
+        .iter()
+        .filter_map(|d| {
+            let p = d.product.as_ref()?;
+            let factors = p.factors.iter().map(|f| k.dims[f.index()].name.clone()).collect();
+            Some(crate::ir::ProductDim { name: d.name.clone(), factors, scale: p.scale })
+        })
+        .collect();
     let env = Env::identity(k);
     cx.kernel(k, &env, true)?;
     let mut graph = DiGraph::new();
@@ -56,7 +65,7 @@ pub fn lower(program: &Program, name: &str) -> Result<Cascade, LowerError> {
     for n in cx.nodes {
         order.push(graph.add_node(n));
     }
-    let mut c = Cascade { name: k.name.clone(), dims, ranges: cx.ranges, graph, order };
+    let mut c = Cascade { name: k.name.clone(), dims, products, ranges: cx.ranges, graph, order };
     c.relink();
     Ok(c)
 }

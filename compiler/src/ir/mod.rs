@@ -78,13 +78,43 @@ pub struct Node {
     pub def: Def,
 }
 
+/// A dim written as a product (`index m: MP * PS`): `scale × Π factors`. Its size is derived
+/// from the factors' sizes where the kernel starts; it is not an argument of the compiled
+/// kernel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductDim {
+    /// Its name (the factors as written, joined by `*`: `MP*PS`).
+    pub name: String,
+    /// The symbolic factors (dims of [`Cascade::dims`]).
+    pub factors: Vec<String>,
+    /// The product of the literal factors.
+    pub scale: i64,
+}
+
+impl ProductDim {
+    /// The size given the free dims' sizes, or `None` when a factor is unknown or the product
+    /// overflows `i64`.
+    pub fn size(&self, mut size_of: impl FnMut(&str) -> Option<i64>) -> Option<i64> {
+        self.factors.iter().try_fold(self.scale, |acc, f| acc.checked_mul(size_of(f)?))
+    }
+
+    /// `scale * F1 * F2` as the text form writes it (the scale only when it is not 1).
+    pub fn formula(&self) -> String {
+        let scale = (self.scale != 1).then(|| self.scale.to_string());
+        scale.into_iter().chain(self.factors.iter().cloned()).collect::<Vec<_>>().join(" * ")
+    }
+}
+
 /// A kernel as a cascade of tensor definitions.
 #[derive(Clone, Debug)]
 pub struct Cascade {
     /// Kernel name.
     pub name: String,
-    /// Symbolic dimension names.
+    /// Symbolic dimension names, bound from the inputs: the compiled kernel's dim arguments,
+    /// in order.
     pub dims: Vec<String>,
+    /// Dims derived from [`Self::dims`] as products (read by name like any dim).
+    pub products: Vec<ProductDim>,
     /// Index ranges: name → size (one range per name in a kernel).
     pub ranges: Vec<(String, Size)>,
     /// The DAG: producer → consumer.
@@ -117,6 +147,21 @@ impl Cascade {
             _ => 0,
         });
         v
+    }
+
+    /// True if `name` is a dim of the cascade (bound or a product).
+    pub fn has_dim(&self, name: &str) -> bool {
+        self.dims.iter().any(|d| d == name) || self.products.iter().any(|p| p.name == name)
+    }
+
+    /// The size of every dim (products included) given the bound dims' sizes; `None` for a
+    /// product whose factor is missing or that overflows.
+    pub fn dim_sizes(&self, bound: impl Fn(&str) -> Option<i64>) -> Vec<(String, Option<i64>)> {
+        let mut out: Vec<(String, Option<i64>)> = self.dims.iter().map(|d| (d.clone(), bound(d))).collect();
+        for p in &self.products {
+            out.push((p.name.clone(), p.size(&bound)));
+        }
+        out
     }
 
     /// The range of index `name`.

@@ -5,6 +5,7 @@
 //! ```text
 //! cascade NAME
 //!   dims D1 D2 ..
+//!   product D1*D2 = D1 * D2                     (zero or more)
 //!   range i: D1, j: 4, ..
 //!   input X: f32[D1, D2]                       (or input#k when X is argument k out of order)
 //!   local T[i, j]: f32[D1, D2] = SEXPR          (or output / output#k)
@@ -19,7 +20,7 @@
 //! verifier's business.
 
 use super::lang::Tfm;
-use super::{Cascade, Def, Node, Role, Size};
+use super::{Cascade, Def, Node, ProductDim, Role, Size};
 use egg::RecExpr;
 use petgraph::graph::DiGraph;
 use std::str::FromStr;
@@ -37,8 +38,8 @@ pub struct ParseError {
 
 /// Parses the text form of one cascade.
 pub fn parse_cascade(text: &str) -> Result<Cascade, ParseError> {
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty());
-    let mut header = |keyword: &str| -> Result<(usize, String), ParseError> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).peekable();
+    let header = |lines: &mut dyn Iterator<Item = (usize, &str)>, keyword: &str| -> Result<(usize, String), ParseError> {
         let Some((line, l)) = lines.next() else {
             return Err(ParseError {
                 line: text.lines().count().max(1),
@@ -50,13 +51,17 @@ pub fn parse_cascade(text: &str) -> Result<Cascade, ParseError> {
             _ => Err(ParseError { line, what: format!("expected `{keyword} ...`, found `{l}`") }),
         }
     };
-    let (line, name) = header("cascade")?;
+    let (line, name) = header(&mut lines, "cascade")?;
     if name.is_empty() || name.contains(char::is_whitespace) {
         return Err(ParseError { line, what: format!("expected `cascade NAME`, found `cascade {name}`") });
     }
-    let (_, dims) = header("dims")?;
+    let (_, dims) = header(&mut lines, "dims")?;
     let dims: Vec<String> = dims.split_whitespace().map(str::to_string).collect();
-    let (line, ranges) = header("range")?;
+    let mut products = Vec::new();
+    while let Some((line, rest)) = lines.next_if(|(_, l)| l.starts_with("product ")).map(|(n, l)| (n, &l["product ".len()..])) {
+        products.push(parse_product(rest).map_err(|what| ParseError { line, what })?);
+    }
+    let (line, ranges) = header(&mut lines, "range")?;
     let ranges = parse_ranges(&ranges).map_err(|what| ParseError { line, what })?;
     let mut graph = DiGraph::new();
     let mut order = Vec::new();
@@ -65,7 +70,7 @@ pub fn parse_cascade(text: &str) -> Result<Cascade, ParseError> {
         let node = parse_node(l, &mut inputs, &mut outputs).map_err(|what| ParseError { line, what })?;
         order.push(graph.add_node(node));
     }
-    let mut c = Cascade { name, dims, ranges, graph, order: order.clone() };
+    let mut c = Cascade { name, dims, products, ranges, graph, order: order.clone() };
     c.relink();
     // Keep the text's order: a read before its definition is the verifier's to report.
     c.order = order;
@@ -99,7 +104,8 @@ fn parse_size(s: &str) -> Result<Size, String> {
     let s = word(s, "a size (a dimension name or a number)")?;
     Ok(match s.parse::<i64>() {
         Ok(n) => Size::Fixed(n),
-        Err(_) if s.starts_with(|c: char| c.is_ascii_digit() || c == '-') => return Err(format!("bad size `{s}`")),
+        // A product dim's name may start with its literal factor (`2*C`).
+        Err(_) if s.starts_with(|c: char| c.is_ascii_digit() || c == '-') && !s.contains('*') => return Err(format!("bad size `{s}`")),
         Err(_) => Size::Dim(s),
     })
 }
@@ -218,4 +224,26 @@ fn expr(s: &str) -> Result<RecExpr<Tfm>, String> {
         return Err(format!("`read` needs a tensor name in `{s}`"));
     }
     Ok(e)
+}
+
+/// `NAME = [SCALE *] F1 * F2 ...`.
+fn parse_product(text: &str) -> Result<ProductDim, String> {
+    let bad = || format!("expected `product NAME = F1 * F2`, found `product {text}`");
+    let (name, formula) = text.split_once('=').ok_or_else(bad)?;
+    let name = name.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    let mut scale: i64 = 1;
+    let mut factors = Vec::new();
+    for f in formula.split('*').map(str::trim) {
+        if f.is_empty() || f.contains(char::is_whitespace) {
+            return Err(bad());
+        }
+        match f.parse::<i64>() {
+            Ok(n) => scale = scale.checked_mul(n).ok_or_else(bad)?,
+            Err(_) => factors.push(f.to_string()),
+        }
+    }
+    Ok(ProductDim { name: name.to_string(), factors, scale })
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! cascade sdpa
 //!   dims B H P E M F
+//!   product MP*PS = MP * PS         (one line per product dim, when the kernel has any)
 //!   range b: B, h: H, ...
 //!   input Q: f32[B, H, P, E]
 //!   local S[b, h, p, m]: f32[B, H, P, M] = (* (sum e 0 (dim E) true ...) ...)
@@ -34,6 +35,9 @@ pub fn print_cascade(c: &Cascade) -> String {
     let mut out = format!("cascade {}\n", c.name);
     let dims: String = c.dims.iter().map(|d| format!(" {d}")).collect();
     out.push_str(&format!("  dims{dims}\n"));
+    for p in &c.products {
+        out.push_str(&format!("  product {} = {}\n", p.name, p.formula()));
+    }
     let ranges: Vec<String> = c.ranges.iter().map(|(n, s)| format!("{n}: {s}")).collect();
     let sep = if ranges.is_empty() { "" } else { " " };
     out.push_str(&format!("  range{sep}{}\n", ranges.join(", ")));

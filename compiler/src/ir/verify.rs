@@ -62,7 +62,7 @@ pub fn verify(c: &Cascade) -> Result<(), VerifyError> {
 
 fn known_size(c: &Cascade, s: &Size) -> Result<(), String> {
     match s {
-        Size::Dim(d) if !c.dims.contains(d) => Err(format!("unknown dimension '{d}'")),
+        Size::Dim(d) if !c.has_dim(d) => Err(format!("unknown dimension '{d}'")),
         Size::Fixed(n) if *n < 0 => Err(format!("negative size {n}")),
         _ => Ok(()),
     }
@@ -205,7 +205,7 @@ impl<'a> Cx<'a> {
             }
             Tfm::Dim(s) => {
                 let name = self.sym(*s, "dim", "a dimension name")?;
-                if !self.c.dims.iter().any(|d| d == name) {
+                if !self.c.has_dim(name) {
                     return Err(format!("unknown dimension '{name}'"));
                 }
                 Ok(())

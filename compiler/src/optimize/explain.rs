@@ -62,7 +62,8 @@ pub fn render(docs: &[String], before: &Cascade, after: &Cascade, report: &Repor
         let a = report.passes_after.get(i).copied().unwrap_or(0);
         let _ = writeln!(s, "  {i:<8} {b:>6} {a:>6}");
     }
-    let dims: Vec<String> = before.dims.iter().map(|d| format!("{d}={}", sizes.dims.get(d).copied().unwrap_or(0.0))).collect();
+    let named = before.dims.iter().chain(before.products.iter().map(|p| &p.name));
+    let dims: Vec<String> = named.map(|d| format!("{d}={}", sizes.dims.get(d).copied().unwrap_or(0.0))).collect();
     let (eb, ea) = (estimate(before, &sizes), estimate(after, &sizes));
     let _ = writeln!(s, "\n== estimate for {} ==", dims.join(", "));
     let _ = writeln!(s, "  {:<8} {:>12} {:>12} {:>8}", "", "before", "after", "ratio");

@@ -263,6 +263,10 @@ pub(crate) fn sizes_for(c: &Cascade, opts: &Options) -> cost::Sizes {
         let v = opts.dims.get(d).copied().unwrap_or(opts.default_dim);
         s.dims.insert(d.clone(), v as f64);
     }
+    for p in &c.products {
+        let v = p.size(|f| opts.dims.get(f).copied().or(Some(opts.default_dim))).unwrap_or(i64::MAX);
+        s.dims.insert(p.name.clone(), v as f64);
+    }
     for (name, size) in &c.ranges {
         let v = match size {
             Size::Dim(d) => s.dims.get(d).copied().unwrap_or(opts.default_dim as f64),

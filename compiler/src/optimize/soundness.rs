@@ -25,8 +25,9 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor, rtol: f64) {
 /// Inputs for `kernel` with every dim set by `size(dim)`; `Off` (cu_seqlens) made valid.
 fn inputs_for(program: &crate::Program, kernel: &str, size: impl Fn(&str) -> usize, seed: u64) -> BTreeMap<String, Tensor> {
     let (_, k) = program.kernel(kernel).expect("kernel exists");
-    let dims: BTreeMap<String, usize> = k.dims.iter().map(|d| (d.name.clone(), size(&d.name))).collect();
+    let dims: BTreeMap<String, usize> = k.free_dims().map(|d| (d.name.clone(), size(&d.name))).collect();
     let mut inputs = random_inputs(program, kernel, &dims, seed).expect("random inputs");
+    crate::testing::valid_block_table(&mut inputs);
     if let Some(off) = inputs.get("Off") {
         let n = off.len();
         let total = dims.get("T").copied().unwrap_or(0) as i64;

@@ -206,16 +206,17 @@ impl Walk<'_> {
     }
 
     /// True if the reduction `id` is one the tiled plans take with the node's inner index
-    /// `inner` as the output column (an `osm`, or a sum of `w · v` with `w` free of it, bounds
-    /// and filter too) and a row index (a node index besides the column that the value does
-    /// not read, as `schedule::attention::analysis` requires): they evaluate the logit or
-    /// weight once per (row, key), the column innermost.
+    /// `inner` as the output column: an `osm` with another node index (the value may read
+    /// them all: a single-row plan), or a sum of `w · v` with `w` free of it (bounds and filter
+    /// too) and a row index (a node index besides the column that the value does not read):
+    /// they evaluate the logit or weight once per (row, key), the column innermost.
     fn planned(&self, id: Id, inner: &str) -> bool {
         let uses = |x: Id| self.free[usize::from(x)].contains(inner);
         let has_rows = |v: Id| self.indices.iter().any(|i| i != inner && !self.free[usize::from(v)].contains(i));
         match &self.e[id] {
-            Tfm::Osm([_, lo, hi, f, s, v]) | Tfm::OsmZ([_, lo, hi, f, s, v, _]) => {
-                !uses(*lo) && !uses(*hi) && !uses(*f) && !uses(*s) && has_rows(*v)
+            // A value that reads every index gets the single-row plan (decode).
+            Tfm::Osm([_, lo, hi, f, s, _]) | Tfm::OsmZ([_, lo, hi, f, s, _, _]) => {
+                !uses(*lo) && !uses(*hi) && !uses(*f) && !uses(*s) && self.indices.iter().any(|i| i != inner)
             }
             Tfm::Sum([_, lo, hi, f, body]) => {
                 !uses(*lo)

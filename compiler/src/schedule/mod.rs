@@ -115,6 +115,8 @@ pub struct Scheduled {
     pub outputs: Vec<ArgInfo>,
     /// Symbolic dims in ABI order.
     pub dims: Vec<String>,
+    /// Product dims (computed in the kernel from `dims`, not passed).
+    pub products: Vec<crate::ir::ProductDim>,
     /// Params in ABI order: `ParamId` index, name, dtype.
     pub params: Vec<(usize, String, DType)>,
     /// One line per node saying which plan it got (for `tfmc explain`).

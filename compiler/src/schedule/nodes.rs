@@ -91,6 +91,24 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
         let v = dims[d];
         b.fail_if(e::bin(K::Gt, e::var(v), e::i64(MAX_DIM)), FailKind::BadDims, format!("dim {d} is negative or larger than 2^40"));
     }
+    // Product dims: `scale × Π factors`, each step checked to stay within 2^40 (the factors
+    // are in 0..=2^40 here, so a step overflows i64 only when its result is over 2^40 too).
+    for p in &c.products {
+        let mut acc = e::i64(p.scale);
+        for f in &p.factors {
+            let fv = *dims.get(f).ok_or_else(|| internal(format!("product factor '{f}'"), &loc0))?;
+            let over = e::bin(
+                K::Or,
+                e::bin(K::MulOverflows, acc.clone(), e::var(fv)),
+                e::bin(K::Gt, e::mul(acc.clone(), e::var(fv)), e::i64(MAX_DIM)),
+            );
+            b.fail_if(over, FailKind::BadDims, format!("dim {} = {} is larger than 2^40", p.name, p.formula()));
+            acc = e::mul(acc, e::var(fv));
+        }
+        let v = b.let_(&p.name, acc);
+        intervals.insert(v, (0i128, MAX_DIM as i128));
+        dims.insert(p.name.clone(), v);
+    }
     let mut params = HashMap::new();
     let mut param_list = Vec::new();
     for (i, p) in program.params.iter().enumerate() {
@@ -163,8 +181,14 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                             super::attention::Norm::Softmax => "attention",
                             super::attention::Norm::Sum => "weighted sum (no normaliser)",
                         },
-                        if p.dot.is_some() { "packed Q·Kᵀ tile when enough rows, else natural" } else { "natural" },
-                        opts.tile_p,
+                        if p.dot.is_some() {
+                            "packed Q·Kᵀ tile when enough rows, else natural"
+                        } else if p.single_row {
+                            "natural; the values read every row index: one row per tile"
+                        } else {
+                            "natural"
+                        },
+                        if p.single_row { 1 } else { opts.tile_p },
                         node.indices[p.tile],
                         opts.tile_m,
                         columns_note(node, opts)
@@ -201,7 +225,7 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
         }
     }
     let func = cx.b.finish();
-    Ok(Scheduled { func, inputs, outputs, dims: c.dims.clone(), params: param_list, plan })
+    Ok(Scheduled { func, inputs, outputs, dims: c.dims.clone(), products: c.products.clone(), params: param_list, plan })
 }
 
 fn arg(n: &Node) -> ArgInfo {

@@ -73,14 +73,8 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
 
 /// `Q: f32[B, H, P, E]` in the manifest's terms.
 fn spec(t: &TensorSpec) -> String {
-    let dims: Vec<String> = t
-        .shape
-        .iter()
-        .map(|d| match d {
-            DimSpec::Dim(n) => n.clone(),
-            DimSpec::Fixed(n) => n.to_string(),
-        })
-        .collect();
+    // `DimSpec` prints as written: `B`, `64`, `MP * PS`.
+    let dims: Vec<String> = t.shape.iter().map(DimSpec::to_string).collect();
     format!("{}: {}[{}]", t.name, t.dtype, dims.join(", "))
 }
 

@@ -128,7 +128,7 @@ fn run_cases(
     super::emu::with_emulator(&ex, |dev| {
         for &(dims, seed, scale) in cases {
             let d: BTreeMap<String, usize> =
-                k.dims.iter().map(|dim| (dim.name.clone(), dims.iter().find(|(n, _)| *n == dim.name).map_or(2, |x| x.1))).collect();
+                k.free_dims().map(|dim| (dim.name.clone(), dims.iter().find(|(n, _)| *n == dim.name).map_or(2, |x| x.1))).collect();
             let mut inputs = crate::inputs::random_inputs(program, kernel, &d, seed).unwrap();
             if scale != 1.0 {
                 let q = inputs.get_mut("Q").unwrap();

@@ -78,15 +78,60 @@ struct Shape {
 
 const SHAPES: [Shape; 3] = [
     Shape {
-        dims: &[("B", 1), ("H", 1), ("G", 1), ("P", 1), ("M", 1), ("E", 1), ("F", 1), ("T", 1), ("D", 1), ("N", 1), ("S1", 2)],
+        dims: &[
+            ("B", 1),
+            ("H", 1),
+            ("G", 1),
+            ("P", 1),
+            ("M", 1),
+            ("E", 1),
+            ("F", 1),
+            ("T", 1),
+            ("D", 1),
+            ("N", 1),
+            ("S1", 2),
+            ("NB", 1),
+            ("PS", 1),
+            ("MP", 1),
+        ],
         offsets: &[0, 1],
     },
     Shape {
-        dims: &[("B", 1), ("H", 3), ("G", 3), ("P", 5), ("M", 7), ("E", 3), ("F", 5), ("T", 7), ("D", 5), ("N", 3), ("S1", 4)],
+        dims: &[
+            ("B", 1),
+            ("H", 3),
+            ("G", 3),
+            ("P", 5),
+            ("M", 7),
+            ("E", 3),
+            ("F", 5),
+            ("T", 7),
+            ("D", 5),
+            ("N", 3),
+            ("S1", 4),
+            ("NB", 5),
+            ("PS", 3),
+            ("MP", 2),
+        ],
         offsets: &[0, 3, 3, 7],
     },
     Shape {
-        dims: &[("B", 2), ("H", 2), ("G", 1), ("P", 13), ("M", 13), ("E", 5), ("F", 5), ("T", 13), ("D", 5), ("N", 3), ("S1", 5)],
+        dims: &[
+            ("B", 2),
+            ("H", 2),
+            ("G", 1),
+            ("P", 13),
+            ("M", 13),
+            ("E", 5),
+            ("F", 5),
+            ("T", 13),
+            ("D", 5),
+            ("N", 3),
+            ("S1", 5),
+            ("NB", 6),
+            ("PS", 4),
+            ("MP", 3),
+        ],
         offsets: &[0, 4, 4, 9, 13],
     },
 ];
@@ -97,6 +142,7 @@ fn inputs_for(program: &crate::Program, kernel: &str, shape: &Shape, seed: u64) 
     let dims: BTreeMap<String, usize> =
         shape.dims.iter().filter(|(n, _)| k.dims.iter().any(|d| d.name == *n)).map(|(n, s)| (n.to_string(), *s)).collect();
     let mut inputs = crate::inputs::random_inputs(program, kernel, &dims, seed).unwrap_or_else(|e| panic!("{kernel}: {e}"));
+    crate::testing::valid_block_table(&mut inputs);
     if kernel == "varlen_causal" {
         let off = Tensor::new(DType::I32, vec![shape.offsets.len()], TensorData::I(shape.offsets.to_vec())).expect("offsets");
         inputs.insert("Off".to_string(), off);

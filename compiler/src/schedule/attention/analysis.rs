@@ -34,6 +34,10 @@ pub(in super::super) struct Plan {
     pub v: Id,
     /// Position of the tile index among the node's indices.
     pub tile: usize,
+    /// A softmax whose value reads every index but the key (decode written without a query axis:
+    /// `O[b, h, f] = osm m (..) V[b, m, h, f]`): the tile index is the last one before the
+    /// column, each tile is one row, and nothing is packed (the natural logits, `v` streamed).
+    pub single_row: bool,
     /// The dot product inside the logit, for the packed variant.
     pub dot: Option<Dot>,
     /// The logit can be evaluated at masked points without any effect (no failure, no
@@ -235,12 +239,19 @@ pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d:
     if head.slot == f || slots.contains(&head.slot) || absent(s) || absent(v) {
         return None;
     }
-    let tile = (0..slots.len() - 1).rev().find(|&k| !uses(d.ops, v, slots[k]))?;
+    let free_tile = (0..slots.len() - 1).rev().find(|&k| !uses(d.ops, v, slots[k]));
+    // Single-row plans for softmax rows only: a plain weighted sum whose value reads every
+    // index is a GEMM chain's step (flow attention's), which the generic plan keeps.
+    let (tile, single_row) = match free_tile {
+        Some(t) => (t, false),
+        None if norm == Norm::Softmax => (slots.len() - 2, true),
+        None => return None,
+    };
     if !node.dtype.is_float() {
         return None;
     }
-    let dot = find_dot(d, s, head.slot, slots[tile], f);
+    let dot = if single_row { None } else { find_dot(d, s, head.slot, slots[tile], f) };
     let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
     let pure_logit = unfiltered && pure(d, s, dot.as_ref().map(|x| x.id));
-    Some(Plan { head, norm, s, v, tile, dot, pure_logit, sink })
+    Some(Plan { head, norm, s, v, tile, single_row, dot, pure_logit, sink })
 }

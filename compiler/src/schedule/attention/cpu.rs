@@ -34,6 +34,9 @@ struct Packed<'p> {
 /// Emits the plan for the node of `site` with tiles of `tp` rows and blocks of `tm` keys: the
 /// packed variant when it applies at run time, else the natural one.
 pub(super) fn emit(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> Result<(), ScheduleError> {
+    if site.plan.single_row {
+        return tiles(cx, site, 1, tm, None);
+    }
     let Some(dot) = &site.plan.dot else { return tiles(cx, site, tp, tm, None) };
     let t = cx.tensors[site.slot].clone();
     let Some(esize) = dot_extent(cx, site, dot) else { return tiles(cx, site, tp, tm, None) };
@@ -540,6 +543,13 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
     let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
+    // The row's tile index, which `v` reads in a single-row plan (else `v` is free of it).
+    let old_t = if plan.single_row {
+        let row = cx.b.let_(&node.indices[plan.tile], e::add(e::var(tile.t0), e::var(i)));
+        Some(cx.bind(site.slots[plan.tile], IdxVar { var: row, range: Some(node.shape[plan.tile].clone()) }))
+    } else {
+        None
+    };
     let w = cx.b.let_("w", e::load(tile.sb, tile.srow(i, e::var(j))));
     if !pure_v {
         // v is evaluated only where the interpreter would (a point with weight).
@@ -557,6 +567,9 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
         cx.b.close();
     }
     cx.b.close(); // rows
+    if let Some(old_t) = old_t {
+        cx.unbind(site.slots[plan.tile], old_t);
+    }
     cx.b.close(); // keys
     cx.unbind(plan.head.slot, old_m);
     if tiles {

@@ -3,8 +3,11 @@
 //! any weight free of the output column) on the same tiles without the softmax state.
 //!
 //! Applies to a node `O[.., t, .., f] = osm m lo hi F (s) (v)` whose last index `f` appears
-//! in neither the logit `s` nor the head, and whose *tile index* `t` — the last other index
-//! that `v` does not read — exists (the query position `p` of every attention kernel):
+//! in neither the logit `s` nor the head, with at least one other index. Its *tile index* `t`
+//! is the last other index that `v` does not read (the query position `p` of every attention
+//! kernel); when `v` reads them all (decode written without a query axis, `O[b, h, f]` from
+//! `V[b, m, h, f]`), `t` is the index before `f` and every tile is one row
+//! ([`Plan::single_row`]: natural logits, `v` streamed, nothing shared between rows):
 //!
 //! ```text
 //! parallel over (other indices × tiles of TP rows of t):
@@ -54,8 +57,11 @@ use super::{ScheduleError, ScheduleOptions, Target};
 pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bool {
     match opts.target {
         Target::Cpu => true,
+        // The GPU plans share a block's keys and values between its rows; a single-row plan
+        // is not built for them (the generic plan runs it).
         Target::Gpu { .. } => {
-            plan.pure_logit
+            !plan.single_row
+                && plan.pure_logit
                 && analysis::pure(d, plan.v, None)
                 && analysis::only_dot_reduces(d, plan.s, plan.dot.as_ref().map(|x| x.id))
                 // The dot product's factors are read inside the block parallel too.
