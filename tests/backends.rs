@@ -349,11 +349,16 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
 fn paged_decode_on_shapes_and_large_logits(backend: &Target) {
     let program = load_lib("paged.tfm");
     let params = BTreeMap::new();
-    let cases: [([usize; 6], &[usize]); 4] = [
+    // Groups of 2 (packed values never: fewer rows than a tile product), 8 (tile products
+    // over packed values), 17 (above GROUP_MAX: one row per tile), 1 (MHA) and 3.
+    let cases: [([usize; 6], &[usize]); 7] = [
         ([1, 1, 1, 1, 1, 1], &[1]),
         ([2, 1, 3, 5, 4, 3], &[5, 0, 12, 1]),
         ([4, 2, 8, 6, 16, 5], &[80, 33, 17]),
         ([8, 8, 64, 64, 16, 20], &[300, 257]),
+        ([16, 2, 32, 24, 16, 6], &[90, 5]),
+        ([34, 2, 8, 8, 4, 4], &[13, 16]),
+        ([6, 2, 8, 5, 4, 4], &[11, 3]),
     ];
     for (i, (sizes, lens)) in cases.into_iter().enumerate() {
         for scale in [1.0, 100.0] {

@@ -183,12 +183,16 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                         },
                         if p.dot.is_some() {
                             "packed Q·Kᵀ tile when enough rows, else natural"
-                        } else if p.single_row {
-                            "natural; the values read every row index: one row per tile"
                         } else {
-                            "natural"
+                            match p.rows {
+                                super::attention::Rows::Shared => "natural",
+                                super::attention::Rows::Single => "natural, keys outer; the values read every row index: each row its own",
+                            }
                         },
-                        if p.single_row { 1 } else { opts.tile_p },
+                        match p.rows {
+                            super::attention::Rows::Shared => opts.tile_p,
+                            super::attention::Rows::Single => super::attention::SINGLE_ROWS,
+                        },
                         node.indices[p.tile],
                         opts.tile_m,
                         columns_note(node, opts)

@@ -34,10 +34,8 @@ pub(in super::super) struct Plan {
     pub v: Id,
     /// Position of the tile index among the node's indices.
     pub tile: usize,
-    /// A softmax whose value reads every index but the key (decode written without a query axis:
-    /// `O[b, h, f] = osm m (..) V[b, m, h, f]`): the tile index is the last one before the
-    /// column, each tile is one row, and nothing is packed (the natural logits, `v` streamed).
-    pub single_row: bool,
+    /// Which rows of the tile index share the value (and so one tile).
+    pub rows: Rows,
     /// The dot product inside the logit, for the packed variant.
     pub dot: Option<Dot>,
     /// The logit can be evaluated at masked points without any effect (no failure, no
@@ -47,6 +45,23 @@ pub(in super::super) struct Plan {
     /// denominator is `sum + exp(c - max)`.
     pub sink: Option<Id>,
 }
+
+/// Whether the rows of a plan's tile index read the same value `v`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in super::super) enum Rows {
+    /// `v` is free of the tile index: every row of a tile shares it (the query position).
+    Shared,
+    /// A softmax whose value reads every index but the key (decode written without a query
+    /// axis: `O[b, h, f]` from `V[b, m, h, f]`, grouped heads `Vp[.., h / (H / G), f]`): the
+    /// tile index is the last one before the column, a tile is up to [`SINGLE_ROWS`]
+    /// consecutive rows each with its own values, the logits are natural and computed keys
+    /// outer (one key's rows read neighbouring memory), `v` is streamed per row, nothing is
+    /// packed.
+    Single,
+}
+
+/// The most rows of a [`Rows::Single`] tile.
+pub(in super::super) const SINGLE_ROWS: u32 = 32;
 
 /// `Σ_e Π a_k · Π b_k` inside the logit: `a` factors free of the key index, `b` factors
 /// free of the tile index.
@@ -242,16 +257,16 @@ pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d:
     let free_tile = (0..slots.len() - 1).rev().find(|&k| !uses(d.ops, v, slots[k]));
     // Single-row plans for softmax rows only: a plain weighted sum whose value reads every
     // index is a GEMM chain's step (flow attention's), which the generic plan keeps.
-    let (tile, single_row) = match free_tile {
-        Some(t) => (t, false),
-        None if norm == Norm::Softmax => (slots.len() - 2, true),
+    let (tile, rows) = match free_tile {
+        Some(t) => (t, Rows::Shared),
+        None if norm == Norm::Softmax => (slots.len() - 2, Rows::Single),
         None => return None,
     };
     if !node.dtype.is_float() {
         return None;
     }
-    let dot = if single_row { None } else { find_dot(d, s, head.slot, slots[tile], f) };
+    let dot = if rows == Rows::Shared { find_dot(d, s, head.slot, slots[tile], f) } else { None };
     let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
     let pure_logit = unfiltered && pure(d, s, dot.as_ref().map(|x| x.id));
-    Some(Plan { head, norm, s, v, tile, single_row, dot, pure_logit, sink })
+    Some(Plan { head, norm, s, v, tile, rows, dot, pure_logit, sink })
 }

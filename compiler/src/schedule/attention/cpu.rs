@@ -14,7 +14,7 @@ use super::super::hoist::invariants;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileProduct, Ty, Var};
 use super::super::lower::vty;
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::analysis::{Dot, Norm, pure, uses};
+use super::analysis::{Dot, Norm, Rows, SINGLE_ROWS, pure, uses};
 use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
 use crate::ir::eval::compile::Op;
 use egg::Id;
@@ -34,19 +34,31 @@ struct Packed<'p> {
 /// Emits the plan for the node of `site` with tiles of `tp` rows and blocks of `tm` keys: the
 /// packed variant when it applies at run time, else the natural one.
 pub(super) fn emit(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> Result<(), ScheduleError> {
-    if site.plan.single_row {
-        return tiles(cx, site, 1, tm, None);
+    if site.plan.rows == Rows::Single {
+        // As many rows per tile as fit (one key's rows then read one stretch of memory: all
+        // heads of a token), but at least four tiles in all, so that a single sequence's decode
+        // still runs in parallel: `ceil(T / ceil(4 / outer))` rows, at most SINGLE_ROWS.
+        let t = cx.tensors[site.slot].shape.clone();
+        let mut outer = e::i64(1);
+        for &a in &site.others() {
+            outer = e::mul(outer, t[a].clone());
+        }
+        let outer = e::bin(K::Max, e::i64(1), outer);
+        let per = e::bin(K::Div, e::add(e::i64(4), e::sub(outer.clone(), e::i64(1))), outer);
+        let rows = e::bin(K::Div, e::add(t[site.plan.tile].clone(), e::sub(per.clone(), e::i64(1))), per);
+        let tr = cx.b.let_("tile.rows", e::bin(K::Max, e::i64(1), e::bin(K::Min, rows, e::i64(i64::from(SINGLE_ROWS)))));
+        return tiles(cx, site, SINGLE_ROWS, e::var(tr), tm, None);
     }
-    let Some(dot) = &site.plan.dot else { return tiles(cx, site, tp, tm, None) };
+    let Some(dot) = &site.plan.dot else { return tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None) };
     let t = cx.tensors[site.slot].clone();
-    let Some(esize) = dot_extent(cx, site, dot) else { return tiles(cx, site, tp, tm, None) };
+    let Some(esize) = dot_extent(cx, site, dot) else { return tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None) };
     let rows = t.shape[site.plan.tile].clone();
     let ok = e::bin(K::And, e::bin(K::Ge, rows, e::i64(PACKED_MIN_ROWS)), e::bin(K::Le, esize.clone(), e::i64(i64::from(EMAX))));
     cx.b.open_if(ok);
     let packed = prepass(cx, site, tm, dot, esize)?;
-    tiles(cx, site, tp, tm, Some(&packed))?;
+    tiles(cx, site, tp, e::i64(i64::from(tp)), tm, Some(&packed))?;
     cx.b.open_else();
-    tiles(cx, site, tp, tm, None)?;
+    tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None)?;
     cx.b.close();
     Ok(())
 }
@@ -169,9 +181,10 @@ impl Tile {
 }
 
 /// The tile loop nest of one variant.
-fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32, packed: Option<&Packed<'_>>) -> Result<(), ScheduleError> {
+/// `tp` is the most rows of a tile (its stack arrays), `tr` how many it has.
+fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tr: Expr, tm: u32, packed: Option<&Packed<'_>>) -> Result<(), ScheduleError> {
     let mark = cx.b.mark();
-    let (mut tile, saved) = open_tile(cx, site, tp, tm);
+    let (mut tile, saved) = open_tile(cx, site, tp, tr, tm);
     let pk = match packed {
         Some(p) => Some((p, pack_rows(cx, site, &tile, p)?)),
         None => None,
@@ -211,14 +224,14 @@ fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32, packed: Option<
 
 /// Opens the parallel loop over (other indices × row tiles), binds the other indices, and
 /// declares the tile's per-row state; returns the tile and the indices' previous bindings.
-fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> (Tile, Saved) {
+fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tr: Expr, tm: u32) -> (Tile, Saved) {
     let node = site.node;
     let t = cx.tensors[site.slot].clone();
     let ty = site.acc_ty();
     let ta = site.plan.tile;
     let others = site.others();
     let mut idx: Vec<Option<Expr>> = vec![None; site.slots.len()];
-    let ntiles = e::bin(K::Div, e::add(t.shape[ta].clone(), e::i64(i64::from(tp) - 1)), e::i64(i64::from(tp)));
+    let ntiles = e::bin(K::Div, e::add(t.shape[ta].clone(), e::sub(tr.clone(), e::i64(1))), tr.clone());
     let ntiles = e::var(cx.b.let_("tiles", ntiles));
     let mut n = ntiles.clone();
     for &a in &others {
@@ -231,8 +244,8 @@ fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> (Tile, S
     for (&a, v) in others.iter().zip(vals) {
         idx[a] = Some(v);
     }
-    let t0 = cx.b.let_("t0", e::mul(e::var(tile), e::i64(i64::from(tp))));
-    let nt = cx.b.let_("rows", e::bin(K::Min, e::i64(i64::from(tp)), e::sub(t.shape[ta].clone(), e::var(t0))));
+    let t0 = cx.b.let_("t0", e::mul(e::var(tile), tr.clone()));
+    let nt = cx.b.let_("rows", e::bin(K::Min, tr, e::sub(t.shape[ta].clone(), e::var(t0))));
     let mut stack = |name: &str, ty: Ty, n: u32| cx.b.buf(&format!("{}.{name}", node.name), ty, BufKind::Stack(n));
     let (mx, sum, any) = (stack("max", ty, tp), stack("sum", ty, tp), stack("any", Ty::Bool, tp));
     let (lo, hi) = (stack("lo", Ty::I64, tp), stack("hi", Ty::I64, tp));
@@ -409,6 +422,7 @@ fn softmax_block(
     let softmax = plan.norm == Norm::Softmax;
     // A masked point's logit is -inf (weight 0 after the softmax); a plain sum's weight is 0.
     let masked = if softmax { f64::NEG_INFINITY } else { 0.0 };
+    let by_key = if plan.rows == Rows::Single { Some(logits_by_key(cx, site, tile, inv, m0, nm, masked)?) } else { None };
     let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
     let subst0 = cx.subst.len();
     for (id, buf) in inv {
@@ -417,7 +431,7 @@ fn softmax_block(
     let row = cx.b.let_(&site.node.indices[plan.tile], e::add(e::var(tile.t0), e::var(i)));
     cx.bind(site.slots[plan.tile], IdxVar { var: row, range: Some(site.node.shape[plan.tile].clone()) });
     let (rlo, rhi) = (cx.b.let_("lo", e::load(tile.lo, e::var(i))), cx.b.let_("hi", e::load(tile.hi, e::var(i))));
-    let bmax = cx.b.let_("bmax", c(f64::NEG_INFINITY));
+    let bmax = cx.b.let_("bmax", by_key.map_or(c(f64::NEG_INFINITY), |bm| e::load(bm, e::var(i))));
     let anyrow = cx.b.let_("anyrow", e::load(tile.any, e::var(i)));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     let inside = |m: Var| e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(rlo)), e::bin(K::Lt, e::var(m), e::var(rhi)));
@@ -454,7 +468,9 @@ fn softmax_block(
         cx.b.close();
         cx.unbind(plan.head.slot, old_m);
     };
-    if plan.pure_logit && (packed.is_some() || plan.dot.is_none()) {
+    if by_key.is_some() {
+        // The logits are in `sb` already.
+    } else if plan.pure_logit && (packed.is_some() || plan.dot.is_none()) {
         // Nothing in the logit can fail or be absent: a block inside the row's key bounds has
         // no mask code (the common case); an edge block masks with a select (vectorizes).
         let interior = e::bin(K::And, e::bin(K::Ge, e::var(m0), e::var(rlo)), e::bin(K::Le, e::add(e::var(m0), e::var(nm)), e::var(rhi)));
@@ -525,6 +541,55 @@ fn softmax_block(
     Ok(())
 }
 
+/// A single-row plan's logits, keys outer and rows inner: consecutive rows are consecutive
+/// values of the tile index (the heads of one token in a `[.., m, h, e]` cache), so the reads
+/// of one key stream through neighbouring memory instead of each row striding over the keys.
+/// Stores `sb[i, j]` (`masked` outside a row's bounds or filter, where nothing is evaluated)
+/// and sets `any[i]`; returns the rows' block maxima (a stack array of the tile's rows).
+fn logits_by_key(
+    cx: &mut Cx<'_>,
+    site: &Site<'_, '_>,
+    tile: &Tile,
+    inv: &[(Id, Buf)],
+    m0: Var,
+    nm: Var,
+    masked: f64,
+) -> Result<Buf, ScheduleError> {
+    let (plan, d, ty) = (site.plan, site.d, tile.ty);
+    let bm = cx.b.buf(&format!("{}.bmax", site.node.name), ty, BufKind::Stack(tile.tp));
+    let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
+    cx.b.store(bm, e::var(i), tile.c(f64::NEG_INFINITY));
+    cx.b.close();
+    let j = cx.b.open_for("j", e::i64(0), e::var(nm));
+    let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
+    let range = cx.ranges.get(plan.head.name.as_str()).cloned();
+    let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
+    let (i, old_t) = tile.open_rows(cx, site);
+    let subst0 = cx.subst.len();
+    for (id, buf) in inv {
+        cx.subst.push((*id, e::load(*buf, e::var(i))));
+    }
+    let inside =
+        e::bin(K::And, e::bin(K::Ge, e::var(m), e::load(tile.lo, e::var(i))), e::bin(K::Lt, e::var(m), e::load(tile.hi, e::var(i))));
+    let sv = cx.b.let_("logit", tile.c(masked));
+    cx.b.open_if(inside);
+    let ok = cx.holds(d, plan.head.filter)?;
+    cx.b.open_if(ok);
+    let x = cx.lower_as(d, plan.s, ty)?;
+    cx.b.set(sv, x);
+    cx.b.store(tile.any, e::var(i), e::bool(true));
+    cx.b.close();
+    cx.b.close();
+    cx.subst.truncate(subst0);
+    cx.b.store(tile.sb, tile.srow(i, e::var(j)), e::var(sv));
+    cx.b.store(bm, e::var(i), e::acc(K::Max, e::load(bm, e::var(i)), e::var(sv)));
+    cx.b.close(); // rows
+    cx.unbind(site.slots[plan.tile], old_t);
+    cx.b.close(); // keys
+    cx.unbind(plan.head.slot, old_m);
+    Ok(bm)
+}
+
 /// `acc[i] += w[i, j] · v(m0 + j)`: keys outer, rows inner, so consecutive updates go to
 /// different accumulator rows (no store-to-load chain) and v's row is reused by all rows.
 fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var) -> Result<(), ScheduleError> {
@@ -532,7 +597,8 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
     let pure_v = pure(site.d, plan.v, None);
     // Tile products from a full micro-tile of rows on; fewer rows (decode: one) stream `v`
     // once through the loops below instead of packing it first.
-    let tiles = tile.ty == Ty::F32 && tile.tp >= TILE_MAX_ROWS;
+    // (Not for single-row plans: their rows read different values.)
+    let tiles = tile.ty == Ty::F32 && tile.tp >= TILE_MAX_ROWS && plan.rows == Rows::Shared;
     if tiles {
         cx.b.open_if(e::bin(K::Ge, e::var(tile.nt), e::i64(i64::from(TILE_MAX_ROWS))));
         accumulate_tiles(cx, site, tile, m0, nm, pure_v)?;
@@ -544,7 +610,7 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
     let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range });
     let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
     // The row's tile index, which `v` reads in a single-row plan (else `v` is free of it).
-    let old_t = if plan.single_row {
+    let old_t = if plan.rows != Rows::Shared {
         let row = cx.b.let_(&node.indices[plan.tile], e::add(e::var(tile.t0), e::var(i)));
         Some(cx.bind(site.slots[plan.tile], IdxVar { var: row, range: Some(node.shape[plan.tile].clone()) }))
     } else {

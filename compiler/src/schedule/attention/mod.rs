@@ -6,8 +6,9 @@
 //! in neither the logit `s` nor the head, with at least one other index. Its *tile index* `t`
 //! is the last other index that `v` does not read (the query position `p` of every attention
 //! kernel); when `v` reads them all (decode written without a query axis, `O[b, h, f]` from
-//! `V[b, m, h, f]`), `t` is the index before `f` and every tile is one row
-//! ([`Plan::single_row`]: natural logits, `v` streamed, nothing shared between rows):
+//! `V[b, m, h, f]`), `t` is the index before `f` and each row of a tile has its own values
+//! ([`Rows::Single`]: natural logits computed keys outer, `v` streamed per row, nothing
+//! packed):
 //!
 //! ```text
 //! parallel over (other indices × tiles of TP rows of t):
@@ -44,7 +45,7 @@ mod site;
 mod split_k;
 mod tensor_core;
 
-pub(super) use analysis::{Norm, Plan, analyze, analyze_at};
+pub(super) use analysis::{Norm, Plan, Rows, SINGLE_ROWS, analyze, analyze_at};
 pub(super) use site::{FMAX, Site};
 
 use super::lower::{Cx, Def};
@@ -60,7 +61,7 @@ pub(super) fn fits_target(plan: &Plan, d: Def<'_>, opts: &ScheduleOptions) -> bo
         // The GPU plans share a block's keys and values between its rows; a single-row plan
         // is not built for them (the generic plan runs it).
         Target::Gpu { .. } => {
-            !plan.single_row
+            plan.rows == Rows::Shared
                 && plan.pure_logit
                 && analysis::pure(d, plan.v, None)
                 && analysis::only_dot_reduces(d, plan.s, plan.dot.as_ref().map(|x| x.id))
