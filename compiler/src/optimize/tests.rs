@@ -246,6 +246,45 @@ fn sink_normalisers_reach_one_pass() {
     assert!(!output_text(&o).contains("osmz"), "{}", print_cascade(&o));
 }
 
+/// Decode written without a query axis — the value reads every output index but the column —
+/// in the spellings users write (MHA with `[B, M, H, E]` caches, GQA through `h / (H / G)`, a
+/// length mask, a paged cache through a block table with a product dim) fuses to one online
+/// softmax and gets the tiled attention plan with single-row tiles (before, no plan took it
+/// and the three passes stayed).
+#[test]
+fn decode_without_a_query_axis_reaches_one_pass() {
+    let kernels = [
+        "kernel k(Q: f32[B, H, E], K: f32[B, M, H, E], V: f32[B, M, H, F]) -> (O: f32[B, H, F]) {
+            S[b, h, m] = sum[e](Q[b, h, e] * K[b, m, h, e]) / sqrt(f32(E))
+            Mx[b, h] = max[m](S[b, h, m])
+            W[b, h, m] = exp(S[b, h, m] - Mx[b, h])
+            O[b, h, f] = sum[m](W[b, h, m] * V[b, m, h, f]) / sum[m](W[b, h, m])
+        }",
+        "kernel k(Q: f32[B, H, E], K: f32[B, G, M, E], V: f32[B, G, M, F], Len: i32[B]) -> (O: f32[B, H, F]) where m < Len[b] {
+            S[b, h, m] = sum[e](Q[b, h, e] * K[b, h / (H / G), m, e]) * rsqrt(E)
+            Mx[b, h] = max[m](S[b, h, m])
+            N[b, h, m] = exp(S[b, h, m] - Mx[b, h])
+            O[b, h, f] = sum[m](N[b, h, m] * V[b, h / (H / G), m, f]) / sum[m](N[b, h, m])
+        }",
+        "kernel k(Q: f32[B, H, E], Kp: f32[NB, PS, H, E], Vp: f32[NB, PS, H, F], Tbl: i32[B, MP]) -> (O: f32[B, H, F]) {
+            index m: PS * MP
+            S[b, h, m] = sum[e](Q[b, h, e] * Kp[Tbl[b, m / PS], m % PS, h, e]) * rsqrt(E)
+            Mx[b, h] = max[m](S[b, h, m])
+            N[b, h, m] = exp(S[b, h, m] - Mx[b, h])
+            O[b, h, f] = sum[m](N[b, h, m] * Vp[Tbl[b, m / PS], m % PS, h, f]) / sum[m](N[b, h, m])
+        }",
+    ];
+    for text in kernels {
+        let program = crate::testing::load(text);
+        let c = lower(&program, "k").expect("lowers");
+        let (o, r) = optimize(&c, &Options::for_program(&program)).expect("optimizes");
+        assert_eq!(r.passes_after.get("m"), Some(&1), "{text}:\n{}", print_cascade(&o));
+        assert!(output_text(&o).contains("(osm m "), "{text}:\n{}", print_cascade(&o));
+        let s = crate::schedule::schedule(&program, &o, &crate::schedule::ScheduleOptions::default()).expect("schedules");
+        assert!(s.plan.iter().any(|p| p.starts_with("O: tiled attention") && p.contains("keys outer")), "{text}: {:?}", s.plan);
+    }
+}
+
 /// Differential attention (two softmaxes over the same keys, their difference applied to V),
 /// as lib/ writes it and as a user might (the difference outside the sums), reaches two
 /// one-pass online softmaxes: the P × M score tensors are not materialized.

@@ -42,6 +42,22 @@ fn sets<'b>(b: &'b super::kir::Block, out: &mut Vec<(super::kir::Var, &'b super:
     }
 }
 
+/// Every `Store` in `b` (at any depth): buffer, index and value.
+fn stores<'b>(b: &'b super::kir::Block, out: &mut Vec<(super::kir::Buf, &'b super::kir::Expr, &'b super::kir::Expr)>) {
+    use super::kir::Stmt;
+    for s in b {
+        match s {
+            Stmt::Store { buf, index, value } => out.push((*buf, index, value)),
+            Stmt::For { body, .. } | Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => stores(body, out),
+            Stmt::If { then, els, .. } => {
+                stores(then, out);
+                stores(els, out);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The loops of `b` nested (at any depth) inside a sequential loop whose iterations they do
 /// not depend on and that read memory: work repeated once per iteration of the outer loop (a
 /// contraction recomputed per output column). Returns `outer var / inner var` names.
@@ -51,24 +67,38 @@ fn invariant_loops(f: &super::kir::Func, b: &super::kir::Block, out: &mut Vec<St
     for s in b {
         match s {
             Stmt::For { var, body, .. } => {
-                // Variables whose value depends on `var` (through sets and loop bounds).
+                // Variables whose value depends on `var` (through sets and loop bounds), and
+                // buffers stored with such values (a per-iteration array: its loads depend too).
                 let mut dep = std::collections::BTreeSet::from([*var]);
+                let mut dep_bufs = std::collections::BTreeSet::new();
                 let mut all = Vec::new();
                 sets(body, &mut all);
+                let mut st = Vec::new();
+                stores(body, &mut st);
                 loop {
-                    let n = dep.len();
-                    for (v, x) in &all {
+                    let n = (dep.len(), dep_bufs.len());
+                    let depends = |x: &super::kir::Expr,
+                                   dep: &std::collections::BTreeSet<super::kir::Var>,
+                                   bufs: &std::collections::BTreeSet<super::kir::Buf>| {
                         let mut u = Uses::default();
                         u.expr(x);
-                        if u.vars.iter().any(|w| dep.contains(w)) {
+                        u.vars.iter().any(|w| dep.contains(w)) || u.bufs.iter().any(|b| bufs.contains(b))
+                    };
+                    for (v, x) in &all {
+                        if depends(x, &dep, &dep_bufs) {
                             dep.insert(*v);
                         }
                     }
-                    if dep.len() == n {
+                    for (b, index, value) in &st {
+                        if depends(index, &dep, &dep_bufs) || depends(value, &dep, &dep_bufs) {
+                            dep_bufs.insert(*b);
+                        }
+                    }
+                    if (dep.len(), dep_bufs.len()) == n {
                         break;
                     }
                 }
-                nested_independent(f, *var, &dep, body, out);
+                nested_independent(f, *var, &dep, &dep_bufs, body, out);
                 invariant_loops(f, body, out);
             }
             Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => invariant_loops(f, body, out),
@@ -82,10 +112,12 @@ fn invariant_loops(f: &super::kir::Func, b: &super::kir::Block, out: &mut Vec<St
 }
 
 /// The loops in `b` (any depth) that mention no variable of `dep` and load from memory.
+#[allow(clippy::too_many_arguments)]
 fn nested_independent(
     f: &super::kir::Func,
     outer: super::kir::Var,
     dep: &std::collections::BTreeSet<super::kir::Var>,
+    dep_bufs: &std::collections::BTreeSet<super::kir::Buf>,
     b: &super::kir::Block,
     out: &mut Vec<String>,
 ) {
@@ -101,16 +133,17 @@ fn nested_independent(
                 // A pass over 256 output columns recomputes the logits by design (once for
                 // any head size up to 256; see `attention::cpu`).
                 let per_pass = f.vars[outer.0 as usize].name == "f.pass";
-                if !per_pass && !u.vars.iter().any(|w| dep.contains(w)) && !u.bufs.is_empty() && loads(body) {
+                let reads_dep = u.vars.iter().any(|w| dep.contains(w)) || u.bufs.iter().any(|b| dep_bufs.contains(b));
+                if !per_pass && !reads_dep && !u.bufs.is_empty() && loads(body) {
                     out.push(format!("{} / {}", f.vars[outer.0 as usize].name, f.vars[var.0 as usize].name));
                 } else {
-                    nested_independent(f, outer, dep, body, out);
+                    nested_independent(f, outer, dep, dep_bufs, body, out);
                 }
             }
-            Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => nested_independent(f, outer, dep, body, out),
+            Stmt::Parallel { body, .. } | Stmt::BlockParallel { body, .. } => nested_independent(f, outer, dep, dep_bufs, body, out),
             Stmt::If { then, els, .. } => {
-                nested_independent(f, outer, dep, then, out);
-                nested_independent(f, outer, dep, els, out);
+                nested_independent(f, outer, dep, dep_bufs, then, out);
+                nested_independent(f, outer, dep, dep_bufs, els, out);
             }
             _ => {}
         }
