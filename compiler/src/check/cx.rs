@@ -167,6 +167,17 @@ impl<'g, 'a> Cx<'g, 'a> {
         format!("[{}]", parts.join(", "))
     }
 
+    /// The clash error for `name` written at `span` when it already means something (see
+    /// [`Self::meaning_of`]): `here` labels the new use, `before` the earlier definition.
+    pub fn clash(&self, name: &str, span: Span, here: &str, before: &str) -> Option<Diagnostic> {
+        let (what, prev) = self.meaning_of(name)?;
+        let d = Diagnostic::error(format!("'{name}' is already {what}"), span, here);
+        Some(match prev {
+            Some(p) => d.with_label(p, before),
+            None => d,
+        })
+    }
+
     /// What a name already means in this kernel, for clash messages.
     pub fn meaning_of(&self, name: &str) -> Option<(&'static str, Option<Span>)> {
         if let Some(t) = self.tensor_by_name.get(name) {

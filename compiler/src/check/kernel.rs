@@ -81,11 +81,7 @@ impl<'g, 'a> Cx<'g, 'a> {
     }
 
     fn declare_tensor(&mut self, d: &'a ast::TensorDecl, role: Role) -> Option<TensorId> {
-        if let Some((what, prev)) = self.meaning_of(&d.name.name) {
-            let mut diag = Diagnostic::error(format!("'{}' is already {what}", d.name.name), d.name.span, "redefined here");
-            if let Some(s) = prev {
-                diag = diag.with_label(s, "first defined here");
-            }
+        if let Some(diag) = self.clash(&d.name.name, d.name.span, "redefined here", "first defined here") {
             self.err(diag);
             return None;
         }
@@ -168,11 +164,7 @@ impl<'g, 'a> Cx<'g, 'a> {
             );
             return None;
         }
-        if let Some((what, prev)) = self.meaning_of(&id.name) {
-            let mut diag = Diagnostic::error(format!("'{}' is already {what}", id.name), id.span, "used as a dimension here");
-            if let Some(s) = prev {
-                diag = diag.with_label(s, "defined here");
-            }
+        if let Some(diag) = self.clash(&id.name, id.span, "used as a dimension here", "defined here") {
             self.err(diag);
             return None;
         }

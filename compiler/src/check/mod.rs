@@ -258,11 +258,7 @@ fn check_kernel(g: &Globals, k: &ast::KernelItem, done: &[Option<Option<Kernel>>
     // `index` declarations apply to the whole kernel.
     for s in &k.body {
         if let ast::Stmt::Index { name, range, span } = s {
-            if let Some((what, prev)) = cx.meaning_of(&name.name) {
-                let mut d = Diagnostic::error(format!("'{}' is already {what}", name.name), name.span, "declared as an index here");
-                if let Some(p) = prev {
-                    d = d.with_label(p, "defined here");
-                }
+            if let Some(d) = cx.clash(&name.name, name.span, "declared as an index here", "defined here") {
                 cx.err(d);
                 return None;
             }
