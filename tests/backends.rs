@@ -83,13 +83,13 @@ fn attention_inputs(program: &tfmc::Program, kernel: &str, p: usize, m: usize, s
 }
 
 /// The inline `f32` math of the schedule (`exp` without a float → integer conversion, `tanh`
-/// through `expm1`, `sigmoid`, `elu`) against the f64 interpreter, element by element, at the
+/// through `expm1`, `sigmoid`, `elu`, `erf` and `gelu` through `erfc`) against the f64 interpreter, element by element, at the
 /// edges of their ranges: ±0, tiny, the clamps of `exp` (-87.34, -86, 88.72), large, ±inf, NaN.
 fn inline_math_at_the_edges(backend: &Target) {
     let program = tfmc::load_str(
         "math.tfm",
-        "kernel k(X: f32[N]) -> (E: f32[N], T: f32[N], S: f32[N], L: f32[N]) {\n    E[n] = exp(X[n])\n    T[n] = tanh(X[n])\n    \
-         S[n] = sigmoid(X[n])\n    L[n] = elu(X[n])\n}\n",
+        "kernel k(X: f32[N]) -> (E: f32[N], T: f32[N], S: f32[N], L: f32[N], R: f32[N], U: f32[N]) {\n    E[n] = exp(X[n])\n    \
+         T[n] = tanh(X[n])\n    S[n] = sigmoid(X[n])\n    L[n] = elu(X[n])\n    R[n] = erf(X[n])\n    U[n] = gelu(X[n])\n}\n",
     )
     .unwrap();
     let mut xs = vec![
@@ -106,6 +106,15 @@ fn inline_math_at_the_edges(backend: &Target) {
         0.126,
         0.25,
         0.5,
+        0.4999,
+        -0.5,
+        0.7071,
+        -0.7072,
+        3.0,
+        -3.0,
+        -7.0,
+        -12.0,
+        -13.5,
         1.0,
         -1.0,
         2.0,
@@ -143,13 +152,15 @@ fn inline_math_at_the_edges(backend: &Target) {
     let params = BTreeMap::new();
     let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
     let got = run_on(backend, &program, "k", &inputs, &params).unwrap();
-    for name in ["E", "T", "S", "L"] {
+    for name in ["E", "T", "S", "L", "R", "U"] {
         let (g, w) = (got[name].to_f64_vec(), want[name].to_f64_vec());
         for i in 0..n {
             // The f64 result rounded to the f32 output (above f32's range: inf).
             let (g, w) = (g[i], w[i] as f32 as f64);
-            // A few f32 ulps relative, or absolute where the result is at the bottom of f32.
-            let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-6 * w.abs() + 1e-37;
+            // A few f32 ulps relative, or absolute where the result is at the bottom of f32;
+            // erf/gelu's tail is two `exp`s and a fit: about 2e-6 relative there.
+            let rel = if matches!(name, "R" | "U") { 4e-6 } else { 1e-6 };
+            let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= rel * w.abs() + 1e-37;
             assert!(ok, "{}: {name}({}) = {g}, want {w}", backend.name(), xs[i]);
         }
     }

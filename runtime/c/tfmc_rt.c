@@ -33,6 +33,18 @@
  *   starting them the library pins itself (dlopen of its own file with RTLD_NODELETE); a
  *   dlclose after that leaves it mapped. Link with -pthread (and -ldl on glibc < 2.34).
  *
+ * Also owns the artifact's heap buffers (the same contract as runtime/src/heap.rs):
+ *
+ *   void *tfmc_calloc(int64_t n, int64_t size);  n*size zeroed bytes, NULL on overflow/OOM
+ *   void  tfmc_free(void *p);
+ *   void  tfmc_heap_trim(void);                  frees every cached block
+ *
+ * Blocks of at least 1 MiB are kept after tfmc_free in a process-wide cache (at most 8
+ * blocks, TFMC_HEAP_CACHE_MB MiB, default 1024, 0 disables) and handed out again, zeroed,
+ * to a later request they fit (at most twice its size): a kernel called in a loop reuses its
+ * intermediates instead of faulting in fresh pages each call. Each block starts with a
+ * 64-byte header holding its capacity.
+ *
  * Plain C11 + pthreads; compiles cleanly with -Wall -Wextra.
  */
 #ifndef _GNU_SOURCE
@@ -45,6 +57,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Upper bound on the pool size (threads including the caller). */
@@ -241,4 +254,121 @@ void tfmc_parallel_for(tfmc_body_fn body, void *ctx, int64_t n) {
     tfmc_job_ctx = NULL;
     pthread_mutex_unlock(&tfmc_mu);
     atomic_flag_clear(&tfmc_busy);
+}
+
+/* ---- heap buffers ---- */
+
+#define TFMC_HEAP_HEADER 64
+#define TFMC_HEAP_MIN_CACHED ((size_t)1 << 20)
+#define TFMC_HEAP_MAX_BLOCKS 8
+
+static pthread_mutex_t tfmc_heap_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Cached blocks (header addresses and capacities), oldest first; guarded by tfmc_heap_mu. */
+static unsigned char *tfmc_heap_block[TFMC_HEAP_MAX_BLOCKS + 1];
+static size_t tfmc_heap_cap[TFMC_HEAP_MAX_BLOCKS + 1];
+static int tfmc_heap_count = 0;
+static size_t tfmc_heap_bytes = 0;
+static pthread_once_t tfmc_heap_once = PTHREAD_ONCE_INIT;
+static size_t tfmc_heap_limit = (size_t)1024 << 20;
+
+static void tfmc_heap_init(void) {
+    const char *v = getenv("TFMC_HEAP_CACHE_MB");
+    if (v != NULL && *v != '\0') {
+        char *end = NULL;
+        unsigned long long mb = strtoull(v, &end, 10);
+        if (end != NULL && *end == '\0' && mb <= (SIZE_MAX >> 20)) {
+            tfmc_heap_limit = (size_t)mb << 20;
+        }
+    }
+}
+
+static void tfmc_heap_remove(int i) {
+    tfmc_heap_bytes -= tfmc_heap_cap[i];
+    for (int j = i; j + 1 < tfmc_heap_count; j++) {
+        tfmc_heap_block[j] = tfmc_heap_block[j + 1];
+        tfmc_heap_cap[j] = tfmc_heap_cap[j + 1];
+    }
+    tfmc_heap_count--;
+}
+
+void *tfmc_calloc(int64_t n, int64_t size) {
+    if (n < 0 || size < 0) {
+        return NULL;
+    }
+    size_t bytes;
+    if (__builtin_mul_overflow((size_t)n, (size_t)size, &bytes)) {
+        return NULL;
+    }
+    if (bytes >= TFMC_HEAP_MIN_CACHED) {
+        unsigned char *hit = NULL;
+        pthread_mutex_lock(&tfmc_heap_mu);
+        int best = -1;
+        for (int i = 0; i < tfmc_heap_count; i++) {
+            size_t cap = tfmc_heap_cap[i];
+            if (cap >= bytes && cap / 2 <= bytes && (best < 0 || cap < tfmc_heap_cap[best])) {
+                best = i;
+            }
+        }
+        if (best >= 0) {
+            hit = tfmc_heap_block[best];
+            tfmc_heap_remove(best);
+        }
+        pthread_mutex_unlock(&tfmc_heap_mu);
+        if (hit != NULL) {
+            memset(hit + TFMC_HEAP_HEADER, 0, bytes);
+            return hit + TFMC_HEAP_HEADER;
+        }
+    }
+    if (bytes > SIZE_MAX - TFMC_HEAP_HEADER) {
+        return NULL;
+    }
+    unsigned char *base = calloc(1, bytes + TFMC_HEAP_HEADER);
+    if (base == NULL) {
+        return NULL;
+    }
+    memcpy(base, &bytes, sizeof bytes);
+    return base + TFMC_HEAP_HEADER;
+}
+
+void tfmc_free(void *p) {
+    if (p == NULL) {
+        return;
+    }
+    pthread_once(&tfmc_heap_once, tfmc_heap_init);
+    unsigned char *base = (unsigned char *)p - TFMC_HEAP_HEADER;
+    size_t cap;
+    memcpy(&cap, base, sizeof cap);
+    if (cap < TFMC_HEAP_MIN_CACHED || cap > tfmc_heap_limit) {
+        free(base);
+        return;
+    }
+    unsigned char *evict[TFMC_HEAP_MAX_BLOCKS + 1];
+    int nevict = 0;
+    pthread_mutex_lock(&tfmc_heap_mu);
+    tfmc_heap_block[tfmc_heap_count] = base;
+    tfmc_heap_cap[tfmc_heap_count] = cap;
+    tfmc_heap_count++;
+    tfmc_heap_bytes += cap;
+    while (tfmc_heap_count > 0 && (tfmc_heap_bytes > tfmc_heap_limit || tfmc_heap_count > TFMC_HEAP_MAX_BLOCKS)) {
+        evict[nevict++] = tfmc_heap_block[0];
+        tfmc_heap_remove(0);
+    }
+    pthread_mutex_unlock(&tfmc_heap_mu);
+    for (int i = 0; i < nevict; i++) {
+        free(evict[i]);
+    }
+}
+
+void tfmc_heap_trim(void) {
+    unsigned char *all[TFMC_HEAP_MAX_BLOCKS + 1];
+    int n = 0;
+    pthread_mutex_lock(&tfmc_heap_mu);
+    while (tfmc_heap_count > 0) {
+        all[n++] = tfmc_heap_block[0];
+        tfmc_heap_remove(0);
+    }
+    pthread_mutex_unlock(&tfmc_heap_mu);
+    for (int i = 0; i < n; i++) {
+        free(all[i]);
+    }
 }

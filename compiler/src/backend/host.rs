@@ -1,5 +1,6 @@
 //! The host symbols a JIT-compiled kernel links against, shared by every CPU JIT (LLVM's
-//! MCJIT, Cranelift's JIT): `tfmc_parallel_for` (the runtime's rayon pool) and every C math
+//! MCJIT, Cranelift's JIT): `tfmc_parallel_for` (the runtime's rayon pool), `tfmc_calloc` /
+//! `tfmc_free` (the runtime's heap buffers, `tfmc_runtime::heap`) and every C math
 //! function a backend may call — the libm functions KIR's math lowers to, plus the libcalls
 //! code generators emit for operations they cannot inline (`fmodf`, `sincosf`, `floorf`
 //! without SSE4.1, ...). Each maps to a Rust function (std's, which call the process's libm;
@@ -87,4 +88,14 @@ math! {
 /// The address of the runtime's `tfmc_parallel_for`, which outlined `Parallel` bodies run on.
 pub(crate) fn parallel_for() -> usize {
     tfmc_runtime::parallel::tfmc_parallel_for as *const () as usize
+}
+
+/// The address of the runtime's `tfmc_calloc` (heap buffers, large ones cached across calls).
+pub(crate) fn heap_calloc() -> usize {
+    tfmc_runtime::heap::tfmc_calloc as *const () as usize
+}
+
+/// The address of the runtime's `tfmc_free`.
+pub(crate) fn heap_free() -> usize {
+    tfmc_runtime::heap::tfmc_free as *const () as usize
 }

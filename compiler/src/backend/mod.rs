@@ -39,8 +39,19 @@ impl<'a> Export<'a> {
 }
 
 /// External names the backends themselves declare or link: an export may not take them.
-const RESERVED: &[&str] =
-    &["tfmc_parallel_for", "tfmc_set_num_threads", "tfmc_get_num_threads", "tfmc_manifest", "tfmc_manifest_len", "calloc", "free", "main"];
+const RESERVED: &[&str] = &[
+    "tfmc_parallel_for",
+    "tfmc_set_num_threads",
+    "tfmc_get_num_threads",
+    "tfmc_calloc",
+    "tfmc_free",
+    "tfmc_heap_trim",
+    "tfmc_manifest",
+    "tfmc_manifest_len",
+    "calloc",
+    "free",
+    "main",
+];
 
 /// Checks that every symbol is a C identifier, not reserved (by the runtime, the C library or
 /// the math functions JIT code links), and that no two exports' entry names (`s`,

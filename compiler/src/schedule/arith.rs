@@ -5,7 +5,8 @@
 //!
 //! Float math computes in the dtype's own precision (`f32` for `f32`/`f16`/`bf16`), not in
 //! `f64` like the interpreter; tests compare with magnitude-scaled tolerances. `f32` `exp`
-//! is expanded inline ([`exp_f32`]) so loops over it vectorize.
+//! is expanded inline ([`exp_f32`]) so loops over it vectorize, and so are the functions built
+//! on it (`expm1`, `tanh`, `sigmoid`, `elu`, `erf`, `gelu`).
 
 use egg::Id;
 
@@ -263,6 +264,98 @@ pub(crate) fn exp_f32(bld: &mut Builder, x: Expr) -> Expr {
     e::select(e::bin(K::Gt, x, c(88.722_84)), c(f32::INFINITY), y)
 }
 
+/// `erfc(z)` for `z >= 0` in `f32`, inline: Numerical Recipes' Chebyshev fit
+/// `t · exp(-z² + P(t))`, `t = 1 / (1 + z/2)` (fractional error below 1.2e-7), with
+/// `z² = s · y²` (`s` a power of two: `gelu` passes `y = |x|`, `s = 1/2` for `z = |x|/√2`, so
+/// the rounding of `z` does not reach the exponent) and `y` split exactly (Veltkamp:
+/// `y = yh + yl`, `yh` of 12 bits, so `s · yh²` is exact); the two parts of the exponent are
+/// exponentiated apart: rounding `-z² + P` to one `f32` would cost `z² · 2^-24` relative
+/// (1.5e-6 at `z = 5`). `+inf` gives 0, NaN stays NaN.
+fn erfc_pos_f32(bld: &mut Builder, z: Expr, y: Expr, s: f32) -> Expr {
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let z = once(bld, "erfc.z", z);
+    let t = e::var(bld.let_("erfc.t", e::bin(K::Div, c(1.0), e::add(c(1.0), e::mul(c(0.5), z.clone())))));
+    let coeffs = [
+        0.170_872_77f32,
+        -0.822_152_23,
+        1.488_515_87,
+        -1.135_203_98,
+        0.278_868_07,
+        -0.186_288_06,
+        0.096_784_18,
+        0.374_091_96,
+        1.000_023_68,
+        -1.265_512_23,
+    ];
+    let mut p = c(coeffs[0]);
+    for &k in &coeffs[1..] {
+        p = e::add(e::mul(p, t.clone()), c(k));
+    }
+    // Veltkamp split (no reassociation: the backends keep float operations as written). The
+    // split would overflow near f32's top; erfc is 0 long before, so clamp first.
+    let yc = e::var(bld.let_("erfc.yc", e::bin(K::Min, y, c(1e10))));
+    let big = e::var(bld.let_("erfc.s", e::mul(yc.clone(), c(4097.0))));
+    let yh = e::var(bld.let_("erfc.yh", e::sub(big.clone(), e::sub(big, yc.clone()))));
+    let yl = e::var(bld.let_("erfc.yl", e::sub(yc, yh.clone())));
+    let hi = exp_f32(bld, e::un(KU::Neg, e::mul(c(s), e::mul(yh.clone(), yh.clone()))));
+    let hi = e::var(bld.let_("erfc.hi", hi));
+    let lo_arg = e::sub(p, e::mul(c(s), e::mul(yl.clone(), e::add(e::mul(c(2.0), yh), yl))));
+    let lo = exp_f32(bld, lo_arg);
+    let r = e::mul(e::mul(t, hi), lo);
+    // Far out `exp(-s·yh²)` is 0 (and inf · 0 would be NaN): large `z` gives 0.
+    e::select(e::bin(K::Gt, z, c(1e9)), c(0.0), r)
+}
+
+/// `2/√π · (x - x³/3 + x⁵/10 - x⁷/42 + x⁹/216 - x¹¹/1320)`: `erf` for `|x| < 1/2` (the next
+/// term is below 1.5e-8 there), without the cancellation of `1 - erfc`.
+fn erf_small_f32(x: Expr) -> Expr {
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let x2 = e::mul(x.clone(), x.clone());
+    let mut p = c(-1.0 / 1320.0);
+    for k in [1.0f32 / 216.0, -1.0 / 42.0, 1.0 / 10.0, -1.0 / 3.0, 1.0] {
+        p = e::add(e::mul(p, x2.clone()), c(k));
+    }
+    e::mul(e::mul(p, x), c(std::f32::consts::FRAC_2_SQRT_PI))
+}
+
+/// `erf x`: inline for `f32` (vectorizable: no libm call), about 3e-7 relative (1 - erfc with
+/// erfc good to ~2e-6 of itself in the tail); libm for `f64`.
+pub(crate) fn erf(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
+    if ty != Ty::F32 {
+        return e::un(KU::Erf, x);
+    }
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let x = once(bld, "erf.x", x);
+    let a = e::var(bld.let_("erf.a", e::un(KU::Abs, x.clone())));
+    let ec = erfc_pos_f32(bld, a.clone(), a.clone(), 1.0);
+    let big = e::var(bld.let_("erf.big", e::sub(c(1.0), ec)));
+    let signed = e::select(e::bin(K::Lt, x.clone(), c(0.0)), e::un(KU::Neg, big.clone()), big);
+    // NaN: `a < 0.5` is false and `big` is NaN.
+    e::select(e::bin(K::Lt, a, c(0.5)), erf_small_f32(x), signed)
+}
+
+/// `gelu x = x/2 · (1 + erf(x/√2))`: inline for `f32`, with `1 + erf(z)` taken as
+/// `erfc(-z)` for `z <= -1/2` (no cancellation: `gelu(-7)`, 9e-12, is good to 2.5e-6
+/// relative, the accuracy of the two `exp_f32` in the tail);
+/// libm `erf` for `f64`.
+pub(crate) fn gelu(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
+    let half = e::num(ty, 0.5);
+    if ty != Ty::F32 {
+        let erf = e::un(KU::Erf, e::mul(x.clone(), e::num(ty, std::f64::consts::FRAC_1_SQRT_2)));
+        return e::mul(e::mul(half, x), e::add(e::num(ty, 1.0), erf));
+    }
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let x = once(bld, "gelu.x", x);
+    let z = e::var(bld.let_("gelu.z", e::mul(x.clone(), c(std::f32::consts::FRAC_1_SQRT_2))));
+    let a = e::var(bld.let_("gelu.a", e::un(KU::Abs, z.clone())));
+    let ax = e::un(KU::Abs, x.clone());
+    let ec = erfc_pos_f32(bld, a.clone(), ax, 0.5);
+    let ec = e::var(bld.let_("gelu.erfc", ec));
+    let tail = e::select(e::bin(K::Lt, z.clone(), c(0.0)), ec.clone(), e::sub(c(2.0), ec));
+    let one_plus = e::select(e::bin(K::Lt, a, c(0.5)), e::add(c(1.0), erf_small_f32(z)), tail);
+    e::mul(e::mul(half, x), one_plus)
+}
+
 /// `tanh x`: inline for `f32` as `sign(x) · m / (m + 2)` with `m = expm1(2|x|)` (no
 /// cancellation near 0: [`expm1`] is a polynomial there), 1 for `|x| > 9` (where `f32`'s
 /// `tanh` is 1), NaN for NaN; about 3e-7 relative. libm for `f64`.
@@ -308,10 +401,7 @@ pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -
         Func::Tanh => tanh(bld, ty, a),
         Func::Sigmoid => sigmoid(bld, a),
         Func::Relu => e::bin(K::Max, a, c(0.0)),
-        Func::Gelu => {
-            let erf = e::un(KU::Erf, e::mul(a.clone(), c(std::f64::consts::FRAC_1_SQRT_2)));
-            e::mul(e::mul(c(0.5), a), e::add(c(1.0), erf))
-        }
+        Func::Gelu => gelu(bld, ty, a),
         Func::Elu => {
             let m1 = expm1(bld, ty, a.clone());
             e::select(e::bin(K::Gt, a.clone(), c(0.0)), a, m1)
@@ -322,7 +412,7 @@ pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -
             let neg = e::un(KU::Log1p, exp(bld, ty, a.clone()));
             e::select(e::bin(K::Gt, a, c(0.0)), pos, neg)
         }
-        Func::Erf => e::un(KU::Erf, a),
+        Func::Erf => erf(bld, ty, a),
         Func::Sin => e::un(KU::Sin, a),
         Func::Cos => e::un(KU::Cos, a),
         Func::Pow => e::bin(K::Pow, a, b),

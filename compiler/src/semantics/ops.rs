@@ -210,7 +210,8 @@ pub(crate) fn func(f: Func, d: DType, x: Scalar, y: Scalar) -> Result<Scalar, Op
         Func::Tanh => x.tanh(),
         Func::Sigmoid => sigmoid(x),
         Func::Relu => fmax(x, 0.0),
-        Func::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        // 1 + erf(y) = erfc(-y): no cancellation in the negative tail.
+        Func::Gelu => 0.5 * x * libm::erfc(-x / std::f64::consts::SQRT_2),
         Func::Elu => {
             if x > 0.0 {
                 x

@@ -158,7 +158,7 @@ pub(super) fn translate_export(cx: &mut Cx, e: &Export<'_>, sink: &mut Sink<'_>)
         for i in 0..f.bufs.len() as u32 {
             if let Some(&BufBase::Heap(var)) = fx.bufs.get(&Buf(i)) {
                 let p = fx.use_variable(var)?;
-                fx.call("free", &[PTR], None, &[p])?;
+                fx.call("tfmc_free", &[PTR], None, &[p])?;
             }
         }
         fx.b.ins().return_(&[code]);

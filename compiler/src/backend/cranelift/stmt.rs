@@ -4,7 +4,7 @@
 //! cannot change the iteration count; `hi` is evaluated once; the loop is rotated: one guard,
 //! then the body with the test at its bottom; a qualifying innermost loop goes to
 //! [`super::vloop`] instead), `If`, `Set`, `Store`, `Alloc` (free any previous allocation of
-//! the buffer, then an overflow-checked `calloc(max(len, 1), size)`; a negative length, a byte
+//! the buffer, then an overflow-checked `tfmc_calloc(max(len, 1), size)` (the runtime's heap, `tfmc_runtime::heap`); a negative length, a byte
 //! size above `i64::MAX` or a NULL result fail with `OutOfMemory` at site 0, exactly as the
 //! LLVM backend) and `Fail` (kernel: jump to the exit block with the code, which frees the heap
 //! buffers and returns it; parallel body: `atomic_cas(err, 0, code)` so the first failure wins,
@@ -170,10 +170,10 @@ impl<'k> Fx<'_, 'k> {
         let (_, over) = self.b.ins().smul_overflow(n, size);
         self.fail_if(over, oom);
         let old = self.use_variable(var)?;
-        self.call("free", &[PTR], None, &[old])?;
+        self.call("tfmc_free", &[PTR], None, &[old])?;
         let null = self.iconst(PTR, 0);
         self.def_variable(var, null)?;
-        let p = self.call_value("calloc", &[types::I64, types::I64], PTR, &[n, size])?;
+        let p = self.call_value("tfmc_calloc", &[types::I64, types::I64], PTR, &[n, size])?;
         let is_null = self.b.ins().icmp_imm_s(IntCC::Equal, p, 0);
         self.fail_if(is_null, oom);
         self.def_variable(var, p)

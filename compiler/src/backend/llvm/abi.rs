@@ -96,7 +96,7 @@ impl<'ctx> Cg<'ctx, '_> {
         self.b.build_store(ret, i32t.const_zero())?;
         self.b.build_unconditional_branch(fx.exit)?;
         self.b.position_at_end(fx.exit);
-        let free = self.extern_fn("free", None, &[ptr.into()]);
+        let free = self.extern_fn("tfmc_free", None, &[ptr.into()]);
         for slot in heap {
             let p = self.b.build_load(ptr, slot, "")?;
             self.b.build_call(free, &[p.into()], "")?;

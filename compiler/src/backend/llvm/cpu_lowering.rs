@@ -2,7 +2,7 @@
 //! outlined parallel body.
 //!
 //! Owns: `Alloc` (free any previous allocation of the buffer, then an overflow-checked
-//! `calloc(max(len, 1), size)`; a negative length, a byte size above `i64::MAX` or a NULL
+//! `tfmc_calloc(max(len, 1), size)` (the runtime's heap: `tfmc_runtime::heap` for the JIT, `tfmc_rt.c` in artifacts; large blocks cached across calls); a negative length, a byte size above `i64::MAX` or a NULL
 //! result fail with `OutOfMemory` at site 0) and the recording of a `Fail` (kernel: store the
 //! code in `ret`; parallel body: `cmpxchg err, 0, code` so the first failure wins). `Parallel`
 //! is outlined by [`super::outline`]. The GPU dialect (block parallels, barriers, tensor-core
@@ -94,11 +94,11 @@ impl<'ctx> Cg<'ctx, '_> {
         let r = self.call(mul, &[n.into(), size.into()])?.into_struct_value();
         let over = int(self.b.build_extract_value(r, 1, "")?)?;
         self.fail_if(lw, fx, over, oom)?;
-        let free = self.extern_fn("free", None, &[ptr.into()]);
+        let free = self.extern_fn("tfmc_free", None, &[ptr.into()]);
         let old = self.b.build_load(ptr, slot, "")?;
         self.b.build_call(free, &[old.into()], "")?;
         self.b.build_store(slot, ptr.const_null())?;
-        let calloc = self.extern_fn("calloc", Some(ptr.into()), &[i64t.into(), i64t.into()]);
+        let calloc = self.extern_fn("tfmc_calloc", Some(ptr.into()), &[i64t.into(), i64t.into()]);
         self.attr(calloc, AttributeLoc::Return, "noalias");
         let p = self.call(calloc, &[n.into(), size.into()])?.into_pointer_value();
         let null = self.b.build_is_null(p, "")?;

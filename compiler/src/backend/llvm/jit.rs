@@ -96,6 +96,9 @@ fn declare_symbols<'ctx>(cx: &'ctx Context, module: &Module<'ctx>) -> Vec<(inkwe
     };
     let pp: [BasicMetadataTypeEnum<'ctx>; 3] = [ptr.into(), ptr.into(), cx.i64_type().into()];
     add("tfmc_parallel_for", cx.void_type().fn_type(&pp, false), crate::backend::host::parallel_for());
+    let i64t = cx.i64_type();
+    add("tfmc_calloc", ptr.fn_type(&[i64t.into(), i64t.into()], false), crate::backend::host::heap_calloc());
+    add("tfmc_free", cx.void_type().fn_type(&[ptr.into()], false), crate::backend::host::heap_free());
     for (name, sig, addr) in math_symbols() {
         let ty = match sig {
             Sig::F32 => f32t.fn_type(&[f32t.into()], false),
