@@ -275,6 +275,8 @@ fn erfc_pos_f32(bld: &mut Builder, z: Expr, y: Expr, s: f32) -> Expr {
     let c = |v: f32| Expr::Const(Const::F32(v));
     let z = once(bld, "erfc.z", z);
     let t = e::var(bld.let_("erfc.t", e::bin(K::Div, c(1.0), e::add(c(1.0), e::mul(c(0.5), z.clone())))));
+    // Numerical Recipes' coefficients as published (rounded to f32 here).
+    #[allow(clippy::excessive_precision)]
     let coeffs = [
         0.170_872_77f32,
         -0.822_152_23,
