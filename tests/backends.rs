@@ -108,7 +108,7 @@ fn inline_math_at_the_edges(backend: &Target) {
         0.5,
         0.4999,
         -0.5,
-        0.7071,
+        0.7,
         -0.7072,
         3.0,
         -3.0,
