@@ -27,6 +27,7 @@ pub const MAX_FUSED_DEPTH: u32 = 256;
 /// DAGs. (Each local used to hold its own fully inlined copy: a chain of N statements took N²
 /// nodes, and `T_i = T_{i-1} + T_{i-1}` doubled at every step.)
 pub fn inline_locals(c: &Cascade) -> Cascade {
+    let shared = shared_feature_maps(c);
     let mut renamed: Vec<(String, String)> = Vec::new();
     let mut pool = Hc::new();
     let mut defs: HashMap<String, (Vec<String>, Id)> = HashMap::new();
@@ -46,7 +47,10 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
                     depth.push(d);
                 }
                 let root = *s.ids.last().expect("non-empty expression");
-                if matches!(node.role, crate::ir::Role::Local) && depth[usize::from(root)] <= MAX_FUSED_DEPTH {
+                if matches!(node.role, crate::ir::Role::Local)
+                    && depth[usize::from(root)] <= MAX_FUSED_DEPTH
+                    && !shared.contains(&node.name)
+                {
                     defs.insert(node.name.clone(), (node.indices.clone(), root));
                     continue;
                 }
@@ -74,6 +78,44 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
     let rank: HashMap<String, usize> = keep.iter().enumerate().map(|(i, ix)| (c.graph[*ix].name.clone(), i)).collect();
     out.order.sort_by_key(|ix| rank.get(&out.graph[*ix].name).copied().unwrap_or(usize::MAX));
     out.relink();
+    out
+}
+
+/// The locals that stay tensors although they could be inlined: a feature map — an
+/// elementwise term of inputs only (no reduction, no local, no `prev`) with a transcendental
+/// call (`sigmoid(Q[b, h, p, e])`, `elu(K[..]) + 1`) — that two or more statements read.
+/// Inlined, every reader would evaluate the call again at every point (Flowformer's `φ(Q)`,
+/// read by five statements, took five sigmoids per element); kept, it is computed once and
+/// read back. A map read once is inlined as before (a sigmoid attention's weight), and so is
+/// any term of locals (a softmax's `exp(S - G)`, which the online-softmax rule needs whole).
+fn shared_feature_maps(c: &Cascade) -> BTreeSet<String> {
+    let inputs: BTreeSet<&str> = c.graph.node_weights().filter(|n| matches!(n.def, Def::Input)).map(|n| n.name.as_str()).collect();
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for n in c.graph.node_weights() {
+        for r in crate::ir::reads_of(&n.def).into_iter().collect::<BTreeSet<_>>() {
+            *readers.entry(r).or_default() += 1;
+        }
+    }
+    let mut out = BTreeSet::new();
+    for n in c.graph.node_weights() {
+        let Def::Expr(e) = &n.def else { continue };
+        if !matches!(n.role, crate::ir::Role::Local) || readers.get(&n.name).copied().unwrap_or(0) < 2 {
+            continue;
+        }
+        let nodes = e.as_ref();
+        let elementwise = nodes.iter().all(|x| x.reduction_head().is_none() && !matches!(x, Tfm::Prev(_)));
+        let only_inputs = nodes.iter().all(|x| match x {
+            Tfm::Read(ch) => inputs.contains(sym(e, ch[0]).as_str()),
+            _ => true,
+        });
+        let transcendental = nodes.iter().any(|x| match x {
+            Tfm::Call(ch) => super::outline::TRANSCENDENTAL.contains(&sym(e, ch[0]).as_str()),
+            _ => false,
+        });
+        if elementwise && only_inputs && transcendental {
+            out.insert(n.name.clone());
+        }
+    }
     out
 }
 

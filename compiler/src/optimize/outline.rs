@@ -43,7 +43,7 @@ pub const MIN_REPEAT: f64 = 2.0;
 pub const MIN_REPEAT_CALL: f64 = 8.0;
 
 /// The functions whose evaluation costs tens of instructions (inline polynomial or libm).
-const TRANSCENDENTAL: &[&str] =
+pub(super) const TRANSCENDENTAL: &[&str] =
     &["exp", "exp2", "log", "log2", "log1p", "tanh", "sigmoid", "gelu", "elu", "silu", "softplus", "erf", "sin", "cos", "pow", "atan2"];
 
 /// The most reductions one cascade gets materialized (each pass looks at the new node again).

@@ -246,6 +246,40 @@ fn sink_normalisers_reach_one_pass() {
     assert!(!output_text(&o).contains("osmz"), "{}", print_cascade(&o));
 }
 
+/// A feature map of an input that several statements read (Flowformer's `φ(Q)`, read by five)
+/// stays a tensor, computed once, instead of being inlined into every reader; one read once
+/// is inlined, and a term of locals (a softmax's weights) is fused as before.
+#[test]
+fn shared_feature_maps_stay_tensors() {
+    let program = crate::testing::load(
+        "kernel k(Q: f32[B, P, E], K: f32[B, M, E], V: f32[B, M, F]) -> (O: f32[B, P, F]) {
+            Qf[b, p, e] = sigmoid(Q[b, p, e])
+            Kf[b, m, e] = elu(K[b, m, e]) + 1.0
+            Ks[b, e] = sum[m](Kf[b, m, e])
+            Nq[b, p] = sum[e](Qf[b, p, e] * Ks[b, e])
+            KV[b, e, f] = sum[m](Kf[b, m, e] * V[b, m, f])
+            O[b, p, f] = sum[e](Qf[b, p, e] * KV[b, e, f]) / Nq[b, p]
+        }",
+    );
+    let c = lower(&program, "k").expect("lowers");
+    let (o, _) = optimize(&c, &Options::for_program(&program)).expect("optimizes");
+    let names: Vec<&str> = o.graph.node_weights().map(|n| n.name.as_str()).collect();
+    assert!(names.contains(&"Qf") && names.contains(&"Kf"), "{}", print_cascade(&o));
+    let calls = |name: &str| print_cascade(&o).matches(name).count();
+    assert_eq!(calls("sigmoid"), 1, "{}", print_cascade(&o));
+    assert_eq!(calls("elu"), 1, "{}", print_cascade(&o));
+    // Read once: inlined.
+    let once = crate::testing::load(
+        "kernel k(Q: f32[B, P, E], V: f32[B, P, F]) -> (O: f32[B, P, F]) {
+            Qf[b, p, e] = sigmoid(Q[b, p, e])
+            O[b, p, f] = sum[e](Qf[b, p, e]) * V[b, p, f]
+        }",
+    );
+    let c = lower(&once, "k").expect("lowers");
+    let (o, _) = optimize(&c, &Options::for_program(&once)).expect("optimizes");
+    assert!(o.graph.node_weights().all(|n| n.name != "Qf"), "{}", print_cascade(&o));
+}
+
 /// Decode written without a query axis — the value reads every output index but the column —
 /// in the spellings users write (MHA with `[B, M, H, E]` caches, GQA through `h / (H / G)`, a
 /// length mask, a paged cache through a block table with a product dim) fuses to one online
