@@ -174,3 +174,25 @@ fn lib_programs_check() {
         assert_checks(&f, true);
     }
 }
+
+/// Every complete kernel the tutorial and the README show (a ```tfm block with a `kernel`
+/// item) checks as written; fragments (a single statement shown to explain an error) are not
+/// programs and are skipped.
+#[test]
+fn documented_kernels_check() {
+    let mut checked = 0;
+    for doc in ["docs/tutorial.md", "README.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap_or_else(|e| panic!("cannot read {doc}: {e}"));
+        for (i, block) in text.split("```tfm\n").skip(1).enumerate() {
+            let code = block.split("```").next().unwrap_or_default();
+            if !code.contains("kernel ") {
+                continue;
+            }
+            if let Err(d) = tfmc::load_str(&format!("{doc} block {i}"), code) {
+                panic!("{doc}: tfm block {i} does not check:\n{}", d.render());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} documented kernels found");
+}
