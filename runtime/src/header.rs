@@ -137,7 +137,11 @@ pub fn c_header(m: &Manifest, guard: &str) -> String {
          * TFMC_NUM_THREADS environment variable, else one thread per online CPU). */\n\
          void tfmc_set_num_threads(int32_t n);\n\n\
          /** The size of this library's thread pool, caller included. */\n\
-         int32_t tfmc_get_num_threads(void);\n",
+         int32_t tfmc_get_num_threads(void);\n\n\
+         /** Frees the large intermediate buffers this library keeps between calls (blocks of\n \
+         * 1 MiB or more, reused zeroed by later calls: at most 8 and TFMC_HEAP_CACHE_MB MiB,\n \
+         * default 1024; TFMC_HEAP_CACHE_MB=0 keeps none). */\n\
+         void tfmc_heap_trim(void);\n",
     );
     for k in &m.kernels {
         h.push('\n');
