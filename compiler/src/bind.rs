@@ -278,11 +278,13 @@ pub fn bind_shapes(kernel: &Kernel, shapes: &[&[usize]]) -> Result<Bindings, Bin
     }
     for (d, info) in kernel.dims.iter().enumerate() {
         let Some(p) = &info.product else { continue };
-        // The factors are free dims (a `DimProduct` invariant), bound above.
-        let free = dims.clone();
-        let size = p.size(|f| free.get(f.index()).copied()).filter(|x| *x <= MAX_DIM).ok_or_else(|| {
-            let exact = p.factors.iter().fold(i128::from(p.scale), |acc, f| acc.saturating_mul(i128::from(free[f.index()])));
-            BindError::ProductTooLarge { kernel: kernel.name.clone(), dim: info.name.clone(), size: exact.to_string() }
+        // The factors are free dims (a `DimProduct` invariant), bound above; each is at most
+        // 2^40, so the product saturates `i128` only far above the bound.
+        let exact = p.factors.iter().fold(i128::from(p.scale), |acc, f| acc.saturating_mul(i128::from(dims[f.index()])));
+        let size = i64::try_from(exact).ok().filter(|x| *x <= MAX_DIM).ok_or_else(|| BindError::ProductTooLarge {
+            kernel: kernel.name.clone(),
+            dim: info.name.clone(),
+            size: exact.to_string(),
         })?;
         if let Some((got, pos, axis)) = seen[d]
             && got as i64 != size

@@ -66,8 +66,8 @@ pub fn random_inputs(
     };
     // A product dim (`MP*PS`) is sized by its factors, never given.
     for name in dims.keys() {
-        if !k.dims.iter().any(|d| &d.name == name && d.product.is_none()) {
-            let available: Vec<&str> = k.dims.iter().filter(|d| d.product.is_none()).map(|d| d.name.as_str()).collect();
+        if !k.free_dims().any(|d| &d.name == name) {
+            let available: Vec<&str> = k.free_dims().map(|d| d.name.as_str()).collect();
             return Err(InputsError::UnknownDim { dim: name.clone(), kernel: kernel.to_string(), available: available.join(", ") });
         }
     }

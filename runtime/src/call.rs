@@ -94,8 +94,8 @@ pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, Ru
     for (spec, shape) in k.inputs.iter().zip(shapes) {
         for (axis, (d, &size)) in spec.shape.iter().zip(shape.iter()).enumerate() {
             if let DimSpec::Product(_) = d {
-                let expected = d.size(&k.dims, &dims);
-                if expected.and_then(|e| usize::try_from(e).ok()) != Some(size) {
+                let expected = d.size(&k.dims, &dims).and_then(|e| usize::try_from(e).ok());
+                if expected != Some(size) {
                     return Err(RuntimeError::DimMismatch {
                         kernel: k.name.clone(),
                         arg: format!("input '{}'", spec.name),
@@ -103,7 +103,7 @@ pub fn bind_dims(k: &KernelManifest, shapes: &[&[usize]]) -> Result<Vec<i64>, Ru
                         dim: d.to_string(),
                         got: size,
                         first_arg: "the product of its factors".to_string(),
-                        first: expected.and_then(|e| usize::try_from(e).ok()).unwrap_or(usize::MAX),
+                        first: expected.unwrap_or(usize::MAX),
                     });
                 }
             }

@@ -28,15 +28,13 @@ pub const MAX_BLOCKS: usize = 8;
 /// The cache's default limit in MiB (`TFMC_HEAP_CACHE_MB` overrides it).
 pub const DEFAULT_CACHE_MB: usize = 1024;
 
-/// Cached blocks (address of the header, capacity in bytes after it), oldest first.
-struct Cache {
-    blocks: Vec<(usize, usize)>,
-    bytes: usize,
-}
+/// Cached blocks (address of the header, capacity in bytes after it), oldest first: at most
+/// [`MAX_BLOCKS`] + 1 while one is added, so their total is summed where needed.
+type Cache = Vec<(usize, usize)>;
 
 fn cache() -> &'static Mutex<Cache> {
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(Cache { blocks: Vec::new(), bytes: 0 }))
+    CACHE.get_or_init(|| Mutex::new(Vec::new()))
 }
 
 fn limit() -> usize {
@@ -60,13 +58,8 @@ pub unsafe extern "C" fn tfmc_calloc(n: i64, size: i64) -> *mut c_void {
             // A poisoned lock only means another thread panicked while holding it; the list
             // itself is always consistent (each update is one push or remove).
             let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
-            let fit =
-                c.blocks.iter().enumerate().filter(|(_, b)| b.1 >= bytes && b.1 / 2 <= bytes).min_by_key(|(_, b)| b.1).map(|(i, _)| i);
-            fit.map(|i| {
-                let b = c.blocks.remove(i);
-                c.bytes -= b.1;
-                b
-            })
+            let fit = c.iter().enumerate().filter(|(_, b)| b.1 >= bytes && b.1 / 2 <= bytes).min_by_key(|(_, b)| b.1).map(|(i, _)| i);
+            fit.map(|i| c.remove(i))
         };
         if let Some((base, _)) = hit {
             let p = (base + HEADER) as *mut u8;
@@ -109,13 +102,10 @@ pub unsafe extern "C" fn tfmc_free(p: *mut c_void) {
     }
     let evicted: Vec<usize> = {
         let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
-        c.blocks.push((base as usize, cap));
-        c.bytes += cap;
+        c.push((base as usize, cap));
         let mut out = Vec::new();
-        while c.bytes > lim || c.blocks.len() > MAX_BLOCKS {
-            let (b, n) = c.blocks.remove(0);
-            c.bytes -= n;
-            out.push(b);
+        while c.iter().map(|b| b.1).sum::<usize>() > lim || c.len() > MAX_BLOCKS {
+            out.push(c.remove(0).0);
         }
         out
     };
@@ -127,8 +117,7 @@ pub unsafe extern "C" fn tfmc_free(p: *mut c_void) {
 
 /// Frees every cached block (for a host that wants its memory back between calls).
 pub extern "C" fn tfmc_heap_trim() {
-    let blocks = std::mem::take(&mut cache().lock().unwrap_or_else(|e| e.into_inner()).blocks);
-    cache().lock().unwrap_or_else(|e| e.into_inner()).bytes = 0;
+    let blocks = std::mem::take(&mut *cache().lock().unwrap_or_else(|e| e.into_inner()));
     for (b, _) in blocks {
         // SAFETY: cached addresses are starts of C allocations no one else holds.
         unsafe { libc_free(b as *mut c_void) };
@@ -171,7 +160,7 @@ mod tests {
             tfmc_free(c);
             tfmc_free(std::ptr::null_mut());
             tfmc_heap_trim();
-            assert_eq!(cache().lock().unwrap().blocks.len(), 0);
+            assert_eq!(cache().lock().unwrap().len(), 0);
         }
     }
 }

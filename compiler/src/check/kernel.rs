@@ -24,46 +24,32 @@ impl<'g, 'a> Cx<'g, 'a> {
                 inputs.push(t);
             }
         }
-        // A dim is bound when an input has it on its own, a product when all its factors are.
-        let mut input_dims: BTreeSet<DimId> = BTreeSet::new();
+        // A dim is bound when an input has it on its own (`direct_dims`, which only inputs
+        // fill), a product when all its factors are. A dim an input has only inside a product
+        // can never be bound.
         for (i, info) in self.dims.clone().iter().enumerate() {
-            let id = DimId(i as u32);
-            match &info.product {
-                None if self.direct_dims.contains(&id) => {
-                    input_dims.insert(id);
-                }
-                None => {
-                    self.err(
-                        Diagnostic::error(
-                            format!("dimension '{}' occurs only inside a product", info.name),
-                            info.span,
-                            "its size cannot be recovered from the product",
-                        )
-                        .with_hint(format!("give '{}' on its own in some input's shape", info.name)),
-                    );
-                }
-                Some(p) if p.factors.iter().all(|f| self.direct_dims.contains(f)) => {
-                    input_dims.insert(id);
-                }
-                Some(_) => {}
+            if info.product.is_none() && !self.direct_dims.contains(&DimId(i as u32)) {
+                self.err(
+                    Diagnostic::error(
+                        format!("dimension '{}' occurs only inside a product", info.name),
+                        info.span,
+                        "its size cannot be recovered from the product",
+                    )
+                    .with_hint(format!("give '{}' on its own in some input's shape", info.name)),
+                );
             }
         }
         for (pos, d) in k.outputs.iter().enumerate() {
             if let Some(t) = self.declare_tensor(d, Role::Output(pos)) {
                 outputs.push(t);
                 for (dim, e) in d.dims.iter().zip(&self.tensors[t.index()].shape.clone()) {
-                    let bound = |id: &DimId| match &self.dims[id.index()].product {
-                        None => input_dims.contains(id),
-                        Some(p) => p.factors.iter().all(|f| input_dims.contains(f)),
+                    let Extent::Dim(id) = *e else { continue };
+                    // The dim itself, or a product's first factor no input binds.
+                    let unbound = match &self.dims[id.index()].product {
+                        None => Some(id).filter(|id| !self.direct_dims.contains(id)),
+                        Some(p) => p.factors.iter().copied().find(|f| !self.direct_dims.contains(f)),
                     };
-                    if let Extent::Dim(id) = e
-                        && !bound(id)
-                    {
-                        // A product names its first unbound factor.
-                        let unbound = match &self.dims[id.index()].product {
-                            Some(p) => p.factors.iter().copied().find(|f| !input_dims.contains(f)).unwrap_or(*id),
-                            None => *id,
-                        };
+                    if let Some(unbound) = unbound {
                         let name = self.dims[unbound.index()].name.clone();
                         self.err(
                             Diagnostic::error(

@@ -166,12 +166,6 @@ impl DimProduct {
         };
         self.scale == other.scale && sorted(self) == sorted(other)
     }
-
-    /// The size under `size_of` (the sizes of the free dims), or `None` when a factor is
-    /// unknown or the product overflows `i64`.
-    pub fn size(&self, mut size_of: impl FnMut(DimId) -> Option<i64>) -> Option<i64> {
-        self.factors.iter().try_fold(self.scale, |acc, d| acc.checked_mul(size_of(*d)?))
-    }
 }
 
 /// What a tensor is to its kernel.

@@ -154,16 +154,6 @@ impl Cascade {
         self.dims.iter().any(|d| d == name) || self.products.iter().any(|p| p.name == name)
     }
 
-    /// The size of every dim (products included) given the bound dims' sizes; `None` for a
-    /// product whose factor is missing or that overflows.
-    pub fn dim_sizes(&self, bound: impl Fn(&str) -> Option<i64>) -> Vec<(String, Option<i64>)> {
-        let mut out: Vec<(String, Option<i64>)> = self.dims.iter().map(|d| (d.clone(), bound(d))).collect();
-        for p in &self.products {
-            out.push((p.name.clone(), p.size(&bound)));
-        }
-        out
-    }
-
     /// The range of index `name`.
     pub fn range(&self, name: &str) -> Option<&Size> {
         self.ranges.iter().find(|(n, _)| n == name).map(|(_, s)| s)

@@ -108,10 +108,7 @@ fn shared_feature_maps(c: &Cascade) -> BTreeSet<String> {
             Tfm::Read(ch) => inputs.contains(sym(e, ch[0]).as_str()),
             _ => true,
         });
-        let transcendental = nodes.iter().any(|x| match x {
-            Tfm::Call(ch) => super::outline::TRANSCENDENTAL.contains(&sym(e, ch[0]).as_str()),
-            _ => false,
-        });
+        let transcendental = nodes.iter().any(|x| super::outline::transcendental_call(e, x));
         if elementwise && only_inputs && transcendental {
             out.insert(n.name.clone());
         }

@@ -43,8 +43,13 @@ pub const MIN_REPEAT: f64 = 2.0;
 pub const MIN_REPEAT_CALL: f64 = 8.0;
 
 /// The functions whose evaluation costs tens of instructions (inline polynomial or libm).
-pub(super) const TRANSCENDENTAL: &[&str] =
+const TRANSCENDENTAL: &[&str] =
     &["exp", "exp2", "log", "log2", "log1p", "tanh", "sigmoid", "gelu", "elu", "silu", "softplus", "erf", "sin", "cos", "pow", "atan2"];
+
+/// True if `node` (of `e`) is a call of a [`TRANSCENDENTAL`] function.
+pub(super) fn transcendental_call(e: &RecExpr<Tfm>, node: &Tfm) -> bool {
+    matches!(node, Tfm::Call(ch) if matches!(&e[ch[0]], Tfm::Symbol(s) if TRANSCENDENTAL.contains(&s.as_str())))
+}
 
 /// The most reductions one cascade gets materialized (each pass looks at the new node again).
 pub const MAX_OUTLINED: usize = 64;
@@ -124,7 +129,7 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
         if found.is_some() {
             return true;
         }
-        let call = matches!(&e[id], Tfm::Call(ch) if matches!(&e[ch[0]], Tfm::Symbol(s) if TRANSCENDENTAL.contains(&s.as_str())));
+        let call = transcendental_call(e, &e[id]);
         if id == root || (e[id].reduction_head().is_none() && !call) {
             return false;
         }
