@@ -164,6 +164,43 @@ fn inline_math_at_the_edges(backend: &Target) {
             assert!(ok, "{}: {name}({}) = {g}, want {w}", backend.name(), xs[i]);
         }
     }
+    pow_at_the_edges(backend);
+}
+
+/// The inline `f32` `pow` (`2^(b·log2|a|)`, the logarithm in `f64`) against the interpreter's
+/// `f64` `powf` on every pair of edge bases and exponents: zeros of both signs, ±1, negative
+/// bases to odd, even and non-integer exponents, results that overflow or reach the
+/// subnormals, infinities and NaN (IEEE `pow`'s special cases), and a decay `0.9^k` far out.
+fn pow_at_the_edges(backend: &Target) {
+    let program = tfmc::load_str("pow.tfm", "kernel k(X: f32[N], Y: f32[N]) -> (Z: f32[N]) { Z[n] = pow(X[n], Y[n]) }").unwrap();
+    let inf = f64::INFINITY;
+    let bases = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.9, 0.999, 1e-30, -1e-30, 1e30, 3.7, -3.7, 10.0, inf, -inf, f64::NAN];
+    let exps = [0.0, -0.0, 1.0, -1.0, 2.0, 3.0, -3.0, 0.5, -0.5, 2.5, 7.0, 100.0, -100.0, 1023.5, 1024.0, 1e10, -1e10, 0.1, inf, -inf, f64::NAN];
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for &a in &bases {
+        for &b in &exps {
+            xs.push(a);
+            ys.push(b);
+        }
+    }
+    for k in 0..600 {
+        xs.push(0.9);
+        ys.push(f64::from(k));
+    }
+    let n = xs.len();
+    let t = |v: &[f64]| Tensor::from_f64(tfmc_runtime::DType::F32, vec![n], v.to_vec()).unwrap();
+    let inputs: BTreeMap<String, Tensor> = [("X".to_string(), t(&xs)), ("Y".to_string(), t(&ys))].into();
+    let params = BTreeMap::new();
+    let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
+    let got = run_on(backend, &program, "k", &inputs, &params).unwrap();
+    let (g, w) = (got["Z"].to_f64_vec(), want["Z"].to_f64_vec());
+    for i in 0..n {
+        let (g, w) = (g[i], w[i] as f32 as f64);
+        let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-6 * w.abs() + 1e-37;
+        assert!(ok, "{}: pow({}, {}) = {g}, want {w}", backend.name(), xs[i], ys[i]);
+        // The sign of a zero or an infinity too.
+        assert!(g.is_nan() || w.is_nan() || g.is_sign_negative() == w.is_sign_negative(), "{}: pow({}, {}) = {g}, want {w}", backend.name(), xs[i], ys[i]);
+    }
 }
 
 /// Attention on shapes that are multiples of no tile (rows, keys, head sizes): rows and keys

@@ -27,7 +27,13 @@ pub const MAX_FUSED_DEPTH: u32 = 256;
 /// DAGs. (Each local used to hold its own fully inlined copy: a chain of N statements took N²
 /// nodes, and `T_i = T_{i-1} + T_{i-1}` doubled at every step.)
 pub fn inline_locals(c: &Cascade) -> Cascade {
-    let shared = shared_feature_maps(c);
+    inline_locals_but(c, &BTreeSet::new())
+}
+
+/// [`inline_locals`] keeping the locals named in `keep` materialized too.
+pub fn inline_locals_but(c: &Cascade, keep_names: &BTreeSet<String>) -> Cascade {
+    let mut shared = shared_feature_maps(c);
+    shared.extend(keep_names.iter().cloned());
     let mut renamed: Vec<(String, String)> = Vec::new();
     let mut pool = Hc::new();
     let mut defs: HashMap<String, (Vec<String>, Id)> = HashMap::new();
@@ -88,6 +94,25 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
 /// read by five statements, took five sigmoids per element); kept, it is computed once and
 /// read back. A map read once is inlined as before (a sigmoid attention's weight), and so is
 /// any term of locals (a softmax's `exp(S - G)`, which the online-softmax rule needs whole).
+/// The locals defined by a reduction that two or more statements read (`A = X · Kpᵀ`, read by
+/// its row norm and by the map of it): inlining one into each reader computes the contraction
+/// once per reader, so a partial fusion keeps them ([`super::optimize`] tries it when fusing
+/// everything would do more work than the cascade as written).
+pub fn shared_contractions(c: &Cascade) -> BTreeSet<String> {
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for n in c.graph.node_weights() {
+        for r in crate::ir::reads_of(&n.def).into_iter().collect::<BTreeSet<_>>() {
+            *readers.entry(r).or_default() += 1;
+        }
+    }
+    c.graph
+        .node_weights()
+        .filter(|n| matches!(n.role, crate::ir::Role::Local) && readers.get(&n.name).copied().unwrap_or(0) >= 2)
+        .filter(|n| matches!(&n.def, Def::Expr(e) if e.as_ref().iter().any(|x| x.reduction_head().is_some())))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
 fn shared_feature_maps(c: &Cascade) -> BTreeSet<String> {
     let inputs: BTreeSet<&str> = c.graph.node_weights().filter(|n| matches!(n.def, Def::Input)).map(|n| n.name.as_str()).collect();
     let mut readers: HashMap<String, usize> = HashMap::new();

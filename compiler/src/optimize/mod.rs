@@ -29,7 +29,7 @@ use crate::ir::verify::{VerifyError, verify};
 use crate::ir::{Cascade, Def, Size};
 use analysis::{FreeIndices, Graph};
 use egg::{Extractor, Id, RecExpr, Runner};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// Limits and the sizes the cost model assumes.
@@ -129,14 +129,31 @@ pub struct Report {
 /// fusing its locals (each statement rewritten on its own) and the cheaper of the two is
 /// returned; the report says so in its stop reason.
 pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), VerifyError> {
-    let (out, report) = optimize_as(c, opts, true)?;
+    let none = BTreeSet::new();
+    let (out, report) = optimize_as(c, opts, Some(&none))?;
     let sizes = sizes_for(c, opts);
     let before = work::estimate(c, &sizes).cost();
     let after = work::estimate(&out, &sizes).cost();
     if after <= before * (1.0 + WORK_SLACK) {
         return Ok((out, report));
     }
-    let (unfused, mut report2) = optimize_as(c, opts, false)?;
+    // Fusing all but the contractions that several statements read (each reader would
+    // recompute one), then nothing.
+    let shared = inline::shared_contractions(c);
+    if !shared.is_empty() {
+        let (partial, mut report2) = optimize_as(c, opts, Some(&shared))?;
+        let cost = work::estimate(&partial, &sizes).cost();
+        if cost <= before * (1.0 + WORK_SLACK) {
+            let kept: Vec<&str> = shared.iter().map(String::as_str).collect();
+            report2.stop_reason = format!(
+                "{}; fusing every local would do more work ({after:.3e} > {before:.3e} as written): fused all but {}",
+                report2.stop_reason,
+                kept.join(", ")
+            );
+            return Ok((partial, report2));
+        }
+    }
+    let (unfused, mut report2) = optimize_as(c, opts, None)?;
     if work::estimate(&unfused, &sizes).cost() < after {
         report2.stop_reason =
             format!("{}; fusing the locals would do more work ({after:.3e} > {before:.3e} as written): not fused", report2.stop_reason);
@@ -148,11 +165,15 @@ pub fn optimize(c: &Cascade, opts: &Options) -> Result<(Cascade, Report), Verify
 /// Relative slack of the never-more-work check (rounding of the estimates).
 const WORK_SLACK: f64 = 0.01;
 
-/// [`optimize`] with or without fusing the locals into their readers first.
-fn optimize_as(c: &Cascade, opts: &Options, fuse: bool) -> Result<(Cascade, Report), VerifyError> {
+/// [`optimize`] fusing the locals into their readers first (all but those in `fuse`), or
+/// not (`None`).
+fn optimize_as(c: &Cascade, opts: &Options, fuse: Option<&BTreeSet<String>>) -> Result<(Cascade, Report), VerifyError> {
     verify(c)?;
     let mut report = Report { passes_before: passes::passes_as_written(c), ..Report::default() };
-    let mut fused = if fuse { inline::inline_locals(c) } else { c.clone() };
+    let mut fused = match fuse {
+        Some(keep) => inline::inline_locals_but(c, keep),
+        None => c.clone(),
+    };
     map_exprs(&mut fused, normalize::float_filters);
     verify(&fused)?;
     let sizes = sizes_for(c, opts);

@@ -18,7 +18,8 @@
 //!
 //! The new node `READER.keepN` is an `f32` local (`f64` when the reduction reads an `f64`
 //! tensor) placed right before its reader; its indices are the reader's indices it reads, in
-//! the reader's order, then the other free ones in name order — except that an `osm` or a sum
+//! the reader's order, then the other free ones in the order its reads subscript them (the
+//! source's layout), then by name — except that an `osm` or a sum
 //! of a product has its output column (the index only its value reads) last, so the tiled
 //! plans take it. Floats of locals are exact in
 //! the reference evaluators (stored as `f64`), so the cascade means exactly what it did.
@@ -59,6 +60,8 @@ pub fn outline(c: &Cascade, sizes: &Sizes) -> Cascade {
     let mut out = c.clone();
     let mut done = 0;
     let mut pos = 0;
+    // Outlined subterms (as first written, with their indices and dtype) → their node.
+    let mut made: std::collections::HashMap<(String, Vec<String>, DType), String> = std::collections::HashMap::new();
     while pos < out.order.len() && done < MAX_OUTLINED {
         let ix = out.order[pos];
         let Some((at, indices, dtype)) = candidate(&out, &out.graph[ix], sizes) else {
@@ -69,7 +72,13 @@ pub fn outline(c: &Cascade, sizes: &Sizes) -> Cascade {
             pos += 1;
             continue;
         };
-        let name = fresh_name(&out, &out.graph[ix].name);
+        let def = subterm(e, at);
+        // The same subterm outlined before (for another reader, or another place of this one:
+        // Flowformer's `Σ_m φ(K)` reached three readers) and placed before this reader is read
+        // instead of computed again.
+        let key = (def.to_string(), indices.clone(), dtype);
+        let earlier = made.get(&key).filter(|n| out.order[..pos].iter().any(|&k| out.graph[k].name == **n)).cloned();
+        let name = earlier.clone().unwrap_or_else(|| fresh_name(&out, &out.graph[ix].name));
         let mut shape = Vec::with_capacity(indices.len());
         for i in &indices {
             match out.range(i) {
@@ -81,7 +90,6 @@ pub fn outline(c: &Cascade, sizes: &Sizes) -> Cascade {
             pos += 1;
             continue;
         }
-        let def = subterm(e, at);
         let mut read = RecExpr::default();
         let t = read.add(Tfm::Symbol(Symbol::from(name.as_str())));
         let mut ch = vec![t];
@@ -92,6 +100,12 @@ pub fn outline(c: &Cascade, sizes: &Sizes) -> Cascade {
         read.add(Tfm::Read(ch.into_boxed_slice()));
         let reader = super::prefix::replace(e, at, &read);
         out.graph[ix].def = Def::Expr(subterm(&reader, Id::from(reader.as_ref().len() - 1)));
+        if earlier.is_some() {
+            // The reader is looked at again (its next reduction).
+            done += 1;
+            continue;
+        }
+        made.insert(key, name.clone());
         let node = Node { name, dtype, shape, indices, role: Role::Local, def: Def::Expr(def) };
         let nix = out.graph.add_node(node);
         out.order.insert(pos, nix);
@@ -149,7 +163,13 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
     let at = found?;
     let fs = &free[usize::from(at)];
     let mut indices: Vec<String> = node.indices.iter().filter(|i| fs.contains(*i)).cloned().collect();
-    indices.extend(fs.iter().filter(|i| !node.indices.contains(i)).cloned());
+    // The others in the order the subterm's reads subscript them (`elu(K[b, h, m, e])` keeps
+    // K's `m, e`: written and read back along its rows), then any left in name order.
+    for i in subscript_order(e, at).into_iter().chain(fs.iter().cloned()) {
+        if fs.contains(&i) && !indices.contains(&i) {
+            indices.push(i);
+        }
+    }
     // A reduction the tiled plans take gets its output column (read by the value only) last.
     if let Some(col) = value_column(e, at, &free)
         && let Some(k) = indices.iter().position(|i| *i == col)
@@ -159,6 +179,32 @@ fn candidate(c: &Cascade, node: &Node, sizes: &Sizes) -> Option<(Id, Vec<String>
     }
     let wide = reads_f64(c, e, at);
     Some((at, indices, if wide { DType::F64 } else { DType::F32 }))
+}
+
+/// The index names that the reads in subterm `at` of `e` subscript with a bare index, in the
+/// order of the reads (left to right) and of their subscripts, each once.
+fn subscript_order(e: &RecExpr<Tfm>, at: Id) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut stack = vec![at];
+    let mut seen = vec![false; usize::from(at) + 1];
+    while let Some(x) = stack.pop() {
+        if std::mem::replace(&mut seen[usize::from(x)], true) {
+            continue;
+        }
+        if let Tfm::Read(ch) = &e[x] {
+            for &s in ch.iter().skip(1) {
+                if let Tfm::Idx(n) = &e[s]
+                    && let Tfm::Symbol(name) = &e[*n]
+                    && !out.iter().any(|o| o == name.as_str())
+                {
+                    out.push(name.to_string());
+                }
+            }
+        }
+        // Children pushed in reverse: popped left to right.
+        stack.extend(e[x].children().iter().rev().copied());
+    }
+    out
 }
 
 /// For an `osm` or a sum of a product, an index its value reads and its weight (logit) does

@@ -375,6 +375,66 @@ pub(crate) fn tanh(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
     e::select(e::bin(K::Lt, x, c(0.0)), e::un(KU::Neg, t.clone()), t)
 }
 
+/// `2^k` in `f32` for an integer-valued `k` (an `f32`) in `-126..=127`, from its exponent bits:
+/// adding `1.5·2^23` puts `k` in the low mantissa bits (no float → integer conversion, which
+/// does not vectorize on x86), and shifting `bits + 127` into the exponent field drops the
+/// shifter's own bits (see [`exp_f32`]).
+fn pow2_f32(k: Expr) -> Expr {
+    const SHIFTER: f32 = 12_582_912.0;
+    let bits = Expr::Bitcast { to: Ty::I32, x: Box::new(e::add(k, Expr::Const(Const::F32(SHIFTER)))) };
+    let bits = e::bin(K::Shl, e::add(bits, Expr::Const(Const::I32(127))), Expr::Const(Const::I32(23)));
+    Expr::Bitcast { to: Ty::F32, x: Box::new(bits) }
+}
+
+/// `a^b` in `f32` without `powf`: `2^(b · log2|a|)` with the logarithm and the product in
+/// `f64` (`log2` of an `f32` is exact to `f64`'s precision, so the exponent is: no error grows
+/// with `|b|`), the exponent split as `n + r` (`n` an integer, `|r| <= 1/2`, exact in `f64`),
+/// `2^r` a degree-7 polynomial of `r · ln 2` (below 1e-8 relative) and `2^n` built from
+/// exponent bits in two halves (each a normal float: results from `2^-151` (0) to `2^129`
+/// (inf)). About 1 ulp. The `f64` `log2` of an operand that does not change in a loop (a
+/// decay base `Gamma[h]` read per logit) is hoisted out of it by the backend, and the rest
+/// vectorizes: RetNet's decay `Gamma[h]^(p - m)` no longer costs a library call per logit.
+///
+/// IEEE `pow` at the edges (as `powf`): `x^0 = 1` and `1^y = 1` (even NaN), `(-1)^±inf = 1`,
+/// a negative base to an odd integer is negative (`-0` too: `(-0)^3 = -0`), a finite negative
+/// base to a non-integer is NaN; zeros and infinities follow from `log2`.
+fn pow_f32(bld: &mut Builder, a: Expr, b: Expr) -> Expr {
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let d = |v: f64| Expr::Const(Const::F64(v));
+    let b = once(bld, "pow.b", b);
+    let ax = e::var(bld.let_("pow.abs", e::un(KU::Abs, a.clone())));
+    let l = e::un(KU::Log2, e::cast(Ty::F64, ax.clone()));
+    let t = e::var(bld.let_("pow.t", e::mul(e::cast(Ty::F64, b.clone()), l)));
+    // Clamped so both halves of 2^n are normal floats; NaN stays NaN (min/max propagate it).
+    let tc = e::var(bld.let_("pow.tc", e::bin(K::Max, e::bin(K::Min, t, d(129.0)), d(-151.0))));
+    let n = e::var(bld.let_("pow.n", e::un(KU::RoundEven, tc.clone())));
+    let x = e::var(bld.let_("pow.x", e::mul(e::cast(Ty::F32, e::sub(tc, n.clone())), c(std::f32::consts::LN_2))));
+    // e^x on |x| <= ln2/2: Taylor to degree 7 (Horner).
+    let mut p = c(1.0 / 5040.0);
+    for k in [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = e::add(e::mul(p, x.clone()), c(k));
+    }
+    let nf = e::var(bld.let_("pow.nf", e::cast(Ty::F32, n)));
+    let n1 = e::var(bld.let_("pow.n1", e::un(KU::Floor, e::mul(nf.clone(), c(0.5)))));
+    let y = e::mul(e::mul(p, pow2_f32(n1.clone())), pow2_f32(e::sub(nf, n1)));
+    let y = e::var(bld.let_("pow.y", y));
+    // The sign and the special cases.
+    let is_int = e::var(bld.let_("pow.int", e::bin(K::Eq, e::un(KU::Floor, b.clone()), b.clone())));
+    let half = e::mul(b.clone(), c(0.5));
+    let odd = e::bin(K::And, is_int.clone(), e::bin(K::Ne, e::un(KU::Floor, half.clone()), half));
+    let neg_sign = e::bin(K::Lt, Expr::Bitcast { to: Ty::I32, x: Box::new(a.clone()) }, Expr::Const(Const::I32(0)));
+    let signed = e::select(e::bin(K::And, neg_sign, odd), e::un(KU::Neg, y.clone()), y);
+    let finite_neg = e::bin(K::And, e::bin(K::Lt, a.clone(), c(0.0)), e::bin(K::Gt, a.clone(), c(f32::NEG_INFINITY)));
+    let nan = e::bin(K::And, finite_neg, e::un(KU::Not, is_int));
+    let r = e::select(nan, c(f32::NAN), signed);
+    let one = e::bin(
+        K::Or,
+        e::bin(K::Or, e::bin(K::Eq, b.clone(), c(0.0)), e::bin(K::Eq, a, c(1.0))),
+        e::bin(K::And, e::bin(K::Eq, ax, c(1.0)), e::bin(K::Eq, e::un(KU::Abs, b), c(f32::INFINITY))),
+    );
+    e::select(one, c(1.0), r)
+}
+
 /// A float elementwise function of type `ty`; `b` is the second argument of binary ones.
 pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -> Expr {
     let c = |v: f64| e::num(ty, v);
@@ -417,6 +477,7 @@ pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -
         Func::Erf => erf(bld, ty, a),
         Func::Sin => e::un(KU::Sin, a),
         Func::Cos => e::un(KU::Cos, a),
+        Func::Pow if ty == Ty::F32 => pow_f32(bld, a, b),
         Func::Pow => e::bin(K::Pow, a, b),
         Func::Min => e::bin(K::Min, a, b),
         Func::Max => e::bin(K::Max, a, b),

@@ -37,7 +37,7 @@ struct Facts {
 
 /// The facts of ops `0..=top` (children come before parents); `None` when a slot does not fit
 /// the bit set (no hoisting then).
-fn facts(cx: &Cx<'_>, d: Def<'_>, top: Id) -> Option<Facts> {
+fn facts(cx: &Cx<'_>, d: Def<'_>, top: Id, prev_ok: bool) -> Option<Facts> {
     let n = usize::from(top) + 1;
     let mut f = Facts { free: vec![0; n], heavy: vec![false; n], nofail: vec![false; n], scan_dep: vec![false; n] };
     let scanned = cx.scan.as_ref().map(|s| s.tensor);
@@ -70,7 +70,7 @@ fn facts(cx: &Cx<'_>, d: Def<'_>, top: Id) -> Option<Facts> {
             }
             Op::Prev { .. } => {
                 dep = true;
-                false
+                prev_ok
             }
             Op::Unary { d: dt, .. } => dt.is_float() && nofail_kids,
             Op::Binary { op, d: dt, a, b } => {
@@ -105,6 +105,13 @@ fn facts(cx: &Cx<'_>, d: Def<'_>, top: Id) -> Option<Facts> {
         f.scan_dep[i] = dep;
     }
     Some(f)
+}
+
+/// True if evaluating all of `d` can never fail (float arithmetic, in-range reads, reductions
+/// over constant or dim bounds, ...); `prev_ok`: a scan's look-back counts as infallible (its
+/// load, or `init` before the start, which the caller checks apart).
+pub(super) fn infallible(cx: &Cx<'_>, d: Def<'_>, prev_ok: bool) -> bool {
+    facts(cx, d, d.root(), prev_ok).is_some_and(|f| f.nofail[usize::from(d.root())])
 }
 
 /// How a loop's body reaches a subterm.
@@ -148,7 +155,7 @@ pub(super) fn invariants(cx: &Cx<'_>, d: Def<'_>, roots: &[Id], slot: usize, gua
     if !roots.iter().any(|&r| heavy_inside(d, r)) {
         return Vec::new();
     }
-    let Some(f) = facts(cx, d, top) else { return Vec::new() };
+    let Some(f) = facts(cx, d, top, false) else { return Vec::new() };
     // Slots bound here (the loop's own slot is about to be rebound).
     let mut bound = 0u128;
     for (s, iv) in cx.idx.iter().enumerate() {

@@ -116,6 +116,9 @@ pub(crate) struct Cx<'a> {
     /// Ops of the definition being lowered whose value is already computed (the attention
     /// plan's dot-product tile): lowering one of them gives the expression instead.
     pub subst: Vec<(Id, Expr)>,
+    /// The target is a CPU (the generic plan may exchange a column reduction's loops there:
+    /// `columns`).
+    pub cpu: bool,
 }
 
 /// The KIR value type computing dtype `d`.

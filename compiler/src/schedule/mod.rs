@@ -19,8 +19,10 @@
 pub mod arith;
 pub mod attention;
 pub mod build;
+mod columns;
 mod common;
 pub mod expand;
+mod fused_scan;
 mod hoist;
 pub mod kir;
 pub mod lower;

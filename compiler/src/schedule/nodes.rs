@@ -17,7 +17,7 @@ use crate::ir::eval::compile::{Op, Scope, This, compile_typed};
 use crate::ir::{Cascade, Def as IrDef, Node, Role};
 
 /// A node's compiled definition.
-enum Compiled {
+pub(super) enum Compiled {
     Input,
     Expr(Vec<Op>, Vec<DType>),
     Scan { axis: usize, init: (Vec<Op>, Vec<DType>), body: (Vec<Op>, Vec<DType>) },
@@ -135,36 +135,33 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
         loc: loc0,
         scan_init: None,
         subst: Vec::new(),
+        cpu: opts.target == super::Target::Cpu,
     };
     // Argument buffers: inputs, then outputs.
     let inputs: Vec<ArgInfo> = c.inputs().iter().map(|n| arg(n)).collect();
     let outputs: Vec<ArgInfo> = c.outputs().iter().map(|n| arg(n)).collect();
     let partial = partiality(c, &compiled);
     let mut plan = Vec::new();
+    // Slots before this one are scheduled already (a fused scan group schedules several).
+    let mut next = 0;
     for (slot, &ix) in c.order.iter().enumerate() {
+        if slot < next {
+            continue;
+        }
         let node = &c.graph[ix];
         cx.loc = format!("IR node '{}' of cascade '{}'", node.name, c.name);
-        let kind = match node.role {
-            Role::Input(i) => BufKind::Arg(i),
-            Role::Output(j) => BufKind::Arg(inputs.len() + j),
-            _ => BufKind::Heap,
-        };
-        let buf = cx.b.buf(&node.name, Ty::from_dtype(node.dtype), kind.clone());
-        let shape: Vec<Expr> = node.shape.iter().map(|s| cx.size(s)).collect::<Result<_, _>>()?;
-        let strides = strides(&mut cx, &shape, &node.name);
-        // Every tensor that may miss points records which exist — outputs too: their missing
-        // points are written as 0, but a later statement reading one must see it missing.
-        let present = partial[slot].then(|| cx.b.buf(&format!("{}.present", node.name), Ty::Bool, BufKind::Heap));
-        if kind == BufKind::Heap || present.is_some() {
-            let len = checked_len(&mut cx, &shape, &node.name);
-            if kind == BufKind::Heap {
-                cx.b.emit(super::kir::Stmt::Alloc { buf, len: len.clone() });
+        if cx.cpu
+            && let Some(g) = super::fused_scan::group(&cx, c, &compiled, &slots_of, slot, &partial)
+        {
+            for (k, s) in (slot..=g.consumer).enumerate() {
+                let n = &c.graph[c.order[s]];
+                declare(&mut cx, n, inputs.len(), partial[s], (k < g.scans).then_some(g.axis))?;
             }
-            if let Some(p) = present {
-                cx.b.emit(super::kir::Stmt::Alloc { buf: p, len });
-            }
+            plan.push(super::fused_scan::emit(&mut cx, c, &g, &compiled, &slots_of)?);
+            next = g.consumer + 1;
+            continue;
         }
-        cx.tensors.push(TensorInfo { name: node.name.clone(), buf, present, sizes: node.shape.clone(), shape, strides });
+        declare(&mut cx, node, inputs.len(), partial[slot], None)?;
         let out = matches!(node.role, Role::Output(_));
         match &compiled[slot] {
             Compiled::Input => {}
@@ -216,7 +213,12 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                     plan.push(line);
                     continue;
                 }
-                plan.push(format!("{}: {}", node.name, generic_plan(node, None)));
+                let line = match cx.cpu.then(|| super::columns::column_reduction(&cx, node, slot, &slots_of[slot], d)).flatten() {
+                    Some(col) if node.indices.len() == 1 => format!("{} outer, inner loop {}", col.index(), node.indices[0]),
+                    Some(col) => generic_plan(node, None).replacen(", inner loop", &format!(", {} outer, inner loop", col.index()), 1),
+                    None => generic_plan(node, None),
+                };
+                plan.push(format!("{}: {line}", node.name));
                 generic_node(&mut cx, node, slot, &slots_of[slot], d, None, out, &[])?;
             }
             Compiled::Scan { axis, init, body } => {
@@ -230,6 +232,43 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
     }
     let func = cx.b.finish();
     Ok(Scheduled { func, inputs, outputs, dims: c.dims.clone(), products: c.products.clone(), params: param_list, plan })
+}
+
+/// Declares the tensor of `node` (the next slot): its buffer (an argument, or a heap local
+/// allocated here), shape, strides and presence buffer (`partial`). `state = Some(axis)`
+/// declares a fused scan's running state instead ([`super::fused_scan`]): one row of the
+/// points after `axis` per point of the indices before it (`axis` has extent 1 and stride 0,
+/// so every step of the scan reads and writes the same row), the shape still the node's.
+pub(super) fn declare(cx: &mut Cx<'_>, node: &Node, inputs: usize, partial: bool, state: Option<usize>) -> Result<(), ScheduleError> {
+    let kind = match node.role {
+        Role::Input(i) => BufKind::Arg(i),
+        Role::Output(j) => BufKind::Arg(inputs + j),
+        _ => BufKind::Heap,
+    };
+    let buf = cx.b.buf(&node.name, Ty::from_dtype(node.dtype), kind.clone());
+    let shape: Vec<Expr> = node.shape.iter().map(|s| cx.size(s)).collect::<Result<_, _>>()?;
+    let mut stored = shape.clone();
+    if let Some(a) = state {
+        stored[a] = e::i64(1);
+    }
+    let mut strides = strides(cx, &stored, &node.name);
+    if let Some(a) = state {
+        strides[a] = e::i64(0);
+    }
+    // Every tensor that may miss points records which exist — outputs too: their missing
+    // points are written as 0, but a later statement reading one must see it missing.
+    let present = partial.then(|| cx.b.buf(&format!("{}.present", node.name), Ty::Bool, BufKind::Heap));
+    if kind == BufKind::Heap || present.is_some() {
+        let len = checked_len(cx, &stored, &node.name);
+        if kind == BufKind::Heap {
+            cx.b.emit(super::kir::Stmt::Alloc { buf, len: len.clone() });
+        }
+        if let Some(p) = present {
+            cx.b.emit(super::kir::Stmt::Alloc { buf: p, len });
+        }
+    }
+    cx.tensors.push(TensorInfo { name: node.name.clone(), buf, present, sizes: node.shape.clone(), shape, strides });
+    Ok(())
 }
 
 fn arg(n: &Node) -> ArgInfo {
@@ -445,6 +484,16 @@ fn generic_node(
     };
     if let Some(a) = scan {
         open_seq(cx, a, &mut vars, &mut saved);
+    }
+    if scan.is_none()
+        && parts.is_empty()
+        && cx.cpu
+        && let Some(col) = super::columns::column_reduction(cx, node, slot, slots, d)
+    {
+        cx.column_reduce(node, slot, slots, d, &vars, col)?;
+        cx.b.close_to(mark);
+        cx.restore(saved);
+        return Ok(());
     }
     // What the inner loop evaluates but does not depend on (a row's normaliser, a nested
     // reduction) is evaluated once per point of the outer indices.

@@ -196,3 +196,107 @@ fn no_lib_kernel_recomputes_a_loop_per_iteration_of_a_loop_it_does_not_read() {
     }
     assert!(bad.is_empty(), "loops recomputed per iteration of an outer loop they do not read:\n{}", bad.join("\n"));
 }
+
+/// The CPU plan lines and KIR text of kernel `k` of `text`, optimized.
+fn plan_of(text: &str, k: &str) -> (Vec<String>, String) {
+    let program = crate::testing::load(text);
+    let c = lower(&program, k).unwrap();
+    let (opt, _) = optimize(&c, &Options::for_program(&program)).unwrap();
+    let s = schedule(&program, &opt, &ScheduleOptions::default()).unwrap();
+    (s.plan, s.func.to_string())
+}
+
+/// A weighted sum whose value the tile products cannot read in place — its column runs along
+/// the reduced index (`X · Kpᵀ` as Pattention writes it), or it is a map of reads — packs the
+/// values once per call (`.vt`), not once per row tile and key block (`.vp`).
+#[test]
+fn values_off_the_row_layout_are_packed_once_per_call() {
+    let kernels = [
+        "kernel k(X: f32[B, T, D], Kp: f32[N, D]) -> (A: f32[B, T, N]) { A[b, t, n] = sum[d](X[b, t, d] * Kp[n, d]) }",
+        "kernel k(X: f32[T, D], W: f32[D, N]) -> (A: f32[T, N]) { A[t, n] = sum[d](X[t, d] * W[d, n] * 0.5) }",
+        "kernel k(Q: f32[H, P, E], K: f32[H, M, E], V: f32[H, M, F], G: f32[H, M]) -> (O: f32[H, P, F]) {
+            O[h, p, f] = sum[m](sigmoid(sum[e](Q[h, p, e] * K[h, m, e])) * V[h, m, f] * G[h, m])
+        }",
+    ];
+    for text in kernels {
+        let (plan, kir) = plan_of(text, "k");
+        assert!(plan.iter().any(|p| p.contains("tiled weighted sum")), "{text}: {plan:?}");
+        assert!(kir.contains(".vt: f32 (heap)"), "{text}:\n{kir}");
+        assert!(!kir.contains(".vp: f32"), "{text}:\n{kir}");
+    }
+    // V read in place: nothing packed.
+    let (_, kir) = plan_of("kernel k(W: f32[P, M], V: f32[M, F]) -> (O: f32[P, F]) { O[p, f] = sum[m](W[p, m] * V[m, f]) }", "k");
+    assert!(!kir.contains(".vt") && !kir.contains(".vp"), "{kir}");
+}
+
+/// Sums, maxima and minima down the rows (the reduced index outer in every read, the output's
+/// last index inner) run rows outer, columns inner; a row reduction, or one whose body reads
+/// along the reduced index, keeps the generic order.
+#[test]
+fn column_reductions_run_rows_outer() {
+    let cols = [
+        "kernel k(X: f32[B, T, D]) -> (S: f32[B, D]) { S[b, d] = sum[t](X[b, t, d]) }",
+        "kernel k(X: f32[T, D], R: f32[T]) -> (S: f32[D]) { S[d] = max[t](X[t, d] / (1.0 + abs(R[t]))) }",
+        "kernel k(X: f32[H, T, D]) -> (S: f32[H, D]) { S[h, d] = min[t where t % 2 == 0](X[h, t, d] * 2.0) }",
+    ];
+    for text in cols {
+        let (plan, _) = plan_of(text, "k");
+        assert!(plan.iter().any(|p| p.starts_with("S: ") && p.contains("t outer, inner loop d")), "{text}: {plan:?}");
+    }
+    let rows = [
+        "kernel k(X: f32[B, D, T]) -> (S: f32[B, D]) { S[b, d] = sum[t](X[b, d, t]) }",
+        "kernel k(X: f32[T, D], Y: f32[D, T]) -> (S: f32[D]) { S[d] = sum[t](X[t, d] * Y[d, t]) }",
+        "kernel k(X: f32[T, D], I: i32[T]) -> (S: f32[D]) { S[d] = sum[t](X[t, d] * f32(I[t] / 2)) }",
+    ];
+    for text in rows {
+        let (plan, _) = plan_of(text, "k");
+        assert!(plan.iter().all(|p| !p.contains(" outer")), "{text}: {plan:?}");
+    }
+}
+
+/// Scans read only by the next node, at its own step, are fused with it: causal linear
+/// attention's prefix sums (the optimizer's form of lib's quadratic kernel and the recurrent
+/// form as written), retention, a Mamba-like scan (its channel index parallel too). A scan
+/// read at another step, or by two nodes, is not.
+#[test]
+fn scans_fuse_with_their_reader() {
+    for (file, k, par) in [
+        ("linear.tfm", "linear_causal", "(b, h)"),
+        ("linear.tfm", "linear_causal_scan", "(b, h)"),
+        ("retnet.tfm", "retention_recurrent", "(b, h)"),
+        ("mamba.tfm", "selective_scan", "(b, d)"),
+    ] {
+        let program = crate::testing::lib(file);
+        let c = lower(&program, k).unwrap();
+        let (opt, _) = optimize(&c, &Options::for_program(&program)).unwrap();
+        let s = schedule(&program, &opt, &ScheduleOptions::default()).unwrap();
+        assert!(s.plan.iter().any(|p| p.contains(&format!("fused: parallel {par}, sequential"))), "{file}/{k}: {:?}", s.plan);
+    }
+    let not = [
+        // Read one step back by its reader.
+        "kernel k(X: f32[T, D]) -> (Y: f32[T, D]) {
+            S[t, d] = scan[t, init = 0.0](S[t - 1, d] + X[t, d])
+            Y[t, d] = S[t, d] - X[t, d] * S[max(t - 1, 0), d]
+        }",
+        // Read by two nodes.
+        "kernel k(X: f32[T, D]) -> (Y: f32[T, D], Z: f32[T, D]) {
+            S[t, d] = scan[t, init = 0.0](S[t - 1, d] + X[t, d])
+            Y[t, d] = S[t, d] * 2.0
+            Z[t, d] = S[t, d] + 1.0
+        }",
+        // Read at its own step by an attention term (a sum over keys): keeps the tiles.
+        "kernel k(Q: f32[P, E], K: f32[M, E], V: f32[M, F], G: f32[P]) -> (O: f32[P, F]) {
+            D[p] = scan[p, init = 0.0](D[p - 1] + G[p])
+            O[p, f] = sum[m](sum[e](Q[p, e] * K[m, e]) * D[p] * V[m, f])
+        }",
+        // Looks back two steps.
+        "kernel k(X: f32[T, D]) -> (Y: f32[T, D]) {
+            S[t, d] = scan[t, init = 1.0](S[t - 1, d] + S[t - 2, d] * X[t, d])
+            Y[t, d] = S[t, d] * 2.0
+        }",
+    ];
+    for text in not {
+        let (plan, _) = plan_of(text, "k");
+        assert!(plan.iter().all(|p| !p.contains("fused")), "{text}: {plan:?}");
+    }
+}

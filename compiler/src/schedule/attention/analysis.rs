@@ -78,7 +78,7 @@ pub(in super::super) struct Dot {
 
 /// True if op `id` reads index slot `slot` (not counting inner rebindings of it). One pass
 /// over the ops, children before parents, so shared subterms are visited once.
-pub(super) fn uses(ops: &[Op], id: Id, slot: usize) -> bool {
+pub(in super::super) fn uses(ops: &[Op], id: Id, slot: usize) -> bool {
     let mut u = vec![false; usize::from(id) + 1];
     for i in 0..u.len() {
         let v = {
@@ -182,7 +182,7 @@ fn reaches(d: Def<'_>, root: Id, target: Id) -> bool {
 /// replaced by a value: float arithmetic, float functions, casts, indices, dims, params,
 /// and integer `+`/`-` of indices, dims and constants (which cannot overflow: dims are at
 /// most 2^40).
-pub(super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
+pub(in super::super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
     let mut ok = vec![false; usize::from(id) + 1];
     for i in 0..ok.len() {
         let v = Some(Id::from(i)) == dot || {

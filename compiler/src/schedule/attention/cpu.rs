@@ -34,6 +34,8 @@ struct Packed<'p> {
 /// Emits the plan for the node of `site` with tiles of `tp` rows and blocks of `tm` keys: the
 /// packed variant when it applies at run time, else the natural one.
 pub(super) fn emit(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> Result<(), ScheduleError> {
+    let panel = if tp >= TILE_MAX_ROWS { value_prepass(cx, site)? } else { None };
+    let panel = panel.as_ref();
     if site.plan.rows == Rows::Single {
         // As many rows per tile as fit (one key's rows then read one stretch of memory: all
         // heads of a token), but at least four tiles in all, so that a single sequence's decode
@@ -47,18 +49,18 @@ pub(super) fn emit(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tm: u32) -> Re
         let per = e::bin(K::Div, e::add(e::i64(4), e::sub(outer.clone(), e::i64(1))), outer);
         let rows = e::bin(K::Div, e::add(t[site.plan.tile].clone(), e::sub(per.clone(), e::i64(1))), per);
         let tr = cx.b.let_("tile.rows", e::bin(K::Max, e::i64(1), e::bin(K::Min, rows, e::i64(i64::from(SINGLE_ROWS)))));
-        return tiles(cx, site, SINGLE_ROWS, e::var(tr), tm, None);
+        return tiles(cx, site, SINGLE_ROWS, e::var(tr), tm, None, panel);
     }
-    let Some(dot) = &site.plan.dot else { return tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None) };
+    let Some(dot) = &site.plan.dot else { return tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None, panel) };
     let t = cx.tensors[site.slot].clone();
-    let Some(esize) = dot_extent(cx, site, dot) else { return tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None) };
+    let Some(esize) = dot_extent(cx, site, dot) else { return tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None, panel) };
     let rows = t.shape[site.plan.tile].clone();
     let ok = e::bin(K::And, e::bin(K::Ge, rows, e::i64(PACKED_MIN_ROWS)), e::bin(K::Le, esize.clone(), e::i64(i64::from(EMAX))));
     cx.b.open_if(ok);
     let packed = prepass(cx, site, tm, dot, esize)?;
-    tiles(cx, site, tp, e::i64(i64::from(tp)), tm, Some(&packed))?;
+    tiles(cx, site, tp, e::i64(i64::from(tp)), tm, Some(&packed), panel)?;
     cx.b.open_else();
-    tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None)?;
+    tiles(cx, site, tp, e::i64(i64::from(tp)), tm, None, panel)?;
     cx.b.close();
     Ok(())
 }
@@ -124,6 +126,76 @@ fn prepass<'p>(cx: &mut Cx<'_>, site: &Site<'_, '_>, tm: u32, dot: &'p Dot, esiz
     Ok(Packed { dot, kt, mp, e: shape[shape.len() - 2].clone() })
 }
 
+/// The values of a plain weighted sum or softmax packed once per call (see [`value_prepass`]):
+/// `panel[o, m, f] = v(o, m, f)` for every other-index point `o`, key `m` and column `f`.
+#[derive(Clone)]
+struct ValuePanel {
+    /// The panel (heap).
+    buf: Buf,
+    /// Row stride: the column extent `F`.
+    row: Expr,
+    /// Elements per other-index point: `M · F` (0 when no tile product runs).
+    plane: Expr,
+}
+
+/// Keys per parallel iteration of [`value_prepass`].
+const PANEL_KEYS: i64 = 64;
+
+/// Values that the tile products cannot read in place ([`direct_read`]: a read with the key
+/// index strided, a gather, a widening, a map of reads such as `V[m, f] · g[m] / Z`), packed
+/// once per call into a dense panel instead of once per row tile and key block: every tile of
+/// an other-index point reads the same values, and repacking them per tile cost more than the
+/// products (Pattention's `X · Kpᵀ`, whose value `Kp[n, d]` runs along the reduced `d`, spent
+/// 70% of its time there). Only for a shared-rows `f32` plan whose value is pure (evaluating
+/// it at every point, not just where a weight is non-zero, cannot fail), and packed only when
+/// the tile index has enough rows for a tile product (else the panel is empty: the streaming
+/// path reads `v` in place); the caller asks only for tiles of at least that many rows.
+fn value_prepass(cx: &mut Cx<'_>, site: &Site<'_, '_>) -> Result<Option<ValuePanel>, ScheduleError> {
+    let plan = site.plan;
+    if plan.rows != Rows::Shared || site.acc_ty() != Ty::F32 || !pure(site.d, plan.v, None) || direct_read(cx, site).is_some() {
+        return Ok(None);
+    }
+    let (node, fa) = (site.node, site.f_axis());
+    let t = cx.tensors[site.slot].clone();
+    let range = cx.ranges.get(plan.head.name.as_str()).cloned().ok_or_else(|| cx.internal("the key index has no range"))?;
+    let msize = cx.size(&range)?;
+    let used = e::bin(K::Ge, t.shape[plan.tile].clone(), e::i64(i64::from(TILE_MAX_ROWS)));
+    let keys = e::var(cx.b.let_("vt.keys", e::select(used, msize, e::i64(0))));
+    let fsize = t.shape[fa].clone();
+    let others = site.others();
+    let mut shape: Vec<Expr> = others.iter().map(|&a| t.shape[a].clone()).collect();
+    shape.push(keys.clone());
+    shape.push(fsize.clone());
+    let name = format!("{}.vt", node.name);
+    let len = checked_len(cx, &shape, &name);
+    let buf = cx.b.buf(&name, Ty::F32, BufKind::Heap);
+    cx.b.emit(Stmt::Alloc { buf, len });
+    let plane = e::var(cx.b.let_("vt.plane", e::mul(keys.clone(), fsize.clone())));
+    let blocks = e::var(cx.b.let_("vt.blocks", e::bin(K::Div, e::add(keys.clone(), e::i64(PANEL_KEYS - 1)), e::i64(PANEL_KEYS))));
+    let mut n = blocks.clone();
+    for &a in &others {
+        n = e::mul(n, t.shape[a].clone());
+    }
+    let mark = cx.b.mark();
+    let q = cx.b.open_parallel(&name, n);
+    let outer = cx.b.let_("vt.outer", e::bin(K::Div, e::var(q), blocks.clone()));
+    let m0 = cx.b.let_("vt.m0", e::mul(e::bin(K::Rem, e::var(q), blocks), e::i64(PANEL_KEYS)));
+    let (_, saved) = cx.bind_flat(e::var(outer), &node_axes(node, site.slots, &t.shape, &others));
+    let jj = cx.b.open_for("vt.j", e::i64(0), e::bin(K::Min, e::i64(PANEL_KEYS), e::sub(keys, e::var(m0))));
+    let m = cx.b.let_(plan.head.name.as_str(), e::add(e::var(m0), e::var(jj)));
+    let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: Some(range) });
+    let row = cx.b.let_("vt.at", e::add(e::mul(e::var(outer), plane.clone()), e::mul(e::var(m), fsize.clone())));
+    let f = cx.b.open_for(node.indices[fa].as_str(), e::i64(0), fsize.clone());
+    let old_f = cx.bind(site.slots[fa], IdxVar { var: f, range: Some(node.shape[fa].clone()) });
+    let val = cx.lower_as(site.d, plan.v, Ty::F32)?;
+    cx.b.store(buf, e::add(e::var(row), e::var(f)), val);
+    cx.b.close_to(mark);
+    cx.unbind(site.slots[fa], old_f);
+    cx.unbind(plan.head.slot, old_m);
+    cx.restore(saved);
+    Ok(Some(ValuePanel { buf, row: fsize, plane }))
+}
+
 /// One parallel iteration's tile: `nt` rows from `t0` of the tile index at the other indices'
 /// point `outer`, and its per-row state (stack arrays of `tp` rows).
 struct Tile {
@@ -151,6 +223,8 @@ struct Tile {
     /// The output columns of this pass: `fsize` (at most [`FMAX`]) from `f0`.
     fsize: Expr,
     f0: Expr,
+    /// The values packed once for the whole call, if [`value_prepass`] did.
+    panel: Option<ValuePanel>,
 }
 
 impl Tile {
@@ -182,9 +256,18 @@ impl Tile {
 
 /// The tile loop nest of one variant.
 /// `tp` is the most rows of a tile (its stack arrays), `tr` how many it has.
-fn tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tr: Expr, tm: u32, packed: Option<&Packed<'_>>) -> Result<(), ScheduleError> {
+fn tiles(
+    cx: &mut Cx<'_>,
+    site: &Site<'_, '_>,
+    tp: u32,
+    tr: Expr,
+    tm: u32,
+    packed: Option<&Packed<'_>>,
+    panel: Option<&ValuePanel>,
+) -> Result<(), ScheduleError> {
     let mark = cx.b.mark();
     let (mut tile, saved) = open_tile(cx, site, tp, tr, tm);
+    tile.panel = panel.cloned();
     let pk = match packed {
         Some(p) => Some((p, pack_rows(cx, site, &tile, p)?)),
         None => None,
@@ -251,7 +334,7 @@ fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tr: Expr, tm: u32) -
     let (lo, hi) = (stack("lo", Ty::I64, tp), stack("hi", Ty::I64, tp));
     let (acc, sb) = (stack("acc", ty, tp * FMAX), stack("s", ty, tp * tm));
     let fsize = t.shape[site.f_axis()].clone();
-    (Tile { ty, tp, tm, idx, outer, t0, nt, mx, sum, any, lo, hi, acc, sb, fsize, f0: e::i64(0) }, saved)
+    (Tile { ty, tp, tm, idx, outer, t0, nt, mx, sum, any, lo, hi, acc, sb, fsize, f0: e::i64(0), panel: None }, saved)
 }
 
 /// Packed: this tile's rows of `A` (`a[i, e] = Π a(t0 + i, e)`, rows of `EMAX`), and where its
@@ -653,7 +736,27 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
 /// the tile has a point, and no subscript reads the row or the key).
 fn direct_panel(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var) -> Result<Option<(Buf, Expr, Expr)>, ScheduleError> {
     let (plan, node, fa, d) = (site.plan, site.node, site.f_axis(), site.d);
-    let Op::Read { tensor, subs } = &d.ops[usize::from(plan.v)] else { return Ok(None) };
+    let Some(key_axis) = direct_read(cx, site) else { return Ok(None) };
+    let Op::Read { tensor, .. } = &d.ops[usize::from(plan.v)] else { return Ok(None) };
+    let t = &cx.tensors[*tensor];
+    let (buf, ldb) = (t.buf, t.strides[key_axis].clone());
+    let range = cx.ranges.get(plan.head.name.as_str()).cloned();
+    let old_m = cx.bind(plan.head.slot, IdxVar { var: m0, range });
+    let f0 = cx.b.let_("f0", tile.f0.clone());
+    let old_f = cx.bind(site.slots[fa], IdxVar { var: f0, range: Some(node.shape[fa].clone()) });
+    let val = cx.lower_as(d, plan.v, Ty::F32);
+    cx.unbind(site.slots[fa], old_f);
+    cx.unbind(plan.head.slot, old_m);
+    match val? {
+        Expr::Load { buf: got, index } if got == buf => Ok(Some((buf, *index, ldb))),
+        _ => Err(cx.internal("a plain read did not lower to a load")),
+    }
+}
+
+/// The key's axis when the value is a read [`direct_panel`] can use in place.
+fn direct_read(cx: &Cx<'_>, site: &Site<'_, '_>) -> Option<usize> {
+    let (plan, node, fa, d) = (site.plan, site.node, site.f_axis(), site.d);
+    let Op::Read { tensor, subs } = &d.ops[usize::from(plan.v)] else { return None };
     let t = &cx.tensors[*tensor];
     let (fslot, mslot, tslot) = (site.slots[fa], plan.head.slot, site.slots[plan.tile]);
     let is_idx = |s: Id, slot: usize| matches!(d.ops[usize::from(s)], Op::Idx(x) if x == slot);
@@ -674,21 +777,7 @@ fn direct_panel(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var) -> R
         && t.present.is_none()
         && t.strides.last() == Some(&e::i64(1))
         && cx.b.elem(t.buf) == Ty::F32;
-    if !plain {
-        return Ok(None);
-    }
-    let (buf, ldb) = (t.buf, t.strides[key_axes[0]].clone());
-    let range = cx.ranges.get(plan.head.name.as_str()).cloned();
-    let old_m = cx.bind(mslot, IdxVar { var: m0, range });
-    let f0 = cx.b.let_("f0", tile.f0.clone());
-    let old_f = cx.bind(fslot, IdxVar { var: f0, range: Some(node.shape[fa].clone()) });
-    let val = cx.lower_as(d, plan.v, Ty::F32);
-    cx.unbind(fslot, old_f);
-    cx.unbind(mslot, old_m);
-    match val? {
-        Expr::Load { buf: got, index } if got == buf => Ok(Some((buf, *index, ldb))),
-        _ => Err(cx.internal("a plain read did not lower to a load")),
-    }
+    plain.then_some(key_axes[0])
 }
 
 /// Packs the block's values: `vp[j, f] = v(m0 + j, f)` (rows of `FMAX`: any index map, gather
@@ -734,9 +823,13 @@ fn pack_values(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: V
 /// each micro-tile of rows adds `w · panel` to its accumulator rows, [`TILE_MAX_COLS`] columns
 /// of `f` at a time, the tile in registers.
 fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Var, pure_v: bool) -> Result<(), ScheduleError> {
-    let (b, b0, ldb) = match direct_panel(cx, site, tile, m0)? {
-        Some(panel) => panel,
-        None => (pack_values(cx, site, tile, m0, nm, pure_v)?, e::i64(0), e::i64(i64::from(FMAX))),
+    let (b, b0, ldb) = match (&tile.panel, direct_panel(cx, site, tile, m0)?) {
+        (_, Some(panel)) => panel,
+        (Some(p), None) => {
+            let at = e::add(e::add(e::mul(e::var(tile.outer), p.plane.clone()), e::mul(e::var(m0), p.row.clone())), tile.f0.clone());
+            (p.buf, at, p.row.clone())
+        }
+        (None, None) => (pack_values(cx, site, tile, m0, nm, pure_v)?, e::i64(0), e::i64(i64::from(FMAX))),
     };
     let fmax = e::i64(i64::from(FMAX));
     let tmx = e::i64(i64::from(tile.tm));

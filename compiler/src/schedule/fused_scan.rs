@@ -1,0 +1,298 @@
+//! Scans fused with their consumer on the CPU: a run of scan nodes over the same index `p`
+//! (`S1[b, h, p, e] = scan[p](..)`, `S2[b, h, p, f, e] = scan[p](..)`) followed by the one node
+//! that reads them, always at its own `p` (`O[b, h, p, f] = Σ_e Q[.., p, e] · S2[.., p, f, e] /
+//! ..`): the optimizer's prefix-sum form of causal linear attention, or a user's recurrent
+//! form. The generic plan materializes every step of every scan (`P × F × E` per head: 134 MB
+//! for causal linear attention at 1,024 tokens, more than the work) and reads it back; fused,
+//! each scan keeps one row of state per outer point and the consumer's values are computed
+//! right after each step:
+//!
+//! ```text
+//! parallel over the indices before p:
+//!   for p (sequential):
+//!     each scan in order: for its points after p: S[..] = body (prev = S[..] itself)
+//!     the consumer:       for its points after p: O[.., p, ..] = definition
+//! ```
+//!
+//! The state rows are the scans' tensors declared with extent 1 and stride 0 along `p`
+//! ([`super::nodes::declare`]), so the generic lowering of `prev 1` and of the consumer's reads
+//! finds this step's (or, before the write, the last step's) row.
+//!
+//! Invariants checked by [`group`]: the scans are locals with no presence, look back exactly
+//! one step, and are read only inside the group, at the reader's own indices up to `p`
+//! (a scan only by later scans of the group and the consumer); the consumer is an expression
+//! node whose indices up to `p` are the scans' and whose reductions run over indices that
+//! subscript the scans (no softmax, no sum over keys: those keep their own plans); nothing in
+//! the group can fail (evaluating it interleaved changes the order of evaluation only).
+
+use super::ScheduleError;
+use super::build::e;
+use super::common::node_axes;
+use super::hoist::{hoist, infallible};
+use super::kir::Expr;
+use super::lower::{Cx, Def, IdxVar, ScanCx, vty};
+use super::nodes::Compiled;
+use crate::ir::eval::compile::Op;
+use crate::ir::{Cascade, Node, Role};
+
+/// A fused group: slots `start .. start + scans` are the scans, `consumer` the reader.
+pub(super) struct Group {
+    /// First slot.
+    pub start: usize,
+    /// Number of scans.
+    pub scans: usize,
+    /// Slot of the consumer (`start + scans`).
+    pub consumer: usize,
+    /// Position of the scan index among the indices (the same in every node of the group).
+    pub axis: usize,
+    /// How many indices after it every node shares (parallel, like those before it).
+    pub shared: usize,
+}
+
+/// The fused group starting at `start`, if the slots from there form one.
+pub(super) fn group(
+    cx: &Cx<'_>,
+    c: &Cascade,
+    compiled: &[Compiled],
+    slots_of: &[Vec<usize>],
+    start: usize,
+    partial: &[bool],
+) -> Option<Group> {
+    let node = |s: usize| &c.graph[c.order[s]];
+    let Compiled::Scan { axis, .. } = compiled.get(start)? else { return None };
+    let axis = *axis;
+    let head: &[usize] = slots_of[start].get(..=axis)?;
+    let mut end = start;
+    while let Some(Compiled::Scan { axis: a, body, .. }) = compiled.get(end) {
+        let n = node(end);
+        let same = *a == axis && slots_of[end].get(..=axis) == Some(head);
+        let one_back = body.0.iter().all(|op| !matches!(op, Op::Prev { back } if *back != 1));
+        if !same || !one_back || partial[end] || !matches!(n.role, Role::Local) {
+            break;
+        }
+        end += 1;
+    }
+    let consumer = end;
+    let scans = consumer - start;
+    if scans == 0 || !matches!(compiled.get(consumer)?, Compiled::Expr(..)) || partial[consumer] {
+        return None;
+    }
+    let cons = node(consumer);
+    if slots_of[consumer].get(..=axis) != Some(head) || node(start).shape.get(..=axis) != cons.shape.get(..=axis) {
+        return None;
+    }
+    // The consumer reduces only over the scans' own indices (a contraction with the state:
+    // per step, work in proportion to the state). A reduction over anything else — keys
+    // `m` of an attention term reading the scan at `p` — keeps the consumer on its own plan
+    // (evaluated per step, it would run once per output column).
+    let Compiled::Expr(cops, _) = &compiled[consumer] else { return None };
+    let scan_subs: Vec<usize> = cops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Read { tensor, subs } if (start..consumer).contains(tensor) => Some(subs),
+            _ => None,
+        })
+        .flat_map(|subs| subs.iter().filter_map(|&x| if let Op::Idx(i) = cops[usize::from(x)] { Some(i) } else { None }))
+        .collect();
+    let state_only = cops.iter().all(|op| match op {
+        Op::Reduce { head, .. } | Op::URed { head, .. } => scan_subs.contains(&head.slot),
+        Op::Osm { .. } => false,
+        _ => true,
+    });
+    if !state_only {
+        return None;
+    }
+    // Indices right after `p` that every node of the group has, in the same place, and that
+    // every read of a scan subscripts with the reader's own: run in parallel too (Mamba's
+    // channel `d`: `H[b, t, d, n]` and `Y[b, t, d]`).
+    let mut shared = 0;
+    while let Some(&slot) = slots_of[start].get(axis + 1 + shared) {
+        let k = axis + 1 + shared;
+        let same = (start..=consumer).all(|s| slots_of[s].get(k) == Some(&slot) && node(s).shape.get(k) == node(start).shape.get(k));
+        if !same
+            || !reads_of_group(compiled, start, consumer)
+                .all(|(ops, subs)| matches!(subs.get(k).map(|&x| &ops[usize::from(x)]), Some(Op::Idx(i)) if *i == slot))
+        {
+            break;
+        }
+        shared += 1;
+    }
+    for (s, comp) in compiled.iter().enumerate() {
+        let parts: Vec<&[Op]> = match comp {
+            Compiled::Input => continue,
+            Compiled::Expr(ops, _) => vec![ops],
+            // A scan's init is evaluated without the group's state.
+            Compiled::Scan { init, body, .. } => vec![&body.0, &init.0],
+        };
+        for (k, ops) in parts.into_iter().enumerate() {
+            let body = k == 0;
+            for op in ops {
+                let Op::Read { tensor, subs } = op else { continue };
+                if !(start..consumer).contains(tensor) {
+                    continue;
+                }
+                // Readers: a later scan's body of the group, or the consumer; at their own
+                // indices up to p.
+                let reader_ok = body && ((s > *tensor && s < consumer) || s == consumer);
+                let at_own = subs.len() > axis
+                    && subs[..=axis].iter().zip(head).all(|(&x, &slot)| matches!(ops[usize::from(x)], Op::Idx(i) if i == slot));
+                if !reader_ok || !at_own {
+                    return None;
+                }
+            }
+        }
+    }
+    // Nothing in the group may fail.
+    for comp in &compiled[start..=consumer] {
+        let ok = match comp {
+            Compiled::Expr(ops, tys) => infallible(cx, Def { ops, tys }, true),
+            Compiled::Scan { init, body, .. } => {
+                infallible(cx, Def { ops: &init.0, tys: &init.1 }, false) && infallible(cx, Def { ops: &body.0, tys: &body.1 }, true)
+            }
+            Compiled::Input => false,
+        };
+        if !ok {
+            return None;
+        }
+    }
+    Some(Group { start, scans, consumer, axis, shared })
+}
+
+/// Every read of a scan of the group `start..consumer` anywhere in the cascade: the ops it is
+/// in and its subscripts.
+fn reads_of_group(compiled: &[Compiled], start: usize, consumer: usize) -> impl Iterator<Item = (&[Op], &[egg::Id])> {
+    compiled
+        .iter()
+        .flat_map(|comp| -> Vec<&[Op]> {
+            match comp {
+                Compiled::Input => vec![],
+                Compiled::Expr(ops, _) => vec![ops],
+                Compiled::Scan { init, body, .. } => vec![&body.0, &init.0],
+            }
+        })
+        .flat_map(move |ops| {
+            ops.iter().filter_map(move |op| match op {
+                Op::Read { tensor, subs } if (start..consumer).contains(tensor) => Some((ops, &subs[..])),
+                _ => None,
+            })
+        })
+}
+
+/// Emits the fused loop nest of `g` (its tensors declared already) and returns its plan line.
+pub(super) fn emit(
+    cx: &mut Cx<'_>,
+    c: &Cascade,
+    g: &Group,
+    compiled: &[Compiled],
+    slots_of: &[Vec<usize>],
+) -> Result<String, ScheduleError> {
+    let node = |s: usize| &c.graph[c.order[s]];
+    let cons = node(g.consumer);
+    let cslots = &slots_of[g.consumer];
+    let t = cx.tensors[g.consumer].clone();
+    let outer: Vec<usize> = (0..g.axis).chain(g.axis + 1..g.axis + 1 + g.shared).collect();
+    let mark = cx.b.mark();
+    let mut saved = Vec::new();
+    let mut vars: Vec<Option<Expr>> = vec![None; cslots.len()];
+    if !outer.is_empty() {
+        let mut n = e::i64(1);
+        for &a in &outer {
+            n = e::mul(n, t.shape[a].clone());
+        }
+        let q = cx.b.open_parallel(&format!("{}.fused", cons.name), n);
+        let (vals, s) = cx.bind_flat(e::var(q), &node_axes(cons, cslots, &t.shape, &outer));
+        for (a, v) in outer.iter().zip(vals) {
+            vars[*a] = Some(v);
+        }
+        saved = s;
+    }
+    let p = cx.b.open_for(&cons.indices[g.axis], e::i64(0), t.shape[g.axis].clone());
+    saved.push((cslots[g.axis], cx.bind(cslots[g.axis], IdxVar { var: p, range: Some(cons.shape[g.axis].clone()) })));
+    vars[g.axis] = Some(e::var(p));
+    for s in g.start..=g.consumer {
+        let n = node(s);
+        cx.loc = format!("IR node '{}' of cascade '{}'", n.name, c.name);
+        let (d, init) = match &compiled[s] {
+            Compiled::Scan { init, body, .. } => (Def { ops: &body.0, tys: &body.1 }, Some(init.clone())),
+            Compiled::Expr(ops, tys) => (Def { ops, tys }, None),
+            Compiled::Input => return Err(cx.internal("an input in a fused scan group")),
+        };
+        point(cx, n, s, &slots_of[s], d, &vars, g.axis + g.shared, init, e::var(p))?;
+    }
+    cx.b.close_to(mark);
+    cx.restore(saved);
+    let scans: Vec<&str> = (g.start..g.consumer).map(|s| node(s).name.as_str()).collect();
+    let inner = if cons.indices.len() > g.axis + 1 + g.shared {
+        format!(", inner loop {}", cons.indices[cons.indices.len() - 1])
+    } else {
+        String::new()
+    };
+    let par: Vec<&str> = outer.iter().map(|&a| cons.indices[a].as_str()).collect();
+    Ok(format!(
+        "{}, {}: fused: parallel ({}), sequential {}: each step updates the scans' state rows in place, then computes {}'s row{inner}",
+        scans.join(", "),
+        cons.name,
+        par.join(", "),
+        cons.indices[g.axis],
+        cons.name
+    ))
+}
+
+/// One step of one node of the group: its points after index `axis` (`vars` binds the indices
+/// up to it: the outer ones, the scan's, the shared ones), each evaluated and stored; a scan's
+/// `prev 1` reads the row itself (stride 0).
+#[allow(clippy::too_many_arguments)]
+fn point(
+    cx: &mut Cx<'_>,
+    n: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    vars: &[Option<Expr>],
+    axis: usize,
+    init: Option<(Vec<Op>, Vec<crate::hir::DType>)>,
+    p: Expr,
+) -> Result<(), ScheduleError> {
+    let t = cx.tensors[slot].clone();
+    let k = slots.len();
+    let mark = cx.b.mark();
+    let mut saved = Vec::new();
+    let mut idx = Vec::with_capacity(k);
+    for v in vars.iter().take(axis + 1) {
+        idx.push(v.clone().ok_or_else(|| cx.internal("an unbound index in a fused scan group"))?);
+    }
+    let mut hoisted = cx.subst.len();
+    for (a, &slot) in slots.iter().enumerate().skip(axis + 1) {
+        if a == k - 1 && init.is_none() {
+            // What the consumer's inner loop evaluates but does not depend on (a row's
+            // normaliser) once per step (nothing here can fail: no guard needed).
+            hoisted = hoist(cx, d, &[d.root()], slot, None)?;
+        }
+        let v = cx.b.open_for(&n.indices[a], e::i64(0), t.shape[a].clone());
+        saved.push((slot, cx.bind(slot, IdxVar { var: v, range: Some(n.shape[a].clone()) })));
+        idx.push(e::var(v));
+    }
+    let mut flat = e::i64(0);
+    for (a, x) in idx.iter().enumerate() {
+        flat = e::add(flat, e::mul(x.clone(), t.strides[a].clone()));
+    }
+    let flat = e::var(cx.b.let_("at", flat));
+    let ty = vty(n.dtype);
+    if init.is_some() {
+        cx.scan = Some(ScanCx { tensor: slot, flat: flat.clone(), stride: e::i64(0), t: p });
+        cx.scan_init = init;
+    } else if matches!(n.role, Role::Output(_)) {
+        // Absent points of outputs are 0 (the caller's buffer may hold anything).
+        cx.b.store(t.buf, flat.clone(), super::reduce::scalar(ty, tfmc_runtime::Scalar::F(0.0)));
+    }
+    let inner = cx.b.mark();
+    let v = cx.lower_as(d, d.root(), ty)?;
+    cx.b.store(t.buf, flat, v);
+    cx.b.close_to(inner);
+    cx.scan = None;
+    cx.scan_init = None;
+    cx.b.close_to(mark);
+    cx.subst.truncate(hoisted);
+    cx.restore(saved);
+    Ok(())
+}
