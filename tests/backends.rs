@@ -175,7 +175,8 @@ fn pow_at_the_edges(backend: &Target) {
     let program = tfmc::load_str("pow.tfm", "kernel k(X: f32[N], Y: f32[N]) -> (Z: f32[N]) { Z[n] = pow(X[n], Y[n]) }").unwrap();
     let inf = f64::INFINITY;
     let bases = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.9, 0.999, 1e-30, -1e-30, 1e30, 3.7, -3.7, 10.0, inf, -inf, f64::NAN];
-    let exps = [0.0, -0.0, 1.0, -1.0, 2.0, 3.0, -3.0, 0.5, -0.5, 2.5, 7.0, 100.0, -100.0, 1023.5, 1024.0, 1e10, -1e10, 0.1, inf, -inf, f64::NAN];
+    let exps =
+        [0.0, -0.0, 1.0, -1.0, 2.0, 3.0, -3.0, 0.5, -0.5, 2.5, 7.0, 100.0, -100.0, 1023.5, 1024.0, 1e10, -1e10, 0.1, inf, -inf, f64::NAN];
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     for &a in &bases {
         for &b in &exps {
@@ -199,7 +200,13 @@ fn pow_at_the_edges(backend: &Target) {
         let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-6 * w.abs() + 1e-37;
         assert!(ok, "{}: pow({}, {}) = {g}, want {w}", backend.name(), xs[i], ys[i]);
         // The sign of a zero or an infinity too.
-        assert!(g.is_nan() || w.is_nan() || g.is_sign_negative() == w.is_sign_negative(), "{}: pow({}, {}) = {g}, want {w}", backend.name(), xs[i], ys[i]);
+        assert!(
+            g.is_nan() || w.is_nan() || g.is_sign_negative() == w.is_sign_negative(),
+            "{}: pow({}, {}) = {g}, want {w}",
+            backend.name(),
+            xs[i],
+            ys[i]
+        );
     }
 }
 

@@ -264,13 +264,45 @@ pub(crate) fn exp_f32(bld: &mut Builder, x: Expr) -> Expr {
     e::select(e::bin(K::Gt, x, c(88.722_84)), c(f32::INFINITY), y)
 }
 
+/// `e^(hi + lo)` in `f32` for an exact `hi <= 0` and a small `lo` (`|lo| <= 2`), without
+/// rounding `hi + lo` to one `f32`: `n = round((hi + lo) · log2 e)` and the reduced argument
+/// `r = ((hi - n·C1) + lo) - n·C2` (`hi - n·C1` is exact: Cody–Waite's `C1` has few bits and
+/// `n·C1` is within a factor two of `hi` where `|hi|` is large), then `exp_f32`'s polynomial
+/// and scale. One exponential where two (`e^hi · e^lo`) were. Where `hi + lo` is clamped
+/// (below -86, results under 1e-37) the reduced argument leaves the polynomial's range: off
+/// by at most 1e-37 absolute, as [`exp_f32`] there.
+fn exp_f32_sum(bld: &mut Builder, hi: Expr, lo: Expr) -> Expr {
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let hi = once(bld, "exps.hi", hi);
+    let lo = once(bld, "exps.lo", lo);
+    let x = e::var(bld.let_("exps.x", e::add(hi.clone(), lo.clone())));
+    let xc = e::bin(K::Max, e::bin(K::Min, x.clone(), c(88.72)), c(-86.0));
+    const SHIFTER: f32 = 12_582_912.0;
+    let t = e::var(bld.let_("exps.t", e::add(e::mul(xc, c(std::f32::consts::LOG2_E)), c(SHIFTER))));
+    let n = e::var(bld.let_("exps.n", e::sub(t.clone(), c(SHIFTER))));
+    let r = e::sub(e::add(e::sub(hi, e::mul(n.clone(), c(0.693_145_75))), lo), e::mul(n, c(1.428_606_8e-6)));
+    let r = e::var(bld.let_("exps.r", r));
+    let coeffs = [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+    let mut p = c(coeffs[0]);
+    for &k in &coeffs[1..] {
+        p = e::add(e::mul(p, r.clone()), c(k));
+    }
+    let tbits = Expr::Bitcast { to: Ty::I32, x: Box::new(t) };
+    let bits = e::bin(K::Shl, e::add(tbits, Expr::Const(Const::I32(126))), Expr::Const(Const::I32(23)));
+    let scale = Expr::Bitcast { to: Ty::F32, x: Box::new(bits) };
+    let y = e::mul(e::mul(p, scale), c(2.0));
+    let y = e::select(e::bin(K::Lt, x.clone(), c(-87.34)), c(0.0), y);
+    e::select(e::bin(K::Gt, x, c(88.722_84)), c(f32::INFINITY), y)
+}
+
 /// `erfc(z)` for `z >= 0` in `f32`, inline: Numerical Recipes' Chebyshev fit
 /// `t · exp(-z² + P(t))`, `t = 1 / (1 + z/2)` (fractional error below 1.2e-7), with
 /// `z² = s · y²` (`s` a power of two: `gelu` passes `y = |x|`, `s = 1/2` for `z = |x|/√2`, so
 /// the rounding of `z` does not reach the exponent) and `y` split exactly (Veltkamp:
-/// `y = yh + yl`, `yh` of 12 bits, so `s · yh²` is exact); the two parts of the exponent are
-/// exponentiated apart: rounding `-z² + P` to one `f32` would cost `z² · 2^-24` relative
-/// (1.5e-6 at `z = 5`). `+inf` gives 0, NaN stays NaN.
+/// `y = yh + yl`, `yh` of 12 bits, so `s · yh²` is exact); the exponent is kept as that exact
+/// part plus the rest through the range reduction ([`exp_f32_sum`]): rounding `-z² + P` to
+/// one `f32` would cost `z² · 2^-24` relative (1.5e-6 at `z = 5`). `+inf` gives 0, NaN stays
+/// NaN.
 fn erfc_pos_f32(bld: &mut Builder, z: Expr, y: Expr, s: f32) -> Expr {
     let c = |v: f32| Expr::Const(Const::F32(v));
     let z = once(bld, "erfc.z", z);
@@ -299,11 +331,9 @@ fn erfc_pos_f32(bld: &mut Builder, z: Expr, y: Expr, s: f32) -> Expr {
     let big = e::var(bld.let_("erfc.s", e::mul(yc.clone(), c(4097.0))));
     let yh = e::var(bld.let_("erfc.yh", e::sub(big.clone(), e::sub(big, yc.clone()))));
     let yl = e::var(bld.let_("erfc.yl", e::sub(yc, yh.clone())));
-    let hi = exp_f32(bld, e::un(KU::Neg, e::mul(c(s), e::mul(yh.clone(), yh.clone()))));
-    let hi = e::var(bld.let_("erfc.hi", hi));
-    let lo_arg = e::sub(p, e::mul(c(s), e::mul(yl.clone(), e::add(e::mul(c(2.0), yh), yl))));
-    let lo = exp_f32(bld, lo_arg);
-    let r = e::mul(e::mul(t, hi), lo);
+    let hi = e::un(KU::Neg, e::mul(c(s), e::mul(yh.clone(), yh.clone())));
+    let lo = e::sub(p, e::mul(c(s), e::mul(yl.clone(), e::add(e::mul(c(2.0), yh), yl))));
+    let r = e::mul(t, exp_f32_sum(bld, hi, lo));
     // Far out `exp(-s·yh²)` is 0 (and inf · 0 would be NaN): large `z` gives 0.
     e::select(e::bin(K::Gt, z, c(1e9)), c(0.0), r)
 }
