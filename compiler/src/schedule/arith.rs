@@ -248,6 +248,14 @@ pub(crate) fn exp_f32(bld: &mut Builder, x: Expr) -> Expr {
     let t = e::var(bld.let_("exp.t", e::add(e::mul(xc.clone(), c(std::f32::consts::LOG2_E)), c(SHIFTER))));
     let n = e::var(bld.let_("exp.n", e::sub(t.clone(), c(SHIFTER))));
     let r = e::var(bld.let_("exp.r", e::sub(e::sub(xc, e::mul(n.clone(), c(0.693_145_75))), e::mul(n.clone(), c(1.428_606_8e-6)))));
+    exp_f32_tail(r, t, x)
+}
+
+/// The end of [`exp_f32`] (and [`exp_f32_sum`]): `e^r · 2^n` from the reduced argument `r`
+/// (`|r| <= ln2/2`), the shifted `t` (`n` in its low mantissa bits) and the unclamped
+/// argument `x` (0 below -87.34, inf above 88.72, NaN through `r`).
+fn exp_f32_tail(r: Expr, t: Expr, x: Expr) -> Expr {
+    let c = |v: f32| Expr::Const(Const::F32(v));
     // Horner for e^r on |r| <= ln2/2.
     let coeffs = [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
     let mut p = c(coeffs[0]);
@@ -282,17 +290,7 @@ fn exp_f32_sum(bld: &mut Builder, hi: Expr, lo: Expr) -> Expr {
     let n = e::var(bld.let_("exps.n", e::sub(t.clone(), c(SHIFTER))));
     let r = e::sub(e::add(e::sub(hi, e::mul(n.clone(), c(0.693_145_75))), lo), e::mul(n, c(1.428_606_8e-6)));
     let r = e::var(bld.let_("exps.r", r));
-    let coeffs = [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
-    let mut p = c(coeffs[0]);
-    for &k in &coeffs[1..] {
-        p = e::add(e::mul(p, r.clone()), c(k));
-    }
-    let tbits = Expr::Bitcast { to: Ty::I32, x: Box::new(t) };
-    let bits = e::bin(K::Shl, e::add(tbits, Expr::Const(Const::I32(126))), Expr::Const(Const::I32(23)));
-    let scale = Expr::Bitcast { to: Ty::F32, x: Box::new(bits) };
-    let y = e::mul(e::mul(p, scale), c(2.0));
-    let y = e::select(e::bin(K::Lt, x.clone(), c(-87.34)), c(0.0), y);
-    e::select(e::bin(K::Gt, x, c(88.722_84)), c(f32::INFINITY), y)
+    exp_f32_tail(r, t, x)
 }
 
 /// `erfc(z)` for `z >= 0` in `f32`, inline: Numerical Recipes' Chebyshev fit
