@@ -2,25 +2,31 @@
 //! `body(ctx, lo, hi)` over chunks covering `0..n`, concurrently, and returns when all are
 //! done. This is the host-process implementation (JIT-compiled kernels are linked to it); an
 //! AOT artifact carries its own C implementation (`runtime/c/tfmc_rt.c`) with the same
-//! contract.
+//! contract and the same design:
 //!
-//! Design and invariants:
-//! - The pool is a rayon [`ThreadPool`] of its own (not rayon's global pool), built on first
-//!   use with `TFMC_NUM_THREADS` threads when that is a whole number in `1..=`[`MAX_THREADS`],
-//!   else one per available core ([`std::thread::available_parallelism`]).
-//! - [`set_num_threads`] replaces the pool; calls already running finish on the pool they
-//!   started on (each call holds an [`Arc`] to it).
-//! - Chunks: about 4 per thread, at least one iteration each, balanced by rayon's work
-//!   stealing. The calling thread takes part (rayon `install` + parallel iterator).
-//! - Nested calls (from inside a body) are fine: rayon runs them on the current worker and
-//!   lets idle workers steal from it; no deadlock.
-//! - If the pool cannot be built (threads cannot be spawned), loops run serially on the caller.
+//! - The pool's size (threads including the caller) is `TFMC_NUM_THREADS` when that is a
+//!   whole number in `1..=`[`MAX_THREADS`], else one per available core
+//!   ([`std::thread::available_parallelism`]); [`set_num_threads`] changes it later. Workers
+//!   are only ever added (surplus ones sleep).
+//! - **The caller participates**: it publishes the job, runs chunks itself and then waits for
+//!   the workers that joined. (The pool used to be rayon's: `install` from a thread outside
+//!   the pool parks the caller and wakes it again per call, which cost more than the work of
+//!   a small node — Flowformer's 15 parallel loops ran slower on two threads than on one.)
+//! - One job runs at a time. A call made while another is running (from a worker, i.e. a
+//!   nested parallel loop, or from any other thread) runs serially on its caller: no deadlock,
+//!   no waiting.
+//! - Chunks (about 4 per thread, at least one iteration each) are claimed with an atomic
+//!   counter: dynamic load balancing.
+//! - A worker registers for a job (under the mutex) before claiming chunks and deregisters
+//!   after; the caller closes the job once the counter is exhausted and waits until no worker
+//!   is registered, so no worker touches a job's body, ctx or counter after the call returns,
+//!   and every write of the body happens before the return (the mutex orders them).
+//! - If a worker cannot be spawned, the pool has fewer threads (at worst the caller alone).
 
+use std::cell::Cell;
 use std::ffi::c_void;
-use std::sync::{Arc, OnceLock, RwLock};
-
-use rayon::ThreadPool;
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 /// The body of a parallel loop: runs iterations `lo..hi` with the captured context.
 pub type ParallelBody = unsafe extern "C" fn(ctx: *mut c_void, lo: i64, hi: i64);
@@ -31,8 +37,49 @@ pub const MAX_THREADS: usize = 1024;
 /// Chunks handed out per thread.
 const CHUNKS_PER_THREAD: i64 = 4;
 
-/// The current pool (`None`: serial), built on first use.
-static POOL: OnceLock<RwLock<Option<Arc<ThreadPool>>>> = OnceLock::new();
+/// One parallel loop, as the workers read it.
+#[derive(Clone, Copy)]
+struct Job {
+    body: ParallelBody,
+    /// The caller's context (an address: the caller guarantees it may be shared).
+    ctx: usize,
+    n: i64,
+    chunk: i64,
+    nchunks: i64,
+    /// Workers with an id below this take part.
+    workers: usize,
+}
+
+/// What the mutex guards.
+struct State {
+    /// Bumped for every job (workers wait for a change).
+    generation: u64,
+    /// The job workers may still register for.
+    job: Option<Job>,
+    /// Registered workers.
+    active: usize,
+    /// Workers started so far.
+    spawned: usize,
+}
+
+struct Pool {
+    state: Mutex<State>,
+    wake: Condvar,
+    idle: Condvar,
+    /// The next chunk to claim.
+    next: AtomicI64,
+    /// A job is running (a second call runs serially).
+    busy: AtomicBool,
+    /// Threads calls use now (the caller included).
+    threads: AtomicUsize,
+}
+
+thread_local! {
+    /// True on the pool's workers (a nested call runs serially).
+    static IN_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
 
 /// `TFMC_NUM_THREADS` if valid, else the available parallelism.
 fn default_threads() -> usize {
@@ -43,36 +90,94 @@ fn default_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get().min(MAX_THREADS)).unwrap_or(1))
 }
 
-/// A pool of `n` threads, or `None` when it cannot be built (the caller then runs serially).
-fn build(n: usize) -> Option<Arc<ThreadPool>> {
-    rayon::ThreadPoolBuilder::new().num_threads(n).thread_name(|i| format!("tfmc-worker-{i}")).build().ok().map(Arc::new)
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock (bodies run outside it); a poisoned lock's
+        // state is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts workers until `want - 1` run (or spawning fails); sets the thread count.
+    fn resize(&'static self, want: usize) {
+        let mut st = self.lock();
+        while st.spawned + 1 < want {
+            let id = st.spawned;
+            let started = std::thread::Builder::new().name(format!("tfmc-worker-{id}")).spawn(move || self.worker(id));
+            if started.is_err() {
+                break;
+            }
+            st.spawned += 1;
+        }
+        self.threads.store(want.min(st.spawned + 1), Ordering::Relaxed);
+    }
+
+    fn worker(&self, id: usize) {
+        IN_WORKER.with(|w| w.set(true));
+        let mut st = self.lock();
+        let mut seen = st.generation;
+        loop {
+            while st.generation == seen {
+                st = self.wake.wait(st).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            seen = st.generation;
+            let Some(job) = st.job.filter(|j| id < j.workers) else { continue };
+            st.active += 1;
+            drop(st);
+            self.run_chunks(&job);
+            st = self.lock();
+            st.active -= 1;
+            if st.active == 0 {
+                self.idle.notify_one();
+            }
+        }
+    }
+
+    /// Claims and runs chunks of `job` until none is left.
+    fn run_chunks(&self, job: &Job) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= job.nchunks {
+                return;
+            }
+            let lo = i * job.chunk;
+            let hi = if job.n - lo < job.chunk { job.n } else { lo + job.chunk };
+            // SAFETY: the caller of `tfmc_parallel_for` guarantees `body` may run concurrently
+            // with `ctx` on disjoint ranges inside 0..n (chunks are disjoint and cover 0..n).
+            unsafe { (job.body)(job.ctx as *mut c_void, lo, hi) };
+        }
+    }
 }
 
-fn pool_slot() -> &'static RwLock<Option<Arc<ThreadPool>>> {
-    POOL.get_or_init(|| RwLock::new(build(default_threads())))
-}
-
-/// The pool calls run on now.
-fn current() -> Option<Arc<ThreadPool>> {
-    pool_slot().read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+/// The pool, started on first use with the default size.
+fn pool() -> &'static Pool {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    let p = POOL.get_or_init(|| Pool {
+        state: Mutex::new(State { generation: 0, job: None, active: 0, spawned: 0 }),
+        wake: Condvar::new(),
+        idle: Condvar::new(),
+        next: AtomicI64::new(0),
+        busy: AtomicBool::new(false),
+        threads: AtomicUsize::new(1),
+    });
+    STARTED.call_once(|| p.resize(default_threads()));
+    p
 }
 
 /// Sets the number of threads later calls use (`n == 0` restores the default:
-/// `TFMC_NUM_THREADS` or one per core; values above [`MAX_THREADS`] are clamped). Builds a new
-/// pool; calls already running finish on the old one.
+/// `TFMC_NUM_THREADS` or one per core; values above [`MAX_THREADS`] are clamped).
 pub fn set_num_threads(n: usize) {
     let n = if n == 0 { default_threads() } else { n.min(MAX_THREADS) };
-    let pool = build(n);
-    *pool_slot().write().unwrap_or_else(|poisoned| poisoned.into_inner()) = pool;
+    pool().resize(n);
 }
 
 /// The number of threads calls use now (1 when running serially).
 pub fn num_threads() -> usize {
-    current().map_or(1, |p| p.current_num_threads())
+    pool().threads.load(Ordering::Relaxed)
 }
 
 /// Runs `body(ctx, lo, hi)` over chunks covering `0..n` (nothing when `n <= 0`), each index
-/// exactly once, concurrently on the pool; returns when every chunk has finished.
+/// exactly once, concurrently on the pool (the caller taking part); returns when every chunk
+/// has finished.
 ///
 /// # Safety
 /// `body` must be safe to call concurrently from several threads with `ctx` and disjoint
@@ -81,27 +186,39 @@ pub unsafe extern "C" fn tfmc_parallel_for(body: ParallelBody, ctx: *mut c_void,
     if n <= 0 {
         return;
     }
-    let pool = if n == 1 { None } else { current() };
-    let Some(pool) = pool.filter(|p| p.current_num_threads() > 1) else {
+    let serial = || {
         // SAFETY: the caller's contract; one chunk covering everything.
-        unsafe { body(ctx, 0, n) };
-        return;
+        unsafe { body(ctx, 0, n) }
     };
-    let threads = i64::try_from(pool.current_num_threads()).unwrap_or(1);
+    if IN_WORKER.with(Cell::get) {
+        return serial();
+    }
+    let p = pool();
+    let threads = i64::try_from(p.threads.load(Ordering::Relaxed)).unwrap_or(1);
+    if threads <= 1 || n == 1 || p.busy.swap(true, Ordering::Acquire) {
+        return serial();
+    }
     let want = threads.saturating_mul(CHUNKS_PER_THREAD).min(n);
     let chunk = n / want + i64::from(n % want != 0);
     let nchunks = (n - 1) / chunk + 1;
-    // Raw pointers are not Send; the caller guarantees `ctx` may be shared across threads.
-    let ctx = ctx as usize;
-    pool.install(|| {
-        (0..nchunks).into_par_iter().for_each(|i| {
-            let lo = i * chunk;
-            let hi = if n - lo < chunk { n } else { lo + chunk };
-            // SAFETY: the caller's contract: concurrent calls on disjoint ranges inside 0..n
-            // (chunks are disjoint and cover 0..n) with the caller's `ctx`.
-            unsafe { body(ctx as *mut c_void, lo, hi) }
-        });
-    });
+    let workers = usize::try_from((threads - 1).min(nchunks - 1)).unwrap_or(0);
+    let job = Job { body, ctx: ctx as usize, n, chunk, nchunks, workers };
+    {
+        let mut st = p.lock();
+        p.next.store(0, Ordering::Relaxed);
+        st.job = Some(job);
+        st.generation = st.generation.wrapping_add(1);
+        p.wake.notify_all();
+    }
+    p.run_chunks(&job);
+    // Every chunk is claimed: close the job and wait for the registered workers.
+    let mut st = p.lock();
+    st.job = None;
+    while st.active > 0 {
+        st = p.idle.wait(st).unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+    drop(st);
+    p.busy.store(false, Ordering::Release);
 }
 
 #[cfg(test)]

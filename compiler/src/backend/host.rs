@@ -1,5 +1,5 @@
 //! The host symbols a JIT-compiled kernel links against, shared by every CPU JIT (LLVM's
-//! MCJIT, Cranelift's JIT): `tfmc_parallel_for` (the runtime's rayon pool), `tfmc_calloc` /
+//! MCJIT, Cranelift's JIT): `tfmc_parallel_for` (the runtime's thread pool), `tfmc_calloc` /
 //! `tfmc_free` (the runtime's heap buffers, `tfmc_runtime::heap`) and every C math
 //! function a backend may call — the libm functions KIR's math lowers to, plus the libcalls
 //! code generators emit for operations they cannot inline (`fmodf`, `sincosf`, `floorf`

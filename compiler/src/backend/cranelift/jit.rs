@@ -3,7 +3,7 @@
 //!
 //! Every external symbol generated code calls is registered with the JIT by address, so
 //! linking never depends on what the host process exports: `tfmc_parallel_for` (the runtime's
-//! rayon pool), `tfmc_calloc`/`tfmc_free` (the runtime's heap buffers), every math
+//! thread pool), `tfmc_calloc`/`tfmc_free` (the runtime's heap buffers), every math
 //! function of [`crate::backend::host::math_symbols`], and the libcalls Cranelift itself may
 //! emit (`floorf`, `ceilf`, `truncf`, `fmaf`, `nearest` as `roundevenf`, and their `f64`
 //! forms).
