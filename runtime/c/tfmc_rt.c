@@ -23,11 +23,15 @@
  *   no waiting.
  * - The caller participates. Chunks (about 4 per thread, at least one iteration each) are
  *   claimed with an atomic counter: dynamic load balancing.
- * - A worker registers for a job (under the mutex) before claiming chunks and deregisters
- *   after; the caller closes the job once the counter is exhausted and waits until no worker
- *   is registered, so no worker can touch a job's body, ctx or counter after the call returns.
- * - No allocation per call; the only per-call synchronisation is one mutex/condvar handshake
- *   per participating worker.
+ * - A worker registers for a job (under the mutex, while it is open) before claiming chunks
+ *   and deregisters after (an atomic count, release); the caller closes the job once the
+ *   counter is exhausted and waits until no worker is registered (acquire), so no worker can
+ *   touch a job's body, ctx or counter after the call returns.
+ * - Waiting threads watch for 50 us (TFMC_SPIN_NS) before sleeping on a condition variable:
+ *   a kernel's parallel loops come back to back, and a futex wake-up costs more than a small
+ *   loop's work.
+ * - No allocation per call; the per-call synchronisation is a mutex/condvar handshake (or a
+ *   watched generation) per participating worker.
  * - Not fork-safe: a child of a fork must not call into the pool (as with OpenMP runtimes).
  * - Never unloaded once the pool exists: workers run this library's code forever, so before
  *   starting them the library pins itself (dlopen of its own file with RTLD_NODELETE); a
@@ -58,6 +62,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Upper bound on the pool size (threads including the caller). */
@@ -85,13 +90,65 @@ static _Thread_local int tfmc_in_worker = 0;
 static uint64_t tfmc_generation = 0; /* bumped for every job */
 static int tfmc_job_open = 0;        /* workers may still register */
 static int tfmc_job_workers = 0;     /* workers with id < this take part */
-static int tfmc_active = 0;          /* registered workers */
+static atomic_int tfmc_active = 0;   /* registered workers (registration under tfmc_mu) */
+static atomic_uint_fast64_t tfmc_posted = 0; /* the last generation, read without the mutex */
 static tfmc_body_fn tfmc_job_body = NULL;
 static void *tfmc_job_ctx = NULL;
 static int64_t tfmc_job_n = 0;
 static int64_t tfmc_job_chunk = 1;
 static int64_t tfmc_job_nchunks = 0;
 static atomic_int_fast64_t tfmc_next_chunk = 0;
+
+/* How long a thread watches for what it waits on before sleeping (ns). */
+#define TFMC_SPIN_NS 50000
+
+static int64_t tfmc_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void tfmc_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spins until the generation differs from seen (0 returned: a new job was posted) or
+ * TFMC_SPIN_NS have passed. A kernel's parallel loops come back to back: a futex wake-up
+ * costs more than a small loop's work. */
+static void tfmc_watch_generation(uint64_t seen) {
+    int64_t start = tfmc_now_ns();
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(&tfmc_posted, memory_order_acquire) != seen) {
+                return;
+            }
+            tfmc_pause();
+        }
+        if (tfmc_now_ns() - start >= TFMC_SPIN_NS) {
+            return;
+        }
+    }
+}
+
+/* Spins until no worker is registered or TFMC_SPIN_NS have passed. */
+static void tfmc_watch_idle(void) {
+    int64_t start = tfmc_now_ns();
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (atomic_load_explicit(&tfmc_active, memory_order_acquire) == 0) {
+                return;
+            }
+            tfmc_pause();
+        }
+        if (tfmc_now_ns() - start >= TFMC_SPIN_NS) {
+            return;
+        }
+    }
+}
 
 /* Claims and runs chunks of the current job until none is left. */
 static void tfmc_run_chunks(tfmc_body_fn body, void *ctx, int64_t n, int64_t chunk,
@@ -112,23 +169,29 @@ static void *tfmc_worker(void *arg) {
     tfmc_in_worker = 1;
     pthread_mutex_lock(&tfmc_mu);
     uint64_t seen = tfmc_generation;
+    pthread_mutex_unlock(&tfmc_mu);
     for (;;) {
+        tfmc_watch_generation(seen);
+        pthread_mutex_lock(&tfmc_mu);
         while (tfmc_generation == seen) {
             pthread_cond_wait(&tfmc_wake, &tfmc_mu);
         }
         seen = tfmc_generation;
         if (!tfmc_job_open || id >= tfmc_job_workers) {
+            pthread_mutex_unlock(&tfmc_mu);
             continue;
         }
         tfmc_body_fn body = tfmc_job_body;
         void *ctx = tfmc_job_ctx;
         int64_t n = tfmc_job_n, chunk = tfmc_job_chunk, nchunks = tfmc_job_nchunks;
-        tfmc_active++;
+        atomic_fetch_add_explicit(&tfmc_active, 1, memory_order_relaxed);
         pthread_mutex_unlock(&tfmc_mu);
         tfmc_run_chunks(body, ctx, n, chunk, nchunks);
-        pthread_mutex_lock(&tfmc_mu);
-        if (--tfmc_active == 0) {
+        if (atomic_fetch_sub_explicit(&tfmc_active, 1, memory_order_release) == 1) {
+            /* The caller may be asleep: wake it under the mutex (no lost wake-up). */
+            pthread_mutex_lock(&tfmc_mu);
             pthread_cond_signal(&tfmc_idle);
+            pthread_mutex_unlock(&tfmc_mu);
         }
     }
     return NULL;
@@ -239,15 +302,20 @@ void tfmc_parallel_for(tfmc_body_fn body, void *ctx, int64_t n) {
     atomic_store_explicit(&tfmc_next_chunk, 0, memory_order_relaxed);
     tfmc_job_open = 1;
     tfmc_generation++;
+    atomic_store_explicit(&tfmc_posted, tfmc_generation, memory_order_release);
     pthread_cond_broadcast(&tfmc_wake);
     pthread_mutex_unlock(&tfmc_mu);
 
     tfmc_run_chunks(body, ctx, n, chunk, nchunks);
 
-    /* Every chunk is claimed: close the job and wait for the registered workers. */
+    /* Every chunk is claimed: close the job (no worker registers after this) and wait for the
+     * registered workers, watching a little while before sleeping. */
     pthread_mutex_lock(&tfmc_mu);
     tfmc_job_open = 0;
-    while (tfmc_active > 0) {
+    pthread_mutex_unlock(&tfmc_mu);
+    tfmc_watch_idle();
+    pthread_mutex_lock(&tfmc_mu);
+    while (atomic_load_explicit(&tfmc_active, memory_order_acquire) > 0) {
         pthread_cond_wait(&tfmc_idle, &tfmc_mu);
     }
     tfmc_job_body = NULL;

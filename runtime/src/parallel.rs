@@ -17,15 +17,18 @@
 //!   no waiting.
 //! - Chunks (about 4 per thread, at least one iteration each) are claimed with an atomic
 //!   counter: dynamic load balancing.
-//! - A worker registers for a job (under the mutex) before claiming chunks and deregisters
-//!   after; the caller closes the job once the counter is exhausted and waits until no worker
-//!   is registered, so no worker touches a job's body, ctx or counter after the call returns,
-//!   and every write of the body happens before the return (the mutex orders them).
+//! - A worker registers for a job (under the mutex, while the job is open) before claiming
+//!   chunks and deregisters after (an atomic count, release); the caller closes the job once
+//!   the counter is exhausted and waits until no worker is registered (acquire), so no worker
+//!   touches a job's body, ctx or counter after the call returns, and every write of the
+//!   body happens before the return.
+//! - Waiting threads watch for 50 µs before they sleep on a condition variable: a kernel's
+//!   parallel loops come back to back, and a futex wake-up costs more than a small loop.
 //! - If a worker cannot be spawned, the pool has fewer threads (at worst the caller alone).
 
 use std::cell::Cell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 /// The body of a parallel loop: runs iterations `lo..hi` with the captured context.
@@ -56,8 +59,6 @@ struct State {
     generation: u64,
     /// The job workers may still register for.
     job: Option<Job>,
-    /// Registered workers.
-    active: usize,
     /// Workers started so far.
     spawned: usize,
 }
@@ -70,6 +71,10 @@ struct Pool {
     next: AtomicI64,
     /// A job is running (a second call runs serially).
     busy: AtomicBool,
+    /// The last job's generation, for workers watching without the lock.
+    posted: AtomicU64,
+    /// Workers registered for the current job.
+    active: AtomicUsize,
     /// Threads calls use now (the caller included).
     threads: AtomicUsize,
 }
@@ -113,20 +118,25 @@ impl Pool {
 
     fn worker(&self, id: usize) {
         IN_WORKER.with(|w| w.set(true));
-        let mut st = self.lock();
-        let mut seen = st.generation;
+        let mut seen = self.lock().generation;
         loop {
+            // A kernel's parallel loops come back to back: watch for the next job a little
+            // while before sleeping (a futex wake costs more than a small loop's work).
+            spin_until(|| self.posted.load(Ordering::Acquire) != seen);
+            let mut st = self.lock();
             while st.generation == seen {
                 st = self.wake.wait(st).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
             seen = st.generation;
             let Some(job) = st.job.filter(|j| id < j.workers) else { continue };
-            st.active += 1;
+            // Registered under the lock while the job is open: the caller, which closes it
+            // under the lock, then waits for this worker.
+            self.active.fetch_add(1, Ordering::Relaxed);
             drop(st);
             self.run_chunks(&job);
-            st = self.lock();
-            st.active -= 1;
-            if st.active == 0 {
+            if self.active.fetch_sub(1, Ordering::Release) == 1 {
+                // The caller may be asleep: wake it under the lock (no lost wake-up).
+                let _st = self.lock();
                 self.idle.notify_one();
             }
         }
@@ -148,15 +158,36 @@ impl Pool {
     }
 }
 
+/// How long a thread watches for what it waits on before sleeping.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Spins (with the CPU's pause hint) until `done` or [`SPIN`] has passed.
+fn spin_until(done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        for _ in 0..64 {
+            if done() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SPIN {
+            return;
+        }
+    }
+}
+
 /// The pool, started on first use with the default size.
 fn pool() -> &'static Pool {
     static STARTED: std::sync::Once = std::sync::Once::new();
     let p = POOL.get_or_init(|| Pool {
-        state: Mutex::new(State { generation: 0, job: None, active: 0, spawned: 0 }),
+        state: Mutex::new(State { generation: 0, job: None, spawned: 0 }),
         wake: Condvar::new(),
         idle: Condvar::new(),
         next: AtomicI64::new(0),
         busy: AtomicBool::new(false),
+        posted: AtomicU64::new(0),
+        active: AtomicUsize::new(0),
         threads: AtomicUsize::new(1),
     });
     STARTED.call_once(|| p.resize(default_threads()));
@@ -208,13 +239,16 @@ pub unsafe extern "C" fn tfmc_parallel_for(body: ParallelBody, ctx: *mut c_void,
         p.next.store(0, Ordering::Relaxed);
         st.job = Some(job);
         st.generation = st.generation.wrapping_add(1);
+        p.posted.store(st.generation, Ordering::Release);
         p.wake.notify_all();
     }
     p.run_chunks(&job);
-    // Every chunk is claimed: close the job and wait for the registered workers.
+    // Every chunk is claimed: close the job (no worker registers after this) and wait for
+    // the registered ones, watching a little while before sleeping.
+    p.lock().job = None;
+    spin_until(|| p.active.load(Ordering::Acquire) == 0);
     let mut st = p.lock();
-    st.job = None;
-    while st.active > 0 {
+    while p.active.load(Ordering::Acquire) > 0 {
         st = p.idle.wait(st).unwrap_or_else(|poisoned| poisoned.into_inner());
     }
     drop(st);
