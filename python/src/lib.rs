@@ -152,9 +152,18 @@ fn build(
     })
 }
 
+/// Frees the intermediate buffers the in-process (JIT) kernels keep cached between calls
+/// (blocks of 1 MiB or more, up to `TFMC_HEAP_CACHE_MB`, default 1024 MiB): for a process that
+/// wants the memory back after large kernels ran. Later calls allocate again.
+#[pyfunction]
+fn heap_trim() {
+    tfmc_runtime::heap::tfmc_heap_trim();
+}
+
 #[pymodule]
 fn _tfmc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    m.add_function(wrap_pyfunction!(heap_trim, m)?)?;
     m.add_function(wrap_pyfunction!(compile, m)?)?;
     m.add_function(wrap_pyfunction!(load, m)?)?;
     m.add_function(wrap_pyfunction!(build, m)?)?;

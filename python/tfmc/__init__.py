@@ -12,10 +12,13 @@ Errors: ``CompileError`` (a rejected program: the rendered diagnostic and its sp
 ``KernelError`` (a kernel that ran and failed), ``ArtifactError`` (a file the runtime refuses),
 ``DeviceError`` (no usable GPU); a call with a missing, mistyped or misshapen argument raises
 ``TypeError`` / ``ValueError`` naming it. All of them but the last two derive from ``TfmcError``.
+
+Intermediate buffers of 1 MiB or more are cached between calls (``TFMC_HEAP_CACHE_MB``,
+default 1024; 0 turns the cache off); ``tfmc.heap_trim()`` frees them.
 """
 
 from ._tfmc import ArtifactError, CompileError, DeviceError, KernelError, TfmcError
-from ._tfmc import __version__
+from ._tfmc import __version__, heap_trim
 from ._kernel import Arg, Artifact, Kernel, Param, Signature, build, compile, load
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "TfmcError",
     "build",
     "compile",
+    "heap_trim",
     "load",
     "torch",
 ]
