@@ -21,7 +21,7 @@
  * - One job runs at a time. A call made while another is running (from a worker, i.e. a
  *   nested parallel loop, or from any other thread) runs serially on its caller: no deadlock,
  *   no waiting.
- * - The caller participates. Chunks (about 4 per thread, at least one iteration each) are
+ * - The caller participates. Chunks (about 16 per thread, at least one iteration each) are
  *   claimed with an atomic counter: dynamic load balancing.
  * - A worker registers for a job (under the mutex, while it is open) before claiming chunks
  *   and deregisters after (an atomic count, release); the caller closes the job once the
@@ -68,7 +68,7 @@
 /* Upper bound on the pool size (threads including the caller). */
 #define TFMC_MAX_THREADS 1024
 /* Chunks handed out per participating thread. */
-#define TFMC_CHUNKS_PER_THREAD 4
+#define TFMC_CHUNKS_PER_THREAD 16
 
 typedef void (*tfmc_body_fn)(void *ctx, int64_t lo, int64_t hi);
 
