@@ -41,6 +41,10 @@ pub(in super::super) struct Plan {
     /// The logit can be evaluated at masked points without any effect (no failure, no
     /// absence), so the mask can be a select instead of a branch.
     pub pure_logit: bool,
+    /// The reduction has a filter (a graph's adjacency `Adj[b, p, m]`, a mask read from a
+    /// tensor), and both it and the logit can be evaluated anywhere without any effect: the
+    /// CPU plan masks with a select (`inside && filter`) instead of a branch per key.
+    pub pure_filtered: bool,
     /// An `osmz`'s sink logit `c` (pure, free of the key and the output column): the row's
     /// denominator is `sum + exp(c - max)`.
     pub sink: Option<Id>,
@@ -267,6 +271,8 @@ pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d:
     }
     let dot = if rows == Rows::Shared { find_dot(d, s, head.slot, slots[tile], f) } else { None };
     let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
-    let pure_logit = unfiltered && pure(d, s, dot.as_ref().map(|x| x.id));
-    Some(Plan { head, norm, s, v, tile, rows, dot, pure_logit, sink })
+    let pure_s = pure(d, s, dot.as_ref().map(|x| x.id));
+    let pure_logit = unfiltered && pure_s;
+    let pure_filtered = !unfiltered && pure_s && pure(d, head.filter, None);
+    Some(Plan { head, norm, s, v, tile, rows, dot, pure_logit, pure_filtered, sink })
 }

@@ -570,6 +570,15 @@ fn softmax_block(
         cx.b.set(anyrow, e::bin(K::Or, e::var(anyrow), e::var(valid)));
         close_keys(cx, j, e::select(e::var(valid), x, c(masked)), old_m);
         cx.b.close();
+    } else if plan.pure_filtered && (packed.is_some() || plan.dot.is_none()) {
+        // A filter read from a tensor (a graph's adjacency): every key masks, by a select on
+        // the filter and the row's bounds (vectorizes; a branch per key did not).
+        let (j, m, old_m) = open_keys(cx);
+        let f = cx.lower_as(d, plan.head.filter, Ty::Bool)?;
+        let valid = cx.b.let_("valid", e::bin(K::And, inside(m), f));
+        let x = cx.lower_as(d, plan.s, ty)?;
+        cx.b.set(anyrow, e::bin(K::Or, e::var(anyrow), e::var(valid)));
+        close_keys(cx, j, e::select(e::var(valid), x, c(masked)), old_m);
     } else {
         let (j, m, old_m) = open_keys(cx);
         let sv = cx.b.let_("logit", c(masked));
