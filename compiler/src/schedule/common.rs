@@ -1,5 +1,6 @@
 //! What the generic plan ([`super::nodes`]) and the attention plans ([`super::attention`])
-//! share about a node: its axes as [`Cx::bind_flat`] takes them, checked element counts of
+//! share about a node: its axes as [`Cx::bind_flat`] takes them (and a parallel loop over some
+//! of them: [`open_parallel_axes`]), checked element counts of
 //! the locals they allocate, and which ops may have absent points. Depends on the lowering
 //! context only, so the plans import it and not each other.
 
@@ -7,7 +8,7 @@ use egg::Id;
 
 use super::build::e;
 use super::kir::{BinOp as K, Expr, FailKind};
-use super::lower::{Cx, children};
+use super::lower::{Cx, Saved, children};
 use crate::ir::Node;
 use crate::ir::eval::compile::Op;
 
@@ -20,6 +21,33 @@ pub(super) fn node_axes<'n>(
     which: &[usize],
 ) -> Vec<(usize, &'n str, Expr, crate::ir::Size)> {
     which.iter().map(|&a| (slots[a], node.indices[a].as_str(), shape[a].clone(), node.shape[a].clone())).collect()
+}
+
+/// Opens a parallel loop named `name` over the points of `node`'s axes `axes` (no loop when
+/// there are none) and binds them; returns the value of each of the node's axes (`None` for
+/// those not in `axes`) and the bindings to restore.
+pub(super) fn open_parallel_axes(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    slots: &[usize],
+    shape: &[Expr],
+    axes: &[usize],
+    name: &str,
+) -> (Vec<Option<Expr>>, Saved) {
+    let mut vars: Vec<Option<Expr>> = vec![None; slots.len()];
+    if axes.is_empty() {
+        return (vars, Vec::new());
+    }
+    let mut n = e::i64(1);
+    for &a in axes {
+        n = e::mul(n, shape[a].clone());
+    }
+    let q = cx.b.open_parallel(name, n);
+    let (vals, saved) = cx.bind_flat(e::var(q), &node_axes(node, slots, shape, axes));
+    for (&a, v) in axes.iter().zip(vals) {
+        vars[a] = Some(v);
+    }
+    (vars, saved)
 }
 
 /// The element count of a local, failing with `OutOfMemory` when it overflows `i64`.

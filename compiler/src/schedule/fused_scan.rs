@@ -27,7 +27,7 @@
 
 use super::ScheduleError;
 use super::build::e;
-use super::common::node_axes;
+use super::common::open_parallel_axes;
 use super::hoist::{hoist, infallible};
 use super::kir::Expr;
 use super::lower::{Cx, Def, IdxVar, ScanCx, vty};
@@ -192,20 +192,7 @@ pub(super) fn emit(
     let t = cx.tensors[g.consumer].clone();
     let outer: Vec<usize> = (0..g.axis).chain(g.axis + 1..g.axis + 1 + g.shared).collect();
     let mark = cx.b.mark();
-    let mut saved = Vec::new();
-    let mut vars: Vec<Option<Expr>> = vec![None; cslots.len()];
-    if !outer.is_empty() {
-        let mut n = e::i64(1);
-        for &a in &outer {
-            n = e::mul(n, t.shape[a].clone());
-        }
-        let q = cx.b.open_parallel(&format!("{}.fused", cons.name), n);
-        let (vals, s) = cx.bind_flat(e::var(q), &node_axes(cons, cslots, &t.shape, &outer));
-        for (a, v) in outer.iter().zip(vals) {
-            vars[*a] = Some(v);
-        }
-        saved = s;
-    }
+    let (mut vars, mut saved) = open_parallel_axes(cx, cons, cslots, &t.shape, &outer, &format!("{}.fused", cons.name));
     let p = cx.b.open_for(&cons.indices[g.axis], e::i64(0), t.shape[g.axis].clone());
     saved.push((cslots[g.axis], cx.bind(cslots[g.axis], IdxVar { var: p, range: Some(cons.shape[g.axis].clone()) })));
     vars[g.axis] = Some(e::var(p));

@@ -8,7 +8,7 @@ use egg::{Id, Symbol};
 use tfmc_runtime::Scalar;
 
 use super::build::{Builder, e};
-use super::common::{checked_len, may_absent, node_axes};
+use super::common::{checked_len, may_absent, open_parallel_axes};
 use super::kir::{BinOp as K, BufKind, Expr, FailKind, Ty};
 use super::lower::{Cx, Def, IdxVar, MAX_DIM, ScanCx, TensorInfo, vty};
 use super::{ArgInfo, ScheduleError, ScheduleOptions, Scheduled};
@@ -460,23 +460,10 @@ fn generic_node(
     let t = cx.tensors[slot].clone();
     let k = slots.len();
     let mark = cx.b.mark();
-    let mut saved = Vec::new();
-    let mut vars: Vec<Option<Expr>> = vec![None; k];
     let last = k.checked_sub(1);
     // Parallel axes: all but the innermost and the scanned.
     let par: Vec<usize> = (0..k).filter(|&a| Some(a) != scan && (Some(a) != last || scan == last)).collect();
-    if !par.is_empty() {
-        let mut n = e::i64(1);
-        for &a in &par {
-            n = e::mul(n, t.shape[a].clone());
-        }
-        let q = cx.b.open_parallel(&format!("{}.outer", node.name), n);
-        let (vals, s) = cx.bind_flat(e::var(q), &node_axes(node, slots, &t.shape, &par));
-        for (&a, v) in par.iter().zip(vals) {
-            vars[a] = Some(v);
-        }
-        saved = s;
-    }
+    let (mut vars, mut saved) = open_parallel_axes(cx, node, slots, &t.shape, &par, &format!("{}.outer", node.name));
     let open_seq = |cx: &mut Cx<'_>, a: usize, vars: &mut Vec<Option<Expr>>, saved: &mut Vec<_>| {
         let v = cx.b.open_for(&node.indices[a], e::i64(0), t.shape[a].clone());
         vars[a] = Some(e::var(v));
