@@ -16,7 +16,8 @@
 //! Invariants: the bounds and the filter are free of `l` (evaluated once per outer point);
 //! the body can neither fail nor be absent ([`super::attention::pure`]: evaluating it at every
 //! point in a different order is unobservable) and holds no reduction (no subterm the generic
-//! plan would hoist out of the `l` loop); the node is a float with no presence buffer.
+//! plan would hoist out of the `l` loop); the node is an `f32` or `f64` (the running value is
+//! kept in the output: a half format would round it at every row) with no presence buffer.
 
 use egg::Id;
 
@@ -25,7 +26,7 @@ use super::attention::{pure, uses};
 use super::build::e;
 use super::kir::{BinOp as K, Expr};
 use super::lower::{Cx, Def, IdxVar, children, vty};
-use crate::hir::ReduceOp;
+use crate::hir::{DType, ReduceOp};
 use crate::ir::Node;
 use crate::ir::eval::compile::{Head, Op};
 
@@ -33,7 +34,8 @@ use crate::ir::eval::compile::{Head, Op};
 pub(super) fn column_reduction<'d>(cx: &Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'d>) -> Option<Column<'d>> {
     let l = *slots.last()?;
     let Op::Reduce { op, d: dt, head, body } = d.ops.get(usize::from(d.root()))? else { return None };
-    if !dt.is_float() || !matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min) || !node.dtype.is_float() {
+    // f32/f64 only: a half output would round the running value at every row.
+    if *dt != node.dtype || !matches!(node.dtype, DType::F32 | DType::F64) || !matches!(op, ReduceOp::Sum | ReduceOp::Max | ReduceOp::Min) {
         return None;
     }
     if [head.lo, head.hi, head.filter].iter().any(|&x| uses(d.ops, x, l)) || !pure(d, *body, None) {

@@ -230,8 +230,8 @@ fn values_off_the_row_layout_are_packed_once_per_call() {
 }
 
 /// Sums, maxima and minima down the rows (the reduced index outer in every read, the output's
-/// last index inner) run rows outer, columns inner; a row reduction, or one whose body reads
-/// along the reduced index, keeps the generic order.
+/// last index inner) run rows outer, columns inner; a row reduction, one whose body reads
+/// along the reduced index or may fail, or a half-precision one keeps the generic order.
 #[test]
 fn column_reductions_run_rows_outer() {
     let cols = [
@@ -247,6 +247,8 @@ fn column_reductions_run_rows_outer() {
         "kernel k(X: f32[B, D, T]) -> (S: f32[B, D]) { S[b, d] = sum[t](X[b, d, t]) }",
         "kernel k(X: f32[T, D], Y: f32[D, T]) -> (S: f32[D]) { S[d] = sum[t](X[t, d] * Y[d, t]) }",
         "kernel k(X: f32[T, D], I: i32[T]) -> (S: f32[D]) { S[d] = sum[t](X[t, d] * f32(I[t] / 2)) }",
+        // A half output would round the running sum at every row.
+        "kernel k(X: bf16[T, D]) -> (S: bf16[D]) { S[d] = sum[t](X[t, d]) }",
     ];
     for text in rows {
         let (plan, _) = plan_of(text, "k");
