@@ -35,13 +35,11 @@ use super::nodes::Compiled;
 use crate::ir::eval::compile::Op;
 use crate::ir::{Cascade, Node, Role};
 
-/// A fused group: slots `start .. start + scans` are the scans, `consumer` the reader.
+/// A fused group: slots `start..consumer` are the scans, `consumer` the reader.
 pub(super) struct Group {
     /// First slot.
     pub start: usize,
-    /// Number of scans.
-    pub scans: usize,
-    /// Slot of the consumer (`start + scans`).
+    /// Slot of the consumer (after the scans).
     pub consumer: usize,
     /// Position of the scan index among the indices (the same in every node of the group).
     pub axis: usize,
@@ -73,8 +71,7 @@ pub(super) fn group(
         end += 1;
     }
     let consumer = end;
-    let scans = consumer - start;
-    if scans == 0 || !matches!(compiled.get(consumer)?, Compiled::Expr(..)) || partial[consumer] {
+    if consumer == start || !matches!(compiled.get(consumer)?, Compiled::Expr(..)) || partial[consumer] {
         return None;
     }
     let cons = node(consumer);
@@ -109,37 +106,18 @@ pub(super) fn group(
     while let Some(&slot) = slots_of[start].get(axis + 1 + shared) {
         let k = axis + 1 + shared;
         let same = (start..=consumer).all(|s| slots_of[s].get(k) == Some(&slot) && node(s).shape.get(k) == node(start).shape.get(k));
-        if !same
-            || !reads_of_group(compiled, start, consumer)
-                .all(|(ops, subs)| matches!(subs.get(k).map(|&x| &ops[usize::from(x)]), Some(Op::Idx(i)) if *i == slot))
-        {
+        if !same || !reads_of_group(compiled, start, consumer).all(|r| matches!(r.sub(k), Some(Op::Idx(i)) if *i == slot)) {
             break;
         }
         shared += 1;
     }
-    for (s, comp) in compiled.iter().enumerate() {
-        let parts: Vec<&[Op]> = match comp {
-            Compiled::Input => continue,
-            Compiled::Expr(ops, _) => vec![ops],
-            // A scan's init is evaluated without the group's state.
-            Compiled::Scan { init, body, .. } => vec![&body.0, &init.0],
-        };
-        for (k, ops) in parts.into_iter().enumerate() {
-            let body = k == 0;
-            for op in ops {
-                let Op::Read { tensor, subs } = op else { continue };
-                if !(start..consumer).contains(tensor) {
-                    continue;
-                }
-                // Readers: a later scan's body of the group, or the consumer; at their own
-                // indices up to p.
-                let reader_ok = body && ((s > *tensor && s < consumer) || s == consumer);
-                let at_own = subs.len() > axis
-                    && subs[..=axis].iter().zip(head).all(|(&x, &slot)| matches!(ops[usize::from(x)], Op::Idx(i) if i == slot));
-                if !reader_ok || !at_own {
-                    return None;
-                }
-            }
+    // Readers: a later scan's body of the group, or the consumer (a scan's init is evaluated
+    // without the group's state); at their own indices up to p.
+    for r in reads_of_group(compiled, start, consumer) {
+        let reader_ok = r.in_body && ((r.reader > r.tensor && r.reader < consumer) || r.reader == consumer);
+        let at_own = (0..=axis).all(|k| matches!(r.sub(k), Some(Op::Idx(i)) if *i == head[k]));
+        if !reader_ok || !at_own {
+            return None;
         }
     }
     // Nothing in the group may fail.
@@ -155,24 +133,46 @@ pub(super) fn group(
             return None;
         }
     }
-    Some(Group { start, scans, consumer, axis, shared })
+    Some(Group { start, consumer, axis, shared })
 }
 
-/// Every read of a scan of the group `start..consumer` anywhere in the cascade: the ops it is
-/// in and its subscripts.
-fn reads_of_group(compiled: &[Compiled], start: usize, consumer: usize) -> impl Iterator<Item = (&[Op], &[egg::Id])> {
+/// A read of one of a group's scans: who reads it and at which subscripts.
+struct ScanRead<'c> {
+    /// Slot of the reading node.
+    reader: usize,
+    /// In that node's definition or scan body (not a scan's init).
+    in_body: bool,
+    /// Slot of the scan read.
+    tensor: usize,
+    /// The ops of the reading term, and the read's subscripts among them.
+    ops: &'c [Op],
+    subs: &'c [egg::Id],
+}
+
+impl ScanRead<'_> {
+    /// The read's subscript `k`, if it has one.
+    fn sub(&self, k: usize) -> Option<&Op> {
+        self.subs.get(k).map(|&x| &self.ops[usize::from(x)])
+    }
+}
+
+/// Every read of a scan of the group `start..consumer` anywhere in the cascade.
+fn reads_of_group(compiled: &[Compiled], start: usize, consumer: usize) -> impl Iterator<Item = ScanRead<'_>> {
     compiled
         .iter()
-        .flat_map(|comp| -> Vec<&[Op]> {
+        .enumerate()
+        .flat_map(|(reader, comp)| -> Vec<(usize, bool, &[Op])> {
             match comp {
                 Compiled::Input => vec![],
-                Compiled::Expr(ops, _) => vec![ops],
-                Compiled::Scan { init, body, .. } => vec![&body.0, &init.0],
+                Compiled::Expr(ops, _) => vec![(reader, true, ops)],
+                Compiled::Scan { init, body, .. } => vec![(reader, true, &body.0), (reader, false, &init.0)],
             }
         })
-        .flat_map(move |ops| {
+        .flat_map(move |(reader, in_body, ops)| {
             ops.iter().filter_map(move |op| match op {
-                Op::Read { tensor, subs } if (start..consumer).contains(tensor) => Some((ops, &subs[..])),
+                Op::Read { tensor, subs } if (start..consumer).contains(tensor) => {
+                    Some(ScanRead { reader, in_body, tensor: *tensor, ops, subs })
+                }
                 _ => None,
             })
         })

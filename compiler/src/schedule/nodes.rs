@@ -153,9 +153,8 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
         if cx.cpu
             && let Some(g) = super::fused_scan::group(&cx, c, &compiled, &slots_of, slot, &partial)
         {
-            for (k, s) in (slot..=g.consumer).enumerate() {
-                let n = &c.graph[c.order[s]];
-                declare(&mut cx, n, inputs.len(), partial[s], (k < g.scans).then_some(g.axis))?;
+            for (s, (&nix, &part)) in c.order.iter().zip(&partial).enumerate().take(g.consumer + 1).skip(slot) {
+                declare(&mut cx, &c.graph[nix], inputs.len(), part, (s < g.consumer).then_some(g.axis))?;
             }
             plan.push(super::fused_scan::emit(&mut cx, c, &g, &compiled, &slots_of)?);
             next = g.consumer + 1;
