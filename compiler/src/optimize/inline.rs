@@ -30,7 +30,7 @@ pub fn inline_locals(c: &Cascade) -> Cascade {
     inline_locals_but(c, &BTreeSet::new())
 }
 
-/// [`inline_locals`] keeping the locals named in `keep` materialized too.
+/// [`inline_locals`] keeping the locals named in `keep_names` materialized too.
 pub fn inline_locals_but(c: &Cascade, keep_names: &BTreeSet<String>) -> Cascade {
     let mut shared = shared_feature_maps(c);
     shared.extend(keep_names.iter().cloned());
@@ -87,24 +87,12 @@ pub fn inline_locals_but(c: &Cascade, keep_names: &BTreeSet<String>) -> Cascade 
     out
 }
 
-/// The locals that stay tensors although they could be inlined: a feature map — an
-/// elementwise term of inputs only (no reduction, no local, no `prev`) with a transcendental
-/// call (`sigmoid(Q[b, h, p, e])`, `elu(K[..]) + 1`) — that two or more statements read.
-/// Inlined, every reader would evaluate the call again at every point (Flowformer's `φ(Q)`,
-/// read by five statements, took five sigmoids per element); kept, it is computed once and
-/// read back. A map read once is inlined as before (a sigmoid attention's weight), and so is
-/// any term of locals (a softmax's `exp(S - G)`, which the online-softmax rule needs whole).
 /// The locals defined by a reduction that two or more statements read (`A = X · Kpᵀ`, read by
 /// its row norm and by the map of it): inlining one into each reader computes the contraction
 /// once per reader, so a partial fusion keeps them ([`super::optimize`] tries it when fusing
 /// everything would do more work than the cascade as written).
 pub fn shared_contractions(c: &Cascade) -> BTreeSet<String> {
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for n in c.graph.node_weights() {
-        for r in crate::ir::reads_of(&n.def).into_iter().collect::<BTreeSet<_>>() {
-            *readers.entry(r).or_default() += 1;
-        }
-    }
+    let readers = reader_counts(c);
     c.graph
         .node_weights()
         .filter(|n| matches!(n.role, crate::ir::Role::Local) && readers.get(&n.name).copied().unwrap_or(0) >= 2)
@@ -113,14 +101,27 @@ pub fn shared_contractions(c: &Cascade) -> BTreeSet<String> {
         .collect()
 }
 
-fn shared_feature_maps(c: &Cascade) -> BTreeSet<String> {
-    let inputs: BTreeSet<&str> = c.graph.node_weights().filter(|n| matches!(n.def, Def::Input)).map(|n| n.name.as_str()).collect();
+/// How many statements read each tensor (a statement reading one twice counts once).
+fn reader_counts(c: &Cascade) -> HashMap<String, usize> {
     let mut readers: HashMap<String, usize> = HashMap::new();
     for n in c.graph.node_weights() {
         for r in crate::ir::reads_of(&n.def).into_iter().collect::<BTreeSet<_>>() {
             *readers.entry(r).or_default() += 1;
         }
     }
+    readers
+}
+
+/// The locals that stay tensors although they could be inlined: a feature map — an
+/// elementwise term of inputs only (no reduction, no local, no `prev`) with a transcendental
+/// call (`sigmoid(Q[b, h, p, e])`, `elu(K[..]) + 1`) — that two or more statements read.
+/// Inlined, every reader would evaluate the call again at every point (Flowformer's `φ(Q)`,
+/// read by five statements, took five sigmoids per element); kept, it is computed once and
+/// read back. A map read once is inlined as before (a sigmoid attention's weight), and so is
+/// any term of locals (a softmax's `exp(S - G)`, which the online-softmax rule needs whole).
+fn shared_feature_maps(c: &Cascade) -> BTreeSet<String> {
+    let inputs: BTreeSet<&str> = c.graph.node_weights().filter(|n| matches!(n.def, Def::Input)).map(|n| n.name.as_str()).collect();
+    let readers = reader_counts(c);
     let mut out = BTreeSet::new();
     for n in c.graph.node_weights() {
         let Def::Expr(e) = &n.def else { continue };
