@@ -116,30 +116,25 @@ static void tfmc_pause(void) {
 #endif
 }
 
-/* Spins until the generation differs from seen (0 returned: a new job was posted) or
- * TFMC_SPIN_NS have passed. A kernel's parallel loops come back to back: a futex wake-up
- * costs more than a small loop's work. */
-static void tfmc_watch_generation(uint64_t seen) {
-    int64_t start = tfmc_now_ns();
-    for (;;) {
-        for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(&tfmc_posted, memory_order_acquire) != seen) {
-                return;
-            }
-            tfmc_pause();
-        }
-        if (tfmc_now_ns() - start >= TFMC_SPIN_NS) {
-            return;
-        }
-    }
+/* A new job was posted since generation seen. */
+static int tfmc_posted_since(uint64_t seen) {
+    return atomic_load_explicit(&tfmc_posted, memory_order_acquire) != seen;
 }
 
-/* Spins until no worker is registered or TFMC_SPIN_NS have passed. */
-static void tfmc_watch_idle(void) {
+/* No worker is registered for the current job (the argument is unused). */
+static int tfmc_no_worker(uint64_t unused) {
+    (void)unused;
+    return atomic_load_explicit(&tfmc_active, memory_order_acquire) == 0;
+}
+
+/* Spins until done(arg) holds or TFMC_SPIN_NS have passed (the caller then sleeps on its
+ * condition variable). A kernel's parallel loops come back to back: a futex wake-up costs more
+ * than a small loop's work. */
+static void tfmc_spin_until(int (*done)(uint64_t), uint64_t arg) {
     int64_t start = tfmc_now_ns();
     for (;;) {
         for (int i = 0; i < 64; i++) {
-            if (atomic_load_explicit(&tfmc_active, memory_order_acquire) == 0) {
+            if (done(arg)) {
                 return;
             }
             tfmc_pause();
@@ -171,7 +166,7 @@ static void *tfmc_worker(void *arg) {
     uint64_t seen = tfmc_generation;
     pthread_mutex_unlock(&tfmc_mu);
     for (;;) {
-        tfmc_watch_generation(seen);
+        tfmc_spin_until(tfmc_posted_since, seen);
         pthread_mutex_lock(&tfmc_mu);
         while (tfmc_generation == seen) {
             pthread_cond_wait(&tfmc_wake, &tfmc_mu);
@@ -313,7 +308,7 @@ void tfmc_parallel_for(tfmc_body_fn body, void *ctx, int64_t n) {
     pthread_mutex_lock(&tfmc_mu);
     tfmc_job_open = 0;
     pthread_mutex_unlock(&tfmc_mu);
-    tfmc_watch_idle();
+    tfmc_spin_until(tfmc_no_worker, 0);
     pthread_mutex_lock(&tfmc_mu);
     while (atomic_load_explicit(&tfmc_active, memory_order_acquire) > 0) {
         pthread_cond_wait(&tfmc_idle, &tfmc_mu);
