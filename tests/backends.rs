@@ -14,7 +14,8 @@ use tfmc::driver::{CompileOptions, Target};
 use tfmc_conformance::{Tol, compare, load_lib, repo_root, tfm_files};
 use tfmc_runtime::{Scalar, Tensor};
 
-/// Runs `kernel` of `program` compiled for `target`.
+/// Runs `kernel` of `program` compiled for `target`, with the heap's uninitialized buffers
+/// poisoned.
 fn run_on(
     target: &Target,
     program: &tfmc::Program,
@@ -22,6 +23,9 @@ fn run_on(
     inputs: &BTreeMap<String, Tensor>,
     params: &BTreeMap<String, Scalar>,
 ) -> Result<BTreeMap<String, Tensor>, String> {
+    // Buffers the plans claim to write before reading come NaN-filled: a plan that reads one
+    // first shows as a mismatch.
+    tfmc_runtime::heap::set_poison(true);
     tfmc::driver::run(program, kernel, inputs, params, &CompileOptions::default(), target).map(|r| r.outputs).map_err(|e| e.to_string())
 }
 
@@ -331,6 +335,7 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
         ("quiet.tfm", "sink_window"),
         ("graph.tfm", "graph_attention"),
         ("flow.tfm", "flow_attention"),
+        ("l2.tfm", "l2_attention"),
     ];
     let params = BTreeMap::new();
     for (file, kernel) in kernels {
@@ -360,11 +365,12 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
                 let got = run_on(backend, &program, kernel, &inputs, &params).unwrap();
                 let what = format!("{} {kernel} P={p} M={m} x{scale}", backend.name());
                 let max_apart = matches!(kernel, "softmax_one" | "sink_causal" | "sink_window");
-                if (kernel == "diff_attention" || max_apart) && scale > 1.0 {
+                if (kernel == "diff_attention" || kernel == "l2_attention" || max_apart) && scale > 1.0 {
                     // Logits of 1e4 carry f32 rounding of ~1e-3 (absolute), which moves the
-                    // near-maximal weights: for the difference of two saturated softmaxes, and
-                    // for a normaliser with a sink term, whose row max is a tensor of its own
-                    // (its logits rounded apart from the ones the weights use).
+                    // near-maximal weights: for the difference of two saturated softmaxes, for
+                    // L2's distances (logits of ~3e4 summed in f32), and for a normaliser with
+                    // a sink term, whose row max is a tensor of its own (its logits rounded
+                    // apart from the ones the weights use).
                     let (g, w) = (got["O"].to_f64_vec(), want["O"].to_f64_vec());
                     if let Some(m) = compare(&g, &w, Tol::rel(2e-3)) {
                         panic!("{what}: output O: {m}");
@@ -375,6 +381,24 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
                 if kernel == "graph_attention" {
                     assert!(got["O"].to_f64_vec()[..f].iter().all(|x| *x == 0.0), "a node with no edge must give 0");
                 }
+            }
+        }
+    }
+    // Distances as users spell them (tests/ok/distance_attention.tfm), on the packed tile.
+    let program = tfmc::load(&repo_root().join("tests/ok/distance_attention.tfm")).unwrap_or_else(|d| panic!("{}", d.render()));
+    for kernel in ["rbf_attention", "causal_l2", "gauss_smoother", "sigmoid_distance_causal"] {
+        for (seed, (p, m)) in [(19, 19), (37, 70)].into_iter().enumerate() {
+            for scale in [1.0, 100.0] {
+                let d: BTreeMap<String, usize> =
+                    [("B", 1), ("H", 2), ("P", p), ("M", m), ("E", 8), ("F", 5)].iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                let mut inputs = tfmc::inputs::random_inputs(&program, kernel, &d, 90 + seed as u64).unwrap();
+                for name in ["Q", "K"] {
+                    let t = scaled(&inputs[name], scale);
+                    inputs.insert(name.to_string(), t);
+                }
+                let want = tfmc::interp::run_exact(&program, kernel, &inputs, &params).unwrap();
+                let got = run_on(backend, &program, kernel, &inputs, &params).unwrap();
+                check(&format!("{} {kernel} P={p} M={m} x{scale}", backend.name()), &got, &want);
             }
         }
     }

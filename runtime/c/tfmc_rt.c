@@ -40,14 +40,18 @@
  * Also owns the artifact's heap buffers (the same contract as runtime/src/heap.rs):
  *
  *   void *tfmc_calloc(int64_t n, int64_t size);  n*size zeroed bytes, NULL on overflow/OOM
+ *   void *tfmc_malloc(int64_t n, int64_t size);  the same with any contents (a buffer the
+ *                                                kernel writes before reading)
  *   void  tfmc_free(void *p);
  *   void  tfmc_heap_trim(void);                  frees every cached block
  *
  * Blocks of at least 1 MiB are kept after tfmc_free in a process-wide cache (at most 8
- * blocks, TFMC_HEAP_CACHE_MB MiB, default 1024, 0 disables) and handed out again, zeroed,
- * to a later request they fit (at most twice its size): a kernel called in a loop reuses its
- * intermediates instead of faulting in fresh pages each call. Each block starts with a
- * 64-byte header holding its capacity.
+ * blocks, TFMC_HEAP_CACHE_MB MiB, default 1024, 0 disables) and handed out again (zeroed
+ * by tfmc_calloc, as left by tfmc_malloc) to a later request they fit (at most twice its
+ * size): a kernel called in a loop reuses its intermediates instead of faulting in fresh
+ * pages each call. Each block starts with a 64-byte header holding its capacity. With
+ * TFMC_HEAP_POISON=1 in the environment, tfmc_malloc fills its blocks with 0xFF bytes (NaN
+ * floats), so a plan that reads such a buffer before writing it shows in tests.
  *
  * Plain C11 + pthreads; compiles cleanly with -Wall -Wextra.
  */
@@ -333,8 +337,11 @@ static int tfmc_heap_count = 0;
 static size_t tfmc_heap_bytes = 0;
 static pthread_once_t tfmc_heap_once = PTHREAD_ONCE_INIT;
 static size_t tfmc_heap_limit = (size_t)1024 << 20;
+static int tfmc_heap_poison = 0;
 
 static void tfmc_heap_init(void) {
+    const char *p = getenv("TFMC_HEAP_POISON");
+    tfmc_heap_poison = p != NULL && strcmp(p, "1") == 0;
     const char *v = getenv("TFMC_HEAP_CACHE_MB");
     if (v != NULL && *v != '\0') {
         char *end = NULL;
@@ -354,7 +361,8 @@ static void tfmc_heap_remove(int i) {
     tfmc_heap_count--;
 }
 
-void *tfmc_calloc(int64_t n, int64_t size) {
+/* tfmc_calloc (zero) or tfmc_malloc. */
+static void *tfmc_heap_alloc(int64_t n, int64_t size, int zero) {
     if (n < 0 || size < 0) {
         return NULL;
     }
@@ -378,19 +386,34 @@ void *tfmc_calloc(int64_t n, int64_t size) {
         }
         pthread_mutex_unlock(&tfmc_heap_mu);
         if (hit != NULL) {
-            memset(hit + TFMC_HEAP_HEADER, 0, bytes);
+            if (zero) {
+                memset(hit + TFMC_HEAP_HEADER, 0, bytes);
+            }
             return hit + TFMC_HEAP_HEADER;
         }
     }
     if (bytes > SIZE_MAX - TFMC_HEAP_HEADER) {
         return NULL;
     }
-    unsigned char *base = calloc(1, bytes + TFMC_HEAP_HEADER);
+    unsigned char *base = zero ? calloc(1, bytes + TFMC_HEAP_HEADER) : malloc(bytes + TFMC_HEAP_HEADER);
     if (base == NULL) {
         return NULL;
     }
     memcpy(base, &bytes, sizeof bytes);
     return base + TFMC_HEAP_HEADER;
+}
+
+void *tfmc_calloc(int64_t n, int64_t size) {
+    return tfmc_heap_alloc(n, size, 1);
+}
+
+void *tfmc_malloc(int64_t n, int64_t size) {
+    void *p = tfmc_heap_alloc(n, size, 0);
+    pthread_once(&tfmc_heap_once, tfmc_heap_init);
+    if (p != NULL && tfmc_heap_poison) {
+        memset(p, 0xFF, (size_t)n * (size_t)size);
+    }
+    return p;
 }
 
 void tfmc_free(void *p) {

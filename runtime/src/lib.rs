@@ -21,7 +21,7 @@
 //!   artifact loaded on a GPU); the `tfmc-cuda-run` binary runs artifacts with it;
 //! - [`error`]: [`ArtifactError`], [`RuntimeError`];
 //! - [`parallel`]: the thread pool JIT-compiled kernels call (`tfmc_parallel_for`);
-//! - [`heap`]: the heap buffers JIT-compiled kernels allocate (`tfmc_calloc`, `tfmc_free`),
+//! - [`heap`]: the heap buffers JIT-compiled kernels allocate (`tfmc_calloc`, `tfmc_malloc`, `tfmc_free`),
 //!   large ones cached across calls;
 //! - [`npz`]: [`read_npz`], [`write_npz`], [`read_npy`], [`write_npy`], [`IoError`];
 //! - [`memory`]: the memory this process can still get, checked before allocating sizes read

@@ -1,5 +1,5 @@
 //! The host symbols a JIT-compiled kernel links against, shared by every CPU JIT (LLVM's
-//! MCJIT, Cranelift's JIT): `tfmc_parallel_for` (the runtime's thread pool), `tfmc_calloc` /
+//! MCJIT, Cranelift's JIT): `tfmc_parallel_for` (the runtime's thread pool), `tfmc_calloc` / `tfmc_malloc` /
 //! `tfmc_free` (the runtime's heap buffers, `tfmc_runtime::heap`) and every C math
 //! function a backend may call — the libm functions KIR's math lowers to, plus the libcalls
 //! code generators emit for operations they cannot inline (`fmodf`, `sincosf`, `floorf`
@@ -93,6 +93,11 @@ pub(crate) fn parallel_for() -> usize {
 /// The address of the runtime's `tfmc_calloc` (heap buffers, large ones cached across calls).
 pub(crate) fn heap_calloc() -> usize {
     tfmc_runtime::heap::tfmc_calloc as *const () as usize
+}
+
+/// The address of the runtime's `tfmc_malloc` (heap buffers the kernel writes before reading).
+pub(crate) fn heap_malloc() -> usize {
+    tfmc_runtime::heap::tfmc_malloc as *const () as usize
 }
 
 /// The address of the runtime's `tfmc_free`.

@@ -44,11 +44,13 @@ const RESERVED: &[&str] = &[
     "tfmc_set_num_threads",
     "tfmc_get_num_threads",
     "tfmc_calloc",
+    "tfmc_malloc",
     "tfmc_free",
     "tfmc_heap_trim",
     "tfmc_manifest",
     "tfmc_manifest_len",
     "calloc",
+    "malloc",
     "free",
     "main",
 ];

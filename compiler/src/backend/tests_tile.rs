@@ -11,7 +11,7 @@ use crate::backend::Export;
 use crate::backend::llvm::{PackedFn, TargetOptions};
 use crate::backend::test_kir::{K, call, p};
 use crate::schedule::expand::expand_tile_products;
-use crate::schedule::kir::{Expr, Func, Stmt, TileInit, TileProduct, Ty};
+use crate::schedule::kir::{Expr, Func, Stmt, TileInit, TileOp, TileProduct, Ty};
 
 /// The three init kinds.
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +23,7 @@ enum Init {
 
 /// A kernel running one `m × n` tile product whose operands come from the dims
 /// `[K, cols, a0, lda, b0, ldb, c0, ldc, s0]` and buffers `A, B, C, S`.
-fn kernel(m: u32, n: u32, init: Init) -> Func {
+fn kernel(m: u32, n: u32, init: Init, op: TileOp) -> Func {
     let mut k = K::new("tile");
     let (a, b, c, s) = (k.arg("A", Ty::F32), k.arg("B", Ty::F32), k.arg("C", Ty::F32), k.arg("S", Ty::F32));
     let d: Vec<Expr> = ["K", "cols", "a0", "lda", "b0", "ldb", "c0", "ldc", "s0"].iter().map(|n| Expr::Var(k.dim(n))).collect();
@@ -47,6 +47,7 @@ fn kernel(m: u32, n: u32, init: Init) -> Func {
         c0: d[6].clone(),
         ldc: d[7].clone(),
         init,
+        op,
     };
     k.body(vec![Stmt::TileProduct(Box::new(t))])
 }
@@ -79,7 +80,7 @@ fn case(rng: &mut StdRng, m: u32, n: u32, kk: usize, cols: i64) -> Case {
 }
 
 /// `C` after the product, by the definition, in f64.
-fn expected(cs: &Case, m: u32, n: u32, init: Init) -> Vec<f64> {
+fn expected(cs: &Case, m: u32, n: u32, init: Init, op: TileOp) -> Vec<f64> {
     let d = |i: usize| cs.dims[i] as usize;
     let (a0, lda, b0, ldb, c0, ldc, s0) = (d(2), d(3), d(4), d(5), d(6), d(7), d(8));
     let mut c: Vec<f64> = cs.c.iter().map(|&x| f64::from(x)).collect();
@@ -93,7 +94,11 @@ fn expected(cs: &Case, m: u32, n: u32, init: Init) -> Vec<f64> {
                 Init::Scale => f64::from(cs.s[s0 + i]) * f64::from(cs.c[at]),
             };
             for k in 0..cs.kk {
-                acc += f64::from(cs.a[a0 + i * lda + k]) * f64::from(cs.b[b0 + k * ldb + j]);
+                let (x, y) = (f64::from(cs.a[a0 + i * lda + k]), f64::from(cs.b[b0 + k * ldb + j]));
+                acc += match op {
+                    TileOp::Mul => x * y,
+                    TileOp::SquaredDifference => (x - y) * (x - y),
+                };
             }
             c[at] = acc;
         }
@@ -102,19 +107,20 @@ fn expected(cs: &Case, m: u32, n: u32, init: Init) -> Vec<f64> {
 }
 
 /// Runs every case through `entry` and compares with the definition: each element within
-/// 1e-5 of the sum of the magnitudes of its terms (f32 accumulation in any order), untouched
-/// elements bit-for-bit.
-fn check(what: &str, entry: PackedFn, cases: &mut [Case], m: u32, n: u32, init: Init) {
+/// 1e-5 of the sum of the magnitudes of its terms (f32 accumulation in any order; a squared
+/// difference's terms are up to 4), untouched elements bit-for-bit.
+fn check(what: &str, entry: PackedFn, cases: &mut [Case], m: u32, n: u32, init: Init, op: TileOp) {
     for cs in cases.iter_mut() {
-        let want = expected(cs, m, n, init);
+        let want = expected(cs, m, n, init, op);
         let mut c = cs.c.clone();
         let code = call(entry, &[p(&mut cs.a), p(&mut cs.b), p(&mut c), p(&mut cs.s)], &cs.dims, &[]);
         assert_eq!(code, 0, "{what}");
         for (at, (&g, &w)) in c.iter().zip(&want).enumerate() {
-            let bound = 1e-5 * (1.0 + 2.0 * cs.kk as f64);
+            let term = if op == TileOp::Mul { 2.0 } else { 8.0 };
+            let bound = 1e-5 * (1.0 + term * cs.kk as f64);
             assert!(
                 (f64::from(g) - w).abs() <= bound,
-                "{what}: m {m} n {n} {init:?} K {} cols {}: C[{at}] = {g}, want {w}",
+                "{what}: m {m} n {n} {init:?} {op:?} K {} cols {}: C[{at}] = {g}, want {w}",
                 cs.kk,
                 cs.cols
             );
@@ -130,14 +136,23 @@ fn tile_products_match_their_definition_on_every_cpu_path() {
         ("x86-64-v3 (avx2)", TargetOptions { cpu: Some("x86-64-v3".into()), ..Default::default() }),
         ("x86-64-v2 (sse)", TargetOptions { cpu: Some("x86-64-v2".into()), ..Default::default() }),
     ];
-    let mut shapes: Vec<(u32, u32, Init)> = vec![(6, 64, Init::Zero), (6, 64, Init::Scale), (1, 1, Init::Load), (4, 17, Init::Load)];
-    for _ in 0..10 {
+    let (mul, sq) = (TileOp::Mul, TileOp::SquaredDifference);
+    let mut shapes: Vec<(u32, u32, Init, TileOp)> = vec![
+        (6, 64, Init::Zero, mul),
+        (6, 64, Init::Scale, mul),
+        (1, 1, Init::Load, mul),
+        (4, 17, Init::Load, mul),
+        (6, 64, Init::Zero, sq),
+        (3, 37, Init::Load, sq),
+    ];
+    for _ in 0..12 {
         let init = [Init::Zero, Init::Load, Init::Scale][rng.random_range(0..3)];
-        shapes.push((rng.random_range(1..=6), rng.random_range(1..=64), init));
+        let op = [mul, sq][rng.random_range(0..2)];
+        shapes.push((rng.random_range(1..=6), rng.random_range(1..=64), init, op));
     }
     let mut runs = 0;
-    for &(m, n, init) in &shapes {
-        let f = kernel(m, n, init);
+    for &(m, n, init, op) in &shapes {
+        let f = kernel(m, n, init, op);
         let expanded = expand_tile_products(&f);
         let mut cases: Vec<Case> = Vec::new();
         for kk in [0usize, 1, 7, 64, rng.random_range(0..=300)] {
@@ -147,17 +162,17 @@ fn tile_products_match_their_definition_on_every_cpu_path() {
         }
         for (name, opts) in &widths {
             crate::backend::llvm::with_jit(&[Export::new(&f, "k")], opts, |j| {
-                check(&format!("llvm {name}"), j.entry("k").expect("entry"), &mut cases, m, n, init)
+                check(&format!("llvm {name}"), j.entry("k").expect("entry"), &mut cases, m, n, init, op)
             })
             .unwrap_or_else(|e| panic!("{e}"));
             runs += cases.len();
         }
         crate::backend::llvm::with_jit(&[Export::new(&expanded, "k")], &TargetOptions::default(), |j| {
-            check("llvm, expanded", j.entry("k").expect("entry"), &mut cases, m, n, init)
+            check("llvm, expanded", j.entry("k").expect("entry"), &mut cases, m, n, init, op)
         })
         .unwrap_or_else(|e| panic!("{e}"));
         crate::backend::cranelift::with_jit(&[Export::new(&f, "k")], &Default::default(), |j| {
-            check("cranelift", j.entry("k").expect("entry"), &mut cases, m, n, init)
+            check("cranelift", j.entry("k").expect("entry"), &mut cases, m, n, init, op)
         })
         .unwrap_or_else(|e| panic!("{e}"));
         runs += 2 * cases.len();
@@ -166,24 +181,30 @@ fn tile_products_match_their_definition_on_every_cpu_path() {
 }
 
 /// The tile stays in registers: in the assembly of a 6 × 64 tile product (AVX-512: one panel
-/// of 24 `zmm` accumulators; AVX2: panels of 6 × 16 in 12 `ymm`), nothing between the first
-/// and the last FMA of a panel's `k` loop is stored to the stack.
+/// of 24 `zmm` accumulators; AVX2: panels of 6 × 16 in 12 `ymm`), products and squared
+/// differences (one more register for the difference), nothing between the first and the last
+/// FMA of a panel's `k` loop is stored to the stack.
 #[test]
 fn tile_accumulators_stay_in_registers() {
-    let f = kernel(6, 64, Init::Load);
-    for (cpu, reg) in [("x86-64-v4", "zmm"), ("x86-64-v3", "ymm")] {
+    for (op, cpu, reg) in [
+        (TileOp::Mul, "x86-64-v4", "zmm"),
+        (TileOp::Mul, "x86-64-v3", "ymm"),
+        (TileOp::SquaredDifference, "x86-64-v4", "zmm"),
+        (TileOp::SquaredDifference, "x86-64-v3", "ymm"),
+    ] {
+        let f = kernel(6, 64, Init::Load, op);
         let opts = TargetOptions { cpu: Some(cpu.into()), ..Default::default() };
         let asm = crate::backend::llvm::emit_asm(&[Export::new(&f, "k")], &opts).unwrap_or_else(|e| panic!("{e}"));
         let lines: Vec<&str> = asm.lines().map(str::trim).collect();
         let fma = |l: &str| l.starts_with("vfmadd") && l.contains(reg);
-        let first = lines.iter().position(|l| fma(l)).unwrap_or_else(|| panic!("{cpu}: no {reg} FMA in\n{asm}"));
+        let first = lines.iter().position(|l| fma(l)).unwrap_or_else(|| panic!("{cpu} {op:?}: no {reg} FMA in\n{asm}"));
         // The first panel's loop: from its first FMA to the backward branch after its last.
         let end = lines[first..].iter().position(|l| l.starts_with('j') && !l.starts_with("jmp")).map_or(lines.len(), |k| first + k);
         let body = &lines[first..end];
         let fmas = body.iter().filter(|l| fma(l)).count();
-        assert!(fmas >= 12, "{cpu}: only {fmas} FMAs in the loop body:\n{}", body.join("\n"));
+        assert!(fmas >= 12, "{cpu} {op:?}: only {fmas} FMAs in the loop body:\n{}", body.join("\n"));
         let spills: Vec<&&str> =
             body.iter().filter(|l| l.starts_with("vmov") && (l.ends_with("(%rsp)") || l.ends_with("(%rbp)"))).collect();
-        assert!(spills.is_empty(), "{cpu}: stack stores in the tile loop: {spills:?}\n{}", body.join("\n"));
+        assert!(spills.is_empty(), "{cpu} {op:?}: stack stores in the tile loop: {spills:?}\n{}", body.join("\n"));
     }
 }

@@ -1,7 +1,7 @@
 //! The extraction cost model. A term is charged once over the index space it depends on
 //! (its free indices — a loop-invariant subterm such as linear attention's `φKᵀ V` is paid
 //! once, not once per query), times a weight per operation (transcendentals 4, memory reads 2,
-//! arithmetic 1), plus, for a reduction whose inputs contain another reduction over the same
+//! arithmetic 1; a square's operand is charged once), plus, for a reduction whose inputs contain another reduction over the same
 //! index, a penalty of `PASS_WEIGHT` per point: that is a second traversal of the index
 //! (re-reading K and V), which is what the online softmax removes.
 //!
@@ -57,8 +57,14 @@ impl CostFunction<Tfm> for WorkCost<'_> {
     type Cost = f64;
 
     fn cost<C: FnMut(Id) -> f64>(&mut self, enode: &Tfm, mut costs: C) -> f64 {
-        let children: f64 = enode.children().iter().map(|c| costs(*c)).sum();
         let g = self.egraph;
+        let children: f64 = match enode {
+            // A square `x * x` evaluates `x` once (the backends share the operand): charging it
+            // twice made `Σ_e (k - q)²` look dearer than `Σ_e (k - q)·(c·k - c·q)`, which no
+            // tile product computes.
+            Tfm::Mul([a, b]) if g.find(*a) == g.find(*b) => costs(*a),
+            _ => enode.children().iter().map(|c| costs(*c)).sum(),
+        };
         let mut free: BTreeSet<Symbol> = BTreeSet::new();
         for c in enode.children() {
             free.extend(g[*c].data.free.iter().copied());

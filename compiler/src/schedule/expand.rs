@@ -8,7 +8,7 @@
 //! accumulator per expanded product), with the same reads and writes as the tile product.
 
 use super::build::e;
-use super::kir::{BinOp as K, Block, Expr, Func, Stmt, TileInit, TileProduct, Ty, Var, VarDecl};
+use super::kir::{BinOp as K, Block, Expr, Func, Stmt, TileInit, TileOp, TileProduct, Ty, Var, VarDecl};
 
 /// `f` with every tile product replaced by its scalar loops (`f` itself when it has none).
 pub fn expand_tile_products(f: &Func) -> Func {
@@ -66,9 +66,18 @@ fn expand(f: &mut Func, t: &TileProduct) -> Vec<Stmt> {
         TileInit::Load => e::load(t.c, c_at.clone()),
         TileInit::Scale { buf, at: s0 } => e::mul(e::load(*buf, e::add(s0.clone(), e::var(i))), e::load(t.c, c_at.clone())),
     };
-    let prod = e::mul(e::load(t.a, at(&t.a0, e::var(i), &t.lda, e::var(k))), e::load(t.b, at(&t.b0, e::var(k), &t.ldb, e::var(j))));
-    let kloop =
-        Stmt::For { var: k, lo: e::i64(0), hi: t.k.clone(), body: vec![Stmt::Set { var: acc, value: e::acc(K::Add, e::var(acc), prod) }] };
+    let (x, y) = (e::load(t.a, at(&t.a0, e::var(i), &t.lda, e::var(k))), e::load(t.b, at(&t.b0, e::var(k), &t.ldb, e::var(j))));
+    let kbody = match t.op {
+        TileOp::Mul => vec![Stmt::Set { var: acc, value: e::acc(K::Add, e::var(acc), e::mul(x, y)) }],
+        TileOp::SquaredDifference => {
+            let d = new_var(f, "tile.d", Ty::F32);
+            vec![
+                Stmt::Set { var: d, value: e::sub(x, y) },
+                Stmt::Set { var: acc, value: e::acc(K::Add, e::var(acc), e::mul(e::var(d), e::var(d))) },
+            ]
+        }
+    };
+    let kloop = Stmt::For { var: k, lo: e::i64(0), hi: t.k.clone(), body: kbody };
     let cols = e::bin(K::Min, t.cols.clone(), e::i64(i64::from(t.n)));
     let jloop = Stmt::For {
         var: j,

@@ -394,14 +394,17 @@ pub enum Stmt {
         /// Taken when false.
         els: Block,
     },
-    /// Allocates heap buffer `buf` with `len` (`I64`) elements, zero-filled. Fails with
-    /// [`FailKind::OutOfMemory`] when `len` is negative, its byte size overflows, or the
+    /// Allocates heap buffer `buf` with `len` (`I64`) elements, zero-filled when `zeroed`
+    /// (else with any contents: the schedule stores every element before reading it). Fails
+    /// with [`FailKind::OutOfMemory`] when `len` is negative, its byte size overflows, or the
     /// allocation fails. Only at kernel level (not inside `Parallel`), once per buffer.
     Alloc {
         /// A [`BufKind::Heap`] buffer.
         buf: Buf,
         /// Number of elements.
         len: Expr,
+        /// Zero-filled (`false`: any contents; the CPU backends then skip the zeroing).
+        zeroed: bool,
     },
     /// Stops the kernel with this code (see [`fail_code`]).
     Fail {
@@ -440,6 +443,16 @@ pub enum TileInit {
     },
 }
 
+/// What a [`TileProduct`] sums over `k` for each `(i, j)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TileOp {
+    /// `A[i][k] · B[k][j]`: a matrix product.
+    Mul,
+    /// `(A[i][k] - B[k][j])²`: squared Euclidean distances between `A`'s rows and `B`'s columns
+    /// (L2 attention's logits), exact: no `‖a‖² − 2a·b + ‖b‖²` expansion and its cancellation.
+    SquaredDifference,
+}
+
 /// `C[c0 + i·ldc + j] = init(i, j) + Σ_{k < K} A[a0 + i·lda + k] · B[b0 + k·ldb + j]` for
 /// every row `i < m` and column `j < min(cols, n)`: the CPU sibling of [`Mma`], a product of an
 /// `m × K` panel of `A` (rows `lda` apart, `k` contiguous) and a `K × n` panel of `B` (rows
@@ -449,7 +462,8 @@ pub enum TileInit {
 /// `cols` on are neither read nor written). `A`, `B`, `C` (and a scale buffer) hold `F32`;
 /// every element the product reads or writes is in bounds (the schedule guarantees), and `C`
 /// overlaps neither `A` nor `B`. The sum over `k` is in an unspecified order and may be
-/// contracted into FMAs.
+/// contracted into FMAs. With [`TileOp::SquaredDifference`] the summand is
+/// `(A[..] - B[..])²` instead of the product.
 ///
 /// Its meaning is its scalar loop expansion ([`super::expand::expand_tile_products`]), which is
 /// also how the backends without a vector lowering (Cranelift, NVPTX and its emulation) run
@@ -484,6 +498,8 @@ pub struct TileProduct {
     pub ldc: Expr,
     /// The accumulators' start.
     pub init: TileInit,
+    /// The summand.
+    pub op: TileOp,
 }
 
 impl TileProduct {

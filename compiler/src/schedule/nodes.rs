@@ -177,8 +177,11 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                             super::attention::Norm::Softmax => "attention",
                             super::attention::Norm::Sum => "weighted sum (no normaliser)",
                         },
-                        if p.dot.is_some() {
-                            "packed Q·Kᵀ tile when enough rows, else natural"
+                        if let Some(dot) = &p.dot {
+                            match dot.kind {
+                                super::attention::DotKind::Product => "packed Q·Kᵀ tile when enough rows, else natural",
+                                super::attention::DotKind::SquaredDifference => "packed (Q - K)² tile when enough rows, else natural",
+                            }
                         } else {
                             match p.rows {
                                 super::attention::Rows::Shared => "natural",
@@ -260,10 +263,12 @@ pub(super) fn declare(cx: &mut Cx<'_>, node: &Node, inputs: usize, partial: bool
     if kind == BufKind::Heap || present.is_some() {
         let len = checked_len(cx, &stored, &node.name);
         if kind == BufKind::Heap {
-            cx.b.emit(super::kir::Stmt::Alloc { buf, len: len.clone() });
+            // Every point of a total tensor is stored by its node before any read; a partial
+            // one's absent points keep the zero a dense read of them gives.
+            cx.b.emit(super::kir::Stmt::Alloc { buf, len: len.clone(), zeroed: partial });
         }
         if let Some(p) = present {
-            cx.b.emit(super::kir::Stmt::Alloc { buf: p, len });
+            cx.b.emit(super::kir::Stmt::Alloc { buf: p, len, zeroed: true });
         }
     }
     cx.tensors.push(TensorInfo { name: node.name.clone(), buf, present, sizes: node.shape.clone(), shape, strides });
@@ -386,7 +391,8 @@ fn parts_plan(
     for (id, part, _) in &found {
         let buf = cx.b.buf(&part.name, vty(part.dtype), BufKind::Heap);
         let len = checked_len(cx, &t.shape, &part.name);
-        cx.b.emit(super::kir::Stmt::Alloc { buf, len });
+        // A tiled plan writes every point of its part.
+        cx.b.emit(super::kir::Stmt::Alloc { buf, len, zeroed: false });
         parts.push((*id, cx.tensors.len()));
         cx.tensors.push(TensorInfo { name: part.name.clone(), buf, present: None, ..t.clone() });
     }

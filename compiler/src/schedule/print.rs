@@ -63,16 +63,25 @@ fn block(func: &Func, b: &[Stmt], depth: usize, out: &mut String) -> fmt::Result
                 }
                 writeln!(out, "{pad}}}")?;
             }
-            Stmt::Alloc { buf, len } => writeln!(out, "{pad}alloc {}[{}]", func.buf(*buf).name, expr(func, len))?,
+            Stmt::Alloc { buf, len, zeroed } => {
+                let how = if *zeroed { "" } else { " (uninitialized)" };
+                writeln!(out, "{pad}alloc {}[{}]{how}", func.buf(*buf).name, expr(func, len))?
+            }
             Stmt::TileProduct(t) => {
                 let init = match &t.init {
                     crate::schedule::kir::TileInit::Zero => "0".to_string(),
                     crate::schedule::kir::TileInit::Load => "C".to_string(),
                     crate::schedule::kir::TileInit::Scale { buf, at } => format!("{}[{} + i] * C", func.buf(*buf).name, expr(func, at)),
                 };
+                // `a * b`, or `sqdiff(a, b)` for `(a - b)²`.
+                let (open, op) = match t.op {
+                    crate::schedule::kir::TileOp::Mul => ("", " * "),
+                    crate::schedule::kir::TileOp::SquaredDifference => ("sqdiff(", ", "),
+                };
+                let close = if open.is_empty() { "" } else { ")" };
                 writeln!(
                     out,
-                    "{pad}{}[{} + i*{} + j] = {init} + sum[k < {}]({}[{} + i*{} + k] * {}[{} + k*{} + j]) for i < {}, j < min({}, {})",
+                    "{pad}{}[{} + i*{} + j] = {init} + sum[k < {}]({open}{}[{} + i*{} + k]{op}{}[{} + k*{} + j]{close}) for i < {}, j < min({}, {})",
                     func.buf(t.c).name,
                     expr(func, &t.c0),
                     expr(func, &t.ldc),

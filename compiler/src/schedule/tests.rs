@@ -229,6 +229,44 @@ fn values_off_the_row_layout_are_packed_once_per_call() {
     assert!(!kir.contains(".vt") && !kir.contains(".vp"), "{kir}");
 }
 
+/// Squared distances in the logit or weight, however the user spells them (the query minus the
+/// key or the key minus the query, `d * d` or `pow(d, 2)`, a scale outside or inside the sum, a
+/// mask, no normaliser), take the packed squared-difference tile; a product of two different
+/// differences does not.
+#[test]
+fn squared_distances_take_the_packed_tile() {
+    let sig = "(Q: f32[H, P, E], K: f32[H, M, E], V: f32[H, M, F]) -> (O: f32[H, P, F])";
+    let softmax = |s: &str| {
+        format!(
+            "kernel k{sig} {{
+                S[h, p, m] = {s}
+                G[h, p] = max[m](S[h, p, m])
+                W[h, p, m] = exp(S[h, p, m] - G[h, p])
+                O[h, p, f] = sum[m](W[h, p, m] * V[h, m, f]) / sum[m](W[h, p, m])
+            }}"
+        )
+    };
+    let kernels = [
+        softmax("-sum[e]((Q[h, p, e] - K[h, m, e]) * (Q[h, p, e] - K[h, m, e])) * rsqrt(E)"),
+        softmax("-0.5 * sum[e]((K[h, m, e] - Q[h, p, e]) * (K[h, m, e] - Q[h, p, e]))"),
+        softmax("-sum[e](pow(Q[h, p, e] - K[h, m, e], 2.0)) / 8.0"),
+        format!("kernel k{sig} {{ O[h, p, f] = sum[m](exp(-sum[e](pow(0.5 * Q[h, p, e] - K[h, m, e], 2.0))) * V[h, m, f]) }}"),
+        format!(
+            "kernel k{sig} where m <= p {{
+                D[h, p, m, e] = Q[h, p, e] - K[h, m, e]
+                O[h, p, f] = sum[m](sigmoid(-sum[e](D[h, p, m, e] * D[h, p, m, e])) * V[h, m, f])
+            }}"
+        ),
+    ];
+    for text in &kernels {
+        let (plan, kir) = plan_of(text, "k");
+        assert!(plan.iter().any(|p| p.contains("packed (Q - K)² tile")), "{text}: {plan:?}");
+        assert!(kir.contains("sqdiff("), "{text}:\n{kir}");
+    }
+    let (plan, _) = plan_of(&softmax("-sum[e]((Q[h, p, e] - K[h, m, e]) * (Q[h, p, e] + K[h, m, e]))"), "k");
+    assert!(!plan.iter().any(|p| p.contains("(Q - K)²")), "{plan:?}");
+}
+
 /// Sums, maxima and minima down the rows (the reduced index outer in every read, the output's
 /// last index inner) run rows outer, columns inner; a row reduction, one whose body reads
 /// along the reduced index or may fail, or a half-precision one keeps the generic order.

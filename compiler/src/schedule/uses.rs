@@ -46,7 +46,7 @@ impl Uses {
                     self.block(then);
                     self.block(els);
                 }
-                Stmt::Alloc { buf, len } => {
+                Stmt::Alloc { buf, len, .. } => {
                     self.bufs.insert(*buf);
                     self.expr(len);
                 }

@@ -185,7 +185,7 @@ impl Cx<'_> {
                 self.block(then, in_par)?;
                 self.block(els, in_par)
             }
-            Stmt::Alloc { buf, len } => {
+            Stmt::Alloc { buf, len, .. } => {
                 let d = self.buf(*buf)?;
                 if d.kind != BufKind::Heap {
                     return Err(format!("alloc of non-heap buffer '{}'", d.name));

@@ -3,7 +3,7 @@
 //!
 //! Every external symbol generated code calls is registered with the JIT by address, so
 //! linking never depends on what the host process exports: `tfmc_parallel_for` (the runtime's
-//! thread pool), `tfmc_calloc`/`tfmc_free` (the runtime's heap buffers), every math
+//! thread pool), `tfmc_calloc`/`tfmc_malloc`/`tfmc_free` (the runtime's heap buffers), every math
 //! function of [`crate::backend::host::math_symbols`], and the libcalls Cranelift itself may
 //! emit (`floorf`, `ceilf`, `truncf`, `fmaf`, `nearest` as `roundevenf`, and their `f64`
 //! forms).
@@ -36,7 +36,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, ModuleReloc, default_libcall_names};
 
 use super::{CraneliftError, CraneliftOptions, Export, OptLevel, PackedFn, translate};
-use crate::backend::host::{heap_calloc, heap_free, math_symbols, parallel_for};
+use crate::backend::host::{heap_calloc, heap_free, heap_malloc, math_symbols, parallel_for};
 
 extern "C" fn m_truncf(x: f32) -> f32 {
     x.trunc()
@@ -159,6 +159,7 @@ impl Cx {
         );
         b.symbol("tfmc_parallel_for", parallel_for() as *const u8);
         b.symbol("tfmc_calloc", heap_calloc() as *const u8);
+        b.symbol("tfmc_malloc", heap_malloc() as *const u8);
         b.symbol("tfmc_free", heap_free() as *const u8);
         b.symbol("truncf", m_truncf as *const u8);
         b.symbol("trunc", m_trunc as *const u8);

@@ -4,7 +4,7 @@
 //! cannot change the iteration count; `hi` is evaluated once; the loop is rotated: one guard,
 //! then the body with the test at its bottom; a qualifying innermost loop goes to
 //! [`super::vloop`] instead), `If`, `Set`, `Store`, `Alloc` (free any previous allocation of
-//! the buffer, then an overflow-checked `tfmc_calloc(max(len, 1), size)` (the runtime's heap, `tfmc_runtime::heap`); a negative length, a byte
+//! the buffer, then an overflow-checked `tfmc_calloc(max(len, 1), size)` (`tfmc_malloc` when the buffer need not be zeroed) (the runtime's heap, `tfmc_runtime::heap`); a negative length, a byte
 //! size above `i64::MAX` or a NULL result fail with `OutOfMemory` at site 0, exactly as the
 //! LLVM backend) and `Fail` (kernel: jump to the exit block with the code, which frees the heap
 //! buffers and returns it; parallel body: `atomic_cas(err, 0, code)` so the first failure wins,
@@ -75,9 +75,9 @@ impl<'k> Fx<'_, 'k> {
                 self.b.switch_to_block(merge);
                 Ok(())
             }
-            Stmt::Alloc { buf, len } => {
+            Stmt::Alloc { buf, len, zeroed } => {
                 let len = self.expr(len)?;
-                self.alloc(*buf, len)
+                self.alloc(*buf, len, *zeroed)
             }
             // GPU dialect only: `validate::check` rejects them before any CPU backend runs.
             Stmt::BlockParallel { .. } => Err(self.gpu_dialect("a block parallel")),
@@ -157,7 +157,7 @@ impl<'k> Fx<'_, 'k> {
         self.b.switch_to_block(ok);
     }
 
-    fn alloc(&mut self, buf: Buf, len: Value) -> Result<(), CraneliftError> {
+    fn alloc(&mut self, buf: Buf, len: Value, zeroed: bool) -> Result<(), CraneliftError> {
         let Some(&BufBase::Heap(var)) = self.bufs.get(&buf) else {
             return Err(self.internal(format!("alloc of '{}' outside the kernel function", self.f.buf(buf).name)));
         };
@@ -173,7 +173,8 @@ impl<'k> Fx<'_, 'k> {
         self.call("tfmc_free", &[PTR], None, &[old])?;
         let null = self.iconst(PTR, 0);
         self.def_variable(var, null)?;
-        let p = self.call_value("tfmc_calloc", &[types::I64, types::I64], PTR, &[n, size])?;
+        let name = if zeroed { "tfmc_calloc" } else { "tfmc_malloc" };
+        let p = self.call_value(name, &[types::I64, types::I64], PTR, &[n, size])?;
         let is_null = self.b.ins().icmp_imm_s(IntCC::Equal, p, 0);
         self.fail_if(is_null, oom);
         self.def_variable(var, p)

@@ -165,7 +165,7 @@ fn heap_kernel() -> Func {
     let h = k.heap("h", Ty::I64);
     let (j, acc) = (k.var("j", Ty::I64), k.var("acc", Ty::I64));
     k.body(vec![
-        Stmt::Alloc { buf: h, len: v(n) },
+        Stmt::Alloc { buf: h, len: v(n), zeroed: true },
         set(acc, i(0)),
         for_(j, i(0), v(n), vec![st(h, v(j), v(j))]),
         par(j, v(n), vec![st(o, v(j), bin(BinOp::Mul, ld(h, v(j)), i(3)))]),
@@ -195,11 +195,11 @@ fn heap_alloc_failures() {
     let h = k.heap("h", Ty::F64);
     let h2 = k.heap("h2", Ty::I32);
     let f = k.body(vec![
-        Stmt::Alloc { buf: h2, len: i(10) },
-        Stmt::Alloc { buf: h, len: v(len) },
+        Stmt::Alloc { buf: h2, len: i(10), zeroed: true },
+        Stmt::Alloc { buf: h, len: v(len), zeroed: true },
         st(h, i(0), Expr::Const(Const::F64(1.0))),
         // Allocating again frees the first block.
-        Stmt::Alloc { buf: h, len: i(3) },
+        Stmt::Alloc { buf: h, len: i(3), zeroed: true },
     ]);
     let oom = fail_code(FailKind::OutOfMemory, 0) as i32;
     jit(&f, |e| {
@@ -221,7 +221,7 @@ fn fail_at_kernel_level_and_in_parallel() {
     let h = k.heap("h", Ty::I32);
     let iv = k.var("i", Ty::I64);
     let f = k.body(vec![
-        Stmt::Alloc { buf: h, len: i(4) },
+        Stmt::Alloc { buf: h, len: i(4), zeroed: true },
         st(o, i(0), Expr::Const(Const::I32(11))),
         if_(bin(BinOp::Lt, v(bad), i(0)), vec![Stmt::Fail { code }], vec![]),
         par(
@@ -449,7 +449,7 @@ fn clif_golden() {
     let h = k.heap("h", Ty::F32);
     let (iv, acc) = (k.var("i", Ty::I64), k.var("acc", Ty::F32));
     let f = k.body(vec![
-        Stmt::Alloc { buf: h, len: v(n) },
+        Stmt::Alloc { buf: h, len: v(n), zeroed: true },
         if_(bin(BinOp::Gt, v(n), i(100)), vec![Stmt::Fail { code: 0x105 }], vec![]),
         par(iv, v(n), vec![st(h, v(iv), un(UnOp::Abs, ld(x, v(iv))))]),
         set(acc, f32c(f32::NEG_INFINITY)),

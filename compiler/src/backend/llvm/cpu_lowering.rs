@@ -2,7 +2,7 @@
 //! outlined parallel body.
 //!
 //! Owns: `Alloc` (free any previous allocation of the buffer, then an overflow-checked
-//! `tfmc_calloc(max(len, 1), size)` (the runtime's heap: `tfmc_runtime::heap` for the JIT, `tfmc_rt.c` in artifacts; large blocks cached across calls); a negative length, a byte size above `i64::MAX` or a NULL
+//! `tfmc_calloc(max(len, 1), size)` (`tfmc_malloc` for a buffer that need not be zeroed; the runtime's heap: `tfmc_runtime::heap` for the JIT, `tfmc_rt.c` in artifacts; large blocks cached across calls); a negative length, a byte size above `i64::MAX` or a NULL
 //! result fail with `OutOfMemory` at site 0) and the recording of a `Fail` (kernel: store the
 //! code in `ret`; parallel body: `cmpxchg err, 0, code` so the first failure wins). `Parallel`
 //! is outlined by [`super::outline`]. The GPU dialect (block parallels, barriers, tensor-core
@@ -47,9 +47,9 @@ impl<'ctx> Lowering<'ctx> for CpuFn<'ctx> {
         Err(gpu_dialect("a block parallel"))
     }
 
-    fn alloc(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr) -> Result<(), LlvmError> {
+    fn alloc(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr, zeroed: bool) -> Result<(), LlvmError> {
         let len = int(cg.expr(fx, len)?)?;
-        cg.heap_alloc(self, fx, buf, len)
+        cg.heap_alloc(self, fx, buf, len, zeroed)
     }
 
     fn record_failure(&mut self, cg: &mut Cg<'ctx, '_>, _: &mut FnCx<'ctx>, code: u32) -> Result<(), LlvmError> {
@@ -77,7 +77,14 @@ impl<'ctx> Lowering<'ctx> for CpuFn<'ctx> {
 
 impl<'ctx> Cg<'ctx, '_> {
     /// `Alloc` of heap buffer `buf` with `len` elements: see the module docs.
-    fn heap_alloc(&mut self, lw: &mut CpuFn<'ctx>, fx: &mut FnCx<'ctx>, buf: Buf, len: IntValue<'ctx>) -> Result<(), LlvmError> {
+    fn heap_alloc(
+        &mut self,
+        lw: &mut CpuFn<'ctx>,
+        fx: &mut FnCx<'ctx>,
+        buf: Buf,
+        len: IntValue<'ctx>,
+        zeroed: bool,
+    ) -> Result<(), LlvmError> {
         let Some(&BufLoc::Slot(slot)) = fx.bufs.get(&buf) else {
             return Err(internal("alloc of a buffer without a heap slot"));
         };
@@ -98,9 +105,10 @@ impl<'ctx> Cg<'ctx, '_> {
         let old = self.b.build_load(ptr, slot, "")?;
         self.b.build_call(free, &[old.into()], "")?;
         self.b.build_store(slot, ptr.const_null())?;
-        let calloc = self.extern_fn("tfmc_calloc", Some(ptr.into()), &[i64t.into(), i64t.into()]);
-        self.attr(calloc, AttributeLoc::Return, "noalias");
-        let p = self.call(calloc, &[n.into(), size.into()])?.into_pointer_value();
+        let name = if zeroed { "tfmc_calloc" } else { "tfmc_malloc" };
+        let alloc = self.extern_fn(name, Some(ptr.into()), &[i64t.into(), i64t.into()]);
+        self.attr(alloc, AttributeLoc::Return, "noalias");
+        let p = self.call(alloc, &[n.into(), size.into()])?.into_pointer_value();
         let null = self.b.build_is_null(p, "")?;
         self.fail_if(lw, fx, null, oom)?;
         self.b.build_store(slot, p)?;

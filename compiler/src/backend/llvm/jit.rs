@@ -98,6 +98,7 @@ fn declare_symbols<'ctx>(cx: &'ctx Context, module: &Module<'ctx>) -> Vec<(inkwe
     add("tfmc_parallel_for", cx.void_type().fn_type(&pp, false), crate::backend::host::parallel_for());
     let i64t = cx.i64_type();
     add("tfmc_calloc", ptr.fn_type(&[i64t.into(), i64t.into()], false), crate::backend::host::heap_calloc());
+    add("tfmc_malloc", ptr.fn_type(&[i64t.into(), i64t.into()], false), crate::backend::host::heap_malloc());
     add("tfmc_free", cx.void_type().fn_type(&[ptr.into()], false), crate::backend::host::heap_free());
     for (name, sig, addr) in math_symbols() {
         let ty = match sig {

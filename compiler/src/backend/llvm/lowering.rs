@@ -34,8 +34,8 @@ pub(crate) trait Lowering<'ctx> {
         body: &Block,
     ) -> Result<(), LlvmError>;
 
-    /// `Alloc { buf, len }`.
-    fn alloc(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr) -> Result<(), LlvmError>;
+    /// `Alloc { buf, len, zeroed }`.
+    fn alloc(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr, zeroed: bool) -> Result<(), LlvmError>;
 
     /// Records failure `code` (the kernel's result); the caller then leaves through the
     /// function's exit ([`Cg::fail`]).

@@ -56,7 +56,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 self.b.position_at_end(merge);
                 Ok(())
             }
-            Stmt::Alloc { buf, len } => lw.alloc(self, fx, *buf, len),
+            Stmt::Alloc { buf, len, zeroed } => lw.alloc(self, fx, *buf, len, *zeroed),
             Stmt::Barrier => lw.barrier(self, fx),
             Stmt::Mma(m) => lw.mma(self, fx, m),
             Stmt::TileProduct(t) => self.tile_product(fx, t),

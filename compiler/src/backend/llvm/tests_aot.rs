@@ -15,7 +15,7 @@ fn scale() -> kir::Func {
     let h = k.heap("h", Ty::F32);
     let j = k.var("j", Ty::I64);
     k.body(vec![
-        Stmt::Alloc { buf: h, len: v(n) },
+        Stmt::Alloc { buf: h, len: v(n), zeroed: true },
         par(j, v(n), vec![st(h, v(j), un(UnOp::Tanh, bin(BinOp::Mul, ld(x, v(j)), v(s))))]),
         for_(j, i(0), v(n), vec![st(o, v(j), ld(h, v(j)))]),
     ])
@@ -166,8 +166,8 @@ fn bad_symbols_and_bad_kir_are_errors() {
         (vec![st(Buf(9), i(0), ld(x, i(0)))], "buffer 9 out of range"),
         (vec![set(Var(7), i(0))], "variable 7 out of range"),
         (vec![par(n, i(4), vec![par(n, i(2), vec![])])], "parallel loop inside a parallel loop"),
-        (vec![par(n, i(4), vec![Stmt::Alloc { buf: h, len: i(1) }])], "inside a parallel loop"),
-        (vec![Stmt::Alloc { buf: x, len: i(1) }], "non-heap"),
+        (vec![par(n, i(4), vec![Stmt::Alloc { buf: h, len: i(1), zeroed: true }])], "inside a parallel loop"),
+        (vec![Stmt::Alloc { buf: x, len: i(1), zeroed: true }], "non-heap"),
         (vec![Stmt::Fail { code: 0 }], "code 0"),
         (vec![set(fv, cast(Ty::F16, ld(x, i(0))))], "memory-only"),
         (vec![set(n, Expr::Bitcast { to: Ty::I64, x: Box::new(ld(x, i(0))) })], "bitcast of f32 to i64"),

@@ -7,7 +7,8 @@
 //! on AVX2. Per panel whose columns are all valid (`j0 + p·W <= min(cols, n)`, checked at run
 //! time): the accumulators start from `init` (vector loads of `C`, times the broadcast row
 //! scale), then for each `k` the panel's vectors of `B` row `k` are loaded once and every row
-//! `i` adds `A[i][k]` (broadcast) times them with `llvm.fma`; then the rows are stored. The
+//! `i` adds `A[i][k]` (broadcast) times them with `llvm.fma` (for a squared difference, the
+//! difference `d = A[i][k] - B[k][..]` and `fma(d, d, acc)`); then the rows are stored. The
 //! accumulators are allocas of vector type in the function's entry block, which SROA promotes
 //! to registers. A panel with missing columns (the tile's tail) runs its full vectors one at a
 //! time (a loop over their count) and the scalar expansion for the last partial vector, so
@@ -20,7 +21,7 @@ use inkwell::values::{BasicValue, BasicValueEnum, FloatValue, IntValue, PointerV
 
 use super::LlvmError;
 use super::codegen::{Cg, FnCx, float, int};
-use crate::schedule::kir::{TileInit, TileProduct};
+use crate::schedule::kir::{TileInit, TileOp, TileProduct};
 
 /// The tile's operands as LLVM values.
 struct Operands<'ctx> {
@@ -174,7 +175,14 @@ impl<'ctx> Cg<'ctx, '_> {
                 for (v, bv) in bvs.iter().enumerate() {
                     let slot = accs[(i * p) as usize + v];
                     let acc = cg.b.build_load(vt, slot, "acc")?;
-                    let r = cg.call(fma, &[a.into(), (*bv).into(), acc.into()])?;
+                    let (x, y) = match t.op {
+                        TileOp::Mul => (a, *bv),
+                        TileOp::SquaredDifference => {
+                            let d = cg.b.build_float_sub(a, *bv, "d")?;
+                            (d, d)
+                        }
+                    };
+                    let r = cg.call(fma, &[x.into(), y.into(), acc.into()])?;
                     cg.b.build_store(slot, r)?;
                 }
             }
@@ -231,7 +239,14 @@ impl<'ctx> Cg<'ctx, '_> {
                     let bidx = cg.b.build_int_add(brow, j, "")?;
                     let b = cg.b.build_load(f32t, cg.gep(f32t.into(), ops.b, bidx)?, "b")?;
                     let s = cg.b.build_load(f32t, acc, "acc")?;
-                    let r = cg.call(fma, &[a.into(), b.into(), s.into()])?;
+                    let (x, y) = match t.op {
+                        TileOp::Mul => (float(a)?, float(b)?),
+                        TileOp::SquaredDifference => {
+                            let d = cg.b.build_float_sub(float(a)?, float(b)?, "d")?;
+                            (d, d)
+                        }
+                    };
+                    let r = cg.call(fma, &[x.into(), y.into(), s.into()])?;
                     cg.b.build_store(acc, r)?;
                     Ok(())
                 })?;

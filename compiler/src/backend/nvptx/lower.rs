@@ -111,7 +111,8 @@ impl<'ctx> Lowering<'ctx> for DeviceFn<'ctx> {
         cg.device_parallel(self, fx, var, n, Some(threads), body)
     }
 
-    fn alloc(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr) -> Result<(), LlvmError> {
+    fn alloc(&mut self, cg: &mut Cg<'ctx, '_>, fx: &mut FnCx<'ctx>, buf: Buf, len: &Expr, _zeroed: bool) -> Result<(), LlvmError> {
+        // Device buffers are always zeroed (the host's zeroing is one memset per launch).
         cg.device_alloc(self, fx, buf, len)
     }
 

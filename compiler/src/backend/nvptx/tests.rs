@@ -29,7 +29,7 @@ fn mixed() -> Func {
     k.body(vec![
         set(m, bin(BinOp::Max, v(n), i(1))),
         st(s, i(0), ld(x, i(0))),
-        Stmt::Alloc { buf: t, len: v(m) },
+        Stmt::Alloc { buf: t, len: v(m), zeroed: true },
         par(j, v(n), vec![st(t, v(j), bin(BinOp::Mul, ld(x, v(j)), f32c(2.0)))]),
         par(j2, v(n), vec![st(o, v(j2), bin(BinOp::Add, ld(t, v(j2)), ld(s, i(0))))]),
     ])
@@ -157,8 +157,11 @@ fn spine_rejects_what_the_protocol_cannot_express() {
     assert_eq!(make_spine_memory_free(&in_loop).unwrap_err(), SpineError::ParallelInLoop { var: "q".into() });
     let cond = K(k.0.clone()).body(vec![if_(bin(BinOp::Gt, ld(x, i(0)), f32c(0.0)), vec![inner.clone()], vec![])]);
     assert_eq!(make_spine_memory_free(&cond).unwrap_err(), SpineError::MemoryCondition);
-    let alloc =
-        K(k.0.clone()).body(vec![if_(bin(BinOp::Gt, v(n), i(0)), vec![st(o, i(0), f32c(1.0)), Stmt::Alloc { buf: t, len: v(n) }], vec![])]);
+    let alloc = K(k.0.clone()).body(vec![if_(
+        bin(BinOp::Gt, v(n), i(0)),
+        vec![st(o, i(0), f32c(1.0)), Stmt::Alloc { buf: t, len: v(n), zeroed: true }],
+        vec![],
+    )]);
     assert_eq!(make_spine_memory_free(&alloc).unwrap_err(), SpineError::AllocInMemoryCode { buf: "t".into() });
 }
 

@@ -85,8 +85,8 @@ fn prep_reports_heap_sizes_counts_and_failures_in_status() {
     let n = k.dim("n");
     let (j, q) = (k.var("j", Ty::I64), k.var("q", Ty::I64));
     let f = k.body(vec![
-        Stmt::Alloc { buf: t, len: bin(BinOp::Add, v(n), i(2)) },
-        Stmt::Alloc { buf: u, len: i(3) },
+        Stmt::Alloc { buf: t, len: bin(BinOp::Add, v(n), i(2)), zeroed: true },
+        Stmt::Alloc { buf: u, len: i(3), zeroed: true },
         st(o, i(0), Expr::Const(Const::F64(1.0))),
         par(j, v(n), vec![st(t, v(j), Expr::Const(Const::F64(2.0)))]),
         par(q, bin(BinOp::Sub, i(0), v(n)), vec![st(u, v(q), Expr::Const(Const::I32(1)))]),
@@ -107,7 +107,7 @@ fn prep_reports_heap_sizes_counts_and_failures_in_status() {
     let mut k = K::new("k");
     let t = k.heap("t", Ty::F64);
     let n = k.dim("n");
-    let f = k.body(vec![Stmt::Alloc { buf: t, len: bin(BinOp::Shl, v(n), i(60)) }]);
+    let f = k.body(vec![Stmt::Alloc { buf: t, len: bin(BinOp::Shl, v(n), i(60)), zeroed: true }]);
     with_emulator(&[Export::new(&f, "k")], |dev| {
         let args = arrays(dev, &[], &[1], 1, 2);
         dev.launch("k_prep", 1, 1, args).unwrap();

@@ -67,8 +67,8 @@ pub(in super::super) enum Rows {
 /// The most rows of a [`Rows::Single`] tile.
 pub(in super::super) const SINGLE_ROWS: u32 = 32;
 
-/// `Σ_e Π a_k · Π b_k` inside the logit: `a` factors free of the key index, `b` factors
-/// free of the tile index.
+/// `Σ_e Π a_k · Π b_k` (or `Σ_e (a - b)²`) inside the logit: `a` factors free of the key
+/// index, `b` factors free of the tile index.
 pub(in super::super) struct Dot {
     /// The `sum` op (replaced by the computed tile).
     pub id: Id,
@@ -78,6 +78,100 @@ pub(in super::super) struct Dot {
     pub a: Vec<Id>,
     /// Key-side factors.
     pub b: Vec<Id>,
+    /// What is summed.
+    pub kind: DotKind,
+    /// The sum's filter, if any: free of the summed index and pure (a kernel-level mask such as
+    /// `m <= p` on a difference tensor `D[p, m, e]` read inside the sum); where it fails the
+    /// sum is 0.
+    pub filter: Option<Id>,
+}
+
+/// The summand of a [`Dot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in super::super) enum DotKind {
+    /// `Π a_k · Π b_k`: a dot product.
+    Product,
+    /// `(a - b)²` (written `d * d` or `pow(d, 2)` with `d = a - b` or `b - a`), one factor
+    /// each side: a squared Euclidean distance (L2 attention).
+    SquaredDifference,
+}
+
+impl Dot {
+    /// The sum's value from the computed tile's value `x` (of type `ty`), with the index
+    /// variables bound: `x`, or `x` where the filter holds and 0 elsewhere.
+    pub fn value(
+        &self,
+        cx: &mut Cx<'_>,
+        d: Def<'_>,
+        x: super::super::kir::Expr,
+        ty: super::super::kir::Ty,
+    ) -> Result<super::super::kir::Expr, super::super::ScheduleError> {
+        use super::super::build::e;
+        let Some(f) = self.filter else { return Ok(x) };
+        let ok = cx.lower_as(d, f, super::super::kir::Ty::Bool)?;
+        Ok(e::select(ok, x, e::num(ty, 0.0)))
+    }
+
+    /// The summand from the row side's value `a` (its factors' product) and the key side's `b`.
+    pub fn term(&self, a: super::super::kir::Expr, b: super::super::kir::Expr) -> super::super::kir::Expr {
+        use super::super::build::e;
+        match self.kind {
+            DotKind::Product => e::mul(a, b),
+            DotKind::SquaredDifference => {
+                let d = e::sub(a, b);
+                e::mul(d.clone(), d)
+            }
+        }
+    }
+}
+
+/// True if ops `x` and `y` compute the same value by construction: the same op, or the same
+/// arithmetic on the same reads, indices, constants, dims and params (conservative: other
+/// ops compare equal only by id).
+fn same(d: Def<'_>, x: Id, y: Id) -> bool {
+    if x == y {
+        return true;
+    }
+    let all = |a: &[Id], b: &[Id]| a.len() == b.len() && a.iter().zip(b).all(|(&p, &q)| same(d, p, q));
+    match (&d.ops[usize::from(x)], &d.ops[usize::from(y)]) {
+        (Op::Const(a), Op::Const(b)) => a == b,
+        (Op::Idx(a), Op::Idx(b)) => a == b,
+        (Op::Dim(a), Op::Dim(b)) => a == b,
+        (Op::Read { tensor: t, subs: a }, Op::Read { tensor: u, subs: b }) => t == u && all(a, b),
+        (Op::Unary { op: o, d: t, a }, Op::Unary { op: p, d: u, a: b }) => o == p && t == u && same(d, *a, *b),
+        (Op::Binary { op: o, d: t, a, b }, Op::Binary { op: p, d: u, a: c, b: e }) => {
+            o == p && t == u && same(d, *a, *c) && same(d, *b, *e)
+        }
+        (Op::Call { f, d: t, x, y }, Op::Call { f: g, d: u, x: z, y: w }) => {
+            f == g && t == u && same(d, *x, *z) && y.is_some() == w.is_some() && y.zip(*w).is_none_or(|(p, q)| same(d, p, q))
+        }
+        (Op::Cast { to: t, x }, Op::Cast { to: u, x: y }) => t == u && same(d, *x, *y),
+        _ => false,
+    }
+}
+
+/// `(a - b)²` with `a` free of the key index and `b` free of the tile index (either order):
+/// `(row side, key side)`.
+fn squared_difference(d: Def<'_>, body: Id, key: usize, tile: usize) -> Option<(Id, Id)> {
+    let base = match &d.ops[usize::from(body)] {
+        Op::Binary { op: BinOp::Mul, d: dt, a, b } if dt.is_float() && same(d, *a, *b) => *a,
+        Op::Call { f: crate::hir::Func::Pow, d: dt, x, y: Some(y) }
+            if dt.is_float() && matches!(d.ops[usize::from(*y)], Op::Const(c) if c.as_f64() == 2.0) =>
+        {
+            *x
+        }
+        _ => return None,
+    };
+    let Op::Binary { op: BinOp::Sub, d: dt, a, b } = d.ops[usize::from(base)] else { return None };
+    if !dt.is_float() {
+        return None;
+    }
+    let side = |x: Id| (uses(d.ops, x, key), uses(d.ops, x, tile));
+    match (side(a), side(b)) {
+        ((false, _), (_, false)) => Some((a, b)),
+        ((_, false), (false, _)) => Some((b, a)),
+        _ => None,
+    }
 }
 
 /// True if op `id` reads index slot `slot` (not counting inner rebindings of it). One pass
@@ -125,8 +219,19 @@ fn find_dot(d: Def<'_>, s: Id, key: usize, tile: usize, f: usize) -> Option<Dot>
     let zero = matches!(d.ops[usize::from(head.lo)], Op::Const(v) if v.as_i64() == 0 && !matches!(v, tfmc_runtime::Scalar::F(_)));
     let full = matches!(d.ops[usize::from(head.hi)], Op::Dim(_));
     let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
-    if !(zero && full && unfiltered) || head.slot == key || head.slot == tile {
+    // A filter that does not read the summed index holds for the whole sum or not at all.
+    let filter = (!unfiltered).then_some(head.filter);
+    if filter.is_some_and(|x| uses(d.ops, x, head.slot) || uses(d.ops, x, f) || !pure(d, x, None)) {
         return None;
+    }
+    if !(zero && full) || head.slot == key || head.slot == tile {
+        return None;
+    }
+    if let Some((a, b)) = squared_difference(d, *body, key, tile) {
+        if uses(d.ops, a, f) || uses(d.ops, b, f) || !uses(d.ops, b, key) {
+            return None;
+        }
+        return Some(Dot { id: *id, head: *head, a: vec![a], b: vec![b], kind: DotKind::SquaredDifference, filter });
     }
     let mut fs = Vec::new();
     factors(d, *body, &mut fs);
@@ -144,7 +249,7 @@ fn find_dot(d: Def<'_>, s: Id, key: usize, tile: usize, f: usize) -> Option<Dot>
             a.push(x);
         }
     }
-    (!b.is_empty()).then_some(Dot { id: *id, head: *head, a, b })
+    (!b.is_empty()).then_some(Dot { id: *id, head: *head, a, b, kind: DotKind::Product, filter })
 }
 
 /// True if the logit `s` holds no reduction but its dot product (a GPU thread evaluates the
@@ -199,6 +304,10 @@ pub(in super::super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
                 Op::Unary { d: dt, a, .. } => dt.is_float() && at(*a),
                 Op::Binary { op, d: dt, a, b } if dt.is_float() => !op.is_comparison() && at(*a) && at(*b),
                 Op::Binary { op: BinOp::Add | BinOp::Sub, d: dt, a, b } if dt.is_int() => index_like(*a) && index_like(*b),
+                // Comparisons of integers that cannot fail (a mask such as `m <= p`), and
+                // their conjunctions.
+                Op::Binary { op, d: dt, a, b } if dt.is_int() && op.is_comparison() => at(*a) && at(*b),
+                Op::And(a, b) | Op::Or(a, b) => at(*a) && at(*b),
                 Op::Call { d: dt, x, y, .. } => dt.is_float() && at(*x) && y.is_none_or(at),
                 Op::Cast { to, x } => to.is_float() && at(*x),
                 _ => false,

@@ -11,10 +11,10 @@ use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
 use super::super::hoist::invariants;
-use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileProduct, Ty, Var};
+use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileOp, TileProduct, Ty, Var};
 use super::super::lower::vty;
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::analysis::{Dot, Norm, Rows, SINGLE_ROWS, pure, uses};
+use super::analysis::{Dot, DotKind, Norm, Rows, SINGLE_ROWS, pure, uses};
 use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
 use crate::ir::eval::compile::Op;
 use egg::Id;
@@ -93,7 +93,8 @@ fn prepass<'p>(cx: &mut Cx<'_>, site: &Site<'_, '_>, tm: u32, dot: &'p Dot, esiz
     shape.push(mp.clone());
     let len = checked_len(cx, &shape, &format!("{}.kt", node.name));
     let kt = cx.b.buf(&format!("{}.kt", node.name), Ty::F32, BufKind::Heap);
-    cx.b.emit(Stmt::Alloc { buf: kt, len });
+    // Zeroed: the products of a short last block read the padding past `M`.
+    cx.b.emit(Stmt::Alloc { buf: kt, len, zeroed: true });
     let mark = cx.b.mark();
     let mut n = e::i64(1);
     for &a in &site.others() {
@@ -169,7 +170,8 @@ fn value_prepass(cx: &mut Cx<'_>, site: &Site<'_, '_>) -> Result<Option<ValuePan
     let name = format!("{}.vt", node.name);
     let len = checked_len(cx, &shape, &name);
     let buf = cx.b.buf(&name, Ty::F32, BufKind::Heap);
-    cx.b.emit(Stmt::Alloc { buf, len });
+    // Every key's row is stored below before the tiles read it.
+    cx.b.emit(Stmt::Alloc { buf, len, zeroed: false });
     let plane = e::var(cx.b.let_("vt.plane", e::mul(keys.clone(), fsize.clone())));
     let blocks = e::var(cx.b.let_("vt.blocks", e::bin(K::Div, e::add(keys.clone(), e::i64(PANEL_KEYS - 1)), e::i64(PANEL_KEYS))));
     let mut n = blocks.clone();
@@ -446,6 +448,10 @@ fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m
                 c0: e::add(e::mul(r0, tmx.clone()), j0),
                 ldc: tmx.clone(),
                 init: TileInit::Zero,
+                op: match p.dot.kind {
+                    DotKind::Product => TileOp::Mul,
+                    DotKind::SquaredDifference => TileOp::SquaredDifference,
+                },
             })));
             cx.b.close();
         });
@@ -463,7 +469,7 @@ fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m
     let j = cx.b.open_for("j", e::i64(0), tmx.clone());
     let at = e::add(e::mul(e::var(i), tmx.clone()), e::var(j));
     let kv = e::load(p.kt, e::add(e::var(krow), e::var(j)));
-    cx.b.store(tile.sb, at.clone(), e::add(e::load(tile.sb, at), e::mul(e::var(a), kv)));
+    cx.b.store(tile.sb, at.clone(), e::add(e::load(tile.sb, at), p.dot.term(e::var(a), kv)));
     cx.b.close();
     cx.b.close();
     cx.b.close();
@@ -520,16 +526,17 @@ fn softmax_block(
     let inside = |m: Var| e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(rlo)), e::bin(K::Lt, e::var(m), e::var(rhi)));
     // Logits, in a loop over the block's keys: the key bound, the packed tile's value
     // substituted for the dot product, and the running block max.
-    let open_keys = |cx: &mut Cx<'_>| -> (Var, Var, Option<IdxVar>) {
+    let open_keys = |cx: &mut Cx<'_>| -> Result<(Var, Var, Option<IdxVar>), ScheduleError> {
         let j = cx.b.open_for("j", e::i64(0), e::var(nm));
         let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
         let old_m = cx.bind(plan.head.slot, IdxVar { var: m, range: range.clone() });
         if let Some(p) = packed {
             let tile_value = e::load(tile.sb, tile.srow(i, e::var(j)));
             let tile_value = if ty == Ty::F32 { tile_value } else { e::cast(ty, tile_value) };
-            cx.subst.push((p.dot.id, tile_value));
+            let value = p.dot.value(cx, d, tile_value, ty)?;
+            cx.subst.push((p.dot.id, value));
         }
-        (j, m, old_m)
+        Ok((j, m, old_m))
     };
     let close_keys = |cx: &mut Cx<'_>, j: Var, sv: Expr, old_m: Option<IdxVar>| {
         if packed.is_some() {
@@ -558,13 +565,13 @@ fn softmax_block(
         // no mask code (the common case); an edge block masks with a select (vectorizes).
         let interior = e::bin(K::And, e::bin(K::Ge, e::var(m0), e::var(rlo)), e::bin(K::Le, e::add(e::var(m0), e::var(nm)), e::var(rhi)));
         cx.b.open_if(interior);
-        let (j, _, old_m) = open_keys(cx);
+        let (j, _, old_m) = open_keys(cx)?;
         let x = cx.lower_as(d, plan.s, ty)?;
         close_keys(cx, j, x, old_m);
         // A block has at least one key.
         cx.b.set(anyrow, e::bool(true));
         cx.b.open_else();
-        let (j, m, old_m) = open_keys(cx);
+        let (j, m, old_m) = open_keys(cx)?;
         let valid = cx.b.let_("valid", inside(m));
         let x = cx.lower_as(d, plan.s, ty)?;
         cx.b.set(anyrow, e::bin(K::Or, e::var(anyrow), e::var(valid)));
@@ -573,14 +580,14 @@ fn softmax_block(
     } else if plan.pure_filtered && (packed.is_some() || plan.dot.is_none()) {
         // A filter read from a tensor (a graph's adjacency): every key masks, by a select on
         // the filter and the row's bounds (vectorizes; a branch per key did not).
-        let (j, m, old_m) = open_keys(cx);
+        let (j, m, old_m) = open_keys(cx)?;
         let f = cx.lower_as(d, plan.head.filter, Ty::Bool)?;
         let valid = cx.b.let_("valid", e::bin(K::And, inside(m), f));
         let x = cx.lower_as(d, plan.s, ty)?;
         cx.b.set(anyrow, e::bin(K::Or, e::var(anyrow), e::var(valid)));
         close_keys(cx, j, e::select(e::var(valid), x, c(masked)), old_m);
     } else {
-        let (j, m, old_m) = open_keys(cx);
+        let (j, m, old_m) = open_keys(cx)?;
         let sv = cx.b.let_("logit", c(masked));
         cx.b.open_if(inside(m));
         let ok = cx.holds(d, plan.head.filter)?;
@@ -862,6 +869,7 @@ fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, 
             c0: e::add(e::mul(r0, fmax.clone()), f0),
             ldc: fmax.clone(),
             init: TileInit::Load,
+            op: TileOp::Mul,
         })));
         cx.b.close();
     });

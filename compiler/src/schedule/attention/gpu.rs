@@ -64,7 +64,7 @@ pub(super) fn emit(cx: &mut Cx<'_>, site: &Site<'_, '_>, threads: u32, tm: u32, 
     // Per-row bounds, in a heap buffer: [lo, hi] per (other point, row).
     let bnd = cx.b.buf(&format!("{}.bounds", node.name), Ty::I64, BufKind::Heap);
     let len = checked_len(cx, &[outer_n.clone(), rows.clone(), e::i64(2)], &format!("{}.bounds", node.name));
-    cx.b.emit(Stmt::Alloc { buf: bnd, len });
+    cx.b.emit(Stmt::Alloc { buf: bnd, len, zeroed: true });
     let mark = cx.b.mark();
     let r = cx.b.open_parallel(&format!("{}.bounds", node.name), e::mul(outer_n.clone(), rows.clone()));
     let outer = cx.b.let_("outer", e::bin(K::Div, e::var(r), rows.clone()));
@@ -308,9 +308,10 @@ fn row_logits(cx: &mut Cx<'_>, site: &Site<'_, '_>, th: &Thread, esize: Option<&
         let dv = cx.b.let_("dot", e::num(Ty::F32, 0.0));
         let ev = cx.b.open_for("e", e::i64(0), es.clone());
         let kv = e::load(ks, e::add(e::mul(e::var(j), e::i64(i64::from(EMAX))), e::var(ev)));
-        cx.b.set(dv, e::acc(K::Add, e::var(dv), e::mul(e::load(qa, e::var(ev)), kv)));
+        cx.b.set(dv, e::acc(K::Add, e::var(dv), dot.term(e::load(qa, e::var(ev)), kv)));
         cx.b.close();
         let x = if ty == Ty::F32 { e::var(dv) } else { e::cast(ty, e::var(dv)) };
+        let x = dot.value(cx, d, x, ty)?;
         cx.subst = vec![(dot.id, x)];
     }
     let x = cx.lower_as(d, plan.s, ty)?;

@@ -71,7 +71,7 @@ impl Split {
         let used = e::select(e::bin(K::Gt, e::var(n), e::i64(1)), e::var(n), e::i64(0));
         let points = e::mul(outer_n.clone(), rows.clone());
         let len = checked_len(cx, &[outer_n.clone(), rows.clone(), used, width.clone()], &format!("{}.parts", node.name));
-        cx.b.emit(Stmt::Alloc { buf: part, len });
+        cx.b.emit(Stmt::Alloc { buf: part, len, zeroed: true });
         Ok(Split { n, part, points, rows: rows.clone(), width, ty })
     }
 
