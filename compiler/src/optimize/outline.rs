@@ -112,8 +112,55 @@ pub fn outline(c: &Cascade, sizes: &Sizes) -> Cascade {
         done += 1;
         // Look at the new node (now at `pos`) next, then its reader again.
     }
+    share_outlined(&mut out, &made);
     out.relink();
     out
+}
+
+/// Every later place where a node evaluates an outlined subterm exactly as written (Flowformer's
+/// normaliser `Zc = Σ_m exp(Oc[m] − max Oc)` sums the `exp(…)` outlined for the key-value
+/// product) reads its tensor instead: the same indices name the same points, so the read is
+/// the value the subterm would compute.
+fn share_outlined(out: &mut Cascade, made: &std::collections::HashMap<(String, Vec<String>, DType), String>) {
+    // Larger subterms first (one may hold another), in a fixed order.
+    let mut made: Vec<(&String, &String)> = made.iter().map(|((text, _, _), name)| (text, name)).collect();
+    made.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
+    for (text, name) in made {
+        let Some(pn) = out.order.iter().position(|&k| out.graph[k].name == *name) else { continue };
+        let Some(Def::Expr(def)) = out.node(name).map(|n| n.def.clone()) else { continue };
+        let Some(Node { indices, .. }) = out.node(name).cloned() else { continue };
+        // The subterm as first written, or as it reads now (its own repeated reductions
+        // outlined since, as they were in the other readers).
+        let now = def.to_string();
+        let root = def.as_ref().last().cloned();
+        for k in out.order[pn + 1..].iter().copied() {
+            let Def::Expr(mut e) = out.graph[k].def.clone() else { continue };
+            let mut changed = false;
+            // One place at a time (ids move after a replacement); each replacement removes
+            // one occurrence, so this ends.
+            while let Some(at) = (0..e.as_ref().len()).map(Id::from).find(|&i| {
+                root.as_ref().is_some_and(|r| e[i].matches(r)) && {
+                    let t = subterm(&e, i).to_string();
+                    t == *text || t == now
+                }
+            }) {
+                let mut read = RecExpr::default();
+                let t = read.add(Tfm::Symbol(Symbol::from(name.as_str())));
+                let mut ch = vec![t];
+                for i in &indices {
+                    let s = read.add(Tfm::Symbol(Symbol::from(i.as_str())));
+                    ch.push(read.add(Tfm::Idx(s)));
+                }
+                read.add(Tfm::Read(ch.into_boxed_slice()));
+                let replaced = super::prefix::replace(&e, at, &read);
+                e = subterm(&replaced, Id::from(replaced.as_ref().len() - 1));
+                changed = true;
+            }
+            if changed {
+                out.graph[k].def = Def::Expr(e);
+            }
+        }
+    }
 }
 
 /// The outermost reduction of `node` to materialize: its id, the new node's indices and
@@ -228,6 +275,12 @@ fn reads_f64(c: &Cascade, e: &RecExpr<Tfm>, at: Id) -> bool {
 }
 
 /// The subterm of `e` at `at` as an expression of its own (only the nodes it reaches).
+/// The text of the subterm of `e` rooted at `at` (for tests).
+#[cfg(test)]
+pub(super) fn subterm_text(e: &RecExpr<Tfm>, at: Id) -> String {
+    subterm(e, at).to_string()
+}
+
 fn subterm(e: &RecExpr<Tfm>, at: Id) -> RecExpr<Tfm> {
     let n = usize::from(at) + 1;
     let mut live = vec![false; n];

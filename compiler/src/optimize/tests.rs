@@ -206,6 +206,36 @@ fn repeated_reductions_are_materialized() {
     assert!(after < before, "block: {before:.3e} -> {after:.3e}");
 }
 
+/// An outlined subterm is computed once: Flowformer's normaliser `Zc = Σ_m exp(Oc − max Oc)`
+/// reads the `exp(…)` tensor outlined for the key-value product, and its output's `Σ_e φ(Q)·Ks`
+/// the one outlined for `Qc`: no transcendental or reduction of the optimized cascade is
+/// evaluated, as written, by two nodes.
+#[test]
+fn outlined_subterms_are_read_not_recomputed() {
+    use crate::ir::Def;
+    use crate::ir::lang::Tfm;
+    let (c, _) = opt("flow.tfm", "flow_attention");
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for n in c.graph.node_weights() {
+        let Def::Expr(e) = &n.def else { continue };
+        let mut here = std::collections::BTreeSet::new();
+        for (k, node) in e.as_ref().iter().enumerate() {
+            if matches!(node, Tfm::Call(_) | Tfm::Sum(_) | Tfm::Max(_)) {
+                let t = super::outline::subterm_text(e, egg::Id::from(k));
+                // Constants and reads of one index are not worth sharing.
+                if t.contains("(sum") || t.contains("(call") {
+                    here.insert(t);
+                }
+            }
+        }
+        for t in here {
+            if let Some(other) = seen.insert(t.clone(), n.name.clone()) {
+                panic!("{t}\nevaluated by {other} and {}:\n{}", n.name, print_cascade(&c));
+            }
+        }
+    }
+}
+
 /// Attention sinks and softmax₁ (a constant or per-head term in the denominator), in the
 /// spellings users write, fuse to one pass (`osmz`) and get the tiled attention plan; a sink
 /// that reads the key cannot be one and stays unfused.
