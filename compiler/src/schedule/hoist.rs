@@ -151,6 +151,12 @@ pub(super) fn hoist(cx: &mut Cx<'_>, d: Def<'_>, roots: &[Id], slot: usize, guar
 /// loop's non-empty guard (only when `guarded` is allowed: it may fail, on the unconditional
 /// path). Reads the indices bound in `cx` now.
 pub(super) fn invariants(cx: &Cx<'_>, d: Def<'_>, roots: &[Id], slot: usize, guarded: bool) -> Vec<(Id, bool)> {
+    invariants_given(cx, d, roots, slot, guarded, &[])
+}
+
+/// [`invariants`] as if the index slots `also` were bound too (a plan deciding its loops
+/// before it opens them).
+pub(super) fn invariants_given(cx: &Cx<'_>, d: Def<'_>, roots: &[Id], slot: usize, guarded: bool, also: &[usize]) -> Vec<(Id, bool)> {
     let Some(top) = roots.iter().copied().max() else { return Vec::new() };
     if !roots.iter().any(|&r| heavy_inside(d, r)) {
         return Vec::new();
@@ -159,7 +165,7 @@ pub(super) fn invariants(cx: &Cx<'_>, d: Def<'_>, roots: &[Id], slot: usize, gua
     // Slots bound here (the loop's own slot is about to be rebound).
     let mut bound = 0u128;
     for (s, iv) in cx.idx.iter().enumerate() {
-        if iv.is_some() && s != slot && s < 128 {
+        if (iv.is_some() || also.contains(&s)) && s != slot && s < 128 {
             bound |= 1 << s;
         }
     }

@@ -218,6 +218,7 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                 let line = match cx.cpu.then(|| super::columns::column_reduction(&cx, node, slot, &slots_of[slot], d)).flatten() {
                     Some(col) if node.indices.len() == 1 => format!("{} outer, inner loop {}", col.index(), node.indices[0]),
                     Some(col) => generic_plan(node, None).replacen(", inner loop", &format!(", {} outer, inner loop", col.index()), 1),
+                    None if flat_parallel(&cx, node, slot, &slots_of[slot], d) => format!("parallel ({})", node.indices.join(", ")),
                     None => generic_plan(node, None),
                 };
                 plan.push(format!("{}: {line}", node.name));
@@ -318,6 +319,28 @@ fn partiality(c: &Cascade, compiled: &[Compiled]) -> Vec<bool> {
         };
     }
     partial
+}
+
+/// True if the generic plan runs every index of `node` in parallel (no inner loop over the
+/// last one): the definition is a reduction (or a function of one, `sqrt(Σ_n A²)`), so each
+/// point is a loop of its own, and nothing would be hoisted out of a loop over the last index
+/// (a row's normaliser inside the sum stays computed once per row) — Pattention's row norms
+/// `[b, t]` were one thread per batch item; unless the column plan takes it (the last index
+/// inner is that plan).
+fn flat_parallel(cx: &Cx<'_>, node: &Node, slot: usize, slots: &[usize], d: Def<'_>) -> bool {
+    let mut at = d.root();
+    loop {
+        match &d.ops[usize::from(at)] {
+            Op::Reduce { .. } | Op::URed { .. } => break,
+            Op::Call { x, y: None, .. } | Op::Cast { x, .. } => at = *x,
+            Op::Unary { a, .. } => at = *a,
+            _ => return false,
+        }
+    }
+    let Some((&last, outer)) = slots.split_last() else { return false };
+    !outer.is_empty()
+        && super::hoist::invariants_given(cx, d, &[d.root()], last, true, outer).is_empty()
+        && !(cx.cpu && super::columns::column_reduction(cx, node, slot, slots, d).is_some())
 }
 
 fn generic_plan(node: &Node, scan: Option<usize>) -> String {
@@ -466,8 +489,10 @@ fn generic_node(
     let k = slots.len();
     let mark = cx.b.mark();
     let last = k.checked_sub(1);
-    // Parallel axes: all but the innermost and the scanned.
-    let par: Vec<usize> = (0..k).filter(|&a| Some(a) != scan && (Some(a) != last || scan == last)).collect();
+    // Parallel axes: all but the innermost and the scanned (all of them for a reduction per
+    // point, `flat_parallel`).
+    let flat = scan.is_none() && parts.is_empty() && flat_parallel(cx, node, slot, slots, d);
+    let par: Vec<usize> = (0..k).filter(|&a| Some(a) != scan && (flat || Some(a) != last || scan == last)).collect();
     let (mut vars, mut saved) = open_parallel_axes(cx, node, slots, &t.shape, &par, &format!("{}.outer", node.name));
     let open_seq = |cx: &mut Cx<'_>, a: usize, vars: &mut Vec<Option<Expr>>, saved: &mut Vec<_>| {
         let v = cx.b.open_for(&node.indices[a], e::i64(0), t.shape[a].clone());
@@ -492,6 +517,7 @@ fn generic_node(
     let mut hoisted = cx.subst.len();
     if let Some(l) = last
         && Some(l) != scan
+        && !flat
     {
         if scan.is_none() && k > 1 {
             let nonempty = e::bin(K::Gt, t.shape[l].clone(), e::i64(0));

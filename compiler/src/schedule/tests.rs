@@ -267,6 +267,28 @@ fn squared_distances_take_the_packed_tile() {
     assert!(!plan.iter().any(|p| p.contains("(Q - K)²")), "{plan:?}");
 }
 
+/// A node whose every point is a reduction of its own (row norms `[b, t]`, a max over keys)
+/// runs all its indices in parallel — `parallel (b)` with an inner loop over `t` was one
+/// thread per batch item; a column reduction keeps its rows-outer plan, and a map with a
+/// subterm hoisted out of the loop over its last index keeps that loop.
+#[test]
+fn reductions_per_point_run_every_index_in_parallel() {
+    let flat = [
+        ("kernel k(A: f32[B, T, N]) -> (S: f32[B, T]) { S[b, t] = sqrt(sum[n](A[b, t, n] * A[b, t, n])) }", "S: parallel (b, t)"),
+        ("kernel k(X: f32[P, E], V: f32[M, F]) -> (O: f32[P, F]) { O[p, f] = max[m](V[m, f] * X[p, m % E]) }", "O: parallel (p, f)"),
+    ];
+    for (text, want) in flat {
+        let (plan, _) = plan_of(text, "k");
+        assert!(plan.iter().any(|p| p == want), "{text}: {plan:?}");
+    }
+    let (plan, _) = plan_of("kernel k(X: f32[B, T, D]) -> (S: f32[B, D]) { S[b, d] = sum[t](X[b, t, d]) }", "k");
+    assert!(plan.iter().any(|p| p.contains("t outer, inner loop d")), "{plan:?}");
+    // Not a reduction per point: a map whose row factor `exp(Σ_e X[p, e])` is computed once
+    // per row, outside the loop over `f`.
+    let (plan, _) = plan_of("kernel k(X: f32[P, E], Y: f32[P, F]) -> (O: f32[P, F]) { O[p, f] = Y[p, f] * exp(sum[e](X[p, e])) }", "k");
+    assert!(plan.iter().any(|p| p == "O: parallel (p), inner loop f"), "{plan:?}");
+}
+
 /// Sums, maxima and minima down the rows (the reduced index outer in every read, the output's
 /// last index inner) run rows outer, columns inner; a row reduction, one whose body reads
 /// along the reduced index or may fail, or a half-precision one keeps the generic order.
