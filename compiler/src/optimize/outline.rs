@@ -90,16 +90,7 @@ pub fn outline(c: &Cascade, sizes: &Sizes) -> Cascade {
             pos += 1;
             continue;
         }
-        let mut read = RecExpr::default();
-        let t = read.add(Tfm::Symbol(Symbol::from(name.as_str())));
-        let mut ch = vec![t];
-        for i in &indices {
-            let s = read.add(Tfm::Symbol(Symbol::from(i.as_str())));
-            ch.push(read.add(Tfm::Idx(s)));
-        }
-        read.add(Tfm::Read(ch.into_boxed_slice()));
-        let reader = super::prefix::replace(e, at, &read);
-        out.graph[ix].def = Def::Expr(subterm(&reader, Id::from(reader.as_ref().len() - 1)));
+        out.graph[ix].def = Def::Expr(replaced_by_read(e, at, &name, &indices));
         if earlier.is_some() {
             // The reader is looked at again (its next reduction).
             done += 1;
@@ -144,16 +135,7 @@ fn share_outlined(out: &mut Cascade, made: &std::collections::HashMap<(String, V
                     t == *text || t == now
                 }
             }) {
-                let mut read = RecExpr::default();
-                let t = read.add(Tfm::Symbol(Symbol::from(name.as_str())));
-                let mut ch = vec![t];
-                for i in &indices {
-                    let s = read.add(Tfm::Symbol(Symbol::from(i.as_str())));
-                    ch.push(read.add(Tfm::Idx(s)));
-                }
-                read.add(Tfm::Read(ch.into_boxed_slice()));
-                let replaced = super::prefix::replace(&e, at, &read);
-                e = subterm(&replaced, Id::from(replaced.as_ref().len() - 1));
+                e = replaced_by_read(&e, at, name, &indices);
                 changed = true;
             }
             if changed {
@@ -275,6 +257,21 @@ fn reads_f64(c: &Cascade, e: &RecExpr<Tfm>, at: Id) -> bool {
 }
 
 /// The subterm of `e` at `at` as an expression of its own (only the nodes it reaches).
+/// `e` with its subterm at `at` replaced by a read of tensor `name` at `indices` (each a bare
+/// index), dead nodes dropped.
+fn replaced_by_read(e: &RecExpr<Tfm>, at: Id, name: &str, indices: &[String]) -> RecExpr<Tfm> {
+    let mut read = RecExpr::default();
+    let t = read.add(Tfm::Symbol(Symbol::from(name)));
+    let mut ch = vec![t];
+    for i in indices {
+        let s = read.add(Tfm::Symbol(Symbol::from(i.as_str())));
+        ch.push(read.add(Tfm::Idx(s)));
+    }
+    read.add(Tfm::Read(ch.into_boxed_slice()));
+    let replaced = super::prefix::replace(e, at, &read);
+    subterm(&replaced, Id::from(replaced.as_ref().len() - 1))
+}
+
 /// The text of the subterm of `e` rooted at `at` (for tests).
 #[cfg(test)]
 pub(super) fn subterm_text(e: &RecExpr<Tfm>, at: Id) -> String {
