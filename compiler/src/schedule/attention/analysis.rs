@@ -6,7 +6,10 @@
 
 use egg::Id;
 
+use super::super::ScheduleError;
+use super::super::build::e;
 use super::super::common::may_absent;
+use super::super::kir::{Expr, Ty};
 use super::super::lower::{Cx, Def, children};
 use crate::hir::{BinOp, ReduceOp};
 use crate::ir::Node;
@@ -99,22 +102,14 @@ pub(in super::super) enum DotKind {
 impl Dot {
     /// The sum's value from the computed tile's value `x` (of type `ty`), with the index
     /// variables bound: `x`, or `x` where the filter holds and 0 elsewhere.
-    pub fn value(
-        &self,
-        cx: &mut Cx<'_>,
-        d: Def<'_>,
-        x: super::super::kir::Expr,
-        ty: super::super::kir::Ty,
-    ) -> Result<super::super::kir::Expr, super::super::ScheduleError> {
-        use super::super::build::e;
+    pub fn value(&self, cx: &mut Cx<'_>, d: Def<'_>, x: Expr, ty: Ty) -> Result<Expr, ScheduleError> {
         let Some(f) = self.filter else { return Ok(x) };
-        let ok = cx.lower_as(d, f, super::super::kir::Ty::Bool)?;
+        let ok = cx.lower_as(d, f, Ty::Bool)?;
         Ok(e::select(ok, x, e::num(ty, 0.0)))
     }
 
     /// The summand from the row side's value `a` (its factors' product) and the key side's `b`.
-    pub fn term(&self, a: super::super::kir::Expr, b: super::super::kir::Expr) -> super::super::kir::Expr {
-        use super::super::build::e;
+    pub fn term(&self, a: Expr, b: Expr) -> Expr {
         match self.kind {
             DotKind::Product => e::mul(a, b),
             DotKind::SquaredDifference => {
@@ -126,8 +121,8 @@ impl Dot {
 }
 
 /// True if ops `x` and `y` compute the same value by construction: the same op, or the same
-/// arithmetic on the same reads, indices, constants, dims and params (conservative: other
-/// ops compare equal only by id).
+/// arithmetic, calls and casts on the same reads, indices, constants and dims (conservative:
+/// other ops compare equal only by id).
 fn same(d: Def<'_>, x: Id, y: Id) -> bool {
     if x == y {
         return true;
