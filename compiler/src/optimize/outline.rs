@@ -118,8 +118,7 @@ fn share_outlined(out: &mut Cascade, made: &std::collections::HashMap<(String, V
     made.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
     for (text, name) in made {
         let Some(pn) = out.order.iter().position(|&k| out.graph[k].name == *name) else { continue };
-        let Some(Def::Expr(def)) = out.node(name).map(|n| n.def.clone()) else { continue };
-        let Some(Node { indices, .. }) = out.node(name).cloned() else { continue };
+        let Node { def: Def::Expr(def), indices, .. } = out.graph[out.order[pn]].clone() else { continue };
         // The subterm as first written, or as it reads now (its own repeated reductions
         // outlined since, as they were in the other readers).
         let now = def.to_string();
@@ -256,7 +255,6 @@ fn reads_f64(c: &Cascade, e: &RecExpr<Tfm>, at: Id) -> bool {
     })
 }
 
-/// The subterm of `e` at `at` as an expression of its own (only the nodes it reaches).
 /// `e` with its subterm at `at` replaced by a read of tensor `name` at `indices` (each a bare
 /// index), dead nodes dropped.
 fn replaced_by_read(e: &RecExpr<Tfm>, at: Id, name: &str, indices: &[String]) -> RecExpr<Tfm> {
@@ -278,6 +276,7 @@ pub(super) fn subterm_text(e: &RecExpr<Tfm>, at: Id) -> String {
     subterm(e, at).to_string()
 }
 
+/// The subterm of `e` at `at` as an expression of its own (only the nodes it reaches).
 fn subterm(e: &RecExpr<Tfm>, at: Id) -> RecExpr<Tfm> {
     let n = usize::from(at) + 1;
     let mut live = vec![false; n];

@@ -179,8 +179,8 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                         },
                         if let Some(dot) = &p.dot {
                             match dot.kind {
-                                super::attention::DotKind::Product => "packed Q·Kᵀ tile when enough rows, else natural",
-                                super::attention::DotKind::SquaredDifference => "packed (Q - K)² tile when enough rows, else natural",
+                                super::kir::TileOp::Mul => "packed Q·Kᵀ tile when enough rows, else natural",
+                                super::kir::TileOp::SquaredDifference => "packed (Q - K)² tile when enough rows, else natural",
                             }
                         } else {
                             match p.rows {

@@ -17,7 +17,7 @@
 
 use inkwell::IntPredicate as IP;
 use inkwell::types::{BasicTypeEnum, VectorType};
-use inkwell::values::{BasicValue, BasicValueEnum, FloatValue, IntValue, PointerValue, VectorValue};
+use inkwell::values::{BasicValue, BasicValueEnum, FloatMathValue, FloatValue, IntValue, PointerValue, VectorValue};
 
 use super::LlvmError;
 use super::codegen::{Cg, FnCx, float, int};
@@ -175,13 +175,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 for (v, bv) in bvs.iter().enumerate() {
                     let slot = accs[(i * p) as usize + v];
                     let acc = cg.b.build_load(vt, slot, "acc")?;
-                    let (x, y) = match t.op {
-                        TileOp::Mul => (a, *bv),
-                        TileOp::SquaredDifference => {
-                            let d = cg.b.build_float_sub(a, *bv, "d")?;
-                            (d, d)
-                        }
-                    };
+                    let (x, y) = cg.fma_operands(t.op, a, *bv)?;
                     let r = cg.call(fma, &[x.into(), y.into(), acc.into()])?;
                     cg.b.build_store(slot, r)?;
                 }
@@ -239,13 +233,7 @@ impl<'ctx> Cg<'ctx, '_> {
                     let bidx = cg.b.build_int_add(brow, j, "")?;
                     let b = cg.b.build_load(f32t, cg.gep(f32t.into(), ops.b, bidx)?, "b")?;
                     let s = cg.b.build_load(f32t, acc, "acc")?;
-                    let (x, y) = match t.op {
-                        TileOp::Mul => (float(a)?, float(b)?),
-                        TileOp::SquaredDifference => {
-                            let d = cg.b.build_float_sub(float(a)?, float(b)?, "d")?;
-                            (d, d)
-                        }
-                    };
+                    let (x, y) = cg.fma_operands(t.op, float(a)?, float(b)?)?;
                     let r = cg.call(fma, &[x.into(), y.into(), s.into()])?;
                     cg.b.build_store(acc, r)?;
                     Ok(())
@@ -289,6 +277,18 @@ impl<'ctx> Cg<'ctx, '_> {
         match v {
             BasicValueEnum::VectorValue(v) => Ok(v),
             _ => Err(LlvmError::Internal("a vector load gave a non-vector".into())),
+        }
+    }
+
+    /// The two factors `fma` multiplies for one term of `op` from `a = A[i][k]` and
+    /// `b = B[k][j]` (scalars or vectors): `a`, `b`; or `d`, `d` with `d = a - b`.
+    fn fma_operands<T: FloatMathValue<'ctx> + Copy>(&self, op: TileOp, a: T, b: T) -> Result<(T, T), LlvmError> {
+        match op {
+            TileOp::Mul => Ok((a, b)),
+            TileOp::SquaredDifference => {
+                let d = self.b.build_float_sub(a, b, "d")?;
+                Ok((d, d))
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use egg::Id;
 use super::super::ScheduleError;
 use super::super::build::e;
 use super::super::common::may_absent;
-use super::super::kir::{Expr, Ty};
+use super::super::kir::{Expr, TileOp, Ty};
 use super::super::lower::{Cx, Def, children};
 use crate::hir::{BinOp, ReduceOp};
 use crate::ir::Node;
@@ -81,22 +81,14 @@ pub(in super::super) struct Dot {
     pub a: Vec<Id>,
     /// Key-side factors.
     pub b: Vec<Id>,
-    /// What is summed.
-    pub kind: DotKind,
+    /// What is summed: `Π a_k · Π b_k` ([`TileOp::Mul`]), or `(a - b)²` with one factor each
+    /// side ([`TileOp::SquaredDifference`], written `d * d` or `pow(d, 2)` with `d = a - b` or
+    /// `b - a`: a squared Euclidean distance, L2 attention) — the tile product that computes it.
+    pub kind: TileOp,
     /// The sum's filter, if any: free of the summed index and pure (a kernel-level mask such as
     /// `m <= p` on a difference tensor `D[p, m, e]` read inside the sum); where it fails the
     /// sum is 0.
     pub filter: Option<Id>,
-}
-
-/// The summand of a [`Dot`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(in super::super) enum DotKind {
-    /// `Π a_k · Π b_k`: a dot product.
-    Product,
-    /// `(a - b)²` (written `d * d` or `pow(d, 2)` with `d = a - b` or `b - a`), one factor
-    /// each side: a squared Euclidean distance (L2 attention).
-    SquaredDifference,
 }
 
 impl Dot {
@@ -111,8 +103,8 @@ impl Dot {
     /// The summand from the row side's value `a` (its factors' product) and the key side's `b`.
     pub fn term(&self, a: Expr, b: Expr) -> Expr {
         match self.kind {
-            DotKind::Product => e::mul(a, b),
-            DotKind::SquaredDifference => {
+            TileOp::Mul => e::mul(a, b),
+            TileOp::SquaredDifference => {
                 let d = e::sub(a, b);
                 e::mul(d.clone(), d)
             }
@@ -226,7 +218,7 @@ fn find_dot(d: Def<'_>, s: Id, key: usize, tile: usize, f: usize) -> Option<Dot>
         if uses(d.ops, a, f) || uses(d.ops, b, f) || !uses(d.ops, b, key) {
             return None;
         }
-        return Some(Dot { id: *id, head: *head, a: vec![a], b: vec![b], kind: DotKind::SquaredDifference, filter });
+        return Some(Dot { id: *id, head: *head, a: vec![a], b: vec![b], kind: TileOp::SquaredDifference, filter });
     }
     let mut fs = Vec::new();
     factors(d, *body, &mut fs);
@@ -244,7 +236,7 @@ fn find_dot(d: Def<'_>, s: Id, key: usize, tile: usize, f: usize) -> Option<Dot>
             a.push(x);
         }
     }
-    (!b.is_empty()).then_some(Dot { id: *id, head: *head, a, b, kind: DotKind::Product, filter })
+    (!b.is_empty()).then_some(Dot { id: *id, head: *head, a, b, kind: TileOp::Mul, filter })
 }
 
 /// True if the logit `s` holds no reduction but its dot product (a GPU thread evaluates the

@@ -14,7 +14,7 @@ use super::super::hoist::invariants;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileOp, TileProduct, Ty, Var};
 use super::super::lower::vty;
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::analysis::{Dot, DotKind, Norm, Rows, SINGLE_ROWS, pure, uses};
+use super::analysis::{Dot, Norm, Rows, SINGLE_ROWS, pure, uses};
 use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
 use crate::ir::eval::compile::Op;
 use egg::Id;
@@ -448,10 +448,7 @@ fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m
                 c0: e::add(e::mul(r0, tmx.clone()), j0),
                 ldc: tmx.clone(),
                 init: TileInit::Zero,
-                op: match p.dot.kind {
-                    DotKind::Product => TileOp::Mul,
-                    DotKind::SquaredDifference => TileOp::SquaredDifference,
-                },
+                op: p.dot.kind,
             })));
             cx.b.close();
         });

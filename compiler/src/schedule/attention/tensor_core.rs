@@ -59,7 +59,7 @@ pub(super) fn kind(plan: &Plan, d: Def<'_>, node: &Node) -> Option<MmaKind> {
     }
     // Tensor cores multiply: a squared difference (or a filtered sum) stays on the CUDA-core
     // plan.
-    let dot = plan.dot.as_ref().filter(|d| d.kind == super::analysis::DotKind::Product && d.filter.is_none())?;
+    let dot = plan.dot.as_ref().filter(|d| d.kind == super::super::kir::TileOp::Mul && d.filter.is_none())?;
     let ([a], [b]) = (dot.a.as_slice(), dot.b.as_slice()) else { return None };
     // A read, or a read widened to f32 or f64 (exact).
     let fmt = |x: egg::Id| {
