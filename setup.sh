@@ -3,8 +3,10 @@
 # Idempotent: every step checks first and is skipped when already done (a no-op run takes well
 # under 5 s). The tested recipe behind each step is shared/docs/setup.md.
 #
-#   - apt: LLVM 22 with Polly (for the LLVM backends; linked statically by llvm-sys) plus the
-#     libraries it links, a C compiler, and python3-venv;
+#   - apt: LLVM 22 with Polly (for the LLVM backends) plus the libraries it links, a C compiler,
+#     and python3-venv; the build links the shared libLLVM.so.22.1 (Cargo.toml: inkwell's
+#     `llvm22-1-prefer-dynamic`), which apt puts on the loader's path: each of the ~20 test
+#     binaries would otherwise carry its own ~90 MB copy of LLVM (CI ran out of disk);
 #   - .venv: nvidia-cuda-nvcc-cu12 (ptxas, for offline PTX validation), numpy (test
 #     cross-checks), maturin, pytest and torch, and the tfmc Python package built from python/;
 #   - cargo must already be installed (rustup cannot be downloaded here).

@@ -36,7 +36,7 @@ calls (fewer when the warm-up says `iters` calls would exceed `budget_s`; at lea
                 length, F.scaled_dot_product_attention(enable_gqa=True)
   v_NAME:       `tfmc bench --variants`: the eager ops of lib/'s kernel NAME, as written there
                 (sdpa causal window alibi softcap gqa mqa l2 linear linear_causal retnet sigmoid
-                sigmoid_causal diff softmax_one sink_causal sink_window flow graph pattention; pattention
+                sigmoid_causal diff softmax_one sink_causal sink_window flow graph pattention stick; pattention
                 is X [b, p, e] against m parameter tokens Kp [m, e], Vp [m, f]); "f" gives
                 V's head dim (default e); masks by torch.where(mask, S, -inf)
 """
@@ -247,6 +247,19 @@ def variant_fn(torch, kind, shape, rand):
             return gate * torch.einsum("bhpe,bhef->bhpf", qf, kv) / inflow.unsqueeze(-1)
 
         return flow
+    if name == "stick":
+        strict = mi < pi
+
+        def stick():
+            # The paper's log-space form: log A = logsigmoid(S) + sum_{m<k<p} log(1 - sigmoid(S_k)),
+            # the sum over the keys between as a reversed cumulative sum.
+            s = logits(q, k)
+            log_left = torch.where(strict, F.logsigmoid(-s), torch.tensor(0.0))
+            after = torch.flip(torch.cumsum(torch.flip(log_left, [-1]), -1), [-1]) - log_left
+            a = torch.where(strict, torch.exp(F.logsigmoid(s) + after), torch.tensor(0.0))
+            return torch.matmul(a, v)
+
+        return stick
     if name == "graph":
         adj = (torch.rand(b, 1, p, m) < 0.5)
         return lambda: softmax_av(torch.where(adj, logits(q, k), neg_inf), v)

@@ -169,6 +169,79 @@ fn inline_math_at_the_edges(backend: &Target) {
         }
     }
     pow_at_the_edges(backend);
+    log_at_the_edges(backend);
+}
+
+/// The inline `f32` logarithms (`log`, `log2`, `log1p`: bits split into `2^k · m`, Cephes'
+/// polynomial) and `softplus` (`max(x, 0) + log1p(e^-|x|)`) against the interpreter at the
+/// edges: ±0, subnormals, the smallest normal, the `√½` and `√2` boundaries of the mantissa
+/// split, 1 ± 1 ulp, `log1p` of tiny, -1 and below, the largest float, ±inf, NaN; then a sweep
+/// of `e^[-100, 88]` and of `[-100, 100]`.
+fn log_at_the_edges(backend: &Target) {
+    let program = tfmc::load_str(
+        "log.tfm",
+        "kernel k(X: f32[N]) -> (A: f32[N], B: f32[N], C: f32[N], D: f32[N]) {\n    A[n] = log(X[n])\n    \
+         B[n] = log2(X[n])\n    C[n] = log1p(X[n])\n    D[n] = softplus(X[n])\n}\n",
+    )
+    .unwrap();
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        1e-45,
+        1e-40,
+        1.1754942e-38,
+        1.1754944e-38,
+        1e-30,
+        1e-10,
+        -1e-10,
+        1e-7,
+        -1e-7,
+        5.9604645e-8,
+        -5.9604645e-8,
+        0.5,
+        0.70710677,
+        f64::from(std::f32::consts::FRAC_1_SQRT_2),
+        0.75,
+        1.0,
+        1.0000001,
+        0.99999994,
+        f64::from(std::f32::consts::SQRT_2),
+        1.4142137,
+        2.0,
+        3.0,
+        10.0,
+        1e10,
+        1e30,
+        3.4028235e38,
+        -0.5,
+        -0.99999994,
+        -1.0,
+        -1.5,
+        -20.0,
+        20.0,
+        -87.0,
+        88.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+    ];
+    xs.extend((0..1881).map(|i| (-100.0 + 0.1 * f64::from(i) + 0.0123).exp()));
+    xs.extend((0..2001).map(|i| -100.0 + 0.1 * f64::from(i) + 0.0077));
+    let n = xs.len();
+    let x = Tensor::from_f64(tfmc_runtime::DType::F32, vec![n], xs.clone()).unwrap();
+    let inputs: BTreeMap<String, Tensor> = [("X".to_string(), x)].into();
+    let params = BTreeMap::new();
+    let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
+    let got = run_on(backend, &program, "k", &inputs, &params).unwrap();
+    for name in ["A", "B", "C", "D"] {
+        let (g, w) = (got[name].to_f64_vec(), want[name].to_f64_vec());
+        for i in 0..n {
+            let (g, w) = (g[i], w[i] as f32 as f64);
+            // softplus far below 0 is `exp`'s: off by at most 1e-37 absolute where it clamps.
+            let ok = (g.is_nan() && w.is_nan()) || g == w || (g - w).abs() <= 1e-6 * w.abs() + 1e-37;
+            assert!(ok, "{}: {name}({}) = {g}, want {w}", backend.name(), xs[i]);
+        }
+    }
 }
 
 /// The inline `f32` `pow` (`2^(b·log2|a|)`, the logarithm in `f64`) against the interpreter's
@@ -320,7 +393,7 @@ fn large_logits_and_fully_masked_rows(backend: &Target) {
 }
 
 /// The variants of issue 18 (`sigmoid.tfm`, `diff.tfm`, `quiet.tfm`, `flow.tfm`, `graph.tfm`,
-/// `tokenformer.tfm`)
+/// `tokenformer.tfm`, `l2.tfm`, `stick.tfm`)
 /// on rows and keys off every tile (1, 19, 37, 37 × 70), with logits of ±1e4 (Q and K scaled by
 /// 1e2), and fully masked rows: `sink_window` with W = 0 (every row) and a graph node with no
 /// edge. Flow attention runs with E = F = 2 and up to 19 rows only (issue 18: its compiled code is far above the
@@ -336,6 +409,7 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
         ("graph.tfm", "graph_attention"),
         ("flow.tfm", "flow_attention"),
         ("l2.tfm", "l2_attention"),
+        ("stick.tfm", "stick_breaking"),
     ];
     let params = BTreeMap::new();
     for (file, kernel) in kernels {

@@ -6,7 +6,7 @@ use tfm_dsl::{FileId, parse_file};
 use tfmc_conformance::lib_path;
 
 /// Every library file and the kernels it defines.
-const FILES: [(&str, &[&str]); 20] = [
+const FILES: [(&str, &[&str]); 21] = [
     ("sdpa.tfm", &["sdpa"]),
     ("causal.tfm", &["causal"]),
     ("window.tfm", &["window"]),
@@ -27,6 +27,7 @@ const FILES: [(&str, &[&str]); 20] = [
     ("flow.tfm", &["flow_attention"]),
     ("graph.tfm", &["graph_attention"]),
     ("tokenformer.tfm", &["pattention"]),
+    ("stick.tfm", &["stick_breaking"]),
 ];
 
 #[test]

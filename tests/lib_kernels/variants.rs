@@ -1,5 +1,5 @@
 //! The variants of issue 18 (sigmoid, differential, softmax plus one and sinks, Flowformer,
-//! graph-masked attention, Pattention) against their f64 references, on SHAPES plus odd sizes off every tile
+//! graph-masked attention, Pattention, stick-breaking) against their f64 references, on SHAPES plus odd sizes off every tile
 //! (19, 37), large logits, and fully masked rows where the kernel has a mask.
 
 use rand::Rng;
@@ -42,6 +42,28 @@ fn sigmoid_attention_with_huge_logits() {
         assert!(got.data.iter().all(|x| x.is_finite()), "{kernel}: non-finite output");
         assert_nd_close(&format!("{kernel} huge logits"), &got, &r::sigmoid_attention(&q, &k, &v, causal), TOL);
     }
+}
+
+#[test]
+fn stick_breaking_matches_reference() {
+    // The kernel sums logs of the stick left over (a scan over the keys between m and p); the
+    // reference multiplies what is left, walking outwards from the query.
+    let program = load_lib("stick.tfm");
+    let mut all = shapes();
+    all.extend([[1, 1, 70, 37, 4, 3], [1, 2, 1, 1, 3, 2]]);
+    for (i, shape) in all.into_iter().enumerate() {
+        let (q, k, v) = qkv(&mut rng(1100 + i as u64), shape);
+        let got = run_out(&program, "stick_breaking", &inputs(&q, &k, &v), &[], "O");
+        assert_nd_close(&format!("stick_breaking {shape:?}"), &got, &r::stick_breaking(&q, &k, &v), TOL);
+        // The first query has no key before it.
+        assert!(got.data[..shape[5]].iter().all(|x| *x == 0.0), "stick_breaking {shape:?}: row 0 must be 0");
+    }
+    // Logits of ±1e3: sticks broken at once (beta = 1) or never (beta = 0), never NaN.
+    let (q, k, v) = qkv(&mut rng(1120), [1, 2, 19, 37, 4, 3]);
+    let q = map_f32(&q, |x| x * 1e3);
+    let got = run_out(&program, "stick_breaking", &inputs(&q, &k, &v), &[], "O");
+    assert!(got.data.iter().all(|x| x.is_finite()), "stick_breaking: non-finite output at large logits");
+    assert_nd_close("stick_breaking large logits", &got, &r::stick_breaking(&q, &k, &v), TOL);
 }
 
 /// Q1, Q2 [B,H,P,E], K1, K2 [B,H,M,E], V [B,H,M,F], with Q1 and Q2 scaled by `scale`.

@@ -86,6 +86,7 @@ pub const VARIANTS: &[Variant] = &[
     v("flow", "flow.tfm", "flow_attention", "v_flow"),
     v("graph", "graph.tfm", "graph_attention", "v_graph"),
     v("pattention", "tokenformer.tfm", "pattention", "v_pattention"),
+    v("stick", "stick.tfm", "stick_breaking", "v_stick"),
 ];
 
 /// The `lib/` kernels without a row, and why.

@@ -16,6 +16,7 @@ pub mod analysis;
 pub mod cost;
 pub mod explain;
 pub mod inline;
+pub mod key_scan;
 pub mod normalize;
 pub mod outline;
 pub mod passes;
@@ -248,6 +249,7 @@ fn optimize_as(c: &Cascade, opts: &Options, fuse: Option<&BTreeSet<String>>) -> 
     out = outline::outline(&out, &sizes);
     map_exprs(&mut out, normalize::filters_to_bounds);
     out = prefix::prefix_scans(&out);
+    out = key_scan::key_scans(&out);
     if let Some((index, chunk)) = &opts.split {
         out = split::split(&out, index, *chunk);
     }

@@ -394,6 +394,25 @@ fn bound_node(hc: &mut Hc, n: Tfm) -> Id {
                 lo2 = call2(hc, "max", lo2, e1);
                 true
             }
+            // The same with the index on the right: e < i, e <= i, e > i, e >= i.
+            Tfm::Lt([b, a]) if is_idx(hc, a, isym) && bound(hc, b) => {
+                let e1 = plus_one(hc, b);
+                lo2 = call2(hc, "max", lo2, e1);
+                true
+            }
+            Tfm::Le([b, a]) if is_idx(hc, a, isym) && bound(hc, b) => {
+                lo2 = call2(hc, "max", lo2, b);
+                true
+            }
+            Tfm::Gt([b, a]) if is_idx(hc, a, isym) && bound(hc, b) => {
+                hi2 = call2(hc, "min", hi2, b);
+                true
+            }
+            Tfm::Ge([b, a]) if is_idx(hc, a, isym) && bound(hc, b) => {
+                let e1 = plus_one(hc, b);
+                hi2 = call2(hc, "min", hi2, e1);
+                true
+            }
             // e - i < w  =>  lo = max(lo, e - w + 1)
             Tfm::Lt([d, w]) if bound(hc, w) => match hc.out[d].clone() {
                 Tfm::Sub([e, x]) if is_idx(hc, x, isym) && bound(hc, e) => match diff_plus_one(hc, e, w) {

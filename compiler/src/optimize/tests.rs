@@ -192,6 +192,62 @@ fn optimized_work_never_exceeds_the_written_work() {
     assert!(bad.is_empty(), "optimized cascades doing more work than written:\n{}", bad.join("\n"));
 }
 
+/// True if a reduction's `lo` or `hi` in `e` (below `id`) reads an index bound by an enclosing
+/// reduction: O(range) work per point of the outer one.
+fn moving_bound(e: &egg::RecExpr<crate::ir::lang::Tfm>, id: egg::Id, bound: &mut Vec<String>) -> bool {
+    use crate::ir::lang::Tfm;
+    use egg::Language;
+    let node = &e[id];
+    let Some([i, lo, hi, _]) = node.reduction_head() else {
+        return node.children().iter().any(|&c| moving_bound(e, c, bound));
+    };
+    for b in [lo, hi] {
+        let mut free = std::collections::BTreeSet::new();
+        super::inline::free_names(e, b, &mut free);
+        if bound.iter().any(|x| free.contains(x)) {
+            return true;
+        }
+    }
+    let Tfm::Symbol(name) = &e[i] else { return false };
+    bound.push(name.as_str().to_string());
+    let inner = node.children().iter().filter(|&&c| c != i && c != lo && c != hi).any(|&c| moving_bound(e, c, bound));
+    bound.pop();
+    inner
+}
+
+/// Sums and products over the keys between a key and its query (stick-breaking in log and
+/// product form, contextual positions, a prefix from the row's start, a gap of two keys) become
+/// scans along the key axis: no reduction is left whose range moves with an enclosing one,
+/// and the work estimate drops from O(M) per logit to O(1).
+#[test]
+fn sums_between_key_and_query_become_key_scans() {
+    let mut programs = vec![("lib/stick.tfm".to_string(), lib("stick.tfm"))];
+    programs.push(("tests/ok/key_scans.tfm".to_string(), crate::testing::load(include_str!("../../../tests/ok/key_scans.tfm"))));
+    // The lib kernel with the mask's comparison written the other way round.
+    programs.push((
+        "mirrored".to_string(),
+        crate::testing::load(&include_str!("../../../lib/stick.tfm").replace("m < k && k < p", "k > m && p > k")),
+    ));
+    let mut count = 0;
+    for (file, program) in &programs {
+        for k in &program.kernels {
+            let c = lower(program, &k.name).expect("lowers");
+            let (o, _) = optimize(&c, &Options::for_program(program)).expect("optimizes");
+            let text = print_cascade(&o);
+            assert!(text.contains(".keyscan"), "{file}/{}: no key scan:\n{text}", k.name);
+            for n in o.graph.node_weights() {
+                let Def::Expr(e) = &n.def else { continue };
+                let root = egg::Id::from(e.as_ref().len() - 1);
+                assert!(!moving_bound(e, root, &mut Vec::new()), "{file}/{}: {} keeps a nested moving range:\n{text}", k.name, n.name);
+            }
+            let (before, after) = work_of(program, &k.name);
+            assert!(after < before / 10.0, "{file}/{}: work {before:.3e} -> {after:.3e}", k.name);
+            count += 1;
+        }
+    }
+    assert_eq!(count, 6);
+}
+
 /// Linear attention's key-value state is materialized once per head (not once per query),
 /// and a transformer block's projections are computed once per token.
 #[test]

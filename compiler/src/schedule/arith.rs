@@ -6,7 +6,8 @@
 //! Float math computes in the dtype's own precision (`f32` for `f32`/`f16`/`bf16`), not in
 //! `f64` like the interpreter; tests compare with magnitude-scaled tolerances. `f32` `exp`
 //! is expanded inline ([`exp_f32`]) so loops over it vectorize, and so are the functions built
-//! on it (`expm1`, `tanh`, `sigmoid`, `elu`, `erf`, `gelu`).
+//! on it (`expm1`, `tanh`, `sigmoid`, `elu`, `erf`, `gelu`), the logarithms (`log`, `log2`,
+//! `log1p`: [`log_f32_parts`]) and `softplus`.
 
 use egg::Id;
 
@@ -404,6 +405,111 @@ pub(crate) fn tanh(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
     e::select(e::bin(K::Lt, x, c(0.0)), e::un(KU::Neg, t.clone()), t)
 }
 
+/// `ln x` in `f32` without a library call (so loops over it vectorize): `x = 2^k · m` with
+/// `m` in `[√½, √2)` read off the bits (subnormals scaled by `2^23` first), then Cephes'
+/// `logf`: `f = m - 1`, `ln(1 + f) = f - f²/2 + f³·P(f)` (degree 8), `k · ln 2` in two parts.
+/// About 1 ulp. `ln 0 = -inf`, `ln x = NaN` for `x < 0` and NaN, `ln inf = inf`.
+///
+/// The split needs no float → integer conversion (scalar on x86, see [`exp_f32`]) and no
+/// integer shift right: `t = bits + (bits(1) - bits(√½))` is non-negative for every
+/// non-negative float, `t / 2^23` (a division by a power of two: a shift) is `k + 127`, and
+/// `bits - (k << 23)` is `m`'s bits.
+///
+/// Returns `(k, f, y)`: `ln x = k·ln 2 + f + y`, `y` the polynomial's part (small next to `f`).
+fn log_f32_parts(bld: &mut Builder, x: Expr) -> (Expr, Expr, Expr) {
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let i = |v: i32| Expr::Const(Const::I32(v));
+    let tiny = e::var(bld.let_("log.tiny", e::bin(K::Lt, x.clone(), c(f32::MIN_POSITIVE))));
+    let xs = e::select(tiny.clone(), e::mul(x.clone(), c(8_388_608.0)), x);
+    let bits = e::var(bld.let_("log.bits", Expr::Bitcast { to: Ty::I32, x: Box::new(xs) }));
+    const ONE: i32 = 0x3f80_0000;
+    const SQRT_HALF: i32 = 0x3f35_04f3;
+    let kb = e::bin(K::Div, e::add(bits.clone(), i(ONE - SQRT_HALF)), i(1 << 23));
+    let k = e::var(bld.let_("log.k", e::sub(kb, i(127))));
+    let mbits = e::sub(bits, e::bin(K::Shl, k.clone(), i(23)));
+    let m = Expr::Bitcast { to: Ty::F32, x: Box::new(mbits) };
+    let f = e::var(bld.let_("log.f", e::sub(m, c(1.0))));
+    let kf = e::sub(e::cast(Ty::F32, k), e::select(tiny, c(23.0), c(0.0)));
+    let kf = e::var(bld.let_("log.kf", kf));
+    let z = e::var(bld.let_("log.z", e::mul(f.clone(), f.clone())));
+    let coeffs = [
+        7.037_683_6e-2f32,
+        -1.151_461_1e-1,
+        1.167_699_9e-1,
+        -1.242_014_1e-1,
+        1.424_932_3e-1,
+        -1.666_805_8e-1,
+        2.000_071_5e-1,
+        -2.499_999_4e-1,
+        3.333_333e-1,
+    ];
+    let mut p = c(coeffs[0]);
+    for &k in &coeffs[1..] {
+        p = e::add(e::mul(p, f.clone()), c(k));
+    }
+    // ln(1 + f) - f: f³·P(f) - f²/2.
+    let y = e::sub(e::mul(e::mul(p, f.clone()), z.clone()), e::mul(c(0.5), z));
+    (kf, f, y)
+}
+
+/// The special cases of a logarithm of `x` around `r`, its value for positive finite `x`.
+fn log_specials(x: Expr, r: Expr) -> Expr {
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let finite_pos = e::bin(K::And, e::bin(K::Gt, x.clone(), c(0.0)), e::bin(K::Lt, x.clone(), c(f32::INFINITY)));
+    let edge = e::select(
+        e::bin(K::Eq, x.clone(), c(0.0)),
+        c(f32::NEG_INFINITY),
+        e::select(e::bin(K::Eq, x, c(f32::INFINITY)), c(f32::INFINITY), c(f32::NAN)),
+    );
+    e::select(finite_pos, r, edge)
+}
+
+/// `ln x`: inline for `f32` ([`log_f32_parts`]), libm for `f64`.
+pub(crate) fn log(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
+    if ty != Ty::F32 {
+        return e::un(KU::Log, x);
+    }
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let x = once(bld, "log.x", x);
+    let (k, f, y) = log_f32_parts(bld, x.clone());
+    // k·ln 2 as k·C1 + k·C2 (C1 = 0.693359375 has few bits: k·C1 is exact), summed in
+    // Cephes' order: the small terms first.
+    let small = e::add(y, e::mul(k.clone(), c(-2.121_944_4e-4)));
+    let r = e::add(e::add(small, f), e::mul(k, c(0.693_359_4)));
+    log_specials(x, r)
+}
+
+/// `log2 x`: inline for `f32` as `k + ln(m) · log2 e` (exact `k`), libm for `f64`.
+fn log2(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
+    if ty != Ty::F32 {
+        return e::un(KU::Log2, x);
+    }
+    let x = once(bld, "log2.x", x);
+    let (k, f, y) = log_f32_parts(bld, x.clone());
+    let r = e::add(k, e::mul(e::add(f, y), Expr::Const(Const::F32(std::f32::consts::LOG2_E))));
+    log_specials(x, r)
+}
+
+/// `ln(1 + x)`: inline for `f32` as `ln u + (x - (u - 1)) / u` with `u = 1 + x` rounded (the
+/// quotient restores what the rounding of `u` lost: accurate for tiny `x`), libm for `f64`.
+/// `log1p(-1) = -inf`, NaN below -1, `inf` for `inf`.
+pub(crate) fn log1p(bld: &mut Builder, ty: Ty, x: Expr) -> Expr {
+    if ty != Ty::F32 {
+        return e::un(KU::Log1p, x);
+    }
+    let c = |v: f32| Expr::Const(Const::F32(v));
+    let x = once(bld, "log1p.x", x);
+    let u = e::var(bld.let_("log1p.u", e::add(c(1.0), x.clone())));
+    let lu = log(bld, ty, u.clone());
+    let lu = e::var(bld.let_("log1p.lu", lu));
+    let fix = e::bin(K::Div, e::sub(x.clone(), e::sub(u.clone(), c(1.0))), u.clone());
+    // Where `u` is 0, inf or NaN, `ln u` is the answer (the quotient would be NaN); where it is
+    // 1, `x` is (`x` is below f32's half-ulp of 1).
+    let finite = e::bin(K::And, e::bin(K::Gt, u.clone(), c(0.0)), e::bin(K::Lt, u.clone(), c(f32::INFINITY)));
+    let r = e::select(finite, e::add(lu.clone(), fix), lu);
+    e::select(e::bin(K::Eq, u, c(1.0)), x, r)
+}
+
 /// `2^k` in `f32` for an integer-valued `k` (an `f32`) in `-126..=127`, from its exponent bits:
 /// adding `1.5·2^23` puts `k` in the low mantissa bits (no float → integer conversion, which
 /// does not vectorize on x86), and shifting `bits + 127` into the exponent field drops the
@@ -469,19 +575,19 @@ pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -
     let c = |v: f64| e::num(ty, v);
     let a = once(bld, "arg", a);
     let sigmoid = |bld: &mut Builder, x: Expr| {
-        // 1/(1+e^-x) for x >= 0, e^x/(1+e^x) otherwise: no overflow.
+        // 1/(1+e^-x) for x >= 0, e^x/(1+e^x) otherwise: no overflow. One division, of the
+        // numerator chosen by the sign (the two quotients share their divisor).
         let en = exp(bld, ty, e::un(KU::Neg, e::un(KU::Abs, x.clone())));
         let en = e::var(bld.let_("exp", en));
-        let pos = e::bin(K::Div, c(1.0), e::add(c(1.0), en.clone()));
-        let neg = e::bin(K::Div, en.clone(), e::add(c(1.0), en));
-        e::select(e::bin(K::Ge, x, c(0.0)), pos, neg)
+        let num = e::select(e::bin(K::Ge, x, c(0.0)), c(1.0), en.clone());
+        e::bin(K::Div, num, e::add(c(1.0), en))
     };
     match f {
         Func::Exp => exp(bld, ty, a),
         Func::Exp2 => e::un(KU::Exp2, a),
-        Func::Log => e::un(KU::Log, a),
-        Func::Log2 => e::un(KU::Log2, a),
-        Func::Log1p => e::un(KU::Log1p, a),
+        Func::Log => log(bld, ty, a),
+        Func::Log2 => log2(bld, ty, a),
+        Func::Log1p => log1p(bld, ty, a),
         Func::Sqrt => e::un(KU::Sqrt, a),
         Func::Rsqrt => e::bin(K::Div, c(1.0), e::un(KU::Sqrt, a)),
         Func::Abs => e::un(KU::Abs, a),
@@ -499,9 +605,11 @@ pub(crate) fn float_func(bld: &mut Builder, f: Func, ty: Ty, a: Expr, b: Expr) -
         }
         Func::Silu => e::mul(a.clone(), sigmoid(bld, a)),
         Func::Softplus => {
-            let pos = e::add(a.clone(), e::un(KU::Log1p, exp(bld, ty, e::un(KU::Neg, a.clone()))));
-            let neg = e::un(KU::Log1p, exp(bld, ty, a.clone()));
-            e::select(e::bin(K::Gt, a, c(0.0)), pos, neg)
+            // max(x, 0) + ln(1 + e^-|x|): one exponential and one logarithm, no overflow
+            // (NaN through max).
+            let en = exp(bld, ty, e::un(KU::Neg, e::un(KU::Abs, a.clone())));
+            let en = e::var(bld.let_("softplus.exp", en));
+            e::add(e::bin(K::Max, a, c(0.0)), log1p(bld, ty, en))
         }
         Func::Erf => erf(bld, ty, a),
         Func::Sin => e::un(KU::Sin, a),

@@ -266,7 +266,7 @@ fn point(
     let flat = e::var(cx.b.let_("at", flat));
     let ty = vty(n.dtype);
     if init.is_some() {
-        cx.scan = Some(ScanCx { tensor: slot, flat: flat.clone(), stride: e::i64(0), t: p });
+        cx.scan = Some(ScanCx { tensor: slot, flat: flat.clone(), stride: e::i64(0), t: p, carry: None });
         cx.scan_init = init;
     } else if matches!(n.role, Role::Output(_)) {
         // Absent points of outputs are 0 (the caller's buffer may hold anything).

@@ -55,6 +55,11 @@ pub(crate) struct ScanCx {
     pub stride: Expr,
     /// Current value of the scanned index.
     pub t: Expr,
+    /// The value stored one step back, when the scanned axis is the innermost loop (a step
+    /// back is the previous iteration): a variable the node sets after each store, so `prev
+    /// 1` reads a register instead of the store it just made (a loop-carried store → load
+    /// through memory cost a scan ~2× its add).
+    pub carry: Option<Var>,
 }
 
 /// A bound index: its variable and the interval of its values.
@@ -364,8 +369,24 @@ impl Cx<'_> {
         }
         match t.sizes.get(axis) {
             Some(Size::Fixed(n)) => self.within(x, 0, *n as i128 - 1),
+            Some(Size::Dim(dim)) => self.reversed_index(d, s, dim, t.sizes.get(axis)),
             _ => false,
         }
+    }
+
+    /// True if `s` is `(D - 1) - i` for a bound index `i` over `D` itself: the same range
+    /// walked backwards (`optimize::key_scan`'s read of a suffix scan).
+    fn reversed_index(&self, d: Def<'_>, s: Id, dim: &str, size: Option<&Size>) -> bool {
+        use crate::hir::BinOp as B;
+        let Op::Binary { op: B::Sub, a, b, .. } = d.op(s) else { return false };
+        let Op::Binary { op: B::Sub, a: top, b: one, .. } = d.op(*a) else { return false };
+        let is_dim = matches!(d.op(*top), Op::Dim(n) if n.as_str() == dim);
+        let is_one = matches!(d.op(*one), Op::Const(tfmc_runtime::Scalar::I(1)));
+        let same_range = match d.op(*b) {
+            Op::Idx(slot) => matches!(self.idx.get(*slot), Some(Some(iv)) if iv.range.as_ref() == size),
+            _ => false,
+        };
+        is_dim && is_one && same_range
     }
 
     /// The scan's own value `back` steps back, or its `init` before the start.
@@ -387,7 +408,10 @@ impl Cx<'_> {
         }
         self.b.open_else();
         let at = e::sub(sc.flat.clone(), e::mul(e::i64(back), sc.stride.clone()));
-        let val = e::load(t.buf, at.clone());
+        let val = match sc.carry {
+            Some(carry) if back == 1 && t.present.is_none() => e::var(carry),
+            _ => e::load(t.buf, at.clone()),
+        };
         let val = if self.b.ty(&val) == ty { val } else { e::cast(ty, val) };
         self.b.set(res, val);
         if let Some(pb) = t.present {

@@ -499,6 +499,11 @@ fn generic_node(
         vars[a] = Some(e::var(v));
         saved.push((slots[a], cx.bind(slots[a], IdxVar { var: v, range: Some(node.shape[a].clone()) })));
     };
+    // A scan along the innermost loop carries its last value in a variable (`ScanCx::carry`).
+    let carry = match scan {
+        Some(_) if scan == last && t.present.is_none() => Some(cx.b.var(&format!("{}.carry", node.name), vty(node.dtype))),
+        _ => None,
+    };
     if let Some(a) = scan {
         open_seq(cx, a, &mut vars, &mut saved);
     }
@@ -537,7 +542,7 @@ fn generic_node(
     }
     if let Some(a) = scan {
         let tv = vars[a].clone().ok_or_else(|| cx.internal("an unbound scan index"))?;
-        cx.scan = Some(ScanCx { tensor: slot, flat: flat.clone(), stride: t.strides[a].clone(), t: tv });
+        cx.scan = Some(ScanCx { tensor: slot, flat: flat.clone(), stride: t.strides[a].clone(), t: tv, carry });
     }
     let ty = vty(node.dtype);
     if out || scan.is_some() {
@@ -545,13 +550,25 @@ fn generic_node(
         // look-back may read a point before its presence is known, so clear it too.
         cx.b.store(t.buf, flat.clone(), super::reduce::scalar(ty, Scalar::F(0.0)));
     }
+    // The carried value mirrors the store: 0 unless the definition stores this step.
+    let step = carry.map(|_| cx.b.let_(&format!("{}.step", node.name), super::reduce::scalar(ty, Scalar::F(0.0))));
     let inner = cx.b.mark();
     let v = cx.lower_as(d, d.root(), ty)?;
+    let v = match step {
+        Some(sv) => {
+            cx.b.set(sv, v);
+            e::var(sv)
+        }
+        None => v,
+    };
     cx.b.store(t.buf, flat.clone(), v);
     if let Some(p) = t.present {
         cx.b.store(p, flat, e::bool(true));
     }
     cx.b.close_to(inner);
+    if let (Some(c), Some(sv)) = (carry, step) {
+        cx.b.set(c, e::var(sv));
+    }
     cx.subst.truncate(before_parts);
     cx.scan = None;
     cx.b.close_to(mark);

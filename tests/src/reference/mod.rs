@@ -16,7 +16,7 @@ mod variants;
 pub use attention::{alibi, causal, gqa, l2_attention, mqa, sdpa, softcap, softmax_attention, varlen_causal, window};
 pub use model::{block, rmsnorm};
 pub use recurrent::{linear, linear_causal, retention, selective_scan};
-pub use variants::{diff_attention, flow_attention, graph_attention, pattention, sigmoid_attention, sink_attention};
+pub use variants::{diff_attention, flow_attention, graph_attention, pattention, sigmoid_attention, sink_attention, stick_breaking};
 
 /// A dense row-major f64 array.
 #[derive(Clone, Debug, PartialEq)]

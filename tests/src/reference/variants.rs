@@ -1,6 +1,6 @@
 //! The variants of issue 18 that are not a plain softmax of one logit: sigmoid attention,
 //! differential attention, softmax plus one and attention sinks, Flowformer's flow attention and
-//! graph-masked attention, TokenFormer's Pattention. Layout (but Pattention's): Q [B,H,P,E], K [B,H,M,E], V [B,H,M,F]; output [B,H,P,F].
+//! graph-masked attention, TokenFormer's Pattention, stick-breaking attention. Layout (but Pattention's): Q [B,H,P,E], K [B,H,M,E], V [B,H,M,F]; output [B,H,P,F].
 
 use super::{Nd, dot, softmax_attention};
 
@@ -30,6 +30,30 @@ pub fn sigmoid_attention(q: &Nd, k: &Nd, v: &Nd, causal: bool) -> Nd {
             for p in 0..np {
                 for m in (0..nm).filter(|&m| !causal || m <= p) {
                     let w = sigmoid(scaled_dot(q, k, ne, b, h, p, m) + bias);
+                    for f in 0..nf {
+                        o.set(&[b, h, p, f], o.at(&[b, h, p, f]) + w * v.at(&[b, h, m, f]));
+                    }
+                }
+            }
+        }
+    }
+    o
+}
+
+/// Tan et al. 2024, stick-breaking attention, from the definition (products, not logs):
+/// O[p] = sum_{m<p} beta_pm prod_{m<k<p} (1 - beta_pk) v_m, beta = sigmoid(q·k / sqrt(E)).
+pub fn stick_breaking(q: &Nd, k: &Nd, v: &Nd) -> Nd {
+    let ([nb, nh, np, nm, nf], ne) = dims(q, k, v);
+    let mut o = Nd::zeros(&[nb, nh, np, nf]);
+    for b in 0..nb {
+        for h in 0..nh {
+            for p in 0..np {
+                // Walk the keys from the query outwards, keeping what is left of the stick.
+                let mut left = 1.0;
+                for m in (0..nm.min(p)).rev() {
+                    let beta = sigmoid(scaled_dot(q, k, ne, b, h, p, m));
+                    let w = beta * left;
+                    left *= 1.0 - beta;
                     for f in 0..nf {
                         o.set(&[b, h, p, f], o.at(&[b, h, p, f]) + w * v.at(&[b, h, m, f]));
                     }

@@ -286,8 +286,9 @@ pub(in super::super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
             let index_like = |x: Id| matches!(d.ops[usize::from(x)], Op::Idx(_) | Op::Dim(_) | Op::Const(_));
             match &d.ops[i] {
                 Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => true,
-                // Plain subscripts by indices bound over their declared ranges stay in bounds.
-                Op::Read { subs, .. } => subs.iter().all(|&s| matches!(d.ops[usize::from(s)], Op::Idx(_))),
+                // Plain subscripts by indices bound over their declared ranges stay in bounds,
+                // and so do those ranges walked backwards (`D - 1 - m`: a suffix scan's read).
+                Op::Read { subs, .. } => subs.iter().all(|&s| matches!(d.ops[usize::from(s)], Op::Idx(_)) || reversed_idx(d, s)),
                 Op::Unary { d: dt, a, .. } => dt.is_float() && at(*a),
                 Op::Binary { op, d: dt, a, b } if dt.is_float() => !op.is_comparison() && at(*a) && at(*b),
                 Op::Binary { op: BinOp::Add | BinOp::Sub, d: dt, a, b } if dt.is_int() => index_like(*a) && index_like(*b),
@@ -303,6 +304,15 @@ pub(in super::super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
         ok[i] = v;
     }
     ok[usize::from(id)]
+}
+
+/// True if `s` is `(D - 1) - i` for a dim `D` and an index `i` (the lowering checks that `i`
+/// ranges over the read axis' `D`, else it guards the read).
+fn reversed_idx(d: Def<'_>, s: Id) -> bool {
+    let op = |x: Id| &d.ops[usize::from(x)];
+    let Op::Binary { op: BinOp::Sub, a, b, .. } = op(s) else { return false };
+    let Op::Binary { op: BinOp::Sub, a: top, b: one, .. } = op(*a) else { return false };
+    matches!(op(*top), Op::Dim(_)) && matches!(op(*one), Op::Const(tfmc_runtime::Scalar::I(1))) && matches!(op(*b), Op::Idx(_))
 }
 
 /// The plan for `node` (slots of its indices `slots`, definition `d`), if it applies.
