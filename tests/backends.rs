@@ -151,11 +151,7 @@ fn inline_math_at_the_edges(backend: &Target) {
     // A sweep of [-90, 90] that hits every rounding of n = round(x·log2 e).
     xs.extend((0..1801).map(|i| -90.0 + 0.1 * f64::from(i) + 0.0123));
     let n = xs.len();
-    let x = Tensor::from_f64(tfmc_runtime::DType::F32, vec![n], xs.clone()).unwrap();
-    let inputs: BTreeMap<String, Tensor> = [("X".to_string(), x)].into();
-    let params = BTreeMap::new();
-    let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
-    let got = run_on(backend, &program, "k", &inputs, &params).unwrap();
+    let (got, want) = elementwise_on(backend, &program, &xs);
     for name in ["E", "T", "S", "L", "R", "U"] {
         let (g, w) = (got[name].to_f64_vec(), want[name].to_f64_vec());
         for i in 0..n {
@@ -170,6 +166,16 @@ fn inline_math_at_the_edges(backend: &Target) {
     }
     pow_at_the_edges(backend);
     log_at_the_edges(backend);
+}
+
+/// Kernel `k` of `program` on `X = xs` (f32) on `backend` and in the f64 interpreter.
+fn elementwise_on(backend: &Target, program: &tfmc::Program, xs: &[f64]) -> (BTreeMap<String, Tensor>, BTreeMap<String, Tensor>) {
+    let x = Tensor::from_f64(tfmc_runtime::DType::F32, vec![xs.len()], xs.to_vec()).unwrap();
+    let inputs: BTreeMap<String, Tensor> = [("X".to_string(), x)].into();
+    let params = BTreeMap::new();
+    let want = tfmc::interp::run_exact(program, "k", &inputs, &params).unwrap();
+    let got = run_on(backend, program, "k", &inputs, &params).unwrap();
+    (got, want)
 }
 
 /// The inline `f32` logarithms (`log`, `log2`, `log1p`: bits split into `2^k · m`, Cephes'
@@ -228,11 +234,7 @@ fn log_at_the_edges(backend: &Target) {
     xs.extend((0..1881).map(|i| (-100.0 + 0.1 * f64::from(i) + 0.0123).exp()));
     xs.extend((0..2001).map(|i| -100.0 + 0.1 * f64::from(i) + 0.0077));
     let n = xs.len();
-    let x = Tensor::from_f64(tfmc_runtime::DType::F32, vec![n], xs.clone()).unwrap();
-    let inputs: BTreeMap<String, Tensor> = [("X".to_string(), x)].into();
-    let params = BTreeMap::new();
-    let want = tfmc::interp::run_exact(&program, "k", &inputs, &params).unwrap();
-    let got = run_on(backend, &program, "k", &inputs, &params).unwrap();
+    let (got, want) = elementwise_on(backend, &program, &xs);
     for name in ["A", "B", "C", "D"] {
         let (g, w) = (got[name].to_f64_vec(), want[name].to_f64_vec());
         for i in 0..n {
@@ -439,10 +441,11 @@ fn variants_on_odd_shapes_large_logits_and_masked_rows(backend: &Target) {
                 let got = run_on(backend, &program, kernel, &inputs, &params).unwrap();
                 let what = format!("{} {kernel} P={p} M={m} x{scale}", backend.name());
                 let max_apart = matches!(kernel, "softmax_one" | "sink_causal" | "sink_window");
-                if (kernel == "diff_attention" || kernel == "l2_attention" || max_apart) && scale > 1.0 {
+                if (matches!(kernel, "diff_attention" | "l2_attention" | "stick_breaking") || max_apart) && scale > 1.0 {
                     // Logits of 1e4 carry f32 rounding of ~1e-3 (absolute), which moves the
                     // near-maximal weights: for the difference of two saturated softmaxes, for
-                    // L2's distances (logits of ~3e4 summed in f32), and for a normaliser with
+                    // L2's distances (logits of ~3e4 summed in f32), for stick-breaking's
+                    // log-weights (sums of softplus of such logits), and for a normaliser with
                     // a sink term, whose row max is a tensor of its own (its logits rounded
                     // apart from the ones the weights use).
                     let (g, w) = (got["O"].to_f64_vec(), want["O"].to_f64_vec());

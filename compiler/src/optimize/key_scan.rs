@@ -27,6 +27,7 @@
 //! the reader is a float node (the scan takes its dtype). Runs after filters became bounds.
 
 use super::inline::free_names;
+use super::prefix::{has_where_or_binder, idx_name, sym};
 use crate::ir::lang::{Const, Tfm};
 use crate::ir::{Cascade, Def, Node, Role, Size};
 use egg::{Id, Language, RecExpr, Symbol};
@@ -110,20 +111,6 @@ fn fresh_index(c: &Cascade, base: &str) -> String {
     name
 }
 
-fn sym(e: &RecExpr<Tfm>, id: Id) -> Option<String> {
-    match &e[id] {
-        Tfm::Symbol(s) => Some(s.as_str().to_string()),
-        _ => None,
-    }
-}
-
-fn idx_name(e: &RecExpr<Tfm>, id: Id) -> Option<String> {
-    match &e[id] {
-        Tfm::Idx(s) => sym(e, *s),
-        _ => None,
-    }
-}
-
 fn int(e: &RecExpr<Tfm>, id: Id) -> Option<i64> {
     match e[id] {
         Tfm::Const(Const::Int(v)) => Some(v),
@@ -199,19 +186,6 @@ fn capped(e: &RecExpr<Tfm>, hi: Id, size: &Size) -> bool {
 /// True if `lo` is at least 0 by its form: a non-negative constant or `max(0, ..)`.
 fn non_negative(e: &RecExpr<Tfm>, lo: Id) -> bool {
     int(e, lo).is_some_and(|v| v >= 0) || call2(e, lo, "max").is_some_and(|(a, b)| int(e, a) == Some(0) || int(e, b) == Some(0))
-}
-
-fn has_where_or_binder(e: &RecExpr<Tfm>, id: Id, m: &str) -> bool {
-    let node = &e[id];
-    if matches!(node, Tfm::Where(_)) {
-        return true;
-    }
-    if let Some([i, ..]) = node.reduction_head()
-        && sym(e, i).as_deref() == Some(m)
-    {
-        return true;
-    }
-    node.children().iter().any(|c| has_where_or_binder(e, *c, m))
 }
 
 fn find(c: &Cascade, e: &RecExpr<Tfm>) -> Option<Found> {

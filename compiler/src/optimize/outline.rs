@@ -23,6 +23,11 @@
 //! of a product has its output column (the index only its value reads) last, so the tiled
 //! plans take it. Floats of locals are exact in
 //! the reference evaluators (stored as `f64`), so the cascade means exactly what it did.
+//!
+//! Sharing (`share_outlined`): a later node that evaluates an outlined term reads the tensor
+//! instead — the same term up to the order of `+`/`*` operands, with its free indices the
+//! tensor's or all but one named differently (stick-breaking's `softplus(S[p, k])`, outlined
+//! for the keys between, is the logit's `softplus(S[p, m])`: read at `m`).
 
 use super::analysis::{FreeIndices, Graph, Kind};
 use super::cost::Sizes;
@@ -120,21 +125,25 @@ fn share_outlined(out: &mut Cascade, made: &std::collections::HashMap<(String, V
         let Some(pn) = out.order.iter().position(|&k| out.graph[k].name == *name) else { continue };
         let Node { def: Def::Expr(def), indices, .. } = out.graph[out.order[pn]].clone() else { continue };
         // The subterm as first written, or as it reads now (its own repeated reductions
-        // outlined since, as they were in the other readers).
-        let now = def.to_string();
+        // outlined since, as they were in the other readers), up to the order of `+` and `*`
+        // operands.
+        let mut forms = vec![canonical(&def, last(&def), None)];
+        if let Ok(first) = text.parse::<RecExpr<Tfm>>() {
+            forms.push(canonical(&first, last(&first), None));
+        }
         let root = def.as_ref().last().cloned();
         for k in out.order[pn + 1..].iter().copied() {
             let Def::Expr(mut e) = out.graph[k].def.clone() else { continue };
             let mut changed = false;
             // One place at a time (ids move after a replacement); each replacement removes
             // one occurrence, so this ends.
-            while let Some(at) = (0..e.as_ref().len()).map(Id::from).find(|&i| {
-                root.as_ref().is_some_and(|r| e[i].matches(r)) && {
-                    let t = subterm(&e, i).to_string();
-                    t == *text || t == now
+            while let Some((at, subs)) = (0..e.as_ref().len()).map(Id::from).find_map(|i| {
+                if !root.as_ref().is_some_and(|r| e[i].matches(r)) {
+                    return None;
                 }
+                same_up_to_renaming(&e, i, &forms, &indices, &def).map(|subs| (i, subs))
             }) {
-                e = replaced_by_read(&e, at, name, &indices);
+                e = replaced_by_read(&e, at, name, &subs);
                 changed = true;
             }
             if changed {
@@ -142,6 +151,70 @@ fn share_outlined(out: &mut Cascade, made: &std::collections::HashMap<(String, V
             }
         }
     }
+}
+
+/// The root of a non-empty expression.
+fn last(e: &RecExpr<Tfm>) -> Id {
+    Id::from(e.as_ref().len().saturating_sub(1))
+}
+
+/// The subscripts of a read of the outlined tensor (`indices`, defined by `def`, whose
+/// canonical texts are `forms`) that stands for `e`'s subterm at `at`, if it is that term: its
+/// free indices are `indices`, or all but one, which the subterm names differently (the
+/// outlined key term `softplus(S[p, k])` read at `m` in the logit).
+fn same_up_to_renaming(e: &RecExpr<Tfm>, at: Id, forms: &[String], indices: &[String], def: &RecExpr<Tfm>) -> Option<Vec<String>> {
+    let mut free = BTreeSet::new();
+    super::inline::free_names(e, at, &mut free);
+    let mine: BTreeSet<String> = indices.iter().cloned().collect();
+    let theirs: Vec<&String> = free.difference(&mine).collect();
+    let ours: Vec<&String> = mine.difference(&free).collect();
+    match (theirs.as_slice(), ours.as_slice()) {
+        ([], []) => forms.contains(&canonical(e, at, None)).then(|| indices.to_vec()),
+        ([x], [y]) => {
+            // Renaming `x` to `y` must not capture: neither term may bind either name.
+            if binds(e, at, &[x.as_str(), y.as_str()]) || binds(def, last(def), &[x.as_str(), y.as_str()]) {
+                return None;
+            }
+            let text = canonical(e, at, Some((x.as_str(), y.as_str())));
+            forms.contains(&text).then(|| indices.iter().map(|i| if i == *y { (*x).clone() } else { i.clone() }).collect())
+        }
+        _ => None,
+    }
+}
+
+/// True if a reduction in `e` below `id` binds one of `names`.
+fn binds(e: &RecExpr<Tfm>, id: Id, names: &[&str]) -> bool {
+    let node = &e[id];
+    if let Some([i, ..]) = node.reduction_head()
+        && matches!(&e[i], Tfm::Symbol(s) if names.contains(&s.as_str()))
+    {
+        return true;
+    }
+    node.children().iter().any(|&c| binds(e, c, names))
+}
+
+/// `e`'s subterm at `id` as text, the operands of `+` and `*` sorted (equal texts: equal terms
+/// up to commutativity) and the free index `rename.0` written as `rename.1`.
+fn canonical(e: &RecExpr<Tfm>, id: Id, rename: Option<(&str, &str)>) -> String {
+    let node = &e[id];
+    if let Tfm::Idx(s) = node
+        && let Tfm::Symbol(name) = &e[*s]
+    {
+        let name = match rename {
+            Some((from, to)) if name.as_str() == from => to,
+            _ => name.as_str(),
+        };
+        return format!("(idx {name})");
+    }
+    let kids: Vec<Id> = node.children().to_vec();
+    if kids.is_empty() {
+        return node.to_string();
+    }
+    let mut texts: Vec<String> = kids.iter().map(|&c| canonical(e, c, rename)).collect();
+    if matches!(node, Tfm::Add(_) | Tfm::Mul(_)) {
+        texts.sort();
+    }
+    format!("({} {})", node, texts.join(" "))
 }
 
 /// The outermost reduction of `node` to materialize: its id, the new node's indices and

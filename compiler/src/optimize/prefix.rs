@@ -61,14 +61,16 @@ struct Found {
     body: Id,
 }
 
-fn sym(e: &RecExpr<Tfm>, id: Id) -> Option<String> {
+/// The name of symbol node `id`.
+pub(super) fn sym(e: &RecExpr<Tfm>, id: Id) -> Option<String> {
     match &e[id] {
         Tfm::Symbol(s) => Some(s.as_str().to_string()),
         _ => None,
     }
 }
 
-fn idx_name(e: &RecExpr<Tfm>, id: Id) -> Option<String> {
+/// The index name of `(idx i)` node `id`.
+pub(super) fn idx_name(e: &RecExpr<Tfm>, id: Id) -> Option<String> {
     match &e[id] {
         Tfm::Idx(s) => sym(e, *s),
         _ => None,
@@ -83,7 +85,8 @@ fn p_plus_one(e: &RecExpr<Tfm>, id: Id) -> Option<String> {
     }
 }
 
-fn has_where_or_binder(e: &RecExpr<Tfm>, id: Id, p: &str) -> bool {
+/// True if the subterm at `id` has a `where` or a reduction binding an index named `p`.
+pub(super) fn has_where_or_binder(e: &RecExpr<Tfm>, id: Id, p: &str) -> bool {
     let node = &e[id];
     if matches!(node, Tfm::Where(_)) {
         return true;

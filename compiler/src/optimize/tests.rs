@@ -246,6 +246,10 @@ fn sums_between_key_and_query_become_key_scans() {
         }
     }
     assert_eq!(count, 6);
+    // The logit reads the softplus outlined for the keys between (`softplus(S[p, k])`, with the
+    // product's operands in another order) at its own key instead of computing it again.
+    let (o, _) = opt("stick.tfm", "stick_breaking");
+    assert!(!output_text(&o).contains("softplus"), "{}", print_cascade(&o));
 }
 
 /// Linear attention's key-value state is materialized once per head (not once per query),
