@@ -24,7 +24,8 @@
 //! `K` or a `min` with `K` as one argument (suffix), `lo` is 0, a non-negative constant or
 //! `max(0, ..)` (prefix) — so the sum's range lies inside `k`'s and the rewrite cannot hide a
 //! range failure; `g` and `F` are free of `m`, have no `where` and bind no index named `m`;
-//! the reader is a float node (the scan takes its dtype). Runs after filters became bounds.
+//! the reader is a float node (the scan is `f32`, `f64` for an `f64` reader). Runs after
+//! filters became bounds.
 
 use super::inline::free_names;
 use super::prefix::{has_where_or_binder, idx_name, sym};
@@ -83,7 +84,8 @@ pub fn key_scans(c: &Cascade) -> Cascade {
             let j = fresh_index(&out, &format!("{}.{}", found.k, if found.end == End::Suffix { "rev" } else { "run" }));
             out.ranges.push((j.clone(), found.size.clone()));
             let lhs = out.graph[ix].indices.clone();
-            let dtype = out.graph[ix].dtype;
+            // Accumulated in f32 at least (a bf16 reader would otherwise sum in bf16).
+            let dtype = if out.graph[ix].dtype == crate::hir::DType::F64 { crate::hir::DType::F64 } else { crate::hir::DType::F32 };
             let (node, read) = build(e, &found, &name, &j, &lhs, dtype, &out);
             let new_e = super::prefix::replace(e, found.at, &read);
             out.graph[ix].def = Def::Expr(new_e);
