@@ -68,38 +68,17 @@ struct Found {
 
 /// Replaces every sum with a moving end (see the module docs) by a read of a new scan node.
 pub fn key_scans(c: &Cascade) -> Cascade {
-    let mut out = c.clone();
-    let mut counter = 0;
-    loop {
-        let mut changed = false;
-        for pos in 0..out.order.len() {
-            let ix = out.order[pos];
-            let Def::Expr(e) = &out.graph[ix].def else { continue };
-            if !out.graph[ix].dtype.is_float() {
-                continue;
-            }
-            let Some(found) = find(&out, e) else { continue };
-            counter += 1;
-            let name = format!("{}.keyscan{counter}", out.graph[ix].name);
-            let j = fresh_index(&out, &format!("{}.{}", found.k, if found.end == End::Suffix { "rev" } else { "run" }));
-            out.ranges.push((j.clone(), found.size.clone()));
-            let lhs = out.graph[ix].indices.clone();
-            // Accumulated in f32 at least (a bf16 reader would otherwise sum in bf16).
-            let dtype = if out.graph[ix].dtype == crate::hir::DType::F64 { crate::hir::DType::F64 } else { crate::hir::DType::F32 };
-            let (node, read) = build(e, &found, &name, &j, &lhs, dtype, &out);
-            let new_e = super::prefix::replace(e, found.at, &read);
-            out.graph[ix].def = Def::Expr(new_e);
-            let nix = out.graph.add_node(node);
-            out.order.insert(pos, nix);
-            changed = true;
-            break;
-        }
-        if !changed {
-            break;
-        }
-    }
-    out.relink();
-    out
+    super::prefix::scan_rewrites(c, |out, ix, e, n| {
+        let found = find(out, e)?;
+        let name = format!("{}.keyscan{n}", out.graph[ix].name);
+        let j = fresh_index(out, &format!("{}.{}", found.k, if found.end == End::Suffix { "rev" } else { "run" }));
+        out.ranges.push((j.clone(), found.size.clone()));
+        let lhs = out.graph[ix].indices.clone();
+        // Accumulated in f32 at least (a bf16 reader would otherwise sum in bf16).
+        let dtype = if out.graph[ix].dtype == crate::hir::DType::F64 { crate::hir::DType::F64 } else { crate::hir::DType::F32 };
+        let (node, read) = build(e, &found, &name, &j, &lhs, dtype, out);
+        Some((node, found.at, read))
+    })
 }
 
 /// An index name not yet in `c`'s ranges.

@@ -12,35 +12,45 @@ use super::inline::free_names;
 use crate::ir::lang::{Const, Tfm};
 use crate::ir::{Cascade, Def, Node, Role};
 use egg::{Id, Language, RecExpr, Symbol};
+use petgraph::graph::NodeIndex;
 use std::collections::BTreeSet;
 
 /// Replaces every masked prefix sum in `c` by a read of a new scan node.
 pub fn prefix_scans(c: &Cascade) -> Cascade {
+    scan_rewrites(c, |out, ix, e, n| {
+        let found = find(e)?;
+        let name = format!("{}.prefix{n}", out.graph[ix].name);
+        let lhs = out.graph[ix].indices.clone();
+        let (node, read) = build(out, e, &found, &name, &lhs);
+        Some((node, found.at, read))
+    })
+}
+
+/// The driver of the passes that turn a subterm into a read of a new node: over the float
+/// expression nodes in order, `step(cascade, node, its expression, n)` (`n` counts the new
+/// nodes from 1) gives the new node, the subterm to replace and the read that replaces it; the
+/// new node goes right before its reader, and the walk starts again until no step applies.
+pub(super) fn scan_rewrites(
+    c: &Cascade,
+    mut step: impl FnMut(&mut Cascade, NodeIndex, &RecExpr<Tfm>, usize) -> Option<(Node, Id, RecExpr<Tfm>)>,
+) -> Cascade {
     let mut out = c.clone();
     let mut counter = 0;
-    loop {
-        let mut changed = false;
+    'again: loop {
         for pos in 0..out.order.len() {
             let ix = out.order[pos];
-            let Def::Expr(e) = &out.graph[ix].def else { continue };
+            let Def::Expr(e) = out.graph[ix].def.clone() else { continue };
             if !out.graph[ix].dtype.is_float() {
                 continue;
             }
-            let Some(found) = find(e) else { continue };
+            let Some((node, at, read)) = step(&mut out, ix, &e, counter + 1) else { continue };
             counter += 1;
-            let name = format!("{}.prefix{counter}", out.graph[ix].name);
-            let lhs = out.graph[ix].indices.clone();
-            let (node, read) = build(&out, e, &found, &name, &lhs);
-            let new_e = replace(e, found.at, &read);
-            out.graph[ix].def = Def::Expr(new_e);
+            out.graph[ix].def = Def::Expr(replace(&e, at, &read));
             let nix = out.graph.add_node(node);
             out.order.insert(pos, nix);
-            changed = true;
-            break;
+            continue 'again;
         }
-        if !changed {
-            break;
-        }
+        break;
     }
     out.relink();
     out
