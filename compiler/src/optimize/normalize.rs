@@ -371,7 +371,16 @@ fn bound_node(hc: &mut Hc, n: Tfm) -> Id {
     // A bound term: free of `i`, cannot fail, cannot overflow.
     let bound = |hc: &Hc, e: Id| free_of(hc, e, isym) && safe_term(hc, e) && cannot_overflow(hc, e);
     for c in conjs {
-        let moved = match hc.out[c].clone() {
+        // `e < i` is `i > e` (and so on): the index on the left for the arms below.
+        let mirrored = |b: Id, a: Id| is_idx(hc, a, isym) && !is_idx(hc, b, isym);
+        let node = match hc.out[c].clone() {
+            Tfm::Lt([b, a]) if mirrored(b, a) => Tfm::Gt([a, b]),
+            Tfm::Le([b, a]) if mirrored(b, a) => Tfm::Ge([a, b]),
+            Tfm::Gt([b, a]) if mirrored(b, a) => Tfm::Lt([a, b]),
+            Tfm::Ge([b, a]) if mirrored(b, a) => Tfm::Le([a, b]),
+            n => n,
+        };
+        let moved = match node {
             // i <= e  =>  hi = min(hi, e + 1)
             Tfm::Le([a, b]) if is_idx(hc, a, isym) && bound(hc, b) => {
                 let e1 = plus_one(hc, b);
@@ -392,25 +401,6 @@ fn bound_node(hc: &mut Hc, n: Tfm) -> Id {
             Tfm::Gt([a, b]) if is_idx(hc, a, isym) && bound(hc, b) => {
                 let e1 = plus_one(hc, b);
                 lo2 = call2(hc, "max", lo2, e1);
-                true
-            }
-            // The same with the index on the right: e < i, e <= i, e > i, e >= i.
-            Tfm::Lt([b, a]) if is_idx(hc, a, isym) && bound(hc, b) => {
-                let e1 = plus_one(hc, b);
-                lo2 = call2(hc, "max", lo2, e1);
-                true
-            }
-            Tfm::Le([b, a]) if is_idx(hc, a, isym) && bound(hc, b) => {
-                lo2 = call2(hc, "max", lo2, b);
-                true
-            }
-            Tfm::Gt([b, a]) if is_idx(hc, a, isym) && bound(hc, b) => {
-                hi2 = call2(hc, "min", hi2, b);
-                true
-            }
-            Tfm::Ge([b, a]) if is_idx(hc, a, isym) && bound(hc, b) => {
-                let e1 = plus_one(hc, b);
-                hi2 = call2(hc, "min", hi2, e1);
                 true
             }
             // e - i < w  =>  lo = max(lo, e - w + 1)

@@ -377,16 +377,8 @@ impl Cx<'_> {
     /// True if `s` is `(D - 1) - i` for a bound index `i` over `D` itself: the same range
     /// walked backwards (`optimize::key_scan`'s read of a suffix scan).
     fn reversed_index(&self, d: Def<'_>, s: Id, dim: &str, size: Option<&Size>) -> bool {
-        use crate::hir::BinOp as B;
-        let Op::Binary { op: B::Sub, a, b, .. } = d.op(s) else { return false };
-        let Op::Binary { op: B::Sub, a: top, b: one, .. } = d.op(*a) else { return false };
-        let is_dim = matches!(d.op(*top), Op::Dim(n) if n.as_str() == dim);
-        let is_one = matches!(d.op(*one), Op::Const(tfmc_runtime::Scalar::I(1)));
-        let same_range = match d.op(*b) {
-            Op::Idx(slot) => matches!(self.idx.get(*slot), Some(Some(iv)) if iv.range.as_ref() == size),
-            _ => false,
-        };
-        is_dim && is_one && same_range
+        matches!(reversed(d, s), Some((n, slot))
+            if n.as_str() == dim && matches!(self.idx.get(slot), Some(Some(iv)) if iv.range.as_ref() == size))
     }
 
     /// The scan's own value `back` steps back, or its `init` before the start.
@@ -464,5 +456,17 @@ impl Cx<'_> {
     /// Closes what [`Cx::open_head`] opened (call after [`Builder::close_to`] the loop).
     pub fn close_head(&mut self, head: &Head, old: Option<IdxVar>) {
         self.unbind(head.slot, old);
+    }
+}
+
+/// `Some((D, slot))` if op `s` of `d` is `(D - 1) - i`, `i` the index in `slot`: a range walked
+/// backwards (`optimize::key_scan`'s read of a suffix scan).
+pub(super) fn reversed(d: Def<'_>, s: Id) -> Option<(egg::Symbol, usize)> {
+    use crate::hir::BinOp as B;
+    let Op::Binary { op: B::Sub, a, b, .. } = d.op(s) else { return None };
+    let Op::Binary { op: B::Sub, a: top, b: one, .. } = d.op(*a) else { return None };
+    match (d.op(*top), d.op(*one), d.op(*b)) {
+        (Op::Dim(n), Op::Const(tfmc_runtime::Scalar::I(1)), Op::Idx(slot)) => Some((*n, *slot)),
+        _ => None,
     }
 }

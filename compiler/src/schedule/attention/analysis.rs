@@ -10,7 +10,7 @@ use super::super::ScheduleError;
 use super::super::build::e;
 use super::super::common::may_absent;
 use super::super::kir::{Expr, TileOp, Ty};
-use super::super::lower::{Cx, Def, children};
+use super::super::lower::{Cx, Def, children, reversed};
 use crate::hir::{BinOp, ReduceOp};
 use crate::ir::Node;
 use crate::ir::eval::compile::{Head, Op};
@@ -287,8 +287,9 @@ pub(in super::super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
             match &d.ops[i] {
                 Op::Const(_) | Op::Idx(_) | Op::Dim(_) | Op::Param { .. } => true,
                 // Plain subscripts by indices bound over their declared ranges stay in bounds,
-                // and so do those ranges walked backwards (`D - 1 - m`: a suffix scan's read).
-                Op::Read { subs, .. } => subs.iter().all(|&s| matches!(d.ops[usize::from(s)], Op::Idx(_)) || reversed_idx(d, s)),
+                // and so do those ranges walked backwards (`D - 1 - m`: a suffix scan's read; the lowering
+                // checks that `m` ranges over the axis' `D`, else it guards the read).
+                Op::Read { subs, .. } => subs.iter().all(|&s| matches!(d.ops[usize::from(s)], Op::Idx(_)) || reversed(d, s).is_some()),
                 Op::Unary { d: dt, a, .. } => dt.is_float() && at(*a),
                 Op::Binary { op, d: dt, a, b } if dt.is_float() => !op.is_comparison() && at(*a) && at(*b),
                 Op::Binary { op: BinOp::Add | BinOp::Sub, d: dt, a, b } if dt.is_int() => index_like(*a) && index_like(*b),
@@ -304,15 +305,6 @@ pub(in super::super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
         ok[i] = v;
     }
     ok[usize::from(id)]
-}
-
-/// True if `s` is `(D - 1) - i` for a dim `D` and an index `i` (the lowering checks that `i`
-/// ranges over the read axis' `D`, else it guards the read).
-fn reversed_idx(d: Def<'_>, s: Id) -> bool {
-    let op = |x: Id| &d.ops[usize::from(x)];
-    let Op::Binary { op: BinOp::Sub, a, b, .. } = op(s) else { return false };
-    let Op::Binary { op: BinOp::Sub, a: top, b: one, .. } = op(*a) else { return false };
-    matches!(op(*top), Op::Dim(_)) && matches!(op(*one), Op::Const(tfmc_runtime::Scalar::I(1))) && matches!(op(*b), Op::Idx(_))
 }
 
 /// The plan for `node` (slots of its indices `slots`, definition `d`), if it applies.
