@@ -22,15 +22,15 @@ enum Init {
 }
 
 /// A kernel running one `m × n` tile product whose operands come from the dims
-/// `[K, cols, a0, lda, b0, ldb, c0, ldc, s0]` and buffers `A, B, C, S`.
+/// `[K, cols, a0, lda, ka, b0, ldb, c0, ldc, s0]` and buffers `A, B, C, S`.
 fn kernel(m: u32, n: u32, init: Init, op: TileOp) -> Func {
     let mut k = K::new("tile");
     let (a, b, c, s) = (k.arg("A", Ty::F32), k.arg("B", Ty::F32), k.arg("C", Ty::F32), k.arg("S", Ty::F32));
-    let d: Vec<Expr> = ["K", "cols", "a0", "lda", "b0", "ldb", "c0", "ldc", "s0"].iter().map(|n| Expr::Var(k.dim(n))).collect();
+    let d: Vec<Expr> = ["K", "cols", "a0", "lda", "ka", "b0", "ldb", "c0", "ldc", "s0"].iter().map(|n| Expr::Var(k.dim(n))).collect();
     let init = match init {
         Init::Zero => TileInit::Zero,
         Init::Load => TileInit::Load,
-        Init::Scale => TileInit::Scale { buf: s, at: d[8].clone() },
+        Init::Scale => TileInit::Scale { buf: s, at: d[9].clone() },
     };
     let t = TileProduct {
         m,
@@ -40,12 +40,13 @@ fn kernel(m: u32, n: u32, init: Init, op: TileOp) -> Func {
         a,
         a0: d[2].clone(),
         lda: d[3].clone(),
+        ka: d[4].clone(),
         b,
-        b0: d[4].clone(),
-        ldb: d[5].clone(),
+        b0: d[5].clone(),
+        ldb: d[6].clone(),
         c,
-        c0: d[6].clone(),
-        ldc: d[7].clone(),
+        c0: d[7].clone(),
+        ldc: d[8].clone(),
         init,
         op,
     };
@@ -60,29 +61,32 @@ struct Case {
     b: Vec<f32>,
     c: Vec<f32>,
     s: Vec<f32>,
-    dims: [i64; 9],
+    dims: [i64; 10],
 }
 
 fn case(rng: &mut StdRng, m: u32, n: u32, kk: usize, cols: i64) -> Case {
     let (m, n) = (m as usize, n as usize);
     // Offsets and strides larger than the tile, so stray reads or writes land on sentinels.
-    let (a0, lda) = (rng.random_range(0..5), kk + rng.random_range(0..4));
+    // Half the cases store `A` key-major (`A[i][k]` at `a0 + i + k·ka`, the attention plan's
+    // transposed weight tile), half row-major.
+    let (a0, (lda, ka)) =
+        (rng.random_range(0..5), if rng.random_bool(0.5) { (kk + rng.random_range(0..4), 1) } else { (1, m + rng.random_range(0..4)) });
     let (b0, ldb) = (rng.random_range(0..5), n + rng.random_range(0..9));
     let (c0, ldc) = (rng.random_range(0..5), n + rng.random_range(1..9));
     let s0 = rng.random_range(0..3);
     let mut r = |len: usize| (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<f32>>();
-    let a = r(a0 + m * lda + 1);
+    let a = r(a0 + m * lda + kk * ka + 1);
     let b = r(b0 + kk.max(1) * ldb + 1);
     let c = r(c0 + m * ldc + 8);
     let s = r(s0 + m);
-    let dims = [kk as i64, cols, a0 as i64, lda as i64, b0 as i64, ldb as i64, c0 as i64, ldc as i64, s0 as i64];
+    let dims = [kk as i64, cols, a0 as i64, lda as i64, ka as i64, b0 as i64, ldb as i64, c0 as i64, ldc as i64, s0 as i64];
     Case { kk, cols, a, b, c, s, dims }
 }
 
 /// `C` after the product, by the definition, in f64.
 fn expected(cs: &Case, m: u32, n: u32, init: Init, op: TileOp) -> Vec<f64> {
     let d = |i: usize| cs.dims[i] as usize;
-    let (a0, lda, b0, ldb, c0, ldc, s0) = (d(2), d(3), d(4), d(5), d(6), d(7), d(8));
+    let (a0, lda, ka, b0, ldb, c0, ldc, s0) = (d(2), d(3), d(4), d(5), d(6), d(7), d(8), d(9));
     let mut c: Vec<f64> = cs.c.iter().map(|&x| f64::from(x)).collect();
     let cols = cs.cols.clamp(0, i64::from(n)) as usize;
     for i in 0..m as usize {
@@ -94,7 +98,7 @@ fn expected(cs: &Case, m: u32, n: u32, init: Init, op: TileOp) -> Vec<f64> {
                 Init::Scale => f64::from(cs.s[s0 + i]) * f64::from(cs.c[at]),
             };
             for k in 0..cs.kk {
-                let (x, y) = (f64::from(cs.a[a0 + i * lda + k]), f64::from(cs.b[b0 + k * ldb + j]));
+                let (x, y) = (f64::from(cs.a[a0 + i * lda + k * ka]), f64::from(cs.b[b0 + k * ldb + j]));
                 acc += match op {
                     TileOp::Mul => x * y,
                     TileOp::SquaredDifference => (x - y) * (x - y),

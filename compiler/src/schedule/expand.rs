@@ -66,7 +66,9 @@ fn expand(f: &mut Func, t: &TileProduct) -> Vec<Stmt> {
         TileInit::Load => e::load(t.c, c_at.clone()),
         TileInit::Scale { buf, at: s0 } => e::mul(e::load(*buf, e::add(s0.clone(), e::var(i))), e::load(t.c, c_at.clone())),
     };
-    let (x, y) = (e::load(t.a, at(&t.a0, e::var(i), &t.lda, e::var(k))), e::load(t.b, at(&t.b0, e::var(k), &t.ldb, e::var(j))));
+    // A's element along the sum: `k`, or `k·ka` for a key-major tile.
+    let ak = if t.ka == e::i64(1) { e::var(k) } else { e::mul(e::var(k), t.ka.clone()) };
+    let (x, y) = (e::load(t.a, at(&t.a0, e::var(i), &t.lda, ak)), e::load(t.b, at(&t.b0, e::var(k), &t.ldb, e::var(j))));
     let kbody = match t.op {
         TileOp::Mul => vec![Stmt::Set { var: acc, value: e::acc(K::Add, e::var(acc), e::mul(x, y)) }],
         TileOp::SquaredDifference => {

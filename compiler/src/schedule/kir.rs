@@ -484,6 +484,9 @@ pub struct TileProduct {
     pub a0: Expr,
     /// Row stride of `A`.
     pub lda: Expr,
+    /// `A`'s stride along the sum: 1 for rows stored contiguously, the row count for a
+    /// key-major tile (`A[i][k]` at `a0 + i·lda + k·ka`).
+    pub ka: Expr,
     /// `B`, its element 0 and its row stride (`I64`).
     pub b: Buf,
     /// Index of `B[0][0]`.
@@ -509,7 +512,7 @@ impl TileProduct {
             TileInit::Scale { at, .. } => Some(at),
             _ => None,
         };
-        [&self.cols, &self.k, &self.a0, &self.lda, &self.b0, &self.ldb, &self.c0, &self.ldc].into_iter().chain(scale)
+        [&self.cols, &self.k, &self.a0, &self.lda, &self.ka, &self.b0, &self.ldb, &self.c0, &self.ldc].into_iter().chain(scale)
     }
 
     /// Every buffer it reads or writes (`A`, `B`, `C`, then the scales).

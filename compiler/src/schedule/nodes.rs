@@ -184,6 +184,9 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                             }
                         } else {
                             match p.rows {
+                                super::attention::Rows::Shared if p.by_rows && opts.target == super::Target::Cpu => {
+                                    "natural, keys outer: the weights read along the rows"
+                                }
                                 super::attention::Rows::Shared => "natural",
                                 super::attention::Rows::Single => "natural, keys outer; the values read every row index: each row its own",
                             }

@@ -79,9 +79,15 @@ fn block(func: &Func, b: &[Stmt], depth: usize, out: &mut String) -> fmt::Result
                     crate::schedule::kir::TileOp::SquaredDifference => ("sqdiff(", ", "),
                 };
                 let close = if open.is_empty() { "" } else { ")" };
+                // A's element along the sum: `k`, or `k*ka` for a key-major tile.
+                let ak = if t.ka == crate::schedule::kir::Expr::Const(crate::schedule::kir::Const::I64(1)) {
+                    "k".to_string()
+                } else {
+                    format!("k*{}", expr(func, &t.ka))
+                };
                 writeln!(
                     out,
-                    "{pad}{}[{} + i*{} + j] = {init} + sum[k < {}]({open}{}[{} + i*{} + k]{op}{}[{} + k*{} + j]{close}) for i < {}, j < min({}, {})",
+                    "{pad}{}[{} + i*{} + j] = {init} + sum[k < {}]({open}{}[{} + i*{} + {ak}]{op}{}[{} + k*{} + j]{close}) for i < {}, j < min({}, {})",
                     func.buf(t.c).name,
                     expr(func, &t.c0),
                     expr(func, &t.ldc),

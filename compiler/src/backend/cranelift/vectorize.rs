@@ -104,6 +104,8 @@ pub struct LoopReport {
     pub var: String,
     /// Why it stays scalar (`None`: vectorized).
     pub scalar_because: Option<String>,
+    /// The buffers its body stores to, by name, in order of first store.
+    pub stores: Vec<String>,
 }
 
 /// Every innermost `For` of `f` (straight-line body, in program order) with the analysis'
@@ -115,9 +117,18 @@ pub fn vector_report(f: &Func) -> Vec<LoopReport> {
                 Stmt::For { var, body, .. } => {
                     let innermost = body.iter().all(|s| matches!(s, Stmt::Set { .. } | Stmt::Store { .. }));
                     if innermost {
+                        let mut stores: Vec<String> = Vec::new();
+                        for s in body {
+                            if let Stmt::Store { buf, .. } = s
+                                && !stores.contains(&f.buf(*buf).name)
+                            {
+                                stores.push(f.buf(*buf).name.clone());
+                            }
+                        }
                         out.push(LoopReport {
                             var: format!("{}%{}", f.var(*var).name, var.0),
                             scalar_because: analyze(f, *var, body).err(),
+                            stores,
                         });
                     } else {
                         walk(f, body, out);

@@ -2,7 +2,7 @@
 //!
 //! The tile's `n` columns are cut into vectors of `W = vector_bits / 32` lanes, and the vectors
 //! into *panels* of `p` vectors such that the panel's accumulators, a row of `B` and one
-//! broadcast element of `A` fit the register file: `m·p + p + 1 <= R` (`R` = 32 registers with
+//! broadcast element of `A` (at `a0 + i·lda + k·ka`) fit the register file: `m·p + p + 1 <= R` (`R` = 32 registers with
 //! AVX-512, 16 otherwise), so `6 × 64` on AVX-512 (24 `zmm` accumulators), `6 × 16` per panel
 //! on AVX2. Per panel whose columns are all valid (`j0 + p·W <= min(cols, n)`, checked at run
 //! time): the accumulators start from `init` (vector loads of `C`, times the broadcast row
@@ -28,6 +28,8 @@ struct Operands<'ctx> {
     a: PointerValue<'ctx>,
     a0: IntValue<'ctx>,
     lda: IntValue<'ctx>,
+    /// `A`'s stride along the sum, when not 1 (a key-major tile).
+    ka: Option<IntValue<'ctx>>,
     b: PointerValue<'ctx>,
     b0: IntValue<'ctx>,
     ldb: IntValue<'ctx>,
@@ -58,6 +60,11 @@ impl<'ctx> Cg<'ctx, '_> {
             a: self.buf_ptr(fx, t.a)?,
             a0: ix(self, fx, &t.a0)?,
             lda: ix(self, fx, &t.lda)?,
+            ka: if t.ka == crate::schedule::kir::Expr::Const(crate::schedule::kir::Const::I64(1)) {
+                None
+            } else {
+                Some(ix(self, fx, &t.ka)?)
+            },
             b: self.buf_ptr(fx, t.b)?,
             b0: ix(self, fx, &t.b0)?,
             ldb: ix(self, fx, &t.ldb)?,
@@ -162,6 +169,7 @@ impl<'ctx> Cg<'ctx, '_> {
         }
         self.counted_loop(fx, i64t.const_zero(), ops.k, |cg, _fx, kk| {
             let brow = cg.row_index_dyn(ops.b0, ops.ldb, kk)?;
+            let ak = cg.a_offset(ops, kk)?;
             let mut bvs = Vec::with_capacity(p as usize);
             for v in 0..p {
                 let idx = cg.b.build_int_add(brow, col(cg, v)?, "")?;
@@ -169,7 +177,7 @@ impl<'ctx> Cg<'ctx, '_> {
             }
             for i in 0..t.m {
                 let arow = cg.row_index(ops.a0, ops.lda, i)?;
-                let idx = cg.b.build_int_add(arow, kk, "")?;
+                let idx = cg.b.build_int_add(arow, ak, "")?;
                 let a = cg.b.build_load(f32t, cg.gep(f32t.into(), ops.a, idx)?, "a")?;
                 let a = cg.splat(vt, float(a)?)?;
                 for (v, bv) in bvs.iter().enumerate() {
@@ -227,7 +235,7 @@ impl<'ctx> Cg<'ctx, '_> {
                 cg.b.build_store(acc, start)?;
                 cg.counted_loop(fx, i64t.const_zero(), ops.k, |cg, _fx, kk| {
                     let arow = cg.row_index(ops.a0, ops.lda, i)?;
-                    let aidx = cg.b.build_int_add(arow, kk, "")?;
+                    let aidx = cg.b.build_int_add(arow, cg.a_offset(ops, kk)?, "")?;
                     let a = cg.b.build_load(f32t, cg.gep(f32t.into(), ops.a, aidx)?, "a")?;
                     let brow = cg.row_index_dyn(ops.b0, ops.ldb, kk)?;
                     let bidx = cg.b.build_int_add(brow, j, "")?;
@@ -244,6 +252,14 @@ impl<'ctx> Cg<'ctx, '_> {
             })?;
         }
         Ok(())
+    }
+
+    /// `A`'s offset along the sum at `kk` (`kk·ka`).
+    fn a_offset(&self, ops: &Operands<'ctx>, kk: IntValue<'ctx>) -> Result<IntValue<'ctx>, LlvmError> {
+        Ok(match ops.ka {
+            Some(ka) => self.b.build_int_mul(kk, ka, "")?,
+            None => kk,
+        })
     }
 
     /// Row `i`'s scale `scale[at + i]` for [`TileInit::Scale`] (loaded once per row), else

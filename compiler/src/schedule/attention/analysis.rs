@@ -48,6 +48,11 @@ pub(in super::super) struct Plan {
     /// tensor), and both it and the logit can be evaluated anywhere without any effect: the
     /// CPU plan masks with a select (`inside && filter`) instead of a branch per key.
     pub pure_filtered: bool,
+    /// A plain sum whose weight has no dot product and reads its tensors along the tile index,
+    /// never along the key (`φ(K[m, e])` with rows `e`: a `φ(K)ᵀ·V` step): the CPU plan
+    /// computes the weights keys outer and rows inner (vectorized along the rows) into a
+    /// key-major tile.
+    pub by_rows: bool,
     /// An `osmz`'s sink logit `c` (pure, free of the key and the output column): the row's
     /// denominator is `sum + exp(c - max)`.
     pub sink: Option<Id>,
@@ -259,6 +264,33 @@ pub(super) fn only_dot_reduces(d: Def<'_>, s: Id, dot: Option<Id>) -> bool {
     true
 }
 
+/// True if some tensor read under `s` has the tile index (slot `tile`) in its last subscript
+/// (stride 1) and none has the key (slot `key`) there: consecutive rows of a weight tile are
+/// then neighbours in memory, consecutive keys are not.
+fn reads_along_rows(d: Def<'_>, s: Id, tile: usize, key: usize) -> bool {
+    let mut marked = vec![false; usize::from(s) + 1];
+    marked[usize::from(s)] = true;
+    let (mut rows, mut keys) = (0, 0);
+    for i in (0..marked.len()).rev() {
+        if !marked[i] {
+            continue;
+        }
+        if let Op::Read { subs, .. } = &d.ops[i]
+            && let Some(&last) = subs.last()
+        {
+            if uses(d.ops, last, key) {
+                keys += 1;
+            } else if uses(d.ops, last, tile) {
+                rows += 1;
+            }
+        }
+        for c in children(&d.ops[i]) {
+            marked[usize::from(c)] = true;
+        }
+    }
+    rows > 0 && keys == 0
+}
+
 /// True if op `target` is in the subtree of `root` (one pass from the root down: children
 /// come before parents).
 fn reaches(d: Def<'_>, root: Id, target: Id) -> bool {
@@ -372,5 +404,10 @@ pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d:
     let pure_s = pure(d, s, dot.as_ref().map(|x| x.id));
     let pure_logit = unfiltered && pure_s;
     let pure_filtered = !unfiltered && pure_s && pure(d, head.filter, None);
-    Some(Plan { head, norm, s, v, tile, rows, dot, pure_logit, pure_filtered, sink })
+    let by_rows = rows == Rows::Shared
+        && norm == Norm::Sum
+        && dot.is_none()
+        && (pure_logit || pure_filtered)
+        && reads_along_rows(d, s, slots[tile], head.slot);
+    Some(Plan { head, norm, s, v, tile, rows, dot, pure_logit, pure_filtered, by_rows, sink })
 }

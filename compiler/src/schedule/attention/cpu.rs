@@ -220,8 +220,12 @@ struct Tile {
     lo: Buf,
     hi: Buf,
     acc: Buf,
-    /// The block's logits, then weights (rows of `tm`).
+    /// The block's logits, then weights: rows of `tm` keys, or key-major (`tp` rows per key)
+    /// when `key_major`.
     sb: Buf,
+    /// `sb` holds each key's rows together (a plan whose weights are computed by rows, see
+    /// [`Plan::by_rows`](super::analysis::Plan::by_rows)).
+    key_major: bool,
     /// The output columns of this pass: `fsize` (at most [`FMAX`]) from `f0`.
     fsize: Expr,
     f0: Expr,
@@ -237,7 +241,11 @@ impl Tile {
 
     /// Element `j` of row `i` of the block's logits.
     fn srow(&self, i: Var, j: Expr) -> Expr {
-        e::add(e::mul(e::var(i), e::i64(i64::from(self.tm))), j)
+        if self.key_major {
+            e::add(e::mul(j, e::i64(i64::from(self.tp))), e::var(i))
+        } else {
+            e::add(e::mul(e::var(i), e::i64(i64::from(self.tm))), j)
+        }
     }
 
     /// Element `f` of row `i` of the accumulator.
@@ -336,7 +344,8 @@ fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tr: Expr, tm: u32) -
     let (lo, hi) = (stack("lo", Ty::I64, tp), stack("hi", Ty::I64, tp));
     let (acc, sb) = (stack("acc", ty, tp * FMAX), stack("s", ty, tp * tm));
     let fsize = t.shape[site.f_axis()].clone();
-    (Tile { ty, tp, tm, idx, outer, t0, nt, mx, sum, any, lo, hi, acc, sb, fsize, f0: e::i64(0), panel: None }, saved)
+    let key_major = site.plan.by_rows;
+    (Tile { ty, tp, tm, idx, outer, t0, nt, mx, sum, any, lo, hi, acc, sb, key_major, fsize, f0: e::i64(0), panel: None }, saved)
 }
 
 /// Packed: this tile's rows of `A` (`a[i, e] = Π a(t0 + i, e)`, rows of `EMAX`), and where its
@@ -441,6 +450,7 @@ fn dot_tile(cx: &mut Cx<'_>, tile: &Tile, p: &Packed<'_>, qt: Buf, kbase: Var, m
                 a: qt,
                 a0: e::mul(r0.clone(), e::i64(i64::from(EMAX))),
                 lda: e::i64(i64::from(EMAX)),
+                ka: e::i64(1),
                 b: p.kt,
                 b0: e::add(e::add(e::var(kbase), e::var(m0)), j0.clone()),
                 ldb: p.mp.clone(),
@@ -508,7 +518,12 @@ fn softmax_block(
     let softmax = plan.norm == Norm::Softmax;
     // A masked point's logit is -inf (weight 0 after the softmax); a plain sum's weight is 0.
     let masked = if softmax { f64::NEG_INFINITY } else { 0.0 };
-    let by_key = if plan.rows == Rows::Single { Some(logits_by_key(cx, site, tile, inv, m0, nm, masked)?) } else { None };
+    let by_key = plan.rows == Rows::Single || tile.key_major;
+    let bm = if by_key { logits_by_key(cx, site, tile, inv, m0, nm, masked)? } else { None };
+    if by_key && !softmax {
+        // The weights are final and `any` is set: nothing per row is left.
+        return Ok(());
+    }
     let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
     let subst0 = cx.subst.len();
     for (id, buf) in inv {
@@ -517,7 +532,7 @@ fn softmax_block(
     let row = cx.b.let_(&site.node.indices[plan.tile], e::add(e::var(tile.t0), e::var(i)));
     cx.bind(site.slots[plan.tile], IdxVar { var: row, range: Some(site.node.shape[plan.tile].clone()) });
     let (rlo, rhi) = (cx.b.let_("lo", e::load(tile.lo, e::var(i))), cx.b.let_("hi", e::load(tile.hi, e::var(i))));
-    let bmax = cx.b.let_("bmax", by_key.map_or(c(f64::NEG_INFINITY), |bm| e::load(bm, e::var(i))));
+    let bmax = cx.b.let_("bmax", bm.map_or(c(f64::NEG_INFINITY), |bm| e::load(bm, e::var(i))));
     let anyrow = cx.b.let_("anyrow", e::load(tile.any, e::var(i)));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
     let inside = |m: Var| e::bin(K::And, e::bin(K::Ge, e::var(m), e::var(rlo)), e::bin(K::Lt, e::var(m), e::var(rhi)));
@@ -555,7 +570,7 @@ fn softmax_block(
         cx.b.close();
         cx.unbind(plan.head.slot, old_m);
     };
-    if by_key.is_some() {
+    if by_key {
         // The logits are in `sb` already.
     } else if plan.pure_logit && (packed.is_some() || plan.dot.is_none()) {
         // Nothing in the logit can fail or be absent: a block inside the row's key bounds has
@@ -637,11 +652,14 @@ fn softmax_block(
     Ok(())
 }
 
-/// A single-row plan's logits, keys outer and rows inner: consecutive rows are consecutive
-/// values of the tile index (the heads of one token in a `[.., m, h, e]` cache), so the reads
-/// of one key stream through neighbouring memory instead of each row striding over the keys.
-/// Stores `sb[i, j]` (`masked` outside a row's bounds or filter, where nothing is evaluated)
-/// and sets `any[i]`; returns the rows' block maxima (a stack array of the tile's rows).
+/// Logits keys outer and rows inner, for a single-row plan (consecutive rows are consecutive
+/// values of the tile index: the heads of one token in a `[.., m, h, e]` cache, so the reads of
+/// one key stream through neighbouring memory instead of each row striding over the keys) and
+/// for a key-major tile (weights that read their tensors along the rows, `φ(K[m, e])` with
+/// rows `e`: with a pure weight the loop over the rows is branch-free and vectorizes).
+/// Stores `sb[i, j]` (`masked` outside a row's bounds or filter, where nothing is evaluated
+/// unless the weight is pure) and sets `any[i]`; for a softmax, returns the rows' block maxima
+/// (a stack array of the tile's rows).
 fn logits_by_key(
     cx: &mut Cx<'_>,
     site: &Site<'_, '_>,
@@ -650,12 +668,78 @@ fn logits_by_key(
     m0: Var,
     nm: Var,
     masked: f64,
-) -> Result<Buf, ScheduleError> {
+) -> Result<Option<Buf>, ScheduleError> {
     let (plan, d, ty) = (site.plan, site.d, tile.ty);
-    let bm = cx.b.buf(&format!("{}.bmax", site.node.name), ty, BufKind::Stack(tile.tp));
-    let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
-    cx.b.store(bm, e::var(i), tile.c(f64::NEG_INFINITY));
-    cx.b.close();
+    let bm = if plan.norm == Norm::Softmax {
+        let bm = cx.b.buf(&format!("{}.bmax", site.node.name), ty, BufKind::Stack(tile.tp));
+        let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
+        cx.b.store(bm, e::var(i), tile.c(f64::NEG_INFINITY));
+        cx.b.close();
+        Some(bm)
+    } else {
+        None
+    };
+    let select = tile.key_major && (plan.pure_logit || plan.pure_filtered);
+    if select && plan.pure_logit {
+        // A block inside every row's key bounds (the common case) has no mask code at all.
+        let (lomax, himin) = (cx.b.let_("lomax", e::i64(i64::MIN)), cx.b.let_("himin", e::i64(i64::MAX)));
+        let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
+        cx.b.set(lomax, e::bin(K::Max, e::var(lomax), e::load(tile.lo, e::var(i))));
+        cx.b.set(himin, e::bin(K::Min, e::var(himin), e::load(tile.hi, e::var(i))));
+        cx.b.close();
+        let interior =
+            e::bin(K::And, e::bin(K::Ge, e::var(m0), e::var(lomax)), e::bin(K::Le, e::add(e::var(m0), e::var(nm)), e::var(himin)));
+        cx.b.open_if(interior);
+        let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
+        cx.b.store(tile.any, e::var(i), e::bool(true));
+        cx.b.close();
+        by_key_loops(cx, site, tile, inv, m0, nm, bm, |cx, _, _| cx.lower_as(d, plan.s, ty))?;
+        cx.b.open_else();
+    }
+    by_key_loops(cx, site, tile, inv, m0, nm, bm, |cx, i, m| {
+        let inside =
+            e::bin(K::And, e::bin(K::Ge, e::var(m), e::load(tile.lo, e::var(i))), e::bin(K::Lt, e::var(m), e::load(tile.hi, e::var(i))));
+        if select {
+            // Nothing in the weight or the filter can fail: a select masks it (a single-row
+            // plan's logit holds a dot product, not evaluated where masked).
+            let valid = if plan.pure_filtered { e::bin(K::And, inside, cx.lower_as(d, plan.head.filter, Ty::Bool)?) } else { inside };
+            let valid = cx.b.let_("valid", valid);
+            let x = cx.lower_as(d, plan.s, ty)?;
+            cx.b.store(tile.any, e::var(i), e::bin(K::Or, e::load(tile.any, e::var(i)), e::var(valid)));
+            return Ok(e::select(e::var(valid), x, tile.c(masked)));
+        }
+        let sv = cx.b.let_("logit", tile.c(masked));
+        cx.b.open_if(inside);
+        let ok = cx.holds(d, plan.head.filter)?;
+        cx.b.open_if(ok);
+        let x = cx.lower_as(d, plan.s, ty)?;
+        cx.b.set(sv, x);
+        cx.b.store(tile.any, e::var(i), e::bool(true));
+        cx.b.close();
+        cx.b.close();
+        Ok(e::var(sv))
+    })?;
+    if select && plan.pure_logit {
+        cx.b.close();
+    }
+    Ok(bm)
+}
+
+/// [`logits_by_key`]'s loop nest: keys outer, rows inner, each point's logit by `logit(cx,
+/// i, m)` (the row's and the key's variables; the tile index and the key are bound), stored at
+/// `sb[i, j]` and folded into the row's block max `bm`.
+#[allow(clippy::too_many_arguments)]
+fn by_key_loops(
+    cx: &mut Cx<'_>,
+    site: &Site<'_, '_>,
+    tile: &Tile,
+    inv: &[(Id, Buf)],
+    m0: Var,
+    nm: Var,
+    bm: Option<Buf>,
+    logit: impl FnOnce(&mut Cx<'_>, Var, Var) -> Result<Expr, ScheduleError>,
+) -> Result<(), ScheduleError> {
+    let plan = site.plan;
     let j = cx.b.open_for("j", e::i64(0), e::var(nm));
     let m = cx.b.let_("m", e::add(e::var(m0), e::var(j)));
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
@@ -665,25 +749,21 @@ fn logits_by_key(
     for (id, buf) in inv {
         cx.subst.push((*id, e::load(*buf, e::var(i))));
     }
-    let inside =
-        e::bin(K::And, e::bin(K::Ge, e::var(m), e::load(tile.lo, e::var(i))), e::bin(K::Lt, e::var(m), e::load(tile.hi, e::var(i))));
-    let sv = cx.b.let_("logit", tile.c(masked));
-    cx.b.open_if(inside);
-    let ok = cx.holds(d, plan.head.filter)?;
-    cx.b.open_if(ok);
-    let x = cx.lower_as(d, plan.s, ty)?;
-    cx.b.set(sv, x);
-    cx.b.store(tile.any, e::var(i), e::bool(true));
-    cx.b.close();
-    cx.b.close();
+    let sv = logit(cx, i, m)?;
+    let sv = match sv {
+        Expr::Var(v) => v,
+        sv => cx.b.let_("logit", sv),
+    };
     cx.subst.truncate(subst0);
     cx.b.store(tile.sb, tile.srow(i, e::var(j)), e::var(sv));
-    cx.b.store(bm, e::var(i), e::acc(K::Max, e::load(bm, e::var(i)), e::var(sv)));
+    if let Some(bm) = bm {
+        cx.b.store(bm, e::var(i), e::acc(K::Max, e::load(bm, e::var(i)), e::var(sv)));
+    }
     cx.b.close(); // rows
     cx.unbind(site.slots[plan.tile], old_t);
     cx.b.close(); // keys
     cx.unbind(plan.head.slot, old_m);
-    Ok(bm)
+    Ok(())
 }
 
 /// `acc[i] += w[i, j] · v(m0 + j)`: keys outer, rows inner, so consecutive updates go to
@@ -857,8 +937,9 @@ fn accumulate_tiles(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, 
             cols: e::sub(tile.fsize.clone(), f0.clone()),
             k: e::var(nm),
             a: tile.sb,
-            a0: e::mul(r0.clone(), tmx.clone()),
-            lda: tmx.clone(),
+            a0: if tile.key_major { r0.clone() } else { e::mul(r0.clone(), tmx.clone()) },
+            lda: if tile.key_major { e::i64(1) } else { tmx.clone() },
+            ka: if tile.key_major { e::i64(i64::from(tile.tp)) } else { e::i64(1) },
             b,
             b0: e::add(b0.clone(), f0.clone()),
             ldb: ldb.clone(),
