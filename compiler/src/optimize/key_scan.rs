@@ -74,8 +74,7 @@ pub fn key_scans(c: &Cascade) -> Cascade {
         let j = fresh_index(out, &format!("{}.{}", found.k, if found.end == End::Suffix { "rev" } else { "run" }));
         out.ranges.push((j.clone(), found.size.clone()));
         let lhs = out.graph[ix].indices.clone();
-        // Accumulated in f32 at least (a bf16 reader would otherwise sum in bf16).
-        let dtype = if out.graph[ix].dtype == crate::hir::DType::F64 { crate::hir::DType::F64 } else { crate::hir::DType::F32 };
+        let dtype = super::prefix::scan_dtype(out.graph[ix].dtype);
         let (node, read) = build(e, &found, &name, &j, &lhs, dtype, out);
         Some((node, found.at, read))
     })

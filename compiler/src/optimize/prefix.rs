@@ -6,7 +6,8 @@
 //!
 //! Conditions: `lo` is 0; `hi` is `p + 1` or `min(H, p + 1)` with `H` free of `p`; `x` and the
 //! filter are free of `p`, have no `where` (always present) and bind no index named `p`; the
-//! consuming node is float. The new node is placed right before its reader.
+//! consuming node is float. The new node is placed right before its reader; it accumulates in
+//! `f32` (`f64` for an `f64` reader: [`scan_dtype`]).
 
 use super::inline::free_names;
 use crate::ir::lang::{Const, Tfm};
@@ -21,9 +22,17 @@ pub fn prefix_scans(c: &Cascade) -> Cascade {
         let found = find(e)?;
         let name = format!("{}.prefix{n}", out.graph[ix].name);
         let lhs = out.graph[ix].indices.clone();
-        let (node, read) = build(out, e, &found, &name, &lhs);
+        let dtype = scan_dtype(out.graph[ix].dtype);
+        let (node, read) = build(out, e, &found, &name, &lhs, dtype);
         Some((node, found.at, read))
     })
+}
+
+/// The element type of a scan that replaces a sum read by a node of type `reader`: `f32` at
+/// least (a bf16 reader would otherwise sum in bf16), `f64` for an `f64` reader. An `f32` node's
+/// reductions accumulate in `f32` on every plan, and so does the running sum that replaces one.
+pub(super) fn scan_dtype(reader: crate::hir::DType) -> crate::hir::DType {
+    if reader == crate::hir::DType::F64 { crate::hir::DType::F64 } else { crate::hir::DType::F32 }
 }
 
 /// The driver of the passes that turn a subterm into a read of a new node: over the float
@@ -163,7 +172,7 @@ fn copy_subst(out: &mut RecExpr<Tfm>, e: &RecExpr<Tfm>, id: Id, from: &str, to: 
     out.add(n)
 }
 
-fn build(c: &Cascade, e: &RecExpr<Tfm>, f: &Found, name: &str, lhs: &[String]) -> (Node, RecExpr<Tfm>) {
+fn build(c: &Cascade, e: &RecExpr<Tfm>, f: &Found, name: &str, lhs: &[String], dtype: crate::hir::DType) -> (Node, RecExpr<Tfm>) {
     // The new tensor's indices: the prefix sum's free indices, `p` included, laid out for
     // its reader: the reader's left-hand indices first in the reader's order, then the rest
     // (indices the reader reduces over) innermost, so the reader walks it contiguously.
@@ -197,7 +206,7 @@ fn build(c: &Cascade, e: &RecExpr<Tfm>, f: &Found, name: &str, lhs: &[String]) -
     init.add(Tfm::Const(Const::float(0.0)));
     let node = Node {
         name: name.to_string(),
-        dtype: crate::hir::DType::F64,
+        dtype,
         shape,
         indices: indices.clone(),
         role: Role::Local,

@@ -226,6 +226,9 @@ struct Tile {
     /// `sb` holds each key's rows together (a plan whose weights are computed by rows, see
     /// [`Plan::by_rows`](super::analysis::Plan::by_rows)).
     key_major: bool,
+    /// A key-major tile's keys inside every row's bounds, `lomax..himin` (set by
+    /// [`init_rows`]).
+    common: Option<(Var, Var)>,
     /// The output columns of this pass: `fsize` (at most [`FMAX`]) from `f0`.
     fsize: Expr,
     f0: Expr,
@@ -291,7 +294,7 @@ fn tiles(
     let f0 = cx.b.let_("f0", e::mul(e::var(pass), fmx.clone()));
     tile.f0 = e::var(f0);
     tile.fsize = e::var(cx.b.let_("fsize", e::bin(K::Min, fmx, e::sub(full, e::var(f0)))));
-    let (mlo, mhi, old_t) = init_rows(cx, site, &tile)?;
+    let (mlo, mhi, old_t) = init_rows(cx, site, &mut tile)?;
     let inv = row_invariants(cx, site, &tile)?;
     // Key blocks.
     let nb = e::select(
@@ -345,7 +348,10 @@ fn open_tile(cx: &mut Cx<'_>, site: &Site<'_, '_>, tp: u32, tr: Expr, tm: u32) -
     let (acc, sb) = (stack("acc", ty, tp * FMAX), stack("s", ty, tp * tm));
     let fsize = t.shape[site.f_axis()].clone();
     let key_major = site.plan.by_rows;
-    (Tile { ty, tp, tm, idx, outer, t0, nt, mx, sum, any, lo, hi, acc, sb, key_major, fsize, f0: e::i64(0), panel: None }, saved)
+    (
+        Tile { ty, tp, tm, idx, outer, t0, nt, mx, sum, any, lo, hi, acc, sb, key_major, common: None, fsize, f0: e::i64(0), panel: None },
+        saved,
+    )
 }
 
 /// Packed: this tile's rows of `A` (`a[i, e] = Π a(t0 + i, e)`, rows of `EMAX`), and where its
@@ -373,10 +379,18 @@ fn pack_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, p: &Packed<'_>) 
 
 /// Per row: the online-softmax state (max -inf, sum 0, no point, `acc` 0) and the key bounds;
 /// returns the tile's key range `mlo..mhi` (empty rows do not widen it) and the tile index's
-/// binding before the loop (the caller restores it).
-fn init_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile) -> Result<(Var, Var, Option<IdxVar>), ScheduleError> {
+/// binding before the loop (the caller restores it). A key-major tile also gets the keys that
+/// every row has, `lomax..himin` ([`Tile::common`]).
+fn init_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &mut Tile) -> Result<(Var, Var, Option<IdxVar>), ScheduleError> {
     let mlo = cx.b.let_("mlo", e::i64(i64::MAX));
     let mhi = cx.b.let_("mhi", e::i64(i64::MIN));
+    let common = if tile.key_major {
+        let c = (cx.b.let_("lomax", e::i64(i64::MIN)), cx.b.let_("himin", e::i64(i64::MAX)));
+        tile.common = Some(c);
+        Some(c)
+    } else {
+        None
+    };
     let (i, old_t) = tile.open_rows(cx, site);
     cx.b.store(tile.mx, e::var(i), tile.c(f64::NEG_INFINITY));
     cx.b.store(tile.sum, e::var(i), tile.c(0.0));
@@ -392,6 +406,10 @@ fn init_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile) -> Result<(Var, 
     cx.b.close();
     cx.b.store(tile.lo, e::var(i), e::var(l));
     cx.b.store(tile.hi, e::var(i), e::var(h));
+    if let Some((lomax, himin)) = common {
+        cx.b.set(lomax, e::bin(K::Max, e::var(lomax), e::var(l)));
+        cx.b.set(himin, e::bin(K::Min, e::var(himin), e::var(h)));
+    }
     cx.b.close();
     Ok((mlo, mhi, old_t))
 }
@@ -680,13 +698,9 @@ fn logits_by_key(
         None
     };
     let select = tile.key_major && (plan.pure_logit || plan.pure_filtered);
-    if select && plan.pure_logit {
+    let common = tile.common.filter(|_| select && plan.pure_logit);
+    if let Some((lomax, himin)) = common {
         // A block inside every row's key bounds (the common case) has no mask code at all.
-        let (lomax, himin) = (cx.b.let_("lomax", e::i64(i64::MIN)), cx.b.let_("himin", e::i64(i64::MAX)));
-        let i = cx.b.open_for("i", e::i64(0), e::var(tile.nt));
-        cx.b.set(lomax, e::bin(K::Max, e::var(lomax), e::load(tile.lo, e::var(i))));
-        cx.b.set(himin, e::bin(K::Min, e::var(himin), e::load(tile.hi, e::var(i))));
-        cx.b.close();
         let interior =
             e::bin(K::And, e::bin(K::Ge, e::var(m0), e::var(lomax)), e::bin(K::Le, e::add(e::var(m0), e::var(nm)), e::var(himin)));
         cx.b.open_if(interior);
@@ -719,7 +733,7 @@ fn logits_by_key(
         cx.b.close();
         Ok(e::var(sv))
     })?;
-    if select && plan.pure_logit {
+    if common.is_some() {
         cx.b.close();
     }
     Ok(bm)
