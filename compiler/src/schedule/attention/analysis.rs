@@ -42,12 +42,9 @@ pub(in super::super) struct Plan {
     /// The dot product inside the logit, for the packed variant.
     pub dot: Option<Dot>,
     /// The logit can be evaluated at masked points without any effect (no failure, no
-    /// absence), so the mask can be a select instead of a branch.
+    /// absence) with its dot product a value, unfiltered: the GPU plans' condition (the CPU
+    /// plan decides per variant, its row invariants being values too: `cpu::purity`).
     pub pure_logit: bool,
-    /// The reduction has a filter (a graph's adjacency `Adj[b, p, m]`, a mask read from a
-    /// tensor), and both it and the logit can be evaluated anywhere without any effect: the
-    /// CPU plan masks with a select (`inside && filter`) instead of a branch per key.
-    pub pure_filtered: bool,
     /// A plain sum whose weight has no dot product and reads its tensors along the tile index,
     /// never along the key (`φ(K[m, e])` with rows `e`: a `φ(K)ᵀ·V` step): the CPU plan
     /// computes the weights keys outer and rows inner (vectorized along the rows) into a
@@ -311,9 +308,15 @@ fn reaches(d: Def<'_>, root: Id, target: Id) -> bool {
 /// and integer `+`/`-` of indices, dims and constants (which cannot overflow: dims are at
 /// most 2^40).
 pub(in super::super) fn pure(d: Def<'_>, id: Id, dot: Option<Id>) -> bool {
+    pure_given(d, id, dot.as_slice())
+}
+
+/// [`pure`] with every op of `values` replaced by a value (a packed dot product, a row's
+/// invariants evaluated before the key loop).
+pub(in super::super) fn pure_given(d: Def<'_>, id: Id, values: &[Id]) -> bool {
     let mut ok = vec![false; usize::from(id) + 1];
     for i in 0..ok.len() {
-        let v = Some(Id::from(i)) == dot || {
+        let v = values.contains(&Id::from(i)) || {
             let at = |x: Id| ok[usize::from(x)];
             let index_like = |x: Id| matches!(d.ops[usize::from(x)], Op::Idx(_) | Op::Dim(_) | Op::Const(_));
             match &d.ops[i] {
@@ -409,5 +412,5 @@ pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d:
         && dot.is_none()
         && (pure_logit || pure_filtered)
         && reads_along_rows(d, s, slots[tile], head.slot);
-    Some(Plan { head, norm, s, v, tile, rows, dot, pure_logit, pure_filtered, by_rows, sink })
+    Some(Plan { head, norm, s, v, tile, rows, dot, pure_logit, by_rows, sink })
 }

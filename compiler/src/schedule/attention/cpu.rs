@@ -14,7 +14,7 @@ use super::super::hoist::invariants;
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileOp, TileProduct, Ty, Var};
 use super::super::lower::vty;
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::analysis::{Dot, Norm, Rows, SINGLE_ROWS, pure, uses};
+use super::analysis::{Dot, Norm, Rows, SINGLE_ROWS, pure, pure_given, uses};
 use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
 use crate::ir::eval::compile::Op;
 use egg::Id;
@@ -518,6 +518,18 @@ fn row_tiles(cx: &mut Cx<'_>, tile: &Tile, mut emit: impl FnMut(&mut Cx<'_>, Exp
     cx.b.close();
 }
 
+/// Whether the logit, as the block loop evaluates it (the packed dot product and the row's
+/// invariants `inv` are values there), can be evaluated at masked points without any effect
+/// (no failure, no absence): `(unfiltered and pure, filtered and pure with a pure filter)`.
+/// Then a select masks it instead of a branch per key.
+fn purity(site: &Site<'_, '_>, inv: &[(Id, Buf)], packed: Option<&Packed<'_>>) -> (bool, bool) {
+    let (plan, d) = (site.plan, site.d);
+    let values: Vec<Id> = inv.iter().map(|(id, _)| *id).chain(packed.map(|p| p.dot.id)).collect();
+    let pure_s = pure_given(d, plan.s, &values);
+    let unfiltered = matches!(d.ops[usize::from(plan.head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
+    (unfiltered && pure_s, !unfiltered && pure_s && pure(d, plan.head.filter, None))
+}
+
 /// Per row of the tile: the block's logits (`-inf` outside the row's bounds or filter; from
 /// the packed `S` tile when `packed`), then the online-softmax update — rescale `sum` and
 /// `acc` by `exp(max_old - max_new)` and turn the logits into weights `exp(S - max_new)` (0
@@ -536,6 +548,7 @@ fn softmax_block(
     let softmax = plan.norm == Norm::Softmax;
     // A masked point's logit is -inf (weight 0 after the softmax); a plain sum's weight is 0.
     let masked = if softmax { f64::NEG_INFINITY } else { 0.0 };
+    let (pure_logit, pure_filtered) = purity(site, inv, packed);
     let by_key = plan.rows == Rows::Single || tile.key_major;
     let bm = if by_key { logits_by_key(cx, site, tile, inv, m0, nm, masked)? } else { None };
     if by_key && !softmax {
@@ -590,7 +603,7 @@ fn softmax_block(
     };
     if by_key {
         // The logits are in `sb` already.
-    } else if plan.pure_logit && (packed.is_some() || plan.dot.is_none()) {
+    } else if pure_logit {
         // Nothing in the logit can fail or be absent: a block inside the row's key bounds has
         // no mask code (the common case); an edge block masks with a select (vectorizes).
         let interior = e::bin(K::And, e::bin(K::Ge, e::var(m0), e::var(rlo)), e::bin(K::Le, e::add(e::var(m0), e::var(nm)), e::var(rhi)));
@@ -607,7 +620,7 @@ fn softmax_block(
         cx.b.set(anyrow, e::bin(K::Or, e::var(anyrow), e::var(valid)));
         close_keys(cx, j, e::select(e::var(valid), x, c(masked)), old_m);
         cx.b.close();
-    } else if plan.pure_filtered && (packed.is_some() || plan.dot.is_none()) {
+    } else if pure_filtered {
         // A filter read from a tensor (a graph's adjacency): every key masks, by a select on
         // the filter and the row's bounds (vectorizes; a branch per key did not).
         let (j, m, old_m) = open_keys(cx)?;
@@ -697,8 +710,9 @@ fn logits_by_key(
     } else {
         None
     };
-    let select = tile.key_major && (plan.pure_logit || plan.pure_filtered);
-    let common = tile.common.filter(|_| select && plan.pure_logit);
+    let (pure_logit, pure_filtered) = purity(site, inv, None);
+    let select = tile.key_major && (pure_logit || pure_filtered);
+    let common = tile.common.filter(|_| select && pure_logit);
     if let Some((lomax, himin)) = common {
         // A block inside every row's key bounds (the common case) has no mask code at all.
         let interior =
@@ -716,7 +730,7 @@ fn logits_by_key(
         if select {
             // Nothing in the weight or the filter can fail: a select masks it (a single-row
             // plan's logit holds a dot product, not evaluated where masked).
-            let valid = if plan.pure_filtered { e::bin(K::And, inside, cx.lower_as(d, plan.head.filter, Ty::Bool)?) } else { inside };
+            let valid = if pure_filtered { e::bin(K::And, inside, cx.lower_as(d, plan.head.filter, Ty::Bool)?) } else { inside };
             let valid = cx.b.let_("valid", valid);
             let x = cx.lower_as(d, plan.s, ty)?;
             cx.b.store(tile.any, e::var(i), e::bin(K::Or, e::load(tile.any, e::var(i)), e::var(valid)));
