@@ -548,9 +548,10 @@ fn generic_node(
         cx.scan = Some(ScanCx { tensor: slot, flat: flat.clone(), stride: t.strides[a].clone(), t: tv, carry });
     }
     let ty = vty(node.dtype);
-    if out || scan.is_some() {
+    if out || (scan.is_some() && carry.is_none()) {
         // Absent points of outputs are 0 (the caller's buffer may hold anything); a scan's
-        // look-back may read a point before its presence is known, so clear it too.
+        // look-back may read a point before its presence is known, so clear it too (not one
+        // that carries its look-back in a register: it has no presence, every point stores).
         cx.b.store(t.buf, flat.clone(), super::reduce::scalar(ty, Scalar::F(0.0)));
     }
     // The carried value mirrors the store: 0 unless the definition stores this step.
