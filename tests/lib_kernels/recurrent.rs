@@ -26,6 +26,19 @@ fn linear_matches_reference() {
     }
 }
 
+/// The fused recurrent plan reads its output rows as vector–matrix products when a row has at
+/// most 256 columns and the state at most 256 rows; wider heads take the per-column loops, and
+/// a head without columns reads nothing.
+#[test]
+fn linear_causal_with_heads_past_the_row_products() {
+    let program = load_lib("linear.tfm");
+    for (i, shape) in [[1, 1, 5, 5, 3, 300], [1, 2, 7, 7, 260, 4], [1, 1, 9, 9, 257, 257], [1, 2, 4, 4, 3, 0]].into_iter().enumerate() {
+        let (q, k, v) = qkv(&mut rng(1050 + i as u64), shape);
+        let got = run_out(&program, "linear_causal", &inputs(&q, &k, &v), &[], "O");
+        assert_nd_close(&format!("linear_causal {shape:?}"), &got, &r::linear_causal(&q, &k, &v), TOL);
+    }
+}
+
 #[test]
 fn linear_causal_scan_equals_quadratic_form() {
     let program = load_lib("linear.tfm");

@@ -174,12 +174,19 @@ fn copy_subst(out: &mut RecExpr<Tfm>, e: &RecExpr<Tfm>, id: Id, from: &str, to: 
 
 fn build(c: &Cascade, e: &RecExpr<Tfm>, f: &Found, name: &str, lhs: &[String], dtype: crate::hir::DType) -> (Node, RecExpr<Tfm>) {
     // The new tensor's indices: the prefix sum's free indices, `p` included, laid out for
-    // its reader: the reader's left-hand indices first in the reader's order, then the rest
-    // (indices the reader reduces over) innermost, so the reader walks it contiguously.
+    // its reader: the reader's left-hand indices in the reader's order, then the rest (indices
+    // the reader reduces over), then the reader's last index innermost. The reader contracts
+    // the state with a row along its last index (`O[.., f] = Σ_e q[e] · S[.., e, f]`): the
+    // fused plan runs that as a vector–matrix product reading rows of `f`.
     let mut free = BTreeSet::new();
     free_names(e, f.at, &mut free);
     let mut indices: Vec<String> = free.into_iter().collect();
-    indices.sort_by_key(|i| lhs.iter().position(|l| l == i).unwrap_or(usize::MAX));
+    let last = lhs.last().filter(|_| lhs.len() > 1);
+    indices.sort_by_key(|i| match lhs.iter().position(|l| l == i) {
+        Some(_) if Some(i) == last => usize::MAX,
+        Some(k) => k,
+        None => usize::MAX - 1,
+    });
     let shape = indices.iter().map(|i| c.range(i).cloned().unwrap_or(crate::ir::Size::Fixed(1))).collect();
     // body: prev + (if p < H && F(p) then x(p) else 0)
     let mut b = RecExpr::default();

@@ -26,14 +26,16 @@
 //! the group can fail (evaluating it interleaved changes the order of evaluation only).
 
 use super::ScheduleError;
+use super::attention::{EMAX, FMAX, uses};
 use super::build::e;
 use super::common::open_parallel_axes;
 use super::hoist::{hoist, infallible};
-use super::kir::Expr;
-use super::lower::{Cx, Def, IdxVar, ScanCx, vty};
+use super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TileInit, TileOp, TileProduct, Ty};
+use super::lower::{Cx, Def, IdxVar, ScanCx, children, vty};
 use super::nodes::Compiled;
 use crate::ir::eval::compile::Op;
 use crate::ir::{Cascade, Node, Role};
+use egg::Id;
 
 /// A fused group: slots `start..consumer` are the scans, `consumer` the reader.
 pub(super) struct Group {
@@ -249,15 +251,210 @@ fn point(
         idx.push(v.clone().ok_or_else(|| cx.internal("an unbound index in a fused scan group"))?);
     }
     let mut hoisted = cx.subst.len();
+    let mut rows: Vec<RowProduct> = Vec::new();
     for (a, &slot) in slots.iter().enumerate().skip(axis + 1) {
         if a == k - 1 && init.is_none() {
             // What the consumer's inner loop evaluates but does not depend on (a row's
             // normaliser) once per step (nothing here can fail: no guard needed).
             hoisted = hoist(cx, d, &[d.root()], slot, None)?;
+            rows = row_products(cx, d, slot);
+            if !rows.is_empty() {
+                break;
+            }
         }
         let v = cx.b.open_for(&n.indices[a], e::i64(0), t.shape[a].clone());
         saved.push((slot, cx.bind(slot, IdxVar { var: v, range: Some(n.shape[a].clone()) })));
         idx.push(e::var(v));
+    }
+    if rows.is_empty() {
+        row(cx, n, slot, slots, d, &idx, None, init, p, &[])?;
+    } else {
+        let l = k - 1;
+        let cols = row_product_tiles(cx, n, d, &rows, (slots[l], n.shape[l].clone()), t.shape[l].clone())?;
+        row(cx, n, slot, slots, d, &idx, Some(l), init.clone(), p.clone(), &cols)?;
+        cx.b.open_else();
+        row(cx, n, slot, slots, d, &idx, Some(l), init, p, &[])?;
+        cx.b.close();
+    }
+    cx.b.close_to(mark);
+    cx.subst.truncate(hoisted);
+    cx.restore(saved);
+    Ok(())
+}
+
+/// A contraction of the consumer with a scan's state along its last index `l`,
+/// `Σ_e x(e) · S[.., e, .., l]` (`x` free of `l`, `S` read with `l` last at stride 1 and `e` in
+/// one subscript): one row of a vector–matrix product per step.
+struct RowProduct {
+    /// The `sum`.
+    at: Id,
+    /// `x` and the read of `S`.
+    x: Id,
+    y: Id,
+    /// The axis of `S` that `e` subscripts.
+    key_axis: usize,
+}
+
+/// The consumer's [`RowProduct`]s with columns at index slot `l`, outside every other
+/// reduction (so every index they read but `e` and `l` is bound at the consumer's row).
+fn row_products(cx: &Cx<'_>, d: Def<'_>, l: usize) -> Vec<RowProduct> {
+    let mut out = Vec::new();
+    let mut stack = vec![d.root()];
+    let mut seen = vec![false; usize::from(d.root()) + 1];
+    while let Some(at) = stack.pop() {
+        let i = usize::from(at);
+        if seen[i] {
+            continue;
+        }
+        seen[i] = true;
+        match &d.ops[i] {
+            Op::Reduce { op: crate::hir::ReduceOp::Sum, d: crate::hir::DType::F32, head, body } => {
+                let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
+                let Op::Binary { op: crate::hir::BinOp::Mul, a, b, .. } = &d.ops[usize::from(*body)] else { continue };
+                for (x, y) in [(*a, *b), (*b, *a)] {
+                    if let Some(key_axis) = state_row_read(cx, d, y, head.slot, l)
+                        && unfiltered
+                        && !uses(d.ops, x, l)
+                        && !uses(d.ops, head.lo, l)
+                        && !uses(d.ops, head.hi, l)
+                    {
+                        out.push(RowProduct { at, x, y, key_axis });
+                        break;
+                    }
+                }
+            }
+            Op::Reduce { .. } | Op::URed { .. } | Op::Osm { .. } => {}
+            op => stack.extend(children(op)),
+        }
+    }
+    out.sort_by_key(|r| r.at);
+    out
+}
+
+/// The axis that index slot `e` subscripts when op `y` is an `f32` read with `l` alone in its
+/// last subscript (stride 1), `e` alone in one other, and the rest free of both: the `B` panel
+/// of a tile product, read in place.
+fn state_row_read(cx: &Cx<'_>, d: Def<'_>, y: Id, e: usize, l: usize) -> Option<usize> {
+    let Op::Read { tensor, subs } = &d.ops[usize::from(y)] else { return None };
+    let t = cx.tensors.get(*tensor)?;
+    let is_idx = |s: Id, slot: usize| matches!(d.ops[usize::from(s)], Op::Idx(x) if x == slot);
+    let (&last, rest) = subs.split_last()?;
+    let key_axes: Vec<usize> = (0..rest.len()).filter(|&a| is_idx(rest[a], e)).collect();
+    let others_free = (0..rest.len()).filter(|a| !key_axes.contains(a)).all(|a| !uses(d.ops, rest[a], e) && !uses(d.ops, rest[a], l));
+    let plain = is_idx(last, l)
+        && key_axes.len() == 1
+        && others_free
+        && t.present.is_none()
+        && t.strides.last() == Some(&e::i64(1))
+        && cx.b.elem(t.buf) == crate::schedule::kir::Ty::F32;
+    if plain { key_axes.first().copied() } else { None }
+}
+
+/// Opens `if` the products fit (each sum at most `EMAX` long, at most `FMAX` columns) and, in
+/// it, computes each [`RowProduct`] into a stack row of `FMAX` columns: `x(e)` packed into a
+/// stack row, then tile products of one row by `TILE_MAX_COLS` columns reading the state in
+/// place (the accumulators stay in registers across `e`). Returns the rows, for the caller to
+/// substitute; the caller emits the `else` (the per-column loops) and closes the `if`.
+fn row_product_tiles(
+    cx: &mut Cx<'_>,
+    n: &Node,
+    d: Def<'_>,
+    rows: &[RowProduct],
+    (l, lrange): (usize, crate::ir::Size),
+    cols: Expr,
+) -> Result<Vec<(Id, Buf)>, ScheduleError> {
+    let mut spans = Vec::with_capacity(rows.len());
+    let mut fits = e::bin(K::Le, cols.clone(), e::i64(i64::from(FMAX)));
+    for r in rows {
+        let Op::Reduce { head, .. } = &d.ops[usize::from(r.at)] else { return Err(cx.internal("a row product that is not a sum")) };
+        // The bounds are checked against the index's range here, as the sum would.
+        let (lo, hi) = cx.bounds(d, head)?;
+        let len = cx.b.let_("len", e::bin(K::Max, e::i64(0), e::sub(e::var(hi), e::var(lo))));
+        fits = e::bin(K::And, fits, e::bin(K::Le, e::var(len), e::i64(i64::from(EMAX))));
+        spans.push((head, lo, len));
+    }
+    cx.b.open_if(fits);
+    let mut out = Vec::with_capacity(rows.len());
+    let cw = e::i64(i64::from(TILE_MAX_COLS));
+    for (r, (head, lo, len)) in rows.iter().zip(spans) {
+        let range = cx.ranges.get(head.name.as_str()).cloned();
+        let a = cx.b.buf(&format!("{}.x", n.name), Ty::F32, BufKind::Stack(EMAX));
+        let j = cx.b.open_for("j", e::i64(0), e::var(len));
+        let ev = cx.b.let_(head.name.as_str(), e::add(e::var(lo), e::var(j)));
+        let old = cx.bind(head.slot, IdxVar { var: ev, range: range.clone() });
+        let x = cx.lower_as(d, r.x, Ty::F32)?;
+        cx.b.store(a, e::var(j), x);
+        cx.b.close();
+        cx.unbind(head.slot, old);
+        // The state's row `e = lo`, column 0: where the panel starts (bound as in range: the
+        // products read nothing when the sum is empty or the row has no column).
+        let old_e = cx.bind(head.slot, IdxVar { var: lo, range });
+        let zero = cx.b.let_("l0", e::i64(0));
+        let old_l = cx.bind(l, IdxVar { var: zero, range: Some(lrange.clone()) });
+        let y = cx.lower_as(d, r.y, Ty::F32);
+        cx.unbind(l, old_l);
+        cx.unbind(head.slot, old_e);
+        let Op::Read { tensor, .. } = &d.ops[usize::from(r.y)] else { return Err(cx.internal("a row product without a read")) };
+        let ldb = cx.tensors[*tensor].strides[r.key_axis].clone();
+        let (b, b0) = match y? {
+            Expr::Load { buf, index } => (buf, *index),
+            _ => return Err(cx.internal("a plain read did not lower to a load")),
+        };
+        let c = cx.b.buf(&format!("{}.row", n.name), Ty::F32, BufKind::Stack(FMAX));
+        let chunks = e::bin(K::Div, e::add(cols.clone(), e::i64(i64::from(TILE_MAX_COLS) - 1)), cw.clone());
+        let fc = cx.b.open_for("f.chunk", e::i64(0), chunks);
+        let f0 = e::mul(e::var(fc), cw.clone());
+        cx.b.emit(Stmt::TileProduct(Box::new(TileProduct {
+            m: 1,
+            n: TILE_MAX_COLS,
+            cols: e::sub(cols.clone(), f0.clone()),
+            k: e::var(len),
+            a,
+            a0: e::i64(0),
+            lda: e::i64(0),
+            ka: e::i64(1),
+            b,
+            b0: e::add(b0, f0.clone()),
+            ldb,
+            c,
+            c0: f0,
+            ldc: e::i64(0),
+            init: TileInit::Zero,
+            op: TileOp::Mul,
+        })));
+        cx.b.close();
+        out.push((r.at, c));
+    }
+    Ok(out)
+}
+
+/// The innermost part of [`point`]: opens the loop of index `open` when given (the rows `cols`
+/// substituted for their sums, read at it), then evaluates the node's point and stores it.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    cx: &mut Cx<'_>,
+    n: &Node,
+    slot: usize,
+    slots: &[usize],
+    d: Def<'_>,
+    idx: &[Expr],
+    open: Option<usize>,
+    init: Option<(Vec<Op>, Vec<crate::hir::DType>)>,
+    p: Expr,
+    cols: &[(Id, Buf)],
+) -> Result<(), ScheduleError> {
+    let t = cx.tensors[slot].clone();
+    let mark = cx.b.mark();
+    let mut idx = idx.to_vec();
+    let mut saved = Vec::new();
+    let subst0 = cx.subst.len();
+    if let Some(a) = open {
+        let v = cx.b.open_for(&n.indices[a], e::i64(0), t.shape[a].clone());
+        saved.push((slots[a], cx.bind(slots[a], IdxVar { var: v, range: Some(n.shape[a].clone()) })));
+        idx.push(e::var(v));
+        for (id, buf) in cols {
+            cx.subst.push((*id, e::load(*buf, e::var(v))));
+        }
     }
     let mut flat = e::i64(0);
     for (a, x) in idx.iter().enumerate() {
@@ -279,7 +476,7 @@ fn point(
     cx.scan = None;
     cx.scan_init = None;
     cx.b.close_to(mark);
-    cx.subst.truncate(hoisted);
+    cx.subst.truncate(subst0);
     cx.restore(saved);
     Ok(())
 }

@@ -199,7 +199,7 @@ pub(super) fn schedule_cascade(program: &Program, c: &Cascade, opts: &ScheduleOp
                         opts.tile_m,
                         columns_note(node, opts)
                     ));
-                    let site = super::attention::Site { node, slot, slots: &slots_of[slot], d, plan: &p };
+                    let site = super::attention::Site { node, slot, slots: &slots_of[slot], d, plan: &p, epilogue: None };
                     let fits = fits_columns(&cx, slot, opts);
                     if let Some(fits) = &fits {
                         cx.b.open_if(fits.clone());
@@ -411,8 +411,33 @@ fn parts_plan(
     if found.is_empty() {
         return Ok(None);
     }
-    // The parts' tensors, after the node's own: slots past the cascade's, dropped afterwards.
     let t = cx.tensors[slot].clone();
+    // One part under a pure, pointwise rest (`softplus(Q·Kᵀ)`, `g(p) · (Q·KV)[p, f] / n(p)`) on
+    // the CPU: the tiled plan evaluates the node's definition as it writes each element (no
+    // tensor of the part, no second pass over it).
+    if let [(id, part, p)] = found.as_slice()
+        && opts.target == super::Target::Cpu
+        && t.present.is_none()
+        && super::attention::pure_given(d, d.root(), &[*id])
+    {
+        let pslot = cx.tensors.len();
+        cx.tensors.push(TensorInfo { name: part.name.clone(), ..t.clone() });
+        let site = super::attention::Site { node: part, slot: pslot, slots, d, plan: p, epilogue: Some((*id, slot, node)) };
+        super::attention::dispatch(cx, &site, opts)?;
+        cx.tensors.truncate(slot + 1);
+        let kind = match p.norm {
+            super::attention::Norm::Softmax => "attention",
+            super::attention::Norm::Sum => "weighted sum",
+        };
+        return Ok(Some(format!(
+            "{}: tiled {kind} of a subterm (tiles of {} rows of {} keys), the rest of the definition evaluated as each element is written; {}",
+            node.name,
+            opts.tile_p,
+            opts.tile_m,
+            columns_note(node, opts)
+        )));
+    }
+    // The parts' tensors, after the node's own: slots past the cascade's, dropped afterwards.
     let mut parts = Vec::with_capacity(found.len());
     for (id, part, _) in &found {
         let buf = cx.b.buf(&part.name, vty(part.dtype), BufKind::Heap);
@@ -428,7 +453,7 @@ fn parts_plan(
     }
     let mut kinds = Vec::new();
     for ((_, part, p), &(_, pslot)) in found.iter().zip(&parts) {
-        let site = super::attention::Site { node: part, slot: pslot, slots, d, plan: p };
+        let site = super::attention::Site { node: part, slot: pslot, slots, d, plan: p, epilogue: None };
         super::attention::dispatch(cx, &site, opts)?;
         kinds.push(match p.norm {
             super::attention::Norm::Softmax => "attention",

@@ -10,6 +10,7 @@ use super::super::kir::{Expr, Ty, Var};
 use super::super::lower::{Cx, Def, vty};
 use super::analysis::Plan;
 use crate::ir::Node;
+use egg::Id;
 
 /// The largest `f` extent the plan handles (the accumulator row is a stack array).
 pub(crate) const FMAX: u32 = 256;
@@ -33,6 +34,11 @@ pub(in super::super) struct Site<'a, 'o> {
     pub d: Def<'o>,
     /// What the analysis found.
     pub plan: &'a Plan,
+    /// The plan computes a subterm of another node: `(its op, that node's tensor slot, the
+    /// node)`. The output element is then that node's whole definition evaluated with the
+    /// subterm's value (the rest is pure and per point: `nodes::parts_plan` checks), stored in
+    /// that node's tensor, instead of the subterm's value in `slot`'s.
+    pub epilogue: Option<(Id, usize, &'a Node)>,
 }
 
 impl Site<'_, '_> {
@@ -82,7 +88,8 @@ pub(super) fn store_output(
     v: RowValue,
     what: &str,
 ) -> Result<(), ScheduleError> {
-    let t = &cx.tensors[site.slot];
+    let slot = site.epilogue.map_or(site.slot, |(_, slot, _)| slot);
+    let t = &cx.tensors[slot];
     let (buf, strides) = (t.buf, t.strides.clone());
     let mut flat = e::i64(0);
     for (a, x) in idx.iter().enumerate() {
@@ -91,6 +98,22 @@ pub(super) fn store_output(
     }
     let o = e::select(e::var(v.nan), e::num(ty, f64::NAN), super::super::arith::fdiv(ty, v.num, v.den));
     let o = if vty(site.node.dtype) == ty { o } else { e::cast(vty(site.node.dtype), o) };
-    cx.b.store(buf, flat, o);
+    let Some((part, _, node)) = site.epilogue else {
+        cx.b.store(buf, flat, o);
+        return Ok(());
+    };
+    // The node's definition around the subterm, at this point: every index bound (the output
+    // column too, for the evaluation).
+    let flat = cx.b.let_("at", flat);
+    let value = cx.b.let_("part", o);
+    let fa = site.f_axis();
+    let col = idx[fa].clone().ok_or_else(|| cx.internal(&format!("an unbound column in the {what}")))?;
+    let col = cx.b.let_(&node.indices[fa], col);
+    let old = cx.bind(site.slots[fa], super::super::lower::IdxVar { var: col, range: Some(node.shape[fa].clone()) });
+    cx.subst.push((part, e::var(value)));
+    let x = cx.lower_as(site.d, site.d.root(), vty(node.dtype));
+    cx.subst.pop();
+    cx.unbind(site.slots[fa], old);
+    cx.b.store(buf, e::var(flat), x?);
     Ok(())
 }
