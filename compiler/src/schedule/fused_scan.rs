@@ -14,6 +14,11 @@
 //!     the consumer:       for its points after p: O[.., p, ..] = definition
 //! ```
 //!
+//! The consumer's contractions with a state along its last index (`Σ_e q[e] · S[.., e, f]`,
+//! the prefix scans' layout) run per step as tile products of one row by 64 columns
+//! ([`row_products`]: `q` packed into a stack row, the state read in place), when the row has
+//! at most `FMAX` columns and the sum at most `EMAX` terms; else the per-column loops.
+//!
 //! The state rows are the scans' tensors declared with extent 1 and stride 0 along `p`
 //! ([`super::nodes::declare`]), so the generic lowering of `prev 1` and of the consumer's reads
 //! finds this step's (or, before the write, the last step's) row.

@@ -4,7 +4,10 @@
 //! order: open the tile ([`open_tile`]), pack its rows of `A` ([`pack_rows`]), set up each
 //! row's state and bounds ([`init_rows`]), then per key block the `S` tile ([`dot_tile`]), the
 //! logits and the online-softmax update ([`softmax_block`]) and `acc += w · v`
-//! ([`accumulate`]), and last the rows' outputs ([`write_rows`]).
+//! ([`accumulate`]), and last the rows' outputs ([`write_rows`]). A plain sum whose weights
+//! read along the rows keeps its weight tile key-major ([`Tile::key_major`], filled keys outer
+//! by [`logits_by_key`]); a plan computing a subterm of a node writes that node's definition
+//! around it ([`Site::epilogue`](super::site::Site::epilogue)).
 
 use super::super::ScheduleError;
 use super::super::arith::exp;
