@@ -412,13 +412,15 @@ fn parts_plan(
         return Ok(None);
     }
     let t = cx.tensors[slot].clone();
-    // One part under a pure, pointwise rest (`softplus(Q·Kᵀ)`, `g(p) · (Q·KV)[p, f] / n(p)`) on
-    // the CPU: the tiled plan evaluates the node's definition as it writes each element (no
-    // tensor of the part, no second pass over it).
+    // One part under a rest that is never absent (`softplus(Q·Kᵀ)`, `g(p) · (Q·KV)[p, f] /
+    // n(p)`) on the CPU: the tiled plan evaluates the node's definition as it writes each
+    // element (no tensor of the part, no second pass over it), what the rest does not evaluate
+    // per column hoisted per row as the generic plan would (`cpu::write_rows`).
+    let partial: Vec<bool> = cx.tensors.iter().map(|t| t.present.is_some()).collect();
     if let [(id, part, p)] = found.as_slice()
         && opts.target == super::Target::Cpu
         && t.present.is_none()
-        && super::attention::pure_given(d, d.root(), &[*id])
+        && !may_absent(d.ops, d.root(), &partial, true)
     {
         let pslot = cx.tensors.len();
         cx.tensors.push(TensorInfo { name: part.name.clone(), ..t.clone() });

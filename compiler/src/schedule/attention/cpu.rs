@@ -13,7 +13,7 @@ use super::super::ScheduleError;
 use super::super::arith::exp;
 use super::super::build::e;
 use super::super::common::{checked_len, node_axes};
-use super::super::hoist::invariants;
+use super::super::hoist::{hoist, invariants};
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileOp, TileProduct, Ty, Var};
 use super::super::lower::vty;
 use super::super::lower::{Cx, IdxVar, Saved};
@@ -999,10 +999,23 @@ fn write_rows(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &mut Tile) -> Result<(
         // A plain sum: the accumulator is the output (`acc / 1`, never NaN by the rule).
         (cx.b.let_("all_neg_inf", e::bool(false)), cx.b.let_("l", tile.c(1.0)))
     };
+    // The definition around a subterm: what it evaluates but does not depend on the column
+    // for (a row's normaliser) once per row, as the generic plan would.
+    let hoisted = match site.epilogue {
+        Some(_) => {
+            let nonempty = e::bin(K::Gt, tile.fsize.clone(), e::i64(0));
+            Some(hoist(cx, site.d, &[site.d.root()], site.slots[fa], Some(nonempty))?)
+        }
+        None => None,
+    };
     let f3 = cx.b.open_for("f", e::i64(0), tile.fsize.clone());
     tile.idx[fa] = Some(e::add(tile.f0.clone(), e::var(f3)));
     let num = e::load(tile.acc, tile.acc_at(i, f3));
     super::site::store_output(cx, site, &tile.idx, tile.ty, RowValue { num, den: e::var(lrow), nan }, "attention plan")?;
+    cx.b.close(); // columns
+    if let Some(h) = hoisted {
+        cx.subst.truncate(h);
+    }
     cx.unbind(site.slots[ta], old_t);
     Ok(())
 }

@@ -45,7 +45,7 @@ mod site;
 mod split_k;
 mod tensor_core;
 
-pub(super) use analysis::{Norm, Plan, Rows, SINGLE_ROWS, analyze, analyze_at, pure, pure_given, uses};
+pub(super) use analysis::{Norm, Plan, Rows, SINGLE_ROWS, analyze, analyze_at, pure, uses};
 pub(super) use site::{EMAX, FMAX, Site};
 
 use super::lower::{Cx, Def};

@@ -36,8 +36,8 @@ pub(in super::super) struct Site<'a, 'o> {
     pub plan: &'a Plan,
     /// The plan computes a subterm of another node: `(its op, that node's tensor slot, the
     /// node)`. The output element is then that node's whole definition evaluated with the
-    /// subterm's value (the rest is pure and per point: `nodes::parts_plan` checks), stored in
-    /// that node's tensor, instead of the subterm's value in `slot`'s.
+    /// subterm's value (the rest is never absent: `nodes::parts_plan` checks), stored in that
+    /// node's tensor, instead of the subterm's value in `slot`'s.
     pub epilogue: Option<(Id, usize, &'a Node)>,
 }
 
