@@ -421,6 +421,9 @@ fn parts_plan(
         && opts.target == super::Target::Cpu
         && t.present.is_none()
         && !may_absent(d.ops, d.root(), &partial, true)
+        // A part constant along the columns would be hoisted out of the write loop (then the
+        // generic pass reading the part's tensor is the better plan).
+        && slots.last().is_some_and(|&l| super::attention::uses(d.ops, *id, l))
     {
         let pslot = cx.tensors.len();
         cx.tensors.push(TensorInfo { name: part.name.clone(), ..t.clone() });

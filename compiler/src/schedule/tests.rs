@@ -362,3 +362,74 @@ fn scans_fuse_with_their_reader() {
         assert!(plan.iter().all(|p| !p.contains("fused")), "{text}: {plan:?}");
     }
 }
+
+/// Weighted sums whose weights read their tensors along the rows (`φ(K[m, e])` with rows `e`),
+/// as users write a linear attention's state: every spelling gets the key-major weight tile;
+/// a weight read along the keys, or one holding a dot product, keeps the row-major tile.
+#[test]
+fn weights_read_along_the_rows_take_the_key_major_tile() {
+    let by_rows = [
+        "kernel k(K: f32[B, H, M, E], V: f32[B, H, M, F]) -> (S: f32[B, H, E, F]) { S[b, h, e, f] = sum[m]((1.0 + elu(K[b, h, m, e])) * V[b, h, m, f]) }",
+        "kernel k(K: f32[M, E], V: f32[M, F]) -> (S: f32[E, F]) { S[e, f] = sum[m](relu(K[m, e]) * relu(K[m, e]) * V[m, f]) }",
+        "kernel k(K: f32[T, M, E], V: f32[T, M, F], G: f32[T, M]) -> (S: f32[T, E, F]) { S[t, e, f] = sum[m where m < t](exp(K[t, m, e]) * V[t, m, f] * G[t, m]) }",
+    ];
+    for text in by_rows {
+        let (plan, kir) = plan_of(text, "k");
+        assert!(plan.iter().any(|p| p.contains("the weights read along the rows")), "{text}: {plan:?}");
+        assert!(kir.contains("sum[k <") && kir.contains("+ k*18]"), "{text}: no key-major tile product\n{kir}");
+    }
+    let not = [
+        // `K` laid out [e, m]: the weight reads along the keys.
+        "kernel k(K: f32[E, M], V: f32[M, F]) -> (S: f32[E, F]) { S[e, f] = sum[m](elu(K[e, m]) * V[m, f]) }",
+        // A dot product in the weight (the packed tile).
+        "kernel k(Q: f32[P, E], K: f32[M, E], V: f32[M, F]) -> (O: f32[P, F]) { O[p, f] = sum[m](sigmoid(sum[e](Q[p, e] * K[m, e])) * V[m, f]) }",
+    ];
+    for text in not {
+        let (plan, _) = plan_of(text, "k");
+        assert!(plan.iter().all(|p| !p.contains("along the rows")), "{text}: {plan:?}");
+    }
+}
+
+/// A tiled subterm under a pointwise rest, as users write it (a map of the product, a gate
+/// and a normaliser read or reduced per row): the tiled plan writes the node's definition, with
+/// no tensor of the part; the row's normaliser is evaluated once per row, not per column. Two
+/// parts, or a rest that may be absent, keep the parts' tensors.
+#[test]
+fn subterms_under_a_pointwise_rest_are_written_by_their_tiles() {
+    let fused = [
+        "kernel k(Q: f32[P, E], K: f32[M, E]) -> (S: f32[P, M]) { S[p, m] = softplus(sum[e](Q[p, e] * K[m, e])) }",
+        "kernel k(X: f32[T, D], W: f32[N, D], G: f32[T]) -> (Y: f32[T, N]) { Y[t, n] = sigmoid(G[t]) * sum[d](X[t, d] * W[n, d]) - 0.5 }",
+        "kernel k(Q: f32[P, E], KV: f32[E, F], Z: f32[E]) -> (O: f32[P, F]) { O[p, f] = sum[e](exp(Q[p, e]) * KV[e, f]) / sum[e](exp(Q[p, e]) * Z[e]) }",
+    ];
+    for text in fused {
+        let (plan, kir) = plan_of(text, "k");
+        assert!(plan.iter().any(|p| p.contains("evaluated as each element is written")), "{text}: {plan:?}");
+        assert!(!kir.contains(".part0: f32 (heap)"), "{text}:\n{kir}");
+    }
+    // The normaliser `Σ_e exp(Q[p, e]) · Z[e]` is hoisted out of the columns' loop.
+    let (_, kir) = plan_of(fused[2], "k");
+    let lines: Vec<&str> = kir.lines().map(str::trim).collect();
+    let set = lines.iter().rposition(|l| l.starts_with("hoisted%") && l.contains("= acc%"));
+    let columns = lines.iter().rposition(|l| l.starts_with("for f%"));
+    assert!(matches!((set, columns), (Some(a), Some(b)) if a < b), "the normaliser is not evaluated before the columns:\n{kir}");
+    // Two parts: the generic pass reads both.
+    let (plan, _) = plan_of(
+        "kernel k(Q: f32[P, E], K: f32[M, E], R: f32[M, E]) -> (S: f32[P, M]) { S[p, m] = sum[e](Q[p, e] * K[m, e]) - sum[e](Q[p, e] * R[m, e]) }",
+        "k",
+    );
+    assert!(plan.iter().all(|p| !p.contains("as each element is written")), "{plan:?}");
+}
+
+/// The fused recurrent plan reads the consumer's contractions with the state as one-row tile
+/// products, for the optimizer's prefix form and for a recurrent form as written.
+#[test]
+fn fused_scan_readouts_are_row_products() {
+    for (file, k) in [("linear.tfm", "linear_causal"), ("linear.tfm", "linear_causal_scan"), ("retnet.tfm", "retention_recurrent")] {
+        let program = crate::testing::lib(file);
+        let c = lower(&program, k).unwrap();
+        let (opt, _) = optimize(&c, &Options::for_program(&program)).unwrap();
+        let s = schedule(&program, &opt, &ScheduleOptions::default()).unwrap();
+        let kir = s.func.to_string();
+        assert!(kir.contains(".row[(f.chunk") && kir.contains("for i < 1"), "{file}/{k}: no one-row tile product\n{kir}");
+    }
+}
