@@ -31,7 +31,7 @@
 //! the group can fail (evaluating it interleaved changes the order of evaluation only).
 
 use super::ScheduleError;
-use super::attention::{EMAX, FMAX, uses};
+use super::attention::{EMAX, FMAX, panel_at, panel_read, uses};
 use super::build::e;
 use super::common::open_parallel_axes;
 use super::hoist::{hoist, infallible};
@@ -262,7 +262,7 @@ fn point(
             // What the consumer's inner loop evaluates but does not depend on (a row's
             // normaliser) once per step (nothing here can fail: no guard needed).
             hoisted = hoist(cx, d, &[d.root()], slot, None)?;
-            rows = row_products(cx, d, slot);
+            rows = row_products(cx, d, (slot, n.indices[a].as_str()));
             if !rows.is_empty() {
                 break;
             }
@@ -300,9 +300,10 @@ struct RowProduct {
     key_axis: usize,
 }
 
-/// The consumer's [`RowProduct`]s with columns at index slot `l`, outside every other
+/// The consumer's [`RowProduct`]s with columns at index slot `l` (named `l_name`; the state is
+/// read in place: [`panel_read`]), outside every other
 /// reduction (so every index they read but `e` and `l` is bound at the consumer's row).
-fn row_products(cx: &Cx<'_>, d: Def<'_>, l: usize) -> Vec<RowProduct> {
+fn row_products(cx: &Cx<'_>, d: Def<'_>, (l, l_name): (usize, &str)) -> Vec<RowProduct> {
     let mut out = Vec::new();
     let mut stack = vec![d.root()];
     let mut seen = vec![false; usize::from(d.root()) + 1];
@@ -317,7 +318,7 @@ fn row_products(cx: &Cx<'_>, d: Def<'_>, l: usize) -> Vec<RowProduct> {
                 let unfiltered = matches!(d.ops[usize::from(head.filter)], Op::Const(tfmc_runtime::Scalar::B(true)));
                 let Op::Binary { op: crate::hir::BinOp::Mul, a, b, .. } = &d.ops[usize::from(*body)] else { continue };
                 for (x, y) in [(*a, *b), (*b, *a)] {
-                    if let Some(key_axis) = state_row_read(cx, d, y, head.slot, l)
+                    if let Some(key_axis) = panel_read(cx, d, y, (head.slot, head.name.as_str()), (l, l_name), &[])
                         && unfiltered
                         && !uses(d.ops, x, l)
                         && !uses(d.ops, head.lo, l)
@@ -334,25 +335,6 @@ fn row_products(cx: &Cx<'_>, d: Def<'_>, l: usize) -> Vec<RowProduct> {
     }
     out.sort_by_key(|r| r.at);
     out
-}
-
-/// The axis that index slot `e` subscripts when op `y` is an `f32` read with `l` alone in its
-/// last subscript (stride 1), `e` alone in one other, and the rest free of both: the `B` panel
-/// of a tile product, read in place.
-fn state_row_read(cx: &Cx<'_>, d: Def<'_>, y: Id, e: usize, l: usize) -> Option<usize> {
-    let Op::Read { tensor, subs } = &d.ops[usize::from(y)] else { return None };
-    let t = cx.tensors.get(*tensor)?;
-    let is_idx = |s: Id, slot: usize| matches!(d.ops[usize::from(s)], Op::Idx(x) if x == slot);
-    let (&last, rest) = subs.split_last()?;
-    let key_axes: Vec<usize> = (0..rest.len()).filter(|&a| is_idx(rest[a], e)).collect();
-    let others_free = (0..rest.len()).filter(|a| !key_axes.contains(a)).all(|a| !uses(d.ops, rest[a], e) && !uses(d.ops, rest[a], l));
-    let plain = is_idx(last, l)
-        && key_axes.len() == 1
-        && others_free
-        && t.present.is_none()
-        && t.strides.last() == Some(&e::i64(1))
-        && cx.b.elem(t.buf) == crate::schedule::kir::Ty::F32;
-    if plain { key_axes.first().copied() } else { None }
 }
 
 /// Opens `if` the products fit (each sum at most `EMAX` long, at most `FMAX` columns) and, in
@@ -393,18 +375,8 @@ fn row_product_tiles(
         cx.unbind(head.slot, old);
         // The state's row `e = lo`, column 0: where the panel starts (bound as in range: the
         // products read nothing when the sum is empty or the row has no column).
-        let old_e = cx.bind(head.slot, IdxVar { var: lo, range });
         let zero = cx.b.let_("l0", e::i64(0));
-        let old_l = cx.bind(l, IdxVar { var: zero, range: Some(lrange.clone()) });
-        let y = cx.lower_as(d, r.y, Ty::F32);
-        cx.unbind(l, old_l);
-        cx.unbind(head.slot, old_e);
-        let Op::Read { tensor, .. } = &d.ops[usize::from(r.y)] else { return Err(cx.internal("a row product without a read")) };
-        let ldb = cx.tensors[*tensor].strides[r.key_axis].clone();
-        let (b, b0) = match y? {
-            Expr::Load { buf, index } => (buf, *index),
-            _ => return Err(cx.internal("a plain read did not lower to a load")),
-        };
+        let (b, b0, ldb) = panel_at(cx, d, r.y, r.key_axis, (head.slot, lo, range), (l, zero, Some(lrange.clone())))?;
         let c = cx.b.buf(&format!("{}.row", n.name), Ty::F32, BufKind::Stack(FMAX));
         let chunks = e::bin(K::Div, e::add(cols.clone(), e::i64(i64::from(TILE_MAX_COLS) - 1)), cw.clone());
         let fc = cx.b.open_for("f.chunk", e::i64(0), chunks);

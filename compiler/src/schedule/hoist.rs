@@ -177,7 +177,7 @@ pub(super) fn invariants_given(cx: &Cx<'_>, d: Def<'_>, roots: &[Id], slot: usiz
             rebound |= 1u128 << head.slot.min(127);
         }
     }
-    let partial: Vec<bool> = cx.tensors.iter().map(|t| t.present.is_some()).collect();
+    let partial = cx.partial();
     let mut picked: Vec<(Id, bool)> = Vec::new();
     let mut seen = vec![false; usize::from(top) + 1];
     let mut stack: Vec<(Id, Path, u128)> = roots.iter().map(|&r| (r, Path::Always, bound)).collect();

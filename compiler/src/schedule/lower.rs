@@ -137,6 +137,12 @@ impl Cx<'_> {
         ScheduleError::Internal { what: what.to_string(), loc: self.loc.clone() }
     }
 
+    /// Per tensor slot, whether it may miss points: tensors with a presence buffer are exactly
+    /// those (the `partial` argument of `common::may_absent`).
+    pub fn partial(&self) -> Vec<bool> {
+        self.tensors.iter().map(|t| t.present.is_some()).collect()
+    }
+
     /// Binds index slot `slot` to `iv`, returning what it was bound to. Every index variable
     /// lies in `0..=MAX_DIM` (node indices and reduction indices stay inside their ranges),
     /// which the interval analysis learns here.

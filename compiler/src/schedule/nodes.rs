@@ -416,7 +416,7 @@ fn parts_plan(
     // n(p)`) on the CPU: the tiled plan evaluates the node's definition as it writes each
     // element (no tensor of the part, no second pass over it), what the rest does not evaluate
     // per column hoisted per row as the generic plan would (`cpu::write_rows`).
-    let partial: Vec<bool> = cx.tensors.iter().map(|t| t.present.is_some()).collect();
+    let partial = cx.partial();
     if let [(id, part, p)] = found.as_slice()
         && opts.target == super::Target::Cpu
         && t.present.is_none()

@@ -385,8 +385,7 @@ pub(in super::super) fn analyze_at(cx: &Cx<'_>, node: &Node, slots: &[usize], d:
     if slots.len() < 2 || uses(d.ops, s, f) || uses(d.ops, head.lo, f) || uses(d.ops, head.hi, f) || uses(d.ops, head.filter, f) {
         return None;
     }
-    // Tensors with a presence buffer are exactly those that may miss points.
-    let partial: Vec<bool> = cx.tensors.iter().map(|t| t.present.is_some()).collect();
+    let partial = cx.partial();
     let absent = |x: Id| may_absent(d.ops, x, &partial, true);
     if head.slot == f || slots.contains(&head.slot) || absent(s) || absent(v) {
         return None;

@@ -17,8 +17,8 @@ use super::super::hoist::{hoist, invariants};
 use super::super::kir::{BinOp as K, Buf, BufKind, Expr, Stmt, TILE_MAX_COLS, TILE_MAX_ROWS, TileInit, TileOp, TileProduct, Ty, Var};
 use super::super::lower::vty;
 use super::super::lower::{Cx, IdxVar, Saved};
-use super::analysis::{Dot, Norm, Rows, SINGLE_ROWS, pure, pure_given, uses};
-use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site};
+use super::analysis::{Dot, Norm, Rows, SINGLE_ROWS, pure, pure_given};
+use super::site::{EMAX, FMAX, PACKED_MIN_ROWS, RowValue, Site, panel_at, panel_read};
 use crate::ir::eval::compile::Op;
 use egg::Id;
 
@@ -553,7 +553,7 @@ fn softmax_block(
     let masked = if softmax { f64::NEG_INFINITY } else { 0.0 };
     let (pure_logit, pure_filtered) = purity(site, inv, packed);
     let by_key = plan.rows == Rows::Single || tile.key_major;
-    let bm = if by_key { logits_by_key(cx, site, tile, inv, m0, nm, masked)? } else { None };
+    let bm = if by_key { logits_by_key(cx, site, tile, inv, (m0, nm), masked, (pure_logit, pure_filtered))? } else { None };
     if by_key && !softmax {
         // The weights are final and `any` is set: nothing per row is left.
         return Ok(());
@@ -691,17 +691,17 @@ fn softmax_block(
 /// one key stream through neighbouring memory instead of each row striding over the keys) and
 /// for a key-major tile (weights that read their tensors along the rows, `φ(K[m, e])` with
 /// rows `e`: with a pure weight the loop over the rows is branch-free and vectorizes).
-/// Stores `sb[i, j]` (`masked` outside a row's bounds or filter, where nothing is evaluated
-/// unless the weight is pure) and sets `any[i]`; for a softmax, returns the rows' block maxima
-/// (a stack array of the tile's rows).
+/// Stores `sb[i, j]` for the block's keys `m0 .. m0 + nm` (`masked` outside a row's bounds or
+/// filter, where nothing is evaluated unless the weight is pure: `purity`'s verdict) and sets
+/// `any[i]`; for a softmax, returns the rows' block maxima (a stack array of the tile's rows).
 fn logits_by_key(
     cx: &mut Cx<'_>,
     site: &Site<'_, '_>,
     tile: &Tile,
     inv: &[(Id, Buf)],
-    m0: Var,
-    nm: Var,
+    (m0, nm): (Var, Var),
     masked: f64,
+    (pure_logit, pure_filtered): (bool, bool),
 ) -> Result<Option<Buf>, ScheduleError> {
     let (plan, d, ty) = (site.plan, site.d, tile.ty);
     let bm = if plan.norm == Norm::Softmax {
@@ -713,7 +713,6 @@ fn logits_by_key(
     } else {
         None
     };
-    let (pure_logit, pure_filtered) = purity(site, inv, None);
     let select = tile.key_major && (pure_logit || pure_filtered);
     let common = tile.common.filter(|_| select && pure_logit);
     if let Some((lomax, himin)) = common {
@@ -859,49 +858,20 @@ fn accumulate(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var, nm: Va
 /// there, which is exactly when the interpreter evaluates `v` (the block exists only if a row of
 /// the tile has a point, and no subscript reads the row or the key).
 fn direct_panel(cx: &mut Cx<'_>, site: &Site<'_, '_>, tile: &Tile, m0: Var) -> Result<Option<(Buf, Expr, Expr)>, ScheduleError> {
-    let (plan, node, fa, d) = (site.plan, site.node, site.f_axis(), site.d);
+    let (plan, node, fa) = (site.plan, site.node, site.f_axis());
     let Some(key_axis) = direct_read(cx, site) else { return Ok(None) };
-    let Op::Read { tensor, .. } = &d.ops[usize::from(plan.v)] else { return Ok(None) };
-    let t = &cx.tensors[*tensor];
-    let (buf, ldb) = (t.buf, t.strides[key_axis].clone());
     let range = cx.ranges.get(plan.head.name.as_str()).cloned();
-    let old_m = cx.bind(plan.head.slot, IdxVar { var: m0, range });
     let f0 = cx.b.let_("f0", tile.f0.clone());
-    let old_f = cx.bind(site.slots[fa], IdxVar { var: f0, range: Some(node.shape[fa].clone()) });
-    let val = cx.lower_as(d, plan.v, Ty::F32);
-    cx.unbind(site.slots[fa], old_f);
-    cx.unbind(plan.head.slot, old_m);
-    match val? {
-        Expr::Load { buf: got, index } if got == buf => Ok(Some((buf, *index, ldb))),
-        _ => Err(cx.internal("a plain read did not lower to a load")),
-    }
+    let key = (plan.head.slot, m0, range);
+    Ok(Some(panel_at(cx, site.d, plan.v, key_axis, key, (site.slots[fa], f0, Some(node.shape[fa].clone())))?))
 }
 
-/// The key's axis when the value is a read [`direct_panel`] can use in place.
+/// The key's axis when the value is a read [`direct_panel`] can use in place ([`panel_read`],
+/// its subscripts free of the tile index too).
 fn direct_read(cx: &Cx<'_>, site: &Site<'_, '_>) -> Option<usize> {
-    let (plan, node, fa, d) = (site.plan, site.node, site.f_axis(), site.d);
-    let Op::Read { tensor, subs } = &d.ops[usize::from(plan.v)] else { return None };
-    let t = &cx.tensors[*tensor];
-    let (fslot, mslot, tslot) = (site.slots[fa], plan.head.slot, site.slots[plan.tile]);
-    let is_idx = |s: Id, slot: usize| matches!(d.ops[usize::from(s)], Op::Idx(x) if x == slot);
-    let key_axes: Vec<usize> = (0..subs.len()).filter(|&a| is_idx(subs[a], mslot)).collect();
-    let n = subs.len();
-    let others_free = (0..n.saturating_sub(1))
-        .filter(|a| !key_axes.contains(a))
-        .all(|a| [fslot, mslot, tslot].iter().all(|&slot| !uses(d.ops, subs[a], slot)));
-    // The key and `f` run over exactly `V`'s dims there (every panel element is in bounds).
-    let over = |axis: usize, name: &str| cx.ranges.contains_key(name) && cx.ranges.get(name) == t.sizes.get(axis);
-    let plain = n >= 2
-        && is_idx(subs[n - 1], fslot)
-        && key_axes.len() == 1
-        && key_axes[0] != n - 1
-        && over(key_axes[0], plan.head.name.as_str())
-        && over(n - 1, node.indices[fa].as_str())
-        && others_free
-        && t.present.is_none()
-        && t.strides.last() == Some(&e::i64(1))
-        && cx.b.elem(t.buf) == Ty::F32;
-    plain.then_some(key_axes[0])
+    let (plan, fa) = (site.plan, site.f_axis());
+    let key = (plan.head.slot, plan.head.name.as_str());
+    panel_read(cx, site.d, plan.v, key, (site.slots[fa], site.node.indices[fa].as_str()), &[site.slots[plan.tile]])
 }
 
 /// Packs the block's values: `vp[j, f] = v(m0 + j, f)` (rows of `FMAX`: any index map, gather

@@ -46,7 +46,7 @@ mod split_k;
 mod tensor_core;
 
 pub(super) use analysis::{Norm, Plan, Rows, SINGLE_ROWS, analyze, analyze_at, pure, uses};
-pub(super) use site::{EMAX, FMAX, Site};
+pub(super) use site::{EMAX, FMAX, Site, panel_at, panel_read};
 
 use super::lower::{Cx, Def};
 use super::{ScheduleError, ScheduleOptions, Target};

@@ -6,10 +6,11 @@
 
 use super::super::ScheduleError;
 use super::super::build::e;
-use super::super::kir::{Expr, Ty, Var};
-use super::super::lower::{Cx, Def, vty};
-use super::analysis::Plan;
+use super::super::kir::{Buf, Expr, Ty, Var};
+use super::super::lower::{Cx, Def, IdxVar, vty};
+use super::analysis::{Plan, uses};
 use crate::ir::Node;
+use crate::ir::eval::compile::Op;
 use egg::Id;
 
 /// The largest `f` extent the plan handles (the accumulator row is a stack array).
@@ -109,11 +110,69 @@ pub(super) fn store_output(
     let fa = site.f_axis();
     let col = idx[fa].clone().ok_or_else(|| cx.internal(&format!("an unbound column in the {what}")))?;
     let col = cx.b.let_(&node.indices[fa], col);
-    let old = cx.bind(site.slots[fa], super::super::lower::IdxVar { var: col, range: Some(node.shape[fa].clone()) });
+    let old = cx.bind(site.slots[fa], IdxVar { var: col, range: Some(node.shape[fa].clone()) });
     cx.subst.push((part, e::var(value)));
     let x = cx.lower_as(site.d, site.d.root(), vty(node.dtype));
     cx.subst.pop();
     cx.unbind(site.slots[fa], old);
     cx.b.store(buf, e::var(flat), x?);
     Ok(())
+}
+
+/// The axis of the tensor that index slot `key` subscripts, when op `y` is an `f32` read that a
+/// tile product can use in place as its `B` panel along columns at index slot `col`: `col`
+/// alone in the last subscript (stride 1), `key` alone in exactly one other, every other
+/// subscript free of `key`, `col` and the slots `free`, no presence, and `key` and `col` (by
+/// their names' ranges) running over exactly the tensor's dims there, so every element of the
+/// panel is in bounds.
+pub(in super::super) fn panel_read(
+    cx: &Cx<'_>,
+    d: Def<'_>,
+    y: Id,
+    (key, key_name): (usize, &str),
+    (col, col_name): (usize, &str),
+    free: &[usize],
+) -> Option<usize> {
+    let Op::Read { tensor, subs } = &d.ops[usize::from(y)] else { return None };
+    let t = cx.tensors.get(*tensor)?;
+    let is_idx = |s: Id, slot: usize| matches!(d.ops[usize::from(s)], Op::Idx(x) if x == slot);
+    let (&last, rest) = subs.split_last()?;
+    let key_axes: Vec<usize> = (0..rest.len()).filter(|&a| is_idx(rest[a], key)).collect();
+    let others_free =
+        (0..rest.len()).filter(|a| !key_axes.contains(a)).all(|a| [key, col].iter().chain(free).all(|&slot| !uses(d.ops, rest[a], slot)));
+    let over = |axis: usize, name: &str| cx.ranges.contains_key(name) && cx.ranges.get(name) == t.sizes.get(axis);
+    let plain = is_idx(last, col)
+        && key_axes.len() == 1
+        && over(key_axes[0], key_name)
+        && over(rest.len(), col_name)
+        && others_free
+        && t.present.is_none()
+        && t.strides.last() == Some(&e::i64(1))
+        && cx.b.elem(t.buf) == Ty::F32;
+    if plain { key_axes.first().copied() } else { None }
+}
+
+/// Where the panel of read `y` ([`panel_read`] found its key at `key_axis`) starts with the key
+/// at `key.1` and the column at `col.1` (each index bound by slot, variable and range while `y`
+/// is lowered): `(buffer, index, stride between the panel's rows)`.
+pub(in super::super) fn panel_at(
+    cx: &mut Cx<'_>,
+    d: Def<'_>,
+    y: Id,
+    key_axis: usize,
+    key: (usize, Var, Option<crate::ir::Size>),
+    col: (usize, Var, Option<crate::ir::Size>),
+) -> Result<(Buf, Expr, Expr), ScheduleError> {
+    let Op::Read { tensor, .. } = &d.ops[usize::from(y)] else { return Err(cx.internal("a panel that is not a read")) };
+    let t = &cx.tensors[*tensor];
+    let (buf, ldb) = (t.buf, t.strides[key_axis].clone());
+    let old_k = cx.bind(key.0, IdxVar { var: key.1, range: key.2 });
+    let old_c = cx.bind(col.0, IdxVar { var: col.1, range: col.2 });
+    let val = cx.lower_as(d, y, Ty::F32);
+    cx.unbind(col.0, old_c);
+    cx.unbind(key.0, old_k);
+    match val? {
+        Expr::Load { buf: got, index } if got == buf => Ok((buf, *index, ldb)),
+        _ => Err(cx.internal("a plain read did not lower to a load")),
+    }
 }
